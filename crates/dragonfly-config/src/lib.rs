@@ -1,0 +1,499 @@
+//! `config.lua`: the pipeline definition of the original Dragonfly MLE, loaded and checked.
+//!
+//! The file is plain Lua evaluated once; the engine reads the globals `redis_host`,
+//! `redis_port`, `modules`, `inputs`, `analyzers`, `outputs`, and (an extension of ours) the
+//! table `engine` with tuning knobs. Every problem found is reported, each naming the file, the
+//! table entry and the field.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use mlua::{Lua, LuaOptions, StdLib, Table, Value};
+
+/// One problem in config.lua.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    /// e.g. `inputs[1] (tag "eve")`
+    pub entry: Option<String>,
+    pub field: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: ", self.file)?;
+        if let Some(e) = &self.entry {
+            write!(f, "{e}: ")?;
+        }
+        if let Some(fl) = &self.field {
+            write!(f, "field '{fl}': ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// Every problem found, in file order.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Input {
+    pub tag: String,
+    pub uri: String,
+    /// The script as written in config.lua.
+    pub script: String,
+    /// The script file found for it.
+    pub script_path: PathBuf,
+    pub default_analyzer: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Analyzer {
+    pub tag: String,
+    pub script: String,
+    pub script_path: PathBuf,
+    pub default_analyzer: String,
+    pub default_output: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Output {
+    pub tag: String,
+    pub uri: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Module {
+    pub tag: String,
+    pub module: String,
+}
+
+/// Where analyzers keep state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Store {
+    /// No `redis_host`, or `redis_host = "embedded"`: the in-process store.
+    Embedded,
+    /// A Redis server over TCP.
+    Tcp { host: String, port: u16 },
+    /// `redis_port <= 0`: `redis_host` is a unix socket path.
+    Unix { path: String },
+}
+
+/// Tuning knobs: the `engine = { ... }` table (all optional).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Engine {
+    /// Seconds between lines in dragonfly-mle-stats.log.
+    pub stats_interval: f64,
+    /// Longest input line accepted, in bytes.
+    pub max_line_bytes: usize,
+    /// Lines handed from an input to the pipeline at a time.
+    pub batch_lines: usize,
+    /// Batches that may wait between stages before the producer blocks.
+    pub queue_batches: usize,
+    /// Snapshot file of the embedded store (empty: none).
+    pub store_snapshot: String,
+}
+
+impl Default for Engine {
+    fn default() -> Self {
+        Self {
+            stats_interval: 60.0,
+            max_line_bytes: 16 * 1024 * 1024,
+            batch_lines: 256,
+            queue_batches: 64,
+            store_snapshot: String::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The config file, relative to ROOT where possible (for messages).
+    pub file: String,
+    pub store: Store,
+    pub modules: Vec<Module>,
+    pub inputs: Vec<Input>,
+    pub analyzers: Vec<Analyzer>,
+    pub outputs: Vec<Output>,
+    pub engine: Engine,
+    /// Things that are not errors but deserve a word (unknown keys, ...).
+    pub warnings: Vec<String>,
+}
+
+/// Find ROOT/config/config.lua, or ROOT/scripts/config.lua.
+pub fn find(root: &Path) -> Option<PathBuf> {
+    ["config/config.lua", "scripts/config.lua"]
+        .iter()
+        .map(|p| root.join(p))
+        .find(|p| p.is_file())
+}
+
+/// Load and check the configuration of ROOT.
+pub fn load(root: &Path) -> Result<Config, ConfigErrors> {
+    let Some(path) = find(root) else {
+        return Err(ConfigErrors(vec![ConfigError {
+            file: root.join("config/config.lua").display().to_string(),
+            entry: None,
+            field: None,
+            message: "not found (also looked for scripts/config.lua)".into(),
+        }]));
+    };
+    let source = std::fs::read_to_string(&path).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            file: path.display().to_string(),
+            entry: None,
+            field: None,
+            message: e.to_string(),
+        }])
+    })?;
+    let display = path
+        .strip_prefix(root)
+        .unwrap_or(&path)
+        .display()
+        .to_string();
+    parse(&source, &display, root)
+}
+
+/// Evaluate config source text; script files are looked up under `root`.
+pub fn parse(source: &str, file: &str, root: &Path) -> Result<Config, ConfigErrors> {
+    let mut p = Parser {
+        file: file.to_string(),
+        errors: Vec::new(),
+        warnings: Vec::new(),
+        root: root.to_path_buf(),
+    };
+    let lua = Lua::new_with(StdLib::ALL_SAFE, LuaOptions::default()).map_err(|e| {
+        ConfigErrors(vec![p.err(None, None, e.to_string())])
+    })?;
+    if let Err(e) = lua.load(source).set_name(format!("@{file}")).exec() {
+        let msg = e.to_string();
+        let msg = msg.split("\nstack traceback:").next().unwrap_or(&msg);
+        return Err(ConfigErrors(vec![ConfigError {
+            file: file.to_string(),
+            entry: None,
+            field: None,
+            message: format!("Lua error: {}", msg.trim_start_matches("runtime error: ")),
+        }]));
+    }
+    let g = lua.globals();
+    let store = p.store(&g);
+    let modules = p.list(&g, "modules", false, |p, entry, t| {
+        Some(Module {
+            tag: p.string(entry, t, "tag", true)?,
+            module: p.string(entry, t, "module", true)?,
+        })
+    }, &["tag", "module"]);
+    let inputs = p.list(&g, "inputs", true, |p, entry, t| {
+        let tag = p.string(entry, t, "tag", true);
+        let uri = p.string(entry, t, "uri", true);
+        let script = p.string(entry, t, "script", true);
+        let default_analyzer = p.string(entry, t, "default_analyzer", false).unwrap_or_default();
+        let script_path = script.as_ref().and_then(|s| p.script(entry, "filter", s));
+        Some(Input {
+            tag: tag?,
+            uri: uri?,
+            script: script?,
+            script_path: script_path?,
+            default_analyzer,
+        })
+    }, &["tag", "uri", "script", "default_analyzer"]);
+    let analyzers = p.list(&g, "analyzers", true, |p, entry, t| {
+        let tag = p.string(entry, t, "tag", true);
+        let script = p.string(entry, t, "script", true);
+        let default_analyzer = p.string(entry, t, "default_analyzer", false).unwrap_or_default();
+        let default_output = p.string(entry, t, "default_output", false).unwrap_or_default();
+        let script_path = script.as_ref().and_then(|s| p.script(entry, "analyzer", s));
+        Some(Analyzer {
+            tag: tag?,
+            script: script?,
+            script_path: script_path?,
+            default_analyzer,
+            default_output,
+        })
+    }, &["tag", "script", "default_analyzer", "default_output"]);
+    let outputs = p.list(&g, "outputs", true, |p, entry, t| {
+        let tag = p.string(entry, t, "tag", true);
+        let uri = p.string(entry, t, "uri", true);
+        Some(Output { tag: tag?, uri: uri? })
+    }, &["tag", "uri"]);
+    let engine = p.engine(&g);
+
+    p.check_tags(&inputs, &analyzers, &outputs);
+    if !p.errors.is_empty() {
+        return Err(ConfigErrors(p.errors));
+    }
+    Ok(Config {
+        file: file.to_string(),
+        store,
+        modules,
+        inputs,
+        analyzers,
+        outputs,
+        engine,
+        warnings: p.warnings,
+    })
+}
+
+struct Parser {
+    file: String,
+    errors: Vec<ConfigError>,
+    warnings: Vec<String>,
+    root: PathBuf,
+}
+
+fn entry_name(list: &str, i: usize, t: &Table) -> String {
+    match t.raw_get::<Value>("tag") {
+        Ok(Value::String(s)) => format!("{list}[{i}] (tag \"{}\")", s.to_string_lossy()),
+        _ => format!("{list}[{i}]"),
+    }
+}
+
+impl Parser {
+    fn err(&self, entry: Option<&str>, field: Option<&str>, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.file.clone(),
+            entry: entry.map(str::to_string),
+            field: field.map(str::to_string),
+            message: message.into(),
+        }
+    }
+
+    fn push(&mut self, entry: Option<&str>, field: Option<&str>, message: impl Into<String>) {
+        let e = self.err(entry, field, message);
+        self.errors.push(e);
+    }
+
+    fn string(&mut self, entry: &str, t: &Table, field: &str, required: bool) -> Option<String> {
+        match t.raw_get::<Value>(field) {
+            Ok(Value::String(s)) => Some(s.to_string_lossy()),
+            Ok(Value::Integer(n)) => Some(n.to_string()),
+            Ok(Value::Nil) if !required => None,
+            Ok(Value::Nil) => {
+                self.push(Some(entry), Some(field), "missing (required)");
+                None
+            }
+            Ok(other) => {
+                self.push(Some(entry), Some(field), format!("must be a string, not a {}", other.type_name()));
+                None
+            }
+            Err(e) => {
+                self.push(Some(entry), Some(field), e.to_string());
+                None
+            }
+        }
+    }
+
+    /// Resolve a script: absolute as given, else ROOT/<dir>/<script>, else ROOT/<script>.
+    fn script(&mut self, entry: &str, dir: &str, script: &str) -> Option<PathBuf> {
+        let p = Path::new(script);
+        let candidates: Vec<PathBuf> = if p.is_absolute() {
+            vec![p.to_path_buf()]
+        } else {
+            vec![self.root.join(dir).join(p), self.root.join(p)]
+        };
+        match candidates.iter().find(|c| c.is_file()) {
+            Some(c) => Some(c.clone()),
+            None => {
+                self.push(
+                    Some(entry),
+                    Some("script"),
+                    format!("script file not found: {}", candidates[0].display()),
+                );
+                None
+            }
+        }
+    }
+
+    fn list<T>(
+        &mut self,
+        g: &Table,
+        name: &str,
+        required: bool,
+        mut item: impl FnMut(&mut Self, &str, &Table) -> Option<T>,
+        known: &[&str],
+    ) -> Vec<T> {
+        let t = match g.raw_get::<Value>(name) {
+            Ok(Value::Table(t)) => t,
+            Ok(Value::Nil) => {
+                if required {
+                    self.push(None, Some(name), "missing (required): a list of tables");
+                }
+                return Vec::new();
+            }
+            Ok(other) => {
+                self.push(None, Some(name), format!("must be a list of tables, not a {}", other.type_name()));
+                return Vec::new();
+            }
+            Err(e) => {
+                self.push(None, Some(name), e.to_string());
+                return Vec::new();
+            }
+        };
+        let mut out = Vec::new();
+        for i in 1..=t.raw_len() {
+            match t.raw_get::<Value>(i) {
+                Ok(Value::Table(e)) => {
+                    let entry = entry_name(name, i, &e);
+                    self.unknown_keys(&entry, &e, known);
+                    if let Some(v) = item(self, &entry, &e) {
+                        out.push(v);
+                    }
+                }
+                Ok(other) => self.push(Some(&format!("{name}[{i}]")), None,
+                    format!("must be a table, not a {}", other.type_name())),
+                Err(e) => self.push(Some(&format!("{name}[{i}]")), None, e.to_string()),
+            }
+        }
+        out
+    }
+
+    fn unknown_keys(&mut self, entry: &str, t: &Table, known: &[&str]) {
+        for pair in t.pairs::<Value, Value>() {
+            let Ok((k, _)) = pair else { continue };
+            let name = match &k {
+                Value::String(s) => s.to_string_lossy(),
+                other => format!("{other:?}"),
+            };
+            if !known.contains(&name.as_str()) {
+                self.warnings.push(format!(
+                    "{}: {entry}: unknown key '{name}' is ignored (known: {})",
+                    self.file,
+                    known.join(", ")
+                ));
+            }
+        }
+    }
+
+    fn store(&mut self, g: &Table) -> Store {
+        let host = match g.raw_get::<Value>("redis_host") {
+            Ok(Value::String(s)) => Some(s.to_string_lossy()),
+            Ok(Value::Nil) => None,
+            Ok(other) => {
+                self.push(None, Some("redis_host"), format!("must be a string, not a {}", other.type_name()));
+                None
+            }
+            Err(_) => None,
+        };
+        let port: i64 = match g.raw_get::<Value>("redis_port") {
+            Ok(Value::Integer(n)) => n,
+            Ok(Value::Number(n)) => n as i64,
+            Ok(Value::String(s)) => match s.to_string_lossy().trim().parse() {
+                Ok(n) => n,
+                Err(_) => {
+                    self.push(None, Some("redis_port"), format!("'{}' is not a number", s.to_string_lossy()));
+                    6379
+                }
+            },
+            Ok(Value::Nil) => 6379,
+            Ok(other) => {
+                self.push(None, Some("redis_port"), format!("must be a number, not a {}", other.type_name()));
+                6379
+            }
+            Err(_) => 6379,
+        };
+        match host {
+            None => Store::Embedded,
+            Some(h) if h.is_empty() || h == "embedded" => Store::Embedded,
+            Some(h) if port <= 0 => Store::Unix { path: h },
+            Some(h) => match u16::try_from(port) {
+                Ok(port) => Store::Tcp { host: h, port },
+                Err(_) => {
+                    self.push(None, Some("redis_port"), format!("{port} is not a TCP port"));
+                    Store::Embedded
+                }
+            },
+        }
+    }
+
+    fn engine(&mut self, g: &Table) -> Engine {
+        let mut e = Engine::default();
+        let t = match g.raw_get::<Value>("engine") {
+            Ok(Value::Table(t)) => t,
+            Ok(Value::Nil) => return e,
+            Ok(other) => {
+                self.push(None, Some("engine"), format!("must be a table, not a {}", other.type_name()));
+                return e;
+            }
+            Err(_) => return e,
+        };
+        let known = ["stats_interval", "max_line_bytes", "batch_lines", "queue_batches", "store_snapshot"];
+        self.unknown_keys("engine", &t, &known);
+        let num = |p: &mut Self, key: &str, min: f64| -> Option<f64> {
+            match t.raw_get::<Value>(key) {
+                Ok(Value::Integer(n)) if n as f64 >= min => Some(n as f64),
+                Ok(Value::Number(n)) if n >= min && n.is_finite() => Some(n),
+                Ok(Value::Nil) => None,
+                Ok(other) => {
+                    p.push(Some("engine"), Some(key), format!("must be a number >= {min}, got {}", other.to_string().unwrap_or_default()));
+                    None
+                }
+                Err(_) => None,
+            }
+        };
+        if let Some(v) = num(self, "stats_interval", 0.01) {
+            e.stats_interval = v;
+        }
+        if let Some(v) = num(self, "max_line_bytes", 64.0) {
+            e.max_line_bytes = v as usize;
+        }
+        if let Some(v) = num(self, "batch_lines", 1.0) {
+            e.batch_lines = v as usize;
+        }
+        if let Some(v) = num(self, "queue_batches", 1.0) {
+            e.queue_batches = v as usize;
+        }
+        if let Ok(Value::String(s)) = t.raw_get::<Value>("store_snapshot") {
+            e.store_snapshot = s.to_string_lossy();
+        }
+        e
+    }
+
+    fn check_tags(&mut self, inputs: &[Input], analyzers: &[Analyzer], outputs: &[Output]) {
+        let dup = |list: &str, tags: Vec<&str>, p: &mut Self| {
+            let mut seen = std::collections::HashSet::new();
+            for (i, t) in tags.iter().enumerate() {
+                if !seen.insert(*t) {
+                    p.push(Some(&format!("{list}[{}] (tag \"{t}\")", i + 1)), Some("tag"), "duplicate tag");
+                }
+            }
+        };
+        dup("inputs", inputs.iter().map(|i| i.tag.as_str()).collect(), self);
+        dup("analyzers", analyzers.iter().map(|i| i.tag.as_str()).collect(), self);
+        dup("outputs", outputs.iter().map(|i| i.tag.as_str()).collect(), self);
+        let atags: Vec<&str> = analyzers.iter().map(|a| a.tag.as_str()).collect();
+        let otags: Vec<&str> = outputs.iter().map(|o| o.tag.as_str()).collect();
+        for (i, inp) in inputs.iter().enumerate() {
+            if !inp.default_analyzer.is_empty() && !atags.contains(&inp.default_analyzer.as_str()) {
+                self.push(Some(&format!("inputs[{}] (tag \"{}\")", i + 1, inp.tag)), Some("default_analyzer"),
+                    format!("names no analyzer: '{}' (analyzers: {})", inp.default_analyzer, atags.join(", ")));
+            }
+        }
+        for (i, a) in analyzers.iter().enumerate() {
+            let entry = format!("analyzers[{}] (tag \"{}\")", i + 1, a.tag);
+            if !a.default_analyzer.is_empty() && !atags.contains(&a.default_analyzer.as_str()) {
+                self.push(Some(&entry), Some("default_analyzer"),
+                    format!("names no analyzer: '{}' (analyzers: {})", a.default_analyzer, atags.join(", ")));
+            }
+            if !a.default_output.is_empty() && !otags.contains(&a.default_output.as_str()) {
+                self.push(Some(&entry), Some("default_output"),
+                    format!("names no output: '{}' (outputs: {})", a.default_output, otags.join(", ")));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,18 @@
+//! Sources and sinks of the Dragonfly pipeline.
+//!
+//! Each source kind lives in its own module under [`sources`], each sink kind under [`sinks`].
+//! Sources turn bytes into [`Batch`]es of raw lines and hand them to an [`Emit`] supplied by the
+//! engine (which decides which worker gets which line); sinks write batches of encoded messages.
+
+pub mod batch;
+pub mod framing;
+pub mod ratelimit;
+pub mod sinks;
+pub mod sources;
+mod uri;
+
+pub use batch::Batch;
+pub use framing::{Frame, LineFramer};
+pub use sinks::{open_sink, Sink, SinkSpec};
+pub use sources::{Emit, InputCounters, SourceCtx, SourceSpec};
+pub use uri::UriError;

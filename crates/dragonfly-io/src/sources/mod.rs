@@ -1,0 +1,271 @@
+//! Inputs: one module per URI scheme.
+//!
+//! | scheme | module | finite |
+//! |---|---|---|
+//! | `file://PATH` | [`file`] | yes |
+//! | `zfile://PATH` (gzip, multi-member) | [`file`] | yes |
+//! | `tail://PATH` (`<` suffix: from the beginning) | [`tail`] | no |
+//! | `ipc://PATH` (unix datagram, bound here) | [`ipc`] | no |
+//! | `unix://PATH` (unix stream, listened on here) | [`unix`] | no |
+
+pub mod file;
+pub mod ipc;
+pub mod tail;
+pub mod unix;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::framing::{Frame, LineFramer};
+use crate::ratelimit;
+use crate::uri::{self, UriError};
+use crate::Batch;
+
+/// Where the lines of a source go. The engine implements it (partitioning lines over workers).
+pub trait Emit: Send {
+    /// Hand over a batch; `false` means the pipeline is gone and the source should stop.
+    fn emit(&mut self, batch: Batch) -> bool;
+    /// Another handle for a second thread of the same source (e.g. one per stream connection).
+    fn clone_box(&self) -> Box<dyn Emit>;
+}
+
+/// Counters of one input, read by the stats reporter.
+#[derive(Debug, Default)]
+pub struct InputCounters {
+    /// Lines (or datagrams) handed to the pipeline.
+    pub lines: AtomicU64,
+    pub bytes: AtomicU64,
+    /// Blank lines, skipped.
+    pub empty: AtomicU64,
+    /// Lines over the maximum length, skipped.
+    pub oversized: AtomicU64,
+    /// Datagrams larger than the receive buffer, skipped.
+    pub truncated: AtomicU64,
+    /// Times the file under a tail was truncated or replaced.
+    pub truncations: AtomicU64,
+    /// Times a tailed file was rotated (renamed away and re-created).
+    pub rotations: AtomicU64,
+    /// I/O errors.
+    pub errors: AtomicU64,
+}
+
+/// What a running source gets from the engine.
+pub struct SourceCtx {
+    /// The input's tag from config.lua, used in log lines.
+    pub tag: String,
+    pub counters: Arc<InputCounters>,
+    /// Set when the engine stops: the source flushes what it has and returns.
+    pub shutdown: Arc<AtomicBool>,
+    pub max_line: usize,
+    /// Lines per batch handed over at most.
+    pub batch_lines: usize,
+    pub out: Box<dyn Emit>,
+}
+
+impl SourceCtx {
+    pub fn stopping(&self) -> bool {
+        self.shutdown.load(Ordering::Relaxed)
+    }
+}
+
+/// A parsed input URI.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceSpec {
+    File(PathBuf),
+    ZFile(PathBuf),
+    Tail { path: PathBuf, from_start: bool },
+    Ipc(PathBuf),
+    Unix(PathBuf),
+}
+
+impl SourceSpec {
+    pub fn parse(uri: &str) -> Result<Self, UriError> {
+        let (scheme, rest) = uri::split(uri)?;
+        Ok(match scheme {
+            "file" => SourceSpec::File(uri::path(rest)),
+            "zfile" => SourceSpec::ZFile(uri::path(rest)),
+            "tail" => match rest.strip_suffix('<') {
+                Some(p) if !p.is_empty() => SourceSpec::Tail {
+                    path: uri::path(p),
+                    from_start: true,
+                },
+                Some(_) => return Err(UriError::NoPath(uri.to_string())),
+                None => SourceSpec::Tail {
+                    path: uri::path(rest),
+                    from_start: false,
+                },
+            },
+            "ipc" => SourceSpec::Ipc(uri::path(rest)),
+            "unix" => SourceSpec::Unix(uri::path(rest)),
+            other => {
+                return Err(UriError::Unsupported {
+                    scheme: other.to_string(),
+                    role: "as an input",
+                    supported: "file, zfile, tail, ipc, unix",
+                })
+            }
+        })
+    }
+
+    /// Inputs that end by themselves (what `--exit-on-eof` waits for).
+    pub fn is_finite(&self) -> bool {
+        matches!(self, SourceSpec::File(_) | SourceSpec::ZFile(_))
+    }
+
+    pub fn path(&self) -> &Path {
+        match self {
+            SourceSpec::File(p)
+            | SourceSpec::ZFile(p)
+            | SourceSpec::Ipc(p)
+            | SourceSpec::Unix(p)
+            | SourceSpec::Tail { path: p, .. } => p,
+        }
+    }
+
+    /// Work that must happen before privileges are dropped or the process is chrooted:
+    /// sockets are bound and files opened here.
+    pub fn prepare(&self) -> std::io::Result<Prepared> {
+        Ok(match self {
+            SourceSpec::File(p) => Prepared::File(file::open(p, false)?),
+            SourceSpec::ZFile(p) => Prepared::File(file::open(p, true)?),
+            SourceSpec::Tail { path, from_start } => {
+                Prepared::Tail(tail::Tail::new(path.clone(), *from_start))
+            }
+            SourceSpec::Ipc(p) => Prepared::Ipc(ipc::bind(p)?),
+            SourceSpec::Unix(p) => Prepared::Unix(unix::bind(p)?),
+        })
+    }
+}
+
+/// A source with its file opened or socket bound, ready to run on its own thread.
+pub enum Prepared {
+    File(Box<dyn std::io::Read + Send>),
+    Tail(tail::Tail),
+    Ipc(ipc::IpcSource),
+    Unix(unix::UnixSource),
+}
+
+impl Prepared {
+    /// Read until the input ends (finite inputs) or the engine stops.
+    pub fn run(self, ctx: SourceCtx) {
+        match self {
+            Prepared::File(r) => file::run(r, ctx),
+            Prepared::Tail(t) => t.run(ctx),
+            Prepared::Ipc(s) => s.run(ctx),
+            Prepared::Unix(s) => s.run(ctx),
+        }
+    }
+}
+
+/// Turns frames into batches and counts what it skips; shared by every source.
+pub(crate) struct Collector {
+    batch: Batch,
+    ctx_lines: usize,
+    closed: bool,
+}
+
+impl Collector {
+    pub fn new(ctx: &SourceCtx) -> Self {
+        Self {
+            batch: Batch::with_capacity(ctx.batch_lines, ctx.batch_lines * 800),
+            ctx_lines: ctx.batch_lines.max(1),
+            closed: false,
+        }
+    }
+
+    /// Account for one frame; hands the batch over when it is full.
+    pub fn frame(&mut self, ctx: &mut SourceCtx, frame: Frame<'_>) {
+        match frame {
+            Frame::Line(line) => {
+                self.batch.push(line);
+                if self.batch.len() >= self.ctx_lines {
+                    self.flush(ctx);
+                }
+            }
+            Frame::Empty => {
+                let (n, log) = ratelimit::bump(&ctx.counters.empty);
+                if log {
+                    tracing::warn!(input = %ctx.tag, count = n, "skipped an empty line");
+                }
+            }
+            Frame::Oversized(len) => {
+                let (n, log) = ratelimit::bump(&ctx.counters.oversized);
+                if log {
+                    tracing::warn!(input = %ctx.tag, bytes = len, max = ctx.max_line, count = n,
+                        "skipped a line longer than the maximum (engine.max_line_bytes)");
+                }
+            }
+        }
+    }
+
+    /// Hand over what has been collected.
+    pub fn flush(&mut self, ctx: &mut SourceCtx) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let batch = self.batch.take();
+        ctx.counters
+            .lines
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        ctx.counters
+            .bytes
+            .fetch_add(batch.bytes() as u64, Ordering::Relaxed);
+        if !ctx.out.emit(batch) {
+            self.closed = true;
+        }
+    }
+
+    /// The pipeline went away.
+    pub fn closed(&self) -> bool {
+        self.closed
+    }
+}
+
+/// Feed a chunk through a framer into a collector.
+pub(crate) fn feed(
+    framer: &mut LineFramer,
+    col: &mut Collector,
+    ctx: &mut SourceCtx,
+    chunk: &[u8],
+) {
+    framer.push(chunk, &mut |f| col.frame(ctx, f));
+}
+
+/// The input ended: the unterminated last line is a line.
+pub(crate) fn finish(framer: &mut LineFramer, col: &mut Collector, ctx: &mut SourceCtx) {
+    framer.finish(&mut |f| col.frame(ctx, f));
+}
+
+pub(crate) fn io_error(ctx: &SourceCtx, what: &str, err: &std::io::Error) {
+    let (n, log) = ratelimit::bump(&ctx.counters.errors);
+    if log {
+        tracing::error!(input = %ctx.tag, count = n, "{what}: {err}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_input_uris() {
+        assert_eq!(
+            SourceSpec::parse("tail:///var/log/eve.json<").unwrap(),
+            SourceSpec::Tail {
+                path: "/var/log/eve.json".into(),
+                from_start: true
+            }
+        );
+        assert!(SourceSpec::parse("file://x.json").unwrap().is_finite());
+        assert!(!SourceSpec::parse("ipc:///tmp/s").unwrap().is_finite());
+        assert!(matches!(
+            SourceSpec::parse("kafka://b/t"),
+            Err(UriError::Unsupported { .. })
+        ));
+        assert!(matches!(
+            SourceSpec::parse("eve.json"),
+            Err(UriError::NoScheme(_))
+        ));
+    }
+}

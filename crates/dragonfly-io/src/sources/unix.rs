@@ -1,0 +1,94 @@
+//! `unix://PATH`: listen on a unix stream socket at PATH; newline-delimited JSON per
+//! connection. This is what Suricata's `unix_stream` eve output connects to. Frames are cut at
+//! newlines, never at read boundaries, so split and merged writes both arrive whole.
+
+use std::io::{self, Read};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::{feed, finish, io_error, Collector, SourceCtx};
+use crate::LineFramer;
+
+pub struct UnixSource {
+    listener: UnixListener,
+    path: PathBuf,
+}
+
+pub(crate) fn bind(path: &Path) -> io::Result<UnixSource> {
+    super::ipc::remove_stale_socket(path)?;
+    let listener = UnixListener::bind(path)
+        .map_err(|e| io::Error::new(e.kind(), format!("listen {}: {e}", path.display())))?;
+    listener.set_nonblocking(true)?;
+    Ok(UnixSource {
+        listener,
+        path: path.to_path_buf(),
+    })
+}
+
+impl UnixSource {
+    pub fn run(self, ctx: SourceCtx) {
+        let mut conns = Vec::new();
+        while !ctx.stopping() {
+            match self.listener.accept() {
+                Ok((stream, _)) => {
+                    let conn_ctx = SourceCtx {
+                        tag: ctx.tag.clone(),
+                        counters: ctx.counters.clone(),
+                        shutdown: ctx.shutdown.clone(),
+                        max_line: ctx.max_line,
+                        batch_lines: ctx.batch_lines,
+                        out: ctx.out.clone_box(),
+                    };
+                    tracing::info!(input = %ctx.tag, "stream connection accepted");
+                    conns.push(std::thread::spawn(move || connection(stream, conn_ctx)));
+                    conns.retain(|h| !h.is_finished());
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => {
+                    io_error(&ctx, "accept failed", &e);
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        }
+        for h in conns {
+            let _ = h.join();
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn connection(mut stream: UnixStream, mut ctx: SourceCtx) {
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(100)));
+    let mut framer = LineFramer::new(ctx.max_line);
+    let mut col = Collector::new(&ctx);
+    let mut buf = vec![0u8; 256 * 1024];
+    while !ctx.stopping() && !col.closed() {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                feed(&mut framer, &mut col, &mut ctx, &buf[..n]);
+                if n < buf.len() {
+                    col.flush(&mut ctx);
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+                ) =>
+            {
+                col.flush(&mut ctx)
+            }
+            Err(e) => {
+                io_error(&ctx, "stream read failed", &e);
+                break;
+            }
+        }
+    }
+    finish(&mut framer, &mut col, &mut ctx);
+    col.flush(&mut ctx);
+}

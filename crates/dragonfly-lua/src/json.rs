@@ -1,0 +1,322 @@
+//! JSON <-> Lua values with lua-cjson's conventions, fixed where the original lost data.
+//!
+//! - `null` decodes to `cjson.null` (a NULL light userdata) and encodes back to `null`.
+//! - Arrays decode to sequences carrying `cjson.array_mt`, so `[]` encodes back as `[]`
+//!   (the original turned it into `{}`); an empty table without it encodes as `{}`.
+//! - Integral numbers encode as integers (`flow_id` stays `1251312473193421`, not
+//!   `1.2513124731934e+15`); other numbers as `%.14g`, like the original.
+//! - Tables with only positive integer keys encode as arrays (`null` in holes); excessively
+//!   sparse ones (max key > 2 x count and > 10) are an error, as in cjson.
+//! - NaN and infinity are an error; nesting is limited to 1000 levels when encoding and 128
+//!   when decoding.
+
+use std::fmt::Write as _;
+
+use mlua::{Lua, Table, Value};
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+
+use dragonfly_store::numfmt::fmt_g;
+
+const MAX_ENCODE_DEPTH: usize = 1000;
+
+/// Decode one JSON document into a Lua value.
+pub fn decode(lua: &Lua, array_mt: &Table, bytes: &[u8]) -> Result<Value, serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let v = Seed { lua, array_mt }.deserialize(&mut de)?;
+    de.end()?;
+    Ok(v)
+}
+
+#[derive(Clone, Copy)]
+struct Seed<'a> {
+    lua: &'a Lua,
+    array_mt: &'a Table,
+}
+
+fn lua_err<E: serde::de::Error>(e: mlua::Error) -> E {
+    E::custom(e.to_string())
+}
+
+impl<'de> DeserializeSeed<'de> for Seed<'_> {
+    type Value = Value;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Seed<'_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Boolean(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::Number(v as f64))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::Number(v as f64))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(Value::Number(v))
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Value, E> {
+        self.lua.create_string(v).map(Value::String).map_err(lua_err)
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::NULL)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let t = self
+            .lua
+            .create_table_with_capacity(seq.size_hint().unwrap_or(4), 0)
+            .map_err(lua_err)?;
+        let mut i = 1usize;
+        while let Some(v) = seq.next_element_seed(self)? {
+            t.raw_seti(i, v).map_err(lua_err)?;
+            i += 1;
+        }
+        t.set_metatable(Some(self.array_mt.clone()))
+            .map_err(lua_err)?;
+        Ok(Value::Table(t))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let t = self
+            .lua
+            .create_table_with_capacity(0, map.size_hint().unwrap_or(16))
+            .map_err(lua_err)?;
+        while let Some(k) = map.next_key_seed(KeySeed(self.lua))? {
+            let v = map.next_value_seed(self)?;
+            t.raw_set(k, v).map_err(lua_err)?;
+        }
+        Ok(Value::Table(t))
+    }
+}
+
+struct KeySeed<'a>(&'a Lua);
+
+impl<'de> DeserializeSeed<'de> for KeySeed<'_> {
+    type Value = mlua::LuaString;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<mlua::LuaString, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeySeed<'_> {
+    type Value = mlua::LuaString;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a string key")
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<mlua::LuaString, E> {
+        self.0.create_string(v).map_err(lua_err)
+    }
+}
+
+/// Why a value cannot be encoded (lua-cjson's messages).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum EncodeError {
+    #[error("Cannot serialise {0}: type not supported")]
+    Unsupported(&'static str),
+    #[error("Cannot serialise number: must not be NaN or Infinity")]
+    InvalidNumber,
+    #[error("Cannot serialise table: excessively sparse array")]
+    SparseArray,
+    #[error("Cannot serialise table: table key must be a number or string")]
+    BadKey,
+    #[error("Cannot serialise, excessive nesting ({0})")]
+    Depth(usize),
+    #[error("Cannot serialise table: {0}")]
+    Lua(String),
+}
+
+/// Encode a Lua value as JSON, appending to `out`.
+pub fn encode(v: &Value, array_mt: &Table, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+    Encoder { array_mt }.value(v, out, 1)
+}
+
+/// Encode into a fresh string.
+pub fn encode_to_vec(v: &Value, array_mt: &Table) -> Result<Vec<u8>, EncodeError> {
+    let mut out = Vec::with_capacity(256);
+    encode(v, array_mt, &mut out)?;
+    Ok(out)
+}
+
+struct Encoder<'a> {
+    array_mt: &'a Table,
+}
+
+/// Write a number the way the engine prints numbers in JSON.
+pub fn write_number(v: f64, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+    if !v.is_finite() {
+        return Err(EncodeError::InvalidNumber);
+    }
+    if v.fract() == 0.0 && v.abs() < 9.2e18 {
+        let mut b = itoa::Buffer::new();
+        if v == 0.0 && v.is_sign_negative() {
+            out.extend_from_slice(b"-0");
+        } else {
+            out.extend_from_slice(b.format(v as i64).as_bytes());
+        }
+    } else {
+        out.extend_from_slice(fmt_g(v, 14).as_bytes());
+    }
+    Ok(())
+}
+
+/// Write a JSON string literal (bytes that are not UTF-8 pass through unchanged, as in cjson).
+pub fn write_string(s: &[u8], out: &mut Vec<u8>) {
+    out.push(b'"');
+    let mut start = 0;
+    for (i, &b) in s.iter().enumerate() {
+        let esc: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0x08 => b"\\b",
+            0x0c => b"\\f",
+            0..=0x1f | 0x7f => {
+                out.extend_from_slice(&s[start..i]);
+                let mut tmp = String::new();
+                let _ = write!(tmp, "\\u{:04x}", b);
+                out.extend_from_slice(tmp.as_bytes());
+                start = i + 1;
+                continue;
+            }
+            _ => continue,
+        };
+        out.extend_from_slice(&s[start..i]);
+        out.extend_from_slice(esc);
+        start = i + 1;
+    }
+    out.extend_from_slice(&s[start..]);
+    out.push(b'"');
+}
+
+impl Encoder<'_> {
+    fn value(&self, v: &Value, out: &mut Vec<u8>, depth: usize) -> Result<(), EncodeError> {
+        match v {
+            Value::Nil => out.extend_from_slice(b"null"),
+            Value::LightUserData(p) if p.0.is_null() => out.extend_from_slice(b"null"),
+            Value::Boolean(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+            Value::Integer(i) => out.extend_from_slice(itoa::Buffer::new().format(*i).as_bytes()),
+            Value::Number(n) => write_number(*n, out)?,
+            Value::String(s) => write_string(&s.as_bytes(), out),
+            Value::Table(t) => {
+                if depth > MAX_ENCODE_DEPTH {
+                    return Err(EncodeError::Depth(depth));
+                }
+                self.table(t, out, depth)?
+            }
+            other => return Err(EncodeError::Unsupported(other.type_name())),
+        }
+        Ok(())
+    }
+
+    fn table(&self, t: &Table, out: &mut Vec<u8>, depth: usize) -> Result<(), EncodeError> {
+        let is_array_mt = t.metatable().is_some_and(|m| m == *self.array_mt);
+        // Classify: a table whose keys are all positive integers is an array.
+        let mut max = 0usize;
+        let mut count = 0usize;
+        let mut array = true;
+        let mut pairs: Vec<(Value, Value)> = Vec::new();
+        for pair in t.pairs::<Value, Value>() {
+            let (k, v) = pair.map_err(|e| EncodeError::Lua(e.to_string()))?;
+            if array {
+                match as_index(&k) {
+                    Some(i) => {
+                        max = max.max(i);
+                        count += 1;
+                    }
+                    None => array = false,
+                }
+            }
+            pairs.push((k, v));
+        }
+        if pairs.is_empty() {
+            out.extend_from_slice(if is_array_mt { b"[]" } else { b"{}" });
+            return Ok(());
+        }
+        if array {
+            if max > count * 2 && max > 10 {
+                return Err(EncodeError::SparseArray);
+            }
+            out.push(b'[');
+            for i in 1..=max {
+                if i > 1 {
+                    out.push(b',');
+                }
+                let v: Value = t
+                    .raw_get(i)
+                    .map_err(|e| EncodeError::Lua(e.to_string()))?;
+                self.value(&v, out, depth + 1)?;
+            }
+            out.push(b']');
+            return Ok(());
+        }
+        out.push(b'{');
+        for (n, (k, v)) in pairs.iter().enumerate() {
+            if n > 0 {
+                out.push(b',');
+            }
+            match k {
+                Value::String(s) => write_string(&s.as_bytes(), out),
+                Value::Integer(i) => {
+                    out.push(b'"');
+                    out.extend_from_slice(itoa::Buffer::new().format(*i).as_bytes());
+                    out.push(b'"');
+                }
+                Value::Number(f) => {
+                    out.push(b'"');
+                    write_number(*f, out)?;
+                    out.push(b'"');
+                }
+                _ => return Err(EncodeError::BadKey),
+            }
+            out.push(b':');
+            self.value(v, out, depth + 1)?;
+        }
+        out.push(b'}');
+        Ok(())
+    }
+}
+
+fn as_index(k: &Value) -> Option<usize> {
+    match k {
+        Value::Integer(i) if *i >= 1 => Some(*i as usize),
+        Value::Number(f) if *f >= 1.0 && f.fract() == 0.0 && *f < 9.0e15 => Some(*f as usize),
+        _ => None,
+    }
+}
+
+/// A deep copy of a value, as the original gave each analyzer its own copy of an event.
+/// Tables are copied recursively (metatables are shared); strings and functions are shared,
+/// since Lua strings are immutable.
+pub fn deep_copy(lua: &Lua, v: &Value) -> mlua::Result<Value> {
+    copy_at(lua, v, 0)
+}
+
+fn copy_at(lua: &Lua, v: &Value, depth: usize) -> mlua::Result<Value> {
+    let Value::Table(t) = v else {
+        return Ok(v.clone());
+    };
+    if depth > MAX_ENCODE_DEPTH {
+        return Err(mlua::Error::runtime(
+            "cannot copy value: nesting deeper than 1000 (a table that contains itself?)",
+        ));
+    }
+    let n = t.raw_len();
+    let copy = lua.create_table_with_capacity(n, 8)?;
+    for pair in t.pairs::<Value, Value>() {
+        let (k, val) = pair?;
+        let val = copy_at(lua, &val, depth + 1)?;
+        copy.raw_set(k, val)?;
+    }
+    if let Some(mt) = t.metatable() {
+        copy.set_metatable(Some(mt))?;
+    }
+    Ok(Value::Table(copy))
+}

@@ -1,0 +1,12 @@
+//! The Lua (LuaJIT) runtime of Dragonfly MLE: loads filter and analyzer scripts written for the
+//! original engine and gives them the libraries they expect (`cjson_safe`, `dragonfly`,
+//! `hiredis`). See `docs/lua-api.md` for the script-facing reference.
+
+pub mod json;
+pub mod libs;
+pub mod mailbox;
+pub mod runtime;
+
+pub use libs::hiredis::Backend;
+pub use mailbox::{Mailbox, TagKind, TimerRequest};
+pub use runtime::{LineError, Runtime, RuntimeSpec, ScriptError, ScriptKind, ScriptSpec};

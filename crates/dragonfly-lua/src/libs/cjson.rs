@@ -1,0 +1,87 @@
+//! `cjson_safe` (and the alias `cjson`): lua-cjson's API over [`crate::json`].
+//!
+//! Both names behave like `cjson.safe`: `decode` of bad JSON returns `nil, message` and
+//! `encode` of an unsupported value returns `nil, message` instead of raising an error.
+
+use mlua::{Lua, Table, Value};
+
+use crate::json;
+
+/// The array metatable shared by decoded arrays, kept in the Lua app data.
+#[derive(Clone)]
+pub struct ArrayMt(pub Table);
+
+pub fn array_mt(lua: &Lua) -> Table {
+    lua.app_data_ref::<ArrayMt>()
+        .expect("cjson installed")
+        .0
+        .clone()
+}
+
+pub fn install(lua: &Lua) -> mlua::Result<Table> {
+    let mt = lua.create_table()?;
+    mt.set("__name", "cjson.array")?;
+    lua.set_app_data(ArrayMt(mt.clone()));
+
+    let m = lua.create_table()?;
+    m.set(
+        "encode",
+        lua.create_function(|lua, v: Value| {
+            match json::encode_to_vec(&v, &array_mt(lua)) {
+                Ok(bytes) => Ok((Value::String(lua.create_string(bytes)?), Value::Nil)),
+                Err(e) => Ok((Value::Nil, Value::String(lua.create_string(e.to_string())?))),
+            }
+        })?,
+    )?;
+    m.set(
+        "decode",
+        lua.create_function(|lua, s: mlua::LuaString| {
+            match json::decode(lua, &array_mt(lua), &s.as_bytes()) {
+                Ok(v) => Ok((v, Value::Nil)),
+                Err(e) => Ok((
+                    Value::Nil,
+                    Value::String(lua.create_string(format!("Expected value but found invalid JSON: {e}"))?),
+                )),
+            }
+        })?,
+    )?;
+    m.set("null", Value::NULL)?;
+    m.set("array_mt", mt.clone())?;
+    m.set("empty_array_mt", mt.clone())?;
+    m.set("empty_array", {
+        let t = lua.create_table()?;
+        t.set_metatable(Some(mt))?;
+        t
+    })?;
+    m.set("_NAME", "cjson.safe")?;
+    m.set("_VERSION", "2.1.0")?;
+    // Configuration calls of lua-cjson: accepted so scripts run, settings fixed (see docs).
+    let noop = lua.create_function(|_, _: mlua::MultiValue| Ok(()))?;
+    for name in [
+        "encode_sparse_array",
+        "encode_max_depth",
+        "decode_max_depth",
+        "encode_number_precision",
+        "encode_keep_buffer",
+        "encode_invalid_numbers",
+        "decode_invalid_numbers",
+        "encode_empty_table_as_object",
+        "decode_array_with_array_mt",
+        "encode_escape_forward_slash",
+    ] {
+        m.set(name, noop.clone())?;
+    }
+    m.set("new", lua.create_function({
+        let m = m.clone();
+        move |_, ()| Ok(m.clone())
+    })?)?;
+
+    let globals = lua.globals();
+    globals.set("cjson_safe", m.clone())?;
+    globals.set("cjson", m.clone())?;
+    let loaded: Table = globals.get::<Table>("package")?.get("loaded")?;
+    loaded.set("cjson", m.clone())?;
+    loaded.set("cjson.safe", m.clone())?;
+    loaded.set("cjson_safe", m.clone())?;
+    Ok(m)
+}

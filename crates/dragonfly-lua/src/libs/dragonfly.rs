@@ -1,0 +1,244 @@
+//! The `dragonfly` table: routing (`analyze_event`, `output_event`/`forward_event`,
+//! `log_event`, `stats_event`, `timer_event`) and utilities (`http_get`, `dnslookup`,
+//! `date2epoch`, `echo`).
+
+use std::time::Duration;
+
+use mlua::{Lua, MultiValue, Table, Value};
+
+use super::cjson::array_mt;
+use crate::json;
+use crate::mailbox::{Mailbox, Routes, TagKind, TimerRequest};
+
+fn mailbox(lua: &Lua) -> mlua::AppDataRefMut<'_, Mailbox> {
+    lua.app_data_mut::<Mailbox>().expect("mailbox installed")
+}
+
+fn routes(lua: &Lua) -> mlua::AppDataRef<'_, Routes> {
+    lua.app_data_ref::<Routes>().expect("routes installed")
+}
+
+fn exact_args(name: &str, args: &MultiValue, n: usize) -> mlua::Result<()> {
+    if args.len() != n {
+        return Err(mlua::Error::runtime(format!(
+            "dragonfly.{name} takes exactly {n} arguments, got {}",
+            args.len()
+        )));
+    }
+    Ok(())
+}
+
+fn tag_arg(name: &str, v: &Value) -> mlua::Result<String> {
+    match v {
+        Value::String(s) => Ok(s.to_str()?.to_string()),
+        other => Err(mlua::Error::runtime(format!(
+            "dragonfly.{name}: the tag must be a string, got {}",
+            other.type_name()
+        ))),
+    }
+}
+
+/// Encode `v` as one output line (with `\n`). A Lua string becomes a JSON string.
+fn encode_line(lua: &Lua, name: &str, v: &Value, out: &mut dragonfly_io::Batch) -> mlua::Result<()> {
+    let mt = array_mt(lua);
+    out.push_with(|buf| {
+        json::encode(v, &mt, buf)?;
+        buf.push(b'\n');
+        Ok::<(), json::EncodeError>(())
+    })
+    .map_err(|e| mlua::Error::runtime(format!("dragonfly.{name}: {e}")))
+}
+
+pub fn install(lua: &Lua) -> mlua::Result<Table> {
+    let m = lua.create_table()?;
+
+    m.set(
+        "analyze_event",
+        lua.create_function(|lua, args: MultiValue| {
+            exact_args("analyze_event", &args, 2)?;
+            let tag = tag_arg("analyze_event", &args[0])?;
+            let idx = routes(lua).analyzers.get(&tag).copied();
+            match idx {
+                Some(i) => {
+                    let copy = json::deep_copy(lua, &args[1])?;
+                    mailbox(lua).analyze.push_back((i, copy));
+                }
+                None => mailbox(lua).unknown.push((tag, TagKind::Analyzer)),
+            }
+            Ok(())
+        })?,
+    )?;
+
+    let output = lua.create_function(|lua, args: MultiValue| {
+        exact_args("output_event", &args, 2)?;
+        let tag = tag_arg("output_event", &args[0])?;
+        let idx = routes(lua).outputs.get(&tag).copied();
+        match idx {
+            Some(i) => {
+                let mut mb = mailbox(lua);
+                encode_line(lua, "output_event", &args[1], &mut mb.outputs[i])?;
+            }
+            None => mailbox(lua).unknown.push((tag, TagKind::Output)),
+        }
+        Ok(())
+    })?;
+    m.set("output_event", output.clone())?;
+    m.set("forward_event", output)?;
+
+    m.set(
+        "log_event",
+        lua.create_function(|lua, args: MultiValue| {
+            exact_args("log_event", &args, 1)?;
+            let mut mb = mailbox(lua);
+            encode_line(lua, "log_event", &args[0], &mut mb.log)
+        })?,
+    )?;
+    m.set(
+        "stats_event",
+        lua.create_function(|lua, args: MultiValue| {
+            exact_args("stats_event", &args, 1)?;
+            let mut mb = mailbox(lua);
+            encode_line(lua, "stats_event", &args[0], &mut mb.stats)
+        })?,
+    )?;
+
+    m.set(
+        "timer_event",
+        lua.create_function(|lua, args: MultiValue| {
+            exact_args("timer_event", &args, 3)?;
+            let tag = tag_arg("timer_event", &args[0])?;
+            let secs = match &args[1] {
+                Value::Integer(i) => *i as f64,
+                Value::Number(n) => *n,
+                other => {
+                    return Err(mlua::Error::runtime(format!(
+                        "dragonfly.timer_event: seconds must be a number, got {}",
+                        other.type_name()
+                    )))
+                }
+            };
+            if !secs.is_finite() || secs < 0.0 {
+                return Err(mlua::Error::runtime(
+                    "dragonfly.timer_event: seconds must be a finite number >= 0",
+                ));
+            }
+            let idx = routes(lua).analyzers.get(&tag).copied();
+            match idx {
+                Some(i) => {
+                    let value = json::deep_copy(lua, &args[2])?;
+                    mailbox(lua).timers.push(TimerRequest {
+                        analyzer: i,
+                        after: Duration::from_secs_f64(secs),
+                        value,
+                    });
+                }
+                None => mailbox(lua).unknown.push((tag, TagKind::Analyzer)),
+            }
+            Ok(())
+        })?,
+    )?;
+
+    m.set(
+        "echo",
+        lua.create_function(|_, args: MultiValue| {
+            let parts: Vec<String> = args
+                .iter()
+                .map(|v| v.to_string().unwrap_or_else(|_| format!("{v:?}")))
+                .collect();
+            eprintln!("{}", parts.join("\t"));
+            Ok(())
+        })?,
+    )?;
+
+    m.set(
+        "date2epoch",
+        lua.create_function(|_, s: String| {
+            date2epoch(&s).ok_or_else(|| {
+                mlua::Error::runtime(format!("dragonfly.date2epoch: cannot parse date '{s}'"))
+            })
+        })?,
+    )?;
+
+    m.set(
+        "dnslookup",
+        lua.create_function(|lua, name: String| {
+            use std::net::ToSocketAddrs;
+            let t = lua.create_table()?;
+            match (name.as_str(), 0u16).to_socket_addrs() {
+                Ok(addrs) => {
+                    let mut seen = Vec::new();
+                    for a in addrs {
+                        let ip = a.ip().to_string();
+                        if !seen.contains(&ip) {
+                            seen.push(ip);
+                        }
+                    }
+                    for (i, ip) in seen.into_iter().enumerate() {
+                        t.raw_seti(i + 1, ip)?;
+                    }
+                    Ok((Value::Table(t), Value::Nil))
+                }
+                Err(e) => Ok((Value::Table(t), Value::String(lua.create_string(e.to_string())?))),
+            }
+        })?,
+    )?;
+
+    m.set(
+        "http_get",
+        lua.create_function(|_, (url, filename): (String, String)| {
+            http_get(&url, &filename).map_err(|e| {
+                mlua::Error::runtime(format!("dragonfly.http_get({url}): {e}"))
+            })
+        })?,
+    )?;
+
+    lua.globals().set("dragonfly", m.clone())?;
+    Ok(m)
+}
+
+/// Seconds since the epoch of an ISO 8601 / Suricata timestamp (`2026-11-27T21:53:04.123456+0000`).
+pub fn date2epoch(s: &str) -> Option<i64> {
+    use chrono::{DateTime, NaiveDate, NaiveDateTime};
+    let s = s.trim();
+    for fmt in ["%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%d %H:%M:%S%.f%z"] {
+        if let Ok(d) = DateTime::parse_from_str(s, fmt) {
+            return Some(d.timestamp());
+        }
+    }
+    if let Ok(d) = DateTime::parse_from_rfc3339(s) {
+        return Some(d.timestamp());
+    }
+    for fmt in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S"] {
+        if let Ok(d) = NaiveDateTime::parse_from_str(s, fmt) {
+            return Some(d.and_utc().timestamp());
+        }
+    }
+    NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|d| d.and_utc().timestamp())
+}
+
+fn http_get(url: &str, filename: &str) -> Result<(), String> {
+    let mut resp = ureq::get(url).call().map_err(|e| e.to_string())?;
+    let mut reader = resp.body_mut().as_reader();
+    let tmp = format!("{filename}.part");
+    let mut f = std::fs::File::create(&tmp).map_err(|e| format!("{tmp}: {e}"))?;
+    std::io::copy(&mut reader, &mut f).map_err(|e| e.to_string())?;
+    std::fs::rename(&tmp, filename).map_err(|e| format!("{filename}: {e}"))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::date2epoch;
+
+    #[test]
+    fn parses_suricata_timestamps() {
+        assert_eq!(date2epoch("2026-11-27T21:53:04.123456+0000"), Some(1795816384));
+        assert_eq!(date2epoch("2026-11-27T22:53:04+0100"), Some(1795816384));
+        assert_eq!(date2epoch("2026-11-27T21:53:04Z"), Some(1795816384));
+        assert_eq!(date2epoch("1970-01-02"), Some(86400));
+        assert_eq!(date2epoch("yesterday"), None);
+    }
+}

@@ -1,0 +1,214 @@
+//! The `hiredis` table: lua-hiredis 0.2's API over a [`dragonfly_store::Connection`].
+//!
+//! Replies convert as in lua-hiredis: integer -> number, bulk -> string, array -> table,
+//! nil -> `hiredis.NIL`, status -> the shared constant `hiredis.status[NAME]` (so replies compare
+//! by identity with `hiredis.OK`, `hiredis.status.PONG`), error -> a new constant table
+//! `{ name = "<error text>", type = hiredis.REPLY_ERROR }`.
+
+use dragonfly_store::embedded::EmbeddedStore;
+use dragonfly_store::numfmt::lua_number;
+use dragonfly_store::{Connection, Reply};
+use mlua::{Lua, MultiValue, RegistryKey, Table, UserData, UserDataMethods, Value};
+
+/// Where `hiredis.connect()` connects to.
+#[derive(Clone)]
+pub enum Backend {
+    /// The in-process store shared by every runtime of the engine.
+    Embedded(EmbeddedStore),
+    /// No backend can be used; `connect()` returns `nil, reason`.
+    Unavailable(String),
+}
+
+const PRELUDE: &str = r##"
+local M = { _VERSION = "lua-hiredis 0.2.1 (dragonfly-mle)" }
+M.ERR_IO, M.ERR_OTHER, M.ERR_EOF, M.ERR_PROTOCOL = 1, 2, 3, 4
+M.REPLY_STRING, M.REPLY_ARRAY, M.REPLY_INTEGER = 1, 2, 3
+M.REPLY_NIL, M.REPLY_STATUS, M.REPLY_ERROR = 4, 5, 6
+local const_mt = { __tostring = function(t) return t.name end, __metatable = "lua-hiredis.const" }
+const_mt.__index = const_mt
+local function new_const(name, type) return setmetatable({ name = name, type = type }, const_mt) end
+M.NIL = new_const("NIL", M.REPLY_NIL)
+M.status = setmetatable({}, {
+  __index = function(t, k) local c = new_const(k, M.REPLY_STATUS); rawset(t, k, c); return c end,
+  __metatable = "lua-hiredis.status",
+})
+M.OK, M.QUEUED, M.PONG = M.status.OK, M.status.QUEUED, M.status.PONG
+M.unwrap_reply = function(reply, ...)
+  if type(reply) ~= "table" then
+    if reply == nil and select("#", ...) > 0 then return nil, (...) end
+    return reply
+  end
+  if getmetatable(reply) ~= "lua-hiredis.const" then return reply end
+  if reply.type == M.REPLY_STATUS then return reply.name, M.REPLY_STATUS end
+  if reply.type == M.REPLY_ERROR then return nil, reply.name end
+  return reply
+end
+return M, new_const
+"##;
+
+/// Registry handles used when converting replies.
+struct Consts {
+    module: RegistryKey,
+    new_const: RegistryKey,
+}
+
+struct Conn {
+    inner: Option<Box<dyn Connection>>,
+}
+
+fn args_from_lua(lua: &Lua, args: &MultiValue) -> mlua::Result<Vec<Vec<u8>>> {
+    if args.is_empty() {
+        return Err(mlua::Error::runtime("missing command name"));
+    }
+    let _ = lua;
+    args.iter()
+        .enumerate()
+        .map(|(i, v)| match v {
+            Value::String(s) => Ok(s.as_bytes().to_vec()),
+            Value::Integer(n) => Ok(lua_number(*n as f64).into_bytes()),
+            Value::Number(n) => Ok(lua_number(*n).into_bytes()),
+            other => Err(mlua::Error::runtime(format!(
+                "bad argument #{} to 'command' (expected a string or number value, got {})",
+                i + 1,
+                other.type_name()
+            ))),
+        })
+        .collect()
+}
+
+/// Split a command line the way the original did: on single spaces, runs of spaces
+/// collapsing, tabs and newlines kept inside tokens; `%%` is a literal `%`.
+pub fn split_command_line(line: &[u8]) -> Vec<Vec<u8>> {
+    line.split(|&b| b == b' ')
+        .filter(|t| !t.is_empty())
+        .map(|t| {
+            let mut out = Vec::with_capacity(t.len());
+            let mut i = 0;
+            while i < t.len() {
+                if t[i] == b'%' && t.get(i + 1) == Some(&b'%') {
+                    out.push(b'%');
+                    i += 2;
+                } else {
+                    out.push(t[i]);
+                    i += 1;
+                }
+            }
+            out
+        })
+        .collect()
+}
+
+fn reply_to_lua(lua: &Lua, r: Reply) -> mlua::Result<Value> {
+    let consts = lua.app_data_ref::<Consts>().expect("hiredis installed");
+    let module: Table = lua.registry_value(&consts.module)?;
+    to_lua(lua, &module, &consts, r)
+}
+
+fn to_lua(lua: &Lua, module: &Table, consts: &Consts, r: Reply) -> mlua::Result<Value> {
+    Ok(match r {
+        Reply::Integer(i) => Value::Number(i as f64),
+        Reply::Bulk(b) => Value::String(lua.create_string(b)?),
+        Reply::Nil => module.get("NIL")?,
+        Reply::Status(s) => module.get::<Table>("status")?.get(s)?,
+        Reply::Error(e) => {
+            let f: mlua::Function = lua.registry_value(&consts.new_const)?;
+            f.call((e, 6))?
+        }
+        Reply::Array(items) => {
+            let t = lua.create_table_with_capacity(items.len(), 0)?;
+            for (i, item) in items.into_iter().enumerate() {
+                t.raw_seti(i + 1, to_lua(lua, module, consts, item)?)?;
+            }
+            Value::Table(t)
+        }
+    })
+}
+
+impl Conn {
+    fn get(&mut self) -> mlua::Result<&mut Box<dyn Connection>> {
+        self.inner
+            .as_mut()
+            .ok_or_else(|| mlua::Error::runtime("lua-hiredis error: attempted to use closed connection"))
+    }
+}
+
+impl UserData for Conn {
+    fn add_methods<M: UserDataMethods<Self>>(m: &mut M) {
+        m.add_method_mut("command", |lua, this, args: MultiValue| {
+            let args = args_from_lua(lua, &args)?;
+            let r = this.get()?.command(&args);
+            reply_to_lua(lua, r)
+        });
+        m.add_method_mut("command_line", |lua, this, line: mlua::LuaString| {
+            let args = split_command_line(&line.as_bytes());
+            if args.is_empty() {
+                return Err(mlua::Error::runtime("missing command name"));
+            }
+            let r = this.get()?.command(&args);
+            reply_to_lua(lua, r)
+        });
+        m.add_method_mut("append_command", |lua, this, args: MultiValue| {
+            let args = args_from_lua(lua, &args)?;
+            this.get()?.append_command(args);
+            Ok(())
+        });
+        m.add_method_mut("get_reply", |lua, this, ()| match this.get()?.get_reply() {
+            Some(r) => Ok((reply_to_lua(lua, r)?, Value::Nil, Value::Nil)),
+            None => Ok((
+                Value::Nil,
+                Value::String(lua.create_string("no reply pending (get_reply without append_command)")?),
+                Value::Integer(2),
+            )),
+        });
+        m.add_method_mut("close", |_, this, ()| {
+            this.inner = None;
+            Ok(())
+        });
+        m.add_meta_method("__tostring", |_, _, ()| Ok("lua-hiredis.connection"));
+    }
+}
+
+pub fn install(lua: &Lua, backend: Backend) -> mlua::Result<Table> {
+    let (module, new_const): (Table, mlua::Function) =
+        lua.load(PRELUDE).set_name("=hiredis").eval()?;
+    lua.set_app_data(Consts {
+        module: lua.create_registry_value(module.clone())?,
+        new_const: lua.create_registry_value(new_const)?,
+    });
+    module.set(
+        "connect",
+        lua.create_function(move |lua, _args: MultiValue| {
+            // Host and port come from config.lua, as in the original's hiredis.connect().
+            match &backend {
+                Backend::Embedded(store) => {
+                    let conn = Conn {
+                        inner: Some(Box::new(store.connect())),
+                    };
+                    Ok((Value::UserData(lua.create_userdata(conn)?), Value::Nil, Value::Nil))
+                }
+                Backend::Unavailable(why) => Ok((
+                    Value::Nil,
+                    Value::String(lua.create_string(why)?),
+                    Value::Integer(1),
+                )),
+            }
+        })?,
+    )?;
+    lua.globals().set("hiredis", module.clone())?;
+    let loaded: Table = lua.globals().get::<Table>("package")?.get("loaded")?;
+    loaded.set("hiredis", module.clone())?;
+    Ok(module)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_command_line;
+
+    #[test]
+    fn command_line_splits_like_the_original() {
+        let got = split_command_line(b"ML.FOREST.ADD  f 0 . LEAF 1 \n");
+        let want: Vec<&[u8]> = vec![b"ML.FOREST.ADD", b"f", b"0", b".", b"LEAF", b"1", b"\n"];
+        assert_eq!(got, want);
+        assert_eq!(split_command_line(b"SET k 100%%\tx"), vec![b"SET".to_vec(), b"k".to_vec(), b"100%\tx".to_vec()]);
+    }
+}
