@@ -1,1 +1,154 @@
-fn main() {}
+//! `dragonfly-mle`: the command line of the Dragonfly Machine Learning Engine.
+
+mod privileges;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+
+use anyhow::Context;
+use clap::Parser;
+use dragonfly_engine::{Control, Options, Plan};
+
+/// Scriptable streaming engine for Suricata EVE events: Lua filters and analyzers, state in
+/// Redis or an embedded store, results to files and sockets.
+#[derive(Parser, Debug)]
+#[command(name = "dragonfly-mle", version, about)]
+struct Cli {
+    /// Root directory holding config/config.lua, filter/ and analyzer/ (the engine chdirs here).
+    #[arg(short = 'r', long = "root", value_name = "ROOT", default_value = "/usr/local/dragonfly-mle")]
+    root: PathBuf,
+    /// Directory for relative file:// outputs and the engine's own logs (created if missing).
+    #[arg(short = 'l', long = "logdir", value_name = "LOGDIR", default_value = "/var/log/dragonfly-mle")]
+    logdir: PathBuf,
+    /// Verbose logging (debug level) on stderr.
+    #[arg(short = 'v', long = "verbose")]
+    verbose: bool,
+    /// Drop privileges to user `nobody` after start-up (files and sockets are opened first).
+    #[arg(short = 'p', long = "drop-privileges")]
+    drop_privileges: bool,
+    /// chroot() into ROOT after start-up (files and sockets are opened first).
+    #[arg(short = 'c', long = "chroot")]
+    chroot: bool,
+    /// Load config.lua and every script, run each setup(), report every problem; run nothing.
+    #[arg(long)]
+    check: bool,
+    /// When every input is finite (file://, zfile://): drain, flush and exit 0 once all are read.
+    #[arg(long = "exit-on-eof")]
+    exit_on_eof: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = if cli.verbose { "debug" } else { "info" };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("DRAGONFLY_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter)),
+        )
+        .with_target(false)
+        .init();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("dragonfly-mle: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn absolute(p: &Path) -> anyhow::Result<PathBuf> {
+    Ok(if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir()?.join(p)
+    })
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let root = std::fs::canonicalize(&cli.root)
+        .with_context(|| format!("root directory {}", cli.root.display()))?;
+    let logdir = absolute(&cli.logdir)?;
+    std::env::set_current_dir(&root).with_context(|| format!("chdir {}", root.display()))?;
+
+    let config = match dragonfly_config::load(&root) {
+        Ok(c) => c,
+        Err(errs) => {
+            for e in &errs.0 {
+                eprintln!("config error: {e}");
+            }
+            return Ok(ExitCode::from(2));
+        }
+    };
+    for w in &config.warnings {
+        tracing::warn!("{w}");
+    }
+    let options = Options { root: root.clone(), logdir: logdir.clone(), exit_on_eof: cli.exit_on_eof };
+    let plan = match Plan::new(config, options) {
+        Ok(p) => p,
+        Err(e) => {
+            for line in e.to_string().lines() {
+                eprintln!("config error: {line}");
+            }
+            return Ok(ExitCode::from(2));
+        }
+    };
+
+    if cli.check {
+        let problems = plan.check();
+        if problems.is_empty() {
+            let c = plan.config();
+            println!(
+                "{}: OK ({} inputs, {} analyzers, {} outputs)",
+                root.join(&c.file).display(),
+                c.inputs.len(),
+                c.analyzers.len(),
+                c.outputs.len()
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        for p in &problems {
+            eprintln!("error: {p}");
+        }
+        return Ok(ExitCode::from(1));
+    }
+
+    let control = Control::default();
+    privileges::handle_signals(&control)?;
+
+    let prepared = plan.prepare().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let nobody = if cli.drop_privileges { Some(privileges::nobody()?) } else { None };
+    if let Some(user) = &nobody {
+        privileges::chown_logs(&logdir, user);
+    }
+    let mut runtime_root = root.clone();
+    if cli.chroot {
+        privileges::chroot(&root)?;
+        runtime_root = PathBuf::from("/");
+    }
+    if let Some(user) = &nobody {
+        privileges::drop_to(user)?;
+    }
+
+    let running = prepared
+        .start(runtime_root, control.clone())
+        .map_err(|e| anyhow::anyhow!("start-up failed:\n{e}"))?;
+    tracing::info!(root = %root.display(), logdir = %logdir.display(), "dragonfly-mle running");
+    let summary = running.wait();
+    let ops = &summary.stats["operations"];
+    eprintln!(
+        "dragonfly-mle: done: {} input events, {} analyzer calls, {} output events, {} errors",
+        ops["input"], ops["analyzer"], ops["output"], summary.stats["errors"]
+    );
+    for (tag, dest) in &summary.outputs {
+        eprintln!("  output '{tag}': {dest}");
+    }
+    eprintln!(
+        "  engine log: {}\n  stats: {}",
+        summary.logdir.join(dragonfly_engine::LOG_FILE).display(),
+        summary.logdir.join(dragonfly_engine::STATS_FILE).display()
+    );
+    let _ = control.shutdown.load(Ordering::Relaxed);
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,166 @@
+//! Counters of every stage, and the stats line written to dragonfly-mle-stats.log.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+
+use dragonfly_io::InputCounters;
+use serde_json::{json, Map, Value};
+
+/// Counters of an input's filter script.
+#[derive(Debug, Default)]
+pub struct FilterCounters {
+    /// Events handed to the filter's loop().
+    pub events: AtomicU64,
+    /// Lines that were not valid JSON.
+    pub malformed: AtomicU64,
+    /// Lua errors in loop().
+    pub errors: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+pub struct AnalyzerCounters {
+    pub events: AtomicU64,
+    pub errors: AtomicU64,
+    pub timers_fired: AtomicU64,
+    /// Timers still pending at exit that could not fire.
+    pub timers_dropped: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+pub struct OutputCounters {
+    pub events: AtomicU64,
+    pub bytes: AtomicU64,
+    pub errors: AtomicU64,
+    /// Messages that could not be written even after retrying.
+    pub dropped: AtomicU64,
+}
+
+pub struct InputStats {
+    pub tag: String,
+    pub io: Arc<InputCounters>,
+    pub filter: FilterCounters,
+}
+
+pub struct Named<T> {
+    pub tag: String,
+    pub c: T,
+}
+
+/// Every counter of the engine. Shared by all threads; updated with relaxed atomics.
+pub struct Stats {
+    pub inputs: Vec<InputStats>,
+    pub analyzers: Vec<Named<AnalyzerCounters>>,
+    pub outputs: Vec<Named<OutputCounters>>,
+    /// Events routed to a tag that names nothing, per tag.
+    pub unknown_tags: Mutex<BTreeMap<String, u64>>,
+    pub log_events: AtomicU64,
+    pub stats_events: AtomicU64,
+    /// Analyzer hand-offs cut because one event bounced between analyzers too often.
+    pub routing_loops: AtomicU64,
+}
+
+impl Stats {
+    pub fn new<'a>(
+        inputs: impl Iterator<Item = &'a str>,
+        analyzers: impl Iterator<Item = &'a str>,
+        outputs: impl Iterator<Item = &'a str>,
+    ) -> Self {
+        Self {
+            inputs: inputs
+                .map(|t| InputStats {
+                    tag: t.to_string(),
+                    io: Arc::new(InputCounters::default()),
+                    filter: FilterCounters::default(),
+                })
+                .collect(),
+            analyzers: analyzers
+                .map(|t| Named { tag: t.to_string(), c: AnalyzerCounters::default() })
+                .collect(),
+            outputs: outputs
+                .map(|t| Named { tag: t.to_string(), c: OutputCounters::default() })
+                .collect(),
+            unknown_tags: Mutex::new(BTreeMap::new()),
+            log_events: AtomicU64::new(0),
+            stats_events: AtomicU64::new(0),
+            routing_loops: AtomicU64::new(0),
+        }
+    }
+
+    /// Count an event sent to a tag that names nothing; true the first time for that tag.
+    pub fn unknown_tag(&self, what: &str, tag: &str) -> bool {
+        let mut m = self.unknown_tags.lock().unwrap_or_else(|p| p.into_inner());
+        let n = m.entry(format!("{what}:{tag}")).or_insert(0);
+        *n += 1;
+        *n == 1
+    }
+
+    /// The stats record: the original's `time` and `operations`, then per-stage detail.
+    pub fn snapshot(&self, final_line: bool) -> Value {
+        let l = |a: &AtomicU64| a.load(Relaxed);
+        let mut inputs = Map::new();
+        let mut total_in = 0;
+        let mut errors = 0;
+        for i in &self.inputs {
+            total_in += l(&i.io.lines);
+            errors += l(&i.filter.errors) + l(&i.filter.malformed) + l(&i.io.errors);
+            inputs.insert(
+                i.tag.clone(),
+                json!({
+                    "lines": l(&i.io.lines), "bytes": l(&i.io.bytes),
+                    "events": l(&i.filter.events), "malformed": l(&i.filter.malformed),
+                    "empty": l(&i.io.empty), "oversized": l(&i.io.oversized),
+                    "truncated": l(&i.io.truncated), "lua_errors": l(&i.filter.errors),
+                    "io_errors": l(&i.io.errors), "rotations": l(&i.io.rotations),
+                    "truncations": l(&i.io.truncations),
+                }),
+            );
+        }
+        let mut analyzers = Map::new();
+        let mut total_an = 0;
+        for a in &self.analyzers {
+            total_an += l(&a.c.events);
+            errors += l(&a.c.errors);
+            analyzers.insert(
+                a.tag.clone(),
+                json!({
+                    "events": l(&a.c.events), "lua_errors": l(&a.c.errors),
+                    "timers_fired": l(&a.c.timers_fired), "timers_dropped": l(&a.c.timers_dropped),
+                }),
+            );
+        }
+        let mut outputs = Map::new();
+        let mut total_out = 0;
+        for o in &self.outputs {
+            total_out += l(&o.c.events);
+            errors += l(&o.c.errors);
+            outputs.insert(
+                o.tag.clone(),
+                json!({
+                    "events": l(&o.c.events), "bytes": l(&o.c.bytes),
+                    "errors": l(&o.c.errors), "dropped": l(&o.c.dropped),
+                }),
+            );
+        }
+        let unknown: Map<String, Value> = self
+            .unknown_tags
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(k, v)| (k.clone(), json!(v)))
+            .collect();
+        json!({
+            "time": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            "operations": { "input": total_in, "analyzer": total_an, "output": total_out },
+            "errors": errors,
+            "inputs": inputs,
+            "analyzers": analyzers,
+            "outputs": outputs,
+            "unknown_tags": unknown,
+            "routing_loops": l(&self.routing_loops),
+            "log_events": l(&self.log_events),
+            "stats_events": l(&self.stats_events),
+            "final": final_line,
+        })
+    }
+}

@@ -1,0 +1,66 @@
+//! Signals, chroot and dropping to `nobody`.
+
+use std::os::unix::fs::chown;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+
+use anyhow::Context;
+use dragonfly_engine::Control;
+use nix::unistd::{self, User};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
+use signal_hook::iterator::Signals;
+
+/// SIGTERM/SIGINT: stop and drain (a second one exits at once). SIGHUP/SIGUSR1: reopen outputs.
+pub fn handle_signals(control: &Control) -> anyhow::Result<()> {
+    let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1]).context("installing signal handlers")?;
+    let control = control.clone();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for sig in signals.forever() {
+                match sig {
+                    SIGTERM | SIGINT => {
+                        if control.shutdown.swap(true, Ordering::SeqCst) {
+                            eprintln!("dragonfly-mle: second stop signal, exiting without draining");
+                            std::process::exit(1);
+                        }
+                    }
+                    _ => {
+                        tracing::info!("signal {sig}: reopening outputs");
+                        control.reopen.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            }
+        })?;
+    Ok(())
+}
+
+pub fn nobody() -> anyhow::Result<User> {
+    User::from_name("nobody")?.context("user 'nobody' does not exist")
+}
+
+/// Let `nobody` reopen the engine's log files after rotation.
+pub fn chown_logs(logdir: &Path, user: &User) {
+    let _ = chown(logdir, Some(user.uid.as_raw()), Some(user.gid.as_raw()));
+    for f in [dragonfly_engine::LOG_FILE, dragonfly_engine::STATS_FILE] {
+        let _ = chown(logdir.join(f), Some(user.uid.as_raw()), Some(user.gid.as_raw()));
+    }
+}
+
+pub fn chroot(root: &Path) -> anyhow::Result<()> {
+    unistd::chroot(root).with_context(|| format!("chroot {}", root.display()))?;
+    unistd::chdir("/").context("chdir / after chroot")?;
+    tracing::info!(root = %root.display(), "chrooted");
+    Ok(())
+}
+
+pub fn drop_to(user: &User) -> anyhow::Result<()> {
+    unistd::setgroups(&[user.gid]).context("setgroups")?;
+    unistd::setgid(user.gid).context("setgid")?;
+    unistd::setuid(user.uid).context("setuid")?;
+    if unistd::setuid(unistd::Uid::from_raw(0)).is_ok() && user.uid.as_raw() != 0 {
+        anyhow::bail!("privileges were not dropped: setuid(0) still succeeds");
+    }
+    tracing::info!(user = %user.name, uid = user.uid.as_raw(), "dropped privileges");
+    Ok(())
+}

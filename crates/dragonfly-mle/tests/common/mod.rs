@@ -1,0 +1,201 @@
+//! Helpers for tests that run the real `dragonfly-mle` binary on real files and sockets.
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_dragonfly-mle");
+
+/// A filter that hands every decoded event to its default analyzer.
+pub const FILTER: &str = r#"
+function setup() end
+function loop(msg) dragonfly.analyze_event(default_analyzer, msg) end
+"#;
+
+/// An analyzer that writes what it gets to its default output.
+pub const PASS: &str = r#"
+function setup() end
+function loop(msg) dragonfly.output_event(default_output, msg) end
+"#;
+
+/// A root directory with config.lua and scripts, plus a log directory.
+pub struct Root {
+    pub dir: tempfile::TempDir,
+    pub logdir: PathBuf,
+}
+
+impl Root {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let logdir = dir.path().join("logs");
+        for d in ["config", "filter", "analyzer"] {
+            std::fs::create_dir_all(dir.path().join(d)).unwrap();
+        }
+        Root { dir, logdir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn write(&self, rel: &str, text: &str) -> &Self {
+        let p = self.path().join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+        self
+    }
+
+    pub fn config(&self, text: &str) -> &Self {
+        self.write("config/config.lua", text)
+    }
+
+    /// input -> filter -> "pass" analyzer -> output "out" (file://out.json under LOGDIR).
+    pub fn passthrough(input_uri: &str) -> Self {
+        let r = Root::new();
+        r.write("filter/filter.lua", FILTER);
+        r.write("analyzer/pass.lua", PASS);
+        r.config(&format!(
+            r#"
+inputs = {{ {{ tag="in", uri="{input_uri}", script="filter.lua", default_analyzer="pass" }} }}
+analyzers = {{ {{ tag="pass", script="pass.lua", default_analyzer="", default_output="out" }} }}
+outputs = {{ {{ tag="out", uri="file://out.json" }} }}
+"#
+        ));
+        r
+    }
+
+    pub fn log(&self, name: &str) -> PathBuf {
+        self.logdir.join(name)
+    }
+
+    pub fn read_log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.log(name)).unwrap_or_default()
+    }
+
+    pub fn lines(&self, name: &str) -> Vec<String> {
+        self.read_log(name).lines().map(str::to_string).collect()
+    }
+
+    pub fn command(&self, extra: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.arg("-r").arg(self.path()).arg("-l").arg(&self.logdir).args(extra);
+        c.env("DRAGONFLY_LOG", "info");
+        c
+    }
+
+    /// Run to completion with `--exit-on-eof` (killed after `limit`).
+    pub fn run_to_eof(&self, limit: Duration) -> Output {
+        let child = self
+            .command(&["--exit-on-eof"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_output(child, limit)
+    }
+
+    pub fn spawn(&self, extra: &[&str]) -> Child {
+        self.command(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    /// The last stats record written.
+    pub fn final_stats(&self) -> serde_json::Value {
+        let text = self.read_log("dragonfly-mle-stats.log");
+        let last = text.lines().last().expect("a stats line");
+        serde_json::from_str(last).unwrap()
+    }
+}
+
+/// Wait for a child with a deadline; kill it if the deadline passes (and fail).
+pub fn wait_output(mut child: Child, limit: Duration) -> Output {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(_status) = child.try_wait().unwrap() {
+            return child.wait_with_output().unwrap();
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "dragonfly-mle did not exit within {limit:?}; stderr:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Poll `cond` until it holds or `limit` passes.
+pub fn wait_for(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        if Instant::now() > deadline {
+            panic!("timed out after {limit:?} waiting for: {what}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// SIGTERM the engine and wait for it to drain and exit.
+pub fn stop(mut child: Child, limit: Duration) -> (ExitStatus, String) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = e.read_to_string(&mut err);
+            }
+            return (status, err);
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("engine did not stop within {limit:?} of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The shared Suricata corpus (../shared/data beside the repository).
+pub fn corpus() -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/eve-synth.json.gz");
+    assert!(p.exists(), "the shared corpus is missing: {}", p.display());
+    p
+}
+
+/// Small Suricata-shaped events.
+pub fn events(n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            format!(
+                r#"{{"timestamp":"2025-03-10T09:00:{:02}.000000+0000","flow_id":{},"event_type":"dns","src_ip":"10.0.0.{}","seq":{i},"dns":{{"rrname":"host{i}.example.com","answers":[]}}}}"#,
+                i % 60,
+                1251312473193421u64 + i as u64,
+                i % 250
+            )
+        })
+        .collect()
+}
+
+/// The `seq` field of every output line, sorted.
+pub fn seqs(lines: &[String]) -> Vec<u64> {
+    let mut v: Vec<u64> = lines
+        .iter()
+        .map(|l| {
+            let j: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+            j["seq"].as_u64().unwrap()
+        })
+        .collect();
+    v.sort();
+    v
+}
