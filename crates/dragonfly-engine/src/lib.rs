@@ -171,7 +171,7 @@ impl Plan {
         let mut problems = Vec::new();
         let mut sources = Vec::new();
         for (spec, inp) in self.sources.iter().zip(&self.config.inputs) {
-            match spec.prepare() {
+            match spec.prepare(self.config.engine.max_line_bytes) {
                 Ok(p) => sources.push(p),
                 Err(e) => problems.push(format!("input '{}' ({}): {e}", inp.tag, inp.uri)),
             }

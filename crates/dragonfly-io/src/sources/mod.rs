@@ -125,12 +125,12 @@ impl SourceSpec {
 
     /// Work that must happen before privileges are dropped or the process is chrooted:
     /// sockets are bound and files opened here.
-    pub fn prepare(&self) -> std::io::Result<Prepared> {
+    pub fn prepare(&self, max_line: usize) -> std::io::Result<Prepared> {
         Ok(match self {
             SourceSpec::File(p) => Prepared::File(file::open(p, false)?),
             SourceSpec::ZFile(p) => Prepared::File(file::open(p, true)?),
             SourceSpec::Tail { path, from_start } => {
-                Prepared::Tail(tail::Tail::new(path.clone(), *from_start))
+                Prepared::Tail(tail::Tail::new(path.clone(), *from_start, max_line))
             }
             SourceSpec::Ipc(p) => Prepared::Ipc(ipc::bind(p)?),
             SourceSpec::Unix(p) => Prepared::Unix(unix::bind(p)?),

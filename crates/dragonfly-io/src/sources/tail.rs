@@ -27,10 +27,11 @@ const ROTATE_GRACE: Duration = Duration::from_secs(2);
 const FINGERPRINT: usize = 128;
 const CHUNK: usize = 256 * 1024;
 
-/// A tail input before it runs.
+/// A tail input before it runs: the file (if it exists) is already open at its start
+/// position, so lines written between start-up and the first poll are not missed.
 pub struct Tail {
     path: PathBuf,
-    from_start: bool,
+    opened: io::Result<Followed>,
 }
 
 struct Followed {
@@ -120,14 +121,15 @@ impl Followed {
 }
 
 impl Tail {
-    pub fn new(path: PathBuf, from_start: bool) -> Self {
-        Self { path, from_start }
+    pub fn new(path: PathBuf, from_start: bool, max_line: usize) -> Self {
+        let opened = Followed::open(&path, !from_start, max_line);
+        Self { path, opened }
     }
 
     pub fn run(self, mut ctx: SourceCtx) {
         let mut col = Collector::new(&ctx);
         let mut buf = vec![0u8; CHUNK];
-        let mut current = match Followed::open(&self.path, !self.from_start, ctx.max_line) {
+        let mut current = match self.opened {
             Ok(f) => Some(f),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 tracing::warn!(input = %ctx.tag, path = %self.path.display(),
