@@ -175,9 +175,8 @@ pub fn parse(source: &str, file: &str, root: &Path) -> Result<Config, ConfigErro
         warnings: Vec::new(),
         root: root.to_path_buf(),
     };
-    let lua = Lua::new_with(StdLib::ALL_SAFE, LuaOptions::default()).map_err(|e| {
-        ConfigErrors(vec![p.err(None, None, e.to_string())])
-    })?;
+    let lua = Lua::new_with(StdLib::ALL_SAFE, LuaOptions::default())
+        .map_err(|e| ConfigErrors(vec![p.err(None, None, e.to_string())]))?;
     if let Err(e) = lua.load(source).set_name(format!("@{file}")).exec() {
         let msg = e.to_string();
         let msg = msg.split("\nstack traceback:").next().unwrap_or(&msg);
@@ -190,45 +189,78 @@ pub fn parse(source: &str, file: &str, root: &Path) -> Result<Config, ConfigErro
     }
     let g = lua.globals();
     let store = p.store(&g);
-    let modules = p.list(&g, "modules", false, |p, entry, t| {
-        Some(Module {
-            tag: p.string(entry, t, "tag", true)?,
-            module: p.string(entry, t, "module", true)?,
-        })
-    }, &["tag", "module"]);
-    let inputs = p.list(&g, "inputs", true, |p, entry, t| {
-        let tag = p.string(entry, t, "tag", true);
-        let uri = p.string(entry, t, "uri", true);
-        let script = p.string(entry, t, "script", true);
-        let default_analyzer = p.string(entry, t, "default_analyzer", false).unwrap_or_default();
-        let script_path = script.as_ref().and_then(|s| p.script(entry, "filter", s));
-        Some(Input {
-            tag: tag?,
-            uri: uri?,
-            script: script?,
-            script_path: script_path?,
-            default_analyzer,
-        })
-    }, &["tag", "uri", "script", "default_analyzer"]);
-    let analyzers = p.list(&g, "analyzers", true, |p, entry, t| {
-        let tag = p.string(entry, t, "tag", true);
-        let script = p.string(entry, t, "script", true);
-        let default_analyzer = p.string(entry, t, "default_analyzer", false).unwrap_or_default();
-        let default_output = p.string(entry, t, "default_output", false).unwrap_or_default();
-        let script_path = script.as_ref().and_then(|s| p.script(entry, "analyzer", s));
-        Some(Analyzer {
-            tag: tag?,
-            script: script?,
-            script_path: script_path?,
-            default_analyzer,
-            default_output,
-        })
-    }, &["tag", "script", "default_analyzer", "default_output"]);
-    let outputs = p.list(&g, "outputs", true, |p, entry, t| {
-        let tag = p.string(entry, t, "tag", true);
-        let uri = p.string(entry, t, "uri", true);
-        Some(Output { tag: tag?, uri: uri? })
-    }, &["tag", "uri"]);
+    let modules = p.list(
+        &g,
+        "modules",
+        false,
+        |p, entry, t| {
+            Some(Module {
+                tag: p.string(entry, t, "tag", true)?,
+                module: p.string(entry, t, "module", true)?,
+            })
+        },
+        &["tag", "module"],
+    );
+    let inputs = p.list(
+        &g,
+        "inputs",
+        true,
+        |p, entry, t| {
+            let tag = p.string(entry, t, "tag", true);
+            let uri = p.string(entry, t, "uri", true);
+            let script = p.string(entry, t, "script", true);
+            let default_analyzer = p
+                .string(entry, t, "default_analyzer", false)
+                .unwrap_or_default();
+            let script_path = script.as_ref().and_then(|s| p.script(entry, "filter", s));
+            Some(Input {
+                tag: tag?,
+                uri: uri?,
+                script: script?,
+                script_path: script_path?,
+                default_analyzer,
+            })
+        },
+        &["tag", "uri", "script", "default_analyzer"],
+    );
+    let analyzers = p.list(
+        &g,
+        "analyzers",
+        true,
+        |p, entry, t| {
+            let tag = p.string(entry, t, "tag", true);
+            let script = p.string(entry, t, "script", true);
+            let default_analyzer = p
+                .string(entry, t, "default_analyzer", false)
+                .unwrap_or_default();
+            let default_output = p
+                .string(entry, t, "default_output", false)
+                .unwrap_or_default();
+            let script_path = script.as_ref().and_then(|s| p.script(entry, "analyzer", s));
+            Some(Analyzer {
+                tag: tag?,
+                script: script?,
+                script_path: script_path?,
+                default_analyzer,
+                default_output,
+            })
+        },
+        &["tag", "script", "default_analyzer", "default_output"],
+    );
+    let outputs = p.list(
+        &g,
+        "outputs",
+        true,
+        |p, entry, t| {
+            let tag = p.string(entry, t, "tag", true);
+            let uri = p.string(entry, t, "uri", true);
+            Some(Output {
+                tag: tag?,
+                uri: uri?,
+            })
+        },
+        &["tag", "uri"],
+    );
     let engine = p.engine(&g);
 
     p.check_tags(&inputs, &analyzers, &outputs);
@@ -262,7 +294,12 @@ fn entry_name(list: &str, i: usize, t: &Table) -> String {
 }
 
 impl Parser {
-    fn err(&self, entry: Option<&str>, field: Option<&str>, message: impl Into<String>) -> ConfigError {
+    fn err(
+        &self,
+        entry: Option<&str>,
+        field: Option<&str>,
+        message: impl Into<String>,
+    ) -> ConfigError {
         ConfigError {
             file: self.file.clone(),
             entry: entry.map(str::to_string),
@@ -286,7 +323,11 @@ impl Parser {
                 None
             }
             Ok(other) => {
-                self.push(Some(entry), Some(field), format!("must be a string, not a {}", other.type_name()));
+                self.push(
+                    Some(entry),
+                    Some(field),
+                    format!("must be a string, not a {}", other.type_name()),
+                );
                 None
             }
             Err(e) => {
@@ -334,7 +375,11 @@ impl Parser {
                 return Vec::new();
             }
             Ok(other) => {
-                self.push(None, Some(name), format!("must be a list of tables, not a {}", other.type_name()));
+                self.push(
+                    None,
+                    Some(name),
+                    format!("must be a list of tables, not a {}", other.type_name()),
+                );
                 return Vec::new();
             }
             Err(e) => {
@@ -352,8 +397,11 @@ impl Parser {
                         out.push(v);
                     }
                 }
-                Ok(other) => self.push(Some(&format!("{name}[{i}]")), None,
-                    format!("must be a table, not a {}", other.type_name())),
+                Ok(other) => self.push(
+                    Some(&format!("{name}[{i}]")),
+                    None,
+                    format!("must be a table, not a {}", other.type_name()),
+                ),
                 Err(e) => self.push(Some(&format!("{name}[{i}]")), None, e.to_string()),
             }
         }
@@ -382,7 +430,11 @@ impl Parser {
             Ok(Value::String(s)) => Some(s.to_string_lossy()),
             Ok(Value::Nil) => None,
             Ok(other) => {
-                self.push(None, Some("redis_host"), format!("must be a string, not a {}", other.type_name()));
+                self.push(
+                    None,
+                    Some("redis_host"),
+                    format!("must be a string, not a {}", other.type_name()),
+                );
                 None
             }
             Err(_) => None,
@@ -393,13 +445,21 @@ impl Parser {
             Ok(Value::String(s)) => match s.to_string_lossy().trim().parse() {
                 Ok(n) => n,
                 Err(_) => {
-                    self.push(None, Some("redis_port"), format!("'{}' is not a number", s.to_string_lossy()));
+                    self.push(
+                        None,
+                        Some("redis_port"),
+                        format!("'{}' is not a number", s.to_string_lossy()),
+                    );
                     6379
                 }
             },
             Ok(Value::Nil) => 6379,
             Ok(other) => {
-                self.push(None, Some("redis_port"), format!("must be a number, not a {}", other.type_name()));
+                self.push(
+                    None,
+                    Some("redis_port"),
+                    format!("must be a number, not a {}", other.type_name()),
+                );
                 6379
             }
             Err(_) => 6379,
@@ -411,7 +471,11 @@ impl Parser {
             Some(h) => match u16::try_from(port) {
                 Ok(port) => Store::Tcp { host: h, port },
                 Err(_) => {
-                    self.push(None, Some("redis_port"), format!("{port} is not a TCP port"));
+                    self.push(
+                        None,
+                        Some("redis_port"),
+                        format!("{port} is not a TCP port"),
+                    );
                     Store::Embedded
                 }
             },
@@ -424,12 +488,22 @@ impl Parser {
             Ok(Value::Table(t)) => t,
             Ok(Value::Nil) => return e,
             Ok(other) => {
-                self.push(None, Some("engine"), format!("must be a table, not a {}", other.type_name()));
+                self.push(
+                    None,
+                    Some("engine"),
+                    format!("must be a table, not a {}", other.type_name()),
+                );
                 return e;
             }
             Err(_) => return e,
         };
-        let known = ["stats_interval", "max_line_bytes", "batch_lines", "queue_batches", "store_snapshot"];
+        let known = [
+            "stats_interval",
+            "max_line_bytes",
+            "batch_lines",
+            "queue_batches",
+            "store_snapshot",
+        ];
         self.unknown_keys("engine", &t, &known);
         let num = |p: &mut Self, key: &str, min: f64| -> Option<f64> {
             match t.raw_get::<Value>(key) {
@@ -437,7 +511,14 @@ impl Parser {
                 Ok(Value::Number(n)) if n >= min && n.is_finite() => Some(n),
                 Ok(Value::Nil) => None,
                 Ok(other) => {
-                    p.push(Some("engine"), Some(key), format!("must be a number >= {min}, got {}", other.to_string().unwrap_or_default()));
+                    p.push(
+                        Some("engine"),
+                        Some(key),
+                        format!(
+                            "must be a number >= {min}, got {}",
+                            other.to_string().unwrap_or_default()
+                        ),
+                    );
                     None
                 }
                 Err(_) => None,
@@ -466,30 +547,67 @@ impl Parser {
             let mut seen = std::collections::HashSet::new();
             for (i, t) in tags.iter().enumerate() {
                 if !seen.insert(*t) {
-                    p.push(Some(&format!("{list}[{}] (tag \"{t}\")", i + 1)), Some("tag"), "duplicate tag");
+                    p.push(
+                        Some(&format!("{list}[{}] (tag \"{t}\")", i + 1)),
+                        Some("tag"),
+                        "duplicate tag",
+                    );
                 }
             }
         };
-        dup("inputs", inputs.iter().map(|i| i.tag.as_str()).collect(), self);
-        dup("analyzers", analyzers.iter().map(|i| i.tag.as_str()).collect(), self);
-        dup("outputs", outputs.iter().map(|i| i.tag.as_str()).collect(), self);
+        dup(
+            "inputs",
+            inputs.iter().map(|i| i.tag.as_str()).collect(),
+            self,
+        );
+        dup(
+            "analyzers",
+            analyzers.iter().map(|i| i.tag.as_str()).collect(),
+            self,
+        );
+        dup(
+            "outputs",
+            outputs.iter().map(|i| i.tag.as_str()).collect(),
+            self,
+        );
         let atags: Vec<&str> = analyzers.iter().map(|a| a.tag.as_str()).collect();
         let otags: Vec<&str> = outputs.iter().map(|o| o.tag.as_str()).collect();
         for (i, inp) in inputs.iter().enumerate() {
             if !inp.default_analyzer.is_empty() && !atags.contains(&inp.default_analyzer.as_str()) {
-                self.push(Some(&format!("inputs[{}] (tag \"{}\")", i + 1, inp.tag)), Some("default_analyzer"),
-                    format!("names no analyzer: '{}' (analyzers: {})", inp.default_analyzer, atags.join(", ")));
+                self.push(
+                    Some(&format!("inputs[{}] (tag \"{}\")", i + 1, inp.tag)),
+                    Some("default_analyzer"),
+                    format!(
+                        "names no analyzer: '{}' (analyzers: {})",
+                        inp.default_analyzer,
+                        atags.join(", ")
+                    ),
+                );
             }
         }
         for (i, a) in analyzers.iter().enumerate() {
             let entry = format!("analyzers[{}] (tag \"{}\")", i + 1, a.tag);
             if !a.default_analyzer.is_empty() && !atags.contains(&a.default_analyzer.as_str()) {
-                self.push(Some(&entry), Some("default_analyzer"),
-                    format!("names no analyzer: '{}' (analyzers: {})", a.default_analyzer, atags.join(", ")));
+                self.push(
+                    Some(&entry),
+                    Some("default_analyzer"),
+                    format!(
+                        "names no analyzer: '{}' (analyzers: {})",
+                        a.default_analyzer,
+                        atags.join(", ")
+                    ),
+                );
             }
             if !a.default_output.is_empty() && !otags.contains(&a.default_output.as_str()) {
-                self.push(Some(&entry), Some("default_output"),
-                    format!("names no output: '{}' (outputs: {})", a.default_output, otags.join(", ")));
+                self.push(
+                    Some(&entry),
+                    Some("default_output"),
+                    format!(
+                        "names no output: '{}' (outputs: {})",
+                        a.default_output,
+                        otags.join(", ")
+                    ),
+                );
             }
         }
     }

@@ -25,7 +25,13 @@ outputs = { { tag="log", uri="file://eve-mle.log" } }
 fn loads_an_original_config() {
     let d = root_with(&["filter/filter.lua", "analyzer/hello.lua", "analyzer/w.lua"]);
     let c = parse(GOOD, "config/config.lua", d.path()).unwrap();
-    assert_eq!(c.store, Store::Tcp { host: "127.0.0.1".into(), port: 6379 });
+    assert_eq!(
+        c.store,
+        Store::Tcp {
+            host: "127.0.0.1".into(),
+            port: 6379
+        }
+    );
     assert_eq!(c.inputs[0].script_path, d.path().join("filter/filter.lua"));
     assert_eq!(c.analyzers[1].default_analyzer, "");
     assert!(c.warnings.is_empty());
@@ -45,38 +51,58 @@ fn missing_field_names_file_entry_and_field() {
 #[test]
 fn missing_script_is_named() {
     let d = root_with(&["filter/filter.lua", "analyzer/hello.lua"]);
-    let e = parse(GOOD, "config/config.lua", d.path()).unwrap_err().to_string();
-    assert!(e.contains(r#"analyzers[2] (tag "out"): field 'script': script file not found: "#), "{e}");
+    let e = parse(GOOD, "config/config.lua", d.path())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains(r#"analyzers[2] (tag "out"): field 'script': script file not found: "#),
+        "{e}"
+    );
     assert!(e.contains("analyzer/w.lua"), "{e}");
 }
 
 #[test]
 fn unknown_default_tags_are_errors_and_empty_means_none() {
     let d = root_with(&["filter/filter.lua", "analyzer/hello.lua", "analyzer/w.lua"]);
-    let src = GOOD.replace(r#"default_analyzer="hello""#, r#"default_analyzer="helo""#)
-        .replace(r#"default_analyzer="out", default_output="log""#, r#"default_analyzer="out", default_output="nowhere""#);
+    let src = GOOD
+        .replace(r#"default_analyzer="hello""#, r#"default_analyzer="helo""#)
+        .replace(
+            r#"default_analyzer="out", default_output="log""#,
+            r#"default_analyzer="out", default_output="nowhere""#,
+        );
     let e = parse(&src, "config/config.lua", d.path()).unwrap_err();
     let msgs: Vec<String> = e.0.iter().map(|x| x.to_string()).collect();
     assert_eq!(msgs.len(), 2, "{msgs:?}");
-    assert!(msgs[0].contains(r#"inputs[1] (tag "eve"): field 'default_analyzer': names no analyzer: 'helo'"#));
-    assert!(msgs[1].contains(r#"analyzers[1] (tag "hello"): field 'default_output': names no output: 'nowhere'"#));
+    assert!(msgs[0]
+        .contains(r#"inputs[1] (tag "eve"): field 'default_analyzer': names no analyzer: 'helo'"#));
+    assert!(msgs[1].contains(
+        r#"analyzers[1] (tag "hello"): field 'default_output': names no output: 'nowhere'"#
+    ));
 }
 
 #[test]
 fn unknown_keys_warn_and_store_defaults_to_embedded() {
     let d = root_with(&["filter/filter.lua", "analyzer/hello.lua", "analyzer/w.lua"]);
-    let src = GOOD.replace("redis_host = \"127.0.0.1\"", "")
-        .replace(r#"uri="file://eve-mle.log""#, r#"uri="file://eve-mle.log", colour="blue""#);
+    let src = GOOD.replace("redis_host = \"127.0.0.1\"", "").replace(
+        r#"uri="file://eve-mle.log""#,
+        r#"uri="file://eve-mle.log", colour="blue""#,
+    );
     let c = parse(&src, "config/config.lua", d.path()).unwrap();
     assert_eq!(c.store, Store::Embedded);
     assert_eq!(c.warnings.len(), 1);
-    assert!(c.warnings[0].contains(r#"outputs[1] (tag "log"): unknown key 'colour'"#), "{:?}", c.warnings);
+    assert!(
+        c.warnings[0].contains(r#"outputs[1] (tag "log"): unknown key 'colour'"#),
+        "{:?}",
+        c.warnings
+    );
 }
 
 #[test]
 fn lua_syntax_errors_name_the_line() {
     let d = root_with(&[]);
-    let e = parse("inputs = {\n  { tag = }\n}", "config/config.lua", d.path()).unwrap_err().to_string();
+    let e = parse("inputs = {\n  { tag = }\n}", "config/config.lua", d.path())
+        .unwrap_err()
+        .to_string();
     assert!(e.starts_with("config/config.lua: Lua error:"), "{e}");
     assert!(e.contains("config/config.lua:2:"), "{e}");
 }
@@ -86,7 +112,12 @@ fn unix_socket_redis_and_engine_knobs() {
     let d = root_with(&["filter/filter.lua", "analyzer/hello.lua", "analyzer/w.lua"]);
     let src = format!("{GOOD}\nredis_host='/run/redis.sock'\nredis_port=0\nengine={{stats_interval=5, max_line_bytes=1024}}");
     let c = parse(&src, "config/config.lua", d.path()).unwrap();
-    assert_eq!(c.store, Store::Unix { path: "/run/redis.sock".into() });
+    assert_eq!(
+        c.store,
+        Store::Unix {
+            path: "/run/redis.sock".into()
+        }
+    );
     assert_eq!(c.engine.stats_interval, 5.0);
     assert_eq!(c.engine.max_line_bytes, 1024);
 }

@@ -101,27 +101,49 @@ impl Plan {
         let filters: Vec<_> = config
             .inputs
             .iter()
-            .filter_map(|i| read(&i.tag, ScriptKind::Filter, &i.script_path, &i.default_analyzer, ""))
+            .filter_map(|i| {
+                read(
+                    &i.tag,
+                    ScriptKind::Filter,
+                    &i.script_path,
+                    &i.default_analyzer,
+                    "",
+                )
+            })
             .collect();
         let analyzers: Vec<_> = config
             .analyzers
             .iter()
             .filter_map(|a| {
-                read(&a.tag, ScriptKind::Analyzer, &a.script_path, &a.default_analyzer, &a.default_output)
+                read(
+                    &a.tag,
+                    ScriptKind::Analyzer,
+                    &a.script_path,
+                    &a.default_analyzer,
+                    &a.default_output,
+                )
             })
             .collect();
         let mut sources = Vec::new();
         for (i, inp) in config.inputs.iter().enumerate() {
             match SourceSpec::parse(&inp.uri) {
                 Ok(s) => sources.push(s),
-                Err(e) => problems.push(format!("{file}: inputs[{}] (tag \"{}\"): field 'uri': {e}", i + 1, inp.tag)),
+                Err(e) => problems.push(format!(
+                    "{file}: inputs[{}] (tag \"{}\"): field 'uri': {e}",
+                    i + 1,
+                    inp.tag
+                )),
             }
         }
         let mut sinks = Vec::new();
         for (i, out) in config.outputs.iter().enumerate() {
             match SinkSpec::parse(&out.uri, &options.logdir) {
                 Ok(s) => sinks.push(s),
-                Err(e) => problems.push(format!("{file}: outputs[{}] (tag \"{}\"): field 'uri': {e}", i + 1, out.tag)),
+                Err(e) => problems.push(format!(
+                    "{file}: outputs[{}] (tag \"{}\"): field 'uri': {e}",
+                    i + 1,
+                    out.tag
+                )),
             }
         }
         let backend = match &config.store {
@@ -143,7 +165,13 @@ impl Plan {
             outputs: config.outputs.iter().map(|o| o.tag.clone()).collect(),
             backend,
         };
-        Ok(Plan { config, options, runtime, sources, sinks })
+        Ok(Plan {
+            config,
+            options,
+            runtime,
+            sources,
+            sinks,
+        })
     }
 
     pub fn config(&self) -> &Config {
@@ -155,7 +183,11 @@ impl Plan {
     pub fn check(&self) -> Vec<String> {
         match Runtime::new(&self.runtime) {
             Err(errs) => errs.iter().map(|e| e.to_string()).collect(),
-            Ok(mut rt) => rt.setup().iter().map(|e| format!("{e} (in setup)")).collect(),
+            Ok(mut rt) => rt
+                .setup()
+                .iter()
+                .map(|e| format!("{e} (in setup)"))
+                .collect(),
         }
     }
 
@@ -166,8 +198,12 @@ impl Plan {
 
     /// Open every file and bind every socket (before privileges are dropped).
     pub fn prepare(self) -> Result<Prepared, EngineError> {
-        std::fs::create_dir_all(&self.options.logdir)
-            .map_err(|e| EngineError::Io(format!("cannot create log directory {}: {e}", self.options.logdir.display())))?;
+        std::fs::create_dir_all(&self.options.logdir).map_err(|e| {
+            EngineError::Io(format!(
+                "cannot create log directory {}: {e}",
+                self.options.logdir.display()
+            ))
+        })?;
         let mut problems = Vec::new();
         let mut sources = Vec::new();
         for (spec, inp) in self.sources.iter().zip(&self.config.inputs) {
@@ -194,7 +230,12 @@ impl Plan {
         if !problems.is_empty() {
             return Err(EngineError::Problems(problems));
         }
-        Ok(Prepared { plan: self, sources, sinks, own })
+        Ok(Prepared {
+            plan: self,
+            sources,
+            sinks,
+            own,
+        })
     }
 }
 
@@ -214,11 +255,17 @@ struct ToWorkers {
 impl Emit for ToWorkers {
     fn emit(&mut self, batch: Batch) -> bool {
         self.tx
-            .send(WorkItem::Lines { input: self.input, batch })
+            .send(WorkItem::Lines {
+                input: self.input,
+                batch,
+            })
             .is_ok()
     }
     fn clone_box(&self) -> Box<dyn Emit> {
-        Box::new(ToWorkers { input: self.input, tx: self.tx.clone() })
+        Box::new(ToWorkers {
+            input: self.input,
+            tx: self.tx.clone(),
+        })
     }
 }
 
@@ -265,7 +312,12 @@ impl Prepared {
     /// Spawn every thread and run every script's `setup()`. `runtime_root` is where `require`
     /// looks (`/` after a chroot into ROOT).
     pub fn start(self, runtime_root: PathBuf, control: Control) -> Result<Running, EngineError> {
-        let Prepared { plan, sources, sinks, own } = self;
+        let Prepared {
+            plan,
+            sources,
+            sinks,
+            own,
+        } = self;
         let engine = &plan.config.engine;
         let stats = Arc::new(Stats::new(
             plan.config.inputs.iter().map(|i| i.tag.as_str()),
@@ -306,7 +358,10 @@ impl Prepared {
                 reopen: control.reopen.clone(),
                 log: Some(log.clone()),
             };
-            output_threads.push(spawn(format!("out-{}", plan.config.outputs[i].tag), move || runner.run()));
+            output_threads.push(spawn(
+                format!("out-{}", plan.config.outputs[i].tag),
+                move || runner.run(),
+            ));
         }
         sink_senders.extend(own_senders.iter().cloned());
 
@@ -344,13 +399,21 @@ impl Prepared {
                 shutdown: sources_stop.clone(),
                 max_line: engine.max_line_bytes,
                 batch_lines: engine.batch_lines,
-                out: Box::new(ToWorkers { input: i, tx: work_tx.clone() }),
+                out: Box::new(ToWorkers {
+                    input: i,
+                    tx: work_tx.clone(),
+                }),
             };
-            source_threads.push(spawn(format!("in-{}", plan.config.inputs[i].tag), move || src.run(ctx)));
+            source_threads.push(spawn(
+                format!("in-{}", plan.config.inputs[i].tag),
+                move || src.run(ctx),
+            ));
         }
         let exit_on_eof = plan.options.exit_on_eof && plan.all_inputs_finite();
         if plan.options.exit_on_eof && !exit_on_eof {
-            tracing::warn!("--exit-on-eof is ignored: not every input is a file:// or zfile:// input");
+            tracing::warn!(
+                "--exit-on-eof is ignored: not every input is a file:// or zfile:// input"
+            );
         }
         Ok(Running {
             control,
@@ -412,7 +475,11 @@ impl Running {
                 self.write_stats(false);
                 next_stats = now + self.stats_interval;
             }
-            std::thread::sleep(Duration::from_millis(20).min(next_stats.saturating_duration_since(now)).max(Duration::from_millis(1)));
+            std::thread::sleep(
+                Duration::from_millis(20)
+                    .min(next_stats.saturating_duration_since(now))
+                    .max(Duration::from_millis(1)),
+            );
         }
         self.sources_stop.store(true, Ordering::Relaxed);
         for h in self.source_threads.drain(..) {

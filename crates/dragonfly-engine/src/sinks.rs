@@ -74,7 +74,10 @@ impl SinkRunner {
                 if let Some(c) = self.counters() {
                     c.dropped.fetch_add(batch.len() as u64, Relaxed);
                 }
-                self.error(&format!("write failed again ({e}); {} messages dropped", batch.len()));
+                self.error(&format!(
+                    "write failed again ({e}); {} messages dropped",
+                    batch.len()
+                ));
             }
         }
     }

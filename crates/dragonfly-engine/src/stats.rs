@@ -75,10 +75,16 @@ impl Stats {
                 })
                 .collect(),
             analyzers: analyzers
-                .map(|t| Named { tag: t.to_string(), c: AnalyzerCounters::default() })
+                .map(|t| Named {
+                    tag: t.to_string(),
+                    c: AnalyzerCounters::default(),
+                })
                 .collect(),
             outputs: outputs
-                .map(|t| Named { tag: t.to_string(), c: OutputCounters::default() })
+                .map(|t| Named {
+                    tag: t.to_string(),
+                    c: OutputCounters::default(),
+                })
                 .collect(),
             unknown_tags: Mutex::new(BTreeMap::new()),
             log_events: AtomicU64::new(0),

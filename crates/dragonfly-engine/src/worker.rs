@@ -145,7 +145,9 @@ impl Chain<'_> {
             }
             Err(LineError::Malformed(e)) => {
                 let n = counters.malformed.fetch_add(1, Relaxed) + 1;
-                self.w.log.bad_line(&self.w.stats.inputs[input].tag, &e.to_string(), line, n);
+                self.w
+                    .log
+                    .bad_line(&self.w.stats.inputs[input].tag, &e.to_string(), line, n);
             }
             Err(LineError::Script(e)) => {
                 counters.events.fetch_add(1, Relaxed);
@@ -174,7 +176,9 @@ impl Chain<'_> {
                     n
                 };
                 let n = self.w.stats.routing_loops.fetch_add(1, Relaxed) + 1;
-                self.w.log.routing_loop(self.rt.analyzer_name(idx), dropped, n);
+                self.w
+                    .log
+                    .routing_loop(self.rt.analyzer_name(idx), dropped, n);
                 break;
             }
             self.analyze(idx, value);
@@ -201,7 +205,10 @@ impl Chain<'_> {
     }
 
     fn fire(&mut self, t: Timer) {
-        self.w.stats.analyzers[t.analyzer].c.timers_fired.fetch_add(1, Relaxed);
+        self.w.stats.analyzers[t.analyzer]
+            .c
+            .timers_fired
+            .fetch_add(1, Relaxed);
         self.analyze(t.analyzer, t.value);
         self.route();
     }
@@ -218,11 +225,18 @@ impl Chain<'_> {
                 .filter(|(_, b)| b.len() >= OUT_BATCH)
                 .map(|(i, _)| i)
                 .collect();
-            (std::mem::take(&mut mb.timers), std::mem::take(&mut mb.unknown), full)
+            (
+                std::mem::take(&mut mb.timers),
+                std::mem::take(&mut mb.unknown),
+                full,
+            )
         };
         for t in timers {
             if self.draining {
-                self.w.stats.analyzers[t.analyzer].c.timers_dropped.fetch_add(1, Relaxed);
+                self.w.stats.analyzers[t.analyzer]
+                    .c
+                    .timers_dropped
+                    .fetch_add(1, Relaxed);
                 continue;
             }
             self.seq += 1;
@@ -272,7 +286,10 @@ impl Chain<'_> {
             let _ = self.w.sinks[n].send(log);
         }
         if !stats.is_empty() {
-            self.w.stats.stats_events.fetch_add(stats.len() as u64, Relaxed);
+            self.w
+                .stats
+                .stats_events
+                .fetch_add(stats.len() as u64, Relaxed);
             let _ = self.w.sinks[n + 1].send(stats);
         }
     }

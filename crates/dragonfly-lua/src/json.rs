@@ -63,7 +63,10 @@ impl<'de> Visitor<'de> for Seed<'_> {
         Ok(Value::Number(v))
     }
     fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Value, E> {
-        self.lua.create_string(v).map(Value::String).map_err(lua_err)
+        self.lua
+            .create_string(v)
+            .map(Value::String)
+            .map_err(lua_err)
     }
     fn visit_unit<E>(self) -> Result<Value, E> {
         Ok(Value::NULL)
@@ -249,9 +252,7 @@ impl Encoder<'_> {
                 if i > 1 {
                     out.push(b',');
                 }
-                let v: Value = t
-                    .raw_get(i)
-                    .map_err(|e| EncodeError::Lua(e.to_string()))?;
+                let v: Value = t.raw_get(i).map_err(|e| EncodeError::Lua(e.to_string()))?;
                 self.value(&v, out, depth + 1)?;
             }
             out.push(b']');

@@ -7,10 +7,10 @@ use std::sync::Arc;
 
 use mlua::{Function, Lua, LuaOptions, StdLib, Table, Value};
 
+use crate::json;
 use crate::libs::hiredis::Backend;
 use crate::libs::{cjson, dragonfly, hiredis};
 use crate::mailbox::{Mailbox, Routes};
-use crate::json;
 
 /// Filter (input) script or analyzer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,7 +79,9 @@ fn lua_message(e: &mlua::Error) -> String {
         other => other.to_string(),
     };
     let text = text.split("\nstack traceback:").next().unwrap_or(&text);
-    text.trim_start_matches("runtime error: ").trim().to_string()
+    text.trim_start_matches("runtime error: ")
+        .trim()
+        .to_string()
 }
 
 impl Runtime {
@@ -138,7 +140,10 @@ impl Runtime {
         Ok(Self {
             lua,
             filters: filters.into_iter().map(|s| s.expect("no errors")).collect(),
-            analyzers: analyzers.into_iter().map(|s| s.expect("no errors")).collect(),
+            analyzers: analyzers
+                .into_iter()
+                .map(|s| s.expect("no errors"))
+                .collect(),
             array_mt,
         })
     }
@@ -191,7 +196,9 @@ impl Runtime {
 
     /// What the scripts emitted since the last call.
     pub fn mailbox(&self) -> mlua::AppDataRefMut<'_, Mailbox> {
-        self.lua.app_data_mut::<Mailbox>().expect("mailbox installed")
+        self.lua
+            .app_data_mut::<Mailbox>()
+            .expect("mailbox installed")
     }
 
     /// A JSON rendering of `v` cut to `max` bytes, for log lines.
@@ -259,8 +266,7 @@ fn set_package_path(lua: &Lua, root: &Path) -> mlua::Result<()> {
     let package: Table = lua.globals().get("package")?;
     let old: String = package.get("path")?;
     let r = root.display();
-    let path = format!(
-        "{r}/?.lua;{r}/?/init.lua;{r}/analyzer/?.lua;{r}/filter/?.lua;{r}/lib/?.lua;{old}"
-    );
+    let path =
+        format!("{r}/?.lua;{r}/?/init.lua;{r}/analyzer/?.lua;{r}/filter/?.lua;{r}/lib/?.lua;{old}");
     package.set("path", path)
 }

@@ -16,10 +16,20 @@ use dragonfly_engine::{Control, Options, Plan};
 #[command(name = "dragonfly-mle", version, about)]
 struct Cli {
     /// Root directory holding config/config.lua, filter/ and analyzer/ (the engine chdirs here).
-    #[arg(short = 'r', long = "root", value_name = "ROOT", default_value = "/usr/local/dragonfly-mle")]
+    #[arg(
+        short = 'r',
+        long = "root",
+        value_name = "ROOT",
+        default_value = "/usr/local/dragonfly-mle"
+    )]
     root: PathBuf,
     /// Directory for relative file:// outputs and the engine's own logs (created if missing).
-    #[arg(short = 'l', long = "logdir", value_name = "LOGDIR", default_value = "/var/log/dragonfly-mle")]
+    #[arg(
+        short = 'l',
+        long = "logdir",
+        value_name = "LOGDIR",
+        default_value = "/var/log/dragonfly-mle"
+    )]
     logdir: PathBuf,
     /// Verbose logging (debug level) on stderr.
     #[arg(short = 'v', long = "verbose")]
@@ -84,7 +94,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     for w in &config.warnings {
         tracing::warn!("{w}");
     }
-    let options = Options { root: root.clone(), logdir: logdir.clone(), exit_on_eof: cli.exit_on_eof };
+    let options = Options {
+        root: root.clone(),
+        logdir: logdir.clone(),
+        exit_on_eof: cli.exit_on_eof,
+    };
     let plan = match Plan::new(config, options) {
         Ok(p) => p,
         Err(e) => {
@@ -118,7 +132,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     privileges::handle_signals(&control)?;
 
     let prepared = plan.prepare().map_err(|e| anyhow::anyhow!("{e}"))?;
-    let nobody = if cli.drop_privileges { Some(privileges::nobody()?) } else { None };
+    let nobody = if cli.drop_privileges {
+        Some(privileges::nobody()?)
+    } else {
+        None
+    };
     if let Some(user) = &nobody {
         privileges::chown_logs(&logdir, user);
     }

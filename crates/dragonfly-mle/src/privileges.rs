@@ -12,7 +12,8 @@ use signal_hook::iterator::Signals;
 
 /// SIGTERM/SIGINT: stop and drain (a second one exits at once). SIGHUP/SIGUSR1: reopen outputs.
 pub fn handle_signals(control: &Control) -> anyhow::Result<()> {
-    let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1]).context("installing signal handlers")?;
+    let mut signals =
+        Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1]).context("installing signal handlers")?;
     let control = control.clone();
     std::thread::Builder::new()
         .name("signals".into())
@@ -21,7 +22,9 @@ pub fn handle_signals(control: &Control) -> anyhow::Result<()> {
                 match sig {
                     SIGTERM | SIGINT => {
                         if control.shutdown.swap(true, Ordering::SeqCst) {
-                            eprintln!("dragonfly-mle: second stop signal, exiting without draining");
+                            eprintln!(
+                                "dragonfly-mle: second stop signal, exiting without draining"
+                            );
                             std::process::exit(1);
                         }
                     }
@@ -43,7 +46,11 @@ pub fn nobody() -> anyhow::Result<User> {
 pub fn chown_logs(logdir: &Path, user: &User) {
     let _ = chown(logdir, Some(user.uid.as_raw()), Some(user.gid.as_raw()));
     for f in [dragonfly_engine::LOG_FILE, dragonfly_engine::STATS_FILE] {
-        let _ = chown(logdir.join(f), Some(user.uid.as_raw()), Some(user.gid.as_raw()));
+        let _ = chown(
+            logdir.join(f),
+            Some(user.uid.as_raw()),
+            Some(user.gid.as_raw()),
+        );
     }
 }
 

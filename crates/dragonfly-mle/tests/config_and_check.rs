@@ -42,7 +42,10 @@ fn missing_script_is_named() {
     std::fs::remove_file(r.path().join("analyzer/pass.lua")).unwrap();
     let (code, err) = stderr_of(&r, &["--check"]);
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains(r#"analyzers[1] (tag "pass"): field 'script': script file not found"#), "{err}");
+    assert!(
+        err.contains(r#"analyzers[1] (tag "pass"): field 'script': script file not found"#),
+        "{err}"
+    );
     assert!(err.contains("analyzer/pass.lua"), "{err}");
 }
 
@@ -58,8 +61,18 @@ outputs = { { tag="out", uri="file://out.json" } }
     );
     let (code, err) = stderr_of(&r, &["--exit-on-eof"]);
     assert_eq!(code, 2);
-    assert!(err.contains(r#"inputs[1] (tag "in"): field 'default_analyzer': names no analyzer: 'nope'"#), "{err}");
-    assert!(err.contains(r#"analyzers[1] (tag "pass"): field 'default_output': names no output: 'missing'"#), "{err}");
+    assert!(
+        err.contains(
+            r#"inputs[1] (tag "in"): field 'default_analyzer': names no analyzer: 'nope'"#
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            r#"analyzers[1] (tag "pass"): field 'default_output': names no output: 'missing'"#
+        ),
+        "{err}"
+    );
 }
 
 #[test]
@@ -67,7 +80,12 @@ fn unsupported_uri_scheme_is_named() {
     let r = Root::passthrough("gopher://x");
     let (code, err) = stderr_of(&r, &["--check"]);
     assert_eq!(code, 2);
-    assert!(err.contains(r#"inputs[1] (tag "in"): field 'uri': scheme 'gopher://' is not supported as an input"#), "{err}");
+    assert!(
+        err.contains(
+            r#"inputs[1] (tag "in"): field 'uri': scheme 'gopher://' is not supported as an input"#
+        ),
+        "{err}"
+    );
 }
 
 #[test]
@@ -76,36 +94,63 @@ fn check_accepts_a_good_root_and_runs_nothing() {
     r.write("in.json", "{\"a\":1}\n");
     let (code, out) = stderr_of(&r, &["--check"]);
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("OK (1 inputs, 1 analyzers, 1 outputs)"), "{out}");
-    assert!(!r.log("out.json").exists(), "--check must not run the pipeline");
+    assert!(
+        out.contains("OK (1 inputs, 1 analyzers, 1 outputs)"),
+        "{out}"
+    );
+    assert!(
+        !r.log("out.json").exists(),
+        "--check must not run the pipeline"
+    );
 }
 
 #[test]
 fn check_reports_every_script_problem_with_file_and_line() {
     let r = Root::passthrough("file://in.json");
     r.write("filter/filter.lua", "function setup()\n  local x = \nend\n");
-    r.write("analyzer/pass.lua", "function setup()\n  error('no model file')\nend\nfunction loop(m) end\n");
+    r.write(
+        "analyzer/pass.lua",
+        "function setup()\n  error('no model file')\nend\nfunction loop(m) end\n",
+    );
     let (code, err) = stderr_of(&r, &["--check"]);
     assert_eq!(code, 1, "{err}");
-    assert!(err.contains("filter/filter.lua:3:"), "syntax error with its line: {err}");
+    assert!(
+        err.contains("filter/filter.lua:3:"),
+        "syntax error with its line: {err}"
+    );
     // both scripts are reported, not just the first
     let r2 = Root::passthrough("file://in.json");
-    r2.write("analyzer/pass.lua", "function setup()\n  error('no model file')\nend\nfunction loop(m) end\n");
+    r2.write(
+        "analyzer/pass.lua",
+        "function setup()\n  error('no model file')\nend\nfunction loop(m) end\n",
+    );
     r2.write("filter/filter.lua", "function setup() end\n-- no loop\n");
     let (code, err) = stderr_of(&r2, &["--check"]);
     assert_eq!(code, 1, "{err}");
-    assert!(err.contains("analyzer/pass.lua:2: no model file (in setup)"), "{err}");
-    assert!(err.contains("filter/filter.lua: the script defines no loop(msg) function"), "{err}");
+    assert!(
+        err.contains("analyzer/pass.lua:2: no model file (in setup)"),
+        "{err}"
+    );
+    assert!(
+        err.contains("filter/filter.lua: the script defines no loop(msg) function"),
+        "{err}"
+    );
 }
 
 #[test]
 fn setup_failure_stops_start_up_with_the_script_named() {
     let r = Root::passthrough("file://in.json");
     r.write("in.json", "{}\n");
-    r.write("analyzer/pass.lua", "function setup()\n  error('boom')\nend\nfunction loop(m) end\n");
+    r.write(
+        "analyzer/pass.lua",
+        "function setup()\n  error('boom')\nend\nfunction loop(m) end\n",
+    );
     let (code, err) = stderr_of(&r, &["--exit-on-eof"]);
     assert_eq!(code, 1);
-    assert!(err.contains("analyzer/pass.lua:2: boom (in setup)"), "{err}");
+    assert!(
+        err.contains("analyzer/pass.lua:2: boom (in setup)"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -113,7 +158,10 @@ fn unknown_keys_warn_but_run() {
     let r = Root::passthrough("file://in.json");
     r.write("in.json", "{\"a\":1}\n");
     let cfg = std::fs::read_to_string(r.path().join("config/config.lua")).unwrap();
-    r.config(&cfg.replace(r#"uri="file://out.json""#, r#"uri="file://out.json", format="json""#));
+    r.config(&cfg.replace(
+        r#"uri="file://out.json""#,
+        r#"uri="file://out.json", format="json""#,
+    ));
     let (code, err) = stderr_of(&r, &["--exit-on-eof"]);
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("unknown key 'format' is ignored"), "{err}");

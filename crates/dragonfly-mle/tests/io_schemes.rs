@@ -17,18 +17,26 @@ function loop(msg) dragonfly.output_event(default_output, msg) end
 "#;
 
 fn ready(r: &Root) {
-    wait_for(T, "engine start-up (setup marker)", || r.path().join("ready").exists());
+    wait_for(T, "engine start-up (setup marker)", || {
+        r.path().join("ready").exists()
+    });
 }
 
 fn append(path: &std::path::Path, lines: &[String]) {
-    let mut f = OpenOptions::new().create(true).append(true).open(path).unwrap();
+    let mut f = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
     let mut text = lines.join("\n");
     text.push('\n');
     f.write_all(text.as_bytes()).unwrap();
 }
 
 fn ev(range: std::ops::Range<usize>) -> Vec<String> {
-    range.map(|i| format!(r#"{{"seq":{i},"event_type":"flow"}}"#)).collect()
+    range
+        .map(|i| format!(r#"{{"seq":{i},"event_type":"flow"}}"#))
+        .collect()
 }
 
 fn out_count(r: &Root) -> usize {
@@ -55,12 +63,18 @@ fn tail_follows_rotation_copytruncate_refill_and_recreation() {
 
     // copytruncate: copy away, truncate in place, keep writing
     std::fs::copy(&eve, r.path().join("eve.json.2")).unwrap();
-    OpenOptions::new().write(true).truncate(true).open(&eve).unwrap();
+    OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(&eve)
+        .unwrap();
     append(&eve, &ev(23..28));
     wait_for(T, "28 lines after copytruncate", || out_count(&r) == 28);
 
     // truncated and refilled past the old offset before the next poll
-    let refill: Vec<String> = (28..60).map(|i| format!(r#"{{"seq":{i},"refill":"{}"}}"#, "z".repeat(40))).collect();
+    let refill: Vec<String> = (28..60)
+        .map(|i| format!(r#"{{"seq":{i},"refill":"{}"}}"#, "z".repeat(40)))
+        .collect();
     let mut text = refill.join("\n");
     text.push('\n');
     std::fs::write(&eve, text).unwrap();
@@ -73,10 +87,17 @@ fn tail_follows_rotation_copytruncate_refill_and_recreation() {
 
     let (status, err) = stop(child, T);
     assert!(status.success(), "{err}");
-    assert_eq!(seqs(&r.lines("out.json")), (0..64).collect::<Vec<u64>>(), "no line lost or repeated");
+    assert_eq!(
+        seqs(&r.lines("out.json")),
+        (0..64).collect::<Vec<u64>>(),
+        "no line lost or repeated"
+    );
     let s = r.final_stats();
     assert!(s["inputs"]["in"]["rotations"].as_u64().unwrap() >= 2, "{s}");
-    assert!(s["inputs"]["in"]["truncations"].as_u64().unwrap() >= 2, "{s}");
+    assert!(
+        s["inputs"]["in"]["truncations"].as_u64().unwrap() >= 2,
+        "{s}"
+    );
 }
 
 #[test]
@@ -117,7 +138,10 @@ fn ipc_datagram_input_takes_large_datagrams_whole() {
     let lines = r.lines("out.json");
     assert_eq!(seqs(&lines), (0..200).collect::<Vec<u64>>());
     assert!(lines.iter().any(|l| l.len() > 150_000));
-    assert!(!r.path().join("mle.sock").exists(), "socket file removed at exit");
+    assert!(
+        !r.path().join("mle.sock").exists(),
+        "socket file removed at exit"
+    );
 }
 
 #[test]
@@ -129,9 +153,16 @@ fn ipc_datagram_output_sends_one_message_per_datagram() {
     let cfg = std::fs::read_to_string(r.path().join("config/config.lua")).unwrap();
     r.config(&cfg.replace("file://out.json", &format!("ipc://{}", sock.display())));
     let mut lines = ev(0..99);
-    lines.push(format!("{{\"seq\":99,\"big\":\"{}\"}}", "b".repeat(100_000)));
+    lines.push(format!(
+        "{{\"seq\":99,\"big\":\"{}\"}}",
+        "b".repeat(100_000)
+    ));
     r.write("in.json", &(lines.join("\n") + "\n"));
-    let child = r.command(&["--exit-on-eof"]).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let child = r
+        .command(&["--exit-on-eof"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     let mut got = Vec::new();
     let mut buf = vec![0u8; 1 << 20];
     for _ in 0..100 {
@@ -139,7 +170,11 @@ fn ipc_datagram_output_sends_one_message_per_datagram() {
         got.push(String::from_utf8(buf[..n].to_vec()).unwrap());
     }
     let out = wait_output(child, T);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(seqs(&got), (0..100).collect::<Vec<u64>>());
     assert!(got.iter().all(|m| !m.ends_with('\n')));
 }
@@ -178,13 +213,16 @@ fn sigterm_drains_everything_accepted() {
     let cfg = std::fs::read_to_string(r.path().join("config/config.lua")).unwrap();
     r.config(&format!("{cfg}\nengine = {{ stats_interval = 0.05 }}\n"));
     // a slow analyzer: ~2 ms per event, so most events are still queued at SIGTERM
-    r.write("analyzer/pass.lua", r#"
+    r.write(
+        "analyzer/pass.lua",
+        r#"
 function setup() end
 function loop(msg)
   local t = os.clock() + 0.002
   while os.clock() < t do end
   dragonfly.output_event(default_output, msg)
-end"#);
+end"#,
+    );
     r.write("in.json", &(ev(0..500).join("\n") + "\n"));
     let child = r.spawn(&[]);
     wait_for(T, "all 500 lines read", || {
@@ -196,7 +234,10 @@ end"#);
     let before = out_count(&r);
     let (status, err) = stop(child, T);
     assert!(status.success(), "{err}");
-    assert!(before < 500, "the test must stop the engine while events are queued ({before})");
+    assert!(
+        before < 500,
+        "the test must stop the engine while events are queued ({before})"
+    );
     assert_eq!(seqs(&r.lines("out.json")), (0..500).collect::<Vec<u64>>());
     assert_eq!(r.final_stats()["final"], true);
 }
@@ -211,13 +252,23 @@ fn sighup_reopens_file_outputs_for_logrotate() {
     ready(&r);
     wait_for(T, "5 lines", || out_count(&r) == 5);
     std::fs::rename(r.log("out.json"), r.log("out.json.1")).unwrap();
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGHUP).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
     wait_for(T, "reopened output", || r.log("out.json").exists());
     append(&eve, &ev(5..9));
     wait_for(T, "4 lines in the new file", || out_count(&r) == 4);
     let (status, _) = stop(child, T);
     assert!(status.success());
-    assert_eq!(std::fs::read_to_string(r.log("out.json.1")).unwrap().lines().count(), 5);
+    assert_eq!(
+        std::fs::read_to_string(r.log("out.json.1"))
+            .unwrap()
+            .lines()
+            .count(),
+        5
+    );
 }
 
 #[test]
@@ -235,19 +286,29 @@ fn drop_privileges_and_chroot_really_happen() {
     let status_file = format!("/proc/{pid}/status");
     wait_for(T, "uid nobody", || {
         std::fs::read_to_string(&status_file)
-            .map(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("65534")))
+            .map(|s| {
+                s.lines()
+                    .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("65534"))
+            })
             .unwrap_or(false)
     });
     let proc_root = std::fs::read_link(format!("/proc/{pid}/root")).unwrap();
     assert_eq!(proc_root, std::fs::canonicalize(r.path()).unwrap());
     let status = std::fs::read_to_string(&status_file).unwrap();
     let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
-    assert!(uid_line.split_whitespace().skip(1).all(|u| u == "65534"), "real, effective, saved: {uid_line}");
+    assert!(
+        uid_line.split_whitespace().skip(1).all(|u| u == "65534"),
+        "real, effective, saved: {uid_line}"
+    );
     let gid_line = status.lines().find(|l| l.starts_with("Gid:")).unwrap();
-    assert!(!gid_line.split_whitespace().skip(1).any(|g| g == "0"), "{gid_line}");
+    assert!(
+        !gid_line.split_whitespace().skip(1).any(|g| g == "0"),
+        "{gid_line}"
+    );
     // still works: the socket and the output were opened before the drop
     let tx = UnixDatagram::unbound().unwrap();
-    tx.send_to(br#"{"seq":7}"#, r.path().join("mle.sock")).unwrap();
+    tx.send_to(br#"{"seq":7}"#, r.path().join("mle.sock"))
+        .unwrap();
     wait_for(T, "one line", || out_count(&r) == 1);
     let (st, err) = stop(child, T);
     assert!(st.success(), "{err}");

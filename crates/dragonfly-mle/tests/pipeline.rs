@@ -20,7 +20,12 @@ fn run_ok(r: &Root) -> String {
 fn original_style_root_passes_every_corpus_event() {
     let r = Root::new();
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/quickstart");
-    for f in ["filter/filter.lua", "analyzer/hello-world.lua", "analyzer/write-to-log.lua", "analyzer/utils.lua"] {
+    for f in [
+        "filter/filter.lua",
+        "analyzer/hello-world.lua",
+        "analyzer/write-to-log.lua",
+        "analyzer/utils.lua",
+    ] {
         r.write(f, &std::fs::read_to_string(root.join(f)).unwrap());
     }
     r.config(&format!(
@@ -175,9 +180,18 @@ end
     assert_eq!(s["inputs"]["in"]["empty"], 2, "{s}");
     assert_eq!(s["analyzers"]["pass"]["lua_errors"], 1, "{s}");
     let log = r.read_log("dragonfly-mle.log");
-    assert!(log.contains("analyzer/pass.lua:4: analyzer broke on event 30"), "{log}");
-    assert!(log.contains(r#"\"seq\":30"#), "the failing event is quoted: {log}");
-    assert!(log.contains("malformed_json") && log.contains("not json at all"), "{log}");
+    assert!(
+        log.contains("analyzer/pass.lua:4: analyzer broke on event 30"),
+        "{log}"
+    );
+    assert!(
+        log.contains(r#"\"seq\":30"#),
+        "the failing event is quoted: {log}"
+    );
+    assert!(
+        log.contains("malformed_json") && log.contains("not json at all"),
+        "{log}"
+    );
 }
 
 #[test]
@@ -186,7 +200,10 @@ fn oversized_lines_over_the_configured_maximum_are_skipped_and_counted() {
     let cfg = std::fs::read_to_string(r.path().join("config/config.lua")).unwrap();
     r.config(&format!("{cfg}\nengine = {{ max_line_bytes = 1000 }}\n"));
     let big = "y".repeat(5000);
-    r.write("in.json", &format!("{{\"seq\":1}}\n{{\"seq\":2,\"p\":\"{big}\"}}\n{{\"seq\":3}}\n"));
+    r.write(
+        "in.json",
+        &format!("{{\"seq\":1}}\n{{\"seq\":2,\"p\":\"{big}\"}}\n{{\"seq\":3}}\n"),
+    );
     let err = run_ok(&r);
     assert_eq!(seqs(&r.lines("out.json")), vec![1, 3]);
     assert_eq!(r.final_stats()["inputs"]["in"]["oversized"], 1);
@@ -208,7 +225,10 @@ end
 "#,
     );
     run_ok(&r);
-    assert_eq!(seqs(&r.lines("out.json")), (0..20).step_by(2).collect::<Vec<u64>>());
+    assert_eq!(
+        seqs(&r.lines("out.json")),
+        (0..20).step_by(2).collect::<Vec<u64>>()
+    );
     assert_eq!(r.final_stats()["inputs"]["in"]["lua_errors"], 10);
 }
 
@@ -216,32 +236,46 @@ end
 fn each_analyzer_gets_its_own_copy_and_unknown_tags_are_counted() {
     let r = Root::new();
     r.write("in.json", "{\"seq\":1,\"nested\":{\"v\":1}}\n");
-    r.write("filter/filter.lua", r#"
+    r.write(
+        "filter/filter.lua",
+        r#"
 function setup() end
 function loop(msg)
   dragonfly.analyze_event("a", msg)
   dragonfly.analyze_event("b", msg)
   dragonfly.analyze_event("nowhere", msg)
   msg.nested.v = 99   -- after the hand-off: the analyzers must not see this
-end"#);
+end"#,
+    );
     r.write("analyzer/a.lua", r#"
 function setup() end
 function loop(msg) msg.nested.v = msg.nested.v + 1; msg.who = "a"; dragonfly.output_event("out", msg); dragonfly.output_event("nope", msg) end"#);
-    r.write("analyzer/b.lua", r#"
+    r.write(
+        "analyzer/b.lua",
+        r#"
 function setup() end
-function loop(msg) msg.who = "b"; dragonfly.output_event("out", msg) end"#);
-    r.config(r#"
+function loop(msg) msg.who = "b"; dragonfly.output_event("out", msg) end"#,
+    );
+    r.config(
+        r#"
 inputs = { { tag="in", uri="file://in.json", script="filter.lua", default_analyzer="a" } }
 analyzers = { { tag="a", script="a.lua" }, { tag="b", script="b.lua" } }
 outputs = { { tag="out", uri="file://out.json" } }
-"#);
+"#,
+    );
     let err = run_ok(&r);
     let out = r.lines("out.json");
     assert_eq!(out.len(), 2);
     let a: serde_json::Value = serde_json::from_str(&out[0]).unwrap();
     let b: serde_json::Value = serde_json::from_str(&out[1]).unwrap();
-    assert_eq!((a["who"].as_str(), a["nested"]["v"].as_u64()), (Some("a"), Some(2)));
-    assert_eq!((b["who"].as_str(), b["nested"]["v"].as_u64()), (Some("b"), Some(1)));
+    assert_eq!(
+        (a["who"].as_str(), a["nested"]["v"].as_u64()),
+        (Some("a"), Some(2))
+    );
+    assert_eq!(
+        (b["who"].as_str(), b["nested"]["v"].as_u64()),
+        (Some("b"), Some(1))
+    );
     let s = r.final_stats();
     assert_eq!(s["unknown_tags"]["analyzer:nowhere"], 1, "{s}");
     assert_eq!(s["unknown_tags"]["output:nope"], 1, "{s}");
@@ -252,24 +286,34 @@ outputs = { { tag="out", uri="file://out.json" } }
 fn wrong_argument_count_is_a_script_error_not_a_crash() {
     let r = Root::passthrough("file://in.json");
     r.write("in.json", "{\"seq\":1}\n{\"seq\":2}\n");
-    r.write("analyzer/pass.lua", r#"
+    r.write(
+        "analyzer/pass.lua",
+        r#"
 function setup() end
 function loop(msg)
   if msg.seq == 1 then dragonfly.analyze_event("pass") end
   dragonfly.output_event(default_output, msg)
-end"#);
+end"#,
+    );
     run_ok(&r);
     assert_eq!(seqs(&r.lines("out.json")), vec![2]);
-    assert!(r.read_log("dragonfly-mle.log").contains("analyze_event takes exactly 2 arguments, got 1"));
+    assert!(r
+        .read_log("dragonfly-mle.log")
+        .contains("analyze_event takes exactly 2 arguments, got 1"));
 }
 
 #[test]
 fn timers_fire_into_the_analyzer_that_set_them() {
     let r = Root::new();
     r.write("in.json", "{\"seq\":1}\n");
-    r.write("filter/filter.lua", "function setup() end\nfunction loop(m) dragonfly.analyze_event('a', m) end\n");
+    r.write(
+        "filter/filter.lua",
+        "function setup() end\nfunction loop(m) dragonfly.analyze_event('a', m) end\n",
+    );
     // a sets two timers for itself and one for b; b must only see its own
-    r.write("analyzer/a.lua", r#"
+    r.write(
+        "analyzer/a.lua",
+        r#"
 function setup() end
 function loop(msg)
   if msg.timer then dragonfly.output_event("out", {who="a", timer=msg.timer}) return end
@@ -277,22 +321,36 @@ function loop(msg)
   dragonfly.timer_event("a", 0.1, {timer=2})
   dragonfly.timer_event("b", 0.01, {timer=3})
   dragonfly.timer_event("a", 3600, {timer=4})  -- fires once at exit (drain)
-end"#);
-    r.write("analyzer/b.lua", r#"
+end"#,
+    );
+    r.write(
+        "analyzer/b.lua",
+        r#"
 function setup() end
-function loop(msg) dragonfly.output_event("out", {who="b", timer=msg.timer}) end"#);
-    r.config(r#"
+function loop(msg) dragonfly.output_event("out", {who="b", timer=msg.timer}) end"#,
+    );
+    r.config(
+        r#"
 inputs = { { tag="in", uri="file://in.json", script="filter.lua", default_analyzer="a" } }
 analyzers = { { tag="a", script="a.lua" }, { tag="b", script="b.lua" } }
 outputs = { { tag="out", uri="file://out.json" } }
-"#);
+"#,
+    );
     run_ok(&r);
     let out = r.lines("out.json");
     assert_eq!(out.len(), 4, "{out:?}");
-    let recs: Vec<serde_json::Value> = out.iter().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let recs: Vec<serde_json::Value> = out
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     let who: Vec<(String, u64)> = recs
         .iter()
-        .map(|j| (j["who"].as_str().unwrap().to_string(), j["timer"].as_u64().unwrap()))
+        .map(|j| {
+            (
+                j["who"].as_str().unwrap().to_string(),
+                j["timer"].as_u64().unwrap(),
+            )
+        })
         .collect();
     assert!(who.contains(&("b".into(), 3)));
     assert!(who.contains(&("a".into(), 1)));
@@ -304,16 +362,22 @@ outputs = { { tag="out", uri="file://out.json" } }
 fn log_and_stats_events_go_to_the_engine_logs() {
     let r = Root::passthrough("file://in.json");
     r.write("in.json", "{\"seq\":1}\n");
-    r.write("analyzer/pass.lua", r#"
+    r.write(
+        "analyzer/pass.lua",
+        r#"
 function setup() dragonfly.log_event("setup done") end
 function loop(msg)
   dragonfly.log_event({note="seen", seq=msg.seq})
   dragonfly.stats_event({custom_counter=7})
-end"#);
+end"#,
+    );
     run_ok(&r);
     let log = r.lines("dragonfly-mle.log");
     assert!(log.contains(&r#""setup done""#.to_string()), "{log:?}");
-    assert!(log.iter().any(|l| l.contains(r#""note":"seen""#)), "{log:?}");
+    assert!(
+        log.iter().any(|l| l.contains(r#""note":"seen""#)),
+        "{log:?}"
+    );
     let stats = r.read_log("dragonfly-mle-stats.log");
     assert!(stats.contains(r#"{"custom_counter":7}"#), "{stats}");
 }
@@ -322,9 +386,14 @@ end"#);
 fn require_resolves_relative_to_root_and_io_is_gone_after_setup() {
     let r = Root::passthrough("file://in.json");
     r.write("in.json", "{\"seq\":1}\n");
-    r.write("analyzer/lib/helper.lua", "local M = {} function M.double(x) return 2*x end return M\n");
+    r.write(
+        "analyzer/lib/helper.lua",
+        "local M = {} function M.double(x) return 2*x end return M\n",
+    );
     r.write("data/list.txt", "alpha\n");
-    r.write("analyzer/pass.lua", r#"
+    r.write(
+        "analyzer/pass.lua",
+        r#"
 local helper = require 'analyzer/lib/helper'
 function setup()
   local f = io.open("data/list.txt")
@@ -336,7 +405,8 @@ function loop(msg)
   msg.first = first
   msg.io_gone = (io == nil)
   dragonfly.output_event(default_output, msg)
-end"#);
+end"#,
+    );
     run_ok(&r);
     let out = r.lines("out.json");
     let j: serde_json::Value = serde_json::from_str(&out[0]).unwrap();
@@ -352,11 +422,13 @@ fn scripts_keep_separate_globals() {
     r.write("filter/filter.lua", "name = 'filter'\nfunction setup() end\nfunction loop(m) dragonfly.analyze_event('a', m) end\n");
     r.write("analyzer/a.lua", "name = 'a'\nfunction setup() end\nfunction loop(m) m.a = name; dragonfly.analyze_event('b', m) end\n");
     r.write("analyzer/b.lua", "name = 'b'\nfunction setup() end\nfunction loop(m) m.b = name; dragonfly.output_event('out', m) end\n");
-    r.config(r#"
+    r.config(
+        r#"
 inputs = { { tag="in", uri="file://in.json", script="filter.lua", default_analyzer="a" } }
 analyzers = { { tag="a", script="a.lua" }, { tag="b", script="b.lua" } }
 outputs = { { tag="out", uri="file://out.json" } }
-"#);
+"#,
+    );
     run_ok(&r);
     let j: serde_json::Value = serde_json::from_str(&r.lines("out.json")[0]).unwrap();
     assert_eq!((j["a"].as_str(), j["b"].as_str()), (Some("a"), Some("b")));

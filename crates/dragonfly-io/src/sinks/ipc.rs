@@ -32,8 +32,9 @@ impl IpcSink {
             if setsockopt(&s, sockopt::SndBufForce, &SNDBUF).is_err() {
                 let _ = setsockopt(&s, sockopt::SndBuf, &SNDBUF);
             }
-            s.connect(&self.path)
-                .map_err(|e| io::Error::new(e.kind(), format!("connect {}: {e}", self.path.display())))?;
+            s.connect(&self.path).map_err(|e| {
+                io::Error::new(e.kind(), format!("connect {}: {e}", self.path.display()))
+            })?;
             self.sock = Some(s);
         }
         Ok(self.sock.as_ref().expect("set above"))

@@ -13,9 +13,9 @@ pub(crate) fn open(path: &Path, gzip: bool) -> io::Result<Box<dyn Read + Send>> 
     let f = File::open(path)
         .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
     Ok(if gzip {
-        Box::new(flate2::read::MultiGzDecoder::new(io::BufReader::with_capacity(
-            CHUNK, f,
-        )))
+        Box::new(flate2::read::MultiGzDecoder::new(
+            io::BufReader::with_capacity(CHUNK, f),
+        ))
     } else {
         Box::new(f)
     })

@@ -100,7 +100,12 @@ impl Followed {
     }
 
     /// Read everything there is now. Returns the number of bytes read.
-    fn drain(&mut self, col: &mut Collector, ctx: &mut SourceCtx, buf: &mut [u8]) -> io::Result<u64> {
+    fn drain(
+        &mut self,
+        col: &mut Collector,
+        ctx: &mut SourceCtx,
+        buf: &mut [u8],
+    ) -> io::Result<u64> {
         let mut total = 0u64;
         loop {
             if col.closed() || ctx.stopping() {

@@ -26,23 +26,35 @@ pub fn install(lua: &Lua) -> mlua::Result<Table> {
     let m = lua.create_table()?;
     m.set(
         "encode",
-        lua.create_function(|lua, v: Value| {
-            match json::encode_to_vec(&v, &array_mt(lua)) {
+        lua.create_function(
+            |lua, v: Value| match json::encode_to_vec(&v, &array_mt(lua)) {
                 Ok(bytes) => Ok((Value::String(lua.create_string(bytes)?), Value::Nil)),
                 Err(e) => Ok((Value::Nil, Value::String(lua.create_string(e.to_string())?))),
-            }
-        })?,
+            },
+        )?,
     )?;
     m.set(
         "decode",
-        lua.create_function(|lua, s: mlua::LuaString| {
-            match json::decode(lua, &array_mt(lua), &s.as_bytes()) {
+        lua.create_function(|lua, v: Value| match v {
+            Value::String(s) => match json::decode(lua, &array_mt(lua), &s.as_bytes()) {
                 Ok(v) => Ok((v, Value::Nil)),
                 Err(e) => Ok((
                     Value::Nil,
-                    Value::String(lua.create_string(format!("Expected value but found invalid JSON: {e}"))?),
+                    Value::String(lua.create_string(format!(
+                        "Expected value but found invalid JSON: {e}"
+                    ))?),
                 )),
-            }
+            },
+            // Scripts written for engine versions that passed raw JSON strings call
+            // cjson.decode(msg) on what is now already a table: hand it back unchanged.
+            Value::Table(t) => Ok((Value::Table(t), Value::Nil)),
+            other => Ok((
+                Value::Nil,
+                Value::String(lua.create_string(format!(
+                    "bad argument #1 to 'decode' (string expected, got {})",
+                    other.type_name()
+                ))?),
+            )),
         })?,
     )?;
     m.set("null", Value::NULL)?;
@@ -71,10 +83,13 @@ pub fn install(lua: &Lua) -> mlua::Result<Table> {
     ] {
         m.set(name, noop.clone())?;
     }
-    m.set("new", lua.create_function({
-        let m = m.clone();
-        move |_, ()| Ok(m.clone())
-    })?)?;
+    m.set(
+        "new",
+        lua.create_function({
+            let m = m.clone();
+            move |_, ()| Ok(m.clone())
+        })?,
+    )?;
 
     let globals = lua.globals();
     globals.set("cjson_safe", m.clone())?;

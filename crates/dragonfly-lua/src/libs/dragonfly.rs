@@ -39,7 +39,12 @@ fn tag_arg(name: &str, v: &Value) -> mlua::Result<String> {
 }
 
 /// Encode `v` as one output line (with `\n`). A Lua string becomes a JSON string.
-fn encode_line(lua: &Lua, name: &str, v: &Value, out: &mut dragonfly_io::Batch) -> mlua::Result<()> {
+fn encode_line(
+    lua: &Lua,
+    name: &str,
+    v: &Value,
+    out: &mut dragonfly_io::Batch,
+) -> mlua::Result<()> {
     let mt = array_mt(lua);
     out.push_with(|buf| {
         json::encode(v, &mt, buf)?;
@@ -178,7 +183,10 @@ pub fn install(lua: &Lua) -> mlua::Result<Table> {
                     }
                     Ok((Value::Table(t), Value::Nil))
                 }
-                Err(e) => Ok((Value::Table(t), Value::String(lua.create_string(e.to_string())?))),
+                Err(e) => Ok((
+                    Value::Table(t),
+                    Value::String(lua.create_string(e.to_string())?),
+                )),
             }
         })?,
     )?;
@@ -186,9 +194,8 @@ pub fn install(lua: &Lua) -> mlua::Result<Table> {
     m.set(
         "http_get",
         lua.create_function(|_, (url, filename): (String, String)| {
-            http_get(&url, &filename).map_err(|e| {
-                mlua::Error::runtime(format!("dragonfly.http_get({url}): {e}"))
-            })
+            http_get(&url, &filename)
+                .map_err(|e| mlua::Error::runtime(format!("dragonfly.http_get({url}): {e}")))
         })?,
     )?;
 
@@ -200,7 +207,11 @@ pub fn install(lua: &Lua) -> mlua::Result<Table> {
 pub fn date2epoch(s: &str) -> Option<i64> {
     use chrono::{DateTime, NaiveDate, NaiveDateTime};
     let s = s.trim();
-    for fmt in ["%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%d %H:%M:%S%.f%z"] {
+    for fmt in [
+        "%Y-%m-%dT%H:%M:%S%.f%z",
+        "%Y-%m-%dT%H:%M:%S%z",
+        "%Y-%m-%d %H:%M:%S%.f%z",
+    ] {
         if let Ok(d) = DateTime::parse_from_str(s, fmt) {
             return Some(d.timestamp());
         }
@@ -208,7 +219,11 @@ pub fn date2epoch(s: &str) -> Option<i64> {
     if let Ok(d) = DateTime::parse_from_rfc3339(s) {
         return Some(d.timestamp());
     }
-    for fmt in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S"] {
+    for fmt in [
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M:%S",
+    ] {
         if let Ok(d) = NaiveDateTime::parse_from_str(s, fmt) {
             return Some(d.and_utc().timestamp());
         }
@@ -235,7 +250,10 @@ mod tests {
 
     #[test]
     fn parses_suricata_timestamps() {
-        assert_eq!(date2epoch("2026-11-27T21:53:04.123456+0000"), Some(1795816384));
+        assert_eq!(
+            date2epoch("2026-11-27T21:53:04.123456+0000"),
+            Some(1795816384)
+        );
         assert_eq!(date2epoch("2026-11-27T22:53:04+0100"), Some(1795816384));
         assert_eq!(date2epoch("2026-11-27T21:53:04Z"), Some(1795816384));
         assert_eq!(date2epoch("1970-01-02"), Some(86400));

@@ -126,9 +126,9 @@ fn to_lua(lua: &Lua, module: &Table, consts: &Consts, r: Reply) -> mlua::Result<
 
 impl Conn {
     fn get(&mut self) -> mlua::Result<&mut Box<dyn Connection>> {
-        self.inner
-            .as_mut()
-            .ok_or_else(|| mlua::Error::runtime("lua-hiredis error: attempted to use closed connection"))
+        self.inner.as_mut().ok_or_else(|| {
+            mlua::Error::runtime("lua-hiredis error: attempted to use closed connection")
+        })
     }
 }
 
@@ -156,7 +156,9 @@ impl UserData for Conn {
             Some(r) => Ok((reply_to_lua(lua, r)?, Value::Nil, Value::Nil)),
             None => Ok((
                 Value::Nil,
-                Value::String(lua.create_string("no reply pending (get_reply without append_command)")?),
+                Value::String(
+                    lua.create_string("no reply pending (get_reply without append_command)")?,
+                ),
                 Value::Integer(2),
             )),
         });
@@ -184,7 +186,11 @@ pub fn install(lua: &Lua, backend: Backend) -> mlua::Result<Table> {
                     let conn = Conn {
                         inner: Some(Box::new(store.connect())),
                     };
-                    Ok((Value::UserData(lua.create_userdata(conn)?), Value::Nil, Value::Nil))
+                    Ok((
+                        Value::UserData(lua.create_userdata(conn)?),
+                        Value::Nil,
+                        Value::Nil,
+                    ))
                 }
                 Backend::Unavailable(why) => Ok((
                     Value::Nil,
@@ -209,6 +215,9 @@ mod tests {
         let got = split_command_line(b"ML.FOREST.ADD  f 0 . LEAF 1 \n");
         let want: Vec<&[u8]> = vec![b"ML.FOREST.ADD", b"f", b"0", b".", b"LEAF", b"1", b"\n"];
         assert_eq!(got, want);
-        assert_eq!(split_command_line(b"SET k 100%%\tx"), vec![b"SET".to_vec(), b"k".to_vec(), b"100%\tx".to_vec()]);
+        assert_eq!(
+            split_command_line(b"SET k 100%%\tx"),
+            vec![b"SET".to_vec(), b"k".to_vec(), b"100%\tx".to_vec()]
+        );
     }
 }

@@ -80,7 +80,11 @@ outputs = {{ {{ tag="out", uri="file://out.json" }} }}
 
     pub fn command(&self, extra: &[&str]) -> Command {
         let mut c = Command::new(BIN);
-        c.arg("-r").arg(self.path()).arg("-l").arg(&self.logdir).args(extra);
+        c.arg("-r")
+            .arg(self.path())
+            .arg("-l")
+            .arg(&self.logdir)
+            .args(extra);
         c.env("DRAGONFLY_LOG", "info");
         c
     }
@@ -192,7 +196,8 @@ pub fn seqs(lines: &[String]) -> Vec<u64> {
     let mut v: Vec<u64> = lines
         .iter()
         .map(|l| {
-            let j: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+            let j: serde_json::Value =
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
             j["seq"].as_u64().unwrap()
         })
         .collect();

@@ -151,7 +151,9 @@ impl Db {
                 need!(a.len() == 2);
                 match self.keys.get(&a[0]) {
                     None => Reply::Nil,
-                    Some(Value::Hash(h)) => h.get(&a[1]).map_or(Reply::Nil, |v| Reply::bulk(v.clone())),
+                    Some(Value::Hash(h)) => {
+                        h.get(&a[1]).map_or(Reply::Nil, |v| Reply::bulk(v.clone()))
+                    }
                     Some(_) => Reply::wrong_type(),
                 }
             }

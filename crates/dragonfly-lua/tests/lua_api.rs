@@ -1,0 +1,157 @@
+//! The script-facing libraries, exercised from Lua.
+
+use dragonfly_lua::{Backend, Runtime, RuntimeSpec};
+use dragonfly_store::embedded::EmbeddedStore;
+use proptest::prelude::*;
+
+fn runtime() -> Runtime {
+    Runtime::new(&RuntimeSpec {
+        root: std::env::temp_dir(),
+        filters: vec![],
+        analyzers: vec![],
+        outputs: vec!["out".into()],
+        backend: Backend::Embedded(EmbeddedStore::new()),
+    })
+    .map_err(|e| format!("{e:?}"))
+    .unwrap()
+}
+
+fn eval<T: mlua::FromLuaMulti>(rt: &Runtime, code: &str) -> T {
+    rt.lua().load(code).eval().unwrap_or_else(|e| panic!("{code}: {e}"))
+}
+
+#[test]
+fn cjson_round_trips_with_the_originals_number_format() {
+    let rt = runtime();
+    let s: String = eval(&rt, r#"return cjson_safe.encode({a = 1/3})"#);
+    assert_eq!(s, r#"{"a":0.33333333333333}"#);
+    let s: String = eval(&rt, r#"return cjson.encode(cjson.decode('{"id":1251312473193421,"arr":[],"o":{},"n":null}'))"#);
+    let v: serde_json::Value = serde_json::from_str(&s).unwrap();
+    assert_eq!(v, serde_json::json!({"id": 1251312473193421u64, "arr": [], "o": {}, "n": null}));
+    let (v, err): (mlua::Value, String) = eval(&rt, r#"return cjson_safe.decode('{bad')"#);
+    assert!(v.is_nil() && err.contains("invalid JSON"), "{err}");
+    let (v, err): (mlua::Value, String) = eval(&rt, r#"return cjson.encode({f = function() end})"#);
+    assert!(v.is_nil() && err.contains("type not supported"), "{err}");
+    let (v, err): (mlua::Value, String) = eval(&rt, r#"return cjson.encode({[1]=1, [100]=2})"#);
+    assert!(v.is_nil() && err.contains("excessively sparse array"), "{err}");
+    let s: String = eval(&rt, r#"return cjson.encode({[1]="a", [3]="c"})"#);
+    assert_eq!(s, r#"["a",null,"c"]"#);
+    let (v, err): (mlua::Value, String) = eval(&rt, r#"return cjson.encode({x = 0/0})"#);
+    assert!(v.is_nil() && err.contains("NaN"), "{err}");
+    // a table passes through decode (scripts written for string messages)
+    let b: bool = eval(&rt, r#"local t = {x=1}; return cjson.decode(t) == t"#);
+    assert!(b);
+    let s: String = eval(&rt, r#"return cjson.encode("quote\" slash/ nl\n ctl\1")"#);
+    assert_eq!(s, r#""quote\" slash/ nl\n ctl\u0001""#);
+}
+
+#[test]
+fn hiredis_replies_compare_like_lua_hiredis() {
+    let rt = runtime();
+    let ok: bool = eval(&rt, r#"
+        local conn = hiredis.connect()
+        assert(conn:command("PING") == hiredis.status.PONG)
+        assert(conn:command("SET", "k", 5) == hiredis.OK)
+        assert(conn:command("GET", "nope") == hiredis.NIL)
+        assert(conn:command("INCR", "k") == 6)
+        assert(conn:command_line("INCRBY k 4") == 10)
+        assert(conn:command("GET", "k") == "10")
+        local e = conn:command("INCR")
+        assert(type(e) == "table" and e.type == hiredis.REPLY_ERROR, tostring(e))
+        assert(e.name == "ERR wrong number of arguments for 'incr' command", e.name)
+        assert(e.name ~= 'OK')
+        assert(tostring(hiredis.OK) == "OK")
+        local name, t = hiredis.unwrap_reply(hiredis.OK)
+        assert(name == "OK" and t == hiredis.REPLY_STATUS)
+        local n, err = hiredis.unwrap_reply(e)
+        assert(n == nil and err == e.name)
+        assert(hiredis.unwrap_reply(5) == 5)
+        conn:append_command("INCR", "p")
+        conn:append_command("INCR", "p")
+        assert(conn:get_reply() == 1 and conn:get_reply() == 2)
+        -- numbers are sent the way Lua prints them
+        conn:command("SET", "f", 0.5)
+        assert(conn:command("GET", "f") == "0.5")
+        conn:close()
+        assert(not pcall(function() return conn:command("PING") end))
+        return true
+    "#);
+    assert!(ok);
+}
+
+#[test]
+fn connect_without_a_backend_returns_nil_and_a_reason() {
+    let rt = Runtime::new(&RuntimeSpec {
+        root: std::env::temp_dir(),
+        filters: vec![],
+        analyzers: vec![],
+        outputs: vec![],
+        backend: Backend::Unavailable("no store here".into()),
+    })
+    .map_err(|e| format!("{e:?}"))
+    .unwrap();
+    let (c, err, code): (mlua::Value, String, i64) = eval(&rt, "return hiredis.connect()");
+    assert!(c.is_nil());
+    assert_eq!((err.as_str(), code), ("no store here", 1));
+}
+
+#[test]
+fn lua_51_semantics_hold() {
+    let rt = runtime();
+    let s: String = eval(&rt, r#"return tostring(8) .. " " .. table.getn({1,2}) .. " " .. select(2, unpack({1,2})) .. " " .. string.format('%.14g', 2/3)"#);
+    assert_eq!(s, "8 2 2 0.66666666666667");
+    let e: i64 = eval(&rt, r#"return dragonfly.date2epoch("2026-11-27T21:53:04.123456+0000")"#);
+    assert_eq!(e, 1795816384);
+}
+
+fn arb_json() -> impl Strategy<Value = serde_json::Value> {
+    let leaf = prop_oneof![
+        Just(serde_json::Value::Null),
+        any::<bool>().prop_map(serde_json::Value::from),
+        (-(1i64 << 53)..(1i64 << 53)).prop_map(serde_json::Value::from),
+        // doubles with at most 14 significant digits survive %.14g exactly
+        (-1_000_000_000i64..1_000_000_000, 1u32..6).prop_map(|(m, e)| {
+            serde_json::Value::from(m as f64 / 10f64.powi(e as i32))
+        }),
+        "[ -~\\n\\t\\u{e9}\\u{1F600}]{0,20}".prop_map(serde_json::Value::from),
+    ];
+    leaf.prop_recursive(4, 64, 8, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..6).prop_map(serde_json::Value::Array),
+            prop::collection::btree_map("[a-z_]{1,8}", inner, 0..6)
+                .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+/// JSON in -> Lua table -> JSON out is the same value (null, [] and integers included).
+fn same(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+    use serde_json::Value::*;
+    match (a, b) {
+        (Number(x), Number(y)) => {
+            let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
+            x == y || ((x - y) / x).abs() < 1e-13
+        }
+        (Array(x), Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(p, q)| same(p, q)),
+        // an array of nulls decodes to holes; cjson encodes trailing holes away
+        (Object(x), Object(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+    #[test]
+    fn json_round_trips_through_lua(v in arb_json()) {
+        // cjson's null inside arrays is a value (cjson.null), so arrays keep their length
+        let rt = runtime();
+        let text = serde_json::to_string(&v).unwrap();
+        let mt = rt.lua().app_data_ref::<dragonfly_lua::libs::cjson::ArrayMt>().unwrap().0.clone();
+        let lv = dragonfly_lua::json::decode(rt.lua(), &mt, text.as_bytes()).unwrap();
+        let out = dragonfly_lua::json::encode_to_vec(&lv, &mt).unwrap();
+        let back: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        prop_assert!(same(&v, &back), "{} -> {}", text, String::from_utf8_lossy(&out));
+    }
+}
