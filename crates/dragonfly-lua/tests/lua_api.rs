@@ -17,7 +17,10 @@ fn runtime() -> Runtime {
 }
 
 fn eval<T: mlua::FromLuaMulti>(rt: &Runtime, code: &str) -> T {
-    rt.lua().load(code).eval().unwrap_or_else(|e| panic!("{code}: {e}"))
+    rt.lua()
+        .load(code)
+        .eval()
+        .unwrap_or_else(|e| panic!("{code}: {e}"))
 }
 
 #[test]
@@ -25,15 +28,24 @@ fn cjson_round_trips_with_the_originals_number_format() {
     let rt = runtime();
     let s: String = eval(&rt, r#"return cjson_safe.encode({a = 1/3})"#);
     assert_eq!(s, r#"{"a":0.33333333333333}"#);
-    let s: String = eval(&rt, r#"return cjson.encode(cjson.decode('{"id":1251312473193421,"arr":[],"o":{},"n":null}'))"#);
+    let s: String = eval(
+        &rt,
+        r#"return cjson.encode(cjson.decode('{"id":1251312473193421,"arr":[],"o":{},"n":null}'))"#,
+    );
     let v: serde_json::Value = serde_json::from_str(&s).unwrap();
-    assert_eq!(v, serde_json::json!({"id": 1251312473193421u64, "arr": [], "o": {}, "n": null}));
+    assert_eq!(
+        v,
+        serde_json::json!({"id": 1251312473193421u64, "arr": [], "o": {}, "n": null})
+    );
     let (v, err): (mlua::Value, String) = eval(&rt, r#"return cjson_safe.decode('{bad')"#);
     assert!(v.is_nil() && err.contains("invalid JSON"), "{err}");
     let (v, err): (mlua::Value, String) = eval(&rt, r#"return cjson.encode({f = function() end})"#);
     assert!(v.is_nil() && err.contains("type not supported"), "{err}");
     let (v, err): (mlua::Value, String) = eval(&rt, r#"return cjson.encode({[1]=1, [100]=2})"#);
-    assert!(v.is_nil() && err.contains("excessively sparse array"), "{err}");
+    assert!(
+        v.is_nil() && err.contains("excessively sparse array"),
+        "{err}"
+    );
     let s: String = eval(&rt, r#"return cjson.encode({[1]="a", [3]="c"})"#);
     assert_eq!(s, r#"["a",null,"c"]"#);
     let (v, err): (mlua::Value, String) = eval(&rt, r#"return cjson.encode({x = 0/0})"#);
@@ -48,7 +60,9 @@ fn cjson_round_trips_with_the_originals_number_format() {
 #[test]
 fn hiredis_replies_compare_like_lua_hiredis() {
     let rt = runtime();
-    let ok: bool = eval(&rt, r#"
+    let ok: bool = eval(
+        &rt,
+        r#"
         local conn = hiredis.connect()
         assert(conn:command("PING") == hiredis.status.PONG)
         assert(conn:command("SET", "k", 5) == hiredis.OK)
@@ -75,7 +89,8 @@ fn hiredis_replies_compare_like_lua_hiredis() {
         conn:close()
         assert(not pcall(function() return conn:command("PING") end))
         return true
-    "#);
+    "#,
+    );
     assert!(ok);
 }
 
@@ -98,9 +113,15 @@ fn connect_without_a_backend_returns_nil_and_a_reason() {
 #[test]
 fn lua_51_semantics_hold() {
     let rt = runtime();
-    let s: String = eval(&rt, r#"return tostring(8) .. " " .. table.getn({1,2}) .. " " .. select(2, unpack({1,2})) .. " " .. string.format('%.14g', 2/3)"#);
+    let s: String = eval(
+        &rt,
+        r#"return tostring(8) .. " " .. table.getn({1,2}) .. " " .. select(2, unpack({1,2})) .. " " .. string.format('%.14g', 2/3)"#,
+    );
     assert_eq!(s, "8 2 2 0.66666666666667");
-    let e: i64 = eval(&rt, r#"return dragonfly.date2epoch("2026-11-27T21:53:04.123456+0000")"#);
+    let e: i64 = eval(
+        &rt,
+        r#"return dragonfly.date2epoch("2026-11-27T21:53:04.123456+0000")"#,
+    );
     assert_eq!(e, 1795816384);
 }
 
@@ -110,9 +131,8 @@ fn arb_json() -> impl Strategy<Value = serde_json::Value> {
         any::<bool>().prop_map(serde_json::Value::from),
         (-(1i64 << 53)..(1i64 << 53)).prop_map(serde_json::Value::from),
         // doubles with at most 14 significant digits survive %.14g exactly
-        (-1_000_000_000i64..1_000_000_000, 1u32..6).prop_map(|(m, e)| {
-            serde_json::Value::from(m as f64 / 10f64.powi(e as i32))
-        }),
+        (-1_000_000_000i64..1_000_000_000, 1u32..6)
+            .prop_map(|(m, e)| { serde_json::Value::from(m as f64 / 10f64.powi(e as i32)) }),
         "[ -~\\n\\t\\u{e9}\\u{1F600}]{0,20}".prop_map(serde_json::Value::from),
     ];
     leaf.prop_recursive(4, 64, 8, |inner| {

@@ -40,9 +40,9 @@ pub fn install(lua: &Lua) -> mlua::Result<Table> {
                 Ok(v) => Ok((v, Value::Nil)),
                 Err(e) => Ok((
                     Value::Nil,
-                    Value::String(lua.create_string(format!(
-                        "Expected value but found invalid JSON: {e}"
-                    ))?),
+                    Value::String(
+                        lua.create_string(format!("Expected value but found invalid JSON: {e}"))?,
+                    ),
                 )),
             },
             // Scripts written for engine versions that passed raw JSON strings call
