@@ -6,6 +6,7 @@
 
 pub mod embedded;
 pub mod numfmt;
+pub mod redis_backend;
 mod reply;
 
 pub use reply::Reply;

@@ -1,0 +1,257 @@
+//! The Redis backend: one connection per Lua runtime, TCP_NODELAY on, reconnecting with
+//! backoff when the server goes away. While it is away every command returns an error reply
+//! (which scripts see as an error table) and the engine carries on.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use redis::io::tcp::TcpSettings;
+use redis::{ConnectionAddr, ConnectionInfo, ConnectionLike, IntoConnectionInfo, Value};
+
+use crate::{Connection, Reply};
+
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Where the Redis server is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisAddr {
+    Tcp { host: String, port: u16 },
+    Unix { path: String },
+}
+
+impl std::fmt::Display for RedisAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RedisAddr::Tcp { host, port } => write!(f, "{host}:{port}"),
+            RedisAddr::Unix { path } => write!(f, "unix:{path}"),
+        }
+    }
+}
+
+/// Counters shared by every connection to the store.
+#[derive(Debug, Default)]
+pub struct StoreCounters {
+    /// Commands answered by the store.
+    pub commands: AtomicU64,
+    /// Connections lost (or refused) while the engine ran.
+    pub connection_errors: AtomicU64,
+    /// Successful reconnections after a loss.
+    pub reconnects: AtomicU64,
+}
+
+/// Connection settings shared by every runtime.
+#[derive(Debug, Clone)]
+pub struct RedisTarget {
+    pub addr: RedisAddr,
+    pub counters: Arc<StoreCounters>,
+}
+
+impl RedisTarget {
+    pub fn new(addr: RedisAddr) -> Self {
+        Self {
+            addr,
+            counters: Arc::new(StoreCounters::default()),
+        }
+    }
+
+    fn info(&self) -> redis::RedisResult<ConnectionInfo> {
+        let addr = match &self.addr {
+            RedisAddr::Tcp { host, port } => ConnectionAddr::Tcp(host.clone(), *port),
+            RedisAddr::Unix { path } => ConnectionAddr::Unix(path.into()),
+        };
+        Ok(addr
+            .into_connection_info()?
+            .set_tcp_settings(TcpSettings::default().set_nodelay(true)))
+    }
+
+    fn open(&self) -> redis::RedisResult<redis::Connection> {
+        let client = redis::Client::open(self.info()?)?;
+        client.get_connection_with_timeout(CONNECT_TIMEOUT)
+    }
+
+    /// Connect now; an unreachable server is an error (as `hiredis.connect()` reports it).
+    pub fn connect(&self) -> Result<RedisConnection, String> {
+        let con = self
+            .open()
+            .map_err(|e| format!("cannot connect to Redis at {}: {e}", self.addr))?;
+        Ok(RedisConnection {
+            target: self.clone(),
+            con: Some(con),
+            backoff: BACKOFF_MIN,
+            next_try: Instant::now(),
+            appended: Vec::new(),
+            replies: VecDeque::new(),
+        })
+    }
+
+    /// One command on a fresh connection (start-up checks, tools).
+    pub fn execute(&self, args: &[Vec<u8>]) -> Result<Reply, String> {
+        let mut c = self.connect()?;
+        Ok(c.command(args))
+    }
+}
+
+pub struct RedisConnection {
+    target: RedisTarget,
+    con: Option<redis::Connection>,
+    backoff: Duration,
+    next_try: Instant,
+    appended: Vec<Vec<Vec<u8>>>,
+    replies: VecDeque<Reply>,
+}
+
+/// Convert a RESP value into the reply model.
+pub fn from_value(v: Value) -> Reply {
+    match v {
+        Value::Nil => Reply::Nil,
+        Value::Int(i) => Reply::Integer(i),
+        Value::BulkString(b) => Reply::Bulk(b),
+        Value::Array(items) | Value::Set(items) => {
+            Reply::Array(items.into_iter().map(from_value).collect())
+        }
+        Value::SimpleString(s) => Reply::Status(s),
+        Value::Okay => Reply::ok(),
+        Value::Map(pairs) => Reply::Array(
+            pairs
+                .into_iter()
+                .flat_map(|(k, v)| [from_value(k), from_value(v)])
+                .collect(),
+        ),
+        Value::Attribute { data, .. } => from_value(*data),
+        Value::Double(d) => Reply::Bulk(crate::numfmt::fmt_g(d, 17).into_bytes()),
+        Value::Boolean(b) => Reply::Integer(b as i64),
+        Value::VerbatimString { text, .. } => Reply::Bulk(text.into_bytes()),
+        Value::BigNumber(n) => Reply::Bulk(format!("{n:?}").into_bytes()),
+        Value::Push { data, .. } => Reply::Array(data.into_iter().map(from_value).collect()),
+        Value::ServerError(e) => Reply::Error(match e.details() {
+            Some(d) => format!("{} {d}", e.code()),
+            None => e.code().to_string(),
+        }),
+        other => Reply::Error(format!("ERR dragonfly-mle: unexpected reply {other:?}")),
+    }
+}
+
+fn server_error(e: &redis::RedisError) -> Option<Reply> {
+    let code = e.code()?;
+    Some(Reply::Error(match e.detail() {
+        Some(d) => format!("{code} {d}"),
+        None => code.to_string(),
+    }))
+}
+
+impl RedisConnection {
+    fn lost(&mut self, e: &redis::RedisError) -> Reply {
+        self.con = None;
+        let n = self
+            .target
+            .counters
+            .connection_errors
+            .fetch_add(1, Relaxed)
+            + 1;
+        if n <= 10 || n.is_power_of_two() {
+            tracing::error!(redis = %self.target.addr, count = n,
+                "connection to Redis lost: {e}; commands fail until it is back (reconnecting with backoff)");
+        }
+        self.next_try = Instant::now() + self.backoff;
+        Reply::err(format!(
+            "ERR dragonfly-mle: connection to Redis at {} lost: {e}",
+            self.target.addr
+        ))
+    }
+
+    fn connection(&mut self) -> Result<&mut redis::Connection, Reply> {
+        if self.con.is_none() {
+            if Instant::now() < self.next_try {
+                return Err(Reply::err(format!(
+                    "ERR dragonfly-mle: Redis at {} is unreachable; retrying",
+                    self.target.addr
+                )));
+            }
+            match self.target.open() {
+                Ok(c) => {
+                    self.con = Some(c);
+                    self.backoff = BACKOFF_MIN;
+                    self.target.counters.reconnects.fetch_add(1, Relaxed);
+                    tracing::info!(redis = %self.target.addr, "reconnected to Redis");
+                }
+                Err(e) => {
+                    self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+                    return Err(self.lost(&e));
+                }
+            }
+        }
+        Ok(self.con.as_mut().expect("connected above"))
+    }
+
+    fn send(&mut self, packed: &[u8]) -> Reply {
+        self.target.counters.commands.fetch_add(1, Relaxed);
+        let con = match self.connection() {
+            Ok(c) => c,
+            Err(r) => return r,
+        };
+        match con.req_packed_command(packed) {
+            Ok(v) => from_value(v),
+            Err(e) => match server_error(&e) {
+                Some(r) if !e.is_io_error() => r,
+                _ => self.lost(&e),
+            },
+        }
+    }
+
+    /// Send every appended command in one write and read their replies.
+    fn flush_appended(&mut self) {
+        if self.appended.is_empty() {
+            return;
+        }
+        let cmds = std::mem::take(&mut self.appended);
+        let mut packed = Vec::new();
+        for c in &cmds {
+            packed.extend(redis::pack_command(c));
+        }
+        self.target
+            .counters
+            .commands
+            .fetch_add(cmds.len() as u64, Relaxed);
+        let con = match self.connection() {
+            Ok(c) => c,
+            Err(r) => {
+                self.replies.extend(cmds.iter().map(|_| r.clone()));
+                return;
+            }
+        };
+        match con.req_packed_commands(&packed, 0, cmds.len()) {
+            Ok(values) => self.replies.extend(values.into_iter().map(from_value)),
+            Err(e) => {
+                let r = match server_error(&e) {
+                    Some(r) if !e.is_io_error() => r,
+                    _ => self.lost(&e),
+                };
+                self.replies.extend(cmds.iter().map(|_| r.clone()));
+            }
+        }
+    }
+}
+
+impl Connection for RedisConnection {
+    fn command(&mut self, args: &[Vec<u8>]) -> Reply {
+        // Replies to appended commands must come before this one's.
+        self.flush_appended();
+        let packed = redis::pack_command(args);
+        self.send(&packed)
+    }
+
+    fn append_command(&mut self, args: Vec<Vec<u8>>) {
+        self.appended.push(args);
+    }
+
+    fn get_reply(&mut self) -> Option<Reply> {
+        if self.replies.is_empty() {
+            self.flush_appended();
+        }
+        self.replies.pop_front()
+    }
+}
