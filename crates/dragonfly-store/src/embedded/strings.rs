@@ -169,9 +169,7 @@ impl Db {
     }
 
     pub(super) fn incrbyfloat(&mut self, a: &[Vec<u8>]) -> Reply {
-        let Some(by) = parse_f64(&a[2]) else {
-            return Reply::err("ERR value is not a valid float");
-        };
+        // Redis checks the key's type and value before the increment.
         let cur = match self.value(&a[1]) {
             None => 0.0,
             Some(Value::Str(s)) => match parse_f64(s) {
@@ -179,6 +177,9 @@ impl Db {
                 None => return Reply::err("ERR value is not a valid float"),
             },
             Some(_) => return Reply::wrong_type(),
+        };
+        let Some(by) = parse_f64(&a[2]) else {
+            return Reply::err("ERR value is not a valid float");
         };
         let n = cur + by;
         if !n.is_finite() {
