@@ -103,8 +103,10 @@ pub struct Engine {
     pub batch_lines: usize,
     /// Batches that may wait between stages before the producer blocks.
     pub queue_batches: usize,
-    /// Snapshot file of the embedded store (empty: none).
+    /// Snapshot file of the embedded store (empty: none); relative to ROOT.
     pub store_snapshot: String,
+    /// Seconds between snapshots (one is also written at exit).
+    pub store_snapshot_interval: f64,
 }
 
 impl Default for Engine {
@@ -115,6 +117,7 @@ impl Default for Engine {
             batch_lines: 256,
             queue_batches: 64,
             store_snapshot: String::new(),
+            store_snapshot_interval: 60.0,
         }
     }
 }
@@ -535,6 +538,9 @@ impl Parser {
         }
         if let Some(v) = num(self, "queue_batches", 1.0) {
             e.queue_batches = v as usize;
+        }
+        if let Some(v) = num(self, "store_snapshot_interval", 0.01) {
+            e.store_snapshot_interval = v;
         }
         if let Ok(Value::String(s)) = t.raw_get::<Value>("store_snapshot") {
             e.store_snapshot = s.to_string_lossy();

@@ -29,6 +29,9 @@ use dragonfly_io::sources::Prepared as PreparedSource;
 use dragonfly_io::{open_sink, Batch, Emit, Sink, SinkSpec, SourceCtx, SourceSpec};
 use dragonfly_lua::{Backend, Runtime, RuntimeSpec, ScriptKind, ScriptSpec};
 use dragonfly_store::embedded::EmbeddedStore;
+use dragonfly_store::redis_backend::{RedisAddr, RedisTarget};
+
+pub mod store;
 
 use enginelog::EngineLog;
 use sinks::SinkRunner;
@@ -72,6 +75,8 @@ pub struct Plan {
     runtime: RuntimeSpec,
     sources: Vec<SourceSpec>,
     sinks: Vec<SinkSpec>,
+    /// Snapshot file of the embedded store, if any.
+    snapshot: Option<PathBuf>,
 }
 
 fn display_path(root: &Path, p: &Path) -> String {
@@ -148,13 +153,19 @@ impl Plan {
         }
         let backend = match &config.store {
             Store::Embedded => Backend::Embedded(EmbeddedStore::new()),
-            Store::Tcp { host, port } => Backend::Unavailable(format!(
-                "the Redis backend ({host}:{port}) is not available in this build; remove redis_host from config.lua to use the embedded store"
-            )),
-            Store::Unix { path } => Backend::Unavailable(format!(
-                "the Redis backend ({path}) is not available in this build; remove redis_host from config.lua to use the embedded store"
-            )),
+            Store::Tcp { host, port } => Backend::Redis(RedisTarget::new(RedisAddr::Tcp {
+                host: host.clone(),
+                port: *port,
+            })),
+            Store::Unix { path } => {
+                Backend::Redis(RedisTarget::new(RedisAddr::Unix { path: path.clone() }))
+            }
         };
+        let snapshot = (!config.engine.store_snapshot.is_empty())
+            .then(|| options.root.join(&config.engine.store_snapshot));
+        if snapshot.is_some() && !matches!(backend, Backend::Embedded(_)) {
+            tracing::warn!("engine.store_snapshot applies to the embedded store only; it is ignored with redis_host set");
+        }
         if !problems.is_empty() {
             return Err(EngineError::Problems(problems));
         }
@@ -171,7 +182,13 @@ impl Plan {
             runtime,
             sources,
             sinks,
+            snapshot,
         })
+    }
+
+    /// The store scripts reach through `hiredis.connect()`.
+    pub fn backend(&self) -> &Backend {
+        &self.runtime.backend
     }
 
     pub fn config(&self) -> &Config {
@@ -204,7 +221,16 @@ impl Plan {
                 self.options.logdir.display()
             ))
         })?;
-        let mut problems = Vec::new();
+        let mut problems = store::check_modules(&self.config, &self.runtime.backend);
+        if let (Some(path), Backend::Embedded(db)) = (&self.snapshot, &self.runtime.backend) {
+            match db.load(path) {
+                Ok(n) => tracing::info!(path = %path.display(), keys = n, "embedded store loaded"),
+                Err(e) => problems.push(format!(
+                    "engine.store_snapshot: cannot load {}: {e}",
+                    path.display()
+                )),
+            }
+        }
         let mut sources = Vec::new();
         for (spec, inp) in self.sources.iter().zip(&self.config.inputs) {
             match spec.prepare(self.config.engine.max_line_bytes) {
@@ -285,6 +311,7 @@ pub struct Running {
     log: EngineLog,
     logdir: PathBuf,
     outputs: Vec<(String, String)>,
+    snapshot: Option<(store::Snapshotter, Duration)>,
 }
 
 fn describe_sink(s: &SinkSpec) -> String {
@@ -319,11 +346,17 @@ impl Prepared {
             own,
         } = self;
         let engine = &plan.config.engine;
-        let stats = Arc::new(Stats::new(
+        let mut stats = Stats::new(
             plan.config.inputs.iter().map(|i| i.tag.as_str()),
             plan.config.analyzers.iter().map(|a| a.tag.as_str()),
             plan.config.outputs.iter().map(|o| o.tag.as_str()),
-        ));
+        );
+        stats.store = match &plan.runtime.backend {
+            Backend::Redis(t) => Some((format!("redis {}", t.addr), t.counters.clone())),
+            Backend::Embedded(_) => None,
+            Backend::Unavailable(_) => None,
+        };
+        let stats = Arc::new(stats);
 
         // The engine's own logs first, so every later problem has somewhere to go.
         let mut own_threads = Vec::new();
@@ -368,6 +401,7 @@ impl Prepared {
         // One worker for now; the channel and Emit are where partitioning over several goes.
         let (work_tx, work_rx) = bounded::<WorkItem>(engine.queue_batches);
         let mut spec = plan.runtime.clone();
+        let runtime_root_copy = runtime_root.clone();
         spec.root = runtime_root;
         let (ready_tx, ready_rx) = bounded(1);
         let worker = Worker {
@@ -409,6 +443,20 @@ impl Prepared {
                 move || src.run(ctx),
             ));
         }
+        let snapshot = match (&plan.snapshot, &plan.runtime.backend) {
+            (Some(path), Backend::Embedded(db)) => Some((
+                store::Snapshotter {
+                    db: db.clone(),
+                    path: store::Snapshotter::relocate(
+                        path,
+                        &plan.options.root,
+                        &runtime_root_copy,
+                    ),
+                },
+                Duration::from_secs_f64(engine.store_snapshot_interval),
+            )),
+            _ => None,
+        };
         let exit_on_eof = plan.options.exit_on_eof && plan.all_inputs_finite();
         if plan.options.exit_on_eof && !exit_on_eof {
             tracing::warn!(
@@ -436,6 +484,7 @@ impl Prepared {
                 .zip(&plan.sinks)
                 .map(|(o, s)| (o.tag.clone(), describe_sink(s)))
                 .collect(),
+            snapshot,
         })
     }
 }
@@ -457,6 +506,10 @@ impl Running {
     /// drain every queue, flush every output and return.
     pub fn wait(mut self) -> Summary {
         let mut next_stats = Instant::now() + self.stats_interval;
+        let mut next_snapshot = self
+            .snapshot
+            .as_ref()
+            .map(|(_, every)| Instant::now() + *every);
         loop {
             if self.control.shutdown.load(Ordering::Relaxed) {
                 tracing::info!("stopping: inputs stop, queued events are drained");
@@ -471,6 +524,12 @@ impl Running {
                 break;
             }
             let now = Instant::now();
+            if let (Some((snap, every)), Some(at)) = (&self.snapshot, next_snapshot) {
+                if now >= at {
+                    snap.save();
+                    next_snapshot = Some(now + *every);
+                }
+            }
             if now >= next_stats {
                 self.write_stats(false);
                 next_stats = now + self.stats_interval;
@@ -491,6 +550,9 @@ impl Running {
         }
         for h in self.output_threads.drain(..) {
             let _ = h.join();
+        }
+        if let Some((snap, _)) = &self.snapshot {
+            snap.save();
         }
         self.write_stats(true);
         let stats = self.stats.snapshot(true);

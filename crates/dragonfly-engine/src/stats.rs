@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
 use dragonfly_io::InputCounters;
+use dragonfly_store::redis_backend::StoreCounters;
 use serde_json::{json, Map, Value};
 
 /// Counters of an input's filter script.
@@ -58,6 +59,8 @@ pub struct Stats {
     pub stats_events: AtomicU64,
     /// Analyzer hand-offs cut because one event bounced between analyzers too often.
     pub routing_loops: AtomicU64,
+    /// The Redis backend's counters (None for the embedded store).
+    pub store: Option<(String, Arc<StoreCounters>)>,
 }
 
 impl Stats {
@@ -90,6 +93,7 @@ impl Stats {
             log_events: AtomicU64::new(0),
             stats_events: AtomicU64::new(0),
             routing_loops: AtomicU64::new(0),
+            store: None,
         }
     }
 
@@ -155,6 +159,13 @@ impl Stats {
             .iter()
             .map(|(k, v)| (k.clone(), json!(v)))
             .collect();
+        let store = match &self.store {
+            Some((name, c)) => json!({
+                "backend": name, "commands": l(&c.commands),
+                "connection_errors": l(&c.connection_errors), "reconnects": l(&c.reconnects),
+            }),
+            None => json!({ "backend": "embedded" }),
+        };
         json!({
             "time": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
             "operations": { "input": total_in, "analyzer": total_an, "output": total_out },
@@ -163,6 +174,7 @@ impl Stats {
             "analyzers": analyzers,
             "outputs": outputs,
             "unknown_tags": unknown,
+            "store": store,
             "routing_loops": l(&self.routing_loops),
             "log_events": l(&self.log_events),
             "stats_events": l(&self.stats_events),

@@ -7,27 +7,12 @@ use std::time::Duration;
 
 const LIMIT: Duration = Duration::from_secs(120);
 
-fn run_ok(r: &Root) -> String {
-    let out = r.run_to_eof(LIMIT);
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "exit {:?}: {err}", out.status);
-    err
-}
-
 /// The original-style root (filter -> hello-world -> write-to-log, as in the original's
 /// README), unchanged, over the whole Suricata corpus.
 #[test]
 fn original_style_root_passes_every_corpus_event() {
     let r = Root::new();
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/quickstart");
-    for f in [
-        "filter/filter.lua",
-        "analyzer/hello-world.lua",
-        "analyzer/write-to-log.lua",
-        "analyzer/utils.lua",
-    ] {
-        r.write(f, &std::fs::read_to_string(root.join(f)).unwrap());
-    }
+    quickstart_scripts(&r);
     r.config(&format!(
         r#"
 inputs = {{ {{ tag="eve", uri="zfile://{}", script="filter.lua", default_analyzer="hello" }} }}
@@ -39,7 +24,7 @@ outputs = {{ {{ tag="eve", uri="file://eve-mle.json" }} }}
 "#,
         corpus().display()
     ));
-    run_ok(&r);
+    run_ok(&r, LIMIT);
     let out = r.lines("eve-mle.json");
     assert_eq!(out.len(), 63_935);
     // every event got its running count per type; the last count of each type is its total
@@ -65,7 +50,7 @@ outputs = {{ {{ tag="eve", uri="file://eve-mle.json" }} }}
 #[test]
 fn every_corpus_flow_id_survives_byte_exact() {
     let r = Root::passthrough(&format!("zfile://{}", corpus().display()));
-    run_ok(&r);
+    run_ok(&r, LIMIT);
     let flow_id = |l: &str| -> Option<String> {
         let i = l.find("\"flow_id\":")? + 10;
         Some(l[i..].chars().take_while(|c| c.is_ascii_digit()).collect())
@@ -115,7 +100,7 @@ function loop(msg)
 end
 "#,
     );
-    run_ok(&r);
+    run_ok(&r, LIMIT);
     let out = r.lines("out.json");
     assert_eq!(out.len(), 2);
     let l = &out[0];
@@ -170,7 +155,7 @@ function loop(msg)
 end
 "#,
     );
-    run_ok(&r);
+    run_ok(&r, LIMIT);
     let got = seqs(&r.lines("out.json"));
     let mut want: Vec<u64> = (0..50).filter(|&i| i != 30).collect();
     want.extend([1000, 1001, 1002]);
@@ -204,7 +189,7 @@ fn oversized_lines_over_the_configured_maximum_are_skipped_and_counted() {
         "in.json",
         &format!("{{\"seq\":1}}\n{{\"seq\":2,\"p\":\"{big}\"}}\n{{\"seq\":3}}\n"),
     );
-    let err = run_ok(&r);
+    let err = run_ok(&r, LIMIT);
     assert_eq!(seqs(&r.lines("out.json")), vec![1, 3]);
     assert_eq!(r.final_stats()["inputs"]["in"]["oversized"], 1);
     assert!(err.contains("longer than the maximum"), "{err}");
@@ -224,7 +209,7 @@ function loop(msg)
 end
 "#,
     );
-    run_ok(&r);
+    run_ok(&r, LIMIT);
     assert_eq!(
         seqs(&r.lines("out.json")),
         (0..20).step_by(2).collect::<Vec<u64>>()
@@ -263,7 +248,7 @@ analyzers = { { tag="a", script="a.lua" }, { tag="b", script="b.lua" } }
 outputs = { { tag="out", uri="file://out.json" } }
 "#,
     );
-    let err = run_ok(&r);
+    let err = run_ok(&r, LIMIT);
     let out = r.lines("out.json");
     assert_eq!(out.len(), 2);
     let a: serde_json::Value = serde_json::from_str(&out[0]).unwrap();
@@ -295,7 +280,7 @@ function loop(msg)
   dragonfly.output_event(default_output, msg)
 end"#,
     );
-    run_ok(&r);
+    run_ok(&r, LIMIT);
     assert_eq!(seqs(&r.lines("out.json")), vec![2]);
     assert!(r
         .read_log("dragonfly-mle.log")
@@ -336,7 +321,7 @@ analyzers = { { tag="a", script="a.lua" }, { tag="b", script="b.lua" } }
 outputs = { { tag="out", uri="file://out.json" } }
 "#,
     );
-    run_ok(&r);
+    run_ok(&r, LIMIT);
     let out = r.lines("out.json");
     assert_eq!(out.len(), 4, "{out:?}");
     let recs: Vec<serde_json::Value> = out
@@ -371,7 +356,7 @@ function loop(msg)
   dragonfly.stats_event({custom_counter=7})
 end"#,
     );
-    run_ok(&r);
+    run_ok(&r, LIMIT);
     let log = r.lines("dragonfly-mle.log");
     assert!(log.contains(&r#""setup done""#.to_string()), "{log:?}");
     assert!(
@@ -407,7 +392,7 @@ function loop(msg)
   dragonfly.output_event(default_output, msg)
 end"#,
     );
-    run_ok(&r);
+    run_ok(&r, LIMIT);
     let out = r.lines("out.json");
     let j: serde_json::Value = serde_json::from_str(&out[0]).unwrap();
     assert_eq!(j["doubled"], 2);
@@ -429,7 +414,7 @@ analyzers = { { tag="a", script="a.lua" }, { tag="b", script="b.lua" } }
 outputs = { { tag="out", uri="file://out.json" } }
 "#,
     );
-    run_ok(&r);
+    run_ok(&r, LIMIT);
     let j: serde_json::Value = serde_json::from_str(&r.lines("out.json")[0]).unwrap();
     assert_eq!((j["a"].as_str(), j["b"].as_str()), (Some("a"), Some("b")));
 }
@@ -447,6 +432,6 @@ fn gzip_input_with_several_members_is_read_whole() {
         bytes.extend(enc.finish().unwrap());
     }
     std::fs::write(r.path().join("in.json.gz"), bytes).unwrap();
-    run_ok(&r);
+    run_ok(&r, LIMIT);
     assert_eq!(seqs(&r.lines("out.json")), (0..300).collect::<Vec<u64>>());
 }

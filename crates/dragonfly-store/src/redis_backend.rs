@@ -146,12 +146,7 @@ fn server_error(e: &redis::RedisError) -> Option<Reply> {
 impl RedisConnection {
     fn lost(&mut self, e: &redis::RedisError) -> Reply {
         self.con = None;
-        let n = self
-            .target
-            .counters
-            .connection_errors
-            .fetch_add(1, Relaxed)
-            + 1;
+        let n = self.target.counters.connection_errors.fetch_add(1, Relaxed) + 1;
         if n <= 10 || n.is_power_of_two() {
             tracing::error!(redis = %self.target.addr, count = n,
                 "connection to Redis lost: {e}; commands fail until it is back (reconnecting with backoff)");

@@ -37,8 +37,12 @@ fn close(cmd: &[Vec<u8>], a: &Reply, b: &Reply) -> bool {
         ("PFCOUNT", Reply::Integer(x), Reply::Integer(y)) => {
             (*x - *y).abs() as f64 <= (*y as f64 * 0.02).max(1.0)
         }
-        ("TTL", Reply::Integer(x), Reply::Integer(y)) => *x < 0 && x == y || (*x >= 0 && (*x - *y).abs() <= 1),
-        ("PTTL", Reply::Integer(x), Reply::Integer(y)) => *x < 0 && x == y || (*x >= 0 && (*x - *y).abs() <= 200),
+        ("TTL", Reply::Integer(x), Reply::Integer(y)) => {
+            *x < 0 && x == y || (*x >= 0 && (*x - *y).abs() <= 1)
+        }
+        ("PTTL", Reply::Integer(x), Reply::Integer(y)) => {
+            *x < 0 && x == y || (*x >= 0 && (*x - *y).abs() <= 200)
+        }
         _ => a == b,
     }
 }
@@ -52,9 +56,16 @@ struct Pair {
 impl Pair {
     fn new() -> Self {
         let server = RedisServer::start();
-        let target = RedisTarget::new(RedisAddr::Tcp { host: "127.0.0.1".into(), port: server.port });
+        let target = RedisTarget::new(RedisAddr::Tcp {
+            host: "127.0.0.1".into(),
+            port: server.port,
+        });
         let redis = Box::new(target.connect().unwrap());
-        Pair { _server: server, redis, embedded: EmbeddedStore::new() }
+        Pair {
+            _server: server,
+            redis,
+            embedded: EmbeddedStore::new(),
+        }
     }
 
     fn reset(&mut self) {
@@ -69,8 +80,14 @@ impl Pair {
         if close(cmd, &got, &want) {
             Ok(())
         } else {
-            let line: Vec<String> = cmd.iter().map(|a| String::from_utf8_lossy(a).into_owned()).collect();
-            Err(format!("{}\n  redis:    {want:?}\n  embedded: {got:?}", line.join(" ")))
+            let line: Vec<String> = cmd
+                .iter()
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            Err(format!(
+                "{}\n  redis:    {want:?}\n  embedded: {got:?}",
+                line.join(" ")
+            ))
         }
     }
 
@@ -82,7 +99,12 @@ impl Pair {
                 diffs.push(d);
             }
         }
-        assert!(diffs.is_empty(), "{} differences:\n{}", diffs.len(), diffs.join("\n"));
+        assert!(
+            diffs.is_empty(),
+            "{} differences:\n{}",
+            diffs.len(),
+            diffs.join("\n")
+        );
     }
 }
 
@@ -91,78 +113,302 @@ fn every_command_by_hand() {
     let mut p = Pair::new();
     // connection, strings and counters
     p.script(&[
-        "PING", "PING hello", "PING a b", "ECHO hi", "ECHO", "GET nope", "SET s v", "GET s", "SET s",
-        "SET s v2 NX", "SET s v3 XX", "GET s", "SET n v NX", "SET s v GET", "SET s v EX 100",
-        "TTL s", "SET s v PX 100000", "SET s v EX 0", "SET s v EX x", "SET s v EX 10 PX 10",
-        "SET s v NX XX", "SET s v KEEPTTL", "TTL s", "SET s v BOGUS", "SETEX e 100 v", "TTL e",
-        "SETEX e 0 v", "SETEX e x v", "SETEX e", "SETNX s x", "SETNX s2 x", "MGET s s2 nope",
-        "INCR c", "INCR c", "INCRBY c 10", "INCRBY c -3", "DECR c", "DECRBY c 5", "INCRBY c x",
-        "INCRBY c 1.5", "INCR s", "SET big 9223372036854775807", "INCR big", "DECRBY c -9223372036854775808",
-        "INCRBYFLOAT f 0.1", "INCRBYFLOAT f 0.2", "INCRBYFLOAT f 10", "INCRBYFLOAT f -10.3",
-        "INCRBYFLOAT f abc", "INCRBYFLOAT s 1", "INCRBYFLOAT f 1e3", "APPEND a x", "APPEND a yz", "GET a",
-        "STRLEN a", "STRLEN nope", "SET lead 007", "INCR lead", "SET plus +5", "INCR plus",
-        "INCR", "INCRBY c", "MGET",
+        "PING",
+        "PING hello",
+        "PING a b",
+        "ECHO hi",
+        "ECHO",
+        "GET nope",
+        "SET s v",
+        "GET s",
+        "SET s",
+        "SET s v2 NX",
+        "SET s v3 XX",
+        "GET s",
+        "SET n v NX",
+        "SET s v GET",
+        "SET s v EX 100",
+        "TTL s",
+        "SET s v PX 100000",
+        "SET s v EX 0",
+        "SET s v EX x",
+        "SET s v EX 10 PX 10",
+        "SET s v NX XX",
+        "SET s v KEEPTTL",
+        "TTL s",
+        "SET s v BOGUS",
+        "SETEX e 100 v",
+        "TTL e",
+        "SETEX e 0 v",
+        "SETEX e x v",
+        "SETEX e",
+        "SETNX s x",
+        "SETNX s2 x",
+        "MGET s s2 nope",
+        "INCR c",
+        "INCR c",
+        "INCRBY c 10",
+        "INCRBY c -3",
+        "DECR c",
+        "DECRBY c 5",
+        "INCRBY c x",
+        "INCRBY c 1.5",
+        "INCR s",
+        "SET big 9223372036854775807",
+        "INCR big",
+        "DECRBY c -9223372036854775808",
+        "INCRBYFLOAT f 0.1",
+        "INCRBYFLOAT f 0.2",
+        "INCRBYFLOAT f 10",
+        "INCRBYFLOAT f -10.3",
+        "INCRBYFLOAT f abc",
+        "INCRBYFLOAT s 1",
+        "INCRBYFLOAT f 1e3",
+        "APPEND a x",
+        "APPEND a yz",
+        "GET a",
+        "STRLEN a",
+        "STRLEN nope",
+        "SET lead 007",
+        "INCR lead",
+        "SET plus +5",
+        "INCR plus",
+        "INCR",
+        "INCRBY c",
+        "MGET",
     ]);
     // keys
     p.script(&[
-        "SET k1 v", "SET k2 v", "HSET h f v", "SADD st m", "ZADD z 1 m", "RPUSH l x", "PFADD p a",
-        "DEL k1 nope", "EXISTS k1 k2 k2 nope", "TYPE k2", "TYPE h", "TYPE st", "TYPE z", "TYPE l",
-        "TYPE p", "TYPE nope", "KEYS *", "KEYS k?", "KEYS [kh]*", "KEYS nomatch*", "DBSIZE",
-        "EXPIRE k2 100", "TTL k2", "PTTL nope", "TTL h", "EXPIRE k2 100 NX", "EXPIRE k2 200 XX",
-        "EXPIRE k2 50 GT", "EXPIRE k2 50 LT", "TTL k2", "EXPIRE h 10 XX", "EXPIRE h 10 GT",
-        "EXPIRE h 10 NX XX", "EXPIRE h 10 GT LT", "EXPIRE h 10 FOO", "EXPIRE k2 x", "PEXPIRE k2 100000",
-        "PERSIST k2", "PERSIST k2", "PERSIST nope", "EXPIRE nope 10", "EXPIRE k2 -1", "EXISTS k2",
-        "DEL", "EXISTS", "FLUSHDB", "DBSIZE", "FLUSHALL BOGUS", "DBSIZE x",
+        "SET k1 v",
+        "SET k2 v",
+        "HSET h f v",
+        "SADD st m",
+        "ZADD z 1 m",
+        "RPUSH l x",
+        "PFADD p a",
+        "DEL k1 nope",
+        "EXISTS k1 k2 k2 nope",
+        "TYPE k2",
+        "TYPE h",
+        "TYPE st",
+        "TYPE z",
+        "TYPE l",
+        "TYPE p",
+        "TYPE nope",
+        "KEYS *",
+        "KEYS k?",
+        "KEYS [kh]*",
+        "KEYS nomatch*",
+        "DBSIZE",
+        "EXPIRE k2 100",
+        "TTL k2",
+        "PTTL nope",
+        "TTL h",
+        "EXPIRE k2 100 NX",
+        "EXPIRE k2 200 XX",
+        "EXPIRE k2 50 GT",
+        "EXPIRE k2 50 LT",
+        "TTL k2",
+        "EXPIRE h 10 XX",
+        "EXPIRE h 10 GT",
+        "EXPIRE h 10 NX XX",
+        "EXPIRE h 10 GT LT",
+        "EXPIRE h 10 FOO",
+        "EXPIRE k2 x",
+        "PEXPIRE k2 100000",
+        "PERSIST k2",
+        "PERSIST k2",
+        "PERSIST nope",
+        "EXPIRE nope 10",
+        "EXPIRE k2 -1",
+        "EXISTS k2",
+        "DEL",
+        "EXISTS",
+        "FLUSHDB",
+        "DBSIZE",
+        "FLUSHALL BOGUS",
+        "DBSIZE x",
     ]);
     // hashes
     p.script(&[
-        "HSET h a 1 b 2", "HSET h a 3", "HSET h a", "HSET h a 1 b", "HMSET h c 4", "HMSET h c",
-        "HGET h a", "HGET h nope", "HGET nope a", "HMGET h a b nope", "HMGET nope a", "HGETALL h",
-        "HGETALL nope", "HKEYS h", "HVALS h", "HLEN h", "HLEN nope", "HEXISTS h a", "HEXISTS h z",
-        "HINCRBY h a 5", "HINCRBY h new -2", "HINCRBY h a x", "HSET h s str", "HINCRBY h s 1",
-        "HINCRBYFLOAT h fl 1.5", "HINCRBYFLOAT h fl 0.1", "HINCRBYFLOAT h s 1", "HINCRBYFLOAT h fl x",
-        "HSETNX h a 9", "HSETNX h n 9", "HDEL h a nope", "HDEL h b c s new fl n", "EXISTS h", "HLEN h",
-        "SET str v", "HGET str a", "HSET str a 1", "HGETALL str",
+        "HSET h a 1 b 2",
+        "HSET h a 3",
+        "HSET h a",
+        "HSET h a 1 b",
+        "HMSET h c 4",
+        "HMSET h c",
+        "HGET h a",
+        "HGET h nope",
+        "HGET nope a",
+        "HMGET h a b nope",
+        "HMGET nope a",
+        "HGETALL h",
+        "HGETALL nope",
+        "HKEYS h",
+        "HVALS h",
+        "HLEN h",
+        "HLEN nope",
+        "HEXISTS h a",
+        "HEXISTS h z",
+        "HINCRBY h a 5",
+        "HINCRBY h new -2",
+        "HINCRBY h a x",
+        "HSET h s str",
+        "HINCRBY h s 1",
+        "HINCRBYFLOAT h fl 1.5",
+        "HINCRBYFLOAT h fl 0.1",
+        "HINCRBYFLOAT h s 1",
+        "HINCRBYFLOAT h fl x",
+        "HSETNX h a 9",
+        "HSETNX h n 9",
+        "HDEL h a nope",
+        "HDEL h b c s new fl n",
+        "EXISTS h",
+        "HLEN h",
+        "SET str v",
+        "HGET str a",
+        "HSET str a 1",
+        "HGETALL str",
     ]);
     // sets
     p.script(&[
-        "SADD s a b c", "SADD s a d", "SADD s", "SREM s a nope", "SISMEMBER s b", "SISMEMBER s a",
-        "SISMEMBER nope a", "SCARD s", "SCARD nope", "SMEMBERS s", "SMEMBERS nope", "SREM s b c d",
-        "EXISTS s", "SET str v", "SADD str a", "SCARD str",
+        "SADD s a b c",
+        "SADD s a d",
+        "SADD s",
+        "SREM s a nope",
+        "SISMEMBER s b",
+        "SISMEMBER s a",
+        "SISMEMBER nope a",
+        "SCARD s",
+        "SCARD nope",
+        "SMEMBERS s",
+        "SMEMBERS nope",
+        "SREM s b c d",
+        "EXISTS s",
+        "SET str v",
+        "SADD str a",
+        "SCARD str",
     ]);
     // sorted sets
     p.script(&[
-        "ZADD z 1 a 2 b 3 c", "ZADD z 1.5 a", "ZADD z NX 9 a 4 d", "ZADD z XX 9 a 5 e", "ZADD z CH 1 a 2 b",
-        "ZADD z GT 0 a", "ZADD z LT 0 a", "ZADD z GT CH 100 c", "ZADD z INCR 2 a", "ZADD z INCR 2 a 3 b",
-        "ZADD z NX XX 1 a", "ZADD z GT LT 1 a", "ZADD z x a", "ZADD z 1", "ZADD z 1 a 2", "ZADD z XX INCR 1 nope",
-        "ZADD z 0.1 f", "ZADD z -inf g +inf h", "ZSCORE z f", "ZSCORE z g", "ZSCORE z nope",
-        "ZINCRBY z 1.25 f", "ZINCRBY z x f", "ZINCRBY nz 3 m", "ZRANK z a", "ZRANK z nope",
-        "ZREVRANK z a", "ZCARD z", "ZCARD nope", "ZRANGE z 0 -1", "ZRANGE z 0 -1 WITHSCORES",
-        "ZRANGE z 1 2", "ZRANGE z -2 -1", "ZRANGE z 5 1", "ZRANGE z 0 100", "ZRANGE z a b",
-        "ZRANGE z (1 5 BYSCORE", "ZRANGE z 5 (1 BYSCORE REV", "ZRANGE z 0 -1 LIMIT 0 1",
-        "ZRANGE z -inf +inf BYSCORE LIMIT 1 2 WITHSCORES", "ZREVRANGE z 0 1 WITHSCORES",
-        "ZRANGEBYSCORE z 1 3", "ZRANGEBYSCORE z (1 3", "ZRANGEBYSCORE z -inf +inf WITHSCORES",
-        "ZRANGEBYSCORE z -inf +inf LIMIT 1 2", "ZRANGEBYSCORE z -inf +inf LIMIT 1 -1",
-        "ZRANGEBYSCORE z x 3", "ZRANGEBYSCORE z 1 3 BOGUS", "ZREVRANGEBYSCORE z +inf 2",
-        "ZREVRANGEBYSCORE z 3 (1 WITHSCORES LIMIT 0 2", "ZRANGEBYSCORE nope 0 1",
-        "ZREM z a nope", "ZREMRANGEBYSCORE z -inf 2", "ZREMRANGEBYSCORE z x 1", "ZRANGE z 0 -1 WITHSCORES",
-        "SET str v", "ZADD str 1 a", "ZSCORE str a", "ZRANGE str 0 -1",
+        "ZADD z 1 a 2 b 3 c",
+        "ZADD z 1.5 a",
+        "ZADD z NX 9 a 4 d",
+        "ZADD z XX 9 a 5 e",
+        "ZADD z CH 1 a 2 b",
+        "ZADD z GT 0 a",
+        "ZADD z LT 0 a",
+        "ZADD z GT CH 100 c",
+        "ZADD z INCR 2 a",
+        "ZADD z INCR 2 a 3 b",
+        "ZADD z NX XX 1 a",
+        "ZADD z GT LT 1 a",
+        "ZADD z x a",
+        "ZADD z 1",
+        "ZADD z 1 a 2",
+        "ZADD z XX INCR 1 nope",
+        "ZADD z 0.1 f",
+        "ZADD z -inf g +inf h",
+        "ZSCORE z f",
+        "ZSCORE z g",
+        "ZSCORE z nope",
+        "ZINCRBY z 1.25 f",
+        "ZINCRBY z x f",
+        "ZINCRBY nz 3 m",
+        "ZRANK z a",
+        "ZRANK z nope",
+        "ZREVRANK z a",
+        "ZCARD z",
+        "ZCARD nope",
+        "ZRANGE z 0 -1",
+        "ZRANGE z 0 -1 WITHSCORES",
+        "ZRANGE z 1 2",
+        "ZRANGE z -2 -1",
+        "ZRANGE z 5 1",
+        "ZRANGE z 0 100",
+        "ZRANGE z a b",
+        "ZRANGE z (1 5 BYSCORE",
+        "ZRANGE z 5 (1 BYSCORE REV",
+        "ZRANGE z 0 -1 LIMIT 0 1",
+        "ZRANGE z -inf +inf BYSCORE LIMIT 1 2 WITHSCORES",
+        "ZREVRANGE z 0 1 WITHSCORES",
+        "ZRANGEBYSCORE z 1 3",
+        "ZRANGEBYSCORE z (1 3",
+        "ZRANGEBYSCORE z -inf +inf WITHSCORES",
+        "ZRANGEBYSCORE z -inf +inf LIMIT 1 2",
+        "ZRANGEBYSCORE z -inf +inf LIMIT 1 -1",
+        "ZRANGEBYSCORE z x 3",
+        "ZRANGEBYSCORE z 1 3 BOGUS",
+        "ZREVRANGEBYSCORE z +inf 2",
+        "ZREVRANGEBYSCORE z 3 (1 WITHSCORES LIMIT 0 2",
+        "ZRANGEBYSCORE nope 0 1",
+        "ZREM z a nope",
+        "ZREMRANGEBYSCORE z -inf 2",
+        "ZREMRANGEBYSCORE z x 1",
+        "ZRANGE z 0 -1 WITHSCORES",
+        "SET str v",
+        "ZADD str 1 a",
+        "ZSCORE str a",
+        "ZRANGE str 0 -1",
     ]);
     // lists
     p.script(&[
-        "RPUSH l a b c", "LPUSH l z y", "LRANGE l 0 -1", "LRANGE l 1 2", "LRANGE l -2 -1", "LRANGE l 5 10",
-        "LRANGE l x 1", "LLEN l", "LLEN nope", "LPOP l", "RPOP l", "LPOP l 2", "LPOP l 0", "RPOP l -1",
-        "LPOP nope", "LPOP nope 2", "LRANGE l 0 -1", "RPUSH l d e f g", "LTRIM l 1 -2", "LRANGE l 0 -1",
-        "LTRIM l 5 1", "EXISTS l", "LTRIM nope 0 1", "SET str v", "LPUSH str a", "LLEN str",
+        "RPUSH l a b c",
+        "LPUSH l z y",
+        "LRANGE l 0 -1",
+        "LRANGE l 1 2",
+        "LRANGE l -2 -1",
+        "LRANGE l 5 10",
+        "LRANGE l x 1",
+        "LLEN l",
+        "LLEN nope",
+        "LPOP l",
+        "RPOP l",
+        "LPOP l 2",
+        "LPOP l 0",
+        "RPOP l -1",
+        "LPOP nope",
+        "LPOP nope 2",
+        "LRANGE l 0 -1",
+        "RPUSH l d e f g",
+        "LTRIM l 1 -2",
+        "LRANGE l 0 -1",
+        "LTRIM l 5 1",
+        "EXISTS l",
+        "LTRIM nope 0 1",
+        "SET str v",
+        "LPUSH str a",
+        "LLEN str",
     ]);
     // hyperloglog
     p.script(&[
-        "PFADD p a b c", "PFADD p a", "PFADD p d", "PFADD q", "PFADD q", "PFCOUNT p", "PFCOUNT p q nope",
-        "PFADD q x y", "PFMERGE m p q", "PFCOUNT m", "PFCOUNT nope", "SET str v", "PFADD str a",
-        "PFCOUNT str", "HSET h f v", "PFADD h a", "TYPE p",
+        "PFADD p a b c",
+        "PFADD p a",
+        "PFADD p d",
+        "PFADD q",
+        "PFADD q",
+        "PFCOUNT p",
+        "PFCOUNT p q nope",
+        "PFADD q x y",
+        "PFMERGE m p q",
+        "PFCOUNT m",
+        "PFCOUNT nope",
+        "SET str v",
+        "PFADD str a",
+        "PFCOUNT str",
+        "HSET h f v",
+        "PFADD h a",
+        "TYPE p",
     ]);
     // unknown commands and arity
-    p.script(&["NOSUCH", "NOSUCH a b", "GET a b", "HGET h", "ZADD z", "LRANGE l 0"]);
+    p.script(&[
+        "NOSUCH",
+        "NOSUCH a b",
+        "GET a b",
+        "HGET h",
+        "ZADD z",
+        "LRANGE l 0",
+    ]);
 }
 
 #[test]
@@ -180,10 +426,23 @@ fn scan_visits_every_key_once() {
         let mut seen = Vec::new();
         let mut cursor = b"0".to_vec();
         loop {
-            let cmd = vec![b"SCAN".to_vec(), cursor.clone(), b"MATCH".to_vec(), b"key:*".to_vec(), b"COUNT".to_vec(), b"7".to_vec()];
-            let Reply::Array(v) = f(&cmd) else { panic!("SCAN reply") };
-            let Reply::Bulk(c) = &v[0] else { panic!("cursor") };
-            let Reply::Array(keys) = &v[1] else { panic!("keys") };
+            let cmd = vec![
+                b"SCAN".to_vec(),
+                cursor.clone(),
+                b"MATCH".to_vec(),
+                b"key:*".to_vec(),
+                b"COUNT".to_vec(),
+                b"7".to_vec(),
+            ];
+            let Reply::Array(v) = f(&cmd) else {
+                panic!("SCAN reply")
+            };
+            let Reply::Bulk(c) = &v[0] else {
+                panic!("cursor")
+            };
+            let Reply::Array(keys) = &v[1] else {
+                panic!("keys")
+            };
             seen.extend(keys.iter().cloned());
             cursor = c.clone();
             if cursor == b"0" {
@@ -203,7 +462,13 @@ fn arb_command() -> impl Strategy<Value = String> {
     let key = prop::sample::select(vec!["a", "b", "c", "h", "z", "l", "s"]);
     let member = prop::sample::select(vec!["m1", "m2", "m3", "x", "1", "-2", "0.5"]);
     let num = prop::sample::select(vec!["0", "1", "-1", "3", "2.5", "-0.5", "inf", "x", "100"]);
-    (0usize..29, key, member, num, prop::sample::select(vec!["m1", "m2", "m3"]))
+    (
+        0usize..29,
+        key,
+        member,
+        num,
+        prop::sample::select(vec!["m1", "m2", "m3"]),
+    )
         .prop_map(|(op, k, m, n, m2)| match op {
             0 => format!("SET {k} {m}"),
             1 => format!("GET {k}"),

@@ -7,6 +7,7 @@
 
 use dragonfly_store::embedded::EmbeddedStore;
 use dragonfly_store::numfmt::lua_number;
+use dragonfly_store::redis_backend::RedisTarget;
 use dragonfly_store::{Connection, Reply};
 use mlua::{Lua, MultiValue, RegistryKey, Table, UserData, UserDataMethods, Value};
 
@@ -15,6 +16,8 @@ use mlua::{Lua, MultiValue, RegistryKey, Table, UserData, UserDataMethods, Value
 pub enum Backend {
     /// The in-process store shared by every runtime of the engine.
     Embedded(EmbeddedStore),
+    /// A Redis server; each `connect()` opens a connection of its own.
+    Redis(RedisTarget),
     /// No backend can be used; `connect()` returns `nil, reason`.
     Unavailable(String),
 }
@@ -192,6 +195,23 @@ pub fn install(lua: &Lua, backend: Backend) -> mlua::Result<Table> {
                         Value::Nil,
                     ))
                 }
+                Backend::Redis(target) => match target.connect() {
+                    Ok(c) => {
+                        let conn = Conn {
+                            inner: Some(Box::new(c)),
+                        };
+                        Ok((
+                            Value::UserData(lua.create_userdata(conn)?),
+                            Value::Nil,
+                            Value::Nil,
+                        ))
+                    }
+                    Err(e) => Ok((
+                        Value::Nil,
+                        Value::String(lua.create_string(e)?),
+                        Value::Integer(1),
+                    )),
+                },
                 Backend::Unavailable(why) => Ok((
                     Value::Nil,
                     Value::String(lua.create_string(why)?),

@@ -204,3 +204,24 @@ pub fn seqs(lines: &[String]) -> Vec<u64> {
     v.sort();
     v
 }
+
+/// Copy the quick start's scripts (filter -> hello-world -> write-to-log) into a root.
+pub fn quickstart_scripts(r: &Root) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/quickstart");
+    for f in [
+        "filter/filter.lua",
+        "analyzer/hello-world.lua",
+        "analyzer/write-to-log.lua",
+        "analyzer/utils.lua",
+    ] {
+        r.write(f, &std::fs::read_to_string(root.join(f)).unwrap());
+    }
+}
+
+/// Run to the end of input; the run must succeed. Returns stderr.
+pub fn run_ok(r: &Root, limit: Duration) -> String {
+    let out = r.run_to_eof(limit);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "exit {:?}: {err}", out.status);
+    err
+}

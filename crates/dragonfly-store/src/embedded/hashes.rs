@@ -25,7 +25,7 @@ impl Db {
     }
 
     pub(super) fn hset(&mut self, a: &[Vec<u8>]) -> Reply {
-        if a.len() % 2 != 0 {
+        if !a.len().is_multiple_of(2) {
             return Reply::arity(&upper(&a[0]));
         }
         let h = match self.hash(&a[1], true) {

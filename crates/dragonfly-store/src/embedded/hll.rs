@@ -95,7 +95,10 @@ mod tests {
                 h.add(format!("10.0.{}.{}", i / 256, i % 256).as_bytes());
             }
             let c = h.count() as f64;
-            assert!((c - n as f64).abs() <= (n as f64 * 0.02).max(1.0), "{n} -> {c}");
+            assert!(
+                (c - n as f64).abs() <= (n as f64 * 0.02).max(1.0),
+                "{n} -> {c}"
+            );
         }
     }
 }

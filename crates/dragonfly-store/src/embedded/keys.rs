@@ -36,12 +36,18 @@ impl Db {
             }
         }
         if nx && (xx || gt || lt) {
-            return Reply::err("ERR NX and XX, GT or LT options at the same time are not compatible");
+            return Reply::err(
+                "ERR NX and XX, GT or LT options at the same time are not compatible",
+            );
         }
         if gt && lt {
             return Reply::err("ERR GT and LT options at the same time are not compatible");
         }
-        let ms = if cmd == "EXPIRE" { n.checked_mul(1000) } else { Some(n) };
+        let ms = if cmd == "EXPIRE" {
+            n.checked_mul(1000)
+        } else {
+            Some(n)
+        };
         let Some(at) = ms.and_then(|ms| ms.checked_add(now_ms() as i64)) else {
             return Reply::err(format!(
                 "ERR invalid expire time in '{}' command",
@@ -114,7 +120,10 @@ impl Db {
     /// SCAN cursor [MATCH pattern] [COUNT n] [TYPE t]. The cursor is a position in the sorted
     /// key list: every key present for the whole scan is returned once.
     pub(super) fn scan(&mut self, a: &[Vec<u8>]) -> Reply {
-        let Some(cursor) = std::str::from_utf8(&a[1]).ok().and_then(|s| s.parse::<u64>().ok()) else {
+        let Some(cursor) = std::str::from_utf8(&a[1])
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+        else {
             return Reply::err("ERR invalid cursor");
         };
         let (mut pattern, mut count, mut typ) = (None, 10usize, None);

@@ -2,7 +2,7 @@
 
 use std::collections::VecDeque;
 
-use super::{parse_i64, upper, Db, Value};
+use super::{index_range as range, parse_i64, upper, Db, Value};
 use crate::Reply;
 
 type List = VecDeque<Vec<u8>>;
@@ -11,18 +11,6 @@ fn as_list(v: &mut Value) -> Option<&mut List> {
     match v {
         Value::List(l) => Some(l),
         _ => None,
-    }
-}
-
-/// Redis index range [start, stop] over `len` items, as a half-open range.
-fn range(start: i64, stop: i64, len: usize) -> Option<(usize, usize)> {
-    let len = len as i64;
-    let start = if start < 0 { (len + start).max(0) } else { start };
-    let stop = if stop < 0 { len + stop } else { stop.min(len - 1) };
-    if start > stop || start >= len {
-        None
-    } else {
-        Some((start as usize, stop as usize + 1))
     }
 }
 
@@ -71,7 +59,9 @@ impl Db {
                 let mut take = || if left { l.pop_front() } else { l.pop_back() };
                 match count {
                     None => take().map_or(Reply::Nil, Reply::Bulk),
-                    Some(n) => Reply::Array((0..n).map_while(|_| take()).map(Reply::Bulk).collect()),
+                    Some(n) => {
+                        Reply::Array((0..n).map_while(|_| take()).map(Reply::Bulk).collect())
+                    }
                 }
             }
             Ok(None) => Reply::Nil,

@@ -108,6 +108,9 @@ impl EmbeddedStore {
             db.sweep(true);
             snapshot::encode(&db)
         };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
         let tmp = path.with_extension("tmp");
         std::fs::write(&tmp, &bytes.0)?;
         std::fs::rename(&tmp, path)?;
@@ -293,6 +296,27 @@ pub(crate) fn human_double(v: f64) -> Vec<u8> {
         b"0".to_vec()
     } else {
         s.into_bytes()
+    }
+}
+
+/// A Redis index range [start, stop] (negative counts from the end) over `len` items, as a
+/// half-open range; None when it selects nothing.
+pub(crate) fn index_range(start: i64, stop: i64, len: usize) -> Option<(usize, usize)> {
+    let len = len as i64;
+    let start = if start < 0 {
+        (len + start).max(0)
+    } else {
+        start
+    };
+    let stop = if stop < 0 {
+        len + stop
+    } else {
+        stop.min(len - 1)
+    };
+    if start > stop || start >= len {
+        None
+    } else {
+        Some((start as usize, stop as usize + 1))
     }
 }
 

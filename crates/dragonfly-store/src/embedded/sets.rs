@@ -61,7 +61,8 @@ impl Db {
     pub(super) fn smembers(&mut self, a: &[Vec<u8>]) -> Reply {
         match self.set_at(&a[1], false) {
             Ok(s) => {
-                let mut m: Vec<Vec<u8>> = s.map(|s| s.iter().cloned().collect()).unwrap_or_default();
+                let mut m: Vec<Vec<u8>> =
+                    s.map(|s| s.iter().cloned().collect()).unwrap_or_default();
                 m.sort();
                 Reply::Array(m.into_iter().map(Reply::Bulk).collect())
             }

@@ -82,7 +82,9 @@ impl<'a> Reader<'a> {
         Ok(h)
     }
     fn u64(&mut self) -> Result<u64, String> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
     }
     fn bytes(&mut self) -> Result<Vec<u8>, String> {
         let n = self.u64()? as usize;

@@ -41,7 +41,9 @@ impl Db {
                         return Reply::err("ERR invalid expire time in 'set' command");
                     }
                     let at = match opt.as_str() {
-                        "EX" => (n as u64).checked_mul(1000).and_then(|ms| ms.checked_add(now_ms())),
+                        "EX" => (n as u64)
+                            .checked_mul(1000)
+                            .and_then(|ms| ms.checked_add(now_ms())),
                         "PX" => (n as u64).checked_add(now_ms()),
                         "EXAT" => (n as u64).checked_mul(1000),
                         _ => Some(n as u64),

@@ -71,7 +71,12 @@ fn expiry_is_lazy_and_active() {
 fn snapshot_round_trips_every_type() {
     let s = EmbeddedStore::new();
     for c in [
-        "SET a 1", "HSET h f v", "SADD s x y", "ZADD z 1.5 m", "RPUSH l 1 2 3", "PFADD p a b c",
+        "SET a 1",
+        "HSET h f v",
+        "SADD s x y",
+        "ZADD z 1.5 m",
+        "RPUSH l 1 2 3",
+        "PFADD p a b c",
         "SETEX t 1000 v",
     ] {
         run(&s, c);
@@ -85,7 +90,10 @@ fn snapshot_round_trips_every_type() {
     assert_eq!(run(&t, "HGET h f"), bulk("v"));
     assert_eq!(run(&t, "SCARD s"), Reply::Integer(2));
     assert_eq!(run(&t, "ZSCORE z m"), bulk("1.5"));
-    assert_eq!(run(&t, "LRANGE l 0 -1"), Reply::Array(vec![bulk("1"), bulk("2"), bulk("3")]));
+    assert_eq!(
+        run(&t, "LRANGE l 0 -1"),
+        Reply::Array(vec![bulk("1"), bulk("2"), bulk("3")])
+    );
     assert_eq!(run(&t, "PFCOUNT p"), Reply::Integer(3));
     assert!(matches!(run(&t, "TTL t"), Reply::Integer(n) if n > 990));
     assert_eq!(t.load(&dir.path().join("missing")).unwrap(), 0);

@@ -110,7 +110,8 @@ impl Db {
     }
 
     pub(super) fn zadd(&mut self, a: &[Vec<u8>]) -> Reply {
-        let (mut nx, mut xx, mut gt, mut lt, mut ch, mut incr) = (false, false, false, false, false, false);
+        let (mut nx, mut xx, mut gt, mut lt, mut ch, mut incr) =
+            (false, false, false, false, false, false);
         let mut i = 2;
         while i < a.len() {
             match upper(&a[i]).as_str() {
@@ -125,13 +126,13 @@ impl Db {
             i += 1;
         }
         let pairs = &a[i..];
-        if pairs.is_empty() || pairs.len() % 2 != 0 {
+        if pairs.is_empty() || !pairs.len().is_multiple_of(2) {
             return Reply::err("ERR syntax error");
         }
         if nx && xx {
             return Reply::err("ERR XX and NX options at the same time are not compatible");
         }
-        if (gt && nx) || (lt && nx) || (gt && lt) {
+        if ((gt || lt) && nx) || (gt && lt) {
             return Reply::err("ERR GT, LT, and/or NX options at the same time are not compatible");
         }
         if incr && pairs.len() > 2 {
@@ -199,7 +200,9 @@ impl Db {
 
     pub(super) fn zscore(&mut self, a: &[Vec<u8>]) -> Reply {
         match self.zset(&a[1], false) {
-            Ok(z) => z.and_then(|z| z.score(&a[2])).map_or(Reply::Nil, reply_double),
+            Ok(z) => z
+                .and_then(|z| z.score(&a[2]))
+                .map_or(Reply::Nil, reply_double),
             Err(r) => r,
         }
     }
@@ -292,17 +295,13 @@ impl Db {
             Ok(None) => return Reply::Array(vec![]),
             Err(r) => return r,
         };
-        let len = z.len() as i64;
-        let start = if start < 0 { (len + start).max(0) } else { start };
-        let stop = if stop < 0 { len + stop } else { stop.min(len - 1) };
-        if start > stop || start >= len {
+        let Some((s, e)) = super::index_range(start, stop, z.len()) else {
             return Reply::Array(vec![]);
-        }
-        let take = (stop - start + 1) as usize;
+        };
         let items: Vec<(&[u8], f64)> = if rev {
-            z.iter().rev().skip(start as usize).take(take).collect()
+            z.iter().rev().skip(s).take(e - s).collect()
         } else {
-            z.iter().skip(start as usize).take(take).collect()
+            z.iter().skip(s).take(e - s).collect()
         };
         members(items, withscores)
     }

@@ -1,0 +1,272 @@
+//! The hiredis API on both backends, through the real binary: the embedded store and a real
+//! redis-server started by the test.
+
+mod common;
+use common::*;
+use dragonfly_store::embedded::EmbeddedStore;
+use dragonfly_store::redis_backend::{RedisAddr, RedisTarget};
+use dragonfly_store::Reply;
+use dragonfly_testkit::RedisServer;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+const LIMIT: Duration = Duration::from_secs(180);
+
+fn hello_config(input: &str, store: &str) -> String {
+    format!(
+        r#"{store}
+inputs = {{ {{ tag="eve", uri="{input}", script="filter.lua", default_analyzer="hello" }} }}
+analyzers = {{
+   {{ tag="hello",  script="hello-world.lua",  default_analyzer="output", default_output="eve" }},
+   {{ tag="output", script="write-to-log.lua", default_analyzer="",       default_output="eve" }},
+}}
+outputs = {{ {{ tag="eve", uri="file://eve-mle.json" }} }}
+"#
+    )
+}
+
+/// Event types of the corpus and how many of each.
+fn corpus_counts() -> BTreeMap<String, i64> {
+    use std::io::BufRead;
+    let f = std::fs::File::open(corpus()).unwrap();
+    let mut m = BTreeMap::new();
+    for l in std::io::BufReader::new(flate2::read::MultiGzDecoder::new(f)).lines() {
+        let j: serde_json::Value = serde_json::from_str(&l.unwrap()).unwrap();
+        *m.entry(j["event_type"].as_str().unwrap().to_string())
+            .or_insert(0) += 1;
+    }
+    m
+}
+
+fn get_int(r: Reply) -> i64 {
+    match r {
+        Reply::Bulk(b) => String::from_utf8(b).unwrap().parse().unwrap(),
+        other => panic!("not a counter: {other:?}"),
+    }
+}
+
+fn cmd(words: &[&str]) -> Vec<Vec<u8>> {
+    words.iter().map(|w| w.as_bytes().to_vec()).collect()
+}
+
+#[test]
+fn hello_world_counts_every_type_in_the_embedded_store() {
+    let r = Root::new();
+    quickstart_scripts(&r);
+    let input = format!("zfile://{}", corpus().display());
+    r.config(&format!(
+        "{}\nengine = {{ store_snapshot = \"state/store.snap\" }}\n",
+        hello_config(&input, "")
+    ));
+    run_ok(&r, LIMIT);
+    assert_eq!(r.lines("eve-mle.json").len(), 63_935);
+    // the snapshot written at exit holds the counters
+    let db = EmbeddedStore::new();
+    db.load(&r.path().join("state/store.snap")).unwrap();
+    for (t, n) in corpus_counts() {
+        assert_eq!(
+            get_int(db.execute(&cmd(&["GET", &format!("count:{t}")]))),
+            n,
+            "count:{t}"
+        );
+    }
+}
+
+#[test]
+fn embedded_store_snapshot_survives_a_restart() {
+    let r = Root::new();
+    quickstart_scripts(&r);
+    r.write("in.json", &(events(10).join("\n") + "\n"));
+    r.config(&format!(
+        "{}\nengine = {{ store_snapshot = \"store.snap\" }}\n",
+        hello_config("file://in.json", "")
+    ));
+    for _ in 0..2 {
+        let out = r.run_to_eof(LIMIT);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let db = EmbeddedStore::new();
+    db.load(&r.path().join("store.snap")).unwrap();
+    assert_eq!(get_int(db.execute(&cmd(&["GET", "count:dns"]))), 20);
+    // the second run continued counting where the first stopped
+    let counts: Vec<u64> = r
+        .lines("eve-mle.json")
+        .iter()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["event_count"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(counts, (1..=20).collect::<Vec<u64>>());
+}
+
+#[test]
+fn hello_world_counts_every_type_in_a_real_redis() {
+    let server = RedisServer::start();
+    let r = Root::new();
+    quickstart_scripts(&r);
+    let input = format!("zfile://{}", corpus().display());
+    r.config(&hello_config(
+        &input,
+        &format!(
+            "redis_host = \"127.0.0.1\"\nredis_port = \"{}\"",
+            server.port
+        ),
+    ));
+    run_ok(&r, LIMIT);
+    assert_eq!(r.lines("eve-mle.json").len(), 63_935);
+    let redis = RedisTarget::new(RedisAddr::Tcp {
+        host: "127.0.0.1".into(),
+        port: server.port,
+    });
+    for (t, n) in corpus_counts() {
+        assert_eq!(
+            get_int(
+                redis
+                    .execute(&cmd(&["GET", &format!("count:{t}")]))
+                    .unwrap()
+            ),
+            n,
+            "count:{t}"
+        );
+    }
+    let s = r.final_stats();
+    assert_eq!(
+        s["store"]["backend"],
+        format!("redis 127.0.0.1:{}", server.port)
+    );
+    assert!(s["store"]["commands"].as_u64().unwrap() >= 63_935);
+}
+
+#[test]
+fn redis_over_a_unix_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("redis.sock");
+    let server = RedisServer::start_with(&["--unixsocket", sock.to_str().unwrap()]);
+    let r = Root::new();
+    quickstart_scripts(&r);
+    r.write("in.json", &(events(5).join("\n") + "\n"));
+    r.config(&hello_config(
+        "file://in.json",
+        &format!("redis_host = \"{}\"\nredis_port = 0", sock.display()),
+    ));
+    run_ok(&r, LIMIT);
+    let redis = RedisTarget::new(RedisAddr::Tcp {
+        host: "127.0.0.1".into(),
+        port: server.port,
+    });
+    assert_eq!(
+        get_int(redis.execute(&cmd(&["GET", "count:dns"])).unwrap()),
+        5
+    );
+}
+
+#[test]
+fn a_redis_restart_costs_errors_not_the_engine() {
+    let mut server = RedisServer::start();
+    let r = Root::new();
+    r.write("filter/filter.lua", FILTER);
+    r.write("analyzer/count.lua", r#"
+function setup() conn = hiredis.connect(); local f = io.open("ready", "w"); f:write("1"); f:close() end
+function loop(msg)
+  local reply = conn:command("INCR", "seen")
+  if type(reply) == "table" then
+    dragonfly.output_event("out", {seq = msg.seq, error = reply.name})
+  else
+    dragonfly.output_event("out", {seq = msg.seq, count = reply})
+  end
+end"#);
+    r.config(&format!(
+        r#"
+redis_host = "127.0.0.1"
+redis_port = {}
+inputs = {{ {{ tag="in", uri="unix://in.sock", script="filter.lua", default_analyzer="count" }} }}
+analyzers = {{ {{ tag="count", script="count.lua" }} }}
+outputs = {{ {{ tag="out", uri="file://out.json" }} }}
+engine = {{ stats_interval = 0.05 }}
+"#,
+        server.port
+    ));
+    let child = r.spawn(&[]);
+    wait_for(Duration::from_secs(30), "start-up", || {
+        r.path().join("ready").exists()
+    });
+    let send = |range: std::ops::Range<u64>| {
+        use std::io::Write;
+        let mut s = std::os::unix::net::UnixStream::connect(r.path().join("in.sock")).unwrap();
+        for i in range {
+            writeln!(s, "{{\"seq\":{i}}}").unwrap();
+        }
+    };
+    let outs = |r: &Root| r.read_log("out.json").lines().count();
+    send(0..10);
+    wait_for(Duration::from_secs(30), "10 counted", || outs(&r) == 10);
+    server.kill();
+    send(10..15);
+    wait_for(Duration::from_secs(30), "5 failed", || outs(&r) == 15);
+    server.restart();
+    // the backoff is at most 5 s: keep sending until an INCR succeeds again
+    let mut next = 15;
+    wait_for(
+        Duration::from_secs(30),
+        "a successful INCR after the restart",
+        || {
+            send(next..next + 1);
+            next += 1;
+            std::thread::sleep(Duration::from_millis(100));
+            r.read_log("out.json")
+                .lines()
+                .last()
+                .is_some_and(|l| l.contains("\"count\""))
+        },
+    );
+    let (status, err) = stop(child, Duration::from_secs(30));
+    assert!(status.success(), "{err}");
+    let lines: Vec<serde_json::Value> = r
+        .lines("out.json")
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len() as u64, next, "every event came out");
+    for l in &lines[..10] {
+        assert!(l["count"].is_number(), "{l}");
+    }
+    for l in &lines[10..15] {
+        assert!(
+            l["error"].as_str().unwrap().contains("Redis at 127.0.0.1"),
+            "{l}"
+        );
+    }
+    let s = r.final_stats();
+    assert!(
+        s["store"]["connection_errors"].as_u64().unwrap() >= 1,
+        "{s}"
+    );
+    assert!(s["store"]["reconnects"].as_u64().unwrap() >= 1, "{s}");
+    assert!(err.contains("connection to Redis lost"), "{err}");
+}
+
+#[test]
+fn a_missing_module_says_how_to_load_it() {
+    let server = RedisServer::start();
+    let r = Root::passthrough("file://in.json");
+    r.write("in.json", "{}\n");
+    let cfg = std::fs::read_to_string(r.path().join("config/config.lua")).unwrap();
+    r.config(&format!(
+        "redis_host = \"127.0.0.1\"\nredis_port = {}\nmodules = {{ {{ tag=\"redisml\", module=\"/usr/local/lib/redis-ml.so\" }} }}\n{cfg}",
+        server.port
+    ));
+    let out = r.run_to_eof(LIMIT);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(r#"modules[1] (tag "redisml")"#), "{err}");
+    assert!(
+        err.contains("redis-server --loadmodule /usr/local/lib/redis-ml.so"),
+        "{err}"
+    );
+}
