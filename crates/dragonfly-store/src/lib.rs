@@ -5,7 +5,7 @@
 //! is configured.
 
 pub mod embedded;
-pub mod numfmt;
+pub use dragonfly_models::numfmt;
 pub mod redis_backend;
 mod reply;
 

@@ -38,6 +38,8 @@ pub enum Value {
     ZSet(ZSet),
     List(VecDeque<Vec<u8>>),
     Hll(Box<Hll>),
+    /// A RedisML model (ML.* commands).
+    Model(Box<dragonfly_models::Model>),
 }
 
 impl Value {
@@ -48,6 +50,7 @@ impl Value {
             Value::Set(_) => "set",
             Value::ZSet(_) => "zset",
             Value::List(_) => "list",
+            Value::Model(m) => m.type_name(),
         }
     }
 }
@@ -299,6 +302,43 @@ pub(crate) fn human_double(v: f64) -> Vec<u8> {
     }
 }
 
+fn ml_reply(r: dragonfly_models::MlReply) -> Reply {
+    use dragonfly_models::MlReply;
+    match r {
+        MlReply::Ok => Reply::ok(),
+        MlReply::Double(v) => reply_double(v),
+        MlReply::Integer(i) => Reply::Integer(i),
+        MlReply::Array(v) => Reply::Array(v.into_iter().map(ml_reply).collect()),
+        MlReply::Error(e) => Reply::Error(e),
+    }
+}
+
+/// Models live in the keyspace beside every other type.
+impl dragonfly_models::Keyspace for Db {
+    fn kind(&mut self, key: &[u8]) -> dragonfly_models::Kind {
+        match self.value(key) {
+            None => dragonfly_models::Kind::Missing,
+            Some(Value::Model(m)) => dragonfly_models::Kind::of(m),
+            Some(_) => dragonfly_models::Kind::Other,
+        }
+    }
+    fn read<R>(&mut self, key: &[u8], f: impl FnOnce(&dragonfly_models::Model) -> R) -> Option<R> {
+        match self.value(key) {
+            Some(Value::Model(m)) => Some(f(m)),
+            _ => None,
+        }
+    }
+    fn put(&mut self, key: &[u8], model: dragonfly_models::Model) {
+        // like a module type's set: the key keeps its TTL
+        let ttl = self.entry(key).and_then(|e| e.expire_at);
+        self.put(key, Value::Model(Box::new(model)));
+        self.set_expiry(key, ttl);
+    }
+    fn delete(&mut self, key: &[u8]) {
+        self.remove(key);
+    }
+}
+
 /// A Redis index range [start, stop] (negative counts from the end) over `len` items, as a
 /// half-open range; None when it selects nothing.
 pub(crate) fn index_range(start: i64, stop: i64, len: usize) -> Option<(usize, usize)> {
@@ -326,6 +366,9 @@ impl Db {
             return Reply::err("ERR empty command");
         };
         let cmd = upper(name);
+        if let Some(r) = dragonfly_models::execute(self, args) {
+            return ml_reply(r);
+        }
         let Some(&(arity, handler)) = table().get(cmd.as_str()) else {
             let mut msg = format!(
                 "ERR unknown command '{}', with args beginning with: ",

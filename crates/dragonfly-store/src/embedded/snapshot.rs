@@ -2,9 +2,9 @@
 //!
 //! ```text
 //! "DFMLE-STORE\x01"  then per key:
-//!   u8 type (1 str, 2 hash, 3 set, 4 zset, 5 list, 6 hll)  bytes key  i64 expire_at (-1: none)
+//!   u8 type (1 str, 2 hash, 3 set, 4 zset, 5 list, 6 hll, 7 model)  bytes key  i64 expire_at (-1: none)
 //!   payload: str: bytes | hash: u64 n, n x (bytes, bytes) | set/list: u64 n, n x bytes |
-//!            zset: u64 n, n x (bytes, f64) | hll: 16384 bytes
+//!            zset: u64 n, n x (bytes, f64) | hll: 16384 bytes | model: bytes (dragonfly_models::encode)
 //! bytes = u64 length + data; numbers little-endian
 //! ```
 
@@ -30,6 +30,7 @@ pub fn encode(db: &Db) -> (Vec<u8>, usize) {
             Value::ZSet(_) => 4,
             Value::List(_) => 5,
             Value::Hll(_) => 6,
+            Value::Model(_) => 7,
         };
         out.push(t);
         put_bytes(&mut out, k);
@@ -63,6 +64,7 @@ pub fn encode(db: &Db) -> (Vec<u8>, usize) {
                 }
             }
             Value::Hll(h) => out.extend_from_slice(&h.regs),
+            Value::Model(m) => put_bytes(&mut out, &dragonfly_models::encode::encode(m)),
         }
     }
     (out, db.map.len())
@@ -142,6 +144,7 @@ pub fn decode(bytes: &[u8]) -> Result<Db, String> {
             6 => Value::Hll(Box::new(Hll {
                 regs: r.take(super::hll::REGISTERS)?.to_vec(),
             })),
+            7 => Value::Model(Box::new(dragonfly_models::encode::decode(&r.bytes()?)?)),
             other => return Err(format!("unknown value type {other} in snapshot")),
         };
         let expire_at = (exp >= 0).then_some(exp as u64);

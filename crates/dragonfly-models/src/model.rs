@@ -1,0 +1,137 @@
+//! The model types.
+
+use crate::forest::Forest;
+
+/// Linear and logistic regression share one type, as in RedisML.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Regression {
+    pub intercept: f64,
+    pub coefficients: Vec<f64>,
+}
+
+impl Regression {
+    fn dot(&self, features: &[f64]) -> Result<f64, String> {
+        if features.len() != self.coefficients.len() {
+            return Err(format!(
+                "ERR wrong number of features: the model has {} coefficients, got {}",
+                self.coefficients.len(),
+                features.len()
+            ));
+        }
+        Ok(self.intercept
+            + features
+                .iter()
+                .zip(&self.coefficients)
+                .map(|(f, c)| f * c)
+                .sum::<f64>())
+    }
+
+    pub fn linear(&self, features: &[f64]) -> Result<f64, String> {
+        self.dot(features)
+    }
+
+    pub fn logistic(&self, features: &[f64]) -> Result<f64, String> {
+        Ok(1.0 / (1.0 + (-self.dot(features)?).exp()))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Matrix {
+    pub rows: usize,
+    pub cols: usize,
+    /// Row-major.
+    pub values: Vec<f64>,
+}
+
+impl Matrix {
+    pub fn multiply(&self, b: &Matrix) -> Result<Matrix, String> {
+        if b.rows != self.cols {
+            return Err("Wrong matrix dimentions b:rows should equal a:cols".into());
+        }
+        let mut values = vec![0.0; self.rows * b.cols];
+        for i in 0..self.rows {
+            for j in 0..b.cols {
+                values[i * b.cols + j] = (0..self.cols)
+                    .map(|k| self.values[i * self.cols + k] * b.values[k * b.cols + j])
+                    .sum();
+            }
+        }
+        Ok(Matrix {
+            rows: self.rows,
+            cols: b.cols,
+            values,
+        })
+    }
+
+    pub fn add(&self, b: &Matrix) -> Result<Matrix, String> {
+        if b.rows != self.rows || b.cols != self.cols {
+            return Err("Added matrices dimentions should be equal".into());
+        }
+        Ok(Matrix {
+            rows: self.rows,
+            cols: self.cols,
+            values: self
+                .values
+                .iter()
+                .zip(&b.values)
+                .map(|(x, y)| x + y)
+                .collect(),
+        })
+    }
+
+    pub fn scale(&mut self, s: f64) {
+        for v in &mut self.values {
+            *v *= s;
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Kmeans {
+    pub k: usize,
+    pub dimensions: usize,
+    /// k centres of `dimensions` values each.
+    pub centers: Vec<f64>,
+}
+
+impl Kmeans {
+    /// Index of the nearest centre (squared Euclidean distance; the first wins ties).
+    pub fn predict(&self, features: &[f64]) -> Result<usize, String> {
+        if features.len() != self.dimensions {
+            return Err(format!(
+                "ERR wrong number of features: the model has {} dimensions, got {}",
+                self.dimensions,
+                features.len()
+            ));
+        }
+        let mut best = (0, f64::INFINITY);
+        for c in 0..self.k {
+            let centre = &self.centers[c * self.dimensions..(c + 1) * self.dimensions];
+            let d: f64 = centre
+                .iter()
+                .zip(features)
+                .map(|(a, b)| (a - b) * (a - b))
+                .sum();
+            if d < best.1 {
+                best = (c, d);
+            }
+        }
+        Ok(best.0)
+    }
+}
+
+/// A model stored under a key.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Model {
+    Regression(Regression),
+    Forest(Forest),
+    Matrix(Matrix),
+    Kmeans(Kmeans),
+}
+
+impl Model {
+    /// The type name `TYPE` reports: the Redis module's data type, one for every model.
+    pub fn type_name(&self) -> &'static str {
+        "DFML-MODL"
+    }
+}
