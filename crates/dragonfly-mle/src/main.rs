@@ -1,5 +1,6 @@
 //! `dragonfly-mle`: the command line of the Dragonfly Machine Learning Engine.
 
+mod model_cmd;
 mod privileges;
 
 use std::path::{Path, PathBuf};
@@ -46,6 +47,17 @@ struct Cli {
     /// When every input is finite (file://, zfile://): drain, flush and exit 0 once all are read.
     #[arg(long = "exit-on-eof")]
     exit_on_eof: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Trained models: load a scikit-learn export into the store config.lua names.
+    Model {
+        #[command(subcommand)]
+        action: model_cmd::ModelAction,
+    },
 }
 
 fn main() -> ExitCode {
@@ -79,6 +91,9 @@ fn absolute(p: &Path) -> anyhow::Result<PathBuf> {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let root = std::fs::canonicalize(&cli.root)
         .with_context(|| format!("root directory {}", cli.root.display()))?;
+    if let Some(Command::Model { action }) = &cli.command {
+        return model_cmd::run(&root, action);
+    }
     let logdir = absolute(&cli.logdir)?;
     std::env::set_current_dir(&root).with_context(|| format!("chdir {}", root.display()))?;
 
