@@ -113,12 +113,15 @@ fn check_predictions(r: &Root, samples: &serde_json::Value) {
 
 #[test]
 fn sklearn_models_score_the_same_in_the_embedded_store() {
+    train_load_and_score("engine = { store_snapshot = \"state/models.snap\" }");
+}
+
+/// Train and export the demo models, load them into the store `store_lines` names, score
+/// the held-out samples through the engine and compare with scikit-learn.
+fn train_load_and_score(store_lines: &str) {
     let dir = tempfile::tempdir().unwrap();
     let samples = export(dir.path());
-    let r = scoring_root(
-        "engine = { store_snapshot = \"state/models.snap\" }",
-        &samples,
-    );
+    let r = scoring_root(store_lines, &samples);
     load(&r, &dir.path().join("forest.json"), "dga");
     load(&r, &dir.path().join("logreg.json"), "lr");
     load(&r, &dir.path().join("kmeans.json"), "km");
@@ -136,16 +139,10 @@ fn sklearn_models_score_the_same_in_redis_with_the_module() {
         "build the module first: cargo build --release -p dragonfly-redisml"
     );
     let server = RedisServer::start_with(&["--loadmodule", module]);
-    let dir = tempfile::tempdir().unwrap();
-    let samples = export(dir.path());
-    let r = scoring_root(
-        &format!("redis_host = \"127.0.0.1\"\nredis_port = {}\nmodules = {{ {{ tag=\"redisml\", module=\"{module}\" }} }}", server.port),
-        &samples,
-    );
-    load(&r, &dir.path().join("forest.json"), "dga");
-    load(&r, &dir.path().join("logreg.json"), "lr");
-    load(&r, &dir.path().join("kmeans.json"), "km");
-    check_predictions(&r, &samples);
+    train_load_and_score(&format!(
+        "redis_host = \"127.0.0.1\"\nredis_port = {}\nmodules = {{ {{ tag=\"redisml\", module=\"{module}\" }} }}",
+        server.port
+    ));
 }
 
 #[test]
