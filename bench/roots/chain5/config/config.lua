@@ -1,0 +1,11 @@
+-- Benchmark (d): a 5-analyzer chain router -> enrich -> score -> filter -> sink.
+inputs = { { tag="eve", uri="file://" .. os.getenv("BENCH_INPUT"), script="filter.lua", default_analyzer="router" } }
+analyzers = {
+  { tag="router", script="router.lua" },
+  { tag="enrich", script="enrich.lua" },
+  { tag="score",  script="score.lua" },
+  { tag="filter", script="keep.lua" },
+  { tag="sink",   script="sink.lua" },
+}
+outputs = { { tag="out", uri="file://out.json" } }
+engine = { stats_interval = 3600 }

@@ -1,0 +1,2 @@
+function setup() end
+function loop(msg) dragonfly.output_event(default_output, msg) end

@@ -1,0 +1,2 @@
+function setup() end
+function loop(msg) dragonfly.analyze_event(default_analyzer, msg) end
