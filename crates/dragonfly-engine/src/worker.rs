@@ -1,7 +1,8 @@
 //! A worker: one Lua runtime running the whole chain (filter -> analyzers -> outputs) for the
-//! events it is given. Events cross from one script to the next inside the runtime (a copy of
-//! the Lua value per hand-off, no JSON round trip); only encoded output lines leave it, in
-//! batches, one channel operation per output per input batch.
+//! events it is given. A batch of raw lines is decoded straight into Lua tables in one call,
+//! events cross from one script to the next inside the runtime (a copy of the Lua value per
+//! hand-off, no JSON round trip), and only encoded output lines leave it, one channel
+//! operation per output per input batch.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashSet};
@@ -11,7 +12,7 @@ use std::time::Instant;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use dragonfly_io::Batch;
-use dragonfly_lua::{LineError, Runtime, RuntimeSpec, ScriptError, TagKind};
+use dragonfly_lua::{Caller, Runtime, RuntimeSpec, ScriptError, TagKind};
 use mlua::Value;
 
 use crate::enginelog::EngineLog;
@@ -23,12 +24,8 @@ pub enum WorkItem {
     Lines { input: usize, batch: Batch },
 }
 
-/// A hand-off chain longer than this for one event is a routing loop.
-const MAX_HOPS: usize = 10_000;
-/// Output lines collected before a batch is handed to its sink mid-input-batch.
+/// Output lines collected before a batch is handed to its sink between timer firings.
 const OUT_BATCH: usize = 512;
-/// Bytes of an event copied into an error message.
-const EVENT_EXCERPT: usize = 512;
 
 pub struct Worker {
     pub id: usize,
@@ -98,8 +95,11 @@ impl Worker {
             unknown_seen: HashSet::new(),
             draining: false,
         };
-        // Anything setup() emitted (log lines, outputs) goes out first.
-        chain.after_call();
+        // Anything setup() emitted (hand-offs, log lines, outputs) goes out first.
+        if let Err(e) = chain.rt.drain() {
+            tracing::error!("worker {}: {e}", self.id);
+        }
+        chain.collect();
         chain.flush();
         let _ = ready.send(Ok(()));
         drop(ready);
@@ -116,9 +116,7 @@ impl Chain<'_> {
             };
             match next {
                 Ok(WorkItem::Lines { input, batch }) => {
-                    for line in batch.iter() {
-                        self.line(input, line);
-                    }
+                    self.batch(input, &batch);
                     self.fire_due_timers(Instant::now());
                     self.flush();
                 }
@@ -137,64 +135,28 @@ impl Chain<'_> {
         self.flush();
     }
 
-    fn line(&mut self, input: usize, line: &[u8]) {
-        let counters = &self.w.stats.inputs[input].filter;
-        match self.rt.run_filter(input, line) {
-            Ok(()) => {
-                counters.events.fetch_add(1, Relaxed);
+    fn batch(&mut self, input: usize, batch: &Batch) {
+        let stats = &self.w.stats.inputs[input];
+        match self.rt.run_batch(input, batch) {
+            Ok(res) => {
+                stats.filter.events.fetch_add(res.events as u64, Relaxed);
+                for (i, e) in res.malformed {
+                    let n = stats.filter.malformed.fetch_add(1, Relaxed) + 1;
+                    self.w.log.bad_line(&stats.tag, &e.to_string(), batch.get(i), n);
+                }
             }
-            Err(LineError::Malformed(e)) => {
-                let n = counters.malformed.fetch_add(1, Relaxed) + 1;
-                self.w
-                    .log
-                    .bad_line(&self.w.stats.inputs[input].tag, &e.to_string(), line, n);
-            }
-            Err(LineError::Script(e)) => {
-                counters.events.fetch_add(1, Relaxed);
-                let n = counters.errors.fetch_add(1, Relaxed) + 1;
-                let mut excerpt = String::from_utf8_lossy(line).into_owned();
-                dragonfly_lua::runtime::truncate(&mut excerpt, EVENT_EXCERPT);
-                self.w.log.lua_error(&e, &excerpt, n);
-            }
-        }
-        self.after_call();
-        self.route();
-    }
-
-    /// Run analyzers until no event is waiting.
-    fn route(&mut self) {
-        let mut hops = 0;
-        loop {
-            let next = self.rt.mailbox().analyze.pop_front();
-            let Some((idx, value)) = next else { break };
-            hops += 1;
-            if hops > MAX_HOPS {
-                let dropped = {
-                    let mut mb = self.rt.mailbox();
-                    let n = mb.analyze.len() + 1;
-                    mb.analyze.clear();
-                    n
+            // run_batch itself failing (not a script error, which is caught per call) means
+            // the runtime is broken: count every line of the batch as failed and say so.
+            Err(e) => {
+                let n = stats.filter.errors.fetch_add(batch.len() as u64, Relaxed) + 1;
+                let err = ScriptError {
+                    script: "<runtime>".into(),
+                    message: e.to_string(),
                 };
-                let n = self.w.stats.routing_loops.fetch_add(1, Relaxed) + 1;
-                self.w
-                    .log
-                    .routing_loop(self.rt.analyzer_name(idx), dropped, n);
-                break;
+                self.w.log.lua_error(&err, "", n);
             }
-            self.analyze(idx, value);
         }
-    }
-
-    fn analyze(&mut self, idx: usize, value: Value) {
-        let c = &self.w.stats.analyzers[idx].c;
-        c.events.fetch_add(1, Relaxed);
-        let keep = value.clone();
-        if let Err(e) = self.rt.run_analyzer(idx, value) {
-            let n = c.errors.fetch_add(1, Relaxed) + 1;
-            let excerpt = self.rt.describe(&keep, EVENT_EXCERPT);
-            self.w.log.lua_error(&e, &excerpt, n);
-        }
-        self.after_call();
+        self.collect();
     }
 
     fn fire_due_timers(&mut self, now: Instant) {
@@ -209,31 +171,49 @@ impl Chain<'_> {
             .c
             .timers_fired
             .fetch_add(1, Relaxed);
-        self.analyze(t.analyzer, t.value);
-        self.route();
+        if let Err(e) = self.rt.run_timer(t.analyzer, t.value) {
+            tracing::error!("worker {}: timer: {e}", self.w.id);
+        }
+        self.collect();
+        if (0..self.w.sinks.len() - 2).any(|i| self.rt.output_len(i) >= OUT_BATCH) {
+            self.flush();
+        }
     }
 
-    /// Move what the last script call emitted to where it goes (except analyzer hand-offs,
-    /// which `route` runs): timers into the heap, full output batches to their sinks.
-    fn after_call(&mut self) {
-        let (timers, unknown, full): (Vec<_>, Vec<_>, Vec<usize>) = {
-            let mut mb = self.rt.mailbox();
-            let full = mb
-                .outputs
-                .iter()
-                .enumerate()
-                .filter(|(_, b)| b.len() >= OUT_BATCH)
-                .map(|(i, _)| i)
-                .collect();
-            (
-                std::mem::take(&mut mb.timers),
-                std::mem::take(&mut mb.unknown),
-                full,
-            )
-        };
+    /// Account for what the last calls did: failures, analyzer counts, unknown tags, timers.
+    fn collect(&mut self) {
+        let stats = &self.w.stats;
+        for (i, n) in self.rt.take_counts().into_iter().enumerate() {
+            if n > 0 {
+                stats.analyzers[i].c.events.fetch_add(n, Relaxed);
+            }
+        }
+        let cut = self.rt.take_loops_cut();
+        if cut > 0 {
+            stats.routing_loops.fetch_add(cut, Relaxed);
+        }
+        for f in self.rt.take_failures() {
+            let counter = match f.caller {
+                Caller::Filter(i) => &stats.inputs[i].filter.errors,
+                Caller::Analyzer(i) => &stats.analyzers[i].c.errors,
+            };
+            let n = counter.fetch_add(1, Relaxed) + 1;
+            self.w.log.lua_error(&f.error, &f.event, n);
+        }
+        for (tag, kind) in self.rt.take_unknown() {
+            let what = match kind {
+                TagKind::Analyzer => "analyzer",
+                TagKind::Output => "output",
+            };
+            let first = stats.unknown_tag(what, &tag);
+            if first && self.unknown_seen.insert((tag.clone(), kind)) {
+                self.w.log.unknown_tag(what, &tag);
+            }
+        }
+        let timers = std::mem::take(&mut self.rt.mailbox().timers);
         for t in timers {
             if self.draining {
-                self.w.stats.analyzers[t.analyzer]
+                stats.analyzers[t.analyzer]
                     .c
                     .timers_dropped
                     .fetch_add(1, Relaxed);
@@ -247,35 +227,17 @@ impl Chain<'_> {
                 value: t.value,
             }));
         }
-        for (tag, kind) in unknown {
-            let what = match kind {
-                TagKind::Analyzer => "analyzer",
-                TagKind::Output => "output",
-            };
-            let first = self.w.stats.unknown_tag(what, &tag);
-            if first && self.unknown_seen.insert((tag.clone(), kind)) {
-                self.w.log.unknown_tag(what, &tag);
-            }
-        }
-        for i in full {
-            self.send_output(i);
-        }
-    }
-
-    fn send_output(&mut self, i: usize) {
-        let batch = self.rt.mailbox().outputs[i].take();
-        if batch.is_empty() {
-            return;
-        }
-        // The sink counts what it writes; a closed sink means shutdown already went past it.
-        let _ = self.w.sinks[i].send(batch);
     }
 
     /// Hand every collected output, log and stats line to its sink.
     fn flush(&mut self) {
         let n = self.w.sinks.len() - 2;
         for i in 0..n {
-            self.send_output(i);
+            let batch = self.rt.take_output(i);
+            if !batch.is_empty() {
+                // The sink counts what it writes; a closed sink means shutdown went past it.
+                let _ = self.w.sinks[i].send(batch);
+            }
         }
         let (log, stats) = {
             let mut mb = self.rt.mailbox();

@@ -2,6 +2,7 @@
 //! original engine and gives them the libraries they expect (`cjson_safe`, `dragonfly`,
 //! `hiredis`). See `docs/lua-api.md` for the script-facing reference.
 
+mod fast;
 pub mod json;
 pub mod libs;
 pub mod mailbox;
@@ -9,4 +10,6 @@ pub mod runtime;
 
 pub use libs::hiredis::Backend;
 pub use mailbox::{Mailbox, TagKind, TimerRequest};
-pub use runtime::{LineError, Runtime, RuntimeSpec, ScriptError, ScriptKind, ScriptSpec};
+pub use runtime::{
+    BatchResult, Caller, Failure, Runtime, RuntimeSpec, ScriptError, ScriptKind, ScriptSpec,
+};

@@ -1,6 +1,6 @@
 //! What scripts emit while they run, collected for the engine to route after each call.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::time::Duration;
 
 use dragonfly_io::Batch;
@@ -23,10 +23,6 @@ pub enum TagKind {
 /// Filled by the `dragonfly.*` calls of one runtime; drained by the engine.
 #[derive(Default)]
 pub struct Mailbox {
-    /// Events for analyzers (already copied), in the order they were sent.
-    pub analyze: VecDeque<(usize, Value)>,
-    /// Encoded lines per output index, each ending with `\n`.
-    pub outputs: Vec<Batch>,
     /// `log_event` records (JSON lines).
     pub log: Batch,
     /// `stats_event` records (JSON lines).
@@ -36,18 +32,9 @@ pub struct Mailbox {
     pub unknown: Vec<(String, TagKind)>,
 }
 
-impl Mailbox {
-    pub fn new(outputs: usize) -> Self {
-        Self {
-            outputs: (0..outputs).map(|_| Batch::default()).collect(),
-            ..Default::default()
-        }
-    }
-}
 
-/// Tag -> index tables for routing.
+/// Tag -> index table for timers.
 #[derive(Debug, Default, Clone)]
 pub struct Routes {
     pub analyzers: HashMap<String, usize>,
-    pub outputs: HashMap<String, usize>,
 }

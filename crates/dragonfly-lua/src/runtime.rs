@@ -5,12 +5,16 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use mlua::{Function, Lua, LuaOptions, StdLib, Table, Value};
+use dragonfly_io::Batch;
+use mlua::{ffi, Function, Lua, LuaOptions, StdLib, Table, Value};
 
+use crate::fast::{self, OutState};
 use crate::json;
 use crate::libs::hiredis::Backend;
 use crate::libs::{cjson, dragonfly, hiredis};
-use crate::mailbox::{Mailbox, Routes};
+use crate::mailbox::{Mailbox, Routes, TagKind};
+
+const CHAIN: &str = include_str!("chain.lua");
 
 /// Filter (input) script or analyzer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,26 +54,53 @@ pub struct ScriptError {
     pub message: String,
 }
 
-/// Why one input line did not run.
-#[derive(Debug, thiserror::Error)]
-pub enum LineError {
-    #[error("malformed JSON: {0}")]
-    Malformed(serde_json::Error),
-    #[error(transparent)]
-    Script(ScriptError),
-}
-
 struct Script {
     display: String,
     env: Table,
-    loop_fn: Option<Function>,
 }
+
+/// What one input batch did.
+#[derive(Debug, Default)]
+pub struct BatchResult {
+    /// Events handed to the filter.
+    pub events: usize,
+    /// Lines that were not JSON: (index in the batch, error).
+    pub malformed: Vec<(usize, serde_json::Error)>,
+}
+
+/// Who a failed call belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Caller {
+    Filter(usize),
+    Analyzer(usize),
+}
+
+/// A script call that failed (a Lua error in `loop()`), or a routing loop that was cut.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub caller: Caller,
+    pub error: ScriptError,
+    /// The event, as JSON, cut to a few hundred bytes.
+    pub event: String,
+}
+
+/// Bytes of an event quoted in a failure.
+const EXCERPT: usize = 512;
+/// A hand-off chain longer than this for one event is a routing loop.
+pub const MAX_HOPS: usize = 10_000;
 
 pub struct Runtime {
     lua: Lua,
     filters: Vec<Script>,
     analyzers: Vec<Script>,
     array_mt: Table,
+    chain: Table,
+    run_batch: Function,
+    run_one: Function,
+    drain: Function,
+    /// Reached from the output_event C function through the registry; boxed so its address
+    /// stays put for the life of the Lua state.
+    out: Box<OutState>,
 }
 
 /// The first line of a Lua error (the traceback is not useful in a log line).
@@ -79,45 +110,69 @@ fn lua_message(e: &mlua::Error) -> String {
         other => other.to_string(),
     };
     let text = text.split("\nstack traceback:").next().unwrap_or(&text);
-    text.trim_start_matches("runtime error: ")
-        .trim()
-        .to_string()
+    text.trim_start_matches("runtime error: ").trim().to_string()
+}
+
+fn runtime_error(e: mlua::Error) -> Vec<ScriptError> {
+    vec![ScriptError {
+        script: "<runtime>".into(),
+        message: lua_message(&e),
+    }]
 }
 
 impl Runtime {
     /// Create the state, install the libraries and load (compile and run the top level of)
     /// every script. `setup()` is not called yet.
     pub fn new(spec: &RuntimeSpec) -> Result<Self, Vec<ScriptError>> {
-        let lua = Lua::new_with(StdLib::ALL_SAFE, LuaOptions::default()).map_err(|e| {
-            vec![ScriptError {
-                script: "<runtime>".into(),
-                message: e.to_string(),
-            }]
-        })?;
-        let fail = |e: mlua::Error| {
-            vec![ScriptError {
-                script: "<runtime>".into(),
-                message: lua_message(&e),
-            }]
-        };
-        let setup = || -> mlua::Result<Table> {
-            let cj = cjson::install(&lua)?;
-            let _ = cj;
-            dragonfly::install(&lua)?;
+        let lua = Lua::new_with(StdLib::ALL_SAFE, LuaOptions::default()).map_err(runtime_error)?;
+        let mut out = Box::new(OutState {
+            routes: spec
+                .outputs
+                .iter()
+                .enumerate()
+                .map(|(i, o)| (o.as_bytes().to_vec(), i))
+                .collect(),
+            outputs: spec.outputs.iter().map(|_| Batch::default()).collect(),
+            unknown: Vec::new(),
+        });
+        let out_ptr: *mut OutState = &mut *out;
+        let setup = || -> mlua::Result<(Table, Table)> {
+            cjson::install(&lua)?;
+            let array_mt = cjson::array_mt(&lua);
+            let df = dragonfly::install(&lua)?;
             hiredis::install(&lua, spec.backend.clone())?;
             set_package_path(&lua, &spec.root)?;
+            // SAFETY: out_ptr points into a Box the Runtime keeps for as long as the Lua
+            // state lives; the state is used only by the thread that owns the Runtime.
+            unsafe {
+                lua.exec_raw::<()>(array_mt.clone(), |state| {
+                    fast::register(state, out_ptr, 1);
+                    ffi::lua_settop(state, 0);
+                })?;
+            }
+            // SAFETY: fast::output_event follows the C function protocol (see fast.rs).
+            let out_raw = unsafe { lua.create_c_function(fast::output_event)? };
+            let chain: Table = lua
+                .load(CHAIN)
+                .set_name("=dragonfly-chain")
+                .call((out_raw, MAX_HOPS))?;
+            df.set("analyze_event", chain.get::<Function>("analyze_event")?)?;
+            let output: Function = chain.get("output_event")?;
+            df.set("output_event", output.clone())?;
+            df.set("forward_event", output)?;
+            let by_tag: Table = chain.get("by_tag")?;
+            let counts: Table = chain.get("counts")?;
             let mut routes = Routes::default();
             for (i, a) in spec.analyzers.iter().enumerate() {
                 routes.analyzers.insert(a.tag.clone(), i);
-            }
-            for (i, o) in spec.outputs.iter().enumerate() {
-                routes.outputs.insert(o.clone(), i);
+                by_tag.raw_set(a.tag.as_str(), i + 1)?;
+                counts.raw_set(i + 1, 0)?;
             }
             lua.set_app_data(routes);
-            lua.set_app_data(Mailbox::new(spec.outputs.len()));
-            Ok(cjson::array_mt(&lua))
+            lua.set_app_data(Mailbox::default());
+            Ok((array_mt, chain))
         };
-        let array_mt = setup().map_err(fail)?;
+        let (array_mt, chain) = setup().map_err(runtime_error)?;
 
         let mut errors = Vec::new();
         let mut load = |s: &ScriptSpec| -> Option<Script> {
@@ -137,14 +192,17 @@ impl Runtime {
         if !errors.is_empty() {
             return Err(errors);
         }
+        let get = |name: &str| chain.get::<Function>(name).map_err(runtime_error);
         Ok(Self {
+            run_batch: get("run_batch")?,
+            run_one: get("run_one")?,
+            drain: get("drain")?,
             lua,
             filters: filters.into_iter().map(|s| s.expect("no errors")).collect(),
-            analyzers: analyzers
-                .into_iter()
-                .map(|s| s.expect("no errors"))
-                .collect(),
+            analyzers: analyzers.into_iter().map(|s| s.expect("no errors")).collect(),
             array_mt,
+            chain,
+            out,
         })
     }
 
@@ -152,13 +210,22 @@ impl Runtime {
     /// as the original did before the first `loop()`. Returns every failure.
     pub fn setup(&mut self) -> Vec<ScriptError> {
         let mut errors = Vec::new();
-        for s in self.filters.iter_mut().chain(self.analyzers.iter_mut()) {
+        let loops: Table = match self.chain.get("loops") {
+            Ok(t) => t,
+            Err(e) => return runtime_error(e),
+        };
+        let nf = self.filters.len();
+        for (n, s) in self.filters.iter_mut().chain(self.analyzers.iter_mut()).enumerate() {
             let res = (|| -> mlua::Result<()> {
                 if let Value::Function(f) = s.env.raw_get::<Value>("setup")? {
                     f.call::<()>(())?;
                 }
                 match s.env.raw_get::<Value>("loop")? {
-                    Value::Function(f) => s.loop_fn = Some(f),
+                    Value::Function(f) => {
+                        if n >= nf {
+                            loops.raw_set(n - nf + 1, f)?;
+                        }
+                    }
                     _ => {
                         return Err(mlua::Error::runtime(
                             "the script defines no loop(msg) function",
@@ -182,23 +249,129 @@ impl Runtime {
         &self.lua
     }
 
-    /// Decode one raw input line and hand it to filter `idx`'s `loop()`.
-    pub fn run_filter(&self, idx: usize, line: &[u8]) -> Result<(), LineError> {
-        let v = json::decode(&self.lua, &self.array_mt, line).map_err(LineError::Malformed)?;
-        let s = &self.filters[idx];
-        call_loop(s, v).map_err(LineError::Script)
+    /// Decode a batch of raw input lines and run each through input `input`'s filter and the
+    /// analyzers it hands events to.
+    pub fn run_batch(&mut self, input: usize, batch: &Batch) -> mlua::Result<BatchResult> {
+        let filter: Function = self.filters[input].env.raw_get("loop")?;
+        let mut malformed = Vec::new();
+        // SAFETY: decode_batch only pushes values (see fast.rs); the array metatable is the
+        // argument at stack index 1 and the events array is left on top as the result.
+        let (_, events): (Value, Table) = unsafe {
+            self.lua.exec_raw(self.array_mt.clone(), |state| {
+                malformed = fast::decode_batch(state, 1, batch);
+            })?
+        };
+        let ran: usize = self
+            .run_batch
+            .call((filter, -(input as i64) - 1, events, batch.len()))?;
+        Ok(BatchResult {
+            events: ran,
+            malformed,
+        })
     }
 
-    /// Hand a value to analyzer `idx`'s `loop()`.
-    pub fn run_analyzer(&self, idx: usize, v: Value) -> Result<(), ScriptError> {
-        call_loop(&self.analyzers[idx], v)
+    /// A timer fired: hand `value` to analyzer `analyzer`.
+    pub fn run_timer(&mut self, analyzer: usize, value: Value) -> mlua::Result<()> {
+        self.run_one.call((analyzer + 1, value))
     }
 
-    /// What the scripts emitted since the last call.
+    /// Run hand-offs queued outside a batch (by `setup()`).
+    pub fn drain(&mut self) -> mlua::Result<()> {
+        self.drain.call(())
+    }
+
+    /// Failed calls since the last take.
+    pub fn take_failures(&mut self) -> Vec<Failure> {
+        let Ok(errors) = self.chain.get::<Table>("errors") else {
+            return Vec::new();
+        };
+        let n = errors.raw_len();
+        if n == 0 {
+            return Vec::new();
+        }
+        let mut out = Vec::with_capacity(n);
+        for i in 1..=n {
+            let Ok(rec) = errors.raw_get::<Table>(i) else { continue };
+            let who: i64 = rec.raw_get(1).unwrap_or(0);
+            let message: String = rec.raw_get(2).unwrap_or_default();
+            let value: Value = rec.raw_get(3).unwrap_or(Value::Nil);
+            let (caller, script) = if who < 0 {
+                let f = (-who - 1) as usize;
+                (Caller::Filter(f), self.filters.get(f).map(|s| s.display.clone()))
+            } else {
+                let a = (who - 1).max(0) as usize;
+                (Caller::Analyzer(a), self.analyzers.get(a).map(|s| s.display.clone()))
+            };
+            out.push(Failure {
+                caller,
+                error: ScriptError {
+                    script: script.unwrap_or_default(),
+                    message,
+                },
+                event: self.describe(&value, EXCERPT),
+            });
+        }
+        // cleared in place: chain.lua holds this very table
+        for i in 1..=n {
+            let _ = errors.raw_set(i, Value::Nil);
+        }
+        out
+    }
+
+    /// Events each analyzer received since the last take (index = analyzer).
+    pub fn take_counts(&mut self) -> Vec<u64> {
+        let Ok(counts) = self.chain.get::<Table>("counts") else {
+            return Vec::new();
+        };
+        (1..=self.analyzers.len())
+            .map(|i| {
+                let n: u64 = counts.raw_get(i).unwrap_or(0);
+                if n > 0 {
+                    let _ = counts.raw_set(i, 0);
+                }
+                n
+            })
+            .collect()
+    }
+
+    /// Routing loops cut since the last take.
+    pub fn take_loops_cut(&mut self) -> u64 {
+        let n: u64 = self.chain.get("loops_cut").unwrap_or(0);
+        if n > 0 {
+            let _ = self.chain.set("loops_cut", 0);
+        }
+        n
+    }
+
+    /// Encoded lines for output `i` since the last take.
+    pub fn take_output(&mut self, i: usize) -> Batch {
+        self.out.outputs[i].take()
+    }
+
+    /// Lines waiting for output `i`.
+    pub fn output_len(&self, i: usize) -> usize {
+        self.out.outputs[i].len()
+    }
+
+    /// Events routed to tags that do not exist, since the last take.
+    pub fn take_unknown(&mut self) -> Vec<(String, TagKind)> {
+        let mut v = std::mem::take(&mut self.out.unknown);
+        v.append(&mut self.mailbox().unknown);
+        if let Ok(t) = self.chain.get::<Table>("unknown") {
+            let n = t.raw_len();
+            for i in 1..=n {
+                if let Ok(tag) = t.raw_get::<String>(i) {
+                    v.push((tag, TagKind::Analyzer));
+                }
+                let _ = t.raw_set(i, Value::Nil);
+            }
+        }
+        v
+    }
+
+    /// What the scripts emitted besides events: log and stats lines, timers.
     pub fn mailbox(&self) -> mlua::AppDataRefMut<'_, Mailbox> {
-        self.lua
-            .app_data_mut::<Mailbox>()
-            .expect("mailbox installed")
+        self.lua.app_data_mut::<Mailbox>().expect("mailbox installed")
     }
 
     /// A JSON rendering of `v` cut to `max` bytes, for log lines.
@@ -229,17 +402,6 @@ pub fn truncate(s: &mut String, max: usize) {
     }
 }
 
-fn call_loop(s: &Script, v: Value) -> Result<(), ScriptError> {
-    let f = s.loop_fn.as_ref().ok_or_else(|| ScriptError {
-        script: s.display.clone(),
-        message: "setup() has not run".into(),
-    })?;
-    f.call::<()>(v).map_err(|e| ScriptError {
-        script: s.display.clone(),
-        message: lua_message(&e),
-    })
-}
-
 fn load_script(lua: &Lua, s: &ScriptSpec) -> mlua::Result<Script> {
     let globals = lua.globals();
     let env = lua.create_table()?;
@@ -258,7 +420,6 @@ fn load_script(lua: &Lua, s: &ScriptSpec) -> mlua::Result<Script> {
     Ok(Script {
         display: s.display.clone(),
         env,
-        loop_fn: None,
     })
 }
 

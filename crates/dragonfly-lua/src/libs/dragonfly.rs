@@ -38,7 +38,7 @@ fn tag_arg(name: &str, v: &Value) -> mlua::Result<String> {
     }
 }
 
-/// Encode `v` as one output line (with `\n`). A Lua string becomes a JSON string.
+/// Encode `v` as one log line (with `\n`). A Lua string becomes a JSON string.
 fn encode_line(
     lua: &Lua,
     name: &str,
@@ -56,39 +56,6 @@ fn encode_line(
 
 pub fn install(lua: &Lua) -> mlua::Result<Table> {
     let m = lua.create_table()?;
-
-    m.set(
-        "analyze_event",
-        lua.create_function(|lua, args: MultiValue| {
-            exact_args("analyze_event", &args, 2)?;
-            let tag = tag_arg("analyze_event", &args[0])?;
-            let idx = routes(lua).analyzers.get(&tag).copied();
-            match idx {
-                Some(i) => {
-                    let copy = json::deep_copy(lua, &args[1])?;
-                    mailbox(lua).analyze.push_back((i, copy));
-                }
-                None => mailbox(lua).unknown.push((tag, TagKind::Analyzer)),
-            }
-            Ok(())
-        })?,
-    )?;
-
-    let output = lua.create_function(|lua, args: MultiValue| {
-        exact_args("output_event", &args, 2)?;
-        let tag = tag_arg("output_event", &args[0])?;
-        let idx = routes(lua).outputs.get(&tag).copied();
-        match idx {
-            Some(i) => {
-                let mut mb = mailbox(lua);
-                encode_line(lua, "output_event", &args[1], &mut mb.outputs[i])?;
-            }
-            None => mailbox(lua).unknown.push((tag, TagKind::Output)),
-        }
-        Ok(())
-    })?;
-    m.set("output_event", output.clone())?;
-    m.set("forward_event", output)?;
 
     m.set(
         "log_event",

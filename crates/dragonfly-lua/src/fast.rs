@@ -1,0 +1,371 @@
+//! The hot paths on the raw Lua C API: decoding a batch of JSON lines straight into Lua tables,
+//! and encoding output values straight from Lua tables into output batches, with no
+//! intermediate tree and no per-value registry references.
+//!
+//! Soundness: every function here runs on the thread that owns the Lua state (a runtime is
+//! never shared between threads), only inside `Lua::exec_raw` or as a C function called by Lua,
+//! and keeps the stack balanced on every path (callers reset the top after an error). Nothing
+//! here raises a Lua error on purpose; the only Lua calls that can raise are allocations
+//! (`lua_createtable`, `lua_pushlstring`), which fail only when the process is out of memory —
+//! then the longjmp skips frames that own nothing but heap buffers, which leak.
+
+use std::collections::HashMap;
+use std::ffi::c_int;
+use std::ptr;
+
+use dragonfly_io::Batch;
+use mlua::ffi;
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+
+use crate::json::{write_number, write_string, EncodeError};
+use crate::mailbox::TagKind;
+
+const MAX_DEPTH: usize = 1000;
+
+/// Registry key (a light userdata with this static's address) of the runtime's [`OutState`].
+static OUT_KEY: u8 = 0;
+/// Registry key of cjson's array metatable.
+static ARRAY_MT_KEY: u8 = 0;
+
+fn key(k: &'static u8) -> *mut std::ffi::c_void {
+    k as *const u8 as *mut std::ffi::c_void
+}
+
+/// Output-side state of a runtime, reached from the `output_event` C function.
+pub struct OutState {
+    pub routes: HashMap<Vec<u8>, usize>,
+    pub outputs: Vec<Batch>,
+    pub unknown: Vec<(String, TagKind)>,
+}
+
+/// Store pointers the C functions need in the registry. `out` must outlive the Lua state.
+///
+/// # Safety
+/// `state` is a live Lua state owned by the calling thread; `array_mt` is at `mt_idx`.
+pub unsafe fn register(state: *mut ffi::lua_State, out: *mut OutState, mt_idx: c_int) {
+    unsafe {
+        ffi::lua_pushlightuserdata(state, key(&OUT_KEY));
+        ffi::lua_pushlightuserdata(state, out.cast());
+        ffi::lua_rawset(state, ffi::LUA_REGISTRYINDEX);
+        ffi::lua_pushlightuserdata(state, key(&ARRAY_MT_KEY));
+        ffi::lua_pushvalue(state, mt_idx);
+        ffi::lua_rawset(state, ffi::LUA_REGISTRYINDEX);
+    }
+}
+
+unsafe fn registry_get(state: *mut ffi::lua_State, k: &'static u8) {
+    unsafe {
+        ffi::lua_pushlightuserdata(state, key(k));
+        ffi::lua_rawget(state, ffi::LUA_REGISTRYINDEX);
+    }
+}
+
+unsafe fn bytes<'a>(state: *mut ffi::lua_State, idx: c_int) -> &'a [u8] {
+    let mut len = 0usize;
+    // SAFETY: only called on values of type string, for which lua_tolstring converts nothing
+    // and returns a pointer valid while the value is on the stack.
+    unsafe {
+        let p = ffi::lua_tolstring(state, idx, &mut len);
+        std::slice::from_raw_parts(p.cast::<u8>(), len)
+    }
+}
+
+/// `out_raw(tag, value)`: encode `value` as one line of output `tag`. Returns nothing on
+/// success, or an error message (the Lua wrapper raises it with the script's line).
+///
+/// # Safety
+/// Called by Lua as a C function, on a state prepared by [`register`].
+pub unsafe extern "C-unwind" fn output_event(state: *mut ffi::lua_State) -> c_int {
+    unsafe {
+        let err = output_inner(state);
+        match err {
+            None => 0,
+            Some(msg) => {
+                ffi::lua_pushlstring(state, msg.as_ptr().cast(), msg.len());
+                drop(msg);
+                1
+            }
+        }
+    }
+}
+
+unsafe fn output_inner(state: *mut ffi::lua_State) -> Option<String> {
+    unsafe {
+        if ffi::lua_type(state, 1) != ffi::LUA_TSTRING {
+            return Some("the tag must be a string".into());
+        }
+        let tag = bytes(state, 1).to_vec();
+        registry_get(state, &OUT_KEY);
+        let out = ffi::lua_touserdata(state, -1).cast::<OutState>();
+        ffi::lua_pop(state, 1);
+        // SAFETY: the pointer was registered by the runtime that owns this state and the
+        // OutState lives as long as the runtime; no other reference to it is live during a
+        // Lua call (the runtime only touches it between calls).
+        let out = &mut *out;
+        let Some(&i) = out.routes.get(&tag) else {
+            out.unknown
+                .push((String::from_utf8_lossy(&tag).into_owned(), TagKind::Output));
+            return None;
+        };
+        registry_get(state, &ARRAY_MT_KEY);
+        let mt = ffi::lua_gettop(state);
+        let batch = &mut out.outputs[i];
+        let res = batch.push_with(|buf| {
+            encode_value(state, 2, mt, buf, 0)?;
+            buf.push(b'\n');
+            Ok::<(), EncodeError>(())
+        });
+        ffi::lua_settop(state, 2);
+        res.err().map(|e| e.to_string())
+    }
+}
+
+/// Encode the value at absolute stack index `idx`.
+unsafe fn encode_value(
+    state: *mut ffi::lua_State,
+    idx: c_int,
+    mt: c_int,
+    out: &mut Vec<u8>,
+    depth: usize,
+) -> Result<(), EncodeError> {
+    unsafe {
+        match ffi::lua_type(state, idx) {
+            ffi::LUA_TNIL => out.extend_from_slice(b"null"),
+            ffi::LUA_TBOOLEAN => out.extend_from_slice(if ffi::lua_toboolean(state, idx) != 0 {
+                b"true"
+            } else {
+                b"false"
+            }),
+            ffi::LUA_TNUMBER => write_number(ffi::lua_tonumber(state, idx), out)?,
+            ffi::LUA_TSTRING => write_string(bytes(state, idx), out),
+            ffi::LUA_TLIGHTUSERDATA if ffi::lua_touserdata(state, idx).is_null() => {
+                out.extend_from_slice(b"null")
+            }
+            ffi::LUA_TTABLE => encode_table(state, idx, mt, out, depth + 1)?,
+            ffi::LUA_TLIGHTUSERDATA | ffi::LUA_TUSERDATA => return Err(EncodeError::Unsupported("userdata")),
+            ffi::LUA_TFUNCTION => return Err(EncodeError::Unsupported("function")),
+            ffi::LUA_TTHREAD => return Err(EncodeError::Unsupported("thread")),
+            _ => return Err(EncodeError::Unsupported("value")),
+        }
+        Ok(())
+    }
+}
+
+unsafe fn encode_table(
+    state: *mut ffi::lua_State,
+    idx: c_int,
+    mt: c_int,
+    out: &mut Vec<u8>,
+    depth: usize,
+) -> Result<(), EncodeError> {
+    unsafe {
+        if depth > MAX_DEPTH || ffi::lua_checkstack(state, 6) == 0 {
+            return Err(EncodeError::Depth(depth));
+        }
+        let is_array_mt = if ffi::lua_getmetatable(state, idx) != 0 {
+            let eq = ffi::lua_rawequal(state, -1, mt) != 0;
+            ffi::lua_pop(state, 1);
+            eq
+        } else {
+            false
+        };
+        let (mut max, mut count, mut total, mut array) = (0usize, 0usize, 0usize, true);
+        ffi::lua_pushnil(state);
+        while ffi::lua_next(state, idx) != 0 {
+            total += 1;
+            if array {
+                if ffi::lua_type(state, -2) == ffi::LUA_TNUMBER {
+                    let n = ffi::lua_tonumber(state, -2);
+                    if n >= 1.0 && n.fract() == 0.0 && n < 9.0e15 {
+                        max = max.max(n as usize);
+                        count += 1;
+                    } else {
+                        array = false;
+                    }
+                } else {
+                    array = false;
+                }
+            }
+            ffi::lua_pop(state, 1);
+        }
+        if total == 0 {
+            out.extend_from_slice(if is_array_mt { b"[]" } else { b"{}" });
+            return Ok(());
+        }
+        if array {
+            if max > count * 2 && max > 10 {
+                return Err(EncodeError::SparseArray);
+            }
+            out.push(b'[');
+            for i in 1..=max {
+                if i > 1 {
+                    out.push(b',');
+                }
+                ffi::lua_rawgeti(state, idx, i as _);
+                let top = ffi::lua_gettop(state);
+                encode_value(state, top, mt, out, depth)?;
+                ffi::lua_pop(state, 1);
+            }
+            out.push(b']');
+            return Ok(());
+        }
+        out.push(b'{');
+        let mut first = true;
+        ffi::lua_pushnil(state);
+        while ffi::lua_next(state, idx) != 0 {
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            match ffi::lua_type(state, -2) {
+                ffi::LUA_TSTRING => write_string(bytes(state, -2), out),
+                ffi::LUA_TNUMBER => {
+                    out.push(b'"');
+                    write_number(ffi::lua_tonumber(state, -2), out)?;
+                    out.push(b'"');
+                }
+                _ => return Err(EncodeError::BadKey),
+            }
+            out.push(b':');
+            let top = ffi::lua_gettop(state);
+            encode_value(state, top, mt, out, depth)?;
+            ffi::lua_pop(state, 1);
+        }
+        out.push(b'}');
+        Ok(())
+    }
+}
+
+/// Decode every line of `batch` into a new Lua array on top of the stack: element i is the
+/// decoded event, or `false` for a line that is not JSON (its error is in the returned list).
+///
+/// # Safety
+/// Runs inside `exec_raw`; the array metatable is at stack index `mt`.
+pub unsafe fn decode_batch(
+    state: *mut ffi::lua_State,
+    mt: c_int,
+    batch: &Batch,
+) -> Vec<(usize, serde_json::Error)> {
+    let mut bad = Vec::new();
+    unsafe {
+        ffi::lua_createtable(state, batch.len() as c_int, 0);
+        let arr = ffi::lua_gettop(state);
+        for (i, line) in batch.iter().enumerate() {
+            let mut de = serde_json::Deserializer::from_slice(line);
+            let res = Push { state, mt, depth: 0 }
+                .deserialize(&mut de)
+                .and_then(|()| de.end());
+            match res {
+                Ok(()) => {}
+                Err(e) => {
+                    ffi::lua_settop(state, arr);
+                    ffi::lua_pushboolean(state, 0);
+                    bad.push((i, e));
+                }
+            }
+            ffi::lua_rawseti(state, arr, (i + 1) as _);
+        }
+    }
+    bad
+}
+
+/// Pushes one JSON value onto the Lua stack.
+#[derive(Clone, Copy)]
+struct Push {
+    state: *mut ffi::lua_State,
+    mt: c_int,
+    depth: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for Push {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Push {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<(), E> {
+        unsafe { ffi::lua_pushboolean(self.state, v as c_int) };
+        Ok(())
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<(), E> {
+        unsafe { ffi::lua_pushnumber(self.state, v as f64) };
+        Ok(())
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<(), E> {
+        unsafe { ffi::lua_pushnumber(self.state, v as f64) };
+        Ok(())
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<(), E> {
+        unsafe { ffi::lua_pushnumber(self.state, v) };
+        Ok(())
+    }
+    fn visit_str<E>(self, v: &str) -> Result<(), E> {
+        unsafe { ffi::lua_pushlstring(self.state, v.as_ptr().cast(), v.len()) };
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        unsafe { ffi::lua_pushlightuserdata(self.state, ptr::null_mut()) };
+        Ok(())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let s = self.state;
+        unsafe {
+            if ffi::lua_checkstack(s, 4) == 0 || self.depth > MAX_DEPTH {
+                return Err(serde::de::Error::custom("JSON nested too deeply"));
+            }
+            ffi::lua_createtable(s, seq.size_hint().unwrap_or(4) as c_int, 0);
+            let t = ffi::lua_gettop(s);
+            let inner = Push { depth: self.depth + 1, ..self };
+            let mut i = 1;
+            while seq.next_element_seed(inner)?.is_some() {
+                ffi::lua_rawseti(s, t, i);
+                i += 1;
+            }
+            ffi::lua_pushvalue(s, self.mt);
+            ffi::lua_setmetatable(s, t);
+        }
+        Ok(())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let s = self.state;
+        unsafe {
+            if ffi::lua_checkstack(s, 4) == 0 || self.depth > MAX_DEPTH {
+                return Err(serde::de::Error::custom("JSON nested too deeply"));
+            }
+            ffi::lua_createtable(s, 0, map.size_hint().unwrap_or(16) as c_int);
+            let t = ffi::lua_gettop(s);
+            let inner = Push { depth: self.depth + 1, ..self };
+            while map.next_key_seed(KeyPush(s))?.is_some() {
+                map.next_value_seed(inner)?;
+                ffi::lua_rawset(s, t);
+            }
+        }
+        Ok(())
+    }
+}
+
+struct KeyPush(*mut ffi::lua_State);
+
+impl<'de> DeserializeSeed<'de> for KeyPush {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeyPush {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a string key")
+    }
+    fn visit_str<E>(self, v: &str) -> Result<(), E> {
+        unsafe { ffi::lua_pushlstring(self.0, v.as_ptr().cast(), v.len()) };
+        Ok(())
+    }
+}
