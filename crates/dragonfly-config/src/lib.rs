@@ -107,6 +107,11 @@ pub struct Engine {
     pub store_snapshot: String,
     /// Seconds between snapshots (one is also written at exit).
     pub store_snapshot_interval: f64,
+    /// Worker threads, each with its own Lua runtime running the whole chain.
+    pub workers: usize,
+    /// The top-level event field whose value picks the worker (events with equal values stay
+    /// on one worker, in order).
+    pub partition_key: String,
 }
 
 impl Default for Engine {
@@ -118,6 +123,8 @@ impl Default for Engine {
             queue_batches: 64,
             store_snapshot: String::new(),
             store_snapshot_interval: 60.0,
+            workers: 1,
+            partition_key: "flow_id".into(),
         }
     }
 }
@@ -541,6 +548,12 @@ impl Parser {
         }
         if let Some(v) = num(self, "store_snapshot_interval", 0.01) {
             e.store_snapshot_interval = v;
+        }
+        if let Some(v) = num(self, "workers", 1.0) {
+            e.workers = (v as usize).min(256);
+        }
+        if let Ok(Value::String(s)) = t.raw_get::<Value>("partition_key") {
+            e.partition_key = s.to_string_lossy();
         }
         if let Ok(Value::String(s)) = t.raw_get::<Value>("store_snapshot") {
             e.store_snapshot = s.to_string_lossy();

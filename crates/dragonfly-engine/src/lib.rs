@@ -12,6 +12,7 @@
 //! SIGTERM, or end of input with `--exit-on-eof`; then drain and flush).
 
 pub mod enginelog;
+pub mod partition;
 pub mod sinks;
 pub mod stats;
 pub mod worker;
@@ -273,24 +274,35 @@ pub struct Prepared {
     own: Vec<Box<dyn Sink>>,
 }
 
+/// Hands a source's batches to the workers, split by partition key.
 struct ToWorkers {
     input: usize,
-    tx: Sender<WorkItem>,
+    txs: Vec<Sender<WorkItem>>,
+    partitioner: Arc<partition::Partitioner>,
 }
 
 impl Emit for ToWorkers {
     fn emit(&mut self, batch: Batch) -> bool {
-        self.tx
-            .send(WorkItem::Lines {
-                input: self.input,
-                batch,
-            })
-            .is_ok()
+        let parts = self.partitioner.split(batch);
+        let mut alive = true;
+        for (tx, batch) in self.txs.iter().zip(parts) {
+            if batch.is_empty() {
+                continue;
+            }
+            alive &= tx
+                .send(WorkItem::Lines {
+                    input: self.input,
+                    batch,
+                })
+                .is_ok();
+        }
+        alive
     }
     fn clone_box(&self) -> Box<dyn Emit> {
         Box::new(ToWorkers {
             input: self.input,
-            tx: self.tx.clone(),
+            txs: self.txs.clone(),
+            partitioner: self.partitioner.clone(),
         })
     }
 }
@@ -300,7 +312,7 @@ pub struct Running {
     control: Control,
     sources_stop: Arc<AtomicBool>,
     exit_on_eof: bool,
-    keepalive: Option<Sender<WorkItem>>,
+    keepalive: Vec<Sender<WorkItem>>,
     source_threads: Vec<JoinHandle<()>>,
     workers: Vec<JoinHandle<()>>,
     output_threads: Vec<JoinHandle<()>>,
@@ -398,32 +410,44 @@ impl Prepared {
         }
         sink_senders.extend(own_senders.iter().cloned());
 
-        // One worker for now; the channel and Emit are where partitioning over several goes.
-        let (work_tx, work_rx) = bounded::<WorkItem>(engine.queue_batches);
+        // Workers: each owns a Lua runtime with every script and its own queue; sources split
+        // their batches over them by partition key.
         let mut spec = plan.runtime.clone();
         let runtime_root_copy = runtime_root.clone();
         spec.root = runtime_root;
-        let (ready_tx, ready_rx) = bounded(1);
-        let worker = Worker {
-            id: 0,
-            spec,
-            rx: work_rx,
-            sinks: sink_senders,
-            stats: stats.clone(),
-            log: log.clone(),
-        };
-        let workers = vec![spawn("worker-0".into(), move || worker.run(ready_tx))];
-        match ready_rx.recv() {
-            Ok(Ok(())) => {}
-            Ok(Err(errs)) => {
-                drop(work_tx);
-                return Err(EngineError::Problems(
-                    errs.iter().map(|e| format!("{e} (in setup)")).collect(),
-                ));
-            }
-            Err(_) => return Err(EngineError::Io("the worker died during setup".into())),
+        let n_workers = engine.workers.max(1);
+        let mut work_txs = Vec::new();
+        let mut workers = Vec::new();
+        let mut readies = Vec::new();
+        for id in 0..n_workers {
+            let (work_tx, work_rx) = bounded::<WorkItem>(engine.queue_batches);
+            work_txs.push(work_tx);
+            let (ready_tx, ready_rx) = bounded(1);
+            readies.push(ready_rx);
+            let worker = Worker {
+                id,
+                spec: spec.clone(),
+                rx: work_rx,
+                sinks: sink_senders.clone(),
+                stats: stats.clone(),
+                log: log.clone(),
+            };
+            workers.push(spawn(format!("worker-{id}"), move || worker.run(ready_tx)));
         }
-
+        drop(sink_senders);
+        for ready_rx in readies {
+            match ready_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(errs)) => {
+                    drop(work_txs);
+                    return Err(EngineError::Problems(
+                        errs.iter().map(|e| format!("{e} (in setup)")).collect(),
+                    ));
+                }
+                Err(_) => return Err(EngineError::Io("a worker died during setup".into())),
+            }
+        }
+        let partitioner = Arc::new(partition::Partitioner::new(&engine.partition_key, n_workers));
         let sources_stop = Arc::new(AtomicBool::new(false));
         let mut source_threads = Vec::new();
         for (i, src) in sources.into_iter().enumerate() {
@@ -435,7 +459,8 @@ impl Prepared {
                 batch_lines: engine.batch_lines,
                 out: Box::new(ToWorkers {
                     input: i,
-                    tx: work_tx.clone(),
+                    txs: work_txs.clone(),
+                    partitioner: partitioner.clone(),
                 }),
             };
             source_threads.push(spawn(
@@ -467,7 +492,7 @@ impl Prepared {
             control,
             sources_stop,
             exit_on_eof,
-            keepalive: Some(work_tx),
+            keepalive: work_txs,
             source_threads,
             workers,
             output_threads,
@@ -544,7 +569,7 @@ impl Running {
         for h in self.source_threads.drain(..) {
             let _ = h.join();
         }
-        self.keepalive = None;
+        self.keepalive.clear();
         for h in self.workers.drain(..) {
             let _ = h.join();
         }

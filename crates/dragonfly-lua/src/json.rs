@@ -10,8 +10,6 @@
 //! - NaN and infinity are an error; nesting is limited to 1000 levels when encoding and 128
 //!   when decoding.
 
-use std::fmt::Write as _;
-
 use mlua::{Lua, Table, Value};
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
@@ -168,31 +166,45 @@ pub fn write_number(v: f64, out: &mut Vec<u8>) -> Result<(), EncodeError> {
     Ok(())
 }
 
+/// Bytes that need escaping inside a JSON string.
+const ESCAPE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 0x20 {
+        t[i] = true;
+        i += 1;
+    }
+    t[b'"' as usize] = true;
+    t[b'\\' as usize] = true;
+    t[0x7f] = true;
+    t
+};
+
 /// Write a JSON string literal (bytes that are not UTF-8 pass through unchanged, as in cjson).
 pub fn write_string(s: &[u8], out: &mut Vec<u8>) {
+    out.reserve(s.len() + 2);
     out.push(b'"');
     let mut start = 0;
     for (i, &b) in s.iter().enumerate() {
-        let esc: &[u8] = match b {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            0x08 => b"\\b",
-            0x0c => b"\\f",
-            0..=0x1f | 0x7f => {
-                out.extend_from_slice(&s[start..i]);
-                let mut tmp = String::new();
-                let _ = write!(tmp, "\\u{:04x}", b);
-                out.extend_from_slice(tmp.as_bytes());
-                start = i + 1;
-                continue;
-            }
-            _ => continue,
-        };
+        if !ESCAPE[b as usize] {
+            continue;
+        }
         out.extend_from_slice(&s[start..i]);
-        out.extend_from_slice(esc);
+        match b {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            0x08 => out.extend_from_slice(b"\\b"),
+            0x0c => out.extend_from_slice(b"\\f"),
+            _ => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[(b >> 4) as usize]);
+                out.push(HEX[(b & 15) as usize]);
+            }
+        }
         start = i + 1;
     }
     out.extend_from_slice(&s[start..]);

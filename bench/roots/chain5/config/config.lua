@@ -8,4 +8,4 @@ analyzers = {
   { tag="sink",   script="sink.lua" },
 }
 outputs = { { tag="out", uri="file://out.json" } }
-engine = { stats_interval = 3600 }
+engine = { stats_interval = 3600, workers = tonumber(os.getenv("BENCH_WORKERS") or "2") }

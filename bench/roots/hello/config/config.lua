@@ -8,4 +8,4 @@ analyzers = {
    { tag="output", script="write-to-log.lua", default_analyzer="",       default_output="eve" },
 }
 outputs = { { tag="eve", uri="file://out.json" } }
-engine = { stats_interval = 3600 }
+engine = { stats_interval = 3600, workers = tonumber(os.getenv("BENCH_WORKERS") or "2") }

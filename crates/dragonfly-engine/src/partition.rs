@@ -1,0 +1,88 @@
+//! Which worker gets which event: the value of a top-level field (by default `flow_id`), read
+//! from the raw line without parsing it, hashed over the workers. Events with equal values go
+//! to the same worker, in input order; events without the field go to worker 0.
+
+use dragonfly_io::Batch;
+use memchr::memmem::Finder;
+
+pub struct Partitioner {
+    finder: Finder<'static>,
+    workers: usize,
+}
+
+impl Partitioner {
+    pub fn new(key: &str, workers: usize) -> Self {
+        let needle = format!("\"{key}\":").into_bytes();
+        Self {
+            finder: Finder::new(&needle).into_owned(),
+            workers: workers.max(1),
+        }
+    }
+
+    /// The raw bytes of the key's value (a number, or a string with its quotes).
+    fn value<'a>(&self, line: &'a [u8]) -> Option<&'a [u8]> {
+        let start = self.finder.find(line)? + self.finder.needle().len();
+        let rest = &line[start..];
+        let rest = &rest[rest.iter().position(|b| !b.is_ascii_whitespace())?..];
+        let end = if rest.first() == Some(&b'"') {
+            1 + rest[1..].iter().position(|&b| b == b'"')? + 1
+        } else {
+            rest.iter()
+                .position(|&b| b == b',' || b == b'}' || b.is_ascii_whitespace())
+                .unwrap_or(rest.len())
+        };
+        Some(&rest[..end])
+    }
+
+    pub fn worker_of(&self, line: &[u8]) -> usize {
+        if self.workers == 1 {
+            return 0;
+        }
+        match self.value(line) {
+            // FNV-1a: stable, fast on short keys
+            Some(v) => {
+                let mut h: u64 = 0xcbf29ce484222325;
+                for &b in v {
+                    h ^= b as u64;
+                    h = h.wrapping_mul(0x100000001b3);
+                }
+                (h % self.workers as u64) as usize
+            }
+            None => 0,
+        }
+    }
+
+    /// Split a batch into one batch per worker (empty ones included).
+    pub fn split(&self, batch: Batch) -> Vec<Batch> {
+        if self.workers == 1 {
+            return vec![batch];
+        }
+        let mut out: Vec<Batch> = (0..self.workers)
+            .map(|_| Batch::with_capacity(batch.len() / self.workers + 8, batch.bytes() / self.workers + 1024))
+            .collect();
+        for line in batch.iter() {
+            out[self.worker_of(line)].push(line);
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn equal_keys_go_to_one_worker_and_missing_keys_to_the_first() {
+        let p = Partitioner::new("flow_id", 4);
+        let a = br#"{"timestamp":"x","flow_id":1251312473193421,"event_type":"dns"}"#;
+        let b = br#"{"flow_id": 1251312473193421, "event_type":"flow"}"#;
+        assert_eq!(p.worker_of(a), p.worker_of(b));
+        assert_eq!(p.worker_of(br#"{"event_type":"stats"}"#), 0);
+        let spread: std::collections::HashSet<usize> = (0..100)
+            .map(|i| p.worker_of(format!("{{\"flow_id\":{}}}", 1000 + i).as_bytes()))
+            .collect();
+        assert_eq!(spread.len(), 4);
+        let s = Partitioner::new("src_ip", 2);
+        assert_eq!(s.value(br#"{"src_ip":"10.0.0.1","x":1}"#), Some(&br#""10.0.0.1""#[..]));
+    }
+}
