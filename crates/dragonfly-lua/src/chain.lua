@@ -5,6 +5,9 @@
 local out_raw, MAX_HOPS = ...
 local type, select, next, pcall, error = type, select, next, pcall, error
 local getmetatable, setmetatable, tostring = getmetatable, setmetatable, tostring
+-- LuaJIT's table.new pre-sizes a table, so a copy never rehashes while it fills
+local ok_new, tnew = pcall(require, "table.new")
+if not ok_new then tnew = function() return {} end end
 
 local M = {
   by_tag = {},      -- analyzer tag -> index
@@ -23,7 +26,9 @@ local function copy(v, depth)
   if depth > 1000 then
     error("cannot copy the value: nesting deeper than 1000 (a table that contains itself?)", 0)
   end
-  local r = {}
+  local n = 0
+  for _ in next, v do n = n + 1 end
+  local r = (v[1] ~= nil) and tnew(n, 0) or tnew(0, n)
   for k, x in next, v do
     if type(x) == "table" then x = copy(x, depth + 1) end
     r[k] = x

@@ -1,5 +1,10 @@
 //! `dragonfly-mle`: the command line of the Dragonfly Machine Learning Engine.
 
+/// mimalloc serves Rust and (through mlua's allocator hook) LuaJIT: the engine allocates and
+/// frees many small tables and strings per event, which glibc's malloc handles slowly.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod model_cmd;
 mod privileges;
 

@@ -102,6 +102,12 @@ pub fn split_command_line(line: &[u8]) -> Vec<Vec<u8>> {
 }
 
 fn reply_to_lua(lua: &Lua, r: Reply) -> mlua::Result<Value> {
+    // the common replies need no constants from the module table
+    match r {
+        Reply::Integer(i) => return Ok(Value::Number(i as f64)),
+        Reply::Bulk(b) => return Ok(Value::String(lua.create_string(b)?)),
+        _ => {}
+    }
     let consts = lua.app_data_ref::<Consts>().expect("hiredis installed");
     let module: Table = lua.registry_value(&consts.module)?;
     to_lua(lua, &module, &consts, r)
