@@ -447,7 +447,10 @@ impl Prepared {
                 Err(_) => return Err(EngineError::Io("a worker died during setup".into())),
             }
         }
-        let partitioner = Arc::new(partition::Partitioner::new(&engine.partition_key, n_workers));
+        let partitioner = Arc::new(partition::Partitioner::new(
+            &engine.partition_key,
+            n_workers,
+        ));
         let sources_stop = Arc::new(AtomicBool::new(false));
         let mut source_threads = Vec::new();
         for (i, src) in sources.into_iter().enumerate() {

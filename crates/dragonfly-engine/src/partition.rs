@@ -58,7 +58,12 @@ impl Partitioner {
             return vec![batch];
         }
         let mut out: Vec<Batch> = (0..self.workers)
-            .map(|_| Batch::with_capacity(batch.len() / self.workers + 8, batch.bytes() / self.workers + 1024))
+            .map(|_| {
+                Batch::with_capacity(
+                    batch.len() / self.workers + 8,
+                    batch.bytes() / self.workers + 1024,
+                )
+            })
             .collect();
         for line in batch.iter() {
             out[self.worker_of(line)].push(line);
@@ -83,6 +88,9 @@ mod tests {
             .collect();
         assert_eq!(spread.len(), 4);
         let s = Partitioner::new("src_ip", 2);
-        assert_eq!(s.value(br#"{"src_ip":"10.0.0.1","x":1}"#), Some(&br#""10.0.0.1""#[..]));
+        assert_eq!(
+            s.value(br#"{"src_ip":"10.0.0.1","x":1}"#),
+            Some(&br#""10.0.0.1""#[..])
+        );
     }
 }

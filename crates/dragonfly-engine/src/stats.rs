@@ -122,7 +122,7 @@ impl Stats {
                     "empty": l(&i.io.empty), "oversized": l(&i.io.oversized),
                     "truncated": l(&i.io.truncated), "lua_errors": l(&i.filter.errors),
                     "io_errors": l(&i.io.errors), "rotations": l(&i.io.rotations),
-                    "truncations": l(&i.io.truncations),
+                    "truncations": l(&i.io.truncations), "overflow": l(&i.io.overflow),
                 }),
             );
         }

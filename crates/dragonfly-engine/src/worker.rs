@@ -142,7 +142,9 @@ impl Chain<'_> {
                 stats.filter.events.fetch_add(res.events as u64, Relaxed);
                 for (i, e) in res.malformed {
                     let n = stats.filter.malformed.fetch_add(1, Relaxed) + 1;
-                    self.w.log.bad_line(&stats.tag, &e.to_string(), batch.get(i), n);
+                    self.w
+                        .log
+                        .bad_line(&stats.tag, &e.to_string(), batch.get(i), n);
                 }
             }
             // run_batch itself failing (not a script error, which is caught per call) means

@@ -142,7 +142,9 @@ unsafe fn encode_value(
                 out.extend_from_slice(b"null")
             }
             ffi::LUA_TTABLE => encode_table(state, idx, mt, out, depth + 1)?,
-            ffi::LUA_TLIGHTUSERDATA | ffi::LUA_TUSERDATA => return Err(EncodeError::Unsupported("userdata")),
+            ffi::LUA_TLIGHTUSERDATA | ffi::LUA_TUSERDATA => {
+                return Err(EncodeError::Unsupported("userdata"))
+            }
             ffi::LUA_TFUNCTION => return Err(EncodeError::Unsupported("function")),
             ffi::LUA_TTHREAD => return Err(EncodeError::Unsupported("thread")),
             _ => return Err(EncodeError::Unsupported("value")),
@@ -252,9 +254,13 @@ pub unsafe fn decode_batch(
         let arr = ffi::lua_gettop(state);
         for (i, line) in batch.iter().enumerate() {
             let mut de = serde_json::Deserializer::from_slice(line);
-            let res = Push { state, mt, depth: 0 }
-                .deserialize(&mut de)
-                .and_then(|()| de.end());
+            let res = Push {
+                state,
+                mt,
+                depth: 0,
+            }
+            .deserialize(&mut de)
+            .and_then(|()| de.end());
             match res {
                 Ok(()) => {}
                 Err(e) => {
@@ -321,7 +327,10 @@ impl<'de> Visitor<'de> for Push {
             }
             ffi::lua_createtable(s, seq.size_hint().unwrap_or(4) as c_int, 0);
             let t = ffi::lua_gettop(s);
-            let inner = Push { depth: self.depth + 1, ..self };
+            let inner = Push {
+                depth: self.depth + 1,
+                ..self
+            };
             let mut i = 1;
             while seq.next_element_seed(inner)?.is_some() {
                 ffi::lua_rawseti(s, t, i);
@@ -340,7 +349,10 @@ impl<'de> Visitor<'de> for Push {
             }
             ffi::lua_createtable(s, 0, map.size_hint().unwrap_or(16) as c_int);
             let t = ffi::lua_gettop(s);
-            let inner = Push { depth: self.depth + 1, ..self };
+            let inner = Push {
+                depth: self.depth + 1,
+                ..self
+            };
             while map.next_key_seed(KeyPush(s))?.is_some() {
                 map.next_value_seed(inner)?;
                 ffi::lua_rawset(s, t);

@@ -32,7 +32,6 @@ pub struct Mailbox {
     pub unknown: Vec<(String, TagKind)>,
 }
 
-
 /// Tag -> index table for timers.
 #[derive(Debug, Default, Clone)]
 pub struct Routes {

@@ -110,7 +110,9 @@ fn lua_message(e: &mlua::Error) -> String {
         other => other.to_string(),
     };
     let text = text.split("\nstack traceback:").next().unwrap_or(&text);
-    text.trim_start_matches("runtime error: ").trim().to_string()
+    text.trim_start_matches("runtime error: ")
+        .trim()
+        .to_string()
 }
 
 fn runtime_error(e: mlua::Error) -> Vec<ScriptError> {
@@ -199,7 +201,10 @@ impl Runtime {
             drain: get("drain")?,
             lua,
             filters: filters.into_iter().map(|s| s.expect("no errors")).collect(),
-            analyzers: analyzers.into_iter().map(|s| s.expect("no errors")).collect(),
+            analyzers: analyzers
+                .into_iter()
+                .map(|s| s.expect("no errors"))
+                .collect(),
             array_mt,
             chain,
             out,
@@ -215,7 +220,12 @@ impl Runtime {
             Err(e) => return runtime_error(e),
         };
         let nf = self.filters.len();
-        for (n, s) in self.filters.iter_mut().chain(self.analyzers.iter_mut()).enumerate() {
+        for (n, s) in self
+            .filters
+            .iter_mut()
+            .chain(self.analyzers.iter_mut())
+            .enumerate()
+        {
             let res = (|| -> mlua::Result<()> {
                 if let Value::Function(f) = s.env.raw_get::<Value>("setup")? {
                     f.call::<()>(())?;
@@ -291,16 +301,24 @@ impl Runtime {
         }
         let mut out = Vec::with_capacity(n);
         for i in 1..=n {
-            let Ok(rec) = errors.raw_get::<Table>(i) else { continue };
+            let Ok(rec) = errors.raw_get::<Table>(i) else {
+                continue;
+            };
             let who: i64 = rec.raw_get(1).unwrap_or(0);
             let message: String = rec.raw_get(2).unwrap_or_default();
             let value: Value = rec.raw_get(3).unwrap_or(Value::Nil);
             let (caller, script) = if who < 0 {
                 let f = (-who - 1) as usize;
-                (Caller::Filter(f), self.filters.get(f).map(|s| s.display.clone()))
+                (
+                    Caller::Filter(f),
+                    self.filters.get(f).map(|s| s.display.clone()),
+                )
             } else {
                 let a = (who - 1).max(0) as usize;
-                (Caller::Analyzer(a), self.analyzers.get(a).map(|s| s.display.clone()))
+                (
+                    Caller::Analyzer(a),
+                    self.analyzers.get(a).map(|s| s.display.clone()),
+                )
             };
             out.push(Failure {
                 caller,
@@ -371,7 +389,9 @@ impl Runtime {
 
     /// What the scripts emitted besides events: log and stats lines, timers.
     pub fn mailbox(&self) -> mlua::AppDataRefMut<'_, Mailbox> {
-        self.lua.app_data_mut::<Mailbox>().expect("mailbox installed")
+        self.lua
+            .app_data_mut::<Mailbox>()
+            .expect("mailbox installed")
     }
 
     /// A JSON rendering of `v` cut to `max` bytes, for log lines.

@@ -54,9 +54,80 @@ pub(crate) fn bind(path: &Path) -> io::Result<IpcSource> {
     })
 }
 
+/// Bytes a socket input may hold in memory while the pipeline catches up.
+const BUFFER_BYTES: usize = 512 * 1024 * 1024;
+
+/// The reader side of a socket input: never blocks on the pipeline. Batches go to an
+/// unbounded channel drained by a forwarder thread (which does block on the pipeline); past
+/// [`BUFFER_BYTES`] waiting, batches are dropped and counted as overflow.
+pub(crate) struct Buffered {
+    tx: crossbeam_channel::Sender<crate::Batch>,
+    queued: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    counters: std::sync::Arc<super::InputCounters>,
+    tag: String,
+}
+
+impl super::Emit for Buffered {
+    fn emit(&mut self, batch: crate::Batch) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        let bytes = batch.bytes();
+        if self.queued.load(Relaxed) + bytes > BUFFER_BYTES {
+            let n = batch.len() as u64;
+            let total = self.counters.overflow.fetch_add(n, Relaxed) + n;
+            tracing::error!(input = %self.tag, dropped = n, total,
+                "the pipeline is behind and the input buffer is full: messages dropped");
+            return true;
+        }
+        self.queued.fetch_add(bytes, Relaxed);
+        self.tx.send(batch).is_ok()
+    }
+    fn clone_box(&self) -> Box<dyn super::Emit> {
+        Box::new(Buffered {
+            tx: self.tx.clone(),
+            queued: self.queued.clone(),
+            counters: self.counters.clone(),
+            tag: self.tag.clone(),
+        })
+    }
+}
+
+/// Put a forwarder thread between a socket reader and the pipeline; returns the reader's
+/// emitter and the forwarder's handle (join it after the reader is done, to drain).
+pub(crate) fn buffered(ctx: &mut SourceCtx) -> std::thread::JoinHandle<()> {
+    let (tx, rx) = crossbeam_channel::unbounded::<crate::Batch>();
+    let queued = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut out = std::mem::replace(
+        &mut ctx.out,
+        Box::new(Buffered {
+            tx,
+            queued: queued.clone(),
+            counters: ctx.counters.clone(),
+            tag: ctx.tag.clone(),
+        }),
+    );
+    std::thread::Builder::new()
+        .name(format!("fwd-{}", ctx.tag))
+        .spawn(move || {
+            for batch in rx {
+                queued.fetch_sub(batch.bytes(), std::sync::atomic::Ordering::Relaxed);
+                if !out.emit(batch) {
+                    break;
+                }
+            }
+        })
+        .expect("spawning a thread")
+}
+
 impl IpcSource {
     pub fn run(self, mut ctx: SourceCtx) {
-        let mut col = Collector::new(&ctx);
+        let forwarder = buffered(&mut ctx);
+        self.read(&mut ctx);
+        drop(ctx);
+        let _ = forwarder.join();
+    }
+
+    fn read(self, ctx: &mut SourceCtx) {
+        let mut col = Collector::new(ctx);
         let mut framer = LineFramer::new(ctx.max_line);
         let mut buf = vec![0u8; MAX_DATAGRAM.min(ctx.max_line + 2).max(64 * 1024)];
         let fd = self.sock.as_raw_fd();
@@ -77,25 +148,25 @@ impl IpcSource {
                     }
                 }
                 Ok(n) => {
-                    framer.push(&buf[..n], &mut |f| col.frame(&mut ctx, f));
-                    finish(&mut framer, &mut col, &mut ctx);
+                    framer.push(&buf[..n], &mut |f| col.frame(ctx, f));
+                    finish(&mut framer, &mut col, ctx);
                     pending += 1;
                     if pending >= ctx.batch_lines {
-                        col.flush(&mut ctx);
+                        col.flush(ctx);
                         pending = 0;
                     }
                 }
                 Err(nix::errno::Errno::EAGAIN) | Err(nix::errno::Errno::EINTR) => {
-                    col.flush(&mut ctx);
+                    col.flush(ctx);
                     pending = 0;
                 }
                 Err(e) => {
-                    io_error(&ctx, "receive failed", &io::Error::from(e));
+                    io_error(ctx, "receive failed", &io::Error::from(e));
                     std::thread::sleep(Duration::from_millis(10));
                 }
             }
         }
-        col.flush(&mut ctx);
+        col.flush(ctx);
         let _ = std::fs::remove_file(&self.path);
     }
 }

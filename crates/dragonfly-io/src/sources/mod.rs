@@ -46,6 +46,9 @@ pub struct InputCounters {
     pub truncations: AtomicU64,
     /// Times a tailed file was rotated (renamed away and re-created).
     pub rotations: AtomicU64,
+    /// Messages dropped because the input's in-memory buffer was full (socket inputs only:
+    /// they never push back on their sender, which would drop instead).
+    pub overflow: AtomicU64,
     /// I/O errors.
     pub errors: AtomicU64,
 }
