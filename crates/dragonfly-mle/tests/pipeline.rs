@@ -484,3 +484,48 @@ end"#,
         }
     }
 }
+
+/// `dragonfly.http_get` downloads in setup() (e.g. a reputation list), `dnslookup` resolves.
+#[test]
+fn http_get_and_dnslookup_work_in_setup() {
+    use std::io::{Read, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 4096];
+        let _ = s.read(&mut buf).unwrap();
+        let body = "203.0.113.7\n198.51.100.1\n";
+        write!(
+            s,
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+    });
+    let r = Root::passthrough("file://in.json");
+    r.write("in.json", "{\"seq\":1}\n");
+    r.write(
+        "analyzer/pass.lua",
+        &format!(
+            r#"
+function setup()
+  dragonfly.http_get("http://127.0.0.1:{port}/list.txt", "list.txt")
+  bad = {{}}
+  for line in io.lines("list.txt") do bad[#bad + 1] = line end
+  addrs = dragonfly.dnslookup("localhost")
+end
+function loop(msg)
+  msg.bad = bad
+  msg.localhost = addrs[1]
+  dragonfly.output_event(default_output, msg)
+end"#
+        ),
+    );
+    run_ok(&r, LIMIT);
+    server.join().unwrap();
+    let j: serde_json::Value = serde_json::from_str(&r.lines("out.json")[0]).unwrap();
+    assert_eq!(j["bad"], serde_json::json!(["203.0.113.7", "198.51.100.1"]));
+    let lh = j["localhost"].as_str().unwrap();
+    assert!(lh == "127.0.0.1" || lh == "::1", "{lh}");
+}
