@@ -529,3 +529,25 @@ end"#
     let lh = j["localhost"].as_str().unwrap();
     assert!(lh == "127.0.0.1" || lh == "::1", "{lh}");
 }
+
+/// An analyzer that hands every event back to itself is cut off, counted and logged; the
+/// engine goes on with the next event.
+#[test]
+fn a_routing_loop_is_cut_and_the_engine_goes_on() {
+    let r = Root::passthrough("file://in.json");
+    r.write("in.json", "{\"seq\":1}\n{\"seq\":2}\n");
+    r.write(
+        "analyzer/pass.lua",
+        r#"
+function setup() end
+function loop(msg)
+  if msg.seq == 1 then return dragonfly.analyze_event("pass", msg) end
+  dragonfly.output_event(default_output, msg)
+end"#,
+    );
+    run_ok(&r, LIMIT);
+    assert_eq!(seqs(&r.lines("out.json")), vec![2]);
+    let s = r.final_stats();
+    assert_eq!(s["routing_loops"], 1, "{s}");
+    assert!(r.read_log("dragonfly-mle.log").contains("routing loop"));
+}
