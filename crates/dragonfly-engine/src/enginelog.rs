@@ -68,17 +68,6 @@ impl EngineLog {
         }));
     }
 
-    pub fn routing_loop(&self, analyzer: &str, dropped: usize, count: u64) {
-        if !should_log(count) {
-            return;
-        }
-        tracing::error!(analyzer, dropped, count, "routing loop: one event was handed between analyzers too many times; its pending hand-offs were dropped");
-        self.record(json!({
-            "timestamp": now(), "level": "error", "kind": "routing_loop",
-            "analyzer": analyzer, "dropped": dropped, "count": count,
-        }));
-    }
-
     pub fn sink_error(&self, output: &str, err: &str, count: u64) {
         if !should_log(count) {
             return;

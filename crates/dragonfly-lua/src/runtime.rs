@@ -403,11 +403,6 @@ impl Runtime {
         truncate(&mut s, max);
         s
     }
-
-    /// Display names of the analyzers, by index.
-    pub fn analyzer_name(&self, idx: usize) -> &str {
-        &self.analyzers[idx].display
-    }
 }
 
 /// Cut a string to at most `max` bytes on a character boundary, marking the cut.
