@@ -1,12 +1,23 @@
 -- Helpers shared by analyzers (loaded with: require 'analyzer/utils')
 
--- True when every dotted field name in `fields` is present in the table `t`.
+local find, sub = string.find, string.sub
+
+-- True when every field name in `fields` is present in the table `t`; a name may be a
+-- dotted path into nested tables ("dns.rrname").
 function check_fields(t, fields)
-    for _, name in ipairs(fields) do
+    for i = 1, #fields do
+        local name = fields[i]
         local v = t
-        for part in string.gmatch(name, "[^%.]+") do
+        local start = 1
+        while true do
             if type(v) ~= "table" then return false end
-            v = v[part]
+            local dot = find(name, ".", start, true)
+            if not dot then
+                v = v[sub(name, start)]
+                break
+            end
+            v = v[sub(name, start, dot - 1)]
+            start = dot + 1
         end
         if v == nil then return false end
     end
