@@ -88,13 +88,13 @@ end
 
 M.drain = drain
 
--- events[i] is a decoded event, or false for a line that was not JSON; `who` identifies the
+-- events[i] is a decoded event, or nil for a line that was not JSON; `who` identifies the
 -- filter in error records (a negative number: -1 for the first input)
 function M.run_batch(filter, who, events, n)
   local ran = 0
   for i = 1, n do
     local ev = events[i]
-    if ev ~= false then
+    if ev ~= nil then
       ran = ran + 1
       local ok, err = pcall(filter, ev)
       if not ok then record(who, err, ev) end

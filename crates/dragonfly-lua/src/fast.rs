@@ -239,7 +239,7 @@ unsafe fn encode_table(
 }
 
 /// Decode every line of `batch` into a new Lua array on top of the stack: element i is the
-/// decoded event, or `false` for a line that is not JSON (its error is in the returned list).
+/// decoded event, or nil for a line that is not JSON (its error is in the returned list).
 ///
 /// # Safety
 /// Runs inside `exec_raw`; the array metatable is at stack index `mt`.
@@ -247,13 +247,14 @@ pub unsafe fn decode_batch(
     state: *mut ffi::lua_State,
     mt: c_int,
     batch: &Batch,
-) -> Vec<(usize, serde_json::Error)> {
+) -> Vec<(usize, String)> {
     let mut bad = Vec::new();
     unsafe {
         ffi::lua_createtable(state, batch.len() as c_int, 0);
         let arr = ffi::lua_gettop(state);
         for (i, line) in batch.iter().enumerate() {
-            let mut de = serde_json::Deserializer::from_slice(line);
+            // sonic-rs: SIMD scanning and UTF-8 validation of the line
+            let mut de = sonic_rs::Deserializer::from_slice(line);
             let res = Push {
                 state,
                 mt,
@@ -262,14 +263,13 @@ pub unsafe fn decode_batch(
             .deserialize(&mut de)
             .and_then(|()| de.end());
             match res {
-                Ok(()) => {}
+                Ok(()) => ffi::lua_rawseti(state, arr, (i + 1) as _),
+                // a hole: JSON null is a light userdata, so nil marks a line that is not JSON
                 Err(e) => {
                     ffi::lua_settop(state, arr);
-                    ffi::lua_pushboolean(state, 0);
-                    bad.push((i, e));
+                    bad.push((i, e.to_string()));
                 }
             }
-            ffi::lua_rawseti(state, arr, (i + 1) as _);
         }
     }
     bad

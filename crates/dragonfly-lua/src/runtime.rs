@@ -65,7 +65,7 @@ pub struct BatchResult {
     /// Events handed to the filter.
     pub events: usize,
     /// Lines that were not JSON: (index in the batch, error).
-    pub malformed: Vec<(usize, serde_json::Error)>,
+    pub malformed: Vec<(usize, String)>,
 }
 
 /// Who a failed call belongs to.

@@ -175,3 +175,64 @@ proptest! {
         prop_assert!(same(&v, &back), "{} -> {}", text, String::from_utf8_lossy(&out));
     }
 }
+
+fn echo_runtime() -> Runtime {
+    let mut rt = Runtime::new(&RuntimeSpec {
+        root: std::env::temp_dir(),
+        filters: vec![dragonfly_lua::ScriptSpec {
+            tag: "in".into(),
+            kind: dragonfly_lua::ScriptKind::Filter,
+            display: "filter/echo.lua".into(),
+            source: "function loop(m) dragonfly.output_event('out', m) end".into(),
+            default_analyzer: String::new(),
+            default_output: String::new(),
+        }],
+        analyzers: vec![],
+        outputs: vec!["out".into()],
+        backend: Backend::Embedded(EmbeddedStore::new()),
+    })
+    .map_err(|e| format!("{e:?}"))
+    .unwrap();
+    assert!(rt.setup().is_empty());
+    rt
+}
+
+#[test]
+fn the_batch_path_marks_bad_lines_and_keeps_the_rest() {
+    let mut rt = echo_runtime();
+    let mut b = dragonfly_io::Batch::default();
+    b.push(br#"{"a":1}"#);
+    b.push(br#"{"a":"#);
+    b.push(b"{\"bad\":\"\xff\xfe\"}");
+    b.push(br#"[1,2,{"x":null}]"#);
+    let res = rt.run_batch(0, &b).unwrap();
+    assert_eq!(res.events, 2);
+    let bad: Vec<usize> = res.malformed.iter().map(|(i, _)| *i).collect();
+    assert_eq!(bad, vec![1, 2], "{:?}", res.malformed);
+    let out = rt.take_output(0);
+    let lines: Vec<&[u8]> = out.iter().collect();
+    assert_eq!(lines, vec![&b"{\"a\":1}\n"[..], b"[1,2,{\"x\":null}]\n"]);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+    /// The hot path (batch decode on the raw Lua API, encode from the Lua stack) gives back
+    /// the same JSON values.
+    #[test]
+    fn the_batch_path_round_trips(values in prop::collection::vec(arb_json(), 1..8)) {
+        let mut rt = echo_runtime();
+        let mut b = dragonfly_io::Batch::default();
+        for v in &values {
+            b.push(serde_json::to_string(v).unwrap().as_bytes());
+        }
+        let res = rt.run_batch(0, &b).unwrap();
+        prop_assert_eq!(res.events, values.len());
+        prop_assert!(res.malformed.is_empty());
+        let out = rt.take_output(0);
+        prop_assert_eq!(out.len(), values.len());
+        for (line, v) in out.iter().zip(&values) {
+            let back: serde_json::Value = serde_json::from_slice(line).unwrap();
+            prop_assert!(same(v, &back), "{} -> {}", v, String::from_utf8_lossy(line));
+        }
+    }
+}
