@@ -313,3 +313,56 @@ fn drop_privileges_and_chroot_really_happen() {
     let (st, err) = stop(child, T);
     assert!(st.success(), "{err}");
 }
+
+/// A slow output slows a file input down instead of dropping: with the ipc output's reader
+/// stalled, the engine stops reading its input; once the reader drains, everything arrives.
+#[test]
+fn a_stalled_output_pushes_back_on_a_file_input() {
+    let r = Root::passthrough("file://in.json");
+    let sock = r.path().join("out.sock");
+    let rx = UnixDatagram::bind(&sock).unwrap();
+    let cfg = std::fs::read_to_string(r.path().join("config/config.lua")).unwrap();
+    r.config(&format!(
+        "{}\nengine = {{ stats_interval = 0.05, queue_batches = 2, batch_lines = 16 }}\n",
+        cfg.replace("file://out.json", &format!("ipc://{}", sock.display()))
+    ));
+    r.write("in.json", &(ev(0..20_000).join("\n") + "\n"));
+    let child = r
+        .command(&["--exit-on-eof"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // nobody reads the socket yet: the input must stall well short of the end
+    let lines_read = || {
+        r.read_log("dragonfly-mle-stats.log")
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|s| s["inputs"]["in"]["lines"].as_u64())
+            .max()
+            .unwrap_or(0)
+    };
+    wait_for(T, "a few stats lines", || {
+        r.read_log("dragonfly-mle-stats.log").lines().count() >= 5
+    });
+    let stalled_at = lines_read();
+    assert!(
+        stalled_at < 20_000,
+        "the input kept reading past a stalled output ({stalled_at})"
+    );
+    // now drain: every event arrives, none dropped
+    rx.set_read_timeout(Some(T)).unwrap();
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    for _ in 0..20_000 {
+        let n = rx.recv(&mut buf).unwrap();
+        got.push(String::from_utf8(buf[..n].to_vec()).unwrap());
+    }
+    let out = wait_output(child, T);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(seqs(&got), (0..20_000).collect::<Vec<u64>>());
+    assert_eq!(r.final_stats()["outputs"]["out"]["dropped"], 0);
+}
