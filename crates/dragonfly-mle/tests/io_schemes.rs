@@ -39,6 +39,18 @@ fn ev(range: std::ops::Range<usize>) -> Vec<String> {
         .collect()
 }
 
+/// Receive `n` datagrams (each a message) from a socket the test bound.
+fn recv_datagrams(rx: &UnixDatagram, n: usize) -> Vec<String> {
+    rx.set_read_timeout(Some(T)).unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    (0..n)
+        .map(|_| {
+            let len = rx.recv(&mut buf).unwrap();
+            String::from_utf8(buf[..len].to_vec()).unwrap()
+        })
+        .collect()
+}
+
 fn out_count(r: &Root) -> usize {
     r.read_log("out.json").lines().count()
 }
@@ -163,12 +175,7 @@ fn ipc_datagram_output_sends_one_message_per_datagram() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let mut got = Vec::new();
-    let mut buf = vec![0u8; 1 << 20];
-    for _ in 0..100 {
-        let n = rx.recv(&mut buf).unwrap();
-        got.push(String::from_utf8(buf[..n].to_vec()).unwrap());
-    }
+    let got = recv_datagrams(&rx, 100);
     let out = wait_output(child, T);
     assert!(
         out.status.success(),
@@ -350,13 +357,7 @@ fn a_stalled_output_pushes_back_on_a_file_input() {
         "the input kept reading past a stalled output ({stalled_at})"
     );
     // now drain: every event arrives, none dropped
-    rx.set_read_timeout(Some(T)).unwrap();
-    let mut got = Vec::new();
-    let mut buf = vec![0u8; 65536];
-    for _ in 0..20_000 {
-        let n = rx.recv(&mut buf).unwrap();
-        got.push(String::from_utf8(buf[..n].to_vec()).unwrap());
-    }
+    let got = recv_datagrams(&rx, 20_000);
     let out = wait_output(child, T);
     assert!(
         out.status.success(),
