@@ -330,6 +330,7 @@ fn describe_sink(s: &SinkSpec) -> String {
     match s {
         SinkSpec::File(p) => p.display().to_string(),
         SinkSpec::Ipc(p) => format!("ipc://{}", p.display()),
+        SinkSpec::Redis(u) => format!("redis://{}:{}/{} ({:?})", u.host, u.port, u.key, u.mode),
     }
 }
 

@@ -7,6 +7,7 @@
 pub mod batch;
 pub mod framing;
 pub mod ratelimit;
+pub mod redis_uri;
 pub mod sinks;
 pub mod sources;
 mod uri;

@@ -9,13 +9,6 @@ use std::time::Duration;
 
 const T: Duration = Duration::from_secs(30);
 
-/// An analyzer whose setup() leaves a marker once the engine has started (files and sockets
-/// are open by then).
-const PASS_READY: &str = r#"
-function setup() local f = io.open("ready", "w"); f:write("1"); f:close() end
-function loop(msg) dragonfly.output_event(default_output, msg) end
-"#;
-
 fn ready(r: &Root) {
     wait_for(T, "engine start-up (setup marker)", || {
         r.path().join("ready").exists()

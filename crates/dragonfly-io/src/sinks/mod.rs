@@ -4,11 +4,13 @@
 //! |---|---|---|
 //! | `file://PATH` (relative paths under LOGDIR) | [`file`] | one line per message, appended |
 //! | `ipc://PATH` | [`ipc`] | one datagram per message to a socket bound by someone else |
+//! | `redis://HOST:PORT/KEY?mode=list\|rpush\|channel` | [`redis`] | LPUSH, RPUSH or PUBLISH per message |
 //!
 //! Batches handed to a sink hold one message per entry, each ending with `\n`.
 
 pub mod file;
 pub mod ipc;
+pub mod redis;
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -33,6 +35,7 @@ pub trait Sink: Send {
 pub enum SinkSpec {
     File(PathBuf),
     Ipc(PathBuf),
+    Redis(crate::redis_uri::RedisUri),
 }
 
 impl SinkSpec {
@@ -45,11 +48,12 @@ impl SinkSpec {
                 SinkSpec::File(if p.is_absolute() { p } else { logdir.join(p) })
             }
             "ipc" => SinkSpec::Ipc(uri::path(rest)),
+            "redis" => SinkSpec::Redis(crate::redis_uri::RedisUri::parse(uri, rest)?),
             other => {
                 return Err(UriError::Unsupported {
                     scheme: other.to_string(),
                     role: "as an output",
-                    supported: "file, ipc",
+                    supported: "file, ipc, redis",
                 })
             }
         })
@@ -61,6 +65,7 @@ pub fn open_sink(spec: &SinkSpec) -> io::Result<Box<dyn Sink>> {
     Ok(match spec {
         SinkSpec::File(p) => Box::new(file::FileSink::open(p)?),
         SinkSpec::Ipc(p) => Box::new(ipc::IpcSink::new(p)?),
+        SinkSpec::Redis(u) => Box::new(redis::RedisSink::new(u.clone())),
     })
 }
 

@@ -7,9 +7,11 @@
 //! | `tail://PATH` (`<` suffix: from the beginning) | [`tail`] | no |
 //! | `ipc://PATH` (unix datagram, bound here) | [`ipc`] | no |
 //! | `unix://PATH` (unix stream, listened on here) | [`unix`] | no |
+//! | `redis://HOST:PORT/KEY?mode=list\|rpush\|channel` | [`redis`] | no |
 
 pub mod file;
 pub mod ipc;
+pub mod redis;
 pub mod tail;
 pub mod unix;
 
@@ -80,6 +82,7 @@ pub enum SourceSpec {
     Tail { path: PathBuf, from_start: bool },
     Ipc(PathBuf),
     Unix(PathBuf),
+    Redis(crate::redis_uri::RedisUri),
 }
 
 impl SourceSpec {
@@ -101,11 +104,12 @@ impl SourceSpec {
             },
             "ipc" => SourceSpec::Ipc(uri::path(rest)),
             "unix" => SourceSpec::Unix(uri::path(rest)),
+            "redis" => SourceSpec::Redis(crate::redis_uri::RedisUri::parse(uri, rest)?),
             other => {
                 return Err(UriError::Unsupported {
                     scheme: other.to_string(),
                     role: "as an input",
-                    supported: "file, zfile, tail, ipc, unix",
+                    supported: "file, zfile, tail, ipc, unix, redis",
                 })
             }
         })
@@ -116,13 +120,15 @@ impl SourceSpec {
         matches!(self, SourceSpec::File(_) | SourceSpec::ZFile(_))
     }
 
-    pub fn path(&self) -> &Path {
+    /// The file or socket path (None for network inputs).
+    pub fn path(&self) -> Option<&Path> {
         match self {
             SourceSpec::File(p)
             | SourceSpec::ZFile(p)
             | SourceSpec::Ipc(p)
             | SourceSpec::Unix(p)
-            | SourceSpec::Tail { path: p, .. } => p,
+            | SourceSpec::Tail { path: p, .. } => Some(p),
+            SourceSpec::Redis(_) => None,
         }
     }
 
@@ -137,6 +143,7 @@ impl SourceSpec {
             }
             SourceSpec::Ipc(p) => Prepared::Ipc(ipc::bind(p)?),
             SourceSpec::Unix(p) => Prepared::Unix(unix::bind(p)?),
+            SourceSpec::Redis(u) => Prepared::Redis(redis::RedisSource { uri: u.clone() }),
         })
     }
 }
@@ -147,6 +154,7 @@ pub enum Prepared {
     Tail(tail::Tail),
     Ipc(ipc::IpcSource),
     Unix(unix::UnixSource),
+    Redis(redis::RedisSource),
 }
 
 impl Prepared {
@@ -157,6 +165,7 @@ impl Prepared {
             Prepared::Tail(t) => t.run(ctx),
             Prepared::Ipc(s) => s.run(ctx),
             Prepared::Unix(s) => s.run(ctx),
+            Prepared::Redis(s) => s.run(ctx),
         }
     }
 }

@@ -20,6 +20,13 @@ function setup() end
 function loop(msg) dragonfly.output_event(default_output, msg) end
 "#;
 
+/// An analyzer whose setup() leaves a marker ("ready" in ROOT) once the engine has started
+/// (files and sockets are open by then).
+pub const PASS_READY: &str = r#"
+function setup() local f = io.open("ready", "w"); f:write("1"); f:close() end
+function loop(msg) dragonfly.output_event(default_output, msg) end
+"#;
+
 /// A root directory with config.lua and scripts, plus a log directory.
 pub struct Root {
     pub dir: tempfile::TempDir,
@@ -187,6 +194,18 @@ pub fn events(n: usize) -> Vec<String> {
                 1251312473193421u64 + i as u64,
                 i % 250
             )
+        })
+        .collect()
+}
+
+/// The `seq` field of every line, in the order of the lines.
+pub fn seq_order(lines: &[String]) -> Vec<u64> {
+    lines
+        .iter()
+        .map(|l| {
+            let j: serde_json::Value =
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+            j["seq"].as_u64().unwrap()
         })
         .collect()
 }

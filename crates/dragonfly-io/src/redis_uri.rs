@@ -1,0 +1,85 @@
+//! `redis://HOST:PORT/KEY?mode=list|rpush|channel` — the shapes of Suricata's `redis` eve
+//! output, for inputs and outputs.
+
+use crate::uri::UriError;
+
+/// How events sit in Redis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedisMode {
+    /// Suricata `mode: list`: producers LPUSH, the consumer pops the other end (BRPOP): FIFO.
+    List,
+    /// Suricata `mode: rpush`: producers RPUSH, the consumer uses BLPOP.
+    Rpush,
+    /// Suricata `mode: channel`/`publish`: PUBLISH / SUBSCRIBE (lost when nobody listens).
+    Channel,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisUri {
+    pub host: String,
+    pub port: u16,
+    pub key: String,
+    pub mode: RedisMode,
+}
+
+impl RedisUri {
+    /// Parse the part after `redis://`.
+    pub fn parse(uri: &str, rest: &str) -> Result<Self, UriError> {
+        let bad = || UriError::NoPath(uri.to_string());
+        let (addr, path) = rest.split_once('/').ok_or_else(bad)?;
+        let (key, query) = path.split_once('?').unwrap_or((path, ""));
+        if key.is_empty() {
+            return Err(bad());
+        }
+        let (host, port) = match addr.rsplit_once(':') {
+            Some((h, p)) => (h.to_string(), p.parse().map_err(|_| bad())?),
+            None => (addr.to_string(), 6379),
+        };
+        let mut mode = RedisMode::List;
+        for kv in query.split('&').filter(|s| !s.is_empty()) {
+            match kv.split_once('=') {
+                Some(("mode", "list" | "lpush")) => mode = RedisMode::List,
+                Some(("mode", "rpush")) => mode = RedisMode::Rpush,
+                Some(("mode", "channel" | "publish")) => mode = RedisMode::Channel,
+                _ => {
+                    return Err(UriError::Unsupported {
+                        scheme: format!("redis (query '{kv}')"),
+                        role: "here",
+                        supported: "mode=list, mode=rpush, mode=channel",
+                    })
+                }
+            }
+        }
+        Ok(Self {
+            host,
+            port,
+            key: key.to_string(),
+            mode,
+        })
+    }
+
+    pub fn connect(&self) -> redis::RedisResult<redis::Connection> {
+        use redis::IntoConnectionInfo;
+        let info = redis::ConnectionAddr::Tcp(self.host.clone(), self.port)
+            .into_connection_info()?
+            .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
+        redis::Client::open(info)?.get_connection_with_timeout(std::time::Duration::from_secs(2))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_suricata_shapes() {
+        let u = RedisUri::parse("x", "127.0.0.1:6380/suricata?mode=channel").unwrap();
+        assert_eq!(
+            (u.host.as_str(), u.port, u.key.as_str(), u.mode),
+            ("127.0.0.1", 6380, "suricata", RedisMode::Channel)
+        );
+        assert_eq!(RedisUri::parse("x", "h/k").unwrap().mode, RedisMode::List);
+        assert!(RedisUri::parse("x", "h:1/").is_err());
+        assert!(RedisUri::parse("x", "h:1/k?mode=odd").is_err());
+    }
+}
