@@ -130,14 +130,7 @@ fn train_load_and_score(store_lines: &str) {
 
 #[test]
 fn sklearn_models_score_the_same_in_redis_with_the_module() {
-    let module = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../target/release/libdragonfly_redisml.so"
-    );
-    assert!(
-        Path::new(module).exists(),
-        "build the module first: cargo build --release -p dragonfly-redisml"
-    );
+    let module = redisml_module();
     let server = RedisServer::start_with(&["--loadmodule", module]);
     train_load_and_score(&format!(
         "redis_host = \"127.0.0.1\"\nredis_port = {}\nmodules = {{ {{ tag=\"redisml\", module=\"{module}\" }} }}",

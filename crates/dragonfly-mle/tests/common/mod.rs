@@ -177,6 +177,19 @@ pub fn stop(mut child: Child, limit: Duration) -> (ExitStatus, String) {
     }
 }
 
+/// Our RedisML module, built by `cargo build --release` (scripts/test does).
+pub fn redisml_module() -> &'static str {
+    let module = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../target/release/libdragonfly_redisml.so"
+    );
+    assert!(
+        Path::new(module).exists(),
+        "build the module first: cargo build --release -p dragonfly-redisml"
+    );
+    module
+}
+
 /// The shared Suricata corpus (../shared/data beside the repository).
 pub fn corpus() -> PathBuf {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/eve-synth.json.gz");

@@ -1,0 +1,16 @@
+-- ----------------------------------------------
+-- DNS filter: keeps DNS events and hands them on in the v1 layout
+-- (dns.type query/answer, dns.rrname, dns.rrtype, dns.rdata, one event per
+-- answer record), whichever EVE DNS version Suricata wrote (v1, v2, v3).
+-- ----------------------------------------------
+local dnsv1 = require 'dnsv1'
+
+function setup()
+end
+
+function loop(eve)
+    if eve.event_type ~= "dns" then return end
+    for _, e in ipairs(dnsv1.to_v1(eve)) do
+        dragonfly.analyze_event(default_analyzer, e)
+    end
+end

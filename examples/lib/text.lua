@@ -1,0 +1,44 @@
+-- ----------------------------------------------
+-- Text helpers for domain names: labels, the registered label, entropy.
+-- ----------------------------------------------
+local M = {}
+
+-- second-level suffixes under which the registered name is one label further left
+local SLD = { co = true, com = true, org = true, net = true, ac = true, gov = true, edu = true }
+
+function M.labels(name)
+    local out = {}
+    for label in string.gmatch(string.lower(name), "[^%.]+") do out[#out + 1] = label end
+    return out
+end
+
+-- "www.example.co.uk" -> "example", "example.co.uk"; nil for reverse lookups
+-- and single-label names.
+function M.registered(name)
+    local l = M.labels(name)
+    local n = #l
+    if n < 2 or l[n] == "arpa" then return nil end
+    if n >= 3 and SLD[l[n - 1]] and #l[n] == 2 then
+        return l[n - 2], l[n - 2] .. "." .. l[n - 1] .. "." .. l[n]
+    end
+    return l[n - 1], l[n - 1] .. "." .. l[n]
+end
+
+-- Shannon entropy in bits per character
+function M.entropy(s)
+    local n = #s
+    if n == 0 then return 0 end
+    local counts = {}
+    for i = 1, n do
+        local c = string.byte(s, i)
+        counts[c] = (counts[c] or 0) + 1
+    end
+    local h = 0
+    for _, c in pairs(counts) do
+        local p = c / n
+        h = h - p * math.log(p) / math.log(2)
+    end
+    return h
+end
+
+return M

@@ -1,0 +1,1 @@
+../../dns/analyzer/dns-nxdomain.lua

@@ -1,0 +1,1 @@
+../../flow/analyzer/flow-scan.lua

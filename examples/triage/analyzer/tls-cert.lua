@@ -1,0 +1,1 @@
+../../tls/analyzer/tls-cert.lua

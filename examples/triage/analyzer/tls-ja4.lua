@@ -1,0 +1,1 @@
+../../tls/analyzer/tls-ja4.lua

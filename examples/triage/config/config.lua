@@ -1,0 +1,34 @@
+-- Alert triage: every detection of the dns, flow and tls examples plus web
+-- scanners, and Suricata alerts ranked with what those found about their hosts.
+-- Input: the sample shipped here, or any EVE source in $DRAGONFLY_EVE.
+
+inputs = {
+   { tag="eve", uri=os.getenv("DRAGONFLY_EVE") or "zfile://data/sample.json.gz",
+     script="route.lua", default_analyzer="" },
+}
+
+analyzers = {
+   -- DNS chain
+   { tag="dga",        script="dns-dga.lua",        default_analyzer="tunnel",     default_output="findings" },
+   { tag="tunnel",     script="dns-tunnel.lua",     default_analyzer="nx",         default_output="findings" },
+   { tag="nx",         script="dns-nxdomain.lua",   default_analyzer="",           default_output="findings" },
+   -- flow chain
+   { tag="talkers",    script="flow-talkers.lua",   default_analyzer="scan",       default_output="reports" },
+   { tag="scan",       script="flow-scan.lua",      default_analyzer="outlier",    default_output="findings" },
+   { tag="outlier",    script="flow-outlier.lua",   default_analyzer="beacon",     default_output="findings" },
+   { tag="beacon",     script="flow-beacon.lua",    default_analyzer="",           default_output="findings" },
+   -- TLS chain
+   { tag="cert",       script="tls-cert.lua",       default_analyzer="ja4",        default_output="findings" },
+   { tag="ja4",        script="tls-ja4.lua",        default_analyzer="reputation", default_output="findings" },
+   { tag="reputation", script="tls-reputation.lua", default_analyzer="",           default_output="findings" },
+   -- HTTP
+   { tag="http",       script="http-scan.lua",      default_analyzer="",           default_output="findings" },
+   -- alerts
+   { tag="triage",     script="alert-triage.lua",   default_analyzer="",           default_output="alerts" },
+}
+
+outputs = {
+   { tag="findings", uri="file://findings.json" },
+   { tag="reports",  uri="file://reports.json" },
+   { tag="alerts",   uri="file://alerts.json" },
+}
