@@ -1,0 +1,196 @@
+//! Live Suricata: real Suricata 7 reads a pcap this test builds (scapy) and writes EVE to
+//! our `ipc://` datagram input and our `unix://` stream input at once, plus a regular
+//! eve.json as the record of what it wrote. Every event in eve.json must come out of the
+//! engine once per socket, equal as JSON.
+//!
+//! Needs `suricata` and scapy (scripts/install-suricata). Runs when
+//! DRAGONFLY_LIVE_SURICATA=1, which scripts/test and .ci/run set; a plain `cargo test`
+//! without it says so and passes.
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+const RULES: &str = r#"alert http any any -> any any (msg:"LIVE big response"; flow:established,to_client; content:"LIVETEST-BIG"; sid:1000001; rev:1;)
+alert dns any any -> any any (msg:"LIVE nx lookup"; dns.query; content:"qzx"; sid:1000002; rev:1;)
+"#;
+
+fn suricata_yaml(dir: &Path, dgram: &Path, stream: &Path) -> String {
+    let types = "[alert: {payload: yes, payload-printable: yes}, http, dns, flow]";
+    format!(
+        r#"%YAML 1.1
+---
+vars:
+  address-groups:
+    HOME_NET: "[10.0.0.0/8]"
+    EXTERNAL_NET: "!$HOME_NET"
+  port-groups:
+    HTTP_PORTS: "80"
+default-rule-path: {dir}
+rule-files: [local.rules]
+default-log-dir: {dir}
+outputs:
+  - eve-log:
+      enabled: yes
+      filetype: regular
+      filename: eve.json
+      types: {types}
+  - eve-log:
+      enabled: yes
+      filetype: unix_dgram
+      filename: {dgram}
+      types: {types}
+  - eve-log:
+      enabled: yes
+      filetype: unix_stream
+      filename: {stream}
+      types: {types}
+app-layer:
+  protocols:
+    http: {{enabled: yes}}
+    dns: {{udp: {{enabled: yes}}, tcp: {{enabled: yes}}}}
+logging:
+  outputs:
+    - console: {{enabled: yes}}
+"#,
+        dir = dir.display(),
+        dgram = dgram.display(),
+        stream = stream.display(),
+    )
+}
+
+fn parse_lines(text: &str) -> Vec<Value> {
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+/// Every expected event is matched by exactly one received event (equal as JSON).
+fn assert_same_events(what: &str, expected: &[Value], received: Vec<Value>) {
+    assert_eq!(received.len(), expected.len(), "{what}: event count");
+    let mut left = received;
+    for e in expected {
+        let i = left
+            .iter()
+            .position(|r| r == e)
+            .unwrap_or_else(|| panic!("{what}: never received {e}"));
+        left.swap_remove(i);
+    }
+}
+
+#[test]
+fn suricata_eve_over_unix_datagram_and_stream_sockets_arrives_whole() {
+    if std::env::var("DRAGONFLY_LIVE_SURICATA").as_deref() != Ok("1") {
+        eprintln!(
+            "live Suricata test not run: set DRAGONFLY_LIVE_SURICATA=1 (scripts/test does) \
+             after scripts/install-suricata"
+        );
+        return;
+    }
+    let r = Root::new();
+    let dir = r.path().to_path_buf();
+    let dgram = dir.join("eve-dgram.sock");
+    let stream = dir.join("eve-stream.sock");
+    r.write("filter/filter.lua", FILTER);
+    r.write("analyzer/pass.lua", PASS);
+    r.write("analyzer/ready.lua", PASS_READY);
+    r.config(&format!(
+        r#"
+inputs = {{
+  {{ tag="dgram",  uri="ipc://{}",  script="filter.lua", default_analyzer="d" }},
+  {{ tag="stream", uri="unix://{}", script="filter.lua", default_analyzer="s" }},
+}}
+analyzers = {{
+  {{ tag="d", script="ready.lua", default_analyzer="", default_output="d" }},
+  {{ tag="s", script="pass.lua",  default_analyzer="", default_output="s" }},
+}}
+outputs = {{
+  {{ tag="d", uri="file://from-dgram.json" }},
+  {{ tag="s", uri="file://from-stream.json" }},
+}}
+"#,
+        dgram.display(),
+        stream.display()
+    ));
+
+    // the capture and Suricata's configuration
+    let pcap = dir.join("live.pcap");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/live_pcap.py");
+    let out = Command::new("python3")
+        .arg(&script)
+        .arg(&pcap)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "building the pcap (scapy installed? scripts/install-suricata): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sdir = dir.join("suricata");
+    std::fs::create_dir_all(&sdir).unwrap();
+    std::fs::write(sdir.join("local.rules"), RULES).unwrap();
+    std::fs::write(
+        sdir.join("suricata.yaml"),
+        suricata_yaml(&sdir, &dgram, &stream),
+    )
+    .unwrap();
+
+    // the engine first: Suricata connects to sockets that must exist
+    let engine = r.spawn(&[]);
+    wait_for(Duration::from_secs(30), "engine ready", || {
+        dir.join("ready").exists() && dgram.exists() && stream.exists()
+    });
+
+    let out = Command::new("suricata")
+        .arg("-c")
+        .arg(sdir.join("suricata.yaml"))
+        .arg("-r")
+        .arg(&pcap)
+        .arg("-l")
+        .arg(&sdir)
+        .args(["-k", "none", "--runmode", "single"])
+        .output()
+        .expect("suricata installed (scripts/install-suricata)");
+    let log =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "suricata failed: {log}");
+
+    let written = parse_lines(&std::fs::read_to_string(sdir.join("eve.json")).unwrap());
+    let kinds: std::collections::BTreeSet<&str> = written
+        .iter()
+        .map(|e| e["event_type"].as_str().unwrap())
+        .collect();
+    for k in ["alert", "dns", "flow", "http"] {
+        assert!(kinds.contains(k), "Suricata wrote no {k} event: {log}");
+    }
+    let n = written.len();
+    wait_for(
+        Duration::from_secs(30),
+        "every event through both sockets",
+        || r.lines("from-dgram.json").len() >= n && r.lines("from-stream.json").len() >= n,
+    );
+    let (status, err) = stop(engine, Duration::from_secs(30));
+    assert!(status.success(), "{err}");
+
+    assert_same_events(
+        "ipc:// (unix_dgram)",
+        &written,
+        parse_lines(&r.read_log("from-dgram.json")),
+    );
+    assert_same_events(
+        "unix:// (unix_stream)",
+        &written,
+        parse_lines(&r.read_log("from-stream.json")),
+    );
+    let stats = r.final_stats();
+    for input in ["dgram", "stream"] {
+        let s = &stats["inputs"][input];
+        assert_eq!(s["events"], n as u64, "{input}: {s}");
+        assert_eq!(s["malformed"], 0, "{input}: {s}");
+        assert_eq!(s["truncated"], 0, "{input}: {s}");
+    }
+}
