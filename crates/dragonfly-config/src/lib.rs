@@ -58,6 +58,9 @@ pub struct Input {
     /// The script file found for it.
     pub script_path: PathBuf,
     pub default_analyzer: String,
+    /// `options = { ["key"] = value, ... }`: client settings passed to the input's library
+    /// (librdkafka for kafka://), sorted by key.
+    pub options: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -73,6 +76,8 @@ pub struct Analyzer {
 pub struct Output {
     pub tag: String,
     pub uri: String,
+    /// As for inputs: client settings for the output's library.
+    pub options: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -223,15 +228,17 @@ pub fn parse(source: &str, file: &str, root: &Path) -> Result<Config, ConfigErro
                 .string(entry, t, "default_analyzer", false)
                 .unwrap_or_default();
             let script_path = script.as_ref().and_then(|s| p.script(entry, "filter", s));
+            let options = p.options(entry, t);
             Some(Input {
                 tag: tag?,
                 uri: uri?,
                 script: script?,
                 script_path: script_path?,
                 default_analyzer,
+                options,
             })
         },
-        &["tag", "uri", "script", "default_analyzer"],
+        &["tag", "uri", "script", "default_analyzer", "options"],
     );
     let analyzers = p.list(
         &g,
@@ -264,12 +271,14 @@ pub fn parse(source: &str, file: &str, root: &Path) -> Result<Config, ConfigErro
         |p, entry, t| {
             let tag = p.string(entry, t, "tag", true);
             let uri = p.string(entry, t, "uri", true);
+            let options = p.options(entry, t);
             Some(Output {
                 tag: tag?,
                 uri: uri?,
+                options,
             })
         },
-        &["tag", "uri"],
+        &["tag", "uri", "options"],
     );
     let engine = p.engine(&g);
 
@@ -345,6 +354,56 @@ impl Parser {
                 None
             }
         }
+    }
+
+    /// `options = { key = value }` (strings, numbers, booleans), sorted by key.
+    fn options(&mut self, entry: &str, t: &Table) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        match t.raw_get::<Value>("options") {
+            Ok(Value::Nil) => {}
+            Ok(Value::Table(o)) => {
+                for pair in o.pairs::<Value, Value>() {
+                    let Ok((k, v)) = pair else { continue };
+                    let key = match k {
+                        Value::String(s) => s.to_string_lossy(),
+                        other => {
+                            self.push(
+                                Some(entry),
+                                Some("options"),
+                                format!("keys must be strings, not a {}", other.type_name()),
+                            );
+                            continue;
+                        }
+                    };
+                    let val = match v {
+                        Value::String(s) => s.to_string_lossy(),
+                        Value::Integer(n) => n.to_string(),
+                        Value::Number(n) => n.to_string(),
+                        Value::Boolean(b) => b.to_string(),
+                        other => {
+                            self.push(
+                                Some(entry),
+                                Some("options"),
+                                format!(
+                                    "'{key}' must be a string, number or boolean, not a {}",
+                                    other.type_name()
+                                ),
+                            );
+                            continue;
+                        }
+                    };
+                    out.push((key, val));
+                }
+            }
+            Ok(other) => self.push(
+                Some(entry),
+                Some("options"),
+                format!("must be a table, not a {}", other.type_name()),
+            ),
+            Err(e) => self.push(Some(entry), Some("options"), e.to_string()),
+        }
+        out.sort();
+        out
     }
 
     /// Resolve a script: absolute as given, else ROOT/<dir>/<script>, else ROOT/<script>.

@@ -132,7 +132,7 @@ impl Plan {
             .collect();
         let mut sources = Vec::new();
         for (i, inp) in config.inputs.iter().enumerate() {
-            match SourceSpec::parse(&inp.uri) {
+            match SourceSpec::parse(&inp.uri).and_then(|s| s.with_options(&inp.options)) {
                 Ok(s) => sources.push(s),
                 Err(e) => problems.push(format!(
                     "{file}: inputs[{}] (tag \"{}\"): field 'uri': {e}",
@@ -143,7 +143,9 @@ impl Plan {
         }
         let mut sinks = Vec::new();
         for (i, out) in config.outputs.iter().enumerate() {
-            match SinkSpec::parse(&out.uri, &options.logdir) {
+            match SinkSpec::parse(&out.uri, &options.logdir)
+                .and_then(|s| s.with_options(&out.options))
+            {
                 Ok(s) => sinks.push(s),
                 Err(e) => problems.push(format!(
                     "{file}: outputs[{}] (tag \"{}\"): field 'uri': {e}",
@@ -331,6 +333,7 @@ fn describe_sink(s: &SinkSpec) -> String {
         SinkSpec::File(p) => p.display().to_string(),
         SinkSpec::Ipc(p) => format!("ipc://{}", p.display()),
         SinkSpec::Redis(u) => format!("redis://{}:{}/{} ({:?})", u.host, u.port, u.key, u.mode),
+        SinkSpec::Kafka(u) => format!("kafka://{}/{}", u.brokers, u.topic),
     }
 }
 

@@ -2,43 +2,27 @@
 //! from the raw line without parsing it, hashed over the workers. Events with equal values go
 //! to the same worker, in input order; events without the field go to worker 0.
 
+use dragonfly_io::fieldkey::FieldKey;
 use dragonfly_io::Batch;
-use memchr::memmem::Finder;
 
 pub struct Partitioner {
-    finder: Finder<'static>,
+    key: FieldKey,
     workers: usize,
 }
 
 impl Partitioner {
     pub fn new(key: &str, workers: usize) -> Self {
-        let needle = format!("\"{key}\":").into_bytes();
         Self {
-            finder: Finder::new(&needle).into_owned(),
+            key: FieldKey::new(key),
             workers: workers.max(1),
         }
-    }
-
-    /// The raw bytes of the key's value (a number, or a string with its quotes).
-    fn value<'a>(&self, line: &'a [u8]) -> Option<&'a [u8]> {
-        let start = self.finder.find(line)? + self.finder.needle().len();
-        let rest = &line[start..];
-        let rest = &rest[rest.iter().position(|b| !b.is_ascii_whitespace())?..];
-        let end = if rest.first() == Some(&b'"') {
-            1 + rest[1..].iter().position(|&b| b == b'"')? + 1
-        } else {
-            rest.iter()
-                .position(|&b| b == b',' || b == b'}' || b.is_ascii_whitespace())
-                .unwrap_or(rest.len())
-        };
-        Some(&rest[..end])
     }
 
     pub fn worker_of(&self, line: &[u8]) -> usize {
         if self.workers == 1 {
             return 0;
         }
-        match self.value(line) {
+        match self.key.raw(line) {
             // FNV-1a: stable, fast on short keys
             Some(v) => {
                 let mut h: u64 = 0xcbf29ce484222325;
@@ -68,6 +52,10 @@ impl Partitioner {
         for line in batch.iter() {
             out[self.worker_of(line)].push(line);
         }
+        // every part carries the input's receipts: the input is done when all parts are
+        for part in out.iter_mut().filter(|p| !p.is_empty()) {
+            part.acks.extend(batch.acks.iter().cloned());
+        }
         out
     }
 }
@@ -89,7 +77,7 @@ mod tests {
         assert_eq!(spread.len(), 4);
         let s = Partitioner::new("src_ip", 2);
         assert_eq!(
-            s.value(br#"{"src_ip":"10.0.0.1","x":1}"#),
+            s.key.raw(br#"{"src_ip":"10.0.0.1","x":1}"#),
             Some(&br#""10.0.0.1""#[..])
         );
     }

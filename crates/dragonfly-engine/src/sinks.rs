@@ -1,12 +1,19 @@
 //! Runs each sink on its own thread: writes batches as they come, flushes when its queue is
-//! empty, reopens on request (SIGHUP/SIGUSR1), retries a failed write once after reopening.
+//! empty (or every HOLD_MAX batches / HOLD_TIME, so receipts do not wait behind a busy queue),
+//! reopens on request (SIGHUP/SIGUSR1), retries a failed write once after reopening.
+//! Input receipts ([`dragonfly_io::Ack`]) are held until the flush that covers their messages
+//! succeeded; a dropped write or a failed flush marks them failed.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
-use dragonfly_io::{Batch, Sink};
+use dragonfly_io::{Ack, Batch, Sink};
+
+/// Flush at least this often while receipts wait, even when the queue never empties.
+const HOLD_TIME: Duration = Duration::from_millis(500);
+const HOLD_MAX: usize = 64;
 
 use crate::enginelog::EngineLog;
 use crate::stats::OutputCounters;
@@ -30,6 +37,8 @@ impl SinkRunner {
     }
 
     pub fn run(mut self) {
+        let mut held: Vec<Ack> = Vec::new();
+        let mut since = Instant::now();
         let mut generation = self.reopen.load(Relaxed);
         loop {
             let g = self.reopen.load(Relaxed);
@@ -40,24 +49,50 @@ impl SinkRunner {
                 }
             }
             match self.rx.recv_timeout(Duration::from_millis(200)) {
-                Ok(batch) => {
-                    self.write(&batch);
-                    if self.rx.is_empty() {
-                        if let Err(e) = self.sink.flush() {
-                            self.error(&format!("flush failed: {e}"));
+                Ok(mut batch) => {
+                    let ok = self.write(&batch);
+                    if held.is_empty() {
+                        since = Instant::now();
+                    }
+                    for a in batch.acks.drain(..) {
+                        if !ok {
+                            a.fail();
                         }
+                        held.push(a);
+                    }
+                    if self.rx.is_empty() || held.len() >= HOLD_MAX || since.elapsed() >= HOLD_TIME
+                    {
+                        self.flush(&mut held, "flush failed");
                     }
                 }
-                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Timeout) => {
+                    if !held.is_empty() {
+                        self.flush(&mut held, "flush failed");
+                    }
+                }
                 Err(RecvTimeoutError::Disconnected) => break,
             }
         }
-        if let Err(e) = self.sink.flush() {
-            self.error(&format!("final flush failed: {e}"));
-        }
+        self.flush(&mut held, "final flush failed");
     }
 
-    fn write(&mut self, batch: &Batch) {
+    /// Flush the sink, then let go of the receipts it covered (failed if the flush failed).
+    fn flush(&mut self, held: &mut Vec<Ack>, what: &str) {
+        if let Err(e) = self.sink.flush() {
+            self.error(&format!("{what}: {e}"));
+            held.iter().for_each(Ack::fail);
+        }
+        let dropped = self.sink.take_dropped();
+        if dropped > 0 {
+            if let Some(c) = self.counters() {
+                c.dropped.fetch_add(dropped, Relaxed);
+            }
+        }
+        held.clear();
+    }
+
+    /// Write a batch (retrying once after a reopen); false if its messages were dropped.
+    fn write(&mut self, batch: &Batch) -> bool {
         let mut res = self.sink.write(batch);
         if let Err(e) = &res {
             self.error(&format!("write failed ({e}); reopening and retrying"));
@@ -69,6 +104,7 @@ impl SinkRunner {
                     c.events.fetch_add(batch.len() as u64, Relaxed);
                     c.bytes.fetch_add(batch.bytes() as u64, Relaxed);
                 }
+                true
             }
             Err(e) => {
                 if let Some(c) = self.counters() {
@@ -78,6 +114,7 @@ impl SinkRunner {
                     "write failed again ({e}); {} messages dropped",
                     batch.len()
                 ));
+                false
             }
         }
     }

@@ -69,6 +69,9 @@ struct Chain<'a> {
     unknown_seen: HashSet<(String, TagKind)>,
     /// New timers are refused once the worker is draining for exit.
     draining: bool,
+    /// Receipts of the input batch being processed: every output batch made from it holds
+    /// them, so the input learns when the sinks have flushed what it became.
+    acks: Vec<dragonfly_io::Ack>,
 }
 
 impl Worker {
@@ -94,6 +97,7 @@ impl Worker {
             seq: 0,
             unknown_seen: HashSet::new(),
             draining: false,
+            acks: Vec::new(),
         };
         // Anything setup() emitted (hand-offs, log lines, outputs) goes out first.
         if let Err(e) = chain.rt.drain() {
@@ -115,10 +119,14 @@ impl Chain<'_> {
                 None => self.w.rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
             };
             match next {
-                Ok(WorkItem::Lines { input, batch }) => {
+                Ok(WorkItem::Lines { input, mut batch }) => {
+                    self.acks = std::mem::take(&mut batch.acks);
                     self.batch(input, &batch);
+                    drop(batch);
                     self.fire_due_timers(Instant::now());
                     self.flush();
+                    // the worker's part is done; the sinks hold the receipts from here
+                    self.acks.clear();
                 }
                 Err(RecvTimeoutError::Timeout) => {
                     self.fire_due_timers(Instant::now());
@@ -235,8 +243,9 @@ impl Chain<'_> {
     fn flush(&mut self) {
         let n = self.w.sinks.len() - 2;
         for i in 0..n {
-            let batch = self.rt.take_output(i);
+            let mut batch = self.rt.take_output(i);
             if !batch.is_empty() {
+                batch.acks.extend(self.acks.iter().cloned());
                 // The sink counts what it writes; a closed sink means shutdown went past it.
                 let _ = self.w.sinks[i].send(batch);
             }

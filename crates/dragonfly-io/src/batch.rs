@@ -9,6 +9,9 @@
 pub struct Batch {
     data: Vec<u8>,
     ends: Vec<usize>,
+    /// Receipts of the input data these messages came from (see [`crate::ack`]): whoever
+    /// holds the batch holds them, and lets go once the messages are safely handed on.
+    pub acks: Vec<crate::ack::Ack>,
 }
 
 impl Batch {
@@ -16,6 +19,7 @@ impl Batch {
         Self {
             data: Vec::with_capacity(bytes),
             ends: Vec::with_capacity(messages),
+            acks: Vec::new(),
         }
     }
 

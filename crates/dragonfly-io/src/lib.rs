@@ -4,14 +4,18 @@
 //! Sources turn bytes into [`Batch`]es of raw lines and hand them to an [`Emit`] supplied by the
 //! engine (which decides which worker gets which line); sinks write batches of encoded messages.
 
+pub mod ack;
 pub mod batch;
+pub mod fieldkey;
 pub mod framing;
+pub mod kafka_uri;
 pub mod ratelimit;
 pub mod redis_uri;
 pub mod sinks;
 pub mod sources;
 mod uri;
 
+pub use ack::{Ack, Receipt, Watermark};
 pub use batch::Batch;
 pub use framing::{Frame, LineFramer};
 pub use sinks::{open_sink, Sink, SinkSpec};

@@ -1,5 +1,8 @@
 //! Real services for tests, started on free 127.0.0.1 ports and stopped when dropped.
 
+pub mod kafka;
+pub use kafka::KafkaBroker;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

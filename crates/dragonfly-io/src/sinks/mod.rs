@@ -5,11 +5,13 @@
 //! | `file://PATH` (relative paths under LOGDIR) | [`file`] | one line per message, appended |
 //! | `ipc://PATH` | [`ipc`] | one datagram per message to a socket bound by someone else |
 //! | `redis://HOST:PORT/KEY?mode=list\|rpush\|channel` | [`redis`] | LPUSH, RPUSH or PUBLISH per message |
+//! | `kafka://BROKERS/TOPIC[?key=FIELD]` | [`kafka`] | one record per message, delivery confirmed on flush |
 //!
 //! Batches handed to a sink hold one message per entry, each ending with `\n`.
 
 pub mod file;
 pub mod ipc;
+pub mod kafka;
 pub mod redis;
 
 use std::io;
@@ -28,6 +30,10 @@ pub trait Sink: Send {
     fn reopen(&mut self) -> io::Result<()> {
         Ok(())
     }
+    /// Messages given up on since the last call (delivery failures found at flush).
+    fn take_dropped(&mut self) -> u64 {
+        0
+    }
 }
 
 /// A parsed output URI.
@@ -36,6 +42,7 @@ pub enum SinkSpec {
     File(PathBuf),
     Ipc(PathBuf),
     Redis(crate::redis_uri::RedisUri),
+    Kafka(crate::kafka_uri::KafkaUri),
 }
 
 impl SinkSpec {
@@ -49,14 +56,28 @@ impl SinkSpec {
             }
             "ipc" => SinkSpec::Ipc(uri::path(rest)),
             "redis" => SinkSpec::Redis(crate::redis_uri::RedisUri::parse(uri, rest)?),
+            "kafka" => SinkSpec::Kafka(crate::kafka_uri::KafkaUri::parse(uri, rest)?),
             other => {
                 return Err(UriError::Unsupported {
                     scheme: other.to_string(),
                     role: "as an output",
-                    supported: "file, ipc, redis",
+                    supported: "file, ipc, redis, kafka",
                 })
             }
         })
+    }
+
+    /// Apply config.lua's `options` table; only outputs backed by a client library take one.
+    pub fn with_options(self, options: &[(String, String)]) -> Result<Self, UriError> {
+        match self {
+            _ if options.is_empty() => Ok(self),
+            SinkSpec::Kafka(u) => Ok(SinkSpec::Kafka(u.with_options(options))),
+            _ => Err(UriError::Unsupported {
+                scheme: "options".into(),
+                role: "for this output",
+                supported: "kafka://",
+            }),
+        }
     }
 }
 
@@ -66,6 +87,7 @@ pub fn open_sink(spec: &SinkSpec) -> io::Result<Box<dyn Sink>> {
         SinkSpec::File(p) => Box::new(file::FileSink::open(p)?),
         SinkSpec::Ipc(p) => Box::new(ipc::IpcSink::new(p)?),
         SinkSpec::Redis(u) => Box::new(redis::RedisSink::new(u.clone())),
+        SinkSpec::Kafka(u) => Box::new(kafka::KafkaSink::new(u.clone())?),
     })
 }
 

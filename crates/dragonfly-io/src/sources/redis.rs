@@ -6,7 +6,6 @@
 use std::time::Duration;
 
 use super::{io_error, Collector, SourceCtx};
-use crate::framing::Frame;
 use crate::redis_uri::{RedisMode, RedisUri};
 
 pub struct RedisSource {
@@ -43,17 +42,6 @@ impl RedisSource {
         col.flush(&mut ctx);
     }
 
-    fn line(col: &mut Collector, ctx: &mut SourceCtx, msg: &[u8]) {
-        let msg = msg.strip_suffix(b"\n").unwrap_or(msg);
-        if msg.len() > ctx.max_line {
-            col.frame(ctx, Frame::Oversized(msg.len()));
-        } else if msg.iter().all(|b| b.is_ascii_whitespace()) {
-            col.frame(ctx, Frame::Empty);
-        } else {
-            col.frame(ctx, Frame::Line(msg));
-        }
-    }
-
     fn pop(&self, ctx: &mut SourceCtx, col: &mut Collector) -> redis::RedisResult<()> {
         let mut con = self.uri.connect()?;
         let (block, take) = match self.uri.mode {
@@ -70,13 +58,13 @@ impl RedisSource {
                 col.flush(ctx);
                 continue;
             };
-            Self::line(col, ctx, &msg);
+            col.message(ctx, &msg);
             let more: Option<Vec<Vec<u8>>> = redis::cmd(take)
                 .arg(&self.uri.key)
                 .arg(ctx.batch_lines.max(1))
                 .query(&mut con)?;
             for m in more.unwrap_or_default() {
-                Self::line(col, ctx, &m);
+                col.message(ctx, &m);
             }
             col.flush(ctx);
         }
@@ -92,7 +80,7 @@ impl RedisSource {
             match sub.get_message() {
                 Ok(m) => {
                     let payload: Vec<u8> = m.get_payload()?;
-                    Self::line(col, ctx, &payload);
+                    col.message(ctx, &payload);
                 }
                 Err(e) if e.is_timeout() => col.flush(ctx),
                 Err(e) => return Err(e),

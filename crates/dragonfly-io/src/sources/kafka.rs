@@ -1,0 +1,244 @@
+//! `kafka://BROKERS/TOPIC?group=NAME`: a member of a consumer group, so engines started with
+//! the same group split the topic's partitions between them.
+//!
+//! At-least-once: auto-commit is off. Each batch carries an [`Ack`]; when every output has
+//! flushed what the batch became, its offsets are done. Per partition a [`Watermark`] keeps
+//! the commit point from passing a batch still in flight (workers finish out of order), and
+//! done offsets are committed every `commit_ms` (default 1 s), before a partition is taken
+//! away in a rebalance, and at shutdown (after everything read has been written). A batch
+//! that failed downstream stops its partition's commit point: after a restart the engine
+//! reads again from there. After SIGKILL, what was read since the last commit is read
+//! again: duplicates are bounded by what arrives within one commit interval (plus batches
+//! in flight), and nothing is lost.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{unbounded, Receiver, Sender};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaResult;
+use rdkafka::message::Message;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+
+use super::{io_error, Collector, SourceCtx};
+use crate::ack::{Ack, Receipt, Watermark};
+use crate::kafka_uri::KafkaUri;
+
+pub struct KafkaSource {
+    pub uri: KafkaUri,
+}
+
+/// Offsets read and done, per partition, shared with the rebalance callback (which runs on
+/// the polling thread, inside `poll`).
+struct Tracker {
+    topic: String,
+    marks: HashMap<i32, Watermark>,
+    /// batch id -> partitions it has messages of
+    batches: HashMap<u64, Vec<i32>>,
+    receipts: Receiver<Receipt>,
+    failed_logged: bool,
+}
+
+impl Tracker {
+    /// Take in the receipts that arrived; the offsets to commit now (partition -> next offset).
+    fn collect(&mut self) -> Vec<(i32, i64)> {
+        while let Ok((id, ok)) = self.receipts.try_recv() {
+            for p in self.batches.remove(&id).unwrap_or_default() {
+                if let Some(w) = self.marks.get_mut(&p) {
+                    if !w.receipt(id, ok) && !self.failed_logged {
+                        self.failed_logged = true;
+                        tracing::error!(topic = %self.topic, partition = p,
+                            "an output failed to deliver events of this partition: its offset is \
+                             no longer committed; they are read again after a restart");
+                    }
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for (&p, w) in self.marks.iter_mut() {
+            if let Some(end) = w.advance() {
+                out.push((p, end as i64));
+            }
+        }
+        out
+    }
+
+    fn pending(&self) -> usize {
+        self.marks.values().map(Watermark::pending).sum()
+    }
+
+    fn commit(&mut self, consumer: &BaseConsumer<Ctx>, mode: CommitMode) {
+        let offsets = self.collect();
+        if offsets.is_empty() {
+            return;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for (p, o) in &offsets {
+            let _ = tpl.add_partition_offset(&self.topic, *p, Offset::Offset(*o));
+        }
+        if let Err(e) = consumer.commit(&tpl, mode) {
+            tracing::warn!(topic = %self.topic, "offset commit failed: {e}");
+        }
+    }
+}
+
+struct Ctx {
+    tracker: Arc<Mutex<Tracker>>,
+}
+
+impl ClientContext for Ctx {}
+
+impl ConsumerContext for Ctx {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            let mut t = self.tracker.lock().unwrap();
+            // what is done so far is committed before another member takes over
+            t.commit(consumer, CommitMode::Sync);
+            for e in tpl.elements() {
+                t.marks.remove(&e.partition());
+            }
+            tracing::info!(topic = %t.topic, partitions = tpl.count(), "partitions revoked");
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            let mut t = self.tracker.lock().unwrap();
+            for e in tpl.elements() {
+                t.marks.insert(e.partition(), Watermark::default());
+            }
+            let parts: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+            tracing::info!(topic = %t.topic, ?parts, "partitions assigned");
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
+        if let Err(e) = result {
+            tracing::debug!("commit: {e}");
+        }
+    }
+}
+
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(30);
+
+impl KafkaSource {
+    pub fn run(self, mut ctx: SourceCtx) {
+        let (tx, rx) = unbounded::<Receipt>();
+        let tracker = Arc::new(Mutex::new(Tracker {
+            topic: self.uri.topic.clone(),
+            marks: HashMap::new(),
+            batches: HashMap::new(),
+            receipts: rx,
+            failed_logged: false,
+        }));
+        let consumer = match self.consumer(&tracker) {
+            Ok(c) => c,
+            Err(e) => {
+                io_error(
+                    &ctx,
+                    &format!("kafka {}", self.uri.brokers),
+                    &std::io::Error::other(e.to_string()),
+                );
+                return;
+            }
+        };
+        let mut col = Collector::manual(&ctx);
+        let mut next_id = 0u64;
+        let mut last_commit = Instant::now();
+        let commit_every = Duration::from_millis(self.uri.commit_ms);
+        // partition -> next offset of the batch being collected
+        let mut open: HashMap<i32, i64> = HashMap::new();
+        while !ctx.stopping() && !col.closed() {
+            let mut got = 0usize;
+            let mut wait = Duration::from_millis(100);
+            while got < ctx.batch_lines.max(1) {
+                match consumer.poll(wait) {
+                    Some(Ok(m)) => {
+                        got += 1;
+                        wait = Duration::ZERO;
+                        open.insert(m.partition(), m.offset() + 1);
+                        col.message(&mut ctx, m.payload().unwrap_or_default());
+                    }
+                    Some(Err(e)) => {
+                        io_error(
+                            &ctx,
+                            &format!("kafka {}", self.uri.topic),
+                            &std::io::Error::other(e.to_string()),
+                        );
+                        break;
+                    }
+                    None => break,
+                }
+            }
+            if !open.is_empty() {
+                next_id += 1;
+                self.emit(&mut col, &mut ctx, &tracker, &tx, next_id, &mut open);
+            }
+            if last_commit.elapsed() >= commit_every {
+                tracker.lock().unwrap().commit(&consumer, CommitMode::Async);
+                last_commit = Instant::now();
+            }
+        }
+        // Shutdown: read nothing more; wait until what was read has been written, commit it.
+        let deadline = Instant::now() + SHUTDOWN_WAIT;
+        loop {
+            let mut t = tracker.lock().unwrap();
+            t.commit(&consumer, CommitMode::Sync);
+            if t.pending() == 0
+                || Instant::now() > deadline
+                || t.marks.values().any(Watermark::is_failed)
+            {
+                if t.pending() > 0 {
+                    tracing::warn!(topic = %self.uri.topic, batches = t.pending(),
+                        "stopping with batches not confirmed by every output: they are read again on restart");
+                }
+                break;
+            }
+            drop(t);
+            // keep serving the group (heartbeats) while waiting
+            let _ = consumer.poll(Duration::ZERO);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        consumer.unsubscribe();
+    }
+
+    fn consumer(&self, tracker: &Arc<Mutex<Tracker>>) -> KafkaResult<BaseConsumer<Ctx>> {
+        let mut c = self.uri.client_config();
+        c.set("group.id", &self.uri.group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", "6000")
+            .set("enable.partition.eof", "false");
+        self.uri.apply_options(&mut c);
+        let consumer: BaseConsumer<Ctx> = c.create_with_context(Ctx {
+            tracker: tracker.clone(),
+        })?;
+        consumer.subscribe(&[&self.uri.topic])?;
+        Ok(consumer)
+    }
+
+    /// Hand the collected lines over with a receipt covering their offsets.
+    fn emit(
+        &self,
+        col: &mut Collector,
+        ctx: &mut SourceCtx,
+        tracker: &Arc<Mutex<Tracker>>,
+        tx: &Sender<Receipt>,
+        id: u64,
+        open: &mut HashMap<i32, i64>,
+    ) {
+        {
+            let mut t = tracker.lock().unwrap();
+            let parts: Vec<i32> = open.keys().copied().collect();
+            for (&p, &end) in open.iter() {
+                t.marks.entry(p).or_default().emitted(id, end as u64);
+            }
+            t.batches.insert(id, parts);
+        }
+        open.clear();
+        col.attach(Ack::new(id, tx.clone()));
+        col.flush(ctx);
+    }
+}
