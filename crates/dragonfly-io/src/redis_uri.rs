@@ -20,6 +20,9 @@ pub struct RedisUri {
     pub port: u16,
     pub key: String,
     pub mode: RedisMode,
+    /// Inputs, list modes: `consumer=NAME` turns on at-least-once delivery through the
+    /// processing list `KEY:processing:NAME` (one name per engine).
+    pub consumer: Option<String>,
 }
 
 impl RedisUri {
@@ -36,16 +39,18 @@ impl RedisUri {
             None => (addr.to_string(), 6379),
         };
         let mut mode = RedisMode::List;
+        let mut consumer = None;
         for kv in query.split('&').filter(|s| !s.is_empty()) {
             match kv.split_once('=') {
                 Some(("mode", "list" | "lpush")) => mode = RedisMode::List,
                 Some(("mode", "rpush")) => mode = RedisMode::Rpush,
                 Some(("mode", "channel" | "publish")) => mode = RedisMode::Channel,
+                Some(("consumer", c)) if !c.is_empty() => consumer = Some(c.to_string()),
                 _ => {
                     return Err(UriError::Unsupported {
                         scheme: format!("redis (query '{kv}')"),
                         role: "here",
-                        supported: "mode=list, mode=rpush, mode=channel",
+                        supported: "mode=list, mode=rpush, mode=channel, consumer=NAME",
                     })
                 }
             }
@@ -55,7 +60,15 @@ impl RedisUri {
             port,
             key: key.to_string(),
             mode,
+            consumer,
         })
+    }
+
+    /// The list holding what this consumer took and has not finished.
+    pub fn processing_key(&self) -> Option<String> {
+        self.consumer
+            .as_ref()
+            .map(|c| format!("{}:processing:{c}", self.key))
     }
 
     pub fn connect(&self) -> redis::RedisResult<redis::Connection> {

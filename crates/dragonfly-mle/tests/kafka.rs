@@ -4,73 +4,10 @@
 //! event comes out at least once with duplicates bounded by what was in flight.
 mod common;
 
-use std::collections::HashMap;
-use std::fs::File;
-use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use dragonfly_testkit::KafkaBroker;
-
-/// Slow enough (about 0.2 ms per event) that a kill lands mid-stream.
-const SLOW_PASS: &str = r#"
-function setup() end
-function loop(msg)
-  local t = dragonfly.clock() + 0.0002
-  while dragonfly.clock() < t do end
-  dragonfly.output_event(default_output, msg)
-end
-"#;
-
-fn consumer_root(uri: &str) -> Root {
-    let r = Root::new();
-    r.write("filter/filter.lua", FILTER);
-    r.write("analyzer/slow.lua", SLOW_PASS);
-    r.config(&format!(
-        r#"
-inputs = {{ {{ tag="kafka", uri="{uri}", script="filter.lua", default_analyzer="slow",
-              options = {{ ["session.timeout.ms"] = 6000, ["heartbeat.interval.ms"] = 500 }} }} }}
-analyzers = {{ {{ tag="slow", script="slow.lua", default_analyzer="", default_output="out" }} }}
-outputs = {{ {{ tag="out", uri="file://out.json" }} }}
-engine = {{ batch_lines = 64, queue_batches = 8 }}
-"#
-    ));
-    r
-}
-
-/// Start an engine with stderr in LOGDIR/stderr.log (appended across restarts).
-fn spawn_logged(r: &Root) -> Child {
-    std::fs::create_dir_all(&r.logdir).unwrap();
-    let err = File::options()
-        .create(true)
-        .append(true)
-        .open(r.logdir.join("stderr.log"))
-        .unwrap();
-    r.command(&[])
-        .stdout(Stdio::null())
-        .stderr(err)
-        .spawn()
-        .unwrap()
-}
-
-fn stderr_log(r: &Root) -> String {
-    r.read_log("stderr.log")
-}
-
-fn kill9(child: &mut Child) {
-    child.kill().unwrap();
-    child.wait().unwrap();
-}
-
-fn count_seqs(roots: &[&Root]) -> HashMap<u64, usize> {
-    let mut m = HashMap::new();
-    for r in roots {
-        for s in seqs(&r.lines("out.json")) {
-            *m.entry(s).or_default() += 1;
-        }
-    }
-    m
-}
 
 #[test]
 fn kafka_group_splits_a_topic_and_survives_sigkill_without_loss() {
@@ -123,8 +60,9 @@ outputs = {{ {{ tag="k", uri="kafka://{bootstrap}/eve?key=flow_id" }} }}
 
     // 2. two engines in one group
     let uri = format!("kafka://{bootstrap}/eve?group=mle&commit_ms=200");
-    let a = consumer_root(&uri);
-    let b = consumer_root(&uri);
+    let options = r#"options = { ["session.timeout.ms"] = 6000, ["heartbeat.interval.ms"] = 500 }"#;
+    let a = slow_consumer(&uri, options);
+    let b = slow_consumer(&uri, options);
     let mut ea = spawn_logged(&a);
     wait_for(Duration::from_secs(60), "A assigned", || {
         stderr_log(&a).contains("partitions assigned")
@@ -145,19 +83,7 @@ outputs = {{ {{ tag="k", uri="kafka://{bootstrap}/eve?key=flow_id" }} }}
     let ea = spawn_logged(&a);
 
     // 4. every event comes out, at least once
-    let deadline = Instant::now() + Duration::from_secs(180);
-    loop {
-        let seen = count_seqs(&[&a, &b]);
-        if seen.len() == N {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "only {} of {N} events came out",
-            seen.len()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_all_seqs(&[&a, &b], N, Duration::from_secs(180));
     let (sa, ea_err) = stop(ea, Duration::from_secs(60));
     let (sb, eb_err) = stop(eb, Duration::from_secs(60));
     assert!(sa.success() && sb.success(), "{ea_err}{eb_err}");
@@ -175,7 +101,7 @@ outputs = {{ {{ tag="k", uri="kafka://{bootstrap}/eve?key=flow_id" }} }}
     assert_eq!(seen.len(), N);
 
     // 5. what was done was committed: a new member of the group reads nothing more
-    let c = consumer_root(&uri);
+    let c = slow_consumer(&uri, options);
     let ec = spawn_logged(&c);
     wait_for(Duration::from_secs(60), "C assigned", || {
         stderr_log(&c).contains("partitions assigned")

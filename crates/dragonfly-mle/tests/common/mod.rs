@@ -177,6 +177,85 @@ pub fn stop(mut child: Child, limit: Duration) -> (ExitStatus, String) {
     }
 }
 
+/// An analyzer slow enough (about 0.2 ms per event) that a kill lands mid-stream.
+pub const SLOW_PASS: &str = r#"
+function setup() end
+function loop(msg)
+  local t = dragonfly.clock() + 0.0002
+  while dragonfly.clock() < t do end
+  dragonfly.output_event(default_output, msg)
+end
+"#;
+
+/// A consumer for the scale-out tests: `uri` -> slow pass -> LOGDIR/out.json, with small
+/// queues (so little is in flight). `input_extra` goes into the input's entry.
+pub fn slow_consumer(uri: &str, input_extra: &str) -> Root {
+    let r = Root::new();
+    r.write("filter/filter.lua", FILTER);
+    r.write("analyzer/slow.lua", SLOW_PASS);
+    r.config(&format!(
+        r#"
+inputs = {{ {{ tag="in", uri="{uri}", script="filter.lua", default_analyzer="slow", {input_extra} }} }}
+analyzers = {{ {{ tag="slow", script="slow.lua", default_analyzer="", default_output="out" }} }}
+outputs = {{ {{ tag="out", uri="file://out.json" }} }}
+engine = {{ batch_lines = 64, queue_batches = 8 }}
+"#
+    ));
+    r
+}
+
+/// Start an engine with stderr appended to LOGDIR/stderr.log (kept across restarts).
+pub fn spawn_logged(r: &Root) -> Child {
+    std::fs::create_dir_all(&r.logdir).unwrap();
+    let err = std::fs::File::options()
+        .create(true)
+        .append(true)
+        .open(r.logdir.join("stderr.log"))
+        .unwrap();
+    r.command(&[])
+        .stdout(Stdio::null())
+        .stderr(err)
+        .spawn()
+        .unwrap()
+}
+
+pub fn stderr_log(r: &Root) -> String {
+    r.read_log("stderr.log")
+}
+
+/// SIGKILL, as a crash or the OOM killer would.
+pub fn kill9(child: &mut Child) {
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+/// How often each `seq` appears in the roots' out.json.
+pub fn count_seqs(roots: &[&Root]) -> std::collections::HashMap<u64, usize> {
+    let mut m = std::collections::HashMap::new();
+    for r in roots {
+        for s in seqs(&r.lines("out.json")) {
+            *m.entry(s).or_default() += 1;
+        }
+    }
+    m
+}
+
+/// Wait until every seq in 0..n has come out of the roots.
+pub fn wait_all_seqs(roots: &[&Root], n: usize, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let seen = count_seqs(roots).len();
+        if seen == n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {seen} of {n} events came out"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// Our RedisML module, built by `cargo build --release` (scripts/test does).
 pub fn redisml_module() -> &'static str {
     let module = concat!(
