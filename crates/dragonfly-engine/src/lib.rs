@@ -334,6 +334,7 @@ fn describe_sink(s: &SinkSpec) -> String {
         SinkSpec::Ipc(p) => format!("ipc://{}", p.display()),
         SinkSpec::Redis(u) => format!("redis://{}:{}/{} ({:?})", u.host, u.port, u.key, u.mode),
         SinkSpec::Kafka(u) => format!("kafka://{}/{}", u.brokers, u.topic),
+        SinkSpec::Nats(u) => format!("nats://{}/{}", u.server, u.subject),
     }
 }
 

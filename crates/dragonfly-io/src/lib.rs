@@ -9,6 +9,7 @@ pub mod batch;
 pub mod fieldkey;
 pub mod framing;
 pub mod kafka_uri;
+pub mod nats_uri;
 pub mod ratelimit;
 pub mod redis_uri;
 pub mod sinks;

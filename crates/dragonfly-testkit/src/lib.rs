@@ -1,7 +1,9 @@
 //! Real services for tests, started on free 127.0.0.1 ports and stopped when dropped.
 
 pub mod kafka;
+pub mod nats;
 pub use kafka::KafkaBroker;
+pub use nats::NatsServer;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

@@ -6,12 +6,14 @@
 //! | `ipc://PATH` | [`ipc`] | one datagram per message to a socket bound by someone else |
 //! | `redis://HOST:PORT/KEY?mode=list\|rpush\|channel` | [`redis`] | LPUSH, RPUSH or PUBLISH per message |
 //! | `kafka://BROKERS/TOPIC[?key=FIELD]` | [`kafka`] | one record per message, delivery confirmed on flush |
+//! | `nats://HOST:PORT/SUBJECT[?jetstream=1]` | [`nats`] | one message per event (JetStream: acknowledged on flush) |
 //!
 //! Batches handed to a sink hold one message per entry, each ending with `\n`.
 
 pub mod file;
 pub mod ipc;
 pub mod kafka;
+pub mod nats;
 pub mod redis;
 
 use std::io;
@@ -43,6 +45,7 @@ pub enum SinkSpec {
     Ipc(PathBuf),
     Redis(crate::redis_uri::RedisUri),
     Kafka(crate::kafka_uri::KafkaUri),
+    Nats(crate::nats_uri::NatsUri),
 }
 
 impl SinkSpec {
@@ -57,11 +60,12 @@ impl SinkSpec {
             "ipc" => SinkSpec::Ipc(uri::path(rest)),
             "redis" => SinkSpec::Redis(crate::redis_uri::RedisUri::parse(uri, rest)?),
             "kafka" => SinkSpec::Kafka(crate::kafka_uri::KafkaUri::parse(uri, rest)?),
+            "nats" => SinkSpec::Nats(crate::nats_uri::NatsUri::parse(uri, rest)?),
             other => {
                 return Err(UriError::Unsupported {
                     scheme: other.to_string(),
                     role: "as an output",
-                    supported: "file, ipc, redis, kafka",
+                    supported: "file, ipc, redis, kafka, nats",
                 })
             }
         })
@@ -88,6 +92,7 @@ pub fn open_sink(spec: &SinkSpec) -> io::Result<Box<dyn Sink>> {
         SinkSpec::Ipc(p) => Box::new(ipc::IpcSink::new(p)?),
         SinkSpec::Redis(u) => Box::new(redis::RedisSink::new(u.clone())),
         SinkSpec::Kafka(u) => Box::new(kafka::KafkaSink::new(u.clone())?),
+        SinkSpec::Nats(u) => Box::new(nats::NatsSink::new(u.clone())?),
     })
 }
 

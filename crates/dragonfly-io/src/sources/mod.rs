@@ -9,10 +9,12 @@
 //! | `unix://PATH` (unix stream, listened on here) | [`unix`] | no |
 //! | `redis://HOST:PORT/KEY?mode=list\|rpush\|channel` | [`redis`] | no |
 //! | `kafka://BROKERS/TOPIC?group=NAME` | [`kafka`] | no |
+//! | `nats://HOST:PORT/SUBJECT[?queue=G \| ?stream=S&durable=D]` | [`nats`] | no |
 
 pub mod file;
 pub mod ipc;
 pub mod kafka;
+pub mod nats;
 pub mod redis;
 pub mod tail;
 pub mod unix;
@@ -86,6 +88,7 @@ pub enum SourceSpec {
     Unix(PathBuf),
     Redis(crate::redis_uri::RedisUri),
     Kafka(crate::kafka_uri::KafkaUri),
+    Nats(crate::nats_uri::NatsUri),
 }
 
 impl SourceSpec {
@@ -109,11 +112,12 @@ impl SourceSpec {
             "unix" => SourceSpec::Unix(uri::path(rest)),
             "redis" => SourceSpec::Redis(crate::redis_uri::RedisUri::parse(uri, rest)?),
             "kafka" => SourceSpec::Kafka(crate::kafka_uri::KafkaUri::parse(uri, rest)?),
+            "nats" => SourceSpec::Nats(crate::nats_uri::NatsUri::parse(uri, rest)?),
             other => {
                 return Err(UriError::Unsupported {
                     scheme: other.to_string(),
                     role: "as an input",
-                    supported: "file, zfile, tail, ipc, unix, redis, kafka",
+                    supported: "file, zfile, tail, ipc, unix, redis, kafka, nats",
                 })
             }
         })
@@ -145,7 +149,7 @@ impl SourceSpec {
             | SourceSpec::Ipc(p)
             | SourceSpec::Unix(p)
             | SourceSpec::Tail { path: p, .. } => Some(p),
-            SourceSpec::Redis(_) | SourceSpec::Kafka(_) => None,
+            SourceSpec::Redis(_) | SourceSpec::Kafka(_) | SourceSpec::Nats(_) => None,
         }
     }
 
@@ -162,6 +166,7 @@ impl SourceSpec {
             SourceSpec::Unix(p) => Prepared::Unix(unix::bind(p)?),
             SourceSpec::Redis(u) => Prepared::Redis(redis::RedisSource { uri: u.clone() }),
             SourceSpec::Kafka(u) => Prepared::Kafka(kafka::KafkaSource { uri: u.clone() }),
+            SourceSpec::Nats(u) => Prepared::Nats(nats::NatsSource { uri: u.clone() }),
         })
     }
 }
@@ -174,6 +179,7 @@ pub enum Prepared {
     Unix(unix::UnixSource),
     Redis(redis::RedisSource),
     Kafka(kafka::KafkaSource),
+    Nats(nats::NatsSource),
 }
 
 impl Prepared {
@@ -186,6 +192,7 @@ impl Prepared {
             Prepared::Unix(s) => s.run(ctx),
             Prepared::Redis(s) => s.run(ctx),
             Prepared::Kafka(s) => s.run(ctx),
+            Prepared::Nats(s) => s.run(ctx),
         }
     }
 }
