@@ -16,20 +16,7 @@ fn kafka_group_splits_a_topic_and_survives_sigkill_without_loss() {
     const N: usize = 20_000;
 
     // 1. the engine as a producer: file -> kafka, keyed by flow_id
-    let producer = Root::passthrough("file://in.json");
-    producer.write("in.json", &(events(N).join("\n") + "\n"));
-    producer.config(&format!(
-        r#"
-inputs = {{ {{ tag="in", uri="file://in.json", script="filter.lua", default_analyzer="pass" }} }}
-analyzers = {{ {{ tag="pass", script="pass.lua", default_analyzer="", default_output="k" }} }}
-outputs = {{ {{ tag="k", uri="kafka://{bootstrap}/eve?key=flow_id" }} }}
-"#
-    ));
-    run_ok(&producer, Duration::from_secs(120));
-    let stats = producer.final_stats();
-    assert_eq!(stats["outputs"]["k"]["events"], N as u64, "{stats}");
-    assert_eq!(stats["outputs"]["k"]["dropped"], 0, "{stats}");
-    assert_eq!(stats["errors"], 0, "{stats}");
+    produce(&format!("kafka://{bootstrap}/eve?key=flow_id"), N);
     // records are keyed by the event's flow_id (read back with Kafka's own console consumer)
     let out = std::process::Command::new(broker.home().join("bin/kafka-console-consumer.sh"))
         .args([

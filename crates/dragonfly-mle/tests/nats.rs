@@ -10,24 +10,6 @@ use dragonfly_testkit::NatsServer;
 
 const T: Duration = Duration::from_secs(60);
 
-/// file://in.json (n events) -> output `uri`, run to the end; the output must report no loss.
-fn produce(uri: &str, n: usize) {
-    let p = Root::passthrough("file://in.json");
-    p.write("in.json", &(events(n).join("\n") + "\n"));
-    p.config(&format!(
-        r#"
-inputs = {{ {{ tag="in", uri="file://in.json", script="filter.lua", default_analyzer="pass" }} }}
-analyzers = {{ {{ tag="pass", script="pass.lua", default_analyzer="", default_output="o" }} }}
-outputs = {{ {{ tag="o", uri="{uri}" }} }}
-"#
-    ));
-    run_ok(&p, T);
-    let stats = p.final_stats();
-    assert_eq!(stats["outputs"]["o"]["events"], n as u64, "{stats}");
-    assert_eq!(stats["outputs"]["o"]["dropped"], 0, "{stats}");
-    assert_eq!(stats["errors"], 0, "{stats}");
-}
-
 #[test]
 fn nats_core_queue_group_shares_a_subject() {
     let server = NatsServer::start();

@@ -256,6 +256,24 @@ pub fn wait_all_seqs(roots: &[&Root], n: usize, limit: Duration) {
     }
 }
 
+/// file://in.json (n events) -> output `uri`, run to the end; the output must report no loss.
+pub fn produce(uri: &str, n: usize) {
+    let p = Root::passthrough("file://in.json");
+    p.write("in.json", &(events(n).join("\n") + "\n"));
+    p.config(&format!(
+        r#"
+inputs = {{ {{ tag="in", uri="file://in.json", script="filter.lua", default_analyzer="pass" }} }}
+analyzers = {{ {{ tag="pass", script="pass.lua", default_analyzer="", default_output="o" }} }}
+outputs = {{ {{ tag="o", uri="{uri}" }} }}
+"#
+    ));
+    run_ok(&p, Duration::from_secs(120));
+    let stats = p.final_stats();
+    assert_eq!(stats["outputs"]["o"]["events"], n as u64, "{stats}");
+    assert_eq!(stats["outputs"]["o"]["dropped"], 0, "{stats}");
+    assert_eq!(stats["errors"], 0, "{stats}");
+}
+
 /// Our RedisML module, built by `cargo build --release` (scripts/test does).
 pub fn redisml_module() -> &'static str {
     let module = concat!(
