@@ -121,3 +121,33 @@ fn unix_socket_redis_and_engine_knobs() {
     assert_eq!(c.engine.stats_interval, 5.0);
     assert_eq!(c.engine.max_line_bytes, 1024);
 }
+
+#[test]
+fn client_options_are_read_sorted_and_checked() {
+    let d = root_with(&["filter/filter.lua", "analyzer/hello.lua", "analyzer/w.lua"]);
+    let src = GOOD.replace(
+        r#"default_analyzer="hello" }"#,
+        r#"default_analyzer="hello", options = { ["session.timeout.ms"] = 6000, ["client.id"] = "mle", ["enable.auto.commit"] = false } }"#,
+    );
+    let c = parse(&src, "config/config.lua", d.path()).unwrap();
+    assert_eq!(
+        c.inputs[0].options,
+        vec![
+            ("client.id".to_string(), "mle".to_string()),
+            ("enable.auto.commit".to_string(), "false".to_string()),
+            ("session.timeout.ms".to_string(), "6000".to_string()),
+        ]
+    );
+    assert!(c.outputs[0].options.is_empty());
+    let bad = GOOD.replace(
+        r#"uri="file://eve-mle.log""#,
+        r#"uri="file://eve-mle.log", options = { ["linger.ms"] = {} }"#,
+    );
+    let e = parse(&bad, "config/config.lua", d.path())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains(r#"outputs[1] (tag "log"): field 'options': 'linger.ms' must be a string, number or boolean, not a table"#),
+        "{e}"
+    );
+}

@@ -122,5 +122,7 @@ outputs = {{ {{ tag="k", uri="kafka://127.0.0.1:{port}/eve?key=flow_id",
         stats["outputs"]["k"]["errors"].as_u64().unwrap() >= 1,
         "{stats}"
     );
+    // retried before it was given up on, and said so
+    assert!(err.contains("producing again"), "{err}");
     assert!(err.contains("not delivered"), "{err}");
 }
