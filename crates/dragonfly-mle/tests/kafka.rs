@@ -126,3 +126,46 @@ outputs = {{ {{ tag="k", uri="kafka://127.0.0.1:{port}/eve?key=flow_id",
     assert!(err.contains("producing again"), "{err}");
     assert!(err.contains("not delivered"), "{err}");
 }
+
+/// An output that cannot deliver keeps the input from committing: after the failing engine
+/// stops, another member of the group reads every event again.
+#[test]
+fn kafka_offsets_are_not_committed_past_a_failed_output() {
+    let broker = KafkaBroker::start(2);
+    let bootstrap = broker.bootstrap();
+    const N: usize = 300;
+    produce(&format!("kafka://{bootstrap}/eve?key=flow_id"), N);
+    let uri = format!("kafka://{bootstrap}/eve?group=mle&commit_ms=100");
+    let options = r#"options = { ["session.timeout.ms"] = 6000 }"#;
+
+    // X writes to a datagram socket nobody has bound: every write fails
+    let x = slow_consumer(&uri, options);
+    let cfg = std::fs::read_to_string(x.path().join("config/config.lua")).unwrap();
+    let nowhere = x.path().join("nobody-listens.sock");
+    x.config(&cfg.replace(
+        r#"uri="file://out.json""#,
+        &format!(r#"uri="ipc://{}""#, nowhere.display()),
+    ));
+    let ex = spawn_logged(&x);
+    wait_for(Duration::from_secs(60), "X failing every event", || {
+        stderr_log(&x).contains("messages dropped")
+            && stderr_log(&x).matches("messages dropped").count() >= 1
+    });
+    // give it time to read (and fail) everything, and to commit if it wrongly would
+    std::thread::sleep(Duration::from_secs(2));
+    let (sx, err) = stop(ex, Duration::from_secs(60));
+    assert!(sx.success(), "{err}");
+    assert!(
+        stderr_log(&x).contains("no longer committed"),
+        "{}",
+        stderr_log(&x)
+    );
+
+    // Y, same group: nothing was committed, so it reads all N
+    let y = slow_consumer(&uri, options);
+    let ey = spawn_logged(&y);
+    wait_all_seqs(&[&y], N, Duration::from_secs(60));
+    let (sy, _) = stop(ey, Duration::from_secs(60));
+    assert!(sy.success());
+    assert_eq!(count_seqs(&[&y]).len(), N);
+}

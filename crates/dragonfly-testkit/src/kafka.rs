@@ -139,12 +139,19 @@ impl KafkaBroker {
 }
 
 fn kill_group(child: &mut Child) {
-    // a negative pid names the whole process group (the JVM and its shell wrapper)
-    let pid = child.id() as i32;
-    let _ = Command::new("kill")
-        .args(["-9", &format!("-{pid}")])
-        .status();
-    let _ = child.kill();
+    use nix::sys::signal::{kill, killpg, Signal};
+    use nix::unistd::{getpgid, getpgrp, Pid};
+    let pid = Pid::from_raw(child.id() as i32);
+    // The scripts exec the JVM in the group made for it at spawn, so killing the group takes
+    // the JVM and anything it started. Never signal our own group.
+    match getpgid(Some(pid)) {
+        Ok(pgid) if pgid == pid && pgid != getpgrp() => {
+            let _ = killpg(pgid, Signal::SIGKILL);
+        }
+        _ => {
+            let _ = kill(pid, Signal::SIGKILL);
+        }
+    }
     let _ = child.wait();
 }
 
