@@ -50,13 +50,12 @@ fn kafka_group_splits_a_topic_and_survives_sigkill_without_loss() {
     let options = r#"options = { ["session.timeout.ms"] = 6000, ["heartbeat.interval.ms"] = 500 }"#;
     let a = slow_consumer(&uri, options);
     let b = slow_consumer(&uri, options);
+    // both join at once, so the group splits the partitions before either is far ahead
     let mut ea = spawn_logged(&a);
-    wait_for(Duration::from_secs(60), "A assigned", || {
-        stderr_log(&a).contains("partitions assigned")
-    });
     let eb = spawn_logged(&b);
-    wait_for(Duration::from_secs(60), "B assigned", || {
-        stderr_log(&b).contains("partitions assigned")
+    wait_for(Duration::from_secs(60), "A and B assigned", || {
+        stderr_log(&a).contains("partitions assigned")
+            && stderr_log(&b).contains("partitions assigned")
     });
     // both work on the topic
     wait_for(Duration::from_secs(60), "both consuming", || {

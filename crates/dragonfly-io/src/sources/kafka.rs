@@ -5,7 +5,7 @@
 //! flushed what the batch became, its offsets are done. Per partition a [`Watermark`] keeps
 //! the commit point from passing a batch still in flight (workers finish out of order), and
 //! done offsets are committed every `commit_ms` (default 1 s), before a partition is taken
-//! away in a rebalance, and at shutdown (after everything read has been written). A batch
+//! away in a rebalance (after letting its in-flight batches finish, up to 5 s), and at shutdown (after everything read has been written). A batch
 //! that failed downstream stops its partition's commit point: after a restart the engine
 //! reads again from there. After SIGKILL, what was read since the last commit is read
 //! again: duplicates are bounded by what arrives within one commit interval (plus batches
@@ -38,6 +38,8 @@ struct Tracker {
     batches: HashMap<u64, Vec<i32>>,
     receipts: Receiver<Receipt>,
     failed_logged: bool,
+    /// offsets collected and not yet committed (partition -> next offset)
+    ready: HashMap<i32, i64>,
 }
 
 impl Tracker {
@@ -69,7 +71,9 @@ impl Tracker {
     }
 
     fn commit(&mut self, consumer: &BaseConsumer<Ctx>, mode: CommitMode) {
-        let offsets = self.collect();
+        let more = self.collect();
+        self.ready.extend(more);
+        let offsets: Vec<(i32, i64)> = self.ready.drain().collect();
         if offsets.is_empty() {
             return;
         }
@@ -92,6 +96,25 @@ impl ClientContext for Ctx {}
 impl ConsumerContext for Ctx {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
+            // Let what is in flight for these partitions finish (the workers and sinks run on
+            // other threads), so the next owner does not read it again; bounded, as the group
+            // waits for us.
+            let deadline = Instant::now() + REVOKE_WAIT;
+            loop {
+                let mut t = self.tracker.lock().unwrap();
+                let offsets = t.collect();
+                t.ready.extend(offsets);
+                let busy = tpl.elements().iter().any(|e| {
+                    t.marks
+                        .get(&e.partition())
+                        .is_some_and(|w| w.pending() > 0 && !w.is_failed())
+                });
+                if !busy || Instant::now() >= deadline {
+                    break;
+                }
+                drop(t);
+                std::thread::sleep(Duration::from_millis(10));
+            }
             let mut t = self.tracker.lock().unwrap();
             // what is done so far is committed before another member takes over
             t.commit(consumer, CommitMode::Sync);
@@ -121,6 +144,8 @@ impl ConsumerContext for Ctx {
 }
 
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(30);
+/// How long a revoked partition's in-flight batches may take to finish before it is handed on.
+const REVOKE_WAIT: Duration = Duration::from_secs(5);
 
 impl KafkaSource {
     pub fn run(self, mut ctx: SourceCtx) {
@@ -131,6 +156,7 @@ impl KafkaSource {
             batches: HashMap::new(),
             receipts: rx,
             failed_logged: false,
+            ready: HashMap::new(),
         }));
         let consumer = match self.consumer(&tracker) {
             Ok(c) => c,
