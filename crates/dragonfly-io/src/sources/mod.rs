@@ -83,7 +83,12 @@ impl SourceCtx {
 pub enum SourceSpec {
     File(PathBuf),
     ZFile(PathBuf),
-    Tail { path: PathBuf, from_start: bool },
+    Tail {
+        path: PathBuf,
+        from_start: bool,
+        /// `options = { checkpoint = FILE }`: where the position is kept across restarts.
+        checkpoint: Option<PathBuf>,
+    },
     Ipc(PathBuf),
     Unix(PathBuf),
     Redis(crate::redis_uri::RedisUri),
@@ -101,11 +106,13 @@ impl SourceSpec {
                 Some(p) if !p.is_empty() => SourceSpec::Tail {
                     path: uri::path(p),
                     from_start: true,
+                    checkpoint: None,
                 },
                 Some(_) => return Err(UriError::NoPath(uri.to_string())),
                 None => SourceSpec::Tail {
                     path: uri::path(rest),
                     from_start: false,
+                    checkpoint: None,
                 },
             },
             "ipc" => SourceSpec::Ipc(uri::path(rest)),
@@ -128,10 +135,17 @@ impl SourceSpec {
         match self {
             _ if options.is_empty() => Ok(self),
             SourceSpec::Kafka(u) => Ok(SourceSpec::Kafka(u.with_options(options))),
+            SourceSpec::Tail {
+                path, from_start, ..
+            } if options.len() == 1 && options[0].0 == "checkpoint" => Ok(SourceSpec::Tail {
+                path,
+                from_start,
+                checkpoint: Some(uri::path(&options[0].1)),
+            }),
             _ => Err(UriError::Unsupported {
                 scheme: "options".into(),
                 role: "for this input",
-                supported: "kafka://",
+                supported: "kafka:// (librdkafka properties), tail:// (checkpoint = FILE)",
             }),
         }
     }
@@ -159,9 +173,16 @@ impl SourceSpec {
         Ok(match self {
             SourceSpec::File(p) => Prepared::File(file::open(p, false)?),
             SourceSpec::ZFile(p) => Prepared::File(file::open(p, true)?),
-            SourceSpec::Tail { path, from_start } => {
-                Prepared::Tail(tail::Tail::new(path.clone(), *from_start, max_line))
-            }
+            SourceSpec::Tail {
+                path,
+                from_start,
+                checkpoint,
+            } => Prepared::Tail(Box::new(tail::Tail::new(
+                path.clone(),
+                *from_start,
+                max_line,
+                checkpoint.clone(),
+            ))),
             SourceSpec::Ipc(p) => Prepared::Ipc(ipc::bind(p)?),
             SourceSpec::Unix(p) => Prepared::Unix(unix::bind(p)?),
             SourceSpec::Redis(u) => Prepared::Redis(redis::RedisSource { uri: u.clone() }),
@@ -174,7 +195,7 @@ impl SourceSpec {
 /// A source with its file opened or socket bound, ready to run on its own thread.
 pub enum Prepared {
     File(Box<dyn std::io::Read + Send>),
-    Tail(tail::Tail),
+    Tail(Box<tail::Tail>),
     Ipc(ipc::IpcSource),
     Unix(unix::UnixSource),
     Redis(redis::RedisSource),
@@ -321,7 +342,8 @@ mod tests {
             SourceSpec::parse("tail:///var/log/eve.json<").unwrap(),
             SourceSpec::Tail {
                 path: "/var/log/eve.json".into(),
-                from_start: true
+                from_start: true,
+                checkpoint: None,
             }
         );
         assert!(SourceSpec::parse("file://x.json").unwrap().is_finite());

@@ -9,15 +9,26 @@
 //!   truncated and refilled between two polls), reading restarts at 0.
 //! - A removed file is read to its end and the input waits for it to come back.
 //! - Polls every 50 ms while idle; a poll is one `stat`, so an idle tail costs next to nothing.
+//! - Checkpoint (`options = { checkpoint = FILE }`): each batch (one read chunk) carries a
+//!   receipt ([`crate::ack`]); once every output has flushed it, the file's identity and the
+//!   offset after its last whole line are written to FILE (atomically, at most every 250 ms,
+//!   and at shutdown after everything read has been written). A restart resumes there if PATH
+//!   is still that file (and not shorter); a file rotated while the engine was down is read
+//!   from its beginning. At-least-once across SIGKILL: what was read again is bounded by the
+//!   last 250 ms plus what the outputs had not flushed yet.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::{FileExt, MetadataExt};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use crossbeam_channel::{unbounded, Receiver, Sender};
+
 use super::{feed, finish, io_error, Collector, SourceCtx};
+use crate::ack::{Ack, Receipt, Watermark};
 use crate::LineFramer;
 
 const POLL: Duration = Duration::from_millis(50);
@@ -26,12 +37,88 @@ const ROTATE_GRACE: Duration = Duration::from_secs(2);
 /// Bytes at the head of the file remembered to notice truncate-and-refill.
 const FINGERPRINT: usize = 128;
 const CHUNK: usize = 256 * 1024;
+/// How often a moved checkpoint is written (and at shutdown).
+const WRITE_EVERY: Duration = Duration::from_millis(250);
 
 /// A tail input before it runs: the file (if it exists) is already open at its start
 /// position, so lines written between start-up and the first poll are not missed.
 pub struct Tail {
     path: PathBuf,
     opened: io::Result<Followed>,
+    checkpoint: Option<Checkpoint>,
+}
+
+/// (device, inode, offset after the last whole line handed over)
+type Position = (u64, u64, u64);
+
+/// Where a checkpointed tail is, and what its outputs have confirmed.
+struct Checkpoint {
+    file: PathBuf,
+    tx: Sender<Receipt>,
+    rx: Receiver<Receipt>,
+    marks: Watermark,
+    next_id: u64,
+    positions: HashMap<u64, Position>,
+    done: Option<Position>,
+    written: Option<Position>,
+    last_write: Instant,
+}
+
+impl Checkpoint {
+    fn new(file: PathBuf) -> Self {
+        let (tx, rx) = unbounded();
+        Self {
+            file,
+            tx,
+            rx,
+            marks: Watermark::default(),
+            next_id: 0,
+            positions: HashMap::new(),
+            done: None,
+            written: None,
+            last_write: Instant::now(),
+        }
+    }
+
+    fn load(file: &Path) -> Option<Position> {
+        let text = std::fs::read_to_string(file).ok()?;
+        let mut it = text.split_whitespace().map(|w| w.parse::<u64>().ok());
+        Some((it.next()??, it.next()??, it.next()??))
+    }
+
+    /// Hand over what the collector has, with a receipt for position `at`.
+    fn emit(&mut self, col: &mut Collector, ctx: &mut SourceCtx, at: Position) {
+        self.next_id += 1;
+        self.positions.insert(self.next_id, at);
+        self.marks.emitted(self.next_id, self.next_id);
+        col.attach(Ack::new(self.next_id, self.tx.clone()));
+        col.flush(ctx);
+    }
+
+    /// Take in receipts; write the file if the position moved and `force` or a second passed.
+    fn settle(&mut self, force: bool) -> io::Result<()> {
+        while let Ok((id, ok)) = self.rx.try_recv() {
+            if !self.marks.receipt(id, ok) {
+                tracing::error!(checkpoint = %self.file.display(),
+                    "an output failed to deliver events of this file: the checkpoint stays \
+                     before them; they are read again after a restart");
+            }
+        }
+        if let Some(id) = self.marks.advance() {
+            self.done = self.positions.get(&id).copied();
+            self.positions.retain(|&k, _| k > id);
+        }
+        if self.done != self.written && (force || self.last_write.elapsed() >= WRITE_EVERY) {
+            if let Some((dev, ino, off)) = self.done {
+                let tmp = self.file.with_extension("tmp");
+                std::fs::write(&tmp, format!("{dev} {ino} {off}\n"))?;
+                std::fs::rename(&tmp, &self.file)?;
+                self.written = self.done;
+                self.last_write = Instant::now();
+            }
+        }
+        Ok(())
+    }
 }
 
 struct Followed {
@@ -45,9 +132,14 @@ struct Followed {
 
 impl Followed {
     fn open(path: &PathBuf, at_end: bool, max_line: usize) -> io::Result<Self> {
+        Self::open_at(path, if at_end { u64::MAX } else { 0 }, max_line)
+    }
+
+    /// Open at `pos` (clamped to the file's length).
+    fn open_at(path: &PathBuf, pos: u64, max_line: usize) -> io::Result<Self> {
         let mut file = File::open(path)?;
         let meta = file.metadata()?;
-        let pos = if at_end { meta.len() } else { 0 };
+        let pos = pos.min(meta.len());
         file.seek(SeekFrom::Start(pos))?;
         let mut f = Followed {
             file,
@@ -99,12 +191,19 @@ impl Followed {
         }
     }
 
-    /// Read everything there is now. Returns the number of bytes read.
+    /// Where the last whole line handed over ends.
+    fn position(&self) -> Position {
+        (self.dev, self.ino, self.pos - self.framer.pending() as u64)
+    }
+
+    /// Read everything there is now. Returns the number of bytes read. With a checkpoint,
+    /// each chunk read is handed over as one batch with its receipt.
     fn drain(
         &mut self,
         col: &mut Collector,
         ctx: &mut SourceCtx,
         buf: &mut [u8],
+        ck: &mut Option<Checkpoint>,
     ) -> io::Result<u64> {
         let mut total = 0u64;
         loop {
@@ -117,6 +216,9 @@ impl Followed {
                     self.pos += n as u64;
                     total += n as u64;
                     feed(&mut self.framer, col, ctx, &buf[..n]);
+                    if let Some(ck) = ck.as_mut() {
+                        ck.emit(col, ctx, self.position());
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
@@ -126,14 +228,48 @@ impl Followed {
 }
 
 impl Tail {
-    pub fn new(path: PathBuf, from_start: bool, max_line: usize) -> Self {
-        let opened = Followed::open(&path, !from_start, max_line);
-        Self { path, opened }
+    pub fn new(
+        path: PathBuf,
+        from_start: bool,
+        max_line: usize,
+        checkpoint: Option<PathBuf>,
+    ) -> Self {
+        let saved = checkpoint.as_deref().and_then(Checkpoint::load);
+        let opened = match saved {
+            Some((dev, ino, off)) => match std::fs::metadata(&path) {
+                Ok(m) if m.dev() == dev && m.ino() == ino && m.len() >= off => {
+                    tracing::info!(path = %path.display(), offset = off, "resuming at the checkpoint");
+                    Followed::open_at(&path, off, max_line)
+                }
+                Ok(_) => {
+                    tracing::warn!(path = %path.display(),
+                        "the checkpoint names another file (rotated while stopped): reading this one from its beginning");
+                    Followed::open(&path, false, max_line)
+                }
+                Err(e) => Err(e),
+            },
+            None => Followed::open(&path, !from_start, max_line),
+        };
+        Self {
+            path,
+            opened,
+            checkpoint: checkpoint.map(Checkpoint::new),
+        }
     }
 
     pub fn run(self, mut ctx: SourceCtx) {
-        let mut col = Collector::new(&ctx);
-        let mut buf = vec![0u8; CHUNK];
+        let mut ck = self.checkpoint;
+        let mut col = if ck.is_some() {
+            Collector::manual(&ctx)
+        } else {
+            Collector::new(&ctx)
+        };
+        // with a checkpoint a read chunk is a batch: keep it near batch_lines of EVE (~500 B)
+        let chunk = match ck {
+            Some(_) => (ctx.batch_lines * 512).clamp(4096, CHUNK),
+            None => CHUNK,
+        };
+        let mut buf = vec![0u8; chunk];
         let mut current = match self.opened {
             Ok(f) => Some(f),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -154,13 +290,16 @@ impl Tail {
 
             // A file rotated away: keep reading it for a while, then finish it.
             if let Some((old, until)) = retired.as_mut() {
-                match old.drain(&mut col, &mut ctx, &mut buf) {
+                match old.drain(&mut col, &mut ctx, &mut buf, &mut ck) {
                     Ok(n) => progressed |= n > 0,
                     Err(e) => io_error(&ctx, "read of rotated file failed", &e),
                 }
                 if Instant::now() >= *until {
                     let (mut old, _) = retired.take().expect("checked above");
                     finish(&mut old.framer, &mut col, &mut ctx);
+                    if let Some(ck) = ck.as_mut() {
+                        ck.emit(&mut col, &mut ctx, (old.dev, old.ino, old.pos));
+                    }
                 }
             }
 
@@ -174,7 +313,7 @@ impl Tail {
                     Ok(false) => {}
                     Err(e) => io_error(&ctx, "stat failed", &e),
                 }
-                match cur.drain(&mut col, &mut ctx, &mut buf) {
+                match cur.drain(&mut col, &mut ctx, &mut buf, &mut ck) {
                     Ok(n) => progressed |= n > 0,
                     Err(e) => io_error(&ctx, "read failed", &e),
                 }
@@ -195,8 +334,15 @@ impl Tail {
                                     tracing::info!(input = %ctx.tag, path = %self.path.display(),
                                         "file was rotated; reading the new one from its beginning");
                                     if let Some((mut older, _)) = retired.take() {
-                                        let _ = older.drain(&mut col, &mut ctx, &mut buf);
+                                        let _ = older.drain(&mut col, &mut ctx, &mut buf, &mut ck);
                                         finish(&mut older.framer, &mut col, &mut ctx);
+                                        if let Some(ck) = ck.as_mut() {
+                                            ck.emit(
+                                                &mut col,
+                                                &mut ctx,
+                                                (older.dev, older.ino, older.pos),
+                                            );
+                                        }
                                     }
                                     retired = Some((old, Instant::now() + ROTATE_GRACE));
                                 }
@@ -216,11 +362,27 @@ impl Tail {
                 Err(e) => io_error(&ctx, "stat failed", &e),
             }
 
+            if let Some(ck) = ck.as_mut() {
+                if let Err(e) = ck.settle(false) {
+                    io_error(&ctx, "writing the checkpoint failed", &e);
+                }
+            }
             if !progressed {
                 col.flush(&mut ctx);
                 std::thread::sleep(POLL);
             }
         }
         col.flush(&mut ctx);
+        if let Some(ck) = ck.as_mut() {
+            // shutdown: wait (bounded) until what was read has been written, then save it
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while ck.marks.pending() > 0 && !ck.marks.is_failed() && Instant::now() < deadline {
+                let _ = ck.settle(false);
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if let Err(e) = ck.settle(true) {
+                io_error(&ctx, "writing the checkpoint failed", &e);
+            }
+        }
     }
 }
