@@ -117,7 +117,198 @@ pub struct Engine {
     /// The top-level event field whose value picks the worker (events with equal values stay
     /// on one worker, in order).
     pub partition_key: String,
+    /// Memory each worker's Lua runtime may hold, in MiB (0: no limit).
+    pub lua_memory_mb: usize,
+    /// Longest a script call may run, in milliseconds (0: no limit).
+    pub script_timeout_ms: u64,
+    /// Output URI for events whose script failed ("": none).
+    pub dead_letter: String,
+    /// Seconds to drain at shutdown before giving up.
+    pub drain_timeout_s: f64,
 }
+
+/// A value read from config.lua, checked against its [`KeyKind`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum KeyValue {
+    Number(f64),
+    Text(String),
+}
+
+impl KeyValue {
+    fn num(&self) -> f64 {
+        match self {
+            KeyValue::Number(n) => *n,
+            KeyValue::Text(_) => 0.0,
+        }
+    }
+    fn text(self) -> String {
+        match self {
+            KeyValue::Text(s) => s,
+            KeyValue::Number(n) => n.to_string(),
+        }
+    }
+}
+
+/// The type and bounds of a config key.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum KeyKind {
+    /// A number within `[min, max]`; `integer` ones must be whole.
+    Number { min: f64, max: f64, integer: bool },
+    /// A string.
+    Text,
+}
+
+impl KeyKind {
+    /// Check `v`; the error says what was expected and what was found.
+    pub fn read(&self, v: &Value) -> Result<KeyValue, String> {
+        match (self, v) {
+            (KeyKind::Text, Value::String(s)) => Ok(KeyValue::Text(s.to_string_lossy())),
+            (KeyKind::Text, other) => Err(format!("must be a string, not a {}", other.type_name())),
+            (KeyKind::Number { min, max, integer }, v) => {
+                let n = match v {
+                    Value::Integer(n) => *n as f64,
+                    Value::Number(n) => *n,
+                    other => return Err(format!("must be a number, not a {}", other.type_name())),
+                };
+                let what = if *integer {
+                    "a whole number"
+                } else {
+                    "a number"
+                };
+                if !n.is_finite() || n < *min || n > *max || (*integer && n.fract() != 0.0) {
+                    return Err(format!("must be {what} from {min} to {max}, got {n}"));
+                }
+                Ok(KeyValue::Number(n))
+            }
+        }
+    }
+
+    /// How the type reads in the reference table.
+    pub fn describe(&self) -> String {
+        match self {
+            KeyKind::Text => "string".into(),
+            KeyKind::Number { min, max, integer } => {
+                let t = if *integer { "integer" } else { "number" };
+                format!("{t} {min}..{max}")
+            }
+        }
+    }
+}
+
+/// One key of a config section: the single source for parsing, warnings and the reference.
+pub struct Key<T> {
+    pub name: &'static str,
+    pub kind: KeyKind,
+    /// The default as written in config.lua.
+    pub default: &'static str,
+    pub doc: &'static str,
+    pub set: fn(&mut T, KeyValue),
+}
+
+const fn int(min: f64, max: f64) -> KeyKind {
+    KeyKind::Number {
+        min,
+        max,
+        integer: true,
+    }
+}
+
+const fn num(min: f64, max: f64) -> KeyKind {
+    KeyKind::Number {
+        min,
+        max,
+        integer: false,
+    }
+}
+
+/// Every key of the `engine = { ... }` table. docs/configuration.md lists the same (a test
+/// checks it).
+pub const ENGINE_KEYS: &[Key<Engine>] = &[
+    Key {
+        name: "stats_interval",
+        kind: num(0.01, 1e9),
+        default: "60",
+        doc: "seconds between lines in dragonfly-mle-stats.log",
+        set: |e, v| e.stats_interval = v.num(),
+    },
+    Key {
+        name: "max_line_bytes",
+        kind: int(64.0, 1073741824.0),
+        default: "16777216",
+        doc: "longer input lines are skipped and counted (oversized)",
+        set: |e, v| e.max_line_bytes = v.num() as usize,
+    },
+    Key {
+        name: "batch_lines",
+        kind: int(1.0, 1e6),
+        default: "256",
+        doc: "lines handed from an input to the pipeline at a time",
+        set: |e, v| e.batch_lines = v.num() as usize,
+    },
+    Key {
+        name: "queue_batches",
+        kind: int(1.0, 1e6),
+        default: "64",
+        doc: "batches that may wait between stages before backpressure",
+        set: |e, v| e.queue_batches = v.num() as usize,
+    },
+    Key {
+        name: "workers",
+        kind: int(1.0, 256.0),
+        default: "1",
+        doc: "Lua runtimes running the whole chain in parallel (docs/architecture.md)",
+        set: |e, v| e.workers = v.num() as usize,
+    },
+    Key {
+        name: "partition_key",
+        kind: KeyKind::Text,
+        default: "\"flow_id\"",
+        doc: "top-level field that picks the worker: one flow, one worker, in order",
+        set: |e, v| e.partition_key = v.text(),
+    },
+    Key {
+        name: "store_snapshot",
+        kind: KeyKind::Text,
+        default: "\"\"",
+        doc: "embedded store snapshot file, relative to ROOT (\"\" = none)",
+        set: |e, v| e.store_snapshot = v.text(),
+    },
+    Key {
+        name: "store_snapshot_interval",
+        kind: num(0.01, 1e9),
+        default: "60",
+        doc: "seconds between snapshots (and one at exit)",
+        set: |e, v| e.store_snapshot_interval = v.num(),
+    },
+    Key {
+        name: "lua_memory_mb",
+        kind: int(0.0, 1048576.0),
+        default: "1024",
+        doc: "memory each worker's Lua runtime may hold; past it a call fails with \"not enough memory\" (0 = no limit)",
+        set: |e, v| e.lua_memory_mb = v.num() as usize,
+    },
+    Key {
+        name: "script_timeout_ms",
+        kind: int(0.0, 86400000.0),
+        default: "1000",
+        doc: "longest one script call (loop, setup, timer) may run before it is stopped (0 = no limit)",
+        set: |e, v| e.script_timeout_ms = v.num() as u64,
+    },
+    Key {
+        name: "dead_letter",
+        kind: KeyKind::Text,
+        default: "\"file://dead-letter.json\"",
+        doc: "output URI for events whose script failed (relative files go to LOGDIR; \"\" = none)",
+        set: |e, v| e.dead_letter = v.text(),
+    },
+    Key {
+        name: "drain_timeout_s",
+        kind: num(0.0, 86400.0),
+        default: "30",
+        doc: "at shutdown, seconds to drain what was accepted before exiting non-zero",
+        set: |e, v| e.drain_timeout_s = v.num(),
+    },
+];
 
 impl Default for Engine {
     fn default() -> Self {
@@ -130,6 +321,10 @@ impl Default for Engine {
             store_snapshot_interval: 60.0,
             workers: 1,
             partition_key: "flow_id".into(),
+            lua_memory_mb: 1024,
+            script_timeout_ms: 1000,
+            dead_letter: "file://dead-letter.json".into(),
+            drain_timeout_s: 30.0,
         }
     }
 }
@@ -566,56 +761,17 @@ impl Parser {
             }
             Err(_) => return e,
         };
-        let known = [
-            "stats_interval",
-            "max_line_bytes",
-            "batch_lines",
-            "queue_batches",
-            "store_snapshot",
-        ];
+        let known: Vec<&str> = ENGINE_KEYS.iter().map(|k| k.name).collect();
         self.unknown_keys("engine", &t, &known);
-        let num = |p: &mut Self, key: &str, min: f64| -> Option<f64> {
-            match t.raw_get::<Value>(key) {
-                Ok(Value::Integer(n)) if n as f64 >= min => Some(n as f64),
-                Ok(Value::Number(n)) if n >= min && n.is_finite() => Some(n),
-                Ok(Value::Nil) => None,
-                Ok(other) => {
-                    p.push(
-                        Some("engine"),
-                        Some(key),
-                        format!(
-                            "must be a number >= {min}, got {}",
-                            other.to_string().unwrap_or_default()
-                        ),
-                    );
-                    None
-                }
-                Err(_) => None,
+        for key in ENGINE_KEYS {
+            let v = match t.raw_get::<Value>(key.name) {
+                Ok(Value::Nil) | Err(_) => continue,
+                Ok(v) => v,
+            };
+            match key.kind.read(&v) {
+                Ok(val) => (key.set)(&mut e, val),
+                Err(msg) => self.push(Some("engine"), Some(key.name), msg),
             }
-        };
-        if let Some(v) = num(self, "stats_interval", 0.01) {
-            e.stats_interval = v;
-        }
-        if let Some(v) = num(self, "max_line_bytes", 64.0) {
-            e.max_line_bytes = v as usize;
-        }
-        if let Some(v) = num(self, "batch_lines", 1.0) {
-            e.batch_lines = v as usize;
-        }
-        if let Some(v) = num(self, "queue_batches", 1.0) {
-            e.queue_batches = v as usize;
-        }
-        if let Some(v) = num(self, "store_snapshot_interval", 0.01) {
-            e.store_snapshot_interval = v;
-        }
-        if let Some(v) = num(self, "workers", 1.0) {
-            e.workers = (v as usize).min(256);
-        }
-        if let Ok(Value::String(s)) = t.raw_get::<Value>("partition_key") {
-            e.partition_key = s.to_string_lossy();
-        }
-        if let Ok(Value::String(s)) = t.raw_get::<Value>("store_snapshot") {
-            e.store_snapshot = s.to_string_lossy();
         }
         e
     }

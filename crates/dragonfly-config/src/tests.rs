@@ -151,3 +151,81 @@ fn client_options_are_read_sorted_and_checked() {
         "{e}"
     );
 }
+
+/// The `engine = { ... }` block of docs/configuration.md.
+fn documented_engine_block() -> String {
+    let doc = include_str!("../../../docs/configuration.md");
+    let start = doc
+        .find("\nengine = {")
+        .expect("docs show the engine table");
+    let end = start + doc[start..].find("\n}\n").expect("engine table closes") + 3;
+    doc[start..end].to_string()
+}
+
+#[test]
+fn every_documented_engine_key_is_accepted_with_its_default() {
+    let d = root_with(&["filter/filter.lua", "analyzer/hello.lua", "analyzer/w.lua"]);
+    let block = documented_engine_block();
+    let src = format!("{GOOD}\n{block}");
+    let c = parse(&src, "config/config.lua", d.path()).unwrap();
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    // the documented defaults are the real defaults
+    assert_eq!(c.engine, Engine::default(), "{block}");
+    // and the documentation lists exactly the keys the parser knows, with their defaults
+    for key in ENGINE_KEYS {
+        let line = block
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("{} ", key.name)))
+            .unwrap_or_else(|| panic!("docs/configuration.md does not list engine.{}", key.name));
+        assert!(
+            line.contains(&format!("= {},", key.default)),
+            "engine.{}: documented as `{line}`, default is {}",
+            key.name,
+            key.default
+        );
+    }
+    let listed = block
+        .lines()
+        .filter(|l| l.contains(" = ") && l.contains("--"))
+        .count();
+    assert_eq!(listed, ENGINE_KEYS.len(), "{block}");
+}
+
+#[test]
+fn every_engine_key_of_the_wrong_type_is_an_error_naming_it() {
+    let d = root_with(&["filter/filter.lua", "analyzer/hello.lua", "analyzer/w.lua"]);
+    for key in ENGINE_KEYS {
+        let wrong = match key.kind {
+            KeyKind::Text => "{}",
+            KeyKind::Number { .. } => "'ten'",
+        };
+        let src = format!("{GOOD}\nengine = {{ {} = {wrong} }}", key.name);
+        let errs = parse(&src, "config/config.lua", d.path()).unwrap_err();
+        let text = errs.to_string();
+        assert_eq!(errs.0.len(), 1, "{text}");
+        assert!(
+            text.starts_with(&format!(
+                "config/config.lua: engine: field '{}': must be a",
+                key.name
+            )),
+            "{text}"
+        );
+        if let KeyKind::Number { max, .. } = key.kind {
+            let src = format!("{GOOD}\nengine = {{ {} = {} }}", key.name, max * 2.0 + 1.0);
+            let text = parse(&src, "config/config.lua", d.path())
+                .unwrap_err()
+                .to_string();
+            assert!(text.contains(&format!("field '{}'", key.name)), "{text}");
+        }
+    }
+}
+
+#[test]
+fn engine_workers_and_partition_key_are_known_keys() {
+    let d = root_with(&["filter/filter.lua", "analyzer/hello.lua", "analyzer/w.lua"]);
+    let src = format!("{GOOD}\nengine = {{ workers = 2, partition_key = 'src_ip' }}");
+    let c = parse(&src, "config/config.lua", d.path()).unwrap();
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    assert_eq!(c.engine.workers, 2);
+    assert_eq!(c.engine.partition_key, "src_ip");
+}

@@ -68,6 +68,13 @@ impl EngineLog {
         }));
     }
 
+    /// A problem of the engine itself (`kind` names it).
+    pub fn engine_error(&self, kind: &str, msg: &str) {
+        self.record(json!({
+            "timestamp": now(), "level": "error", "kind": kind, "error": msg,
+        }));
+    }
+
     pub fn sink_error(&self, output: &str, err: &str, count: u64) {
         if !should_log(count) {
             return;

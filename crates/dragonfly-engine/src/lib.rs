@@ -28,7 +28,7 @@ use dragonfly_config::{Config, Store};
 use dragonfly_io::sinks::file::FileSink;
 use dragonfly_io::sources::Prepared as PreparedSource;
 use dragonfly_io::{open_sink, Batch, Emit, Sink, SinkSpec, SourceCtx, SourceSpec};
-use dragonfly_lua::{Backend, Runtime, RuntimeSpec, ScriptKind, ScriptSpec};
+use dragonfly_lua::{Backend, Limits, Runtime, RuntimeSpec, ScriptKind, ScriptSpec};
 use dragonfly_store::embedded::EmbeddedStore;
 use dragonfly_store::redis_backend::{RedisAddr, RedisTarget};
 
@@ -37,12 +37,27 @@ pub mod store;
 use enginelog::EngineLog;
 use sinks::SinkRunner;
 use stats::Stats;
-use worker::{WorkItem, Worker};
+use worker::{WorkItem, Worker, WorkerSinks};
 
 /// The engine log (script `log_event` records and engine problems), in LOGDIR.
 pub const LOG_FILE: &str = "dragonfly-mle.log";
 /// The stats log, in LOGDIR.
 pub const STATS_FILE: &str = "dragonfly-mle-stats.log";
+
+/// Process exit codes (documented in the README).
+pub mod exit {
+    /// Every event was processed without a script failure.
+    pub const OK: u8 = 0;
+    /// Start-up failed: a script, a file, a socket, a `setup()`.
+    pub const START_UP: u8 = 1;
+    /// config.lua is wrong.
+    pub const CONFIG: u8 = 2;
+    /// The run finished, but some events failed in a script (they are in the dead letters).
+    pub const SCRIPT_FAILURES: u8 = 3;
+    /// The engine stopped abnormally: an internal failure (a panic, a thread that died) or a
+    /// drain that did not finish within `engine.drain_timeout_s`.
+    pub const INTERNAL: u8 = 4;
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -76,6 +91,8 @@ pub struct Plan {
     runtime: RuntimeSpec,
     sources: Vec<SourceSpec>,
     sinks: Vec<SinkSpec>,
+    /// Where failed events go (`engine.dead_letter`).
+    dead_letter: Option<SinkSpec>,
     /// Snapshot file of the embedded store, if any.
     snapshot: Option<PathBuf>,
 }
@@ -154,6 +171,17 @@ impl Plan {
                 )),
             }
         }
+        let dead_letter = if config.engine.dead_letter.is_empty() {
+            None
+        } else {
+            match SinkSpec::parse(&config.engine.dead_letter, &options.logdir) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    problems.push(format!("{file}: engine: field 'dead_letter': {e}"));
+                    None
+                }
+            }
+        };
         let backend = match &config.store {
             Store::Embedded => Backend::Embedded(EmbeddedStore::new()),
             Store::Tcp { host, port } => Backend::Redis(RedisTarget::new(RedisAddr::Tcp {
@@ -178,6 +206,10 @@ impl Plan {
             analyzers,
             outputs: config.outputs.iter().map(|o| o.tag.clone()).collect(),
             backend,
+            limits: Limits {
+                memory: config.engine.lua_memory_mb << 20,
+                script_timeout: Duration::from_millis(config.engine.script_timeout_ms),
+            },
         };
         Ok(Plan {
             config,
@@ -185,6 +217,7 @@ impl Plan {
             runtime,
             sources,
             sinks,
+            dead_letter,
             snapshot,
         })
     }
@@ -248,6 +281,19 @@ impl Plan {
                 Err(e) => problems.push(format!("output '{}' ({}): {e}", out.tag, out.uri)),
             }
         }
+        let dead = match &self.dead_letter {
+            None => None,
+            Some(spec) => match open_sink(spec) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    problems.push(format!(
+                        "engine.dead_letter ({}): {e}",
+                        self.config.engine.dead_letter
+                    ));
+                    None
+                }
+            },
+        };
         let mut own = Vec::new();
         for f in [LOG_FILE, STATS_FILE] {
             let p = self.options.logdir.join(f);
@@ -264,6 +310,7 @@ impl Plan {
             sources,
             sinks,
             own,
+            dead,
         })
     }
 }
@@ -274,6 +321,7 @@ pub struct Prepared {
     sources: Vec<PreparedSource>,
     sinks: Vec<Box<dyn Sink>>,
     own: Vec<Box<dyn Sink>>,
+    dead: Option<Box<dyn Sink>>,
 }
 
 /// Hands a source's batches to the workers, split by partition key.
@@ -315,13 +363,24 @@ pub struct Running {
     sources_stop: Arc<AtomicBool>,
     exit_on_eof: bool,
     keepalive: Vec<Sender<WorkItem>>,
+    /// Tell the sink runners that no more batches will come (see [`SinkRunner::done`]).
+    own_done: Arc<AtomicBool>,
+    outputs_done: Arc<AtomicBool>,
     source_threads: Vec<JoinHandle<()>>,
     workers: Vec<JoinHandle<()>>,
+    /// What each worker was built from, to replace its runtime when the watchdog parks it.
+    templates: Vec<Worker>,
+    /// Runtimes given up so far.
+    parked: usize,
     output_threads: Vec<JoinHandle<()>>,
     own_threads: Vec<JoinHandle<()>>,
     own_senders: Vec<Sender<Batch>>,
     stats: Arc<Stats>,
     stats_interval: Duration,
+    /// How long the drain at shutdown may take.
+    drain_timeout: Duration,
+    /// Every queue between stages, by name, for reporting what is left after a drain timeout.
+    queues: Vec<QueueDepth>,
     log: EngineLog,
     logdir: PathBuf,
     outputs: Vec<(String, String)>,
@@ -343,6 +402,40 @@ pub struct Summary {
     pub stats: serde_json::Value,
     pub logdir: PathBuf,
     pub outputs: Vec<(String, String)>,
+    /// Events whose script failed.
+    pub script_failures: u64,
+    /// Dead-letter records written.
+    pub dead_letters: u64,
+    /// Why the engine stopped early, if it did.
+    pub abnormal: Option<String>,
+}
+
+impl Summary {
+    /// The process exit code for this run (see [`exit`]).
+    pub fn exit_code(&self) -> u8 {
+        if self.abnormal.is_some() {
+            exit::INTERNAL
+        } else if self.script_failures > 0 {
+            exit::SCRIPT_FAILURES
+        } else {
+            exit::OK
+        }
+    }
+}
+
+/// Runtimes the engine gives up (each keeps its memory) before it stops.
+pub const MAX_PARKED: usize = 8;
+
+/// A parked timer call has no batch position: the batch it interrupted (if any) was done.
+fn f_len_done() -> usize {
+    usize::MAX
+}
+
+/// A queue's name and a way to read how many batches wait in it.
+type QueueDepth = (String, Box<dyn Fn() -> usize + Send + Sync>);
+
+fn depth<T: Send + 'static>(name: String, rx: crossbeam_channel::Receiver<T>) -> QueueDepth {
+    (name, Box::new(move || rx.len()))
 }
 
 fn spawn<F: FnOnce() + Send + 'static>(name: String, f: F) -> JoinHandle<()> {
@@ -361,6 +454,7 @@ impl Prepared {
             sources,
             sinks,
             own,
+            dead,
         } = self;
         let engine = &plan.config.engine;
         let mut stats = Stats::new(
@@ -376,6 +470,8 @@ impl Prepared {
         let stats = Arc::new(stats);
 
         // The engine's own logs first, so every later problem has somewhere to go.
+        let own_done = Arc::new(AtomicBool::new(false));
+        let outputs_done = Arc::new(AtomicBool::new(false));
         let mut own_threads = Vec::new();
         let mut own_senders = Vec::new();
         for (sink, name) in own.into_iter().zip([LOG_FILE, STATS_FILE]) {
@@ -389,16 +485,38 @@ impl Prepared {
                 index: 0,
                 reopen: control.reopen.clone(),
                 log: None,
+                done: own_done.clone(),
             };
             own_threads.push(spawn(format!("sink-{name}"), move || runner.run()));
         }
         let log = EngineLog::new(own_senders[0].clone());
+        let mut queues = Vec::new();
+        let dead_tx = dead.map(|sink| {
+            let (tx, rx) = bounded::<Batch>(engine.queue_batches);
+            queues.push(depth("dead letters".to_string(), rx.clone()));
+            let runner = SinkRunner {
+                tag: "dead-letter".into(),
+                sink,
+                rx,
+                counters: None,
+                index: 0,
+                reopen: control.reopen.clone(),
+                log: Some(log.clone()),
+                done: own_done.clone(),
+            };
+            own_threads.push(spawn("sink-dead-letter".into(), move || runner.run()));
+            tx
+        });
 
         let mut output_threads = Vec::new();
         let mut sink_senders = Vec::new();
         for (i, sink) in sinks.into_iter().enumerate() {
             let (tx, rx) = bounded::<Batch>(engine.queue_batches);
             sink_senders.push(tx);
+            queues.push(depth(
+                format!("output '{}'", plan.config.outputs[i].tag),
+                rx.clone(),
+            ));
             let runner = SinkRunner {
                 tag: plan.config.outputs[i].tag.clone(),
                 sink,
@@ -407,13 +525,19 @@ impl Prepared {
                 index: i,
                 reopen: control.reopen.clone(),
                 log: Some(log.clone()),
+                done: outputs_done.clone(),
             };
             output_threads.push(spawn(
                 format!("out-{}", plan.config.outputs[i].tag),
                 move || runner.run(),
             ));
         }
-        sink_senders.extend(own_senders.iter().cloned());
+        let worker_sinks = WorkerSinks {
+            outputs: sink_senders,
+            log: own_senders[0].clone(),
+            stats: own_senders[1].clone(),
+            dead: dead_tx,
+        };
 
         // Workers: each owns a Lua runtime with every script and its own queue; sources split
         // their batches over them by partition key.
@@ -422,24 +546,32 @@ impl Prepared {
         spec.root = runtime_root;
         let n_workers = engine.workers.max(1);
         let mut work_txs = Vec::new();
+        let mut work_queues = Vec::new();
         let mut workers = Vec::new();
+        let mut templates = Vec::new();
         let mut readies = Vec::new();
         for id in 0..n_workers {
             let (work_tx, work_rx) = bounded::<WorkItem>(engine.queue_batches);
             work_txs.push(work_tx);
+            work_queues.push(depth(format!("worker {id}"), work_rx.clone()));
             let (ready_tx, ready_rx) = bounded(1);
             readies.push(ready_rx);
             let worker = Worker {
                 id,
                 spec: spec.clone(),
                 rx: work_rx,
-                sinks: sink_senders.clone(),
+                sinks: worker_sinks.clone(),
                 stats: stats.clone(),
                 log: log.clone(),
+                status: Arc::new(worker::WorkerStatus::default()),
             };
-            workers.push(spawn(format!("worker-{id}"), move || worker.run(ready_tx)));
+            templates.push(worker.clone());
+            workers.push(spawn(format!("worker-{id}"), move || {
+                worker.run(ready_tx, None)
+            }));
         }
-        drop(sink_senders);
+        drop(worker_sinks);
+        work_queues.extend(queues);
         for ready_rx in readies {
             match ready_rx.recv() {
                 Ok(Ok(())) => {}
@@ -501,13 +633,19 @@ impl Prepared {
             sources_stop,
             exit_on_eof,
             keepalive: work_txs,
+            own_done,
+            outputs_done,
             source_threads,
             workers,
+            templates,
+            parked: 0,
             output_threads,
             own_threads,
             own_senders,
             stats,
             stats_interval: Duration::from_secs_f64(engine.stats_interval),
+            drain_timeout: Duration::from_secs_f64(engine.drain_timeout_s),
+            queues: work_queues,
             log,
             logdir: plan.options.logdir.clone(),
             outputs: plan
@@ -538,6 +676,7 @@ impl Running {
     /// Run until told to stop (or, with `--exit-on-eof`, until every input has ended), then
     /// drain every queue, flush every output and return.
     pub fn wait(mut self) -> Summary {
+        let mut abnormal = None;
         let mut next_stats = Instant::now() + self.stats_interval;
         let mut next_snapshot = self
             .snapshot
@@ -552,8 +691,19 @@ impl Running {
                 tracing::info!("every input has ended: draining and exiting");
                 break;
             }
+            if let Err(why) = self.replace_parked() {
+                tracing::error!("{why}; stopping the engine");
+                abnormal = Some(why);
+                break;
+            }
             if self.workers.iter().any(|h| h.is_finished()) {
                 tracing::error!("a worker stopped unexpectedly; stopping the engine");
+                abnormal = Some("a worker stopped unexpectedly".to_string());
+                break;
+            }
+            if self.output_threads.iter().any(|h| h.is_finished()) {
+                tracing::error!("an output stopped unexpectedly; stopping the engine");
+                abnormal = Some("an output stopped unexpectedly".to_string());
                 break;
             }
             let now = Instant::now();
@@ -574,16 +724,38 @@ impl Running {
             );
         }
         self.sources_stop.store(true, Ordering::Relaxed);
+        let drained = Arc::new(AtomicBool::new(false));
+        self.drain_deadline(drained.clone());
         for h in self.source_threads.drain(..) {
             let _ = h.join();
         }
         self.keepalive.clear();
-        for h in self.workers.drain(..) {
-            let _ = h.join();
+        // the drain may park a runtime too (SIGTERM during an endless loop): keep replacing
+        // them until every worker has finished
+        while self.workers.iter().any(|h| !h.is_finished()) {
+            if let Err(why) = self.replace_parked() {
+                tracing::error!("{why}");
+                abnormal.get_or_insert(why);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
         }
+        for (i, h) in self.workers.drain(..).enumerate() {
+            // a parked thread never ends: leave it
+            if !self.templates[i]
+                .status
+                .watched()
+                .is_some_and(|w| w.parked())
+            {
+                let _ = h.join();
+            }
+        }
+        self.templates.clear();
+        self.outputs_done.store(true, Ordering::SeqCst);
         for h in self.output_threads.drain(..) {
             let _ = h.join();
         }
+        drained.store(true, Ordering::SeqCst);
         if let Some((snap, _)) = &self.snapshot {
             snap.save();
         }
@@ -591,13 +763,153 @@ impl Running {
         let stats = self.stats.snapshot(true);
         self.own_senders.clear();
         self.log = EngineLog::stderr_only();
+        self.own_done.store(true, Ordering::SeqCst);
         for h in self.own_threads.drain(..) {
             let _ = h.join();
         }
         Summary {
+            script_failures: self.stats.script_failures(),
+            dead_letters: self.stats.dead_letters.load(Ordering::Relaxed),
             stats,
             logdir: self.logdir.clone(),
             outputs: std::mem::take(&mut self.outputs),
+            abnormal,
         }
+    }
+
+    /// Replace every worker whose runtime the watchdog parked (a script stuck in a compiled
+    /// loop, or one that kept running after its timeout): what it had produced for its batch
+    /// is sent on, the event it was stuck on goes to the dead letters, and a new runtime (with
+    /// every `setup()` run again) takes over the rest of the batch and the worker's queue.
+    /// Fails once more than [`MAX_PARKED`] runtimes were given up.
+    fn replace_parked(&mut self) -> Result<(), String> {
+        for i in 0..self.templates.len() {
+            let t = &self.templates[i];
+            let Some(w) = t.status.watched() else {
+                continue;
+            };
+            if !w.parked() {
+                continue;
+            }
+            // SAFETY: parked() is true; each runtime is salvaged once (its status is cleared
+            // below, and the replacement sets its own).
+            let salvage = unsafe { dragonfly_lua::watchdog::salvage(&w) };
+            *t.status.watched.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            self.parked += 1;
+            let inflight = t.status.take_inflight();
+            for (o, mut b) in salvage.outputs.into_iter().enumerate() {
+                if !b.is_empty() {
+                    if let Some(f) = &inflight {
+                        b.acks.extend(f.acks.iter().cloned());
+                    }
+                    let _ = t.sinks.outputs[o].send(b);
+                }
+            }
+            let (script, counters) = match salvage.caller {
+                dragonfly_lua::Caller::Filter(f) => (
+                    t.spec.filters.get(f).map(|s| s.display.clone()),
+                    (
+                        &self.stats.inputs[f].filter.errors,
+                        &self.stats.inputs[f].filter.timeouts,
+                    ),
+                ),
+                dragonfly_lua::Caller::Analyzer(a) => (
+                    t.spec.analyzers.get(a).map(|s| s.display.clone()),
+                    (
+                        &self.stats.analyzers[a].c.errors,
+                        &self.stats.analyzers[a].c.timeouts,
+                    ),
+                ),
+            };
+            let n = counters.0.fetch_add(1, Ordering::Relaxed) + 1;
+            counters.1.fetch_add(1, Ordering::Relaxed);
+            let failure = dragonfly_lua::Failure {
+                caller: salvage.caller,
+                kind: dragonfly_lua::FailureKind::Timeout,
+                error: dragonfly_lua::ScriptError {
+                    script: script.unwrap_or_default(),
+                    message: format!(
+                        "{} ({} ms) and could not be interrupted (a loop LuaJIT compiled, or one that catches the timeout); worker {}'s runtime was replaced",
+                        dragonfly_lua::watchdog::TIMEOUT_TEXT,
+                        t.spec.limits.script_timeout.as_millis(),
+                        t.id
+                    ),
+                },
+                traceback: None,
+                event: String::new(),
+                event_full: None,
+                input_index: salvage.input_index,
+            };
+            self.log.lua_error(&failure.error, "", n);
+            if let Some(dead) = &t.sinks.dead {
+                let mut b = Batch::default();
+                let batch = inflight.as_ref().map(|f| (f.input, &*f.batch));
+                worker::dead_letter_record(&self.stats, &failure, batch, &mut b);
+                if let Some(f) = &inflight {
+                    b.acks.extend(f.acks.iter().cloned());
+                }
+                let _ = dead.send(b);
+            }
+            if self.parked > MAX_PARKED {
+                return Err(format!(
+                    "{} script runtimes had to be given up (more than {MAX_PARKED}): a script keeps running away",
+                    self.parked
+                ));
+            }
+            let resume = match (inflight, salvage.input_index) {
+                (Some(f), Some(idx)) => Some((f, idx + 1)),
+                (Some(f), None) => Some((f, f_len_done())),
+                (None, _) => None,
+            };
+            let worker = t.clone();
+            let (ready_tx, ready_rx) = bounded(1);
+            let id = t.id;
+            self.workers[i] = spawn(format!("worker-{id}"), move || worker.run(ready_tx, resume));
+            match ready_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(errs)) => {
+                    return Err(format!(
+                        "worker {id}: the replacement runtime failed in setup: {}",
+                        errs.iter()
+                            .map(|e| e.to_string())
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    ))
+                }
+                Err(_) => return Err(format!("worker {id}: the replacement runtime died")),
+            }
+        }
+        Ok(())
+    }
+
+    /// Give the drain `drain_timeout`: past it, say what is still queued and exit
+    /// [`exit::INTERNAL`] (a script stuck where it cannot be stopped, an output that hangs).
+    fn drain_deadline(&mut self, drained: Arc<AtomicBool>) {
+        let queues = std::mem::take(&mut self.queues);
+        let timeout = self.drain_timeout;
+        let log = self.log.clone();
+        spawn("drain-deadline".into(), move || {
+            let deadline = Instant::now() + timeout;
+            while Instant::now() < deadline {
+                if drained.load(Ordering::SeqCst) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let left: Vec<String> = queues
+                .iter()
+                .map(|(name, len)| format!("{name}: {} batches", len()))
+                .collect();
+            let msg = format!(
+                "the drain did not finish within engine.drain_timeout_s ({} s); still queued: {}; exiting",
+                timeout.as_secs_f64(),
+                left.join(", ")
+            );
+            log.engine_error("drain_timeout", &msg);
+            tracing::error!("{msg}");
+            // give the engine log a moment to take the record, then go
+            std::thread::sleep(Duration::from_millis(200));
+            std::process::exit(exit::INTERNAL as i32);
+        });
     }
 }

@@ -4,7 +4,7 @@
 //! Input receipts ([`dragonfly_io::Ack`]) are held until the flush that covers their messages
 //! succeeded; a dropped write or a failed flush marks them failed.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,6 +27,9 @@ pub struct SinkRunner {
     pub index: usize,
     pub reopen: Arc<AtomicU64>,
     pub log: Option<EngineLog>,
+    /// Set once every producer that will ever send has finished: the runner ends when its
+    /// queue is empty, even if a sender is still held (by a parked worker that never ends).
+    pub done: Arc<AtomicBool>,
 }
 
 use crate::stats::Stats;
@@ -71,6 +74,9 @@ impl SinkRunner {
                     }
                 }
                 Err(RecvTimeoutError::Disconnected) => break,
+            }
+            if self.done.load(SeqCst) && self.rx.is_empty() {
+                break;
             }
         }
         self.flush(&mut held, "final flush failed");

@@ -15,14 +15,20 @@ pub struct FilterCounters {
     pub events: AtomicU64,
     /// Lines that were not valid JSON.
     pub malformed: AtomicU64,
-    /// Lua errors in loop().
+    /// Lua errors in loop() (all kinds, including the two below).
     pub errors: AtomicU64,
+    /// Calls stopped by engine.script_timeout_ms.
+    pub timeouts: AtomicU64,
+    /// Calls that hit engine.lua_memory_mb.
+    pub memory_errors: AtomicU64,
 }
 
 #[derive(Debug, Default)]
 pub struct AnalyzerCounters {
     pub events: AtomicU64,
     pub errors: AtomicU64,
+    pub timeouts: AtomicU64,
+    pub memory_errors: AtomicU64,
     pub timers_fired: AtomicU64,
     /// Timers still pending at exit that could not fire.
     pub timers_dropped: AtomicU64,
@@ -59,6 +65,8 @@ pub struct Stats {
     pub stats_events: AtomicU64,
     /// Analyzer hand-offs cut because one event bounced between analyzers too often.
     pub routing_loops: AtomicU64,
+    /// Records written to the dead-letter output.
+    pub dead_letters: AtomicU64,
     /// The Redis backend's counters (None for the embedded store).
     pub store: Option<(String, Arc<StoreCounters>)>,
 }
@@ -93,6 +101,7 @@ impl Stats {
             log_events: AtomicU64::new(0),
             stats_events: AtomicU64::new(0),
             routing_loops: AtomicU64::new(0),
+            dead_letters: AtomicU64::new(0),
             store: None,
         }
     }
@@ -103,6 +112,13 @@ impl Stats {
         let n = m.entry(format!("{what}:{tag}")).or_insert(0);
         *n += 1;
         *n == 1
+    }
+
+    /// Events whose script failed (errors, timeouts, memory, routing loops), every script.
+    pub fn script_failures(&self) -> u64 {
+        let l = |a: &AtomicU64| a.load(Relaxed);
+        self.inputs.iter().map(|i| l(&i.filter.errors)).sum::<u64>()
+            + self.analyzers.iter().map(|a| l(&a.c.errors)).sum::<u64>()
     }
 
     /// The stats record: the original's `time` and `operations`, then per-stage detail.
@@ -121,6 +137,7 @@ impl Stats {
                     "events": l(&i.filter.events), "malformed": l(&i.filter.malformed),
                     "empty": l(&i.io.empty), "oversized": l(&i.io.oversized),
                     "truncated": l(&i.io.truncated), "lua_errors": l(&i.filter.errors),
+                    "timeouts": l(&i.filter.timeouts), "memory_errors": l(&i.filter.memory_errors),
                     "io_errors": l(&i.io.errors), "rotations": l(&i.io.rotations),
                     "truncations": l(&i.io.truncations), "overflow": l(&i.io.overflow),
                 }),
@@ -135,6 +152,7 @@ impl Stats {
                 a.tag.clone(),
                 json!({
                     "events": l(&a.c.events), "lua_errors": l(&a.c.errors),
+                    "timeouts": l(&a.c.timeouts), "memory_errors": l(&a.c.memory_errors),
                     "timers_fired": l(&a.c.timers_fired), "timers_dropped": l(&a.c.timers_dropped),
                 }),
             );
@@ -176,6 +194,7 @@ impl Stats {
             "unknown_tags": unknown,
             "store": store,
             "routing_loops": l(&self.routing_loops),
+            "dead_letters": l(&self.dead_letters),
             "log_events": l(&self.log_events),
             "stats_events": l(&self.stats_events),
             "final": final_line,

@@ -7,12 +7,12 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashSet};
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use dragonfly_io::Batch;
-use dragonfly_lua::{Caller, Runtime, RuntimeSpec, ScriptError, TagKind};
+use dragonfly_lua::{Caller, Failure, FailureKind, Runtime, RuntimeSpec, ScriptError, TagKind};
 use mlua::Value;
 
 use crate::enginelog::EngineLog;
@@ -27,14 +27,56 @@ pub enum WorkItem {
 /// Output lines collected before a batch is handed to its sink between timer firings.
 const OUT_BATCH: usize = 512;
 
+/// Where a worker's lines go.
+#[derive(Clone)]
+pub struct WorkerSinks {
+    /// One sender per configured output, in config order.
+    pub outputs: Vec<Sender<Batch>>,
+    /// The engine log (`log_event` records).
+    pub log: Sender<Batch>,
+    /// The stats log (`stats_event` records).
+    pub stats: Sender<Batch>,
+    /// Dead letters: events whose script failed (None: `engine.dead_letter = ""`).
+    pub dead: Option<Sender<Batch>>,
+}
+
+/// The input batch a worker is running, kept where the engine can reach it if the worker's
+/// runtime has to be given up (see [`dragonfly_lua::watchdog`]).
+pub struct InFlight {
+    pub input: usize,
+    pub batch: Arc<Batch>,
+    pub acks: Vec<dragonfly_io::Ack>,
+}
+
+/// What the engine can see of a worker from outside.
+#[derive(Default)]
+pub struct WorkerStatus {
+    /// The watchdog's view of the worker's runtime.
+    pub watched: Mutex<Option<Arc<dragonfly_lua::watchdog::Watched>>>,
+    pub inflight: Mutex<Option<InFlight>>,
+}
+
+impl WorkerStatus {
+    fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+        m.lock().unwrap_or_else(|p| p.into_inner())
+    }
+    pub fn watched(&self) -> Option<Arc<dragonfly_lua::watchdog::Watched>> {
+        Self::lock(&self.watched).clone()
+    }
+    pub fn take_inflight(&self) -> Option<InFlight> {
+        Self::lock(&self.inflight).take()
+    }
+}
+
+#[derive(Clone)]
 pub struct Worker {
     pub id: usize,
     pub spec: RuntimeSpec,
     pub rx: Receiver<WorkItem>,
-    /// One sender per output, then the engine log, then the stats log.
-    pub sinks: Vec<Sender<Batch>>,
+    pub sinks: WorkerSinks,
     pub stats: Arc<Stats>,
     pub log: EngineLog,
+    pub status: Arc<WorkerStatus>,
 }
 
 struct Timer {
@@ -72,12 +114,21 @@ struct Chain<'a> {
     /// Receipts of the input batch being processed: every output batch made from it holds
     /// them, so the input learns when the sinks have flushed what it became.
     acks: Vec<dragonfly_io::Ack>,
+    /// Dead-letter records waiting for the next flush.
+    dead: Batch,
 }
 
 impl Worker {
     /// Build the runtime and run every `setup()`. Reports the outcome on `ready`, then
     /// processes work until every producer is gone, fires pending timers once and flushes.
-    pub fn run(self, ready: Sender<Result<(), Vec<ScriptError>>>) {
+    ///
+    /// `resume`: the rest of a batch that a parked runtime left (the batch and the index of
+    /// the first event still to run), run before anything else.
+    pub fn run(
+        self,
+        ready: Sender<Result<(), Vec<ScriptError>>>,
+        resume: Option<(InFlight, usize)>,
+    ) {
         let mut rt = match Runtime::new(&self.spec) {
             Ok(rt) => rt,
             Err(errs) => {
@@ -90,6 +141,7 @@ impl Worker {
             let _ = ready.send(Err(errs));
             return;
         }
+        *WorkerStatus::lock(&self.status.watched) = rt.watched().cloned();
         let mut chain = Chain {
             w: &self,
             rt,
@@ -98,15 +150,19 @@ impl Worker {
             unknown_seen: HashSet::new(),
             draining: false,
             acks: Vec::new(),
+            dead: Batch::default(),
         };
         // Anything setup() emitted (hand-offs, log lines, outputs) goes out first.
         if let Err(e) = chain.rt.drain() {
             tracing::error!("worker {}: {e}", self.id);
         }
-        chain.collect();
+        chain.collect(None);
         chain.flush();
         let _ = ready.send(Ok(()));
         drop(ready);
+        if let Some((inflight, from)) = resume {
+            chain.run_lines(inflight, from);
+        }
         chain.run();
     }
 }
@@ -120,13 +176,13 @@ impl Chain<'_> {
             };
             match next {
                 Ok(WorkItem::Lines { input, mut batch }) => {
-                    self.acks = std::mem::take(&mut batch.acks);
-                    self.batch(input, &batch);
-                    drop(batch);
-                    self.fire_due_timers(Instant::now());
-                    self.flush();
-                    // the worker's part is done; the sinks hold the receipts from here
-                    self.acks.clear();
+                    let acks = std::mem::take(&mut batch.acks);
+                    let inflight = InFlight {
+                        input,
+                        batch: Arc::new(batch),
+                        acks,
+                    };
+                    self.run_lines(inflight, 0);
                 }
                 Err(RecvTimeoutError::Timeout) => {
                     self.fire_due_timers(Instant::now());
@@ -143,9 +199,22 @@ impl Chain<'_> {
         self.flush();
     }
 
-    fn batch(&mut self, input: usize, batch: &Batch) {
+    /// Run a batch from event `from` on, then due timers, then flush.
+    fn run_lines(&mut self, inflight: InFlight, from: usize) {
+        let (input, batch) = (inflight.input, inflight.batch.clone());
+        self.acks = inflight.acks.clone();
+        *WorkerStatus::lock(&self.w.status.inflight) = Some(inflight);
+        self.batch(input, &batch, from);
+        self.fire_due_timers(Instant::now());
+        self.flush();
+        *WorkerStatus::lock(&self.w.status.inflight) = None;
+        // the worker's part is done; the sinks hold the receipts from here
+        self.acks.clear();
+    }
+
+    fn batch(&mut self, input: usize, batch: &Batch, from: usize) {
         let stats = &self.w.stats.inputs[input];
-        match self.rt.run_batch(input, batch) {
+        match self.rt.run_batch_from(input, batch, from) {
             Ok(res) => {
                 stats.filter.events.fetch_add(res.events as u64, Relaxed);
                 for (i, e) in res.malformed {
@@ -155,8 +224,8 @@ impl Chain<'_> {
                         .bad_line(&stats.tag, &e.to_string(), batch.get(i), n);
                 }
             }
-            // run_batch itself failing (not a script error, which is caught per call) means
-            // the runtime is broken: count every line of the batch as failed and say so.
+            // run_batch itself failing before any event ran (decoding ran out of memory) means
+            // no line of the batch was processed: each goes to the dead letters.
             Err(e) => {
                 let n = stats.filter.errors.fetch_add(batch.len() as u64, Relaxed) + 1;
                 let err = ScriptError {
@@ -164,9 +233,27 @@ impl Chain<'_> {
                     message: e.to_string(),
                 };
                 self.w.log.lua_error(&err, "", n);
+                for i in 0..batch.len() {
+                    let f = Failure {
+                        caller: Caller::Filter(input),
+                        kind: FailureKind::Memory,
+                        error: err.clone(),
+                        traceback: None,
+                        event: String::new(),
+                        event_full: None,
+                        input_index: Some(i),
+                    };
+                    self.dead_letter(&f, Some((input, batch)));
+                }
             }
         }
-        self.collect();
+        self.collect(Some((input, batch)));
+    }
+
+    fn dead_letter(&mut self, f: &Failure, batch: Option<(usize, &Batch)>) {
+        if self.w.sinks.dead.is_some() {
+            dead_letter_record(&self.w.stats, f, batch, &mut self.dead);
+        }
     }
 
     fn fire_due_timers(&mut self, now: Instant) {
@@ -184,14 +271,15 @@ impl Chain<'_> {
         if let Err(e) = self.rt.run_timer(t.analyzer, t.value) {
             tracing::error!("worker {}: timer: {e}", self.w.id);
         }
-        self.collect();
-        if (0..self.w.sinks.len() - 2).any(|i| self.rt.output_len(i) >= OUT_BATCH) {
+        self.collect(None);
+        if (0..self.w.sinks.outputs.len()).any(|i| self.rt.output_len(i) >= OUT_BATCH) {
             self.flush();
         }
     }
 
     /// Account for what the last calls did: failures, analyzer counts, unknown tags, timers.
-    fn collect(&mut self) {
+    /// `batch` is the input batch being run, if any (for dead letters).
+    fn collect(&mut self, batch: Option<(usize, &Batch)>) {
         let stats = &self.w.stats;
         for (i, n) in self.rt.take_counts().into_iter().enumerate() {
             if n > 0 {
@@ -203,12 +291,28 @@ impl Chain<'_> {
             stats.routing_loops.fetch_add(cut, Relaxed);
         }
         for f in self.rt.take_failures() {
-            let counter = match f.caller {
-                Caller::Filter(i) => &stats.inputs[i].filter.errors,
-                Caller::Analyzer(i) => &stats.analyzers[i].c.errors,
+            let (counter, timeouts, memory) = match f.caller {
+                Caller::Filter(i) => {
+                    let c = &stats.inputs[i].filter;
+                    (&c.errors, &c.timeouts, &c.memory_errors)
+                }
+                Caller::Analyzer(i) => {
+                    let c = &stats.analyzers[i].c;
+                    (&c.errors, &c.timeouts, &c.memory_errors)
+                }
             };
             let n = counter.fetch_add(1, Relaxed) + 1;
+            match f.kind {
+                FailureKind::Timeout => {
+                    timeouts.fetch_add(1, Relaxed);
+                }
+                FailureKind::Memory => {
+                    memory.fetch_add(1, Relaxed);
+                }
+                _ => {}
+            }
             self.w.log.lua_error(&f.error, &f.event, n);
+            self.dead_letter(&f, batch);
         }
         for (tag, kind) in self.rt.take_unknown() {
             let what = match kind {
@@ -230,8 +334,10 @@ impl Chain<'_> {
                 continue;
             }
             self.seq += 1;
+            let now = Instant::now();
             self.timers.push(Reverse(Timer {
-                due: Instant::now() + t.after,
+                // dragonfly.timer_event bounds the delay; saturate all the same
+                due: now.checked_add(t.after).unwrap_or(now),
                 seq: self.seq,
                 analyzer: t.analyzer,
                 value: t.value,
@@ -239,15 +345,23 @@ impl Chain<'_> {
         }
     }
 
-    /// Hand every collected output, log and stats line to its sink.
+    /// Hand every collected output, log, stats and dead-letter line to its sink.
     fn flush(&mut self) {
-        let n = self.w.sinks.len() - 2;
-        for i in 0..n {
+        let sinks = &self.w.sinks;
+        for (i, tx) in sinks.outputs.iter().enumerate() {
             let mut batch = self.rt.take_output(i);
             if !batch.is_empty() {
                 batch.acks.extend(self.acks.iter().cloned());
                 // The sink counts what it writes; a closed sink means shutdown went past it.
-                let _ = self.w.sinks[i].send(batch);
+                let _ = tx.send(batch);
+            }
+        }
+        if let Some(tx) = &sinks.dead {
+            if !self.dead.is_empty() {
+                let mut batch = self.dead.take();
+                // an input is acknowledged only once its dead letters are written too
+                batch.acks.extend(self.acks.iter().cloned());
+                let _ = tx.send(batch);
             }
         }
         let (log, stats) = {
@@ -256,14 +370,72 @@ impl Chain<'_> {
         };
         if !log.is_empty() {
             self.w.stats.log_events.fetch_add(log.len() as u64, Relaxed);
-            let _ = self.w.sinks[n].send(log);
+            let _ = sinks.log.send(log);
         }
         if !stats.is_empty() {
             self.w
                 .stats
                 .stats_events
                 .fetch_add(stats.len() as u64, Relaxed);
-            let _ = self.w.sinks[n + 1].send(stats);
+            let _ = sinks.stats.send(stats);
         }
     }
+}
+
+/// Add a dead-letter record for `f` to `out`: the script, the error, the time, the input line
+/// the chain started from (the event before any script ran), and, for analyzers and timers,
+/// the value as the failing script left it.
+pub fn dead_letter_record(
+    stats: &Stats,
+    f: &Failure,
+    batch: Option<(usize, &Batch)>,
+    out: &mut Batch,
+) {
+    let (input_tag, line) = match (batch, f.input_index) {
+        (Some((input, b)), Some(i)) if i < b.len() => {
+            (Some(stats.inputs[input].tag.as_str()), Some(b.get(i)))
+        }
+        _ => (None, None),
+    };
+    let kind = match f.kind {
+        FailureKind::Error => "error",
+        FailureKind::Timeout => "timeout",
+        FailureKind::Memory => "memory",
+        FailureKind::RoutingLoop => "routing_loop",
+    };
+    let mut rec = serde_json::Map::new();
+    rec.insert(
+        "time".into(),
+        chrono::Utc::now()
+            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+            .into(),
+    );
+    rec.insert("script".into(), f.error.script.clone().into());
+    rec.insert("kind".into(), kind.into());
+    rec.insert("error".into(), f.error.message.clone().into());
+    if let Some(tb) = &f.traceback {
+        rec.insert("traceback".into(), tb.clone().into());
+    }
+    if let Some(tag) = input_tag {
+        rec.insert("input".into(), tag.into());
+    }
+    // the input line (the event before any script ran) and, for analyzers and timers,
+    // the value as the failing script left it; both embedded as JSON when they are
+    let as_json = |bytes: &[u8]| -> serde_json::Value {
+        serde_json::from_slice(bytes).unwrap_or_else(|_| {
+            serde_json::Value::String(String::from_utf8_lossy(bytes).into_owned())
+        })
+    };
+    if let Some(line) = line {
+        rec.insert("event".into(), as_json(line));
+    }
+    if !matches!(f.caller, Caller::Filter(_)) || line.is_none() {
+        if let Some(v) = &f.event_full {
+            rec.insert("value".into(), as_json(v.as_bytes()));
+        }
+    }
+    let mut bytes = serde_json::Value::Object(rec).to_string().into_bytes();
+    bytes.push(b'\n');
+    out.push(&bytes);
+    stats.dead_letters.fetch_add(1, Relaxed);
 }

@@ -2,8 +2,14 @@
 -- dragonfly.analyze_event copies the value and queues it; run_batch gives each decoded input
 -- event to its filter, then runs the queued analyzers until the queue is empty. Errors are
 -- collected (not raised) for the engine to log and count.
-local out_raw, MAX_HOPS = ...
-local type, select, next, pcall, error = type, select, next, pcall, error
+--
+-- `probe[1]` is bumped before and after every script call: the watchdog's hook (watchdog.rs)
+-- reads it to tell one long call from many short ones; `probe[2]` is the batch index being run
+-- and `probe[3]` the caller (as in error records), read if the runtime has to be given up. `M.pos` is the batch index of the event
+-- being run, so a batch whose run was cut by an error outside any script call (out of memory
+-- while recording a failure) resumes at the next event.
+local out_raw, MAX_HOPS, probe, traceback = ...
+local type, select, next, pcall, xpcall, error = type, select, next, pcall, xpcall, error
 local getmetatable, setmetatable, tostring = getmetatable, setmetatable, tostring
 -- LuaJIT's table.new pre-sizes a table, so a copy never rehashes while it fills
 local ok_new, tnew = pcall(require, "table.new")
@@ -13,9 +19,10 @@ local M = {
   by_tag = {},      -- analyzer tag -> index
   loops = {},       -- analyzer index -> loop function
   counts = {},      -- analyzer index -> events since the last take
-  errors = {},      -- { who, message, value } since the last take
+  errors = {},      -- { who, message, value, pos, where } since the last take
   unknown = {},     -- analyzer tags routed to that do not exist
   loops_cut = 0,    -- routing loops cut since the last take
+  pos = 0,          -- batch index of the input event being run (0: none)
 }
 local by_tag, loops, counts, errors, unknown = M.by_tag, M.loops, M.counts, M.errors, M.unknown
 
@@ -61,8 +68,41 @@ function M.output_event(...)
   if e ~= nil then error("dragonfly.output_event: " .. e, 2) end
 end
 
+-- An error object of any type, with any metamethods, becomes a string without raising.
+local function message(err)
+  if type(err) == "string" then return err end
+  local ok, s = pcall(tostring, err)
+  if ok and type(s) == "string" then return s end
+  return "(an error object of type " .. type(err) .. " that cannot be shown: its __tostring failed)"
+end
+
 local function record(who, err, value)
-  errors[#errors + 1] = { who, tostring(err), value }
+  local where
+  if type(err) == "table" and err[0] == probe then err, where = err[1], err[2] end
+  errors[#errors + 1] = { who, message(err), value, M.pos, where }
+end
+
+-- xpcall handler: keep the error and the first traceback line inside a script
+local function on_error(err)
+  local ok, tb = pcall(traceback, "", 2)
+  local where
+  if ok and type(tb) == "string" then
+    for line in tb:gmatch("\n%s*([^\n]*)") do
+      if not line:find("^%[") and not line:find("^dragonfly%-") and line ~= "stack traceback:" then
+        where = line
+        break
+      end
+    end
+  end
+  return { [0] = probe, err, where }
+end
+
+local function call(who, f, v)
+  probe[1] = probe[1] + 1
+  probe[3] = who
+  local ok, err = xpcall(f, on_error, v)
+  probe[1] = probe[1] + 1
+  return ok, err
 end
 
 local function drain()
@@ -80,7 +120,7 @@ local function drain()
       break
     end
     counts[a] = counts[a] + 1
-    local ok, err = pcall(loops[a], v)
+    local ok, err = call(a, loops[a], v)
     if not ok then record(a, err, v) end
   end
   qh, qn = 1, 0
@@ -88,24 +128,37 @@ end
 
 M.drain = drain
 
+-- forget pending hand-offs (after an error escaped a run)
+function M.reset()
+  for j = qh, qn do qa[j], qv[j] = nil, nil end
+  qh, qn = 1, 0
+end
+
 -- events[i] is a decoded event, or nil for a line that was not JSON; `who` identifies the
 -- filter in error records (a negative number: -1 for the first input)
-function M.run_batch(filter, who, events, n)
+-- filter, starting at index `from`; returns the number of events run
+function M.run_batch(filter, who, events, n, from)
   local ran = 0
-  for i = 1, n do
+  for i = from, n do
     local ev = events[i]
     if ev ~= nil then
+      M.pos = i
+      probe[2] = i
       ran = ran + 1
-      local ok, err = pcall(filter, ev)
+      local ok, err = call(who, filter, ev)
       if not ok then record(who, err, ev) end
       drain()
     end
   end
+  M.pos = 0
+  probe[2] = 0
   return ran
 end
 
 -- a timer firing: one value for analyzer a
 function M.run_one(a, v)
+  M.pos = 0
+  probe[2] = 0
   qn = qn + 1
   qa[qn] = a
   qv[qn] = v

@@ -7,9 +7,11 @@ pub mod json;
 pub mod libs;
 pub mod mailbox;
 pub mod runtime;
+pub mod watchdog;
 
 pub use libs::hiredis::Backend;
 pub use mailbox::{Mailbox, TagKind, TimerRequest};
 pub use runtime::{
-    BatchResult, Caller, Failure, Runtime, RuntimeSpec, ScriptError, ScriptKind, ScriptSpec,
+    BatchResult, Caller, Failure, FailureKind, Limits, Runtime, RuntimeSpec, ScriptError,
+    ScriptKind, ScriptSpec,
 };

@@ -1,6 +1,13 @@
 //! One Lua runtime: a LuaJIT state holding every filter and analyzer script of the pipeline,
-//! each in its own environment (its own globals, as if it had a state of its own), so an
-//! event crosses from one script to the next without leaving the state.
+//! each in its own environment (its own globals and library tables, as if it had a state of its
+//! own: see sandbox.lua), so an event crosses from one script to the next without leaving the
+//! state.
+//!
+//! Limits: the state's memory is capped ([`Limits::memory`]: an allocation past it is the Lua
+//! error "not enough memory" in the call that made it, after which the runtime runs a full
+//! collection and goes on) and every script call has a time budget ([`Limits::script_timeout`],
+//! enforced by the watchdog). After `setup()` every script is sealed: no `io`, no process
+//! control (sandbox.lua).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,6 +22,25 @@ use crate::libs::{cjson, dragonfly, hiredis};
 use crate::mailbox::{Mailbox, Routes, TagKind};
 
 const CHAIN: &str = include_str!("chain.lua");
+const SANDBOX: &str = include_str!("sandbox.lua");
+
+/// Resource limits of a runtime.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Bytes the Lua state may hold (0: no limit).
+    pub memory: usize,
+    /// Longest a script call may run (zero: no limit).
+    pub script_timeout: std::time::Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            memory: 1024 << 20,
+            script_timeout: std::time::Duration::from_millis(1000),
+        }
+    }
+}
 
 /// Filter (input) script or analyzer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +70,7 @@ pub struct RuntimeSpec {
     pub analyzers: Vec<ScriptSpec>,
     pub outputs: Vec<String>,
     pub backend: Backend,
+    pub limits: Limits,
 }
 
 /// A script failed: which one, and the Lua message (with file and line).
@@ -75,13 +102,33 @@ pub enum Caller {
     Analyzer(usize),
 }
 
+/// Why a script call failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// A Lua error raised by the script (or a library it called).
+    Error,
+    /// The call ran past [`Limits::script_timeout`].
+    Timeout,
+    /// The runtime reached [`Limits::memory`].
+    Memory,
+    /// A routing loop was cut.
+    RoutingLoop,
+}
+
 /// A script call that failed (a Lua error in `loop()`), or a routing loop that was cut.
 #[derive(Debug, Clone)]
 pub struct Failure {
     pub caller: Caller,
+    pub kind: FailureKind,
     pub error: ScriptError,
+    /// The first traceback line inside a script (`analyzer/a.lua:12: in function 'loop'`).
+    pub traceback: Option<String>,
     /// The event, as JSON, cut to a few hundred bytes.
     pub event: String,
+    /// The whole event as JSON, as the failing script left it.
+    pub event_full: Option<String>,
+    /// Index in the input batch of the event whose chain failed (none for timer calls).
+    pub input_index: Option<usize>,
 }
 
 /// Bytes of an event quoted in a failure.
@@ -90,7 +137,11 @@ const EXCERPT: usize = 512;
 pub const MAX_HOPS: usize = 10_000;
 
 pub struct Runtime {
+    /// The watchdog's view of this runtime; declared first so that it is dropped (and the
+    /// runtime deregistered) before the state.
+    active: Option<Box<crate::watchdog::Active>>,
     lua: Lua,
+    sandbox: Table,
     filters: Vec<Script>,
     analyzers: Vec<Script>,
     array_mt: Table,
@@ -101,6 +152,10 @@ pub struct Runtime {
     /// Reached from the output_event C function through the registry; boxed so its address
     /// stays put for the life of the Lua state.
     out: Box<OutState>,
+    /// Failures of errors that escaped the routing core, until taken.
+    escaped_failures: Vec<Failure>,
+    /// chain.lua's call counter and position (see there).
+    probe: Table,
 }
 
 /// The first line of a Lua error (the traceback is not useful in a log line).
@@ -127,6 +182,10 @@ impl Runtime {
     /// every script. `setup()` is not called yet.
     pub fn new(spec: &RuntimeSpec) -> Result<Self, Vec<ScriptError>> {
         let lua = Lua::new_with(StdLib::ALL_SAFE, LuaOptions::default()).map_err(runtime_error)?;
+        if spec.limits.memory > 0 {
+            lua.set_memory_limit(spec.limits.memory)
+                .map_err(runtime_error)?;
+        }
         let mut out = Box::new(OutState {
             routes: spec
                 .outputs
@@ -138,26 +197,52 @@ impl Runtime {
             unknown: Vec::new(),
         });
         let out_ptr: *mut OutState = &mut *out;
-        let setup = || -> mlua::Result<(Table, Table)> {
+        let mut state_ptr: *mut ffi::lua_State = std::ptr::null_mut();
+        let mut setup = || -> mlua::Result<(Table, Table, Table, Table)> {
             cjson::install(&lua)?;
             let array_mt = cjson::array_mt(&lua);
             let df = dragonfly::install(&lua)?;
             hiredis::install(&lua, spec.backend.clone())?;
             set_package_path(&lua, &spec.root)?;
+            let probe = lua.create_table()?;
+            probe.raw_set(1, 0)?;
+            probe.raw_set(2, 0)?;
+            probe.raw_set(3, 0)?;
             // SAFETY: out_ptr points into a Box the Runtime keeps for as long as the Lua
             // state lives; the state is used only by the thread that owns the Runtime.
+            // luaopen_debug is called through lua_call as a C function should be; only its
+            // `traceback` is kept (see install_traceback).
             unsafe {
-                lua.exec_raw::<()>(array_mt.clone(), |state| {
+                lua.exec_raw::<()>((array_mt.clone(), probe.clone()), |state| {
                     fast::register(state, out_ptr, 1);
+                    ffi::lua_pushlightuserdata(
+                        state,
+                        &crate::watchdog::PROBE_KEY as *const u8 as *mut std::ffi::c_void,
+                    );
+                    ffi::lua_pushvalue(state, 2);
+                    ffi::lua_rawset(state, ffi::LUA_REGISTRYINDEX);
+                    ffi::lua_pushcfunction(state, ffi::luaopen_debug);
+                    ffi::lua_call(state, 0, 0);
+                    // a thread of this state, anchored in the registry for the state's life:
+                    // the watchdog's signal handler arms the (global) hook through it
+                    state_ptr = ffi::lua_newthread(state);
+                    ffi::luaL_ref(state, ffi::LUA_REGISTRYINDEX);
                     ffi::lua_settop(state, 0);
                 })?;
             }
+            let traceback = install_traceback(&lua)?;
+            let sandbox: Table = lua
+                .load(SANDBOX)
+                .set_name("=dragonfly-sandbox")
+                .call(lua.globals())?;
             // SAFETY: fast::output_event follows the C function protocol (see fast.rs).
             let out_raw = unsafe { lua.create_c_function(fast::output_event)? };
-            let chain: Table = lua
-                .load(CHAIN)
-                .set_name("=dragonfly-chain")
-                .call((out_raw, MAX_HOPS))?;
+            let chain: Table = lua.load(CHAIN).set_name("=dragonfly-chain").call((
+                out_raw,
+                MAX_HOPS,
+                probe.clone(),
+                traceback,
+            ))?;
             df.set("analyze_event", chain.get::<Function>("analyze_event")?)?;
             let output: Function = chain.get("output_event")?;
             df.set("output_event", output.clone())?;
@@ -172,13 +257,15 @@ impl Runtime {
             }
             lua.set_app_data(routes);
             lua.set_app_data(Mailbox::default());
-            Ok((array_mt, chain))
+            Ok((array_mt, chain, sandbox, probe))
         };
-        let (array_mt, chain) = setup().map_err(runtime_error)?;
+        let (array_mt, chain, sandbox, probe) = setup().map_err(runtime_error)?;
+        let active = (!spec.limits.script_timeout.is_zero())
+            .then(|| crate::watchdog::watch(state_ptr, out_ptr, spec.limits.script_timeout));
 
         let mut errors = Vec::new();
         let mut load = |s: &ScriptSpec| -> Option<Script> {
-            match load_script(&lua, s) {
+            match load_script(&lua, &sandbox, s) {
                 Ok(sc) => Some(sc),
                 Err(e) => {
                     errors.push(ScriptError {
@@ -196,6 +283,8 @@ impl Runtime {
         }
         let get = |name: &str| chain.get::<Function>(name).map_err(runtime_error);
         Ok(Self {
+            active,
+            sandbox,
             run_batch: get("run_batch")?,
             run_one: get("run_one")?,
             drain: get("drain")?,
@@ -208,11 +297,15 @@ impl Runtime {
             array_mt,
             chain,
             out,
+            escaped_failures: Vec::new(),
+            probe,
         })
     }
 
     /// Call every script's `setup()` (filters first, in config order), then take `io` away
     /// as the original did before the first `loop()`. Returns every failure.
+    /// `setup()` is trusted: it runs without the time limit (it may load models, download
+    /// lists), but with the memory limit.
     pub fn setup(&mut self) -> Vec<ScriptError> {
         let mut errors = Vec::new();
         let loops: Table = match self.chain.get("loops") {
@@ -251,7 +344,20 @@ impl Runtime {
                 });
             }
         }
-        let _ = self.lua.globals().raw_set("io", Value::Nil);
+        // From here on, scripts run sealed (sandbox.lua): no io, no process control.
+        let seal = || -> mlua::Result<()> {
+            let seal: Function = self.sandbox.get("seal")?;
+            for s in self.filters.iter().chain(self.analyzers.iter()) {
+                seal.call::<()>(s.env.clone())?;
+            }
+            self.sandbox
+                .get::<Function>("seal_template")?
+                .call::<()>(())
+        };
+        if let Err(e) = seal() {
+            errors.extend(runtime_error(e));
+        }
+        self.lua.gc_collect().ok();
         errors
     }
 
@@ -261,52 +367,190 @@ impl Runtime {
 
     /// Decode a batch of raw input lines and run each through input `input`'s filter and the
     /// analyzers it hands events to.
+    ///
+    /// An error outside any script call (out of memory while recording a failure) does not
+    /// lose the rest of the batch: it is recorded against the filter for the event it hit, the
+    /// pending hand-offs are dropped, and the run resumes with the next event.
     pub fn run_batch(&mut self, input: usize, batch: &Batch) -> mlua::Result<BatchResult> {
+        self.run_batch_from(input, batch, 0)
+    }
+
+    /// [`Runtime::run_batch`] from the event at index `start` on (the rest of a batch a
+    /// parked runtime did not finish).
+    pub fn run_batch_from(
+        &mut self,
+        input: usize,
+        batch: &Batch,
+        start: usize,
+    ) -> mlua::Result<BatchResult> {
+        let _busy = self.busy();
         let filter: Function = self.filters[input].env.raw_get("loop")?;
         let mut malformed = Vec::new();
         // SAFETY: decode_batch only pushes values (see fast.rs); the array metatable is the
         // argument at stack index 1 and the events array is left on top as the result.
-        let (_, events): (Value, Table) = unsafe {
+        let decoded = unsafe {
             self.lua.exec_raw(self.array_mt.clone(), |state| {
                 malformed = fast::decode_batch(state, 1, batch);
-            })?
+            })
         };
-        let ran: usize = self
-            .run_batch
-            .call((filter, -(input as i64) - 1, events, batch.len()))?;
+        let events: Table = match decoded {
+            Ok((Value::Nil, events)) | Ok((_, events)) => events,
+            Err(e) => {
+                self.recover(&e);
+                return Err(e);
+            }
+        };
+        let who = -(input as i64) - 1;
+        let mut ran = 0;
+        let mut from = start.saturating_add(1);
+        while from <= batch.len() {
+            match self
+                .run_batch
+                .call::<usize>((&filter, who, &events, batch.len(), from))
+            {
+                Ok(n) => {
+                    ran += n;
+                    break;
+                }
+                Err(e) => {
+                    let pos: usize = self.chain.get("pos").unwrap_or(0);
+                    self.recover(&e);
+                    let _ = self.chain.set("pos", 0);
+                    if pos < from {
+                        return Err(e);
+                    }
+                    ran += pos + 1 - from;
+                    let caller = self.current_caller();
+                    self.escaped(caller, &e, Some(pos - 1));
+                    from = pos + 1;
+                }
+            }
+        }
         Ok(BatchResult {
             events: ran,
             malformed,
         })
     }
 
+    /// Mark the runtime busy in Lua (watched by the watchdog) until the guard drops.
+    fn busy(&self) -> Option<crate::watchdog::Busy> {
+        // SAFETY: the Active is owned by self, and the guard is dropped inside the method
+        // that took it, on the thread that owns the runtime.
+        self.active
+            .as_deref()
+            .map(|a| unsafe { crate::watchdog::Busy::enter(a) })
+    }
+
+    /// After an error escaped the routing core: drop pending hand-offs, free memory.
+    fn recover(&mut self, e: &mlua::Error) {
+        if let Ok(reset) = self.chain.get::<Function>("reset") {
+            let _ = reset.call::<()>(());
+        }
+        if is_memory_error(e) {
+            let _ = self.lua.gc_collect();
+        }
+    }
+
+    /// The script whose call ran last (chain.lua's `probe[3]`).
+    fn current_caller(&self) -> Caller {
+        let who: i64 = self.probe.raw_get(3).unwrap_or(-1);
+        if who < 0 {
+            Caller::Filter((-who - 1) as usize)
+        } else {
+            Caller::Analyzer((who - 1).max(0) as usize)
+        }
+    }
+
+    /// Record an error that escaped the routing core as a failure of `caller`.
+    fn escaped(&mut self, caller: Caller, e: &mlua::Error, input_index: Option<usize>) {
+        let script = match caller {
+            Caller::Filter(i) => self.filters.get(i),
+            Caller::Analyzer(i) => self.analyzers.get(i),
+        };
+        self.escaped_failures.push(Failure {
+            caller,
+            kind: if is_memory_error(e) {
+                FailureKind::Memory
+            } else {
+                FailureKind::Error
+            },
+            error: ScriptError {
+                script: script.map(|s| s.display.clone()).unwrap_or_default(),
+                message: if is_memory_error(e) {
+                    "not enough memory".into()
+                } else {
+                    clean_message(&lua_message(e))
+                },
+            },
+            traceback: None,
+            event: String::new(),
+            event_full: None,
+            input_index,
+        });
+    }
+
     /// A timer fired: hand `value` to analyzer `analyzer`.
     pub fn run_timer(&mut self, analyzer: usize, value: Value) -> mlua::Result<()> {
-        self.run_one.call((analyzer + 1, value))
+        let _busy = self.busy();
+        let r = self.run_one.call::<()>((analyzer + 1, value));
+        if let Err(e) = &r {
+            self.recover(e);
+            self.escaped(Caller::Analyzer(analyzer), e, None);
+        }
+        Ok(())
     }
 
     /// Run hand-offs queued outside a batch (by `setup()`).
     pub fn drain(&mut self) -> mlua::Result<()> {
-        self.drain.call(())
+        let _busy = self.busy();
+        let r = self.drain.call(());
+        if let Err(e) = &r {
+            self.recover(e);
+        }
+        r
+    }
+
+    /// The watchdog's view of this runtime (None without a time limit).
+    pub fn watched(&self) -> Option<&std::sync::Arc<crate::watchdog::Watched>> {
+        self.active.as_deref().map(|a| a.watched())
+    }
+
+    /// Bytes the Lua state holds now.
+    pub fn used_memory(&self) -> usize {
+        self.lua.used_memory()
     }
 
     /// Failed calls since the last take.
     pub fn take_failures(&mut self) -> Vec<Failure> {
+        let mut out = std::mem::take(&mut self.escaped_failures);
         let Ok(errors) = self.chain.get::<Table>("errors") else {
-            return Vec::new();
+            return out;
         };
         let n = errors.raw_len();
         if n == 0 {
-            return Vec::new();
+            return out;
         }
-        let mut out = Vec::with_capacity(n);
+        let mut memory = false;
         for i in 1..=n {
             let Ok(rec) = errors.raw_get::<Table>(i) else {
                 continue;
             };
             let who: i64 = rec.raw_get(1).unwrap_or(0);
             let message: String = rec.raw_get(2).unwrap_or_default();
+            let message = clean_message(&message);
             let value: Value = rec.raw_get(3).unwrap_or(Value::Nil);
+            let pos: usize = rec.raw_get(4).unwrap_or(0);
+            let traceback: Option<String> = rec.raw_get(5).ok().flatten();
+            let kind = if message.starts_with(crate::watchdog::TIMEOUT_TEXT) {
+                FailureKind::Timeout
+            } else if message.starts_with("routing loop:") {
+                FailureKind::RoutingLoop
+            } else if message == "not enough memory" {
+                memory = true;
+                FailureKind::Memory
+            } else {
+                FailureKind::Error
+            };
             let (caller, script) = if who < 0 {
                 let f = (-who - 1) as usize;
                 (
@@ -320,18 +564,32 @@ impl Runtime {
                     self.analyzers.get(a).map(|s| s.display.clone()),
                 )
             };
+            let event_full = json::encode_to_vec(&value, &self.array_mt)
+                .ok()
+                .map(|b| String::from_utf8_lossy(&b).into_owned());
+            let mut event = event_full
+                .clone()
+                .unwrap_or_else(|| format!("<{}>", value.type_name()));
+            truncate(&mut event, EXCERPT);
             out.push(Failure {
                 caller,
+                kind,
                 error: ScriptError {
                     script: script.unwrap_or_default(),
                     message,
                 },
-                event: self.describe(&value, EXCERPT),
+                traceback,
+                event,
+                event_full,
+                input_index: pos.checked_sub(1),
             });
         }
         // cleared in place: chain.lua holds this very table
         for i in 1..=n {
             let _ = errors.raw_set(i, Value::Nil);
+        }
+        if memory {
+            let _ = self.lua.gc_collect();
         }
         out
     }
@@ -417,17 +675,40 @@ pub fn truncate(s: &mut String, max: usize) {
     }
 }
 
-fn load_script(lua: &Lua, s: &ScriptSpec) -> mlua::Result<Script> {
-    let globals = lua.globals();
-    let env = lua.create_table()?;
-    let mt = lua.create_table()?;
-    mt.set("__index", globals.clone())?;
-    env.set_metatable(Some(mt))?;
-    env.raw_set("_G", env.clone())?;
-    env.raw_set("default_analyzer", s.default_analyzer.as_str())?;
-    if s.kind == ScriptKind::Analyzer {
-        env.raw_set("default_output", s.default_output.as_str())?;
+/// A Lua error text without mlua's prefix and Rust-side traceback.
+fn clean_message(text: &str) -> String {
+    let text = text.split("\nstack traceback:").next().unwrap_or(text);
+    text.trim_start_matches("runtime error: ")
+        .trim_start_matches("memory error: ")
+        .trim_end()
+        .to_string()
+}
+
+fn is_memory_error(e: &mlua::Error) -> bool {
+    match e {
+        mlua::Error::MemoryError(_) => true,
+        mlua::Error::CallbackError { cause, .. } => is_memory_error(cause),
+        other => other.to_string().contains("not enough memory"),
     }
+}
+
+/// Keep only `debug.traceback` of the debug library (the rest can break the sandbox).
+fn install_traceback(lua: &Lua) -> mlua::Result<Function> {
+    let g = lua.globals();
+    let full: Table = g.raw_get("debug")?;
+    let traceback: Function = full.raw_get("traceback")?;
+    let debug = lua.create_table()?;
+    debug.raw_set("traceback", traceback.clone())?;
+    g.raw_set("debug", debug.clone())?;
+    let loaded: Table = g.get::<Table>("package")?.get("loaded")?;
+    loaded.raw_set("debug", debug)?;
+    Ok(traceback)
+}
+
+fn load_script(lua: &Lua, sandbox: &Table, s: &ScriptSpec) -> mlua::Result<Script> {
+    let new_env: Function = sandbox.get("new_env")?;
+    let dout = (s.kind == ScriptKind::Analyzer).then_some(s.default_output.as_str());
+    let env: Table = new_env.call((s.default_analyzer.as_str(), dout))?;
     lua.load(&*s.source)
         .set_name(format!("@{}", s.display))
         .set_environment(env.clone())

@@ -11,6 +11,7 @@ fn runtime() -> Runtime {
         analyzers: vec![],
         outputs: vec!["out".into()],
         backend: Backend::Embedded(EmbeddedStore::new()),
+        limits: Default::default(),
     })
     .map_err(|e| format!("{e:?}"))
     .unwrap()
@@ -102,6 +103,7 @@ fn connect_without_a_backend_returns_nil_and_a_reason() {
         analyzers: vec![],
         outputs: vec![],
         backend: Backend::Unavailable("no store here".into()),
+        limits: Default::default(),
     })
     .map_err(|e| format!("{e:?}"))
     .unwrap();
@@ -190,6 +192,7 @@ fn echo_runtime() -> Runtime {
         analyzers: vec![],
         outputs: vec!["out".into()],
         backend: Backend::Embedded(EmbeddedStore::new()),
+        limits: Default::default(),
     })
     .map_err(|e| format!("{e:?}"))
     .unwrap();

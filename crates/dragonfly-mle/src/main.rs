@@ -8,13 +8,48 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod model_cmd;
 mod privileges;
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 use clap::Parser;
-use dragonfly_engine::{Control, Options, Plan};
+use dragonfly_engine::{exit, Control, Options, Plan};
+
+/// Print to stderr, best effort: a closed or full stderr never stops the engine (its log file
+/// in LOGDIR is the record).
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+/// A panic happened somewhere (its hook logged it); the run ends with exit::INTERNAL.
+static PANICKED: AtomicBool = AtomicBool::new(false);
+
+/// One line per panic (thread, message, place); the backtrace only with -v.
+fn install_panic_hook(verbose: bool) {
+    std::panic::set_hook(Box::new(move |info| {
+        PANICKED.store(true, Ordering::SeqCst);
+        let thread = std::thread::current();
+        let name = thread.name().unwrap_or("?");
+        let msg = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "(no message)".into());
+        let place = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        tracing::error!("internal error: thread '{name}' panicked{place}: {msg}; stopping");
+        if verbose {
+            say!("{}", std::backtrace::Backtrace::force_capture());
+        }
+    }));
+}
 
 /// Scriptable streaming engine for Suricata EVE events: Lua filters and analyzers, state in
 /// Redis or an embedded store, results to files and sockets.
@@ -75,14 +110,23 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter)),
         )
         .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        // a closed or full stderr must not stop the engine: tracing's own complaint about a
+        // failed write would itself go to stderr (and panic)
+        .log_internal_errors(false)
         .init();
-    match run(cli) {
+    install_panic_hook(cli.verbose);
+    let code = match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("dragonfly-mle: {e:#}");
-            ExitCode::from(1)
+            say!("dragonfly-mle: {e:#}");
+            exit::START_UP
         }
+    };
+    if PANICKED.load(Ordering::SeqCst) {
+        return ExitCode::from(exit::INTERNAL);
     }
+    ExitCode::from(code)
 }
 
 fn absolute(p: &Path) -> anyhow::Result<PathBuf> {
@@ -93,11 +137,11 @@ fn absolute(p: &Path) -> anyhow::Result<PathBuf> {
     })
 }
 
-fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+fn run(cli: Cli) -> anyhow::Result<u8> {
     let root = std::fs::canonicalize(&cli.root)
         .with_context(|| format!("root directory {}", cli.root.display()))?;
     if let Some(Command::Model { action }) = &cli.command {
-        return model_cmd::run(&root, action);
+        return model_cmd::run(&root, action).map(|c| if c == ExitCode::SUCCESS { 0 } else { 1 });
     }
     let logdir = absolute(&cli.logdir)?;
     std::env::set_current_dir(&root).with_context(|| format!("chdir {}", root.display()))?;
@@ -106,9 +150,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Ok(c) => c,
         Err(errs) => {
             for e in &errs.0 {
-                eprintln!("config error: {e}");
+                say!("config error: {e}");
             }
-            return Ok(ExitCode::from(2));
+            return Ok(exit::CONFIG);
         }
     };
     for w in &config.warnings {
@@ -123,9 +167,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Ok(p) => p,
         Err(e) => {
             for line in e.to_string().lines() {
-                eprintln!("config error: {line}");
+                say!("config error: {line}");
             }
-            return Ok(ExitCode::from(2));
+            return Ok(exit::CONFIG);
         }
     };
 
@@ -133,19 +177,20 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         let problems = plan.check();
         if problems.is_empty() {
             let c = plan.config();
-            println!(
+            let _ = writeln!(
+                std::io::stdout(),
                 "{}: OK ({} inputs, {} analyzers, {} outputs)",
                 root.join(&c.file).display(),
                 c.inputs.len(),
                 c.analyzers.len(),
                 c.outputs.len()
             );
-            return Ok(ExitCode::SUCCESS);
+            return Ok(exit::OK);
         }
         for p in &problems {
-            eprintln!("error: {p}");
+            say!("error: {p}");
         }
-        return Ok(ExitCode::from(1));
+        return Ok(exit::START_UP);
     }
 
     let control = Control::default();
@@ -175,18 +220,31 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     tracing::info!(root = %root.display(), logdir = %logdir.display(), "dragonfly-mle running");
     let summary = running.wait();
     let ops = &summary.stats["operations"];
-    eprintln!(
+    say!(
         "dragonfly-mle: done: {} input events, {} analyzer calls, {} output events, {} errors",
-        ops["input"], ops["analyzer"], ops["output"], summary.stats["errors"]
+        ops["input"],
+        ops["analyzer"],
+        ops["output"],
+        summary.stats["errors"]
     );
     for (tag, dest) in &summary.outputs {
-        eprintln!("  output '{tag}': {dest}");
+        say!("  output '{tag}': {dest}");
     }
-    eprintln!(
+    say!(
         "  engine log: {}\n  stats: {}",
         summary.logdir.join(dragonfly_engine::LOG_FILE).display(),
         summary.logdir.join(dragonfly_engine::STATS_FILE).display()
     );
+    if summary.script_failures > 0 {
+        say!(
+            "  {} events failed in a script; {} dead letters written",
+            summary.script_failures,
+            summary.dead_letters
+        );
+    }
+    if let Some(why) = &summary.abnormal {
+        say!("dragonfly-mle: stopped abnormally: {why}");
+    }
     let _ = control.shutdown.load(Ordering::Relaxed);
-    Ok(ExitCode::SUCCESS)
+    Ok(summary.exit_code())
 }

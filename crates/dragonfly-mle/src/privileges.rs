@@ -1,5 +1,6 @@
 //! Signals, chroot and dropping to `nobody`.
 
+use std::io::Write;
 use std::os::unix::fs::chown;
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -22,10 +23,11 @@ pub fn handle_signals(control: &Control) -> anyhow::Result<()> {
                 match sig {
                     SIGTERM | SIGINT => {
                         if control.shutdown.swap(true, Ordering::SeqCst) {
-                            eprintln!(
+                            let _ = writeln!(
+                                std::io::stderr(),
                                 "dragonfly-mle: second stop signal, exiting without draining"
                             );
-                            std::process::exit(1);
+                            std::process::exit(dragonfly_engine::exit::INTERNAL as i32);
                         }
                     }
                     _ => {

@@ -2,6 +2,7 @@
 //! `log_event`, `stats_event`, `timer_event`) and utilities (`http_get`, `dnslookup`,
 //! `date2epoch`, `echo`).
 
+use std::io::Write;
 use std::time::Duration;
 
 use mlua::{Lua, MultiValue, Table, Value};
@@ -9,6 +10,10 @@ use mlua::{Lua, MultiValue, Table, Value};
 use super::cjson::array_mt;
 use crate::json;
 use crate::mailbox::{Mailbox, Routes, TagKind, TimerRequest};
+
+/// The longest timer delay accepted: a year, far beyond any analyzer's window, far below what
+/// would overflow a clock.
+pub const MAX_TIMER_SECS: f64 = 366.0 * 86400.0;
 
 fn mailbox(lua: &Lua) -> mlua::AppDataRefMut<'_, Mailbox> {
     lua.app_data_mut::<Mailbox>().expect("mailbox installed")
@@ -89,10 +94,10 @@ pub fn install(lua: &Lua) -> mlua::Result<Table> {
                     )))
                 }
             };
-            if !secs.is_finite() || secs < 0.0 {
-                return Err(mlua::Error::runtime(
-                    "dragonfly.timer_event: seconds must be a finite number >= 0",
-                ));
+            if !(0.0..=MAX_TIMER_SECS).contains(&secs) {
+                return Err(mlua::Error::runtime(format!(
+                    "dragonfly.timer_event: seconds must be a number from 0 to {MAX_TIMER_SECS} (one year), got {secs}"
+                )));
             }
             let idx = routes(lua).analyzers.get(&tag).copied();
             match idx {
@@ -117,7 +122,8 @@ pub fn install(lua: &Lua) -> mlua::Result<Table> {
                 .iter()
                 .map(|v| v.to_string().unwrap_or_else(|_| format!("{v:?}")))
                 .collect();
-            eprintln!("{}", parts.join("\t"));
+            // best effort: a closed or full stderr never stops a script
+            let _ = writeln!(std::io::stderr(), "{}", parts.join("\t"));
             Ok(())
         })?,
     )?;
@@ -143,7 +149,7 @@ pub fn install(lua: &Lua) -> mlua::Result<Table> {
         lua.create_function(|lua, name: String| {
             use std::net::ToSocketAddrs;
             let t = lua.create_table()?;
-            match (name.as_str(), 0u16).to_socket_addrs() {
+            match crate::watchdog::native(|| (name.as_str(), 0u16).to_socket_addrs()) {
                 Ok(addrs) => {
                     let mut seen = Vec::new();
                     for a in addrs {
@@ -168,7 +174,7 @@ pub fn install(lua: &Lua) -> mlua::Result<Table> {
     m.set(
         "http_get",
         lua.create_function(|_, (url, filename): (String, String)| {
-            http_get(&url, &filename)
+            crate::watchdog::native(|| http_get(&url, &filename))
                 .map_err(|e| mlua::Error::runtime(format!("dragonfly.http_get({url}): {e}")))
         })?,
     )?;

@@ -145,7 +145,8 @@ impl UserData for Conn {
     fn add_methods<M: UserDataMethods<Self>>(m: &mut M) {
         m.add_method_mut("command", |lua, this, args: MultiValue| {
             let args = args_from_lua(lua, &args)?;
-            let r = this.get()?.command(&args);
+            let conn = this.get()?;
+            let r = crate::watchdog::native(|| conn.command(&args));
             reply_to_lua(lua, r)
         });
         m.add_method_mut("command_line", |lua, this, line: mlua::LuaString| {
@@ -153,7 +154,8 @@ impl UserData for Conn {
             if args.is_empty() {
                 return Err(mlua::Error::runtime("missing command name"));
             }
-            let r = this.get()?.command(&args);
+            let conn = this.get()?;
+            let r = crate::watchdog::native(|| conn.command(&args));
             reply_to_lua(lua, r)
         });
         m.add_method_mut("append_command", |lua, this, args: MultiValue| {
@@ -161,16 +163,19 @@ impl UserData for Conn {
             this.get()?.append_command(args);
             Ok(())
         });
-        m.add_method_mut("get_reply", |lua, this, ()| match this.get()?.get_reply() {
-            Some(r) => Ok((reply_to_lua(lua, r)?, Value::Nil, Value::Nil)),
-            None => Ok((
-                Value::Nil,
-                Value::String(
-                    lua.create_string("no reply pending (get_reply without append_command)")?,
-                ),
-                Value::Integer(2),
-            )),
-        });
+        m.add_method_mut(
+            "get_reply",
+            |lua, this, ()| match crate::watchdog::native(|| this.get().map(|c| c.get_reply()))? {
+                Some(r) => Ok((reply_to_lua(lua, r)?, Value::Nil, Value::Nil)),
+                None => Ok((
+                    Value::Nil,
+                    Value::String(
+                        lua.create_string("no reply pending (get_reply without append_command)")?,
+                    ),
+                    Value::Integer(2),
+                )),
+            },
+        );
         m.add_method_mut("close", |_, this, ()| {
             this.inner = None;
             Ok(())
