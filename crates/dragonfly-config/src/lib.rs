@@ -221,6 +221,62 @@ const fn num(min: f64, max: f64) -> KeyKind {
     }
 }
 
+/// One field of an `inputs`, `analyzers`, `outputs` or `modules` entry: the single source for
+/// which fields are known (others warn), which are required, and the reference tables of
+/// docs/configuration.md (a test checks them).
+pub struct Field {
+    pub name: &'static str,
+    pub required: bool,
+    /// `options` tables; every other field is a string.
+    pub options: bool,
+}
+
+const fn field(name: &'static str, required: bool) -> Field {
+    Field {
+        name,
+        required,
+        options: false,
+    }
+}
+
+const OPTIONS: Field = Field {
+    name: "options",
+    required: false,
+    options: true,
+};
+
+pub const INPUT_FIELDS: &[Field] = &[
+    field("tag", true),
+    field("uri", true),
+    field("script", true),
+    field("default_analyzer", false),
+    OPTIONS,
+];
+pub const ANALYZER_FIELDS: &[Field] = &[
+    field("tag", true),
+    field("script", true),
+    field("default_analyzer", false),
+    field("default_output", false),
+];
+pub const OUTPUT_FIELDS: &[Field] = &[field("tag", true), field("uri", true), OPTIONS];
+pub const MODULE_FIELDS: &[Field] = &[field("tag", true), field("module", true)];
+
+/// The config sections made of entries, with their fields.
+pub const SECTIONS: &[(&str, &[Field])] = &[
+    ("inputs", INPUT_FIELDS),
+    ("analyzers", ANALYZER_FIELDS),
+    ("outputs", OUTPUT_FIELDS),
+    ("modules", MODULE_FIELDS),
+];
+
+fn required(fields: &[Field], name: &str) -> bool {
+    fields
+        .iter()
+        .find(|f| f.name == name)
+        .map(|f| f.required)
+        .expect("a field of the table")
+}
+
 /// Every key of the `engine = { ... }` table. docs/configuration.md lists the same (a test
 /// checks it).
 pub const ENGINE_KEYS: &[Key<Engine>] = &[
@@ -404,23 +460,25 @@ pub fn parse(source: &str, file: &str, root: &Path) -> Result<Config, ConfigErro
         "modules",
         false,
         |p, entry, t| {
+            let f = MODULE_FIELDS;
             Some(Module {
-                tag: p.string(entry, t, "tag", true)?,
-                module: p.string(entry, t, "module", true)?,
+                tag: p.string(entry, t, "tag", required(f, "tag"))?,
+                module: p.string(entry, t, "module", required(f, "module"))?,
             })
         },
-        &["tag", "module"],
+        MODULE_FIELDS,
     );
     let inputs = p.list(
         &g,
         "inputs",
         true,
         |p, entry, t| {
-            let tag = p.string(entry, t, "tag", true);
-            let uri = p.string(entry, t, "uri", true);
-            let script = p.string(entry, t, "script", true);
+            let f = INPUT_FIELDS;
+            let tag = p.string(entry, t, "tag", required(f, "tag"));
+            let uri = p.string(entry, t, "uri", required(f, "uri"));
+            let script = p.string(entry, t, "script", required(f, "script"));
             let default_analyzer = p
-                .string(entry, t, "default_analyzer", false)
+                .string(entry, t, "default_analyzer", required(f, "default_analyzer"))
                 .unwrap_or_default();
             let script_path = script.as_ref().and_then(|s| p.script(entry, "filter", s));
             let options = p.options(entry, t);
@@ -433,20 +491,21 @@ pub fn parse(source: &str, file: &str, root: &Path) -> Result<Config, ConfigErro
                 options,
             })
         },
-        &["tag", "uri", "script", "default_analyzer", "options"],
+        INPUT_FIELDS,
     );
     let analyzers = p.list(
         &g,
         "analyzers",
         true,
         |p, entry, t| {
-            let tag = p.string(entry, t, "tag", true);
-            let script = p.string(entry, t, "script", true);
+            let f = ANALYZER_FIELDS;
+            let tag = p.string(entry, t, "tag", required(f, "tag"));
+            let script = p.string(entry, t, "script", required(f, "script"));
             let default_analyzer = p
-                .string(entry, t, "default_analyzer", false)
+                .string(entry, t, "default_analyzer", required(f, "default_analyzer"))
                 .unwrap_or_default();
             let default_output = p
-                .string(entry, t, "default_output", false)
+                .string(entry, t, "default_output", required(f, "default_output"))
                 .unwrap_or_default();
             let script_path = script.as_ref().and_then(|s| p.script(entry, "analyzer", s));
             Some(Analyzer {
@@ -457,15 +516,16 @@ pub fn parse(source: &str, file: &str, root: &Path) -> Result<Config, ConfigErro
                 default_output,
             })
         },
-        &["tag", "script", "default_analyzer", "default_output"],
+        ANALYZER_FIELDS,
     );
     let outputs = p.list(
         &g,
         "outputs",
         true,
         |p, entry, t| {
-            let tag = p.string(entry, t, "tag", true);
-            let uri = p.string(entry, t, "uri", true);
+            let f = OUTPUT_FIELDS;
+            let tag = p.string(entry, t, "tag", required(f, "tag"));
+            let uri = p.string(entry, t, "uri", required(f, "uri"));
             let options = p.options(entry, t);
             Some(Output {
                 tag: tag?,
@@ -473,7 +533,7 @@ pub fn parse(source: &str, file: &str, root: &Path) -> Result<Config, ConfigErro
                 options,
             })
         },
-        &["tag", "uri", "options"],
+        OUTPUT_FIELDS,
     );
     let engine = p.engine(&g);
 
@@ -628,8 +688,9 @@ impl Parser {
         name: &str,
         required: bool,
         mut item: impl FnMut(&mut Self, &str, &Table) -> Option<T>,
-        known: &[&str],
+        fields: &[Field],
     ) -> Vec<T> {
+        let known: Vec<&str> = fields.iter().map(|f| f.name).collect();
         let t = match g.raw_get::<Value>(name) {
             Ok(Value::Table(t)) => t,
             Ok(Value::Nil) => {
@@ -656,7 +717,7 @@ impl Parser {
             match t.raw_get::<Value>(i) {
                 Ok(Value::Table(e)) => {
                     let entry = entry_name(name, i, &e);
-                    self.unknown_keys(&entry, &e, known);
+                    self.unknown_keys(&entry, &e, &known);
                     if let Some(v) = item(self, &entry, &e) {
                         out.push(v);
                     }

@@ -229,3 +229,29 @@ fn engine_workers_and_partition_key_are_known_keys() {
     assert_eq!(c.engine.workers, 2);
     assert_eq!(c.engine.partition_key, "src_ip");
 }
+
+#[test]
+fn the_field_tables_of_configuration_md_match_the_parser() {
+    let doc = include_str!("../../../docs/configuration.md");
+    for (section, fields) in SECTIONS {
+        let Some(start) = doc.find(&format!("\n## {section}\n")) else {
+            assert_eq!(*section, "modules", "docs/configuration.md has no '## {section}'");
+            continue;
+        };
+        let body = &doc[start + 1..];
+        let end = body[3..].find("\n## ").map(|e| e + 3).unwrap_or(body.len());
+        let rows: Vec<(String, bool)> = body[..end]
+            .lines()
+            .filter(|l| l.starts_with("| `"))
+            .map(|l| {
+                let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+                (cells[1].trim_matches('`').to_string(), cells[2] == "yes")
+            })
+            .collect();
+        let want: Vec<(String, bool)> = fields
+            .iter()
+            .map(|f| (f.name.to_string(), f.required))
+            .collect();
+        assert_eq!(rows, want, "docs/configuration.md, section {section}");
+    }
+}

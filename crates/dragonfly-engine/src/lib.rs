@@ -687,10 +687,6 @@ impl Running {
                 tracing::info!("stopping: inputs stop, queued events are drained");
                 break;
             }
-            if self.exit_on_eof && self.source_threads.iter().all(|h| h.is_finished()) {
-                tracing::info!("every input has ended: draining and exiting");
-                break;
-            }
             if let Err(why) = self.replace_parked() {
                 tracing::error!("{why}; stopping the engine");
                 abnormal = Some(why);
@@ -704,6 +700,10 @@ impl Running {
             if self.output_threads.iter().any(|h| h.is_finished()) {
                 tracing::error!("an output stopped unexpectedly; stopping the engine");
                 abnormal = Some("an output stopped unexpectedly".to_string());
+                break;
+            }
+            if self.exit_on_eof && self.source_threads.iter().all(|h| h.is_finished()) {
+                tracing::info!("every input has ended: draining and exiting");
                 break;
             }
             let now = Instant::now();
@@ -742,18 +742,20 @@ impl Running {
         }
         for (i, h) in self.workers.drain(..).enumerate() {
             // a parked thread never ends: leave it
-            if !self.templates[i]
+            let parked = self.templates[i]
                 .status
                 .watched()
-                .is_some_and(|w| w.parked())
-            {
-                let _ = h.join();
+                .is_some_and(|w| w.parked());
+            if !parked && h.join().is_err() {
+                abnormal.get_or_insert_with(|| format!("worker {i} panicked"));
             }
         }
         self.templates.clear();
         self.outputs_done.store(true, Ordering::SeqCst);
         for h in self.output_threads.drain(..) {
-            let _ = h.join();
+            if h.join().is_err() {
+                abnormal.get_or_insert_with(|| "an output panicked".to_string());
+            }
         }
         drained.store(true, Ordering::SeqCst);
         if let Some((snap, _)) = &self.snapshot {

@@ -116,6 +116,7 @@ struct Chain<'a> {
     acks: Vec<dragonfly_io::Ack>,
     /// Dead-letter records waiting for the next flush.
     dead: Batch,
+    panic_on_first_batch: bool,
 }
 
 impl Worker {
@@ -151,6 +152,7 @@ impl Worker {
             draining: false,
             acks: Vec::new(),
             dead: Batch::default(),
+            panic_on_first_batch: false,
         };
         // Anything setup() emitted (hand-offs, log lines, outputs) goes out first.
         if let Err(e) = chain.rt.drain() {
@@ -163,6 +165,9 @@ impl Worker {
         if let Some((inflight, from)) = resume {
             chain.run_lines(inflight, from);
         }
+        // Test hook (tests/hardening.rs): a worker that panics on its first batch, to check
+        // that a panic is logged once and the engine stops cleanly, exiting non-zero.
+        chain.panic_on_first_batch = std::env::var_os("DRAGONFLY_TEST_PANIC_IN_WORKER").is_some();
         chain.run();
     }
 }
@@ -176,6 +181,9 @@ impl Chain<'_> {
             };
             match next {
                 Ok(WorkItem::Lines { input, mut batch }) => {
+                    if self.panic_on_first_batch {
+                        panic!("test panic (DRAGONFLY_TEST_PANIC_IN_WORKER)");
+                    }
                     let acks = std::mem::take(&mut batch.acks);
                     let inflight = InFlight {
                         input,

@@ -388,11 +388,13 @@ impl Runtime {
         let mut malformed = Vec::new();
         // SAFETY: decode_batch only pushes values (see fast.rs); the array metatable is the
         // argument at stack index 1 and the events array is left on top as the result.
-        let decoded = unsafe {
+        // native for the watchdog: decoding is Rust code that no hook can stop, and a batch of
+        // huge lines may take a while
+        let decoded = crate::watchdog::native(|| unsafe {
             self.lua.exec_raw(self.array_mt.clone(), |state| {
                 malformed = fast::decode_batch(state, 1, batch);
             })
-        };
+        });
         let events: Table = match decoded {
             Ok((Value::Nil, events)) | Ok((_, events)) => events,
             Err(e) => {

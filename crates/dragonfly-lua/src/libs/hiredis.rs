@@ -206,7 +206,7 @@ pub fn install(lua: &Lua, backend: Backend) -> mlua::Result<Table> {
                         Value::Nil,
                     ))
                 }
-                Backend::Redis(target) => match target.connect() {
+                Backend::Redis(target) => match crate::watchdog::native(|| target.connect()) {
                     Ok(c) => {
                         let conn = Conn {
                             inner: Some(Box::new(c)),
