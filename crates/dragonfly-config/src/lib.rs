@@ -478,7 +478,12 @@ pub fn parse(source: &str, file: &str, root: &Path) -> Result<Config, ConfigErro
             let uri = p.string(entry, t, "uri", required(f, "uri"));
             let script = p.string(entry, t, "script", required(f, "script"));
             let default_analyzer = p
-                .string(entry, t, "default_analyzer", required(f, "default_analyzer"))
+                .string(
+                    entry,
+                    t,
+                    "default_analyzer",
+                    required(f, "default_analyzer"),
+                )
                 .unwrap_or_default();
             let script_path = script.as_ref().and_then(|s| p.script(entry, "filter", s));
             let options = p.options(entry, t);
@@ -502,7 +507,12 @@ pub fn parse(source: &str, file: &str, root: &Path) -> Result<Config, ConfigErro
             let tag = p.string(entry, t, "tag", required(f, "tag"));
             let script = p.string(entry, t, "script", required(f, "script"));
             let default_analyzer = p
-                .string(entry, t, "default_analyzer", required(f, "default_analyzer"))
+                .string(
+                    entry,
+                    t,
+                    "default_analyzer",
+                    required(f, "default_analyzer"),
+                )
                 .unwrap_or_default();
             let default_output = p
                 .string(entry, t, "default_output", required(f, "default_output"))

@@ -235,7 +235,10 @@ fn the_field_tables_of_configuration_md_match_the_parser() {
     let doc = include_str!("../../../docs/configuration.md");
     for (section, fields) in SECTIONS {
         let Some(start) = doc.find(&format!("\n## {section}\n")) else {
-            assert_eq!(*section, "modules", "docs/configuration.md has no '## {section}'");
+            assert_eq!(
+                *section, "modules",
+                "docs/configuration.md has no '## {section}'"
+            );
             continue;
         };
         let body = &doc[start + 1..];

@@ -46,7 +46,10 @@ fn install_panic_hook(verbose: bool) {
             .unwrap_or_default();
         tracing::error!("internal error: thread '{name}' panicked{place}: {msg}; stopping");
         if verbose {
-            say!("stack backtrace:\n{}", std::backtrace::Backtrace::force_capture());
+            say!(
+                "stack backtrace:\n{}",
+                std::backtrace::Backtrace::force_capture()
+            );
         }
     }));
 }

@@ -391,7 +391,11 @@ outputs = { { tag="out", uri="file://out.json" } }
     r.write("in.json", "{\"seq\":0}\n{\"seq\":1}\n");
     run_ok(&r, LIMIT);
     let lines = r.lines("out.json");
-    assert_eq!(lines.len(), 2, "b's output is not silenced by patcher's patch");
+    assert_eq!(
+        lines.len(),
+        2,
+        "b's output is not silenced by patcher's patch"
+    );
     let got: serde_json::Value = serde_json::from_str(&lines[1]).unwrap();
     assert_eq!(got["upper"], "Q");
     assert_eq!(got["n"], 1);
@@ -498,7 +502,11 @@ fn dead_letters_go_to_the_configured_output_or_nowhere() {
 
     let r = hostile_root("error('bad')", "dead_letter = ''", 0..3, 1);
     let out = r.run_to_eof(LIMIT);
-    assert_eq!(out.status.code(), Some(3), "failures still set the exit code");
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "failures still set the exit code"
+    );
     assert!(!r.log("dead-letter.json").exists());
 }
 
@@ -518,7 +526,10 @@ fn exit_codes_tell_what_happened() {
         .contains("config/config.lua: engine: field 'workers': must be a number"));
     // 1: start-up (a setup() failure)
     let r = hostile_root("", FAST, 0..10, 99);
-    r.write("analyzer/a.lua", "function setup() error('no model') end\nfunction loop(m) end\n");
+    r.write(
+        "analyzer/a.lua",
+        "function setup() error('no model') end\nfunction loop(m) end\n",
+    );
     assert_eq!(r.run_to_eof(LIMIT).status.code(), Some(1));
 }
 
@@ -582,7 +593,8 @@ engine = { script_timeout_ms = 500, drain_timeout_s = 30 }
 }
 
 /// A setup() that leaves a marker once the engine has started.
-const READY: &str = r#"function setup() local f = io.open("ready", "w"); f:write("1"); f:close() end"#;
+const READY: &str =
+    r#"function setup() local f = io.open("ready", "w"); f:write("1"); f:close() end"#;
 
 fn wait_ready(r: &Root) {
     wait_for(LIMIT, "engine start-up (setup marker)", || {
