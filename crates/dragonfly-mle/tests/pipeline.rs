@@ -155,7 +155,7 @@ function loop(msg)
 end
 "#,
     );
-    run_ok(&r, LIMIT);
+    run_with_script_failures(&r, LIMIT);
     let got = seqs(&r.lines("out.json"));
     let mut want: Vec<u64> = (0..50).filter(|&i| i != 30).collect();
     want.extend([1000, 1001, 1002]);
@@ -209,7 +209,7 @@ function loop(msg)
 end
 "#,
     );
-    run_ok(&r, LIMIT);
+    run_with_script_failures(&r, LIMIT);
     assert_eq!(
         seqs(&r.lines("out.json")),
         (0..20).step_by(2).collect::<Vec<u64>>()
@@ -280,7 +280,7 @@ function loop(msg)
   dragonfly.output_event(default_output, msg)
 end"#,
     );
-    run_ok(&r, LIMIT);
+    run_with_script_failures(&r, LIMIT);
     assert_eq!(seqs(&r.lines("out.json")), vec![2]);
     assert!(r
         .read_log("dragonfly-mle.log")
@@ -545,9 +545,12 @@ function loop(msg)
   dragonfly.output_event(default_output, msg)
 end"#,
     );
-    run_ok(&r, LIMIT);
+    run_with_script_failures(&r, LIMIT);
     assert_eq!(seqs(&r.lines("out.json")), vec![2]);
     let s = r.final_stats();
     assert_eq!(s["routing_loops"], 1, "{s}");
     assert!(r.read_log("dragonfly-mle.log").contains("routing loop"));
+    let dead = r.lines("dead-letter.json");
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert!(dead[0].contains(r#""kind":"routing_loop""#), "{dead:?}");
 }

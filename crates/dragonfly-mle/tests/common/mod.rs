@@ -354,3 +354,12 @@ pub fn run_ok(r: &Root, limit: Duration) -> String {
     assert!(out.status.success(), "exit {:?}: {err}", out.status);
     err
 }
+
+/// Run to the end of input; the run must finish with exit code 3 (some events failed in a
+/// script and went to the dead letters). Returns stderr.
+pub fn run_with_script_failures(r: &Root, limit: Duration) -> String {
+    let out = r.run_to_eof(limit);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(3), "exit {:?}: {err}", out.status);
+    err
+}
