@@ -239,3 +239,176 @@ proptest! {
         }
     }
 }
+
+/// A runtime whose one filter runs `body` in loop(msg) and writes msg to "out".
+fn limited_runtime(body: &str, limits: dragonfly_lua::Limits) -> Runtime {
+    let mut rt = Runtime::new(&RuntimeSpec {
+        root: std::env::temp_dir(),
+        filters: vec![dragonfly_lua::ScriptSpec {
+            tag: "in".into(),
+            kind: dragonfly_lua::ScriptKind::Filter,
+            display: "filter/f.lua".into(),
+            source: format!("function loop(msg) {body} dragonfly.output_event('out', msg) end")
+                .into(),
+            default_analyzer: String::new(),
+            default_output: String::new(),
+        }],
+        analyzers: vec![],
+        outputs: vec!["out".into()],
+        backend: Backend::Embedded(EmbeddedStore::new()),
+        limits,
+    })
+    .map_err(|e| format!("{e:?}"))
+    .unwrap();
+    assert!(rt.setup().is_empty());
+    rt
+}
+
+fn batch_of(lines: &[&str]) -> dragonfly_io::Batch {
+    let mut b = dragonfly_io::Batch::default();
+    for l in lines {
+        b.push(l.as_bytes());
+    }
+    b
+}
+
+#[test]
+fn out_of_memory_fails_one_call_and_the_runtime_recovers() {
+    let mut rt = limited_runtime(
+        "if msg.bomb then local t = {} local i = 0 while true do i = i + 1 t[i] = {i} end end",
+        dragonfly_lua::Limits {
+            memory: 32 << 20,
+            script_timeout: std::time::Duration::ZERO,
+        },
+    );
+    for _ in 0..3 {
+        let res = rt
+            .run_batch(
+                0,
+                &batch_of(&[r#"{"n":1}"#, r#"{"bomb":true}"#, r#"{"n":2}"#]),
+            )
+            .unwrap();
+        assert_eq!(res.events, 3);
+        let f = rt.take_failures();
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!(f[0].kind, dragonfly_lua::FailureKind::Memory);
+        assert_eq!(f[0].input_index, Some(1));
+        assert_eq!(rt.take_output(0).len(), 2);
+        assert!(rt.used_memory() < 8 << 20, "{}", rt.used_memory());
+    }
+}
+
+#[test]
+fn an_interpreted_endless_loop_times_out_and_the_next_event_runs() {
+    let mut rt = limited_runtime(
+        "if msg.spin then local f = function() while true do end end jit.off(f) f() end",
+        dragonfly_lua::Limits {
+            memory: 0,
+            script_timeout: std::time::Duration::from_millis(100),
+        },
+    );
+    let t = std::time::Instant::now();
+    let res = rt
+        .run_batch(0, &batch_of(&[r#"{"spin":true}"#, r#"{"n":2}"#]))
+        .unwrap();
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(2),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(res.events, 2);
+    let f = rt.take_failures();
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert_eq!(f[0].kind, dragonfly_lua::FailureKind::Timeout);
+    assert!(f[0].error.message.contains("(100 ms)"), "{f:?}");
+    assert_eq!(rt.take_output(0).len(), 1);
+    // a normal call after it is not affected by the timed-out one
+    rt.run_batch(0, &batch_of(&[r#"{"n":3}"#])).unwrap();
+    assert!(rt.take_failures().is_empty());
+}
+
+#[test]
+fn a_compiled_endless_loop_parks_its_thread_and_leaves_what_it_made() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut rt = limited_runtime(
+            "if msg.spin then while true do end end",
+            dragonfly_lua::Limits {
+                memory: 0,
+                script_timeout: std::time::Duration::from_millis(100),
+            },
+        );
+        tx.send(rt.watched().unwrap().clone()).unwrap();
+        // never returns: the watchdog parks this thread
+        let _ = rt.run_batch(
+            0,
+            &batch_of(&[r#"{"n":1}"#, r#"{"spin":true}"#, r#"{"n":3}"#]),
+        );
+        unreachable!("a parked thread does not come back");
+    });
+    let w = rx.recv().unwrap();
+    let t = std::time::Instant::now();
+    while !w.parked() {
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(10),
+            "not parked"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    // SAFETY: parked() is true; salvaged once.
+    let s = unsafe { dragonfly_lua::watchdog::salvage(&w) };
+    assert_eq!(s.input_index, Some(1));
+    assert_eq!(s.caller, dragonfly_lua::Caller::Filter(0));
+    assert_eq!(s.outputs.len(), 1);
+    let lines: Vec<&[u8]> = s.outputs[0].iter().collect();
+    assert_eq!(lines, vec![&b"{\"n\":1}\n"[..]]);
+}
+
+#[test]
+fn scripts_have_their_own_libraries_and_loop_is_sealed() {
+    let mut rt = Runtime::new(&RuntimeSpec {
+        root: std::env::temp_dir(),
+        filters: vec![dragonfly_lua::ScriptSpec {
+            tag: "in".into(),
+            kind: dragonfly_lua::ScriptKind::Filter,
+            display: "filter/f.lua".into(),
+            source: r#"
+                string.upper = function() return "patched" end
+                mine = 1
+                function setup() opened = io ~= nil end
+                function loop(msg)
+                  msg.io, msg.opened, msg.exit = tostring(io), opened, pcall(os.exit)
+                  dragonfly.analyze_event("a", msg)
+                end"#
+                .into(),
+            default_analyzer: "a".into(),
+            default_output: String::new(),
+        }],
+        analyzers: vec![dragonfly_lua::ScriptSpec {
+            tag: "a".into(),
+            kind: dragonfly_lua::ScriptKind::Analyzer,
+            display: "analyzer/a.lua".into(),
+            source: r#"function loop(msg)
+                  msg.upper, msg.mine = string.upper("x"), tostring(mine)
+                  dragonfly.output_event("out", msg)
+                end"#
+                .into(),
+            default_analyzer: String::new(),
+            default_output: "out".into(),
+        }],
+        outputs: vec!["out".into()],
+        backend: Backend::Embedded(EmbeddedStore::new()),
+        limits: Default::default(),
+    })
+    .map_err(|e| format!("{e:?}"))
+    .unwrap();
+    assert!(rt.setup().is_empty());
+    rt.run_batch(0, &batch_of(&["{}"])).unwrap();
+    assert!(rt.take_failures().is_empty());
+    let out = rt.take_output(0);
+    let v: serde_json::Value = serde_json::from_slice(out.get(0)).unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!({"io":"nil","opened":true,"exit":false,"upper":"X","mine":"nil"})
+    );
+}

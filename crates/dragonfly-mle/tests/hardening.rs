@@ -533,27 +533,38 @@ fn exit_codes_tell_what_happened() {
     assert_eq!(r.run_to_eof(LIMIT).status.code(), Some(1));
 }
 
-#[test]
-fn sigterm_during_an_endless_loop_with_no_time_limit_exits_after_the_drain_timeout() {
+/// A tail:// input into an analyzer whose `loop` is `body`, with `engine`; the engine is
+/// started, `lines` are appended, and the call returns once the engine spins in the loop.
+fn spinning_engine(body: &str, engine: &str, lines: &str) -> (Root, std::process::Child) {
     let r = Root::new();
     r.write("filter/filter.lua", FILTER);
     r.write(
         "analyzer/a.lua",
-        &format!("{READY}\nfunction loop(msg) while true do end end\n"),
+        &format!("{READY}\nfunction loop(msg) {body} end\n"),
     );
-    r.config(
+    r.config(&format!(
         r#"
-inputs = { { tag="in", uri="tail://in.json", script="filter.lua", default_analyzer="a" } }
-analyzers = { { tag="a", script="a.lua", default_analyzer="", default_output="out" } }
-outputs = { { tag="out", uri="file://out.json" } }
-engine = { script_timeout_ms = 0, drain_timeout_s = 1 }
-"#,
-    );
+inputs = {{ {{ tag="in", uri="tail://in.json", script="filter.lua", default_analyzer="a" }} }}
+analyzers = {{ {{ tag="a", script="a.lua", default_analyzer="", default_output="out" }} }}
+outputs = {{ {{ tag="out", uri="file://out.json" }} }}
+engine = {{ {engine} }}
+"#
+    ));
     r.write("in.json", "");
     let child = r.spawn(&[]);
     wait_ready(&r);
-    r.write("in.json", "{\"seq\":0}\n");
+    r.write("in.json", lines);
     wait_spinning(&child);
+    (r, child)
+}
+
+#[test]
+fn sigterm_during_an_endless_loop_with_no_time_limit_exits_after_the_drain_timeout() {
+    let (r, child) = spinning_engine(
+        "while true do end",
+        "script_timeout_ms = 0, drain_timeout_s = 1",
+        "{\"seq\":0}\n",
+    );
     let t = Instant::now();
     let (status, err) = stop(child, Duration::from_secs(20));
     assert_eq!(status.code(), Some(4), "{err}");
@@ -567,25 +578,11 @@ engine = { script_timeout_ms = 0, drain_timeout_s = 1 }
 
 #[test]
 fn sigterm_during_an_endless_loop_completes_once_the_loop_is_stopped() {
-    let r = Root::new();
-    r.write("filter/filter.lua", FILTER);
-    r.write(
-        "analyzer/a.lua",
-        &format!("{READY}\nfunction loop(msg) if msg.seq == 0 then while true do end end dragonfly.output_event(default_output, msg) end\n"),
+    let (r, child) = spinning_engine(
+        "if msg.seq == 0 then while true do end end dragonfly.output_event(default_output, msg)",
+        "script_timeout_ms = 500, drain_timeout_s = 30",
+        "{\"seq\":0}\n{\"seq\":1}\n",
     );
-    r.config(
-        r#"
-inputs = { { tag="in", uri="tail://in.json", script="filter.lua", default_analyzer="a" } }
-analyzers = { { tag="a", script="a.lua", default_analyzer="", default_output="out" } }
-outputs = { { tag="out", uri="file://out.json" } }
-engine = { script_timeout_ms = 500, drain_timeout_s = 30 }
-"#,
-    );
-    r.write("in.json", "");
-    let child = r.spawn(&[]);
-    wait_ready(&r);
-    r.write("in.json", "{\"seq\":0}\n{\"seq\":1}\n");
-    wait_spinning(&child);
     let (status, err) = stop(child, Duration::from_secs(20));
     assert_eq!(status.code(), Some(3), "{err}");
     assert_eq!(seqs(&r.lines("out.json")), vec![1]);
