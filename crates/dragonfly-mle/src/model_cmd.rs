@@ -78,9 +78,16 @@ fn load_redis(addr: RedisAddr, cmds: &[Vec<Vec<u8>>], key: &str) -> anyhow::Resu
     let target = RedisTarget::new(addr.clone());
     let mut conn = target.connect().map_err(|e| anyhow::anyhow!(e))?;
     for c in cmds {
-        check(conn.command(c), c).context(
-            "is the module loaded? start redis-server with --loadmodule target/release/libdragonfly_redisml.so",
-        )?;
+        if let Reply::Error(e) = conn.command(c) {
+            let name = String::from_utf8_lossy(&c[0]);
+            if e.to_ascii_lowercase().contains("unknown command") {
+                bail!(
+                    "{name} failed: {e}: is the module loaded? start redis-server with \
+                     --loadmodule target/release/libdragonfly_redisml.so"
+                );
+            }
+            bail!("{name} failed; the server said: {e}");
+        }
     }
     println!(
         "model '{key}' loaded into Redis at {addr} ({} commands)",

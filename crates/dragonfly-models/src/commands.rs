@@ -1,6 +1,7 @@
 //! The `ML.*` commands: argument parsing and validation, RedisML's replies and error texts.
 
 use crate::forest::{Forest, Node, Sample, Tree};
+use crate::limits;
 use crate::model::{Kmeans, Matrix, Model, Regression};
 
 /// A reply, mapped onto RESP by the store or the module. Doubles are sent as bulk strings
@@ -88,6 +89,15 @@ fn int(b: &[u8]) -> Result<i64, MlReply> {
         .ok_or_else(|| MlReply::Error("ERR value is not an integer or out of range".into()))
 }
 
+/// `n` numbers may be stored in one model.
+fn values_limit(what: &str, n: u64) -> Result<(), MlReply> {
+    let max = limits::get().max_values;
+    if n > max {
+        return Err(MlReply::Error(limits::exceeded(what, n, "MAX_VALUES", max)));
+    }
+    Ok(())
+}
+
 fn nums(args: &[Vec<u8>]) -> Result<Vec<f64>, MlReply> {
     args.iter().map(|a| num(a)).collect()
 }
@@ -114,7 +124,26 @@ pub fn is_ml_command(name: &[u8]) -> bool {
 }
 
 /// Run one `ML.*` command; `None` when `args[0]` is not one.
+///
+/// Never panics: a bug that would panic is answered with an error instead (the module runs
+/// inside a shared redis-server, where a panic across the FFI boundary would abort it).
 pub fn execute(ks: &mut impl Keyspace, args: &[Vec<u8>]) -> Option<MlReply> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| execute_inner(ks, args))) {
+        Ok(r) => r,
+        Err(e) => {
+            let what = e
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| e.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Some(MlReply::Error(format!(
+                "ERR internal error in the ML command (please report it): {what}"
+            )))
+        }
+    }
+}
+
+fn execute_inner(ks: &mut impl Keyspace, args: &[Vec<u8>]) -> Option<MlReply> {
     let name = text(args.first()?).to_ascii_uppercase();
     let r = match name.as_str() {
         "ML.LINREG.SET" | "ML.LOGREG.SET" => regression_set(ks, &name, args),
@@ -156,6 +185,7 @@ fn regression_set(ks: &mut impl Keyspace, name: &str, a: &[Vec<u8>]) -> R {
         return Err(arity(name));
     }
     writable(ks, &a[1], Kind::Regression)?;
+    values_limit("a regression's coefficients", a.len() as u64 - 3)?;
     let v = nums(&a[2..])?;
     ks.put(
         &a[1],
@@ -199,6 +229,15 @@ fn parse_nodes(args: &[&[u8]]) -> Result<Vec<(String, Node)>, MlReply> {
         let path = text(args[i]).to_ascii_lowercase();
         if !path.starts_with('.') || !path[1..].bytes().all(|c| c == b'l' || c == b'r') {
             return Err(MlReply::Error(WRONG_PATH.into()));
+        }
+        let max_depth = limits::get().max_tree_depth;
+        if path.len() as u64 > max_depth {
+            return Err(MlReply::Error(limits::exceeded(
+                "the depth of the node's path",
+                path.len(),
+                "MAX_TREE_DEPTH",
+                max_depth,
+            )));
         }
         let Some(kind) = args.get(i + 1) else {
             return Err(MlReply::Error(WRONG_TYPE.into()));
@@ -253,14 +292,8 @@ fn parse_nodes(args: &[&[u8]]) -> Result<Vec<(String, Node)>, MlReply> {
                     .map(|c| crate::forest::atof(c).trunc())
                     .collect()
             } else {
-                if value < 0.0 || value.fract() != 0.0 {
-                    // one-hot vote for class `value`: only whole class numbers vote
-                    Vec::new()
-                } else {
-                    let mut v = vec![0.0; value as usize + 1];
-                    v[value as usize] = 1.0;
-                    v
-                }
+                // no STATS: the leaf votes one-hot for class `value` (see forest.rs)
+                Vec::new()
             };
             out.push((path.clone(), Node::Leaf { value, stats }));
         } else {
@@ -345,11 +378,12 @@ fn matrix_set(ks: &mut impl Keyspace, name: &str, a: &[Vec<u8>]) -> R {
             "Matrix dimentions should be positive".into(),
         ));
     }
+    let n = (rows as u64).checked_mul(cols as u64).unwrap_or(u64::MAX);
+    values_limit(&format!("a {rows}x{cols} matrix's size"), n)?;
     let values = nums(&a[4..])?;
-    if values.len() as i64 != rows * cols {
+    if values.len() as u64 != n {
         return Err(MlReply::Error(format!(
-            "ERR wrong number of matrix values: {rows}x{cols} needs {}, got {}",
-            rows * cols,
+            "ERR wrong number of matrix values: {rows}x{cols} needs {n}, got {}",
             values.len()
         )));
     }
@@ -419,11 +453,19 @@ fn kmeans_set(ks: &mut impl Keyspace, name: &str, a: &[Vec<u8>]) -> R {
         return Err(arity(name));
     }
     let (k, d) = (int(&a[2])?, int(&a[3])?);
-    let n = a.len() - 4;
-    if k <= 0 || d <= 0 || (k * d) as usize != n {
+    let n = (a.len() - 4) as u64;
+    let want = (k.max(0) as u64)
+        .checked_mul(d.max(0) as u64)
+        .unwrap_or(u64::MAX);
+    if k <= 0 || d <= 0 {
         return Err(MlReply::Error(format!(
-            "ERR wrong number of k-means centre values: k*dimensions = {}, got {n}",
-            k.max(0) * d.max(0)
+            "ERR wrong number of k-means centre values: k*dimensions = {want}, got {n}"
+        )));
+    }
+    values_limit(&format!("a k-means model's {k}x{d} centre values"), want)?;
+    if want != n {
+        return Err(MlReply::Error(format!(
+            "ERR wrong number of k-means centre values: k*dimensions = {want}, got {n}"
         )));
     }
     writable(ks, &a[1], Kind::Kmeans)?;

@@ -125,8 +125,8 @@ impl Rd<'_> {
         Ok(String::from_utf8_lossy(self.take(n)?).into_owned())
     }
     fn node(&mut self, depth: usize) -> Result<Option<Box<Node>>, String> {
-        if depth > 10_000 {
-            return Err("model encoding nests too deep".into());
+        if depth as u64 >= crate::limits::get().max_tree_depth {
+            return Err("model encoding nests deeper than MAX_TREE_DEPTH".into());
         }
         Ok(match self.u8()? {
             0 => None,
@@ -170,16 +170,34 @@ pub fn decode(b: &[u8]) -> Result<Model, String> {
             }
             Model::Forest(Forest { trees })
         }
-        3 => Model::Matrix(Matrix {
-            rows: r.u64()? as usize,
-            cols: r.u64()? as usize,
-            values: r.f64s()?,
-        }),
-        4 => Model::Kmeans(Kmeans {
-            k: r.u64()? as usize,
-            dimensions: r.u64()? as usize,
-            centers: r.f64s()?,
-        }),
+        3 => {
+            let (rows, cols, values) = (r.u64()?, r.u64()?, r.f64s()?);
+            if rows.checked_mul(cols) != Some(values.len() as u64) {
+                return Err(format!(
+                    "a {rows}x{cols} matrix with {} values",
+                    values.len()
+                ));
+            }
+            Model::Matrix(Matrix {
+                rows: rows as usize,
+                cols: cols as usize,
+                values,
+            })
+        }
+        4 => {
+            let (k, d, centers) = (r.u64()?, r.u64()?, r.f64s()?);
+            if k == 0 || d == 0 || k.checked_mul(d) != Some(centers.len() as u64) {
+                return Err(format!(
+                    "a k-means model of {k}x{d} with {} values",
+                    centers.len()
+                ));
+            }
+            Model::Kmeans(Kmeans {
+                k: k as usize,
+                dimensions: d as usize,
+                centers,
+            })
+        }
         t => return Err(format!("unknown model type {t}")),
     })
 }

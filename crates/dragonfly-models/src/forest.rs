@@ -17,8 +17,8 @@ pub enum Node {
         left: Option<Box<Node>>,
         right: Option<Box<Node>>,
     },
-    /// A prediction, with per-class counts (`STATS a:b:c`; without them the leaf votes
-    /// one-hot for class `value`).
+    /// A prediction, with per-class counts (`STATS a:b:c`; without them, `stats` is empty and
+    /// the leaf votes one-hot for class `value` when it is a whole number >= 0).
     Leaf { value: f64, stats: Vec<f64> },
 }
 
@@ -171,7 +171,8 @@ impl Node {
 }
 
 impl Tree {
-    /// Put `node` at `path` (`.` then `l`/`r` steps, already validated).
+    /// Put `node` at `path` (`.` then `l`/`r` steps, already validated, no deeper than
+    /// [`crate::limits::Limits::max_tree_depth`]).
     pub fn add(&mut self, path: &str, node: Node) -> Result<(), String> {
         let steps = &path.as_bytes()[1..];
         let Some((last, walk)) = steps.split_last() else {
@@ -217,26 +218,33 @@ impl Forest {
                 .sum();
             return sum / self.trees.len() as f64;
         }
-        let mut votes: Vec<f64> = Vec::new();
+        // votes per class, keyed by the class number's bits (non-negative doubles order like
+        // their bits), so a leaf for class 1e15 costs one entry, not a vector that long
+        let mut votes: std::collections::BTreeMap<u64, f64> = std::collections::BTreeMap::new();
         for t in &self.trees {
-            let (_, stats) = t.root.as_ref().expect("complete tree").leaf(s);
-            let total: f64 = stats.iter().sum();
-            if votes.len() < stats.len() {
-                votes.resize(stats.len(), 0.0);
+            let (value, stats) = t.root.as_ref().expect("complete tree").leaf(s);
+            if stats.is_empty() {
+                // no STATS: a one-hot vote for class `value`, when it is a class number
+                if value >= 0.0 && value.is_finite() && value.fract() == 0.0 {
+                    *votes.entry((value + 0.0).to_bits()).or_default() += 1.0;
+                }
+                continue;
             }
+            let total: f64 = stats.iter().sum();
             for (i, c) in stats.iter().enumerate() {
+                let v = votes.entry((i as f64).to_bits()).or_default();
                 if total > 0.0 {
-                    votes[i] += c / total;
+                    *v += c / total;
                 }
             }
         }
-        let mut best = (0usize, f64::NEG_INFINITY);
-        for (i, v) in votes.iter().enumerate() {
+        let mut best = (0.0f64, f64::NEG_INFINITY);
+        for (class, v) in &votes {
             if *v > best.1 {
-                best = (i, *v);
+                best = (f64::from_bits(*class), *v);
             }
         }
-        best.0 as f64
+        best.0
     }
 }
 

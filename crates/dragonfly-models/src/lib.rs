@@ -5,12 +5,14 @@
 //! Differences from RedisML (documented in docs/models.md): arguments that are only white space
 //! are ignored by ML.FOREST.ADD (the public DGA model files end in `" \n"`); wrong feature
 //! counts, bad numbers and incomplete k-means/matrix value lists are errors instead of reads of
-//! uninitialised memory; a classification tie goes to the lowest class index.
+//! uninitialised memory; a classification tie goes to the lowest class index; sizes, depths and
+//! the work of one command are limited ([`limits`]).
 
 mod commands;
 pub mod encode;
 pub mod forest;
 pub mod import;
+pub mod limits;
 pub mod model;
 pub mod numfmt;
 

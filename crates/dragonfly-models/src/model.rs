@@ -35,6 +35,7 @@ impl Regression {
     }
 }
 
+/// A matrix; `rows * cols == values.len()` always holds (checked where one is made).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Matrix {
     pub rows: usize,
@@ -48,7 +49,26 @@ impl Matrix {
         if b.rows != self.cols {
             return Err("Wrong matrix dimentions b:rows should equal a:cols".into());
         }
-        let mut values = vec![0.0; self.rows * b.cols];
+        let l = crate::limits::get();
+        let n = (self.rows as u64).saturating_mul(b.cols as u64);
+        if n > l.max_values {
+            return Err(crate::limits::exceeded(
+                &format!("the {}x{} product's size", self.rows, b.cols),
+                n,
+                "MAX_VALUES",
+                l.max_values,
+            ));
+        }
+        let ops = n.saturating_mul(self.cols as u64);
+        if ops > l.max_multiply_ops {
+            return Err(crate::limits::exceeded(
+                "the product's multiply-adds",
+                ops,
+                "MAX_MULTIPLY_OPS",
+                l.max_multiply_ops,
+            ));
+        }
+        let mut values = vec![0.0; n as usize];
         for i in 0..self.rows {
             for j in 0..b.cols {
                 values[i * b.cols + j] = (0..self.cols)

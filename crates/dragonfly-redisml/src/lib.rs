@@ -8,6 +8,10 @@
 //! ```
 //!
 //! Models are one module data type (`DFML-MODL`) and survive SAVE and a restart (RDB).
+//!
+//! Load-time arguments set the limits of [`dragonfly_models::limits`] (sizes, tree depth,
+//! the work of one multiply): `--loadmodule libdragonfly_redisml.so MAX_VALUES 1000000`. A
+//! command past a limit gets an error; no argument can make the server abort.
 
 use std::os::raw::{c_int, c_void};
 
@@ -15,7 +19,9 @@ use dragonfly_models::encode::{decode, encode};
 use dragonfly_models::numfmt::fmt_g;
 use dragonfly_models::{execute, Keyspace, Kind, MlReply, Model};
 use redis_module::native_types::RedisType;
-use redis_module::{raw, redis_module, Context, RedisError, RedisResult, RedisString, RedisValue};
+use redis_module::{
+    raw, redis_module, Context, RedisError, RedisResult, RedisString, RedisValue, Status,
+};
 
 static MODEL_TYPE: RedisType = RedisType::new(
     "DFML-MODL",
@@ -75,9 +81,16 @@ struct Keys<'a> {
     ctx: &'a Context,
 }
 
+impl Keys<'_> {
+    /// A key name, binary-safe (NUL bytes included).
+    fn name(&self, key: &[u8]) -> RedisString {
+        RedisString::create_from_slice(self.ctx.ctx, key)
+    }
+}
+
 impl Keyspace for Keys<'_> {
     fn kind(&mut self, key: &[u8]) -> Kind {
-        let k = self.ctx.open_key(&self.ctx.create_string(key));
+        let k = self.ctx.open_key(&self.name(key));
         match k.get_value::<Model>(&MODEL_TYPE) {
             Ok(Some(m)) => Kind::of(m),
             Ok(None) => Kind::Missing,
@@ -86,7 +99,7 @@ impl Keyspace for Keys<'_> {
     }
 
     fn read<R>(&mut self, key: &[u8], f: impl FnOnce(&Model) -> R) -> Option<R> {
-        let k = self.ctx.open_key(&self.ctx.create_string(key));
+        let k = self.ctx.open_key(&self.name(key));
         match k.get_value::<Model>(&MODEL_TYPE) {
             Ok(Some(m)) => Some(f(m)),
             _ => None,
@@ -94,13 +107,13 @@ impl Keyspace for Keys<'_> {
     }
 
     fn put(&mut self, key: &[u8], model: Model) {
-        let k = self.ctx.open_key_writable(&self.ctx.create_string(key));
+        let k = self.ctx.open_key_writable(&self.name(key));
         // set_value on a key of our own type replaces the value; the caller checked the kind
         let _ = k.set_value(&MODEL_TYPE, model);
     }
 
     fn delete(&mut self, key: &[u8]) {
-        let k = self.ctx.open_key_writable(&self.ctx.create_string(key));
+        let k = self.ctx.open_key_writable(&self.name(key));
         let _ = k.delete();
     }
 }
@@ -133,11 +146,34 @@ fn ml(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     }
 }
 
+/// Read the load-time arguments into the limits.
+fn init(ctx: &Context, args: &[RedisString]) -> Status {
+    let args: Vec<String> = args
+        .iter()
+        .map(|a| String::from_utf8_lossy(a.as_slice()).into_owned())
+        .collect();
+    match dragonfly_models::limits::parse_args(&args, dragonfly_models::limits::DEFAULT) {
+        Ok(l) => {
+            dragonfly_models::limits::set(l);
+            ctx.log_notice(&format!(
+                "redisml limits: MAX_VALUES {} MAX_TREE_DEPTH {} MAX_MULTIPLY_OPS {}",
+                l.max_values, l.max_tree_depth, l.max_multiply_ops
+            ));
+            Status::Ok
+        }
+        Err(e) => {
+            ctx.log_warning(&format!("redisml: {e}"));
+            Status::Err
+        }
+    }
+}
+
 redis_module! {
     name: "redisml",
     version: 1,
     allocator: (redis_module::alloc::RedisAlloc, redis_module::alloc::RedisAlloc),
     data_types: [MODEL_TYPE],
+    init: init,
     commands: [
         ["ml.linreg.set", ml, "write deny-oom", 1, 1, 1, ""],
         ["ml.logreg.set", ml, "write deny-oom", 1, 1, 1, ""],

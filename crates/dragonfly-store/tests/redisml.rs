@@ -389,3 +389,210 @@ proptest! {
         })?;
     }
 }
+
+/// One hostile argument: huge, negative, NaN/inf, empty, binary, paths, node words, lists.
+fn hostile_arg() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        prop::sample::select(vec![
+            "1e300",
+            "1e15",
+            "1e12",
+            "4294967296",
+            "4611686018427387904",
+            "9223372036854775807",
+            "-9223372036854775808",
+            "18446744073709551617",
+            "-1",
+            "0",
+            "1",
+            "2",
+            "3",
+            "0.5",
+            "nan",
+            "NaN",
+            "inf",
+            "-inf",
+            "1e-320",
+            "",
+            "   ",
+            " \n",
+            ".",
+            ".l",
+            ".r",
+            ".lr",
+            ".rl",
+            ".x",
+            "l",
+            "LEAF",
+            "leaf",
+            "L",
+            "NUMERIC",
+            "CATEGORIC",
+            "cat",
+            "STATS",
+            "1:2:3",
+            "0:0:0",
+            "1e300:1",
+            "a:1,b:2",
+            "1:0.5,2:1e300",
+            ",,,",
+            "CLASSIFICATION",
+            "REGRESSION",
+            "f",
+            "m",
+            "k",
+            "r",
+            "s",
+        ])
+        .prop_map(|s| s.as_bytes().to_vec()),
+        prop::collection::vec(any::<u8>(), 0..12),
+        (-1000i64..1000).prop_map(|n| n.to_string().into_bytes()),
+        (".[lr]{0,40}").prop_map(|s| s.into_bytes()),
+    ]
+}
+
+const ML_COMMANDS: &[&str] = &[
+    "ML.LINREG.SET",
+    "ML.LOGREG.SET",
+    "ML.LINREG.PREDICT",
+    "ML.LOGREG.PREDICT",
+    "ML.FOREST.ADD",
+    "ML.FOREST.RUN",
+    "ML.MATRIX.SET",
+    "ML.MATRIX.GET",
+    "ML.MATRIX.ADD",
+    "ML.MATRIX.MULTIPLY",
+    "ML.MATRIX.SCALE",
+    "ML.KMEANS.SET",
+    "ML.KMEANS.PREDICT",
+];
+
+fn hostile_command() -> impl Strategy<Value = Vec<Vec<u8>>> {
+    (
+        prop::sample::select(ML_COMMANDS),
+        any::<bool>(),
+        prop::sample::select(vec!["f", "m", "k", "r", "s", "missing", "", "\u{0}\u{ff}"]),
+        prop::collection::vec(hostile_arg(), 0..14),
+    )
+        .prop_map(|(name, lower, key, rest)| {
+            let name = if lower {
+                name.to_ascii_lowercase()
+            } else {
+                name.to_string()
+            };
+            let mut v = vec![name.into_bytes(), key.as_bytes().to_vec()];
+            v.extend(rest);
+            v
+        })
+}
+
+/// Cases per run: 300 in CI; scripts/fuzz sets PROPTEST_CASES for a long run.
+fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(300), ..ProptestConfig::default() })]
+    /// Sequences of hostile ML.* commands: the shared redis-server with the module stays up
+    /// after every one, and it and the embedded store answer alike.
+    #[test]
+    fn hostile_ml_commands_never_crash_the_server_and_both_agree(
+        cmds in prop::collection::vec(hostile_command(), 1..10),
+    ) {
+        thread_local! {
+            static BOTH: std::cell::RefCell<Option<Both>> = const { std::cell::RefCell::new(None) };
+        }
+        BOTH.with(|cell| -> Result<(), TestCaseError> {
+            let mut cell = cell.borrow_mut();
+            let b = cell.get_or_insert_with(Both::new);
+            b.redis.command(&args("FLUSHALL"));
+            b.embedded.execute(&args("FLUSHALL"));
+            b.redis.command(&args("SET s x"));
+            b.embedded.execute(&args("SET s x"));
+            for c in &cmds {
+                b.same(c).map_err(TestCaseError::fail)?;
+                let ping = b.redis.command(&args("PING"));
+                prop_assert_eq!(ping, Reply::Status("PONG".into()), "the server died after {:?}", c);
+            }
+            Ok(())
+        })?;
+    }
+}
+
+#[test]
+fn the_reproductions_of_issue_12_are_errors_not_crashes() {
+    let mut b = Both::new();
+    let big = |s: &str| args(s);
+    for line in [
+        "ML.FOREST.ADD f 0 . LEAF 1e300",
+        "ML.FOREST.ADD g 0 . LEAF 1e15",
+        "ML.FOREST.RUN f a:1",
+        "ML.FOREST.RUN g a:1",
+        "ML.MATRIX.SET m 4294967296 4294967296",
+        "ML.MATRIX.MULTIPLY m m o",
+        "ML.KMEANS.SET k 4611686018427387904 4",
+        "ML.KMEANS.PREDICT k 1 2 3 4",
+    ] {
+        b.same(&big(line)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            b.redis.command(&args("PING")),
+            Reply::Status("PONG".into()),
+            "{line}"
+        );
+    }
+    // a leaf of class 1e15 is a value, not a vector: the forest answers with it
+    assert_eq!(
+        b.same(&args("ML.FOREST.RUN g a:1")).unwrap(),
+        Reply::Bulk(b"1000000000000000".to_vec())
+    );
+    // the matrix past MAX_VALUES is refused, naming the limit
+    match b
+        .same(&args("ML.MATRIX.SET m 4294967296 4294967296"))
+        .unwrap()
+    {
+        Reply::Error(e) => assert!(e.contains("MAX_VALUES"), "{e}"),
+        other => panic!("{other:?}"),
+    }
+    // a product over the limits: 4096x1 times 1x4096 is 16M values
+    let col: Vec<String> = (0..4096).map(|i| i.to_string()).collect();
+    b.same(&args(&format!("ML.MATRIX.SET a 4096 1 {}", col.join(" "))))
+        .unwrap();
+    b.same(&args(&format!("ML.MATRIX.SET c 1 4096 {}", col.join(" "))))
+        .unwrap();
+    match b.same(&args("ML.MATRIX.MULTIPLY a c p")).unwrap() {
+        Reply::Status(s) if s == "OK" => {}
+        Reply::Error(e) => assert!(e.contains("MAX_"), "{e}"),
+        other => panic!("{other:?}"),
+    }
+    // a path deeper than MAX_TREE_DEPTH
+    let deep = format!(".{}", "l".repeat(2000));
+    match b
+        .same(&args(&format!("ML.FOREST.ADD d 0 {deep} LEAF 1")))
+        .unwrap()
+    {
+        Reply::Error(e) => assert!(e.contains("MAX_TREE_DEPTH"), "{e}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn module_limits_are_set_at_load_time() {
+    let server = RedisServer::start_with(&["--loadmodule", &module_path(), "MAX_VALUES", "10"]);
+    let mut redis = RedisTarget::new(RedisAddr::Tcp {
+        host: "127.0.0.1".into(),
+        port: server.port,
+    })
+    .connect()
+    .unwrap();
+    assert_eq!(
+        redis.command(&args("ML.MATRIX.SET m 2 5 1 2 3 4 5 6 7 8 9 10")),
+        Reply::Status("OK".into())
+    );
+    match redis.command(&args("ML.MATRIX.SET m 3 4 1 2 3 4 5 6 7 8 9 10 11 12")) {
+        Reply::Error(e) => assert!(e.contains("MAX_VALUES = 10"), "{e}"),
+        other => panic!("{other:?}"),
+    }
+}
