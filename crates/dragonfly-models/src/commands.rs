@@ -378,7 +378,7 @@ fn matrix_set(ks: &mut impl Keyspace, name: &str, a: &[Vec<u8>]) -> R {
             "Matrix dimentions should be positive".into(),
         ));
     }
-    let n = (rows as u64).checked_mul(cols as u64).unwrap_or(u64::MAX);
+    let n = (rows as u64).saturating_mul(cols as u64);
     values_limit(&format!("a {rows}x{cols} matrix's size"), n)?;
     let values = nums(&a[4..])?;
     if values.len() as u64 != n {
@@ -454,9 +454,7 @@ fn kmeans_set(ks: &mut impl Keyspace, name: &str, a: &[Vec<u8>]) -> R {
     }
     let (k, d) = (int(&a[2])?, int(&a[3])?);
     let n = (a.len() - 4) as u64;
-    let want = (k.max(0) as u64)
-        .checked_mul(d.max(0) as u64)
-        .unwrap_or(u64::MAX);
+    let want = (k.max(0) as u64).saturating_mul(d.max(0) as u64);
     if k <= 0 || d <= 0 {
         return Err(MlReply::Error(format!(
             "ERR wrong number of k-means centre values: k*dimensions = {want}, got {n}"
