@@ -258,6 +258,41 @@ impl Plan {
             ))
         })?;
         let mut problems = store::check_modules(&self.config, &self.runtime.backend);
+        // The directories of state files (checkpoints, the store snapshot) must exist: the
+        // files are written later, by then perhaps as `nobody` or inside a chroot.
+        let mut state_dirs = Vec::new();
+        let state_files = self
+            .sources
+            .iter()
+            .zip(&self.config.inputs)
+            .filter_map(|(s, i)| {
+                s.checkpoint()
+                    .map(|c| (format!("input '{}': checkpoint", i.tag), c.to_path_buf()))
+            })
+            .chain(
+                self.snapshot
+                    .iter()
+                    .map(|p| ("engine.store_snapshot".to_string(), p.clone())),
+            );
+        for (what, file) in state_files {
+            let file = self.options.root.join(file);
+            let Some(dir) = file.parent().map(Path::to_path_buf) else {
+                continue;
+            };
+            let existed = dir.is_dir();
+            match std::fs::create_dir_all(&dir) {
+                Ok(()) => state_dirs.push(StateDir {
+                    what,
+                    dir,
+                    created: !existed,
+                }),
+                Err(e) => problems.push(format!(
+                    "{what} {}: cannot create its directory {}: {e}",
+                    file.display(),
+                    dir.display()
+                )),
+            }
+        }
         if let (Some(path), Backend::Embedded(db)) = (&self.snapshot, &self.runtime.backend) {
             match db.load(path) {
                 Ok(n) => tracing::info!(path = %path.display(), keys = n, "embedded store loaded"),
@@ -311,6 +346,7 @@ impl Plan {
             sinks,
             own,
             dead,
+            state_dirs,
         })
     }
 }
@@ -322,6 +358,86 @@ pub struct Prepared {
     sinks: Vec<Box<dyn Sink>>,
     own: Vec<Box<dyn Sink>>,
     dead: Option<Box<dyn Sink>>,
+    /// Directories the engine writes state files into.
+    state_dirs: Vec<StateDir>,
+}
+
+/// A directory holding a state file (checkpoint, snapshot).
+struct StateDir {
+    /// What writes there, for messages.
+    what: String,
+    dir: PathBuf,
+    /// Made by this start (so it is ours to hand over).
+    created: bool,
+}
+
+/// Whether `uid`/`gid` may create files in the directory `m` describes.
+fn dir_writable_by(m: &std::fs::Metadata, uid: u32, gid: u32) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let mode = m.mode();
+    (m.uid() == uid && mode & 0o300 == 0o300)
+        || (m.gid() == gid && mode & 0o030 == 0o030)
+        || mode & 0o003 == 0o003
+}
+
+/// `fchown` a directory opened without following a final symbolic link.
+fn chown_dir(dir: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let d = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc_o_directory_nofollow())
+        .open(dir)?;
+    std::os::unix::fs::fchown(&d, Some(uid), Some(gid))
+}
+
+fn libc_o_directory_nofollow() -> i32 {
+    nix::fcntl::OFlag::O_DIRECTORY.bits() | nix::fcntl::OFlag::O_NOFOLLOW.bits()
+}
+
+impl Prepared {
+    /// Before dropping privileges to `uid`/`gid` (`-p`): give every file the engine opened for
+    /// writing (outputs, its logs, the dead letters) and LOGDIR to that user, by descriptor,
+    /// so they keep working and can be reopened after rotation; and make sure every directory
+    /// a state file is written into will be writable: one this start created is handed over,
+    /// one that exists already and is not writable by the user is a problem named here.
+    /// Nothing is changed through a path a symbolic link could redirect.
+    pub fn hand_over(&self, uid: u32, gid: u32) -> Result<(), EngineError> {
+        let mut problems = Vec::new();
+        for s in self.sinks.iter().chain(&self.own).chain(&self.dead) {
+            if let Err(e) = s.hand_over(uid, gid) {
+                problems.push(format!("cannot hand {e} to the unprivileged user"));
+            }
+        }
+        if let Err(e) = chown_dir(&self.plan.options.logdir, uid, gid) {
+            problems.push(format!(
+                "log directory {}: cannot hand it to the unprivileged user: {e}",
+                self.plan.options.logdir.display()
+            ));
+        }
+        for d in &self.state_dirs {
+            if d.created {
+                if let Err(e) = chown_dir(&d.dir, uid, gid) {
+                    problems.push(format!("{}: directory {}: {e}", d.what, d.dir.display()));
+                }
+                continue;
+            }
+            match std::fs::metadata(&d.dir) {
+                Ok(m) if dir_writable_by(&m, uid, gid) => {}
+                Ok(_) => problems.push(format!(
+                    "{}: directory {} is not writable by the unprivileged user (uid {uid}) that -p drops to: \
+                     the file could never be saved. Give that user the directory, or use a new one (it is created for you)",
+                    d.what,
+                    d.dir.display()
+                )),
+                Err(e) => problems.push(format!("{}: directory {}: {e}", d.what, d.dir.display())),
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(EngineError::Problems(problems))
+        }
+    }
 }
 
 /// Hands a source's batches to the workers, split by partition key.
@@ -455,6 +571,7 @@ impl Prepared {
             sinks,
             own,
             dead,
+            state_dirs: _,
         } = self;
         let engine = &plan.config.engine;
         let mut stats = Stats::new(

@@ -206,7 +206,9 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         None
     };
     if let Some(user) = &nobody {
-        privileges::chown_logs(&logdir, user);
+        prepared
+            .hand_over(user.uid.as_raw(), user.gid.as_raw())
+            .map_err(|e| anyhow::anyhow!("cannot drop privileges safely:\n{e}"))?;
     }
     let mut runtime_root = root.clone();
     if cli.chroot {

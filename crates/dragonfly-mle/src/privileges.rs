@@ -1,7 +1,6 @@
 //! Signals, chroot and dropping to `nobody`.
 
 use std::io::Write;
-use std::os::unix::fs::chown;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 
@@ -42,18 +41,6 @@ pub fn handle_signals(control: &Control) -> anyhow::Result<()> {
 
 pub fn nobody() -> anyhow::Result<User> {
     User::from_name("nobody")?.context("user 'nobody' does not exist")
-}
-
-/// Let `nobody` reopen the engine's log files after rotation.
-pub fn chown_logs(logdir: &Path, user: &User) {
-    let _ = chown(logdir, Some(user.uid.as_raw()), Some(user.gid.as_raw()));
-    for f in [dragonfly_engine::LOG_FILE, dragonfly_engine::STATS_FILE] {
-        let _ = chown(
-            logdir.join(f),
-            Some(user.uid.as_raw()),
-            Some(user.gid.as_raw()),
-        );
-    }
 }
 
 pub fn chroot(root: &Path) -> anyhow::Result<()> {

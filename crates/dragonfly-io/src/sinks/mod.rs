@@ -36,6 +36,11 @@ pub trait Sink: Send {
     fn take_dropped(&mut self) -> u64 {
         0
     }
+    /// Give what was opened to the user the engine drops to (`-p`), so that it can go on
+    /// writing and reopen after rotation. Only files have an owner to change.
+    fn hand_over(&self, _uid: u32, _gid: u32) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// A parsed output URI.

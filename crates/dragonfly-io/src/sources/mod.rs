@@ -150,6 +150,17 @@ impl SourceSpec {
         }
     }
 
+    /// The checkpoint file this input writes, if any.
+    pub fn checkpoint(&self) -> Option<&Path> {
+        match self {
+            SourceSpec::Tail {
+                checkpoint: Some(c),
+                ..
+            } => Some(c),
+            _ => None,
+        }
+    }
+
     /// Inputs that end by themselves (what `--exit-on-eof` waits for).
     pub fn is_finite(&self) -> bool {
         matches!(self, SourceSpec::File(_) | SourceSpec::ZFile(_))

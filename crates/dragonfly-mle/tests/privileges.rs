@@ -1,0 +1,181 @@
+//! `-p` and the files the engine writes: nothing is opened or handed over through a link that
+//! an unprivileged user could plant; state directories are made ready before the drop, or
+//! start-up names the path that would fail. Tests that need root say so and return otherwise.
+
+mod common;
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::time::Duration;
+
+use common::*;
+
+const LIMIT: Duration = Duration::from_secs(60);
+const NOBODY: u32 = 65534;
+
+fn root_only() -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    eprintln!("not root: -p cannot be tested here");
+    false
+}
+
+/// A root that the user nobody can search (for -p runs), reading in.json.
+fn root_for_nobody() -> Root {
+    let r = Root::passthrough("file://in.json");
+    std::fs::set_permissions(r.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    r.write("in.json", "{\"seq\":1}\n");
+    r
+}
+
+#[test]
+fn a_planted_symlink_in_a_log_directory_is_refused_and_its_target_untouched() {
+    if !root_only() {
+        return;
+    }
+    let r = root_for_nobody();
+    // the victim: a root-only file elsewhere
+    let victim_dir = tempfile::tempdir().unwrap();
+    let victim = victim_dir.path().join("shadow");
+    std::fs::write(&victim, "secret\n").unwrap();
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o600)).unwrap();
+    // a log directory owned by nobody, where nobody planted a link as the engine log
+    let logdir = tempfile::tempdir().unwrap();
+    let l = logdir.path().join("L");
+    std::fs::create_dir(&l).unwrap();
+    std::os::unix::fs::chown(&l, Some(NOBODY), Some(NOBODY)).unwrap();
+    let link = l.join("dragonfly-mle.log");
+    std::os::unix::fs::symlink(&victim, &link).unwrap();
+    std::os::unix::fs::lchown(&link, Some(NOBODY), Some(NOBODY)).unwrap();
+
+    let out = std::process::Command::new(BIN)
+        .args(["-r"])
+        .arg(r.path())
+        .arg("-l")
+        .arg(&l)
+        .args(["-p", "--exit-on-eof"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("dragonfly-mle.log: is a symbolic link; refusing to write through it"),
+        "{err}"
+    );
+    let m = std::fs::metadata(&victim).unwrap();
+    assert_eq!((m.uid(), m.gid(), m.mode() & 0o777), (0, 0, 0o600));
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "secret\n");
+}
+
+#[test]
+fn a_planted_symlink_as_an_output_is_refused_without_p_too() {
+    let r = Root::passthrough("file://in.json");
+    r.write("in.json", "{\"seq\":1}\n");
+    let victim_dir = tempfile::tempdir().unwrap();
+    let victim = victim_dir.path().join("victim");
+    std::fs::write(&victim, "keep\n").unwrap();
+    std::fs::create_dir_all(&r.logdir).unwrap();
+    std::os::unix::fs::symlink(&victim, r.log("out.json")).unwrap();
+    let out = r.run_to_eof(LIMIT);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("out.json: is a symbolic link"), "{err}");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep\n");
+}
+
+#[test]
+fn a_fifo_as_an_output_is_refused_not_waited_on() {
+    let r = Root::passthrough("file://in.json");
+    r.write("in.json", "{\"seq\":1}\n");
+    std::fs::create_dir_all(&r.logdir).unwrap();
+    nix::unistd::mkfifo(
+        &r.log("out.json"),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .unwrap();
+    let out = r.run_to_eof(LIMIT);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("out.json: "), "{err}");
+}
+
+#[test]
+fn under_p_outputs_logs_and_a_new_state_directory_belong_to_nobody() {
+    if !root_only() {
+        return;
+    }
+    let r = root_for_nobody();
+    // the store snapshot goes into a directory that does not exist yet
+    let cfg = std::fs::read_to_string(r.path().join("config/config.lua")).unwrap();
+    r.config(&format!(
+        "{cfg}\nengine = {{ store_snapshot = \"state/store.snap\" }}\n"
+    ));
+    let out = r.command(&["-p", "--exit-on-eof"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    for f in [
+        r.log("out.json"),
+        r.log("dragonfly-mle.log"),
+        r.log("dragonfly-mle-stats.log"),
+        r.log("dead-letter.json"),
+        r.logdir.clone(),
+        r.path().join("state"),
+    ] {
+        let m = std::fs::symlink_metadata(&f).unwrap();
+        assert_eq!(m.uid(), NOBODY, "{}", f.display());
+    }
+    // the snapshot was written as nobody at exit
+    assert!(r.path().join("state/store.snap").exists(), "{err}");
+    // ROOT itself stays root's
+    assert_eq!(std::fs::metadata(r.path()).unwrap().uid(), 0);
+}
+
+#[test]
+fn under_p_a_state_directory_nobody_cannot_write_is_named_at_start() {
+    if !root_only() {
+        return;
+    }
+    let r = root_for_nobody();
+    std::fs::create_dir(r.path().join("state")).unwrap();
+    std::fs::set_permissions(
+        r.path().join("state"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    let cfg = std::fs::read_to_string(r.path().join("config/config.lua")).unwrap();
+    r.config(&format!(
+        "{cfg}\nengine = {{ store_snapshot = \"state/store.snap\" }}\n"
+    ));
+    let out = r.command(&["-p", "--exit-on-eof"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("engine.store_snapshot: directory")
+            && err.contains("is not writable by the unprivileged user"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_missing_checkpoint_directory_is_created_and_the_checkpoint_saved() {
+    let r = Root::passthrough("tail://in.json");
+    let cfg = std::fs::read_to_string(r.path().join("config/config.lua")).unwrap();
+    r.config(&cfg.replace(
+        r#"default_analyzer="pass" }"#,
+        r#"default_analyzer="pass", options = { checkpoint = "state/tail.ckpt" } }"#,
+    ));
+    r.write("in.json", "");
+    let child = r.spawn(&[]);
+    wait_for(LIMIT, "the state directory", || {
+        r.path().join("state").is_dir()
+    });
+    r.write("in.json", "{\"seq\":1}\n{\"seq\":2}\n");
+    wait_for(LIMIT, "two lines out", || {
+        r.log("out.json").exists() && r.lines("out.json").len() == 2
+    });
+    wait_for(LIMIT, "the checkpoint", || {
+        r.path().join("state/tail.ckpt").exists()
+    });
+    let (status, err) = stop(child, LIMIT);
+    assert!(status.success(), "{err}");
+}
