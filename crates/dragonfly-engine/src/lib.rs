@@ -34,6 +34,9 @@ use dragonfly_store::redis_backend::{RedisAddr, RedisTarget};
 
 pub mod store;
 
+/// Where scripts' `dragonfly.echo` lines go (the CLI points it at its non-blocking stderr).
+pub use dragonfly_lua::libs::dragonfly::set_echo;
+
 use enginelog::EngineLog;
 use sinks::SinkRunner;
 use stats::Stats;
@@ -149,13 +152,13 @@ impl Plan {
             .collect();
         let mut sources = Vec::new();
         for (i, inp) in config.inputs.iter().enumerate() {
-            match SourceSpec::parse(&inp.uri).and_then(|s| s.with_options(&inp.options)) {
-                Ok(s) => sources.push(s),
-                Err(e) => problems.push(format!(
-                    "{file}: inputs[{}] (tag \"{}\"): field 'uri': {e}",
-                    i + 1,
-                    inp.tag
-                )),
+            let entry = format!("{file}: inputs[{}] (tag \"{}\")", i + 1, inp.tag);
+            match SourceSpec::parse(&inp.uri) {
+                Ok(s) => match s.with_options(&inp.options) {
+                    Ok(s) => sources.push(s),
+                    Err(e) => problems.push(format!("{entry}: field 'options': {e}")),
+                },
+                Err(e) => problems.push(format!("{entry}: field 'uri': {e}")),
             }
         }
         let mut sinks = Vec::new();

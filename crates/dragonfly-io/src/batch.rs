@@ -57,6 +57,26 @@ impl Batch {
         self.data.len()
     }
 
+    /// Bytes of memory the batch holds (its buffers' capacity), which is what a queue of
+    /// batches really costs: a batch of one small message may hold a buffer sized for many.
+    pub fn held_bytes(&self) -> usize {
+        self.data.capacity()
+            + self.ends.capacity() * std::mem::size_of::<usize>()
+            + self.acks.capacity() * std::mem::size_of::<crate::ack::Ack>()
+            + std::mem::size_of::<Self>()
+    }
+
+    /// Give back buffer space well beyond what the messages use (before a batch waits in a
+    /// queue for long).
+    pub fn shrink(&mut self) {
+        if self.data.capacity() > 2 * self.data.len() + 4096 {
+            self.data.shrink_to_fit();
+        }
+        if self.ends.capacity() > 2 * self.ends.len() + 64 {
+            self.ends.shrink_to_fit();
+        }
+    }
+
     pub fn get(&self, i: usize) -> &[u8] {
         let start = if i == 0 { 0 } else { self.ends[i - 1] };
         &self.data[start..self.ends[i]]
@@ -107,5 +127,15 @@ mod tests {
         assert_eq!(v, vec![&b"one"[..], b"", b"three"]);
         assert_eq!(b.get(2), b"three");
         assert_eq!(b.bytes(), 8);
+    }
+
+    #[test]
+    fn a_nearly_empty_batch_gives_its_buffer_back() {
+        let mut b = Batch::with_capacity(256, 256 * 800);
+        b.push(b"{}");
+        assert!(b.held_bytes() > 200_000);
+        b.shrink();
+        assert!(b.held_bytes() < 8192, "{}", b.held_bytes());
+        assert_eq!(b.get(0), b"{}");
     }
 }

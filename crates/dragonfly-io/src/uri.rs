@@ -13,6 +13,8 @@ pub enum UriError {
     },
     #[error("'{0}' names no path")]
     NoPath(String),
+    #[error("{0}")]
+    BadOption(String),
 }
 
 /// Split `scheme://rest`; the rest must be non-empty.

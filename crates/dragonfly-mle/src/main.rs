@@ -17,11 +17,24 @@ use anyhow::Context;
 use clap::Parser;
 use dragonfly_engine::{exit, Control, Options, Plan};
 
-/// Print to stderr, best effort: a closed or full stderr never stops the engine (its log file
-/// in LOGDIR is the record).
+/// stderr through a writer thread with a bounded, lossy queue: a closed, full or stalled
+/// stderr (a pipe nobody reads) never blocks or stops the engine; its log file in LOGDIR is
+/// the record.
+static STDERR: std::sync::OnceLock<tracing_appender::non_blocking::NonBlocking> =
+    std::sync::OnceLock::new();
+
+/// Print a line to stderr, best effort (see [`STDERR`]).
 macro_rules! say {
     ($($arg:tt)*) => {{
-        let _ = writeln!(std::io::stderr(), $($arg)*);
+        match STDERR.get() {
+            Some(w) => {
+                let mut w = w.clone();
+                let _ = writeln!(w, $($arg)*);
+            }
+            None => {
+                let _ = writeln!(std::io::stderr(), $($arg)*);
+            }
+        }
     }};
 }
 
@@ -106,8 +119,15 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = if cli.verbose { "debug" } else { "info" };
+    let (stderr, _flush_at_exit) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(16 * 1024)
+        .thread_name("stderr")
+        .finish(std::io::stderr());
+    let _ = STDERR.set(stderr.clone());
+    dragonfly_engine::set_echo(|line| say!("{line}"));
     tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
+        .with_writer(stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("DRAGONFLY_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter)),

@@ -723,3 +723,51 @@ fn a_panic_is_logged_once_and_the_engine_stops_non_zero() {
         assert!(err.contains("stopped abnormally"), "{err}");
     }
 }
+
+#[test]
+fn a_stderr_pipe_nobody_reads_never_stalls_the_engine() {
+    // every event echoes a line: far more than a pipe holds (64 KiB)
+    let r = Root::new();
+    r.write("filter/filter.lua", FILTER);
+    r.write(
+        "analyzer/a.lua",
+        r#"
+function setup() end
+function loop(msg)
+  dragonfly.echo("a line on stderr for event", msg.seq, string.rep("x", 100))
+  dragonfly.output_event(default_output, msg)
+end
+"#,
+    );
+    r.config(
+        r#"
+inputs = { { tag="in", uri="file://in.json", script="filter.lua", default_analyzer="a" } }
+analyzers = { { tag="a", script="a.lua", default_analyzer="", default_output="out" } }
+outputs = { { tag="out", uri="file://out.json" } }
+"#,
+    );
+    let mut text = String::new();
+    for i in 0..5000 {
+        text.push_str(&format!("{{\"seq\":{i}}}\n"));
+    }
+    r.write("in.json", &text);
+    let mut child = r
+        .command(&["--exit-on-eof"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if t.elapsed() > LIMIT {
+            child.kill().unwrap();
+            panic!("the engine stalled on a stderr nobody reads");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(r.lines("out.json").len(), 5000);
+}

@@ -23,6 +23,8 @@ const RCVBUF: usize = 32 * 1024 * 1024;
 pub struct IpcSource {
     sock: UnixDatagram,
     path: PathBuf,
+    /// Memory the queued datagrams may hold.
+    buffer_bytes: usize,
 }
 
 /// Remove a stale socket file left by an earlier run, but never a regular file.
@@ -39,10 +41,12 @@ pub(crate) fn remove_stale_socket(path: &Path) -> io::Result<()> {
     }
 }
 
-pub(crate) fn bind(path: &Path) -> io::Result<IpcSource> {
+pub(crate) fn bind(path: &Path, opts: &super::socket::SocketOptions) -> io::Result<IpcSource> {
     remove_stale_socket(path)?;
-    let sock = UnixDatagram::bind(path)
-        .map_err(|e| io::Error::new(e.kind(), format!("bind {}: {e}", path.display())))?;
+    let sock = opts.bind(path, || {
+        UnixDatagram::bind(path)
+            .map_err(|e| io::Error::new(e.kind(), format!("bind {}: {e}", path.display())))
+    })?;
     // As root the limit can be raised past net.core.rmem_max; otherwise take what we get.
     if setsockopt(&sock, sockopt::RcvBufForce, &RCVBUF).is_err() {
         let _ = setsockopt(&sock, sockopt::RcvBuf, &RCVBUF);
@@ -51,31 +55,38 @@ pub(crate) fn bind(path: &Path) -> io::Result<IpcSource> {
     Ok(IpcSource {
         sock,
         path: path.to_path_buf(),
+        buffer_bytes: opts.buffer_mb << 20,
     })
 }
 
-/// Bytes a socket input may hold in memory while the pipeline catches up.
-const BUFFER_BYTES: usize = 512 * 1024 * 1024;
-
 /// The reader side of a socket input: never blocks on the pipeline. Batches go to an
 /// unbounded channel drained by a forwarder thread (which does block on the pipeline); past
-/// [`BUFFER_BYTES`] waiting, batches are dropped and counted as overflow.
+/// `buffer_bytes` of memory held by the waiting batches (their buffers' capacity, after
+/// giving back what a small batch does not use), batches are dropped and counted as overflow.
 pub(crate) struct Buffered {
     tx: crossbeam_channel::Sender<crate::Batch>,
+    cap: usize,
     queued: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     counters: std::sync::Arc<super::InputCounters>,
     tag: String,
 }
 
 impl super::Emit for Buffered {
-    fn emit(&mut self, batch: crate::Batch) -> bool {
+    fn emit(&mut self, mut batch: crate::Batch) -> bool {
         use std::sync::atomic::Ordering::Relaxed;
-        let bytes = batch.bytes();
-        if self.queued.load(Relaxed) + bytes > BUFFER_BYTES {
+        // the memory really held counts, not the payload: a batch of one datagram would
+        // otherwise hold a buffer sized for hundreds
+        batch.shrink();
+        let bytes = batch.held_bytes();
+        if self.queued.load(Relaxed) + bytes > self.cap {
             let n = batch.len() as u64;
-            let total = self.counters.overflow.fetch_add(n, Relaxed) + n;
-            tracing::error!(input = %self.tag, dropped = n, total,
-                "the pipeline is behind and the input buffer is full: messages dropped");
+            let before = self.counters.overflow.fetch_add(n, Relaxed);
+            let total = before + n;
+            // the first ten, then every power of ten (as other repeated problems)
+            if (before + 1..=total).any(crate::ratelimit::should_log) {
+                tracing::error!(input = %self.tag, dropped = n, total,
+                    "the pipeline is behind and the input buffer is full: messages dropped");
+            }
             return true;
         }
         self.queued.fetch_add(bytes, Relaxed);
@@ -84,6 +95,7 @@ impl super::Emit for Buffered {
     fn clone_box(&self) -> Box<dyn super::Emit> {
         Box::new(Buffered {
             tx: self.tx.clone(),
+            cap: self.cap,
             queued: self.queued.clone(),
             counters: self.counters.clone(),
             tag: self.tag.clone(),
@@ -93,13 +105,14 @@ impl super::Emit for Buffered {
 
 /// Put a forwarder thread between a socket reader and the pipeline; returns the reader's
 /// emitter and the forwarder's handle (join it after the reader is done, to drain).
-pub(crate) fn buffered(ctx: &mut SourceCtx) -> std::thread::JoinHandle<()> {
+pub(crate) fn buffered(ctx: &mut SourceCtx, cap: usize) -> std::thread::JoinHandle<()> {
     let (tx, rx) = crossbeam_channel::unbounded::<crate::Batch>();
     let queued = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut out = std::mem::replace(
         &mut ctx.out,
         Box::new(Buffered {
             tx,
+            cap,
             queued: queued.clone(),
             counters: ctx.counters.clone(),
             tag: ctx.tag.clone(),
@@ -109,7 +122,7 @@ pub(crate) fn buffered(ctx: &mut SourceCtx) -> std::thread::JoinHandle<()> {
         .name(format!("fwd-{}", ctx.tag))
         .spawn(move || {
             for batch in rx {
-                queued.fetch_sub(batch.bytes(), std::sync::atomic::Ordering::Relaxed);
+                queued.fetch_sub(batch.held_bytes(), std::sync::atomic::Ordering::Relaxed);
                 if !out.emit(batch) {
                     break;
                 }
@@ -120,7 +133,7 @@ pub(crate) fn buffered(ctx: &mut SourceCtx) -> std::thread::JoinHandle<()> {
 
 impl IpcSource {
     pub fn run(self, mut ctx: SourceCtx) {
-        let forwarder = buffered(&mut ctx);
+        let forwarder = buffered(&mut ctx, self.buffer_bytes);
         self.read(&mut ctx);
         drop(ctx);
         let _ = forwarder.join();
@@ -145,6 +158,13 @@ impl IpcSource {
                     if log {
                         tracing::warn!(input = %ctx.tag, bytes = n, max = buf.len(), count = c,
                             "skipped a datagram larger than the receive buffer");
+                    }
+                }
+                Ok(0) => {
+                    // an empty datagram carries no event; counted like an empty line
+                    let (c, log) = ratelimit::bump(&ctx.counters.empty);
+                    if log {
+                        tracing::warn!(input = %ctx.tag, count = c, "skipped an empty datagram");
                     }
                 }
                 Ok(n) => {

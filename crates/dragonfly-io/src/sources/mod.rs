@@ -16,6 +16,7 @@ pub mod ipc;
 pub mod kafka;
 pub mod nats;
 pub mod redis;
+pub mod socket;
 pub mod tail;
 pub mod unix;
 
@@ -89,8 +90,8 @@ pub enum SourceSpec {
         /// `options = { checkpoint = FILE }`: where the position is kept across restarts.
         checkpoint: Option<PathBuf>,
     },
-    Ipc(PathBuf),
-    Unix(PathBuf),
+    Ipc(PathBuf, socket::SocketOptions),
+    Unix(PathBuf, socket::SocketOptions),
     Redis(crate::redis_uri::RedisUri),
     Kafka(crate::kafka_uri::KafkaUri),
     Nats(crate::nats_uri::NatsUri),
@@ -115,8 +116,8 @@ impl SourceSpec {
                     checkpoint: None,
                 },
             },
-            "ipc" => SourceSpec::Ipc(uri::path(rest)),
-            "unix" => SourceSpec::Unix(uri::path(rest)),
+            "ipc" => SourceSpec::Ipc(uri::path(rest), Default::default()),
+            "unix" => SourceSpec::Unix(uri::path(rest), Default::default()),
             "redis" => SourceSpec::Redis(crate::redis_uri::RedisUri::parse(uri, rest)?),
             "kafka" => SourceSpec::Kafka(crate::kafka_uri::KafkaUri::parse(uri, rest)?),
             "nats" => SourceSpec::Nats(crate::nats_uri::NatsUri::parse(uri, rest)?),
@@ -135,6 +136,11 @@ impl SourceSpec {
         match self {
             _ if options.is_empty() => Ok(self),
             SourceSpec::Kafka(u) => Ok(SourceSpec::Kafka(u.with_options(options))),
+            SourceSpec::Ipc(p, _) => Ok(SourceSpec::Ipc(p, socket::SocketOptions::parse(options)?)),
+            SourceSpec::Unix(p, _) => Ok(SourceSpec::Unix(
+                p,
+                socket::SocketOptions::parse(options)?,
+            )),
             SourceSpec::Tail {
                 path, from_start, ..
             } if options.len() == 1 && options[0].0 == "checkpoint" => Ok(SourceSpec::Tail {
@@ -145,7 +151,7 @@ impl SourceSpec {
             _ => Err(UriError::Unsupported {
                 scheme: "options".into(),
                 role: "for this input",
-                supported: "kafka:// (librdkafka properties), tail:// (checkpoint = FILE)",
+                supported: "kafka:// (librdkafka properties), tail:// (checkpoint = FILE), ipc:// and unix:// (mode, owner, group, buffer_mb)",
             }),
         }
     }
@@ -171,8 +177,8 @@ impl SourceSpec {
         match self {
             SourceSpec::File(p)
             | SourceSpec::ZFile(p)
-            | SourceSpec::Ipc(p)
-            | SourceSpec::Unix(p)
+            | SourceSpec::Ipc(p, _)
+            | SourceSpec::Unix(p, _)
             | SourceSpec::Tail { path: p, .. } => Some(p),
             SourceSpec::Redis(_) | SourceSpec::Kafka(_) | SourceSpec::Nats(_) => None,
         }
@@ -194,8 +200,8 @@ impl SourceSpec {
                 max_line,
                 checkpoint.clone(),
             ))),
-            SourceSpec::Ipc(p) => Prepared::Ipc(ipc::bind(p)?),
-            SourceSpec::Unix(p) => Prepared::Unix(unix::bind(p)?),
+            SourceSpec::Ipc(p, o) => Prepared::Ipc(ipc::bind(p, o)?),
+            SourceSpec::Unix(p, o) => Prepared::Unix(unix::bind(p, o)?),
             SourceSpec::Redis(u) => Prepared::Redis(redis::RedisSource { uri: u.clone() }),
             SourceSpec::Kafka(u) => Prepared::Kafka(kafka::KafkaSource { uri: u.clone() }),
             SourceSpec::Nats(u) => Prepared::Nats(nats::NatsSource { uri: u.clone() }),

@@ -15,10 +15,12 @@ pub struct UnixSource {
     path: PathBuf,
 }
 
-pub(crate) fn bind(path: &Path) -> io::Result<UnixSource> {
+pub(crate) fn bind(path: &Path, opts: &super::socket::SocketOptions) -> io::Result<UnixSource> {
     super::ipc::remove_stale_socket(path)?;
-    let listener = UnixListener::bind(path)
-        .map_err(|e| io::Error::new(e.kind(), format!("listen {}: {e}", path.display())))?;
+    let listener = opts.bind(path, || {
+        UnixListener::bind(path)
+            .map_err(|e| io::Error::new(e.kind(), format!("listen {}: {e}", path.display())))
+    })?;
     listener.set_nonblocking(true)?;
     Ok(UnixSource {
         listener,

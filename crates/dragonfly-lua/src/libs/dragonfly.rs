@@ -15,6 +15,24 @@ use crate::mailbox::{Mailbox, Routes, TagKind, TimerRequest};
 /// would overflow a clock.
 pub const MAX_TIMER_SECS: f64 = 366.0 * 86400.0;
 
+/// Where `dragonfly.echo` lines go (set once by the program; stderr otherwise).
+static ECHO: std::sync::OnceLock<Box<dyn Fn(&str) + Send + Sync>> = std::sync::OnceLock::new();
+
+/// Send `dragonfly.echo` lines to `f` (e.g. a non-blocking stderr writer) instead of stderr.
+pub fn set_echo(f: impl Fn(&str) + Send + Sync + 'static) {
+    let _ = ECHO.set(Box::new(f));
+}
+
+fn echo_line(line: &str) {
+    match ECHO.get() {
+        Some(f) => f(line),
+        // best effort: a closed or full stderr never stops a script
+        None => {
+            let _ = writeln!(std::io::stderr(), "{line}");
+        }
+    }
+}
+
 fn mailbox(lua: &Lua) -> mlua::AppDataRefMut<'_, Mailbox> {
     lua.app_data_mut::<Mailbox>().expect("mailbox installed")
 }
@@ -122,8 +140,7 @@ pub fn install(lua: &Lua) -> mlua::Result<Table> {
                 .iter()
                 .map(|v| v.to_string().unwrap_or_else(|_| format!("{v:?}")))
                 .collect();
-            // best effort: a closed or full stderr never stops a script
-            let _ = writeln!(std::io::stderr(), "{}", parts.join("\t"));
+            echo_line(&parts.join("\t"));
             Ok(())
         })?,
     )?;

@@ -1,0 +1,139 @@
+//! Options of the socket inputs (`ipc://`, `unix://`): who may connect, and how much memory a
+//! burst may take while the pipeline catches up.
+//!
+//! `options = { mode = "0660", owner = "root", group = "suricata", buffer_mb = 512 }`:
+//! - `mode` (octal): the socket file's permissions. Connecting needs write permission, so a
+//!   Suricata running as its own user needs `"0660"` with `group` set to its group, or
+//!   `"0666"`. Default: what the process's umask gives (`0755` for root with umask 022: only
+//!   root can connect).
+//! - `owner`, `group`: user and group (names or numbers) of the socket file.
+//! - `buffer_mb` (`ipc://`): memory the queued datagrams may hold (default 512); past it,
+//!   datagrams are dropped and counted as `overflow`.
+//!
+//! The mode is applied by the umask in force during `bind` (so the socket never exists with
+//! wider permissions), the owner with `lchown` (never through a link).
+
+use std::io;
+use std::path::Path;
+
+use crate::uri::UriError;
+
+/// Default memory for queued datagrams of one socket input.
+pub const DEFAULT_BUFFER_MB: usize = 512;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SocketOptions {
+    pub mode: Option<u32>,
+    pub owner: Option<String>,
+    pub group: Option<String>,
+    pub buffer_mb: usize,
+}
+
+impl Default for SocketOptions {
+    fn default() -> Self {
+        Self {
+            mode: None,
+            owner: None,
+            group: None,
+            buffer_mb: DEFAULT_BUFFER_MB,
+        }
+    }
+}
+
+fn bad(msg: String) -> UriError {
+    UriError::BadOption(msg)
+}
+
+impl SocketOptions {
+    pub fn parse(options: &[(String, String)]) -> Result<Self, UriError> {
+        let mut o = SocketOptions::default();
+        for (k, v) in options {
+            match k.as_str() {
+                "mode" => {
+                    let m = u32::from_str_radix(v.trim_start_matches("0o"), 8)
+                        .ok()
+                        .filter(|m| *m <= 0o777)
+                        .ok_or_else(|| {
+                            bad(format!(
+                                "mode '{v}' is not octal permissions (e.g. \"0660\")"
+                            ))
+                        })?;
+                    o.mode = Some(m);
+                }
+                "owner" => o.owner = Some(v.clone()),
+                "group" => o.group = Some(v.clone()),
+                "buffer_mb" => {
+                    o.buffer_mb = v
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|n| (1..=1 << 20).contains(n))
+                        .ok_or_else(|| bad(format!("buffer_mb '{v}' is not a number of MiB")))?;
+                }
+                other => {
+                    return Err(bad(format!(
+                        "unknown option '{other}' for a socket input (known: mode, owner, group, buffer_mb)"
+                    )))
+                }
+            }
+        }
+        // names must resolve now, not at bind time
+        o.ids()?;
+        Ok(o)
+    }
+
+    fn ids(&self) -> Result<(Option<u32>, Option<u32>), UriError> {
+        use nix::unistd::{Group, User};
+        let uid = match &self.owner {
+            None => None,
+            Some(n) => Some(match n.parse::<u32>() {
+                Ok(id) => id,
+                Err(_) => User::from_name(n)
+                    .ok()
+                    .flatten()
+                    .ok_or_else(|| bad(format!("owner '{n}': no such user")))?
+                    .uid
+                    .as_raw(),
+            }),
+        };
+        let gid = match &self.group {
+            None => None,
+            Some(n) => Some(match n.parse::<u32>() {
+                Ok(id) => id,
+                Err(_) => Group::from_name(n)
+                    .ok()
+                    .flatten()
+                    .ok_or_else(|| bad(format!("group '{n}': no such group")))?
+                    .gid
+                    .as_raw(),
+            }),
+        };
+        Ok((uid, gid))
+    }
+
+    /// Run `bind` (which creates the socket file at `path`) with the mode in force, then give
+    /// the file its owner and group.
+    pub(crate) fn bind<T>(
+        &self,
+        path: &Path,
+        bind: impl FnOnce() -> io::Result<T>,
+    ) -> io::Result<T> {
+        use nix::sys::stat::{umask, Mode};
+        let sock = match self.mode {
+            Some(m) => {
+                let old = umask(Mode::from_bits_truncate(!m & 0o777));
+                let r = bind();
+                umask(old);
+                r?
+            }
+            None => bind()?,
+        };
+        let (uid, gid) = self
+            .ids()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        if uid.is_some() || gid.is_some() {
+            std::os::unix::fs::lchown(path, uid, gid)
+                .map_err(|e| io::Error::new(e.kind(), format!("chown {}: {e}", path.display())))?;
+        }
+        Ok(sock)
+    }
+}
