@@ -16,7 +16,9 @@ use crate::mailbox::{Mailbox, Routes, TagKind, TimerRequest};
 pub const MAX_TIMER_SECS: f64 = 366.0 * 86400.0;
 
 /// Where `dragonfly.echo` lines go (set once by the program; stderr otherwise).
-static ECHO: std::sync::OnceLock<Box<dyn Fn(&str) + Send + Sync>> = std::sync::OnceLock::new();
+static ECHO: std::sync::OnceLock<EchoFn> = std::sync::OnceLock::new();
+
+type EchoFn = Box<dyn Fn(&str) + Send + Sync>;
 
 /// Send `dragonfly.echo` lines to `f` (e.g. a non-blocking stderr writer) instead of stderr.
 pub fn set_echo(f: impl Fn(&str) + Send + Sync + 'static) {
