@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
@@ -142,7 +142,7 @@ end
         if tx.send(payload.as_bytes()).is_ok() {
             sent += 1;
         }
-        if sent % 200 == 0 {
+        if sent.is_multiple_of(200) {
             peak = peak.max(rss_mb(child.id()));
         }
         std::thread::sleep(Duration::from_micros(100));
