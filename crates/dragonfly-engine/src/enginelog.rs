@@ -32,7 +32,9 @@ impl EngineLog {
             let mut line = v.to_string().into_bytes();
             line.push(b'\n');
             b.push(&line);
-            let _ = tx.send(b);
+            // never wait on the log: when its file cannot keep up (a full disk), the record
+            // is on stderr already
+            let _ = tx.try_send(b);
         }
     }
 
@@ -72,6 +74,15 @@ impl EngineLog {
     pub fn engine_error(&self, kind: &str, msg: &str) {
         self.record(json!({
             "timestamp": now(), "level": "error", "kind": kind, "error": msg,
+        }));
+    }
+
+    /// An output that had failed works again.
+    pub fn sink_recovered(&self, output: &str, msg: &str) {
+        tracing::info!(output, "{msg}");
+        self.record(json!({
+            "timestamp": now(), "level": "info", "kind": "output_recovered",
+            "output": output, "message": msg,
         }));
     }
 

@@ -84,7 +84,15 @@ impl SinkRunner {
 
     /// Flush the sink, then let go of the receipts it covered (failed if the flush failed).
     fn flush(&mut self, held: &mut Vec<Ack>, what: &str) {
-        if let Err(e) = self.sink.flush() {
+        let mut res = self.sink.flush();
+        if let Err(e) = res {
+            res = if self.sink.retains_on_error() {
+                self.retry_until_written(e)
+            } else {
+                Err(e)
+            };
+        }
+        if let Err(e) = res {
             self.error(&format!("{what}: {e}"));
             held.iter().for_each(Ack::fail);
         }
@@ -97,9 +105,49 @@ impl SinkRunner {
         held.clear();
     }
 
+    /// A sink that keeps what it could not write (a file on a full disk): hold everything,
+    /// which stalls the pipeline behind this output (backpressure), and retry with backoff —
+    /// reopening now and then — until it is written. Logged once when it starts and once when
+    /// it ends; counted as one error. At shutdown, `engine.drain_timeout_s` bounds the wait.
+    fn retry_until_written(&mut self, first: std::io::Error) -> std::io::Result<()> {
+        self.error(&format!(
+            "{first}; holding its lines and retrying until they can be written (the pipeline waits)"
+        ));
+        let started = Instant::now();
+        let mut delay = Duration::from_millis(50);
+        for attempt in 1u64.. {
+            std::thread::sleep(delay);
+            delay = (delay * 2).min(Duration::from_secs(1));
+            let res = if attempt % 8 == 0 {
+                self.sink.reopen()
+            } else {
+                self.sink.flush()
+            };
+            if res.is_ok() {
+                let msg = format!(
+                    "writing again after {:.1} s; nothing was lost",
+                    started.elapsed().as_secs_f64()
+                );
+                match &self.log {
+                    Some(l) => l.sink_recovered(&self.tag, &msg),
+                    None => tracing::info!(output = %self.tag, "{msg}"),
+                }
+                return Ok(());
+            }
+        }
+        unreachable!("the retry loop ends only by writing")
+    }
+
     /// Write a batch (retrying once after a reopen); false if its messages were dropped.
     fn write(&mut self, batch: &Batch) -> bool {
         let mut res = self.sink.write(batch);
+        if let Err(e) = res {
+            res = if self.sink.retains_on_error() {
+                self.retry_until_written(e)
+            } else {
+                Err(e)
+            };
+        }
         if let Err(e) = &res {
             self.error(&format!("write failed ({e}); reopening and retrying"));
             res = self.sink.reopen().and_then(|_| self.sink.write(batch));

@@ -1,15 +1,37 @@
 //! `file://PATH`: append one line per message.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use super::Sink;
 use crate::Batch;
 
+/// Lines are collected in memory and appended with one write per flush (or per
+/// [`FLUSH_AT`] bytes). A write that fails part way (disk full, quota) is undone: the file is
+/// cut back to where the last complete flush left it, so it never ends in a torn line, and the
+/// lines stay pending for the next flush. [`Sink::flush`] reports the error; the sink runner
+/// retries (backpressure) until space returns.
 pub struct FileSink {
     path: PathBuf,
-    out: BufWriter<File>,
+    file: File,
+    pending: Vec<u8>,
+    /// File length after the last complete flush.
+    committed: u64,
+}
+
+/// Pending bytes that trigger a write.
+const FLUSH_AT: usize = 256 * 1024;
+
+/// Whether an error means "no space now" (worth waiting for), not a broken destination.
+pub fn is_storage_full(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ENOSPC) | Some(libc::EDQUOT) | Some(libc::EFBIG)
+    ) || matches!(
+        e.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded | io::ErrorKind::FileTooLarge
+    )
 }
 
 /// Open `path` for appending, creating it (and its directory) if missing.
@@ -57,35 +79,77 @@ pub fn open_append(path: &Path) -> io::Result<File> {
 
 impl FileSink {
     pub fn open(path: &Path) -> io::Result<Self> {
+        let file = open_append(path)?;
+        let committed = file.metadata()?.len();
         Ok(Self {
             path: path.to_path_buf(),
-            out: BufWriter::with_capacity(256 * 1024, open_append(path)?),
+            file,
+            pending: Vec::with_capacity(FLUSH_AT),
+            committed,
         })
+    }
+
+    fn named(&self, e: io::Error) -> io::Error {
+        io::Error::new(e.kind(), format!("{}: {e}", self.path.display()))
+    }
+
+    /// Append everything pending, or nothing: a partial append is cut off again.
+    fn write_pending(&mut self) -> io::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        match self.file.write_all(&self.pending) {
+            Ok(()) => {
+                self.pending.clear();
+                // from the file itself: someone may have truncated it (copytruncate)
+                self.committed = self.file.metadata().map(|m| m.len()).unwrap_or(0);
+                Ok(())
+            }
+            Err(e) => {
+                // cut back only what this write added (never grow the file, never cut into
+                // what another writer or a truncation made of it)
+                if let Ok(m) = self.file.metadata() {
+                    let len = m.len();
+                    if len > self.committed && len <= self.committed + self.pending.len() as u64 {
+                        let _ = self.file.set_len(self.committed);
+                    }
+                }
+                Err(self.named(e))
+            }
+        }
     }
 }
 
 impl Sink for FileSink {
     fn write(&mut self, batch: &Batch) -> io::Result<()> {
         for msg in batch.iter() {
-            self.out.write_all(msg)?;
+            self.pending.extend_from_slice(msg);
+        }
+        if self.pending.len() >= FLUSH_AT {
+            // on failure the lines stay pending: the runner retries with flush()
+            self.write_pending()?;
         }
         Ok(())
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.out.flush()
+        self.write_pending()
     }
 
     fn reopen(&mut self) -> io::Result<()> {
-        self.out.flush()?;
         let f = open_append(&self.path)?;
-        self.out = BufWriter::with_capacity(256 * 1024, f);
-        Ok(())
+        self.file = f;
+        self.committed = self.file.metadata()?.len();
+        self.write_pending()
+    }
+
+    fn retains_on_error(&self) -> bool {
+        true
     }
 
     fn hand_over(&self, uid: u32, gid: u32) -> io::Result<()> {
         // on the open descriptor: whatever the path names by now, this is the file we opened
-        std::os::unix::fs::fchown(self.out.get_ref(), Some(uid), Some(gid))
+        std::os::unix::fs::fchown(&self.file, Some(uid), Some(gid))
             .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", self.path.display())))
     }
 }

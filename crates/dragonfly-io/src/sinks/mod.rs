@@ -36,6 +36,11 @@ pub trait Sink: Send {
     fn take_dropped(&mut self) -> u64 {
         0
     }
+    /// Whether a failed `write` or `flush` kept the messages (to be written by a later
+    /// `flush`), so that the caller must retry the flush and never write them again.
+    fn retains_on_error(&self) -> bool {
+        false
+    }
     /// Give what was opened to the user the engine drops to (`-p`), so that it can go on
     /// writing and reopen after rotation. Only files have an owner to change.
     fn hand_over(&self, _uid: u32, _gid: u32) -> io::Result<()> {
