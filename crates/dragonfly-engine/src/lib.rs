@@ -76,6 +76,47 @@ pub struct Options {
     pub root: PathBuf,
     pub logdir: PathBuf,
     pub exit_on_eof: bool,
+    /// `-c`: the engine will chroot into ROOT once everything is open.
+    pub chroot: bool,
+}
+
+/// With `-c`: a path the engine opens again after the chroot (an output or log reopened for
+/// rotation, a followed file, a checkpoint) must lie under ROOT; it is rewritten relative to
+/// ROOT, which names the same file before the chroot (the engine runs in ROOT) and after it.
+/// Anything else is refused, naming the path.
+fn confine(root: &Path, what: &str, p: &Path) -> Result<PathBuf, String> {
+    let abs = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        root.join(p)
+    };
+    // compare real locations: resolve the deepest directory that exists
+    let mut existing = abs.as_path();
+    let mut rest = Vec::new();
+    while !existing.exists() {
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_os_string());
+                existing = parent;
+            }
+            _ => break,
+        }
+    }
+    let mut real = std::fs::canonicalize(existing).unwrap_or_else(|_| existing.to_path_buf());
+    for name in rest.iter().rev() {
+        real.push(name);
+    }
+    let root_real = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
+    match real.strip_prefix(&root_real) {
+        Ok(rel) if rel.as_os_str().is_empty() => Ok(PathBuf::from(".")),
+        Ok(rel) => Ok(rel.to_path_buf()),
+        Err(_) => Err(format!(
+            "{what} {}: with -c it must be under ROOT ({}): after the chroot the engine could not reopen it \
+             (rotation, SIGHUP); move it under ROOT or run without -c",
+            p.display(),
+            root.display()
+        )),
+    }
 }
 
 /// Signals from outside (the CLI's signal handler).
@@ -174,10 +215,46 @@ impl Plan {
                 )),
             }
         }
+        if options.chroot {
+            for (i, s) in sources.iter_mut().enumerate() {
+                let what = format!(
+                    "{file}: inputs[{}] (tag \"{}\"):",
+                    i + 1,
+                    config.inputs[i].tag
+                );
+                if let Err(e) =
+                    s.confine(&mut |kind, p| confine(&options.root, &format!("{what} {kind}"), p))
+                {
+                    problems.push(e);
+                }
+            }
+            for (i, s) in sinks.iter_mut().enumerate() {
+                let what = format!(
+                    "{file}: outputs[{}] (tag \"{}\"): file",
+                    i + 1,
+                    config.outputs[i].tag
+                );
+                if let SinkSpec::File(p) | SinkSpec::Ipc(p) = s {
+                    match confine(&options.root, &what, p) {
+                        Ok(rel) => *p = rel,
+                        Err(e) => problems.push(e),
+                    }
+                }
+            }
+        }
         let dead_letter = if config.engine.dead_letter.is_empty() {
             None
         } else {
             match SinkSpec::parse(&config.engine.dead_letter, &options.logdir) {
+                Ok(SinkSpec::File(p)) if options.chroot => {
+                    match confine(&options.root, &format!("{file}: engine.dead_letter"), &p) {
+                        Ok(rel) => Some(SinkSpec::File(rel)),
+                        Err(e) => {
+                            problems.push(e);
+                            None
+                        }
+                    }
+                }
                 Ok(s) => Some(s),
                 Err(e) => {
                     problems.push(format!("{file}: engine: field 'dead_letter': {e}"));
@@ -334,7 +411,18 @@ impl Plan {
         };
         let mut own = Vec::new();
         for f in [LOG_FILE, STATS_FILE] {
-            let p = self.options.logdir.join(f);
+            let mut p = self.options.logdir.join(f);
+            if self.options.chroot {
+                match confine(&self.options.root, "engine log", &p) {
+                    Ok(rel) => p = rel,
+                    Err(e) => {
+                        problems.push(
+                            e.replace("move it under ROOT", "give -l a directory under ROOT"),
+                        );
+                        continue;
+                    }
+                }
+            }
             match FileSink::open(&p) {
                 Ok(s) => own.push(Box::new(s) as Box<dyn Sink>),
                 Err(e) => problems.push(format!("engine log {}: {e}", p.display())),

@@ -185,6 +185,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         root: root.clone(),
         logdir: logdir.clone(),
         exit_on_eof: cli.exit_on_eof,
+        chroot: cli.chroot,
     };
     let plan = match Plan::new(config, options) {
         Ok(p) => p,

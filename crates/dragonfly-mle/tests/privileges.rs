@@ -179,3 +179,102 @@ fn a_missing_checkpoint_directory_is_created_and_the_checkpoint_saved() {
     let (status, err) = stop(child, LIMIT);
     assert!(status.success(), "{err}");
 }
+
+#[test]
+fn under_c_a_path_outside_root_is_refused_by_name() {
+    if !root_only() {
+        return;
+    }
+    let elsewhere = tempfile::tempdir().unwrap();
+    let r = Root::passthrough("tail://in.json");
+    let cfg = std::fs::read_to_string(r.path().join("config/config.lua")).unwrap();
+    let out = elsewhere.path().join("out.json");
+    r.config(&cfg.replace(
+        r#"uri="file://out.json""#,
+        &format!(r#"uri="file://{}""#, out.display()),
+    ));
+    r.write("in.json", "");
+    let o = r.command(&["-c"]).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!(
+            "config/config.lua: outputs[1] (tag \"out\"): file {}: with -c it must be under ROOT",
+            out.display()
+        )),
+        "{err}"
+    );
+    // a log directory outside ROOT likewise
+    let r = Root::passthrough("file://in.json");
+    r.write("in.json", "{}\n");
+    let o = std::process::Command::new(BIN)
+        .arg("-r")
+        .arg(r.path())
+        .arg("-l")
+        .arg(elsewhere.path())
+        .args(["-c", "--exit-on-eof"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_ne!(o.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{}: with -c it must be under ROOT",
+            elsewhere.path().join("out.json").display()
+        )),
+        "{err}"
+    );
+    assert!(
+        !elsewhere.path().join("out.json").exists(),
+        "nothing written outside ROOT"
+    );
+}
+
+#[test]
+fn under_c_rotation_and_sighup_keep_working_inside_root() {
+    if !root_only() {
+        return;
+    }
+    let r = Root::passthrough("tail://eve.json");
+    r.write("analyzer/pass.lua", PASS_READY);
+    std::fs::set_permissions(r.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    r.write("eve.json", "");
+    let child = r.spawn(&["-c"]);
+    wait_for(LIMIT, "start-up", || r.path().join("ready").exists());
+    let append = |text: &str| {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(r.path().join("eve.json"))
+            .unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+    };
+    append("{\"seq\":1}\n");
+    wait_for(LIMIT, "line 1", || {
+        r.log("out.json").exists() && r.lines("out.json").len() == 1
+    });
+    // the output is rotated (renamed, then SIGHUP: reopened under its name in LOGDIR) ...
+    std::fs::rename(r.log("out.json"), r.log("out.json.1")).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    wait_for(LIMIT, "the output reopened", || r.log("out.json").exists());
+    // ... and the input (renamed, recreated)
+    std::fs::rename(r.path().join("eve.json"), r.path().join("eve.json.1")).unwrap();
+    append("{\"seq\":2}\n");
+    wait_for(LIMIT, "line 2 in the new output file", || {
+        r.log("out.json").exists() && r.lines("out.json").len() == 1
+    });
+    append("{\"seq\":3}\n");
+    wait_for(LIMIT, "line 3", || r.lines("out.json").len() == 2);
+    let (status, err) = stop(child, LIMIT);
+    assert!(status.success(), "{err}");
+    assert_eq!(seqs(&r.lines("out.json")), vec![2, 3]);
+    assert_eq!(seqs(&r.lines("out.json.1")), vec![1]);
+    // nothing was re-created under ROOT by a path meant for outside the chroot
+    let stray = r.path().join(r.logdir.strip_prefix("/").unwrap());
+    assert!(!stray.exists(), "{}", stray.display());
+}

@@ -156,6 +156,24 @@ impl SourceSpec {
         }
     }
 
+    /// Rewrite the paths this input opens again later (a followed file and its checkpoint)
+    /// with `f` (see the engine's `-c` handling); the first refusal is returned.
+    pub fn confine(
+        &mut self,
+        f: &mut dyn FnMut(&str, &Path) -> Result<PathBuf, String>,
+    ) -> Result<(), String> {
+        if let SourceSpec::Tail {
+            path, checkpoint, ..
+        } = self
+        {
+            *path = f("followed file", path)?;
+            if let Some(c) = checkpoint {
+                *c = f("checkpoint", c)?;
+            }
+        }
+        Ok(())
+    }
+
     /// The checkpoint file this input writes, if any.
     pub fn checkpoint(&self) -> Option<&Path> {
         match self {
