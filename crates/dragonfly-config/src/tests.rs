@@ -258,3 +258,111 @@ fn the_field_tables_of_configuration_md_match_the_parser() {
         assert_eq!(rows, want, "docs/configuration.md, section {section}");
     }
 }
+
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A Lua value of any type the config might hold by mistake.
+    fn lua_value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[a-z:/._<>-]{0,24}".prop_map(|s| format!("{s:?}")),
+            any::<i64>().prop_map(|n| n.to_string()),
+            prop::sample::select(vec![
+                "nil",
+                "true",
+                "false",
+                "0/0",
+                "1/0",
+                "-1/0",
+                "2^63",
+                "{}",
+                "{1,2}",
+                "{ x = {} }",
+                "function() end",
+                "'\\0binary\\255'",
+                "string.rep('x', 100000)",
+            ])
+            .prop_map(str::to_string),
+        ]
+    }
+
+    fn entry(keys: &'static [&'static str]) -> impl Strategy<Value = String> {
+        prop::collection::vec((prop::sample::select(keys), lua_value()), 0..6).prop_map(|kv| {
+            let body: Vec<String> = kv.into_iter().map(|(k, v)| format!("{k} = {v}")).collect();
+            format!("{{ {} }}", body.join(", "))
+        })
+    }
+
+    fn config_text() -> impl Strategy<Value = String> {
+        let input_keys: &'static [&'static str] = &[
+            "tag",
+            "uri",
+            "script",
+            "default_analyzer",
+            "options",
+            "bogus",
+        ];
+        let analyzer_keys: &'static [&'static str] =
+            &["tag", "script", "default_analyzer", "default_output", "x"];
+        let output_keys: &'static [&'static str] = &["tag", "uri", "options"];
+        let engine_keys: &'static [&'static str] = &[
+            "workers",
+            "batch_lines",
+            "partition_key",
+            "lua_memory_mb",
+            "script_timeout_ms",
+            "dead_letter",
+            "drain_timeout_s",
+            "stats_interval",
+            "nope",
+        ];
+        (
+            prop::collection::vec(entry(input_keys), 0..3),
+            prop::collection::vec(entry(analyzer_keys), 0..3),
+            prop::collection::vec(entry(output_keys), 0..3),
+            entry(engine_keys),
+            lua_value(),
+            lua_value(),
+            prop::collection::vec(any::<u8>(), 0..30),
+        )
+            .prop_map(|(i, a, o, e, host, port, junk)| {
+                format!(
+                    "redis_host = {host}\nredis_port = {port}\ninputs = {{ {} }}\nanalyzers = {{ {} }}\noutputs = {{ {} }}\nengine = {e}\n-- {}\n",
+                    i.join(", "),
+                    a.join(", "),
+                    o.join(", "),
+                    String::from_utf8_lossy(&junk).replace('\n', " ")
+                )
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(300),
+            ..ProptestConfig::default()
+        })]
+        /// Any config.lua of any shape is either a config or a list of errors, each naming
+        /// the file; nothing panics.
+        #[test]
+        fn any_config_is_loaded_or_refused_with_named_errors(text in config_text()) {
+            let d = root_with(&["filter/filter.lua", "analyzer/hello.lua"]);
+            match parse(&text, "config/config.lua", d.path()) {
+                Ok(_) => {}
+                Err(errs) => {
+                    prop_assert!(!errs.0.is_empty());
+                    for e in &errs.0 {
+                        prop_assert_eq!(&e.file, "config/config.lua");
+                    }
+                }
+            }
+        }
+
+        /// Random bytes as Lua source: an error, never a panic.
+        #[test]
+        fn random_bytes_as_config_are_an_error_not_a_crash(b in prop::collection::vec(any::<u8>(), 0..200)) {
+            let d = root_with(&[]);
+            let _ = parse(&String::from_utf8_lossy(&b), "config/config.lua", d.path());
+        }
+    }
+}

@@ -412,3 +412,73 @@ fn scripts_have_their_own_libraries_and_loop_is_sealed() {
         serde_json::json!({"io":"nil","opened":true,"exit":false,"upper":"X","mine":"nil"})
     );
 }
+
+fn hostile_line() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        prop::collection::vec(any::<u8>(), 0..120),
+        // deep nesting, objects and arrays
+        (1usize..5000).prop_map(|d| format!("{}{}", "[".repeat(d), "]".repeat(d)).into_bytes()),
+        (1usize..3000)
+            .prop_map(|d| { format!("{}1{}", "{\"a\":".repeat(d), "}".repeat(d)).into_bytes() }),
+        // numbers at the edges
+        prop::sample::select(vec![
+            "1e309",
+            "-1e309",
+            "18446744073709551616",
+            "-9223372036854775809",
+            "123456789012345678901234567890",
+            "0.000000000000000000000000001e-400",
+            "1E+2",
+            "-0",
+            "0e0",
+        ])
+        .prop_map(|n| format!("{{\"n\":{n}}}").into_bytes()),
+        // strings with NULs, escapes, invalid UTF-8, lone surrogates
+        prop::collection::vec(any::<u8>(), 0..40).prop_map(|b| {
+            let mut v = b"{\"s\":\"".to_vec();
+            v.extend(b.into_iter().filter(|c| *c != b'"' && *c != b'\\'));
+            v.extend(b"\",\"nul\":\"a\\u0000b\",\"sur\":\"\\ud800\"}");
+            v
+        }),
+        // duplicate keys, empty keys, huge key counts
+        (0usize..2000).prop_map(|n| {
+            let body: Vec<String> = (0..n).map(|i| format!("\"k{}\":{i}", i % 7)).collect();
+            format!("{{\"\":1,{}}}", body.join(",")).into_bytes()
+        }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(200),
+        ..ProptestConfig::default()
+    })]
+    /// Whatever bytes a line holds, the batch path decodes it into an event or marks it
+    /// malformed, never panics or breaks the runtime, and valid events come out as JSON.
+    #[test]
+    fn hostile_lines_are_events_or_malformed_never_a_crash(
+        lines in prop::collection::vec(hostile_line(), 1..8),
+    ) {
+        let mut rt = echo_runtime();
+        let mut b = dragonfly_io::Batch::default();
+        for l in &lines {
+            b.push(l);
+        }
+        let res = rt.run_batch(0, &b).expect("the batch path never fails as a whole");
+        prop_assert_eq!(res.events + res.malformed.len(), lines.len());
+        let failures = rt.take_failures();
+        let out = rt.take_output(0);
+        prop_assert_eq!(out.len() + failures.len(), res.events, "{:?}", failures);
+        for line in out.iter() {
+            match serde_json::from_slice::<serde_json::Value>(line) {
+                Ok(_) => {}
+                // serde_json stops at 128 levels; deeper events are valid JSON all the same
+                Err(e) if e.to_string().contains("recursion limit exceeded") => {}
+                Err(e) => prop_assert!(false, "{e}: {}", String::from_utf8_lossy(line)),
+            }
+        }
+        // the runtime still works
+        rt.run_batch(0, &batch_of(&["{\"ok\":1}"])).unwrap();
+        prop_assert_eq!(rt.take_output(0).len(), 1);
+    }
+}

@@ -151,3 +151,34 @@ fn loading_into_an_embedded_store_without_a_snapshot_is_refused() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("engine.store_snapshot"));
 }
+
+#[test]
+fn a_model_over_the_modules_limits_is_refused_with_the_servers_words() {
+    let module = redisml_module();
+    // a server that takes models of at most 2 numbers
+    let server = RedisServer::start_with(&["--loadmodule", module, "MAX_VALUES", "2"]);
+    let r = Root::passthrough("file://in.json");
+    let cfg = std::fs::read_to_string(r.path().join("config/config.lua")).unwrap();
+    r.config(&format!(
+        "redis_host = \"127.0.0.1\"\nredis_port = {}\n{cfg}",
+        server.port
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("m.json"),
+        r#"{"type":"linear_regression","intercept":1,"coefficients":[2,3,4]}"#,
+    )
+    .unwrap();
+    let out = model_load(&r, &dir.path().join("m.json"), "k");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(
+            "the server said: ERR a regression's coefficients (3) is over the limit MAX_VALUES = 2"
+        ),
+        "{err}"
+    );
+    assert!(!err.contains("is the module loaded"), "{err}");
+    // the server is fine
+    assert!(server.ping());
+}
