@@ -54,9 +54,20 @@ fn nats_jetstream_durable_consumer_is_at_least_once_across_sigkill() {
     });
     // published with JetStream acknowledgements: the producer knows the stream has them
     produce(&format!("nats://{}/eve.js?jetstream=1", server.addr()), N);
-    wait_for(T, "both consuming", || {
-        a.lines("out.json").len() >= 1000 && !b.lines("out.json").is_empty()
-    });
+    // a is killed mid-stream once both have taken some: how the server splits the stream
+    // between the two pull consumers varies, so a may never reach a large share
+    let t = std::time::Instant::now();
+    while !(a.lines("out.json").len() >= 200 && !b.lines("out.json").is_empty()) {
+        assert!(
+            t.elapsed() < T,
+            "both consuming: a {} lines, b {} lines\n--- a:\n{}\n--- b:\n{}",
+            a.lines("out.json").len(),
+            b.lines("out.json").len(),
+            stderr_log(&a),
+            stderr_log(&b)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     kill9(&mut ea);
     let a_before = a.lines("out.json").len();
     let ea = spawn_logged(&a);
