@@ -331,6 +331,7 @@ impl Plan {
 
     /// Open every file and bind every socket (before privileges are dropped).
     pub fn prepare(self) -> Result<Prepared, EngineError> {
+        let logdir_existed = self.options.logdir.is_dir();
         std::fs::create_dir_all(&self.options.logdir).map_err(|e| {
             EngineError::Io(format!(
                 "cannot create log directory {}: {e}",
@@ -431,6 +432,11 @@ impl Plan {
         if !problems.is_empty() {
             return Err(EngineError::Problems(problems));
         }
+        let logdir = StateDir {
+            what: "log directory (-l)".into(),
+            dir: self.options.logdir.clone(),
+            created: !logdir_existed,
+        };
         Ok(Prepared {
             plan: self,
             sources,
@@ -438,6 +444,7 @@ impl Plan {
             own,
             dead,
             state_dirs,
+            logdir,
         })
     }
 }
@@ -451,6 +458,8 @@ pub struct Prepared {
     dead: Option<Box<dyn Sink>>,
     /// Directories the engine writes state files into.
     state_dirs: Vec<StateDir>,
+    /// LOGDIR, and whether this start made it.
+    logdir: StateDir,
 }
 
 /// A directory holding a state file (checkpoint, snapshot).
@@ -499,11 +508,21 @@ impl Prepared {
                 problems.push(format!("cannot hand {e} to the unprivileged user"));
             }
         }
-        if let Err(e) = chown_dir(&self.plan.options.logdir, uid, gid) {
-            problems.push(format!(
-                "log directory {}: cannot hand it to the unprivileged user: {e}",
-                self.plan.options.logdir.display()
-            ));
+        // LOGDIR goes to the user only if this start made it (never a shared /var/log); one
+        // that exists and is not the user's only means rotated files cannot be re-created
+        let d = &self.logdir;
+        if d.created {
+            if let Err(e) = chown_dir(&d.dir, uid, gid) {
+                problems.push(format!("{}: {}: {e}", d.what, d.dir.display()));
+            }
+        } else if !std::fs::metadata(&d.dir).is_ok_and(|m| dir_writable_by(&m, uid, gid)) {
+            tracing::warn!(
+                "{} {} is not writable by the unprivileged user (-p): after log rotation the \
+                 engine cannot create new files there (rotate with copytruncate, or give the \
+                 user the directory)",
+                d.what,
+                d.dir.display()
+            );
         }
         for d in &self.state_dirs {
             if d.created {
@@ -663,6 +682,7 @@ impl Prepared {
             own,
             dead,
             state_dirs: _,
+            logdir: _,
         } = self;
         let engine = &plan.config.engine;
         let mut stats = Stats::new(

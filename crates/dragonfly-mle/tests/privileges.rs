@@ -278,3 +278,26 @@ fn under_c_rotation_and_sighup_keep_working_inside_root() {
     let stray = r.path().join(r.logdir.strip_prefix("/").unwrap());
     assert!(!stray.exists(), "{}", stray.display());
 }
+
+#[test]
+fn under_p_an_existing_shared_log_directory_is_not_given_away() {
+    if !root_only() {
+        return;
+    }
+    let r = root_for_nobody();
+    // like /var/log: root's, and others' files live there too
+    std::fs::create_dir_all(&r.logdir).unwrap();
+    std::fs::set_permissions(&r.logdir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(r.logdir.join("syslog"), "other\n").unwrap();
+    let out = r.command(&["-p", "--exit-on-eof"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert_eq!(std::fs::metadata(&r.logdir).unwrap().uid(), 0, "{err}");
+    assert_eq!(std::fs::metadata(r.logdir.join("syslog")).unwrap().uid(), 0);
+    // the engine's own files are handed over, and it says what rotation needs
+    assert_eq!(std::fs::metadata(r.log("out.json")).unwrap().uid(), NOBODY);
+    assert!(
+        err.contains("is not writable by the unprivileged user"),
+        "{err}"
+    );
+}
