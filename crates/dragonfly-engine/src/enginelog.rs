@@ -54,7 +54,7 @@ impl EngineLog {
             return;
         }
         let mut excerpt = String::from_utf8_lossy(line).into_owned();
-        dragonfly_lua::runtime::truncate(&mut excerpt, 256);
+        dragonfly_event::text::truncate(&mut excerpt, 256);
         tracing::warn!(input, count, line = %excerpt, "skipped a malformed JSON line: {err}");
         self.record(json!({
             "timestamp": now(), "level": "warn", "kind": "malformed_json",

@@ -4,20 +4,17 @@
 //! Sources turn bytes into [`Batch`]es of raw lines and hand them to an [`Emit`] supplied by the
 //! engine (which decides which worker gets which line); sinks write batches of encoded messages.
 
-pub mod ack;
-pub mod batch;
 pub mod fieldkey;
 pub mod framing;
 pub mod kafka_uri;
 pub mod nats_uri;
-pub mod ratelimit;
 pub mod redis_uri;
 pub mod sinks;
 pub mod sources;
 mod uri;
 
-pub use ack::{Ack, Receipt, Watermark};
-pub use batch::Batch;
+pub use dragonfly_event::{ack, batch, ratelimit};
+pub use dragonfly_event::{Ack, Batch, Receipt, Watermark};
 pub use framing::{Frame, LineFramer};
 pub use sinks::{open_sink, Sink, SinkSpec};
 pub use sources::{Emit, InputCounters, SourceCtx, SourceSpec};

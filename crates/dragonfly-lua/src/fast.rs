@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::ffi::c_int;
 use std::ptr;
 
-use dragonfly_io::Batch;
+use dragonfly_event::Batch;
 use mlua::ffi;
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use dragonfly_io::Batch;
+use dragonfly_event::Batch;
 use mlua::Value;
 
 /// A `dragonfly.timer_event` request.

@@ -12,7 +12,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use dragonfly_io::Batch;
+use dragonfly_event::Batch;
 use mlua::{ffi, Function, Lua, LuaOptions, StdLib, Table, Value};
 
 use crate::fast::{self, OutState};
@@ -665,17 +665,7 @@ impl Runtime {
     }
 }
 
-/// Cut a string to at most `max` bytes on a character boundary, marking the cut.
-pub fn truncate(s: &mut String, max: usize) {
-    if s.len() > max {
-        let mut cut = max;
-        while !s.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        s.truncate(cut);
-        s.push_str("...");
-    }
-}
+pub use dragonfly_event::text::truncate;
 
 /// A Lua error text without mlua's prefix and Rust-side traceback.
 fn clean_message(text: &str) -> String {

@@ -74,7 +74,7 @@ impl Watched {
 /// What a parked runtime leaves behind.
 pub struct Salvage {
     /// Output lines made since the last flush, per output.
-    pub outputs: Vec<dragonfly_io::Batch>,
+    pub outputs: Vec<dragonfly_event::Batch>,
     /// Index in the input batch of the event being run when it was parked (none: a timer).
     pub input_index: Option<usize>,
     /// The script running: `Caller` of the call that never ended.

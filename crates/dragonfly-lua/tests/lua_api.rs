@@ -203,7 +203,7 @@ fn echo_runtime() -> Runtime {
 #[test]
 fn the_batch_path_marks_bad_lines_and_keeps_the_rest() {
     let mut rt = echo_runtime();
-    let mut b = dragonfly_io::Batch::default();
+    let mut b = dragonfly_event::Batch::default();
     b.push(br#"{"a":1}"#);
     b.push(br#"{"a":"#);
     b.push(b"{\"bad\":\"\xff\xfe\"}");
@@ -224,7 +224,7 @@ proptest! {
     #[test]
     fn the_batch_path_round_trips(values in prop::collection::vec(arb_json(), 1..8)) {
         let mut rt = echo_runtime();
-        let mut b = dragonfly_io::Batch::default();
+        let mut b = dragonfly_event::Batch::default();
         for v in &values {
             b.push(serde_json::to_string(v).unwrap().as_bytes());
         }
@@ -264,8 +264,8 @@ fn limited_runtime(body: &str, limits: dragonfly_lua::Limits) -> Runtime {
     rt
 }
 
-fn batch_of(lines: &[&str]) -> dragonfly_io::Batch {
-    let mut b = dragonfly_io::Batch::default();
+fn batch_of(lines: &[&str]) -> dragonfly_event::Batch {
+    let mut b = dragonfly_event::Batch::default();
     for l in lines {
         b.push(l.as_bytes());
     }
@@ -460,7 +460,7 @@ proptest! {
         lines in prop::collection::vec(hostile_line(), 1..8),
     ) {
         let mut rt = echo_runtime();
-        let mut b = dragonfly_io::Batch::default();
+        let mut b = dragonfly_event::Batch::default();
         for l in &lines {
             b.push(l);
         }

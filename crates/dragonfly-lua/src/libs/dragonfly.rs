@@ -68,7 +68,7 @@ fn encode_line(
     lua: &Lua,
     name: &str,
     v: &Value,
-    out: &mut dragonfly_io::Batch,
+    out: &mut dragonfly_event::Batch,
 ) -> mlua::Result<()> {
     let mt = array_mt(lua);
     out.push_with(|buf| {
