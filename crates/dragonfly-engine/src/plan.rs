@@ -1,0 +1,478 @@
+//! The plan: config.lua read, scripts loaded, URIs understood ([`Plan::new`]); then every
+//! file opened and socket bound, before privileges are dropped or the process is chrooted
+//! ([`Plan::prepare`] gives a [`Prepared`]), with what `-c` and `-p` need checked and handed
+//! over ([`Prepared::hand_over`]).
+
+use std::path::{Path, PathBuf};
+
+use dragonfly_config::{Config, Store};
+use dragonfly_io::sinks::file::FileSink;
+use dragonfly_io::sources::Prepared as PreparedSource;
+use dragonfly_io::{open_sink, Sink, SinkSpec, SourceSpec};
+use dragonfly_lua::{Backend, Limits, Runtime, RuntimeSpec, ScriptKind, ScriptSpec};
+use dragonfly_store::embedded::EmbeddedStore;
+use dragonfly_store::redis_backend::{RedisAddr, RedisTarget};
+use std::time::Duration;
+
+use crate::{store, EngineError, Options, LOG_FILE, STATS_FILE};
+
+/// With `-c`: a path the engine opens again after the chroot (an output or log reopened for
+/// rotation, a followed file, a checkpoint) must lie under ROOT; it is rewritten relative to
+/// ROOT, which names the same file before the chroot (the engine runs in ROOT) and after it.
+/// Anything else is refused, naming the path.
+fn confine(root: &Path, what: &str, p: &Path) -> Result<PathBuf, String> {
+    let abs = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        root.join(p)
+    };
+    // compare real locations: resolve the deepest directory that exists
+    let mut existing = abs.as_path();
+    let mut rest = Vec::new();
+    while !existing.exists() {
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_os_string());
+                existing = parent;
+            }
+            _ => break,
+        }
+    }
+    let mut real = std::fs::canonicalize(existing).unwrap_or_else(|_| existing.to_path_buf());
+    for name in rest.iter().rev() {
+        real.push(name);
+    }
+    let root_real = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
+    match real.strip_prefix(&root_real) {
+        Ok(rel) if rel.as_os_str().is_empty() => Ok(PathBuf::from(".")),
+        Ok(rel) => Ok(rel.to_path_buf()),
+        Err(_) => Err(format!(
+            "{what} {}: with -c it must be under ROOT ({}): after the chroot the engine could not reopen it \
+             (rotation, SIGHUP); move it under ROOT or run without -c",
+            p.display(),
+            root.display()
+        )),
+    }
+}
+
+/// A configuration with its scripts read and its URIs understood.
+pub struct Plan {
+    pub(crate) config: Config,
+    pub(crate) options: Options,
+    pub(crate) runtime: RuntimeSpec,
+    pub(crate) sources: Vec<SourceSpec>,
+    pub(crate) sinks: Vec<SinkSpec>,
+    /// Where failed events go (`engine.dead_letter`).
+    pub(crate) dead_letter: Option<SinkSpec>,
+    /// Snapshot file of the embedded store, if any.
+    pub(crate) snapshot: Option<PathBuf>,
+}
+
+fn display_path(root: &Path, p: &Path) -> String {
+    p.strip_prefix(root).unwrap_or(p).display().to_string()
+}
+
+impl Plan {
+    pub fn new(config: Config, options: Options) -> Result<Plan, EngineError> {
+        let mut problems = Vec::new();
+        let file = config.file.clone();
+        let mut read = |tag: &str, kind: ScriptKind, path: &Path, da: &str, dout: &str| {
+            match std::fs::read_to_string(path) {
+                Ok(src) => Some(ScriptSpec {
+                    tag: tag.to_string(),
+                    kind,
+                    display: display_path(&options.root, path),
+                    source: src.into(),
+                    default_analyzer: da.to_string(),
+                    default_output: dout.to_string(),
+                }),
+                Err(e) => {
+                    problems.push(format!("{}: cannot read script: {e}", path.display()));
+                    None
+                }
+            }
+        };
+        let filters: Vec<_> = config
+            .inputs
+            .iter()
+            .filter_map(|i| {
+                read(
+                    &i.tag,
+                    ScriptKind::Filter,
+                    &i.script_path,
+                    &i.default_analyzer,
+                    "",
+                )
+            })
+            .collect();
+        let analyzers: Vec<_> = config
+            .analyzers
+            .iter()
+            .filter_map(|a| {
+                read(
+                    &a.tag,
+                    ScriptKind::Analyzer,
+                    &a.script_path,
+                    &a.default_analyzer,
+                    &a.default_output,
+                )
+            })
+            .collect();
+        let mut sources = Vec::new();
+        for (i, inp) in config.inputs.iter().enumerate() {
+            let entry = format!("{file}: inputs[{}] (tag \"{}\")", i + 1, inp.tag);
+            match SourceSpec::parse(&inp.uri) {
+                Ok(s) => match s.with_options(&inp.options) {
+                    Ok(s) => sources.push(s),
+                    Err(e) => problems.push(format!("{entry}: field 'options': {e}")),
+                },
+                Err(e) => problems.push(format!("{entry}: field 'uri': {e}")),
+            }
+        }
+        let mut sinks = Vec::new();
+        for (i, out) in config.outputs.iter().enumerate() {
+            match SinkSpec::parse(&out.uri, &options.logdir)
+                .and_then(|s| s.with_options(&out.options))
+            {
+                Ok(s) => sinks.push(s),
+                Err(e) => problems.push(format!(
+                    "{file}: outputs[{}] (tag \"{}\"): field 'uri': {e}",
+                    i + 1,
+                    out.tag
+                )),
+            }
+        }
+        if options.chroot {
+            for (i, s) in sources.iter_mut().enumerate() {
+                let what = format!(
+                    "{file}: inputs[{}] (tag \"{}\"):",
+                    i + 1,
+                    config.inputs[i].tag
+                );
+                if let Err(e) =
+                    s.confine(&mut |kind, p| confine(&options.root, &format!("{what} {kind}"), p))
+                {
+                    problems.push(e);
+                }
+            }
+            for (i, s) in sinks.iter_mut().enumerate() {
+                let what = format!(
+                    "{file}: outputs[{}] (tag \"{}\"): file",
+                    i + 1,
+                    config.outputs[i].tag
+                );
+                if let SinkSpec::File(p) | SinkSpec::Ipc(p) = s {
+                    match confine(&options.root, &what, p) {
+                        Ok(rel) => *p = rel,
+                        Err(e) => problems.push(e),
+                    }
+                }
+            }
+        }
+        let dead_letter = if config.engine.dead_letter.is_empty() {
+            None
+        } else {
+            match SinkSpec::parse(&config.engine.dead_letter, &options.logdir) {
+                Ok(SinkSpec::File(p)) if options.chroot => {
+                    match confine(&options.root, &format!("{file}: engine.dead_letter"), &p) {
+                        Ok(rel) => Some(SinkSpec::File(rel)),
+                        Err(e) => {
+                            problems.push(e);
+                            None
+                        }
+                    }
+                }
+                Ok(s) => Some(s),
+                Err(e) => {
+                    problems.push(format!("{file}: engine: field 'dead_letter': {e}"));
+                    None
+                }
+            }
+        };
+        let backend = match &config.store {
+            Store::Embedded => Backend::Embedded(EmbeddedStore::new()),
+            Store::Tcp { host, port } => Backend::Redis(RedisTarget::new(RedisAddr::Tcp {
+                host: host.clone(),
+                port: *port,
+            })),
+            Store::Unix { path } => {
+                Backend::Redis(RedisTarget::new(RedisAddr::Unix { path: path.clone() }))
+            }
+        };
+        let snapshot = (!config.engine.store_snapshot.is_empty())
+            .then(|| options.root.join(&config.engine.store_snapshot));
+        if snapshot.is_some() && !matches!(backend, Backend::Embedded(_)) {
+            tracing::warn!("engine.store_snapshot applies to the embedded store only; it is ignored with redis_host set");
+        }
+        if !problems.is_empty() {
+            return Err(EngineError::Problems(problems));
+        }
+        let runtime = RuntimeSpec {
+            root: options.root.clone(),
+            filters,
+            analyzers,
+            outputs: config.outputs.iter().map(|o| o.tag.clone()).collect(),
+            backend,
+            limits: Limits {
+                memory: config.engine.lua_memory_mb << 20,
+                script_timeout: Duration::from_millis(config.engine.script_timeout_ms),
+            },
+        };
+        Ok(Plan {
+            config,
+            options,
+            runtime,
+            sources,
+            sinks,
+            dead_letter,
+            snapshot,
+        })
+    }
+
+    /// The store scripts reach through `hiredis.connect()`.
+    pub fn backend(&self) -> &Backend {
+        &self.runtime.backend
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// `--check`: build a runtime and run every `setup()`, without any input or output.
+    /// Returns every problem found.
+    pub fn check(&self) -> Vec<String> {
+        match Runtime::new(&self.runtime) {
+            Err(errs) => errs.iter().map(|e| e.to_string()).collect(),
+            Ok(mut rt) => rt
+                .setup()
+                .iter()
+                .map(|e| format!("{e} (in setup)"))
+                .collect(),
+        }
+    }
+
+    /// Whether every input ends by itself.
+    pub fn all_inputs_finite(&self) -> bool {
+        self.sources.iter().all(SourceSpec::is_finite)
+    }
+
+    /// Open every file and bind every socket (before privileges are dropped).
+    pub fn prepare(self) -> Result<Prepared, EngineError> {
+        let logdir_existed = self.options.logdir.is_dir();
+        std::fs::create_dir_all(&self.options.logdir).map_err(|e| {
+            EngineError::Io(format!(
+                "cannot create log directory {}: {e}",
+                self.options.logdir.display()
+            ))
+        })?;
+        let mut problems = store::check_modules(&self.config, &self.runtime.backend);
+        // The directories of state files (checkpoints, the store snapshot) must exist: the
+        // files are written later, by then perhaps as `nobody` or inside a chroot.
+        let mut state_dirs = Vec::new();
+        let state_files = self
+            .sources
+            .iter()
+            .zip(&self.config.inputs)
+            .filter_map(|(s, i)| {
+                s.checkpoint()
+                    .map(|c| (format!("input '{}': checkpoint", i.tag), c.to_path_buf()))
+            })
+            .chain(
+                self.snapshot
+                    .iter()
+                    .map(|p| ("engine.store_snapshot".to_string(), p.clone())),
+            );
+        for (what, file) in state_files {
+            let file = self.options.root.join(file);
+            let Some(dir) = file.parent().map(Path::to_path_buf) else {
+                continue;
+            };
+            let existed = dir.is_dir();
+            match std::fs::create_dir_all(&dir) {
+                Ok(()) => state_dirs.push(StateDir {
+                    what,
+                    dir,
+                    created: !existed,
+                }),
+                Err(e) => problems.push(format!(
+                    "{what} {}: cannot create its directory {}: {e}",
+                    file.display(),
+                    dir.display()
+                )),
+            }
+        }
+        if let (Some(path), Backend::Embedded(db)) = (&self.snapshot, &self.runtime.backend) {
+            match db.load(path) {
+                Ok(n) => tracing::info!(path = %path.display(), keys = n, "embedded store loaded"),
+                Err(e) => problems.push(format!(
+                    "engine.store_snapshot: cannot load {}: {e}",
+                    path.display()
+                )),
+            }
+        }
+        let mut sources = Vec::new();
+        for (spec, inp) in self.sources.iter().zip(&self.config.inputs) {
+            match spec.prepare(self.config.engine.max_line_bytes) {
+                Ok(p) => sources.push(p),
+                Err(e) => problems.push(format!("input '{}' ({}): {e}", inp.tag, inp.uri)),
+            }
+        }
+        let mut sinks = Vec::new();
+        for (spec, out) in self.sinks.iter().zip(&self.config.outputs) {
+            match open_sink(spec) {
+                Ok(s) => sinks.push(s),
+                Err(e) => problems.push(format!("output '{}' ({}): {e}", out.tag, out.uri)),
+            }
+        }
+        let dead = match &self.dead_letter {
+            None => None,
+            Some(spec) => match open_sink(spec) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    problems.push(format!(
+                        "engine.dead_letter ({}): {e}",
+                        self.config.engine.dead_letter
+                    ));
+                    None
+                }
+            },
+        };
+        let mut own = Vec::new();
+        for f in [LOG_FILE, STATS_FILE] {
+            let mut p = self.options.logdir.join(f);
+            if self.options.chroot {
+                match confine(&self.options.root, "engine log", &p) {
+                    Ok(rel) => p = rel,
+                    Err(e) => {
+                        problems.push(
+                            e.replace("move it under ROOT", "give -l a directory under ROOT"),
+                        );
+                        continue;
+                    }
+                }
+            }
+            match FileSink::open(&p) {
+                Ok(s) => own.push(Box::new(s) as Box<dyn Sink>),
+                Err(e) => problems.push(format!("engine log {}: {e}", p.display())),
+            }
+        }
+        if !problems.is_empty() {
+            return Err(EngineError::Problems(problems));
+        }
+        let logdir = StateDir {
+            what: "log directory (-l)".into(),
+            dir: self.options.logdir.clone(),
+            created: !logdir_existed,
+        };
+        Ok(Prepared {
+            plan: self,
+            sources,
+            sinks,
+            own,
+            dead,
+            state_dirs,
+            logdir,
+        })
+    }
+}
+
+/// Files open, sockets bound; nothing runs yet.
+pub struct Prepared {
+    pub(crate) plan: Plan,
+    pub(crate) sources: Vec<PreparedSource>,
+    pub(crate) sinks: Vec<Box<dyn Sink>>,
+    pub(crate) own: Vec<Box<dyn Sink>>,
+    pub(crate) dead: Option<Box<dyn Sink>>,
+    /// Directories the engine writes state files into.
+    pub(crate) state_dirs: Vec<StateDir>,
+    /// LOGDIR, and whether this start made it.
+    pub(crate) logdir: StateDir,
+}
+
+/// A directory holding a state file (checkpoint, snapshot).
+pub(crate) struct StateDir {
+    /// What writes there, for messages.
+    pub(crate) what: String,
+    pub(crate) dir: PathBuf,
+    /// Made by this start (so it is ours to hand over).
+    pub(crate) created: bool,
+}
+
+/// Whether `uid`/`gid` may create files in the directory `m` describes.
+fn dir_writable_by(m: &std::fs::Metadata, uid: u32, gid: u32) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let mode = m.mode();
+    (m.uid() == uid && mode & 0o300 == 0o300)
+        || (m.gid() == gid && mode & 0o030 == 0o030)
+        || mode & 0o003 == 0o003
+}
+
+/// `fchown` a directory opened without following a final symbolic link.
+fn chown_dir(dir: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let d = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc_o_directory_nofollow())
+        .open(dir)?;
+    std::os::unix::fs::fchown(&d, Some(uid), Some(gid))
+}
+
+fn libc_o_directory_nofollow() -> i32 {
+    nix::fcntl::OFlag::O_DIRECTORY.bits() | nix::fcntl::OFlag::O_NOFOLLOW.bits()
+}
+
+impl Prepared {
+    /// Before dropping privileges to `uid`/`gid` (`-p`): give every file the engine opened for
+    /// writing (outputs, its logs, the dead letters) and LOGDIR to that user, by descriptor,
+    /// so they keep working and can be reopened after rotation; and make sure every directory
+    /// a state file is written into will be writable: one this start created is handed over,
+    /// one that exists already and is not writable by the user is a problem named here.
+    /// Nothing is changed through a path a symbolic link could redirect.
+    pub fn hand_over(&self, uid: u32, gid: u32) -> Result<(), EngineError> {
+        let mut problems = Vec::new();
+        for s in self.sinks.iter().chain(&self.own).chain(&self.dead) {
+            if let Err(e) = s.hand_over(uid, gid) {
+                problems.push(format!("cannot hand {e} to the unprivileged user"));
+            }
+        }
+        // LOGDIR goes to the user only if this start made it (never a shared /var/log); one
+        // that exists and is not the user's only means rotated files cannot be re-created
+        let d = &self.logdir;
+        if d.created {
+            if let Err(e) = chown_dir(&d.dir, uid, gid) {
+                problems.push(format!("{}: {}: {e}", d.what, d.dir.display()));
+            }
+        } else if !std::fs::metadata(&d.dir).is_ok_and(|m| dir_writable_by(&m, uid, gid)) {
+            tracing::warn!(
+                "{} {} is not writable by the unprivileged user (-p): after log rotation the \
+                 engine cannot create new files there (rotate with copytruncate, or give the \
+                 user the directory)",
+                d.what,
+                d.dir.display()
+            );
+        }
+        for d in &self.state_dirs {
+            if d.created {
+                if let Err(e) = chown_dir(&d.dir, uid, gid) {
+                    problems.push(format!("{}: directory {}: {e}", d.what, d.dir.display()));
+                }
+                continue;
+            }
+            match std::fs::metadata(&d.dir) {
+                Ok(m) if dir_writable_by(&m, uid, gid) => {}
+                Ok(_) => problems.push(format!(
+                    "{}: directory {} is not writable by the unprivileged user (uid {uid}) that -p drops to: \
+                     the file could never be saved. Give that user the directory, or use a new one (it is created for you)",
+                    d.what,
+                    d.dir.display()
+                )),
+                Err(e) => problems.push(format!("{}: directory {}: {e}", d.what, d.dir.display())),
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(EngineError::Problems(problems))
+        }
+    }
+}

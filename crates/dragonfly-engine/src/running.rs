@@ -1,0 +1,338 @@
+//! The engine running: supervision (stats lines, snapshots, runtimes the watchdog gave up,
+//! threads that died), then the drain at shutdown — inputs stop, every queue empties, timers
+//! fire once, outputs flush — within `engine.drain_timeout_s`.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, Sender};
+use dragonfly_io::Batch;
+
+use crate::enginelog::EngineLog;
+use crate::stats::Stats;
+use crate::topology::{spawn, QueueDepth};
+use crate::worker::{self, WorkItem, Worker};
+use crate::{exit, store, Control};
+
+/// The engine running.
+pub struct Running {
+    pub(crate) control: Control,
+    pub(crate) sources_stop: Arc<AtomicBool>,
+    pub(crate) exit_on_eof: bool,
+    pub(crate) keepalive: Vec<Sender<WorkItem>>,
+    /// Tell the sink runners that no more batches will come (see [`SinkRunner::done`]).
+    pub(crate) own_done: Arc<AtomicBool>,
+    pub(crate) outputs_done: Arc<AtomicBool>,
+    pub(crate) source_threads: Vec<JoinHandle<()>>,
+    pub(crate) workers: Vec<JoinHandle<()>>,
+    /// What each worker was built from, to replace its runtime when the watchdog parks it.
+    pub(crate) templates: Vec<Worker>,
+    /// Runtimes given up so far.
+    pub(crate) parked: usize,
+    pub(crate) output_threads: Vec<JoinHandle<()>>,
+    pub(crate) own_threads: Vec<JoinHandle<()>>,
+    pub(crate) own_senders: Vec<Sender<Batch>>,
+    pub(crate) stats: Arc<Stats>,
+    pub(crate) stats_interval: Duration,
+    /// How long the drain at shutdown may take.
+    pub(crate) drain_timeout: Duration,
+    /// Every queue between stages, by name, for reporting what is left after a drain timeout.
+    pub(crate) queues: Vec<QueueDepth>,
+    pub(crate) log: EngineLog,
+    pub(crate) logdir: PathBuf,
+    pub(crate) outputs: Vec<(String, String)>,
+    pub(crate) snapshot: Option<(store::Snapshotter, Duration)>,
+}
+
+/// What a run did, for the CLI's last words.
+pub struct Summary {
+    pub stats: serde_json::Value,
+    pub logdir: PathBuf,
+    pub outputs: Vec<(String, String)>,
+    /// Events whose script failed.
+    pub script_failures: u64,
+    /// Dead-letter records written.
+    pub dead_letters: u64,
+    /// Why the engine stopped early, if it did.
+    pub abnormal: Option<String>,
+}
+
+impl Summary {
+    /// The process exit code for this run (see [`exit`]).
+    pub fn exit_code(&self) -> u8 {
+        if self.abnormal.is_some() {
+            exit::INTERNAL
+        } else if self.script_failures > 0 {
+            exit::SCRIPT_FAILURES
+        } else {
+            exit::OK
+        }
+    }
+}
+
+/// Runtimes the engine gives up (each keeps its memory) before it stops.
+pub const MAX_PARKED: usize = 8;
+
+/// A parked timer call has no batch position: the batch it interrupted (if any) was done.
+pub(crate) fn f_len_done() -> usize {
+    usize::MAX
+}
+
+impl Running {
+    pub fn stats(&self) -> &Arc<Stats> {
+        &self.stats
+    }
+
+    fn write_stats(&self, final_line: bool) {
+        let mut line = self.stats.snapshot(final_line).to_string().into_bytes();
+        line.push(b'\n');
+        let mut b = Batch::default();
+        b.push(&line);
+        let _ = self.own_senders[1].send(b);
+    }
+
+    /// Run until told to stop (or, with `--exit-on-eof`, until every input has ended), then
+    /// drain every queue, flush every output and return.
+    pub fn wait(mut self) -> Summary {
+        let mut abnormal = None;
+        let mut next_stats = Instant::now() + self.stats_interval;
+        let mut next_snapshot = self
+            .snapshot
+            .as_ref()
+            .map(|(_, every)| Instant::now() + *every);
+        loop {
+            if self.control.shutdown.load(Ordering::Relaxed) {
+                tracing::info!("stopping: inputs stop, queued events are drained");
+                break;
+            }
+            if let Err(why) = self.replace_parked() {
+                tracing::error!("{why}; stopping the engine");
+                abnormal = Some(why);
+                break;
+            }
+            if self.workers.iter().any(|h| h.is_finished()) {
+                tracing::error!("a worker stopped unexpectedly; stopping the engine");
+                abnormal = Some("a worker stopped unexpectedly".to_string());
+                break;
+            }
+            if self.output_threads.iter().any(|h| h.is_finished()) {
+                tracing::error!("an output stopped unexpectedly; stopping the engine");
+                abnormal = Some("an output stopped unexpectedly".to_string());
+                break;
+            }
+            if self.exit_on_eof && self.source_threads.iter().all(|h| h.is_finished()) {
+                tracing::info!("every input has ended: draining and exiting");
+                break;
+            }
+            let now = Instant::now();
+            if let (Some((snap, every)), Some(at)) = (&self.snapshot, next_snapshot) {
+                if now >= at {
+                    snap.save();
+                    next_snapshot = Some(now + *every);
+                }
+            }
+            if now >= next_stats {
+                self.write_stats(false);
+                next_stats = now + self.stats_interval;
+            }
+            std::thread::sleep(
+                Duration::from_millis(20)
+                    .min(next_stats.saturating_duration_since(now))
+                    .max(Duration::from_millis(1)),
+            );
+        }
+        self.sources_stop.store(true, Ordering::Relaxed);
+        let drained = Arc::new(AtomicBool::new(false));
+        self.drain_deadline(drained.clone());
+        for h in self.source_threads.drain(..) {
+            let _ = h.join();
+        }
+        self.keepalive.clear();
+        // the drain may park a runtime too (SIGTERM during an endless loop): keep replacing
+        // them until every worker has finished
+        while self.workers.iter().any(|h| !h.is_finished()) {
+            if let Err(why) = self.replace_parked() {
+                tracing::error!("{why}");
+                abnormal.get_or_insert(why);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        for (i, h) in self.workers.drain(..).enumerate() {
+            // a parked thread never ends: leave it
+            let parked = self.templates[i]
+                .status
+                .watched()
+                .is_some_and(|w| w.parked());
+            if !parked && h.join().is_err() {
+                abnormal.get_or_insert_with(|| format!("worker {i} panicked"));
+            }
+        }
+        self.templates.clear();
+        self.outputs_done.store(true, Ordering::SeqCst);
+        for h in self.output_threads.drain(..) {
+            if h.join().is_err() {
+                abnormal.get_or_insert_with(|| "an output panicked".to_string());
+            }
+        }
+        drained.store(true, Ordering::SeqCst);
+        if let Some((snap, _)) = &self.snapshot {
+            snap.save();
+        }
+        self.write_stats(true);
+        let stats = self.stats.snapshot(true);
+        self.own_senders.clear();
+        self.log = EngineLog::stderr_only();
+        self.own_done.store(true, Ordering::SeqCst);
+        for h in self.own_threads.drain(..) {
+            let _ = h.join();
+        }
+        Summary {
+            script_failures: self.stats.script_failures(),
+            dead_letters: self.stats.dead_letters.load(Ordering::Relaxed),
+            stats,
+            logdir: self.logdir.clone(),
+            outputs: std::mem::take(&mut self.outputs),
+            abnormal,
+        }
+    }
+
+    /// Replace every worker whose runtime the watchdog parked (a script stuck in a compiled
+    /// loop, or one that kept running after its timeout): what it had produced for its batch
+    /// is sent on, the event it was stuck on goes to the dead letters, and a new runtime (with
+    /// every `setup()` run again) takes over the rest of the batch and the worker's queue.
+    /// Fails once more than [`MAX_PARKED`] runtimes were given up.
+    fn replace_parked(&mut self) -> Result<(), String> {
+        for i in 0..self.templates.len() {
+            let t = &self.templates[i];
+            let Some(w) = t.status.watched() else {
+                continue;
+            };
+            if !w.parked() {
+                continue;
+            }
+            // SAFETY: parked() is true; each runtime is salvaged once (its status is cleared
+            // below, and the replacement sets its own).
+            let salvage = unsafe { dragonfly_lua::watchdog::salvage(&w) };
+            *t.status.watched.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            self.parked += 1;
+            let inflight = t.status.take_inflight();
+            for (o, mut b) in salvage.outputs.into_iter().enumerate() {
+                if !b.is_empty() {
+                    if let Some(f) = &inflight {
+                        b.acks.extend(f.acks.iter().cloned());
+                    }
+                    let _ = t.sinks.outputs[o].send(b);
+                }
+            }
+            let (script, counters) = match salvage.caller {
+                dragonfly_lua::Caller::Filter(f) => (
+                    t.spec.filters.get(f).map(|s| s.display.clone()),
+                    (
+                        &self.stats.inputs[f].filter.errors,
+                        &self.stats.inputs[f].filter.timeouts,
+                    ),
+                ),
+                dragonfly_lua::Caller::Analyzer(a) => (
+                    t.spec.analyzers.get(a).map(|s| s.display.clone()),
+                    (
+                        &self.stats.analyzers[a].c.errors,
+                        &self.stats.analyzers[a].c.timeouts,
+                    ),
+                ),
+            };
+            let n = counters.0.fetch_add(1, Ordering::Relaxed) + 1;
+            counters.1.fetch_add(1, Ordering::Relaxed);
+            let failure = dragonfly_lua::Failure {
+                caller: salvage.caller,
+                kind: dragonfly_lua::FailureKind::Timeout,
+                error: dragonfly_lua::ScriptError {
+                    script: script.unwrap_or_default(),
+                    message: format!(
+                        "{} ({} ms) and could not be interrupted (a loop LuaJIT compiled, or one that catches the timeout); worker {}'s runtime was replaced",
+                        dragonfly_lua::watchdog::TIMEOUT_TEXT,
+                        t.spec.limits.script_timeout.as_millis(),
+                        t.id
+                    ),
+                },
+                traceback: None,
+                event: String::new(),
+                event_full: None,
+                input_index: salvage.input_index,
+            };
+            self.log.lua_error(&failure.error, "", n);
+            if let Some(dead) = &t.sinks.dead {
+                let mut b = Batch::default();
+                let batch = inflight.as_ref().map(|f| (f.input, &*f.batch));
+                worker::dead_letter_record(&self.stats, &failure, batch, &mut b);
+                if let Some(f) = &inflight {
+                    b.acks.extend(f.acks.iter().cloned());
+                }
+                let _ = dead.send(b);
+            }
+            if self.parked > MAX_PARKED {
+                return Err(format!(
+                    "{} script runtimes had to be given up (more than {MAX_PARKED}): a script keeps running away",
+                    self.parked
+                ));
+            }
+            let resume = match (inflight, salvage.input_index) {
+                (Some(f), Some(idx)) => Some((f, idx + 1)),
+                (Some(f), None) => Some((f, f_len_done())),
+                (None, _) => None,
+            };
+            let worker = t.clone();
+            let (ready_tx, ready_rx) = bounded(1);
+            let id = t.id;
+            self.workers[i] = spawn(format!("worker-{id}"), move || worker.run(ready_tx, resume));
+            match ready_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(errs)) => {
+                    return Err(format!(
+                        "worker {id}: the replacement runtime failed in setup: {}",
+                        errs.iter()
+                            .map(|e| e.to_string())
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    ))
+                }
+                Err(_) => return Err(format!("worker {id}: the replacement runtime died")),
+            }
+        }
+        Ok(())
+    }
+
+    /// Give the drain `drain_timeout`: past it, say what is still queued and exit
+    /// [`exit::INTERNAL`] (a script stuck where it cannot be stopped, an output that hangs).
+    fn drain_deadline(&mut self, drained: Arc<AtomicBool>) {
+        let queues = std::mem::take(&mut self.queues);
+        let timeout = self.drain_timeout;
+        let log = self.log.clone();
+        spawn("drain-deadline".into(), move || {
+            let deadline = Instant::now() + timeout;
+            while Instant::now() < deadline {
+                if drained.load(Ordering::SeqCst) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let left: Vec<String> = queues
+                .iter()
+                .map(|(name, len)| format!("{name}: {} batches", len()))
+                .collect();
+            let msg = format!(
+                "the drain did not finish within engine.drain_timeout_s ({} s); still queued: {}; exiting",
+                timeout.as_secs_f64(),
+                left.join(", ")
+            );
+            log.engine_error("drain_timeout", &msg);
+            tracing::error!("{msg}");
+            // give the engine log a moment to take the record, then go
+            std::thread::sleep(Duration::from_millis(200));
+            std::process::exit(exit::INTERNAL as i32);
+        });
+    }
+}

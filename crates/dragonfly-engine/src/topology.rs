@@ -1,0 +1,299 @@
+//! The running topology, built by [`Prepared::start`]: the engine's own log sinks first (so
+//! every later problem has somewhere to go), then the outputs, the workers (each runs every
+//! `setup()` before anything is read), and last the inputs, which hand their batches to the
+//! workers split by partition key.
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{bounded, Sender};
+use dragonfly_io::{Batch, Emit, SinkSpec, SourceCtx};
+use dragonfly_lua::Backend;
+
+use crate::enginelog::EngineLog;
+use crate::plan::Prepared;
+use crate::running::Running;
+use crate::sinks::SinkRunner;
+use crate::stats::Stats;
+use crate::worker::{self, WorkItem, Worker, WorkerSinks};
+use crate::{partition, store, Control, EngineError, LOG_FILE, STATS_FILE};
+
+/// Hands a source's batches to the workers, split by partition key.
+struct ToWorkers {
+    input: usize,
+    txs: Vec<Sender<WorkItem>>,
+    partitioner: Arc<partition::Partitioner>,
+}
+
+impl Emit for ToWorkers {
+    fn emit(&mut self, batch: Batch) -> bool {
+        let parts = self.partitioner.split(batch);
+        let mut alive = true;
+        for (tx, batch) in self.txs.iter().zip(parts) {
+            if batch.is_empty() {
+                continue;
+            }
+            alive &= tx
+                .send(WorkItem::Lines {
+                    input: self.input,
+                    batch,
+                })
+                .is_ok();
+        }
+        alive
+    }
+    fn clone_box(&self) -> Box<dyn Emit> {
+        Box::new(ToWorkers {
+            input: self.input,
+            txs: self.txs.clone(),
+            partitioner: self.partitioner.clone(),
+        })
+    }
+}
+
+pub(crate) fn describe_sink(s: &SinkSpec) -> String {
+    match s {
+        SinkSpec::File(p) => p.display().to_string(),
+        SinkSpec::Ipc(p) => format!("ipc://{}", p.display()),
+        SinkSpec::Redis(u) => format!("redis://{}:{}/{} ({:?})", u.host, u.port, u.key, u.mode),
+        SinkSpec::Kafka(u) => format!("kafka://{}/{}", u.brokers, u.topic),
+        SinkSpec::Nats(u) => format!("nats://{}/{}", u.server, u.subject),
+    }
+}
+
+/// A queue's name and a way to read how many batches wait in it.
+pub(crate) type QueueDepth = (String, Box<dyn Fn() -> usize + Send + Sync>);
+
+pub(crate) fn depth<T: Send + 'static>(
+    name: String,
+    rx: crossbeam_channel::Receiver<T>,
+) -> QueueDepth {
+    (name, Box::new(move || rx.len()))
+}
+
+pub(crate) fn spawn<F: FnOnce() + Send + 'static>(name: String, f: F) -> JoinHandle<()> {
+    std::thread::Builder::new()
+        .name(name)
+        .spawn(f)
+        .expect("spawning a thread")
+}
+
+impl Prepared {
+    /// Spawn every thread and run every script's `setup()`. `runtime_root` is where `require`
+    /// looks (`/` after a chroot into ROOT).
+    pub fn start(self, runtime_root: PathBuf, control: Control) -> Result<Running, EngineError> {
+        let Prepared {
+            plan,
+            sources,
+            sinks,
+            own,
+            dead,
+            state_dirs: _,
+            logdir: _,
+        } = self;
+        let engine = &plan.config.engine;
+        let mut stats = Stats::new(
+            plan.config.inputs.iter().map(|i| i.tag.as_str()),
+            plan.config.analyzers.iter().map(|a| a.tag.as_str()),
+            plan.config.outputs.iter().map(|o| o.tag.as_str()),
+        );
+        stats.store = match &plan.runtime.backend {
+            Backend::Redis(t) => Some((format!("redis {}", t.addr), t.counters.clone())),
+            Backend::Embedded(_) => None,
+            Backend::Unavailable(_) => None,
+        };
+        let stats = Arc::new(stats);
+
+        // The engine's own logs first, so every later problem has somewhere to go.
+        let own_done = Arc::new(AtomicBool::new(false));
+        let outputs_done = Arc::new(AtomicBool::new(false));
+        let mut own_threads = Vec::new();
+        let mut own_senders = Vec::new();
+        for (sink, name) in own.into_iter().zip([LOG_FILE, STATS_FILE]) {
+            let (tx, rx) = bounded::<Batch>(1024);
+            own_senders.push(tx);
+            let runner = SinkRunner {
+                tag: name.to_string(),
+                sink,
+                rx,
+                counters: None,
+                index: 0,
+                reopen: control.reopen.clone(),
+                log: None,
+                done: own_done.clone(),
+            };
+            own_threads.push(spawn(format!("sink-{name}"), move || runner.run()));
+        }
+        let log = EngineLog::new(own_senders[0].clone());
+        let mut queues = Vec::new();
+        let dead_tx = dead.map(|sink| {
+            let (tx, rx) = bounded::<Batch>(engine.queue_batches);
+            queues.push(depth("dead letters".to_string(), rx.clone()));
+            let runner = SinkRunner {
+                tag: "dead-letter".into(),
+                sink,
+                rx,
+                counters: None,
+                index: 0,
+                reopen: control.reopen.clone(),
+                log: Some(log.clone()),
+                done: own_done.clone(),
+            };
+            own_threads.push(spawn("sink-dead-letter".into(), move || runner.run()));
+            tx
+        });
+
+        let mut output_threads = Vec::new();
+        let mut sink_senders = Vec::new();
+        for (i, sink) in sinks.into_iter().enumerate() {
+            let (tx, rx) = bounded::<Batch>(engine.queue_batches);
+            sink_senders.push(tx);
+            queues.push(depth(
+                format!("output '{}'", plan.config.outputs[i].tag),
+                rx.clone(),
+            ));
+            let runner = SinkRunner {
+                tag: plan.config.outputs[i].tag.clone(),
+                sink,
+                rx,
+                counters: Some(stats.clone()),
+                index: i,
+                reopen: control.reopen.clone(),
+                log: Some(log.clone()),
+                done: outputs_done.clone(),
+            };
+            output_threads.push(spawn(
+                format!("out-{}", plan.config.outputs[i].tag),
+                move || runner.run(),
+            ));
+        }
+        let worker_sinks = WorkerSinks {
+            outputs: sink_senders,
+            log: own_senders[0].clone(),
+            stats: own_senders[1].clone(),
+            dead: dead_tx,
+        };
+
+        // Workers: each owns a Lua runtime with every script and its own queue; sources split
+        // their batches over them by partition key.
+        let mut spec = plan.runtime.clone();
+        let runtime_root_copy = runtime_root.clone();
+        spec.root = runtime_root;
+        let n_workers = engine.workers.max(1);
+        let mut work_txs = Vec::new();
+        let mut work_queues = Vec::new();
+        let mut workers = Vec::new();
+        let mut templates = Vec::new();
+        let mut readies = Vec::new();
+        for id in 0..n_workers {
+            let (work_tx, work_rx) = bounded::<WorkItem>(engine.queue_batches);
+            work_txs.push(work_tx);
+            work_queues.push(depth(format!("worker {id}"), work_rx.clone()));
+            let (ready_tx, ready_rx) = bounded(1);
+            readies.push(ready_rx);
+            let worker = Worker {
+                id,
+                spec: spec.clone(),
+                rx: work_rx,
+                sinks: worker_sinks.clone(),
+                stats: stats.clone(),
+                log: log.clone(),
+                status: Arc::new(worker::WorkerStatus::default()),
+            };
+            templates.push(worker.clone());
+            workers.push(spawn(format!("worker-{id}"), move || {
+                worker.run(ready_tx, None)
+            }));
+        }
+        drop(worker_sinks);
+        work_queues.extend(queues);
+        for ready_rx in readies {
+            match ready_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(errs)) => {
+                    drop(work_txs);
+                    return Err(EngineError::Problems(
+                        errs.iter().map(|e| format!("{e} (in setup)")).collect(),
+                    ));
+                }
+                Err(_) => return Err(EngineError::Io("a worker died during setup".into())),
+            }
+        }
+        let partitioner = Arc::new(partition::Partitioner::new(
+            &engine.partition_key,
+            n_workers,
+        ));
+        let sources_stop = Arc::new(AtomicBool::new(false));
+        let mut source_threads = Vec::new();
+        for (i, src) in sources.into_iter().enumerate() {
+            let ctx = SourceCtx {
+                tag: plan.config.inputs[i].tag.clone(),
+                counters: stats.inputs[i].io.clone(),
+                shutdown: sources_stop.clone(),
+                max_line: engine.max_line_bytes,
+                batch_lines: engine.batch_lines,
+                out: Box::new(ToWorkers {
+                    input: i,
+                    txs: work_txs.clone(),
+                    partitioner: partitioner.clone(),
+                }),
+            };
+            source_threads.push(spawn(
+                format!("in-{}", plan.config.inputs[i].tag),
+                move || src.run(ctx),
+            ));
+        }
+        let snapshot = match (&plan.snapshot, &plan.runtime.backend) {
+            (Some(path), Backend::Embedded(db)) => Some((
+                store::Snapshotter {
+                    db: db.clone(),
+                    path: store::Snapshotter::relocate(
+                        path,
+                        &plan.options.root,
+                        &runtime_root_copy,
+                    ),
+                },
+                Duration::from_secs_f64(engine.store_snapshot_interval),
+            )),
+            _ => None,
+        };
+        let exit_on_eof = plan.options.exit_on_eof && plan.all_inputs_finite();
+        if plan.options.exit_on_eof && !exit_on_eof {
+            tracing::warn!(
+                "--exit-on-eof is ignored: not every input is a file:// or zfile:// input"
+            );
+        }
+        Ok(Running {
+            control,
+            sources_stop,
+            exit_on_eof,
+            keepalive: work_txs,
+            own_done,
+            outputs_done,
+            source_threads,
+            workers,
+            templates,
+            parked: 0,
+            output_threads,
+            own_threads,
+            own_senders,
+            stats,
+            stats_interval: Duration::from_secs_f64(engine.stats_interval),
+            drain_timeout: Duration::from_secs_f64(engine.drain_timeout_s),
+            queues: work_queues,
+            log,
+            logdir: plan.options.logdir.clone(),
+            outputs: plan
+                .config
+                .outputs
+                .iter()
+                .zip(&plan.sinks)
+                .map(|(o, s)| (o.tag.clone(), describe_sink(s)))
+                .collect(),
+            snapshot,
+        })
+    }
+}
