@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crossbeam_channel::{bounded, Sender};
-use dragonfly_io::{Batch, Emit, SinkSpec, SourceCtx};
+use crossbeam_channel::{bounded, Receiver, Sender};
+use dragonfly_io::{Batch, Emit, Sink, SinkSpec, SourceCtx};
 use dragonfly_lua::Backend;
 
 use crate::enginelog::EngineLog;
@@ -74,6 +74,40 @@ pub(crate) fn depth<T: Send + 'static>(
     (name, Box::new(move || rx.len()))
 }
 
+/// One sink on a thread of its own, fed by a queue of at most `cap` batches; `counters` are
+/// the output's (none for the engine's own files). Returns the queue's two ends and the thread.
+fn spawn_sink(
+    tag: &str,
+    sink: Box<dyn Sink>,
+    cap: usize,
+    counters: Option<(Arc<Stats>, usize)>,
+    control: &Control,
+    log: Option<EngineLog>,
+    done: &Arc<AtomicBool>,
+) -> (Sender<Batch>, Receiver<Batch>, JoinHandle<()>) {
+    let (tx, rx) = bounded::<Batch>(cap);
+    let (counters, index) = match counters {
+        Some((s, i)) => (Some(s), i),
+        None => (None, 0),
+    };
+    let runner = SinkRunner {
+        tag: tag.to_string(),
+        sink,
+        rx: rx.clone(),
+        counters,
+        index,
+        reopen: control.reopen.clone(),
+        log,
+        done: done.clone(),
+    };
+    let name = if index == 0 && runner.counters.is_none() {
+        format!("sink-{tag}")
+    } else {
+        format!("out-{tag}")
+    };
+    (tx, rx, spawn(name, move || runner.run()))
+}
+
 pub(crate) fn spawn<F: FnOnce() + Send + 'static>(name: String, f: F) -> JoinHandle<()> {
     std::thread::Builder::new()
         .name(name)
@@ -113,62 +147,43 @@ impl Prepared {
         let mut own_threads = Vec::new();
         let mut own_senders = Vec::new();
         for (sink, name) in own.into_iter().zip([LOG_FILE, STATS_FILE]) {
-            let (tx, rx) = bounded::<Batch>(1024);
+            let (tx, _, h) = spawn_sink(name, sink, 1024, None, &control, None, &own_done);
             own_senders.push(tx);
-            let runner = SinkRunner {
-                tag: name.to_string(),
-                sink,
-                rx,
-                counters: None,
-                index: 0,
-                reopen: control.reopen.clone(),
-                log: None,
-                done: own_done.clone(),
-            };
-            own_threads.push(spawn(format!("sink-{name}"), move || runner.run()));
+            own_threads.push(h);
         }
         let log = EngineLog::new(own_senders[0].clone());
         let mut queues = Vec::new();
         let dead_tx = dead.map(|sink| {
-            let (tx, rx) = bounded::<Batch>(engine.queue_batches);
-            queues.push(depth("dead letters".to_string(), rx.clone()));
-            let runner = SinkRunner {
-                tag: "dead-letter".into(),
+            let (tx, rx, h) = spawn_sink(
+                "dead-letter",
                 sink,
-                rx,
-                counters: None,
-                index: 0,
-                reopen: control.reopen.clone(),
-                log: Some(log.clone()),
-                done: own_done.clone(),
-            };
-            own_threads.push(spawn("sink-dead-letter".into(), move || runner.run()));
+                engine.queue_batches,
+                None,
+                &control,
+                Some(log.clone()),
+                &own_done,
+            );
+            queues.push(depth("dead letters".to_string(), rx));
+            own_threads.push(h);
             tx
         });
 
         let mut output_threads = Vec::new();
         let mut sink_senders = Vec::new();
         for (i, sink) in sinks.into_iter().enumerate() {
-            let (tx, rx) = bounded::<Batch>(engine.queue_batches);
-            sink_senders.push(tx);
-            queues.push(depth(
-                format!("output '{}'", plan.config.outputs[i].tag),
-                rx.clone(),
-            ));
-            let runner = SinkRunner {
-                tag: plan.config.outputs[i].tag.clone(),
+            let tag = &plan.config.outputs[i].tag;
+            let (tx, rx, h) = spawn_sink(
+                tag,
                 sink,
-                rx,
-                counters: Some(stats.clone()),
-                index: i,
-                reopen: control.reopen.clone(),
-                log: Some(log.clone()),
-                done: outputs_done.clone(),
-            };
-            output_threads.push(spawn(
-                format!("out-{}", plan.config.outputs[i].tag),
-                move || runner.run(),
-            ));
+                engine.queue_batches,
+                Some((stats.clone(), i)),
+                &control,
+                Some(log.clone()),
+                &outputs_done,
+            );
+            sink_senders.push(tx);
+            queues.push(depth(format!("output '{tag}'"), rx));
+            output_threads.push(h);
         }
         let worker_sinks = WorkerSinks {
             outputs: sink_senders,
