@@ -49,6 +49,7 @@ impl fmt::Display for ConfigErrors {
     }
 }
 
+/// One entry of `inputs`: where events come from and the filter script they go through.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Input {
     pub tag: String,
@@ -63,6 +64,7 @@ pub struct Input {
     pub options: Vec<(String, String)>,
 }
 
+/// One entry of `analyzers`: a script that events are routed to by tag.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Analyzer {
     pub tag: String,
@@ -72,6 +74,7 @@ pub struct Analyzer {
     pub default_output: String,
 }
 
+/// One entry of `outputs`: where `dragonfly.output_event(tag, ...)` writes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Output {
     pub tag: String,
@@ -385,6 +388,8 @@ impl Default for Engine {
     }
 }
 
+/// A checked config.lua: the store, the modules, the pipeline's inputs, analyzers and outputs,
+/// and the engine's knobs; every script file resolved. Made by [`load`] or [`parse`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// The config file, relative to ROOT where possible (for messages).

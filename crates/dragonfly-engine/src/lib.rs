@@ -56,6 +56,8 @@ pub mod exit {
     pub const INTERNAL: u8 = 4;
 }
 
+/// Why the engine could not be planned, prepared or started: every problem found (each line
+/// naming the file, entry and field, or the path, or the script), or an I/O failure.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     #[error("{}", .0.join("\n"))]

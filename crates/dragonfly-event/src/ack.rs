@@ -18,6 +18,8 @@ use crossbeam_channel::Sender;
 /// What a source receives once a batch is done: its id, and whether every step succeeded.
 pub type Receipt = (u64, bool);
 
+/// A receipt for one input batch (see the module doc): cloned onto every batch made from it;
+/// when the last clone is dropped the source hears `(id, ok)`.
 #[derive(Clone)]
 pub struct Ack(Arc<Inner>);
 

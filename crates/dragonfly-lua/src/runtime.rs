@@ -136,6 +136,10 @@ const EXCERPT: usize = 512;
 /// A hand-off chain longer than this for one event is a routing loop.
 pub const MAX_HOPS: usize = 10_000;
 
+/// One LuaJIT state with every filter and analyzer of the pipeline loaded, each in its own
+/// environment: what a worker runs. Built by [`Runtime::new`], readied by [`Runtime::setup`],
+/// then fed input batches ([`Runtime::run_batch`]) and timer firings; what the scripts produced
+/// is taken with the `take_*` calls after each. Owned and used by one thread; `!Send`.
 pub struct Runtime {
     /// The watchdog's view of this runtime; declared first so that it is dropped (and the
     /// runtime deregistered) before the state.
