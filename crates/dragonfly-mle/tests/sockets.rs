@@ -155,6 +155,9 @@ end
     let s = r.final_stats();
     let overflow = s["inputs"]["in"]["overflow"].as_u64().unwrap();
     let written = s["outputs"]["out"]["events"].as_u64().unwrap();
+    eprintln!(
+        "flood: RSS {base:.0} MB at start, peak {peak:.0} MB (cap {CAP_MB} MB); sent {sent}, written {written}, overflow {overflow}"
+    );
     assert!(overflow > 0, "the flood must overrun the buffer: {s}");
     assert!(
         peak < base + CAP_MB + 64.0,

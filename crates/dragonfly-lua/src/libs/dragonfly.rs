@@ -233,12 +233,50 @@ pub fn date2epoch(s: &str) -> Option<i64> {
         .map(|d| d.and_utc().timestamp())
 }
 
+/// Longest a download may take, connection included.
+pub const HTTP_TIMEOUT: Duration = Duration::from_secs(60);
+/// Largest download accepted (a feed larger than this is an error, not a full disk).
+pub const HTTP_MAX_BYTES: u64 = 512 << 20;
+
+/// The HTTP client of `dragonfly.http_get`: `https://` verified against the system's roots
+/// (`/etc/ssl/certs`, or `SSL_CERT_FILE`/`SSL_CERT_DIR`), a timeout for the whole download.
+fn http_agent() -> &'static ureq::Agent {
+    static AGENT: std::sync::OnceLock<ureq::Agent> = std::sync::OnceLock::new();
+    AGENT.get_or_init(|| {
+        use ureq::tls::{Certificate, RootCerts, TlsConfig};
+        let found = rustls_native_certs::load_native_certs();
+        for e in &found.errors {
+            tracing::warn!("loading the system's TLS roots: {e}");
+        }
+        let roots: Vec<Certificate<'static>> = found
+            .certs
+            .iter()
+            .map(|c| Certificate::from_der(c.as_ref()).to_owned())
+            .collect();
+        if roots.is_empty() {
+            tracing::warn!("no TLS root certificates found: https downloads will fail (install ca-certificates, or set SSL_CERT_FILE)");
+        }
+        let config = ureq::Agent::config_builder()
+            .tls_config(
+                TlsConfig::builder()
+                    .root_certs(RootCerts::Specific(std::sync::Arc::new(roots)))
+                    .build(),
+            )
+            .timeout_global(Some(HTTP_TIMEOUT))
+            .build();
+        ureq::Agent::new_with_config(config)
+    })
+}
+
 fn http_get(url: &str, filename: &str) -> Result<(), String> {
-    let mut resp = ureq::get(url).call().map_err(|e| e.to_string())?;
-    let mut reader = resp.body_mut().as_reader();
+    let mut resp = http_agent().get(url).call().map_err(|e| e.to_string())?;
+    let mut reader = resp.body_mut().with_config().limit(HTTP_MAX_BYTES).reader();
     let tmp = format!("{filename}.part");
     let mut f = std::fs::File::create(&tmp).map_err(|e| format!("{tmp}: {e}"))?;
-    std::io::copy(&mut reader, &mut f).map_err(|e| e.to_string())?;
+    if let Err(e) = std::io::copy(&mut reader, &mut f) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e.to_string());
+    }
     std::fs::rename(&tmp, filename).map_err(|e| format!("{filename}: {e}"))?;
     Ok(())
 }
