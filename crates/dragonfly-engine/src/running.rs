@@ -288,7 +288,7 @@ impl Running {
             let (ready_tx, ready_rx) = bounded(1);
             let id = t.id;
             self.workers[i] = spawn(format!("worker-{id}"), move || worker.run(ready_tx, resume));
-            match ready_rx.recv() {
+            match worker::wait_ready(&ready_rx, &self.templates[i].status) {
                 Ok(Ok(())) => {}
                 Ok(Err(errs)) => {
                     return Err(format!(
@@ -299,7 +299,7 @@ impl Running {
                             .join("; ")
                     ))
                 }
-                Err(_) => return Err(format!("worker {id}: the replacement runtime died")),
+                Err(why) => return Err(format!("worker {id}: the replacement runtime: {why}")),
             }
         }
         Ok(())

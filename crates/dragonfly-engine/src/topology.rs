@@ -225,8 +225,8 @@ impl Prepared {
         }
         drop(worker_sinks);
         work_queues.extend(queues);
-        for ready_rx in readies {
-            match ready_rx.recv() {
+        for (id, ready_rx) in readies.iter().enumerate() {
+            match worker::wait_ready(ready_rx, &templates[id].status) {
                 Ok(Ok(())) => {}
                 Ok(Err(errs)) => {
                     drop(work_txs);
@@ -234,7 +234,7 @@ impl Prepared {
                         errs.iter().map(|e| format!("{e} (in setup)")).collect(),
                     ));
                 }
-                Err(_) => return Err(EngineError::Io("a worker died during setup".into())),
+                Err(why) => return Err(EngineError::Io(format!("worker {id}: {why}"))),
             }
         }
         let partitioner = Arc::new(partition::Partitioner::new(

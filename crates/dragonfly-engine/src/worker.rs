@@ -56,6 +56,29 @@ pub struct WorkerStatus {
     pub inflight: Mutex<Option<InFlight>>,
 }
 
+/// Wait for a worker's start-up report. A worker whose runtime the watchdog parked while it
+/// ran what `setup()` handed on (an analyzer that never returns) never reports: that is an
+/// error too, not a wait forever.
+pub fn wait_ready(
+    ready: &Receiver<Result<(), Vec<ScriptError>>>,
+    status: &WorkerStatus,
+) -> Result<Result<(), Vec<ScriptError>>, String> {
+    loop {
+        match ready.recv_timeout(std::time::Duration::from_millis(50)) {
+            Ok(r) => return Ok(r),
+            Err(RecvTimeoutError::Disconnected) => return Err("it died during start-up".into()),
+            Err(RecvTimeoutError::Timeout) => {
+                if status.watched().is_some_and(|w| w.parked()) {
+                    return Err(
+                        "a script it ran at start-up (an event handed on by setup()) never returned and could not be stopped"
+                            .into(),
+                    );
+                }
+            }
+        }
+    }
+}
+
 impl WorkerStatus {
     fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         m.lock().unwrap_or_else(|p| p.into_inner())

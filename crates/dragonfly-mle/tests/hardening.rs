@@ -771,3 +771,34 @@ outputs = { { tag="out", uri="file://out.json" } }
     assert_eq!(status.code(), Some(0));
     assert_eq!(r.lines("out.json").len(), 5000);
 }
+
+#[test]
+fn an_endless_loop_in_what_setup_hands_on_fails_start_up_instead_of_hanging() {
+    let r = Root::new();
+    r.write("filter/filter.lua", FILTER);
+    r.write(
+        "analyzer/a.lua",
+        r#"
+function setup() dragonfly.analyze_event("a", { warm = true }) end
+function loop(msg) if msg.warm then while true do end end end
+"#,
+    );
+    r.config(
+        r#"
+inputs = { { tag="in", uri="file://in.json", script="filter.lua", default_analyzer="a" } }
+analyzers = { { tag="a", script="a.lua", default_analyzer="", default_output="out" } }
+outputs = { { tag="out", uri="file://out.json" } }
+engine = { script_timeout_ms = 200 }
+"#,
+    );
+    r.write("in.json", "{}\n");
+    let t = Instant::now();
+    let out = r.run_to_eof(LIMIT);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("worker 0: a script it ran at start-up"),
+        "{err}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
+}
