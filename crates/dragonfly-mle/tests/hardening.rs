@@ -617,20 +617,11 @@ fn wait_spinning(child: &std::process::Child) {
     });
 }
 
-fn errors_and_echo_root() -> Root {
+/// in.json (`n` events `{"seq":i}`) -> filter -> analyzer "a" running `a_lua` -> out.json.
+fn analyzer_root(a_lua: &str, n: u64) -> Root {
     let r = Root::new();
     r.write("filter/filter.lua", FILTER);
-    r.write(
-        "analyzer/a.lua",
-        r#"
-function setup() end
-function loop(msg)
-  dragonfly.echo("seq", msg.seq)
-  if msg.seq % 100 == 7 then error("every hundredth fails") end
-  dragonfly.output_event(default_output, msg)
-end
-"#,
-    );
+    r.write("analyzer/a.lua", a_lua);
     r.config(
         r#"
 inputs = { { tag="in", uri="file://in.json", script="filter.lua", default_analyzer="a" } }
@@ -639,11 +630,41 @@ outputs = { { tag="out", uri="file://out.json" } }
 "#,
     );
     let mut text = String::new();
-    for i in 0..1000 {
+    for i in 0..n {
         text.push_str(&format!("{{\"seq\":{i}}}\n"));
     }
     r.write("in.json", &text);
     r
+}
+
+fn errors_and_echo_root() -> Root {
+    analyzer_root(
+        r#"
+function setup() end
+function loop(msg)
+  dragonfly.echo("seq", msg.seq)
+  if msg.seq % 100 == 7 then error("every hundredth fails") end
+  dragonfly.output_event(default_output, msg)
+end
+"#,
+        1000,
+    )
+}
+
+/// Wait for the engine to exit on its own, never reading its stderr; killed (and failed)
+/// after LIMIT.
+fn exit_status(mut child: std::process::Child, what: &str) -> std::process::ExitStatus {
+    let t = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        if t.elapsed() > LIMIT {
+            child.kill().unwrap();
+            panic!("{what}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 #[test]
@@ -653,20 +674,13 @@ fn a_full_stderr_loses_nothing() {
         .write(true)
         .open("/dev/full")
         .unwrap();
-    let mut child = r
+    let child = r
         .command(&["--exit-on-eof"])
         .stdout(Stdio::null())
         .stderr(full)
         .spawn()
         .unwrap();
-    let t = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(t.elapsed() < LIMIT, "did not finish");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = exit_status(child, "did not finish");
     assert_eq!(status.code(), Some(3));
     assert_eq!(r.lines("out.json").len(), 990);
     assert_eq!(r.lines("dead-letter.json").len(), 10);
@@ -682,14 +696,7 @@ fn a_closed_stderr_pipe_loses_nothing() {
         .spawn()
         .unwrap();
     drop(child.stderr.take()); // the reader is gone: every write to stderr fails (EPIPE)
-    let t = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(t.elapsed() < LIMIT, "did not finish");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = exit_status(child, "did not finish");
     assert_eq!(status.code(), Some(3));
     assert_eq!(r.lines("out.json").len(), 990);
 }
@@ -727,10 +734,7 @@ fn a_panic_is_logged_once_and_the_engine_stops_non_zero() {
 #[test]
 fn a_stderr_pipe_nobody_reads_never_stalls_the_engine() {
     // every event echoes a line: far more than a pipe holds (64 KiB)
-    let r = Root::new();
-    r.write("filter/filter.lua", FILTER);
-    r.write(
-        "analyzer/a.lua",
+    let r = analyzer_root(
         r#"
 function setup() end
 function loop(msg)
@@ -738,36 +742,15 @@ function loop(msg)
   dragonfly.output_event(default_output, msg)
 end
 "#,
+        5000,
     );
-    r.config(
-        r#"
-inputs = { { tag="in", uri="file://in.json", script="filter.lua", default_analyzer="a" } }
-analyzers = { { tag="a", script="a.lua", default_analyzer="", default_output="out" } }
-outputs = { { tag="out", uri="file://out.json" } }
-"#,
-    );
-    let mut text = String::new();
-    for i in 0..5000 {
-        text.push_str(&format!("{{\"seq\":{i}}}\n"));
-    }
-    r.write("in.json", &text);
-    let mut child = r
+    let child = r
         .command(&["--exit-on-eof"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let t = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if t.elapsed() > LIMIT {
-            child.kill().unwrap();
-            panic!("the engine stalled on a stderr nobody reads");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = exit_status(child, "the engine stalled on a stderr nobody reads");
     assert_eq!(status.code(), Some(0));
     assert_eq!(r.lines("out.json").len(), 5000);
 }
