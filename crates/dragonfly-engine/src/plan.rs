@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use dragonfly_config::{Config, Store};
 use dragonfly_io::sinks::file::FileSink;
 use dragonfly_io::sources::Prepared as PreparedSource;
-use dragonfly_io::{open_sink, Sink, SinkSpec, SourceSpec};
+use dragonfly_io::{open_sink, Sink, SinkSpec, Source};
 use dragonfly_lua::{Backend, Limits, Runtime, RuntimeSpec, ScriptKind, ScriptSpec};
 use dragonfly_store::embedded::EmbeddedStore;
 use dragonfly_store::redis_backend::{RedisAddr, RedisTarget};
@@ -60,7 +60,7 @@ pub struct Plan {
     pub(crate) config: Config,
     pub(crate) options: Options,
     pub(crate) runtime: RuntimeSpec,
-    pub(crate) sources: Vec<SourceSpec>,
+    pub(crate) sources: Vec<Box<dyn Source>>,
     pub(crate) sinks: Vec<SinkSpec>,
     /// Where failed events go (`engine.dead_letter`).
     pub(crate) dead_letter: Option<SinkSpec>,
@@ -121,11 +121,11 @@ impl Plan {
         let mut sources = Vec::new();
         for (i, inp) in config.inputs.iter().enumerate() {
             let entry = format!("{file}: inputs[{}] (tag \"{}\")", i + 1, inp.tag);
-            match SourceSpec::parse(&inp.uri) {
-                Ok(s) => match s.with_options(&inp.options) {
-                    Ok(s) => sources.push(s),
-                    Err(e) => problems.push(format!("{entry}: field 'options': {e}")),
-                },
+            match dragonfly_io::sources::parse(&inp.uri, &inp.options) {
+                Ok(s) => sources.push(s),
+                Err(e @ dragonfly_io::UriError::BadOption(_)) => {
+                    problems.push(format!("{entry}: field 'options': {e}"))
+                }
                 Err(e) => problems.push(format!("{entry}: field 'uri': {e}")),
             }
         }
@@ -253,7 +253,7 @@ impl Plan {
 
     /// Whether every input ends by itself.
     pub fn all_inputs_finite(&self) -> bool {
-        self.sources.iter().all(SourceSpec::is_finite)
+        self.sources.iter().all(|s| s.scheme().finite)
     }
 
     /// Open every file and bind every socket (before privileges are dropped).
@@ -379,7 +379,7 @@ impl Plan {
 /// Files open, sockets bound; nothing runs yet.
 pub struct Prepared {
     pub(crate) plan: Plan,
-    pub(crate) sources: Vec<PreparedSource>,
+    pub(crate) sources: Vec<Box<dyn PreparedSource>>,
     pub(crate) sinks: Vec<Box<dyn Sink>>,
     pub(crate) own: Vec<Box<dyn Sink>>,
     pub(crate) dead: Option<Box<dyn Sink>>,

@@ -278,7 +278,13 @@ impl Prepared {
         let exit_on_eof = plan.options.exit_on_eof && plan.all_inputs_finite();
         if plan.options.exit_on_eof && !exit_on_eof {
             tracing::warn!(
-                "--exit-on-eof is ignored: not every input is a file:// or zfile:// input"
+                "--exit-on-eof is ignored: not every input ends by itself ({})",
+                dragonfly_io::sources::SCHEMES
+                    .iter()
+                    .filter(|s| s.finite)
+                    .map(|s| format!("{}://", s.name))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
         }
         Ok(Running {

@@ -49,7 +49,8 @@ impl KafkaUri {
                     return Err(UriError::Unsupported {
                         scheme: format!("kafka (query '{kv}')"),
                         role: "here",
-                        supported: "group=NAME, key=FIELD, commit_ms=N, librdkafka options (a.b=v)",
+                        supported: "group=NAME, key=FIELD, commit_ms=N, librdkafka options (a.b=v)"
+                            .into(),
                     })
                 }
             }

@@ -17,5 +17,5 @@ pub use dragonfly_event::{ack, batch, ratelimit};
 pub use dragonfly_event::{Ack, Batch, Receipt, Watermark};
 pub use framing::{Frame, LineFramer};
 pub use sinks::{open_sink, Sink, SinkSpec};
-pub use sources::{Emit, InputCounters, SourceCtx, SourceSpec};
+pub use sources::{Emit, InputCounters, Source, SourceCtx};
 pub use uri::UriError;

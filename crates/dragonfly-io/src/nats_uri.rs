@@ -54,7 +54,7 @@ impl NatsUri {
                     return Err(UriError::Unsupported {
                         scheme: format!("nats (query '{kv}')"),
                         role: "here",
-                        supported: "queue=, stream=, durable=, ack_wait_ms=, jetstream=1",
+                        supported: "queue=, stream=, durable=, ack_wait_ms=, jetstream=1".into(),
                     })
                 }
             }
@@ -63,7 +63,7 @@ impl NatsUri {
             return Err(UriError::Unsupported {
                 scheme: "nats (JetStream)".into(),
                 role: "without both stream= and durable=",
-                supported: "stream=NAME&durable=NAME together",
+                supported: "stream=NAME&durable=NAME together".into(),
             });
         }
         Ok(u)

@@ -50,7 +50,7 @@ impl RedisUri {
                     return Err(UriError::Unsupported {
                         scheme: format!("redis (query '{kv}')"),
                         role: "here",
-                        supported: "mode=list, mode=rpush, mode=channel, consumer=NAME",
+                        supported: "mode=list, mode=rpush, mode=channel, consumer=NAME".into(),
                     })
                 }
             }

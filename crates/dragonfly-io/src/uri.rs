@@ -9,7 +9,7 @@ pub enum UriError {
     Unsupported {
         scheme: String,
         role: &'static str,
-        supported: &'static str,
+        supported: String,
     },
     #[error("'{0}' names no path")]
     NoPath(String),

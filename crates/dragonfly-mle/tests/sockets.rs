@@ -59,7 +59,7 @@ fn bad_socket_options_are_config_errors_naming_the_field() {
         ),
         (
             r#"colour = "blue""#,
-            "unknown option 'colour' for a socket input",
+            "unknown option 'colour' for ipc:// (known: mode, owner, group, buffer_mb)",
         ),
     ] {
         let r = socket_root("ipc://in.sock", opts, PASS_READY);

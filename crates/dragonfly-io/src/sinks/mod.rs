@@ -75,7 +75,7 @@ impl SinkSpec {
                 return Err(UriError::Unsupported {
                     scheme: other.to_string(),
                     role: "as an output",
-                    supported: "file, ipc, redis, kafka, nats",
+                    supported: "file, ipc, redis, kafka, nats".into(),
                 })
             }
         })
@@ -89,7 +89,7 @@ impl SinkSpec {
             _ => Err(UriError::Unsupported {
                 scheme: "options".into(),
                 role: "for this output",
-                supported: "kafka://",
+                supported: "kafka://".into(),
             }),
         }
     }

@@ -46,3 +46,61 @@ pub(crate) fn run(mut reader: Box<dyn Read + Send>, mut ctx: SourceCtx) {
     col.flush(&mut ctx);
     tracing::info!(input = %ctx.tag, "input ended");
 }
+
+/// `file://PATH`: read once, then the input ends.
+pub const FILE: super::SourceScheme = super::SourceScheme {
+    name: "file",
+    form: "file://PATH",
+    finite: true,
+    options: &[],
+    parse: |_, rest, _| {
+        Ok(Box::new(FileInput {
+            path: crate::uri::path(rest),
+            gzip: false,
+        }))
+    },
+};
+
+/// `zfile://PATH`: a gzip file (every member), read once.
+pub const ZFILE: super::SourceScheme = super::SourceScheme {
+    name: "zfile",
+    form: "zfile://PATH",
+    finite: true,
+    options: &[],
+    parse: |_, rest, _| {
+        Ok(Box::new(FileInput {
+            path: crate::uri::path(rest),
+            gzip: true,
+        }))
+    },
+};
+
+#[derive(Debug)]
+struct FileInput {
+    path: std::path::PathBuf,
+    gzip: bool,
+}
+
+impl super::Source for FileInput {
+    fn scheme(&self) -> &'static super::SourceScheme {
+        if self.gzip {
+            &ZFILE
+        } else {
+            &FILE
+        }
+    }
+    fn path(&self) -> Option<&Path> {
+        Some(&self.path)
+    }
+    fn prepare(&self, _max_line: usize) -> io::Result<Box<dyn super::Prepared>> {
+        Ok(Box::new(Opened(open(&self.path, self.gzip)?)))
+    }
+}
+
+struct Opened(Box<dyn Read + Send>);
+
+impl super::Prepared for Opened {
+    fn run(self: Box<Self>, ctx: SourceCtx) {
+        run(self.0, ctx)
+    }
+}

@@ -190,3 +190,62 @@ impl IpcSource {
         let _ = std::fs::remove_file(&self.path);
     }
 }
+
+/// `ipc://PATH`: a unix datagram socket bound here, one event per datagram.
+pub const IPC: super::SourceScheme = super::SourceScheme {
+    name: "ipc",
+    form: "ipc://PATH",
+    finite: false,
+    options: &[
+        super::OptionDoc {
+            name: "mode",
+            kind: "string (octal)",
+            doc: "the socket file's permissions, e.g. \"0660\"",
+        },
+        super::OptionDoc {
+            name: "owner",
+            kind: "string",
+            doc: "user (name or number) owning the socket file",
+        },
+        super::OptionDoc {
+            name: "group",
+            kind: "string",
+            doc: "group (name or number) of the socket file",
+        },
+        super::OptionDoc {
+            name: "buffer_mb",
+            kind: "number",
+            doc: "memory queued messages may hold (default 512)",
+        },
+    ],
+    parse: |_, rest, options| {
+        Ok(Box::new(IpcInput {
+            path: crate::uri::path(rest),
+            opts: super::socket::SocketOptions::parse(options)?,
+        }))
+    },
+};
+
+#[derive(Debug)]
+struct IpcInput {
+    path: PathBuf,
+    opts: super::socket::SocketOptions,
+}
+
+impl super::Source for IpcInput {
+    fn scheme(&self) -> &'static super::SourceScheme {
+        &IPC
+    }
+    fn path(&self) -> Option<&Path> {
+        Some(&self.path)
+    }
+    fn prepare(&self, _max_line: usize) -> io::Result<Box<dyn super::Prepared>> {
+        Ok(Box::new(bind(&self.path, &self.opts)?))
+    }
+}
+
+impl super::Prepared for IpcSource {
+    fn run(self: Box<Self>, ctx: SourceCtx) {
+        IpcSource::run(*self, ctx)
+    }
+}

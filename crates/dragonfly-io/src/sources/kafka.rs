@@ -25,6 +25,7 @@ use super::{io_error, Collector, SourceCtx};
 use crate::ack::{Ack, Receipt, Watermark};
 use crate::kafka_uri::KafkaUri;
 
+#[derive(Debug)]
 pub struct KafkaSource {
     pub uri: KafkaUri,
 }
@@ -266,5 +267,39 @@ impl KafkaSource {
         open.clear();
         col.attach(Ack::new(id, tx.clone()));
         col.flush(ctx);
+    }
+}
+
+/// `kafka://BROKERS/TOPIC?group=NAME&commit_ms=N`
+pub const KAFKA: super::SourceScheme = super::SourceScheme {
+    name: "kafka",
+    form: "kafka://BROKERS/TOPIC?group=NAME&commit_ms=N",
+    finite: false,
+    options: &[super::OptionDoc {
+        name: "*",
+        kind: "string",
+        doc: "librdkafka consumer properties",
+    }],
+    parse: |uri, rest, options| {
+        Ok(Box::new(KafkaSource {
+            uri: crate::kafka_uri::KafkaUri::parse(uri, rest)?.with_options(options),
+        }))
+    },
+};
+
+impl super::Source for KafkaSource {
+    fn scheme(&self) -> &'static super::SourceScheme {
+        &KAFKA
+    }
+    fn prepare(&self, _max_line: usize) -> std::io::Result<Box<dyn super::Prepared>> {
+        Ok(Box::new(KafkaSource {
+            uri: self.uri.clone(),
+        }))
+    }
+}
+
+impl super::Prepared for KafkaSource {
+    fn run(self: Box<Self>, ctx: SourceCtx) {
+        KafkaSource::run(*self, ctx)
     }
 }

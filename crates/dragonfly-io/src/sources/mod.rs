@@ -79,178 +79,124 @@ impl SourceCtx {
     }
 }
 
-/// A parsed input URI.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SourceSpec {
-    File(PathBuf),
-    ZFile(PathBuf),
-    Tail {
-        path: PathBuf,
-        from_start: bool,
-        /// `options = { checkpoint = FILE }`: where the position is kept across restarts.
-        checkpoint: Option<PathBuf>,
-    },
-    Ipc(PathBuf, socket::SocketOptions),
-    Unix(PathBuf, socket::SocketOptions),
-    Redis(crate::redis_uri::RedisUri),
-    Kafka(crate::kafka_uri::KafkaUri),
-    Nats(crate::nats_uri::NatsUri),
+/// What the docs and messages say about one option of a scheme.
+#[derive(Debug)]
+pub struct OptionDoc {
+    pub name: &'static str,
+    /// The value's type as config.lua writes it.
+    pub kind: &'static str,
+    pub doc: &'static str,
 }
 
-impl SourceSpec {
-    pub fn parse(uri: &str) -> Result<Self, UriError> {
-        let (scheme, rest) = uri::split(uri)?;
-        Ok(match scheme {
-            "file" => SourceSpec::File(uri::path(rest)),
-            "zfile" => SourceSpec::ZFile(uri::path(rest)),
-            "tail" => match rest.strip_suffix('<') {
-                Some(p) if !p.is_empty() => SourceSpec::Tail {
-                    path: uri::path(p),
-                    from_start: true,
-                    checkpoint: None,
-                },
-                Some(_) => return Err(UriError::NoPath(uri.to_string())),
-                None => SourceSpec::Tail {
-                    path: uri::path(rest),
-                    from_start: false,
-                    checkpoint: None,
-                },
-            },
-            "ipc" => SourceSpec::Ipc(uri::path(rest), Default::default()),
-            "unix" => SourceSpec::Unix(uri::path(rest), Default::default()),
-            "redis" => SourceSpec::Redis(crate::redis_uri::RedisUri::parse(uri, rest)?),
-            "kafka" => SourceSpec::Kafka(crate::kafka_uri::KafkaUri::parse(uri, rest)?),
-            "nats" => SourceSpec::Nats(crate::nats_uri::NatsUri::parse(uri, rest)?),
-            other => {
-                return Err(UriError::Unsupported {
-                    scheme: other.to_string(),
-                    role: "as an input",
-                    supported: "file, zfile, tail, ipc, unix, redis, kafka, nats",
-                })
-            }
-        })
-    }
+/// One input scheme: its row in [`SCHEMES`]. Everything the engine, the messages and the
+/// reference need comes from here; adding a scheme is one module exporting one row.
+#[derive(Debug)]
+pub struct SourceScheme {
+    pub name: &'static str,
+    /// The URI's form, e.g. `tail://PATH[<]`.
+    pub form: &'static str,
+    /// Ends by itself (what `--exit-on-eof` waits for).
+    pub finite: bool,
+    /// Options it takes (`options = { ... }` in config.lua); `*` as a name: any (passed on to a
+    /// client library).
+    pub options: &'static [OptionDoc],
+    /// Parse what follows `scheme://` (`uri` is the whole URI, for messages) with config.lua's
+    /// options, sorted by name.
+    pub parse: ParseFn,
+}
 
-    /// Apply config.lua's `options` table; only inputs backed by a client library take one.
-    pub fn with_options(self, options: &[(String, String)]) -> Result<Self, UriError> {
-        match self {
-            _ if options.is_empty() => Ok(self),
-            SourceSpec::Kafka(u) => Ok(SourceSpec::Kafka(u.with_options(options))),
-            SourceSpec::Ipc(p, _) => Ok(SourceSpec::Ipc(p, socket::SocketOptions::parse(options)?)),
-            SourceSpec::Unix(p, _) => Ok(SourceSpec::Unix(
-                p,
-                socket::SocketOptions::parse(options)?,
-            )),
-            SourceSpec::Tail {
-                path, from_start, ..
-            } if options.len() == 1 && options[0].0 == "checkpoint" => Ok(SourceSpec::Tail {
-                path,
-                from_start,
-                checkpoint: Some(uri::path(&options[0].1)),
-            }),
-            _ => Err(UriError::Unsupported {
-                scheme: "options".into(),
-                role: "for this input",
-                supported: "kafka:// (librdkafka properties), tail:// (checkpoint = FILE), ipc:// and unix:// (mode, owner, group, buffer_mb)",
-            }),
-        }
-    }
+/// A scheme's parser: the whole URI (for messages), what follows `scheme://`, the options.
+pub type ParseFn =
+    fn(uri: &str, rest: &str, options: &[(String, String)]) -> Result<Box<dyn Source>, UriError>;
 
+/// A parsed input, ready to be opened.
+pub trait Source: std::fmt::Debug + Send {
+    fn scheme(&self) -> &'static SourceScheme;
+    /// The file or socket path (None for network inputs).
+    fn path(&self) -> Option<&Path> {
+        None
+    }
+    /// The checkpoint file this input writes, if any.
+    fn checkpoint(&self) -> Option<&Path> {
+        None
+    }
     /// Rewrite the paths this input opens again later (a followed file and its checkpoint)
     /// with `f` (see the engine's `-c` handling); the first refusal is returned.
-    pub fn confine(
+    fn confine(
         &mut self,
-        f: &mut dyn FnMut(&str, &Path) -> Result<PathBuf, String>,
+        _f: &mut dyn FnMut(&str, &Path) -> Result<PathBuf, String>,
     ) -> Result<(), String> {
-        if let SourceSpec::Tail {
-            path, checkpoint, ..
-        } = self
-        {
-            *path = f("followed file", path)?;
-            if let Some(c) = checkpoint {
-                *c = f("checkpoint", c)?;
-            }
-        }
         Ok(())
     }
-
-    /// The checkpoint file this input writes, if any.
-    pub fn checkpoint(&self) -> Option<&Path> {
-        match self {
-            SourceSpec::Tail {
-                checkpoint: Some(c),
-                ..
-            } => Some(c),
-            _ => None,
-        }
-    }
-
-    /// Inputs that end by themselves (what `--exit-on-eof` waits for).
-    pub fn is_finite(&self) -> bool {
-        matches!(self, SourceSpec::File(_) | SourceSpec::ZFile(_))
-    }
-
-    /// The file or socket path (None for network inputs).
-    pub fn path(&self) -> Option<&Path> {
-        match self {
-            SourceSpec::File(p)
-            | SourceSpec::ZFile(p)
-            | SourceSpec::Ipc(p, _)
-            | SourceSpec::Unix(p, _)
-            | SourceSpec::Tail { path: p, .. } => Some(p),
-            SourceSpec::Redis(_) | SourceSpec::Kafka(_) | SourceSpec::Nats(_) => None,
-        }
-    }
-
     /// Work that must happen before privileges are dropped or the process is chrooted:
     /// sockets are bound and files opened here.
-    pub fn prepare(&self, max_line: usize) -> std::io::Result<Prepared> {
-        Ok(match self {
-            SourceSpec::File(p) => Prepared::File(file::open(p, false)?),
-            SourceSpec::ZFile(p) => Prepared::File(file::open(p, true)?),
-            SourceSpec::Tail {
-                path,
-                from_start,
-                checkpoint,
-            } => Prepared::Tail(Box::new(tail::Tail::new(
-                path.clone(),
-                *from_start,
-                max_line,
-                checkpoint.clone(),
-            ))),
-            SourceSpec::Ipc(p, o) => Prepared::Ipc(ipc::bind(p, o)?),
-            SourceSpec::Unix(p, o) => Prepared::Unix(unix::bind(p, o)?),
-            SourceSpec::Redis(u) => Prepared::Redis(redis::RedisSource { uri: u.clone() }),
-            SourceSpec::Kafka(u) => Prepared::Kafka(kafka::KafkaSource { uri: u.clone() }),
-            SourceSpec::Nats(u) => Prepared::Nats(nats::NatsSource { uri: u.clone() }),
-        })
-    }
+    fn prepare(&self, max_line: usize) -> std::io::Result<Box<dyn Prepared>>;
 }
 
 /// A source with its file opened or socket bound, ready to run on its own thread.
-pub enum Prepared {
-    File(Box<dyn std::io::Read + Send>),
-    Tail(Box<tail::Tail>),
-    Ipc(ipc::IpcSource),
-    Unix(unix::UnixSource),
-    Redis(redis::RedisSource),
-    Kafka(kafka::KafkaSource),
-    Nats(nats::NatsSource),
+pub trait Prepared: Send {
+    /// Read until the input ends (finite inputs) or the engine stops.
+    fn run(self: Box<Self>, ctx: SourceCtx);
 }
 
-impl Prepared {
-    /// Read until the input ends (finite inputs) or the engine stops.
-    pub fn run(self, ctx: SourceCtx) {
-        match self {
-            Prepared::File(r) => file::run(r, ctx),
-            Prepared::Tail(t) => t.run(ctx),
-            Prepared::Ipc(s) => s.run(ctx),
-            Prepared::Unix(s) => s.run(ctx),
-            Prepared::Redis(s) => s.run(ctx),
-            Prepared::Kafka(s) => s.run(ctx),
-            Prepared::Nats(s) => s.run(ctx),
+/// Every input scheme.
+pub const SCHEMES: &[&SourceScheme] = &[
+    &file::FILE,
+    &file::ZFILE,
+    &tail::TAIL,
+    &ipc::IPC,
+    &unix::UNIX,
+    &redis::REDIS,
+    &kafka::KAFKA,
+    &nats::NATS,
+];
+
+/// The names of every input scheme, for messages.
+pub fn scheme_names() -> String {
+    SCHEMES
+        .iter()
+        .map(|s| s.name)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Parse an input URI with config.lua's `options` (sorted by name).
+pub fn parse(uri: &str, options: &[(String, String)]) -> Result<Box<dyn Source>, UriError> {
+    let (scheme, rest) = uri::split(uri)?;
+    let s = SCHEMES
+        .iter()
+        .find(|s| s.name == scheme)
+        .ok_or_else(|| UriError::Unsupported {
+            scheme: scheme.to_string(),
+            role: "as an input",
+            supported: scheme_names(),
+        })?;
+    if !s.options.iter().any(|o| o.name == "*") {
+        if let Some((k, _)) = options
+            .iter()
+            .find(|(k, _)| !s.options.iter().any(|o| o.name == k))
+        {
+            let known: Vec<&str> = s.options.iter().map(|o| o.name).collect();
+            return Err(UriError::BadOption(if known.is_empty() {
+                format!("{}:// takes no options (got '{k}')", s.name)
+            } else {
+                format!(
+                    "unknown option '{k}' for {}:// (known: {})",
+                    s.name,
+                    known.join(", ")
+                )
+            }));
         }
     }
+    (s.parse)(uri, rest, options)
+}
+
+/// The value of option `name`, if given.
+pub(crate) fn option<'a>(options: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    options
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
 }
 
 /// Turns frames into batches and counts what it skips; shared by every source.
@@ -373,23 +319,38 @@ mod tests {
 
     #[test]
     fn parses_input_uris() {
-        assert_eq!(
-            SourceSpec::parse("tail:///var/log/eve.json<").unwrap(),
-            SourceSpec::Tail {
-                path: "/var/log/eve.json".into(),
-                from_start: true,
-                checkpoint: None,
+        let t = parse("tail:///var/log/eve.json<", &[]).unwrap();
+        assert_eq!(t.scheme().name, "tail");
+        assert_eq!(t.path(), Some(Path::new("/var/log/eve.json")));
+        assert!(parse("file://x.json", &[]).unwrap().scheme().finite);
+        assert!(!parse("ipc:///tmp/s", &[]).unwrap().scheme().finite);
+        match parse("amqp://b/t", &[]) {
+            Err(UriError::Unsupported { supported, .. }) => {
+                assert_eq!(supported, scheme_names());
+                assert!(supported.contains("tail") && supported.contains("nats"));
             }
-        );
-        assert!(SourceSpec::parse("file://x.json").unwrap().is_finite());
-        assert!(!SourceSpec::parse("ipc:///tmp/s").unwrap().is_finite());
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(parse("eve.json", &[]), Err(UriError::NoScheme(_))));
+        let opts = vec![("checkpoint".to_string(), "state/t.ckpt".to_string())];
+        let t = parse("tail://eve.json", &opts).unwrap();
+        assert_eq!(t.checkpoint(), Some(Path::new("state/t.ckpt")));
+        let bad = vec![("colour".to_string(), "blue".to_string())];
         assert!(matches!(
-            SourceSpec::parse("amqp://b/t"),
-            Err(UriError::Unsupported { .. })
+            parse("file://x", &bad),
+            Err(UriError::BadOption(_))
         ));
         assert!(matches!(
-            SourceSpec::parse("eve.json"),
-            Err(UriError::NoScheme(_))
+            parse("tail://x", &bad),
+            Err(UriError::BadOption(_))
         ));
+    }
+
+    #[test]
+    fn every_scheme_is_named_once() {
+        let mut names: Vec<&str> = SCHEMES.iter().map(|s| s.name).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), SCHEMES.len());
     }
 }

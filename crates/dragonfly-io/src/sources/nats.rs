@@ -20,6 +20,7 @@ use super::{io_error, Collector, SourceCtx};
 use crate::ack::{Ack, Receipt};
 use crate::nats_uri::NatsUri;
 
+#[derive(Debug)]
 pub struct NatsSource {
     pub uri: NatsUri,
 }
@@ -203,5 +204,35 @@ async fn settle(rx: &Receiver<Receipt>, waiting: &mut HashMap<u64, Vec<jetstream
                 tracing::warn!("nats: ack failed ({e}); the server will redeliver");
             }
         }
+    }
+}
+
+/// `nats://HOST:PORT/SUBJECT[?queue=G | ?stream=S&durable=D]`
+pub const NATS: super::SourceScheme = super::SourceScheme {
+    name: "nats",
+    form: "nats://HOST:PORT/SUBJECT[?queue=G | ?stream=S&durable=D]",
+    finite: false,
+    options: &[],
+    parse: |uri, rest, _| {
+        Ok(Box::new(NatsSource {
+            uri: crate::nats_uri::NatsUri::parse(uri, rest)?,
+        }))
+    },
+};
+
+impl super::Source for NatsSource {
+    fn scheme(&self) -> &'static super::SourceScheme {
+        &NATS
+    }
+    fn prepare(&self, _max_line: usize) -> std::io::Result<Box<dyn super::Prepared>> {
+        Ok(Box::new(NatsSource {
+            uri: self.uri.clone(),
+        }))
+    }
+}
+
+impl super::Prepared for NatsSource {
+    fn run(self: Box<Self>, ctx: SourceCtx) {
+        NatsSource::run(*self, ctx)
     }
 }

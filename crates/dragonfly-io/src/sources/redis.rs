@@ -55,6 +55,7 @@ impl Reliable {
     }
 }
 
+#[derive(Debug)]
 pub struct RedisSource {
     pub uri: RedisUri,
 }
@@ -254,5 +255,35 @@ impl RedisSource {
             }
         }
         Ok(())
+    }
+}
+
+/// `redis://HOST:PORT/KEY?mode=list|rpush|channel&consumer=NAME`
+pub const REDIS: super::SourceScheme = super::SourceScheme {
+    name: "redis",
+    form: "redis://HOST:PORT/KEY?mode=list|rpush|channel&consumer=NAME",
+    finite: false,
+    options: &[],
+    parse: |uri, rest, _| {
+        Ok(Box::new(RedisSource {
+            uri: crate::redis_uri::RedisUri::parse(uri, rest)?,
+        }))
+    },
+};
+
+impl super::Source for RedisSource {
+    fn scheme(&self) -> &'static super::SourceScheme {
+        &REDIS
+    }
+    fn prepare(&self, _max_line: usize) -> std::io::Result<Box<dyn super::Prepared>> {
+        Ok(Box::new(RedisSource {
+            uri: self.uri.clone(),
+        }))
+    }
+}
+
+impl super::Prepared for RedisSource {
+    fn run(self: Box<Self>, ctx: SourceCtx) {
+        RedisSource::run(*self, ctx)
     }
 }

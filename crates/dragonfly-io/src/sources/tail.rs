@@ -386,3 +386,71 @@ impl Tail {
         }
     }
 }
+
+/// `tail://PATH` (from the end) or `tail://PATH<` (from the beginning): follow a file across
+/// rotation and truncation.
+pub const TAIL: super::SourceScheme = super::SourceScheme {
+    name: "tail",
+    form: "tail://PATH[<]",
+    finite: false,
+    options: &[super::OptionDoc {
+        name: "checkpoint",
+        kind: "path",
+        doc: "where the position confirmed by every output is kept across restarts",
+    }],
+    parse: |uri, rest, options| {
+        let (path, from_start) = match rest.strip_suffix('<') {
+            Some("") => return Err(crate::UriError::NoPath(uri.to_string())),
+            Some(p) => (p, true),
+            None => (rest, false),
+        };
+        Ok(Box::new(TailInput {
+            path: crate::uri::path(path),
+            from_start,
+            checkpoint: super::option(options, "checkpoint").map(crate::uri::path),
+        }))
+    },
+};
+
+#[derive(Debug)]
+struct TailInput {
+    path: PathBuf,
+    from_start: bool,
+    checkpoint: Option<PathBuf>,
+}
+
+impl super::Source for TailInput {
+    fn scheme(&self) -> &'static super::SourceScheme {
+        &TAIL
+    }
+    fn path(&self) -> Option<&Path> {
+        Some(&self.path)
+    }
+    fn checkpoint(&self) -> Option<&Path> {
+        self.checkpoint.as_deref()
+    }
+    fn confine(
+        &mut self,
+        f: &mut dyn FnMut(&str, &Path) -> Result<PathBuf, String>,
+    ) -> Result<(), String> {
+        self.path = f("followed file", &self.path)?;
+        if let Some(c) = &mut self.checkpoint {
+            *c = f("checkpoint", c)?;
+        }
+        Ok(())
+    }
+    fn prepare(&self, max_line: usize) -> io::Result<Box<dyn super::Prepared>> {
+        Ok(Box::new(Tail::new(
+            self.path.clone(),
+            self.from_start,
+            max_line,
+            self.checkpoint.clone(),
+        )))
+    }
+}
+
+impl super::Prepared for Tail {
+    fn run(self: Box<Self>, ctx: SourceCtx) {
+        Tail::run(*self, ctx)
+    }
+}

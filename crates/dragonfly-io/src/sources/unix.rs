@@ -96,3 +96,62 @@ fn connection(mut stream: UnixStream, mut ctx: SourceCtx) {
     finish(&mut framer, &mut col, &mut ctx);
     col.flush(&mut ctx);
 }
+
+/// `unix://PATH`: a unix stream socket listened on here, newline-delimited events.
+pub const UNIX: super::SourceScheme = super::SourceScheme {
+    name: "unix",
+    form: "unix://PATH",
+    finite: false,
+    options: &[
+        super::OptionDoc {
+            name: "mode",
+            kind: "string (octal)",
+            doc: "the socket file's permissions, e.g. \"0660\"",
+        },
+        super::OptionDoc {
+            name: "owner",
+            kind: "string",
+            doc: "user (name or number) owning the socket file",
+        },
+        super::OptionDoc {
+            name: "group",
+            kind: "string",
+            doc: "group (name or number) of the socket file",
+        },
+        super::OptionDoc {
+            name: "buffer_mb",
+            kind: "number",
+            doc: "memory queued messages may hold (default 512)",
+        },
+    ],
+    parse: |_, rest, options| {
+        Ok(Box::new(UnixInput {
+            path: crate::uri::path(rest),
+            opts: super::socket::SocketOptions::parse(options)?,
+        }))
+    },
+};
+
+#[derive(Debug)]
+struct UnixInput {
+    path: PathBuf,
+    opts: super::socket::SocketOptions,
+}
+
+impl super::Source for UnixInput {
+    fn scheme(&self) -> &'static super::SourceScheme {
+        &UNIX
+    }
+    fn path(&self) -> Option<&Path> {
+        Some(&self.path)
+    }
+    fn prepare(&self, _max_line: usize) -> io::Result<Box<dyn super::Prepared>> {
+        Ok(Box::new(bind(&self.path, &self.opts)?))
+    }
+}
+
+impl super::Prepared for UnixSource {
+    fn run(self: Box<Self>, ctx: SourceCtx) {
+        UnixSource::run(*self, ctx)
+    }
+}
