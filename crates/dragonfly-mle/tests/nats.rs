@@ -54,10 +54,12 @@ fn nats_jetstream_durable_consumer_is_at_least_once_across_sigkill() {
     });
     // published with JetStream acknowledgements: the producer knows the stream has them
     produce(&format!("nats://{}/eve.js?jetstream=1", server.addr()), N);
-    // a is killed mid-stream once both have taken some: how the server splits the stream
-    // between the two pull consumers varies, so a may never reach a large share
+    // a is killed mid-stream, once it has written some: how the server splits the stream
+    // between the two pull consumers varies (one may take it all, the other none), so only a's
+    // progress is waited for; what a had fetched and not acked must then come out of b or of
+    // a restarted
     let t = std::time::Instant::now();
-    while a.lines("out.json").len() < 200 || b.lines("out.json").is_empty() {
+    while a.lines("out.json").len() < 200 {
         assert!(
             t.elapsed() < T,
             "both consuming: a {} lines, b {} lines\n--- a:\n{}\n--- b:\n{}",
