@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use dragonfly_config::{Config, Store};
 use dragonfly_io::sinks::file::FileSink;
 use dragonfly_io::sources::Prepared as PreparedSource;
-use dragonfly_io::{open_sink, Sink, SinkSpec, Source};
+use dragonfly_io::{Destination, Sink, Source, UriError};
 use dragonfly_lua::{Backend, Limits, Runtime, RuntimeSpec, ScriptKind, ScriptSpec};
 use dragonfly_store::embedded::EmbeddedStore;
 use dragonfly_store::redis_backend::{RedisAddr, RedisTarget};
@@ -61,9 +61,9 @@ pub struct Plan {
     pub(crate) options: Options,
     pub(crate) runtime: RuntimeSpec,
     pub(crate) sources: Vec<Box<dyn Source>>,
-    pub(crate) sinks: Vec<SinkSpec>,
+    pub(crate) sinks: Vec<Box<dyn Destination>>,
     /// Where failed events go (`engine.dead_letter`).
-    pub(crate) dead_letter: Option<SinkSpec>,
+    pub(crate) dead_letter: Option<Box<dyn Destination>>,
     /// Snapshot file of the embedded store, if any.
     pub(crate) snapshot: Option<PathBuf>,
 }
@@ -123,7 +123,7 @@ impl Plan {
             let entry = format!("{file}: inputs[{}] (tag \"{}\")", i + 1, inp.tag);
             match dragonfly_io::sources::parse(&inp.uri, &inp.options) {
                 Ok(s) => sources.push(s),
-                Err(e @ dragonfly_io::UriError::BadOption(_)) => {
+                Err(e @ UriError::BadOption(_)) => {
                     problems.push(format!("{entry}: field 'options': {e}"))
                 }
                 Err(e) => problems.push(format!("{entry}: field 'uri': {e}")),
@@ -131,15 +131,13 @@ impl Plan {
         }
         let mut sinks = Vec::new();
         for (i, out) in config.outputs.iter().enumerate() {
-            match SinkSpec::parse(&out.uri, &options.logdir)
-                .and_then(|s| s.with_options(&out.options))
-            {
+            let entry = format!("{file}: outputs[{}] (tag \"{}\")", i + 1, out.tag);
+            match dragonfly_io::sinks::parse(&out.uri, &options.logdir, &out.options) {
                 Ok(s) => sinks.push(s),
-                Err(e) => problems.push(format!(
-                    "{file}: outputs[{}] (tag \"{}\"): field 'uri': {e}",
-                    i + 1,
-                    out.tag
-                )),
+                Err(e @ UriError::BadOption(_)) => {
+                    problems.push(format!("{entry}: field 'options': {e}"))
+                }
+                Err(e) => problems.push(format!("{entry}: field 'uri': {e}")),
             }
         }
         if options.chroot {
@@ -161,7 +159,7 @@ impl Plan {
                     i + 1,
                     config.outputs[i].tag
                 );
-                if let SinkSpec::File(p) | SinkSpec::Ipc(p) = s {
+                if let Some(p) = s.reopened_path() {
                     match confine(&options.root, &what, p) {
                         Ok(rel) => *p = rel,
                         Err(e) => problems.push(e),
@@ -172,17 +170,23 @@ impl Plan {
         let dead_letter = if config.engine.dead_letter.is_empty() {
             None
         } else {
-            match SinkSpec::parse(&config.engine.dead_letter, &options.logdir) {
-                Ok(SinkSpec::File(p)) if options.chroot => {
-                    match confine(&options.root, &format!("{file}: engine.dead_letter"), &p) {
-                        Ok(rel) => Some(SinkSpec::File(rel)),
-                        Err(e) => {
-                            problems.push(e);
-                            None
-                        }
+            match dragonfly_io::sinks::parse(&config.engine.dead_letter, &options.logdir, &[]) {
+                Ok(mut s) => {
+                    let what = format!("{file}: engine.dead_letter");
+                    match s.reopened_path().filter(|_| options.chroot) {
+                        Some(p) => match confine(&options.root, &what, p) {
+                            Ok(rel) => {
+                                *p = rel;
+                                Some(s)
+                            }
+                            Err(e) => {
+                                problems.push(e);
+                                None
+                            }
+                        },
+                        None => Some(s),
                     }
                 }
-                Ok(s) => Some(s),
                 Err(e) => {
                     problems.push(format!("{file}: engine: field 'dead_letter': {e}"));
                     None
@@ -319,14 +323,14 @@ impl Plan {
         }
         let mut sinks = Vec::new();
         for (spec, out) in self.sinks.iter().zip(&self.config.outputs) {
-            match open_sink(spec) {
+            match spec.open() {
                 Ok(s) => sinks.push(s),
                 Err(e) => problems.push(format!("output '{}' ({}): {e}", out.tag, out.uri)),
             }
         }
         let dead = match &self.dead_letter {
             None => None,
-            Some(spec) => match open_sink(spec) {
+            Some(spec) => match spec.open() {
                 Ok(s) => Some(s),
                 Err(e) => {
                     problems.push(format!(

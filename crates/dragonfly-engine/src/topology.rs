@@ -10,7 +10,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crossbeam_channel::{bounded, Receiver, Sender};
-use dragonfly_io::{Batch, Emit, Sink, SinkSpec, SourceCtx};
+use dragonfly_io::{Batch, Emit, Sink, SourceCtx};
 use dragonfly_lua::Backend;
 
 use crate::enginelog::EngineLog;
@@ -51,16 +51,6 @@ impl Emit for ToWorkers {
             txs: self.txs.clone(),
             partitioner: self.partitioner.clone(),
         })
-    }
-}
-
-pub(crate) fn describe_sink(s: &SinkSpec) -> String {
-    match s {
-        SinkSpec::File(p) => p.display().to_string(),
-        SinkSpec::Ipc(p) => format!("ipc://{}", p.display()),
-        SinkSpec::Redis(u) => format!("redis://{}:{}/{} ({:?})", u.host, u.port, u.key, u.mode),
-        SinkSpec::Kafka(u) => format!("kafka://{}/{}", u.brokers, u.topic),
-        SinkSpec::Nats(u) => format!("nats://{}/{}", u.server, u.subject),
     }
 }
 
@@ -312,7 +302,7 @@ impl Prepared {
                 .outputs
                 .iter()
                 .zip(&plan.sinks)
-                .map(|(o, s)| (o.tag.clone(), describe_sink(s)))
+                .map(|(o, s)| (o.tag.clone(), s.describe()))
                 .collect(),
             snapshot,
         })

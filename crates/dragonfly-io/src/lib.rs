@@ -16,6 +16,6 @@ mod uri;
 pub use dragonfly_event::{ack, batch, ratelimit};
 pub use dragonfly_event::{Ack, Batch, Receipt, Watermark};
 pub use framing::{Frame, LineFramer};
-pub use sinks::{open_sink, Sink, SinkSpec};
+pub use sinks::{Destination, Sink};
 pub use sources::{Emit, InputCounters, Source, SourceCtx};
 pub use uri::UriError;

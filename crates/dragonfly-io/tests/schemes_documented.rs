@@ -1,4 +1,4 @@
-//! Every input scheme's row (name and options) appears in the reference (docs/configuration.md).
+//! Every scheme's row (name and options) appears in the reference (docs/configuration.md).
 
 #[test]
 fn every_input_scheme_and_option_is_in_the_reference() {
@@ -19,5 +19,18 @@ fn every_input_scheme_and_option_is_in_the_reference() {
                 s.name
             );
         }
+    }
+}
+
+#[test]
+fn every_output_scheme_is_in_the_reference() {
+    let doc = include_str!("../../../docs/configuration.md");
+    let section = &doc[doc.find("## URI schemes").expect("a URI schemes section")..];
+    for s in dragonfly_io::sinks::SCHEMES {
+        assert!(
+            section.contains(&format!("`{}://", s.name)),
+            "docs/configuration.md does not describe {}:// (output)",
+            s.name
+        );
     }
 }

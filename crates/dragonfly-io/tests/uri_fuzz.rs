@@ -1,7 +1,6 @@
 //! The URI parsers (every input and output scheme, their query strings and `options`) on
 //! hostile text: a spec or an error, never a panic. scripts/fuzz runs it longer.
 
-use dragonfly_io::SinkSpec;
 use proptest::prelude::*;
 
 fn uri() -> impl Strategy<Value = String> {
@@ -50,8 +49,7 @@ proptest! {
     fn any_uri_parses_or_is_an_error(u in uri(), opts in options()) {
         let _ = dragonfly_io::sources::parse(&u, &[]);
         let _ = dragonfly_io::sources::parse(&u, &opts);
-        if let Ok(s) = SinkSpec::parse(&u, std::path::Path::new("/tmp/logs")) {
-            let _ = s.with_options(&opts);
-        }
+        let _ = dragonfly_io::sinks::parse(&u, std::path::Path::new("/tmp/logs"), &[]);
+        let _ = dragonfly_io::sinks::parse(&u, std::path::Path::new("/tmp/logs"), &opts);
     }
 }

@@ -153,3 +153,36 @@ impl Sink for FileSink {
             .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", self.path.display())))
     }
 }
+
+/// `file://PATH`: one line per message, appended (relative paths under LOGDIR).
+pub const FILE: super::SinkScheme = super::SinkScheme {
+    name: "file",
+    form: "file://PATH",
+    options: &[],
+    parse: |_, rest, logdir, _| {
+        let p = crate::uri::path(rest);
+        Ok(Box::new(FileOutput {
+            path: if p.is_absolute() { p } else { logdir.join(p) },
+        }))
+    },
+};
+
+#[derive(Debug)]
+struct FileOutput {
+    path: PathBuf,
+}
+
+impl super::Destination for FileOutput {
+    fn scheme(&self) -> &'static super::SinkScheme {
+        &FILE
+    }
+    fn describe(&self) -> String {
+        self.path.display().to_string()
+    }
+    fn reopened_path(&mut self) -> Option<&mut PathBuf> {
+        Some(&mut self.path)
+    }
+    fn open(&self) -> io::Result<Box<dyn Sink>> {
+        Ok(Box::new(FileSink::open(&self.path)?))
+    }
+}

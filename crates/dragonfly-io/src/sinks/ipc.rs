@@ -63,3 +63,35 @@ impl Sink for IpcSink {
         Ok(())
     }
 }
+
+/// `ipc://PATH`: one datagram per message to a socket bound by someone else.
+pub const IPC: super::SinkScheme = super::SinkScheme {
+    name: "ipc",
+    form: "ipc://PATH",
+    options: &[],
+    parse: |_, rest, _, _| {
+        Ok(Box::new(IpcOutput {
+            path: crate::uri::path(rest),
+        }))
+    },
+};
+
+#[derive(Debug)]
+struct IpcOutput {
+    path: std::path::PathBuf,
+}
+
+impl super::Destination for IpcOutput {
+    fn scheme(&self) -> &'static super::SinkScheme {
+        &IPC
+    }
+    fn describe(&self) -> String {
+        format!("ipc://{}", self.path.display())
+    }
+    fn reopened_path(&mut self) -> Option<&mut std::path::PathBuf> {
+        Some(&mut self.path)
+    }
+    fn open(&self) -> io::Result<Box<dyn super::Sink>> {
+        Ok(Box::new(IpcSink::new(&self.path)?))
+    }
+}

@@ -163,3 +163,37 @@ impl Sink for KafkaSink {
         std::mem::take(&mut self.dropped)
     }
 }
+
+/// `kafka://BROKERS/TOPIC[?key=FIELD]`
+pub const KAFKA: super::SinkScheme = super::SinkScheme {
+    name: "kafka",
+    form: "kafka://BROKERS/TOPIC[?key=FIELD]",
+    options: &[crate::sources::OptionDoc {
+        name: "*",
+        kind: "string",
+        doc: "librdkafka producer properties",
+    }],
+    parse: |uri, rest, _, options| {
+        Ok(Box::new(KafkaOutput {
+            uri: crate::kafka_uri::KafkaUri::parse(uri, rest)?.with_options(options),
+        }))
+    },
+};
+
+#[derive(Debug)]
+struct KafkaOutput {
+    uri: crate::kafka_uri::KafkaUri,
+}
+
+impl super::Destination for KafkaOutput {
+    fn scheme(&self) -> &'static super::SinkScheme {
+        &KAFKA
+    }
+    fn describe(&self) -> String {
+        let u = &self.uri;
+        format!("kafka://{}/{}", u.brokers, u.topic)
+    }
+    fn open(&self) -> std::io::Result<Box<dyn super::Sink>> {
+        Ok(Box::new(KafkaSink::new(self.uri.clone())?))
+    }
+}

@@ -1,4 +1,4 @@
-//! Outputs: one module per URI scheme.
+//! Outputs: one module per URI scheme, each exporting one row of [`SCHEMES`].
 //!
 //! | scheme | module | writes |
 //! |---|---|---|
@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use crate::uri::{self, UriError};
 use crate::Batch;
 
-/// A destination for encoded messages.
+/// A destination for encoded messages, opened.
 pub trait Sink: Send {
     /// Write every message of the batch (each ends with `\n`).
     fn write(&mut self, batch: &Batch) -> io::Result<()>;
@@ -48,62 +48,78 @@ pub trait Sink: Send {
     }
 }
 
-/// A parsed output URI.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SinkSpec {
-    File(PathBuf),
-    Ipc(PathBuf),
-    Redis(crate::redis_uri::RedisUri),
-    Kafka(crate::kafka_uri::KafkaUri),
-    Nats(crate::nats_uri::NatsUri),
+/// One output scheme: its row in [`SCHEMES`] (see the sources' [`crate::sources::SourceScheme`]).
+#[derive(Debug)]
+pub struct SinkScheme {
+    pub name: &'static str,
+    /// The URI's form, e.g. `kafka://BROKERS/TOPIC[?key=FIELD]`.
+    pub form: &'static str,
+    /// Options it takes; `*`: any (passed on to a client library).
+    pub options: &'static [crate::sources::OptionDoc],
+    pub parse: SinkParseFn,
 }
 
-impl SinkSpec {
-    /// Parse an output URI; relative file paths are taken under `logdir`.
-    pub fn parse(uri: &str, logdir: &Path) -> Result<Self, UriError> {
-        let (scheme, rest) = uri::split(uri)?;
-        Ok(match scheme {
-            "file" => {
-                let p = uri::path(rest);
-                SinkSpec::File(if p.is_absolute() { p } else { logdir.join(p) })
-            }
-            "ipc" => SinkSpec::Ipc(uri::path(rest)),
-            "redis" => SinkSpec::Redis(crate::redis_uri::RedisUri::parse(uri, rest)?),
-            "kafka" => SinkSpec::Kafka(crate::kafka_uri::KafkaUri::parse(uri, rest)?),
-            "nats" => SinkSpec::Nats(crate::nats_uri::NatsUri::parse(uri, rest)?),
-            other => {
-                return Err(UriError::Unsupported {
-                    scheme: other.to_string(),
-                    role: "as an output",
-                    supported: "file, ipc, redis, kafka, nats".into(),
-                })
-            }
-        })
-    }
+/// A scheme's parser: the whole URI (for messages), what follows `scheme://`, LOGDIR (relative
+/// file paths go there), the options.
+pub type SinkParseFn = fn(
+    uri: &str,
+    rest: &str,
+    logdir: &Path,
+    options: &[(String, String)],
+) -> Result<Box<dyn Destination>, UriError>;
 
-    /// Apply config.lua's `options` table; only outputs backed by a client library take one.
-    pub fn with_options(self, options: &[(String, String)]) -> Result<Self, UriError> {
-        match self {
-            _ if options.is_empty() => Ok(self),
-            SinkSpec::Kafka(u) => Ok(SinkSpec::Kafka(u.with_options(options))),
-            _ => Err(UriError::Unsupported {
-                scheme: "options".into(),
-                role: "for this output",
-                supported: "kafka://".into(),
-            }),
+/// A parsed output, ready to be opened.
+pub trait Destination: std::fmt::Debug + Send + Sync {
+    fn scheme(&self) -> &'static SinkScheme;
+    /// Where it writes, for the engine's last words and logs.
+    fn describe(&self) -> String;
+    /// The path opened again later (a file reopened after rotation, a socket reconnected), for
+    /// the engine's `-c` handling.
+    fn reopened_path(&mut self) -> Option<&mut PathBuf> {
+        None
+    }
+    /// Open the destination: done before privileges are dropped or the process is chrooted.
+    fn open(&self) -> io::Result<Box<dyn Sink>>;
+}
+
+/// Every output scheme.
+pub const SCHEMES: &[&SinkScheme] = &[
+    &file::FILE,
+    &ipc::IPC,
+    &redis::REDIS,
+    &kafka::KAFKA,
+    &nats::NATS,
+];
+
+/// Parse an output URI with config.lua's `options`; relative file paths are taken under
+/// `logdir`.
+pub fn parse(
+    uri: &str,
+    logdir: &Path,
+    options: &[(String, String)],
+) -> Result<Box<dyn Destination>, UriError> {
+    let (scheme, rest) = uri::split(uri)?;
+    let s = SCHEMES
+        .iter()
+        .find(|s| s.name == scheme)
+        .ok_or_else(|| UriError::Unsupported {
+            scheme: scheme.to_string(),
+            role: "as an output",
+            supported: SCHEMES
+                .iter()
+                .map(|s| s.name)
+                .collect::<Vec<_>>()
+                .join(", "),
+        })?;
+    if !s.options.iter().any(|o| o.name == "*") {
+        if let Some((k, _)) = options.first() {
+            return Err(UriError::BadOption(format!(
+                "{}:// takes no options (got '{k}')",
+                s.name
+            )));
         }
     }
-}
-
-/// Open the destination: done before privileges are dropped or the process is chrooted.
-pub fn open_sink(spec: &SinkSpec) -> io::Result<Box<dyn Sink>> {
-    Ok(match spec {
-        SinkSpec::File(p) => Box::new(file::FileSink::open(p)?),
-        SinkSpec::Ipc(p) => Box::new(ipc::IpcSink::new(p)?),
-        SinkSpec::Redis(u) => Box::new(redis::RedisSink::new(u.clone())),
-        SinkSpec::Kafka(u) => Box::new(kafka::KafkaSink::new(u.clone())?),
-        SinkSpec::Nats(u) => Box::new(nats::NatsSink::new(u.clone())?),
-    })
+    (s.parse)(uri, rest, logdir, options)
 }
 
 #[cfg(test)]
@@ -112,14 +128,16 @@ mod tests {
 
     #[test]
     fn relative_file_outputs_go_under_logdir() {
-        assert_eq!(
-            SinkSpec::parse("file://eve-mle.log", Path::new("/var/log/mle")).unwrap(),
-            SinkSpec::File("/var/log/mle/eve-mle.log".into())
-        );
-        assert_eq!(
-            SinkSpec::parse("file:///tmp/x.log", Path::new("/l")).unwrap(),
-            SinkSpec::File("/tmp/x.log".into())
-        );
-        assert!(SinkSpec::parse("zfile://x", Path::new("/l")).is_err());
+        let d = parse("file://eve-mle.log", Path::new("/var/log/mle"), &[]).unwrap();
+        assert_eq!(d.describe(), "/var/log/mle/eve-mle.log");
+        let d = parse("file:///tmp/x.log", Path::new("/l"), &[]).unwrap();
+        assert_eq!(d.describe(), "/tmp/x.log");
+        assert!(parse("zfile://x", Path::new("/l"), &[]).is_err());
+        let o = vec![("a".to_string(), "b".to_string())];
+        assert!(matches!(
+            parse("file://x", Path::new("/l"), &o),
+            Err(UriError::BadOption(_))
+        ));
+        assert!(parse("kafka://b:9092/t", Path::new("/l"), &o).is_ok());
     }
 }

@@ -112,3 +112,33 @@ impl Sink for NatsSink {
         std::mem::take(&mut self.dropped)
     }
 }
+
+/// `nats://HOST:PORT/SUBJECT[?jetstream=1]`
+pub const NATS: super::SinkScheme = super::SinkScheme {
+    name: "nats",
+    form: "nats://HOST:PORT/SUBJECT[?jetstream=1]",
+    options: &[],
+    parse: |uri, rest, _, _| {
+        Ok(Box::new(NatsOutput {
+            uri: crate::nats_uri::NatsUri::parse(uri, rest)?,
+        }))
+    },
+};
+
+#[derive(Debug)]
+struct NatsOutput {
+    uri: crate::nats_uri::NatsUri,
+}
+
+impl super::Destination for NatsOutput {
+    fn scheme(&self) -> &'static super::SinkScheme {
+        &NATS
+    }
+    fn describe(&self) -> String {
+        let u = &self.uri;
+        format!("nats://{}/{}", u.server, u.subject)
+    }
+    fn open(&self) -> std::io::Result<Box<dyn super::Sink>> {
+        Ok(Box::new(NatsSink::new(self.uri.clone())?))
+    }
+}

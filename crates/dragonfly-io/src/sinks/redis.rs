@@ -54,3 +54,33 @@ impl Sink for RedisSink {
         Ok(())
     }
 }
+
+/// `redis://HOST:PORT/KEY?mode=list|rpush|channel`
+pub const REDIS: super::SinkScheme = super::SinkScheme {
+    name: "redis",
+    form: "redis://HOST:PORT/KEY?mode=list|rpush|channel",
+    options: &[],
+    parse: |uri, rest, _, _| {
+        Ok(Box::new(RedisOutput {
+            uri: crate::redis_uri::RedisUri::parse(uri, rest)?,
+        }))
+    },
+};
+
+#[derive(Debug)]
+struct RedisOutput {
+    uri: crate::redis_uri::RedisUri,
+}
+
+impl super::Destination for RedisOutput {
+    fn scheme(&self) -> &'static super::SinkScheme {
+        &REDIS
+    }
+    fn describe(&self) -> String {
+        let u = &self.uri;
+        format!("redis://{}:{}/{} ({:?})", u.host, u.port, u.key, u.mode)
+    }
+    fn open(&self) -> std::io::Result<Box<dyn super::Sink>> {
+        Ok(Box::new(RedisSink::new(self.uri.clone())))
+    }
+}

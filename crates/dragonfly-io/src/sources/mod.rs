@@ -1,4 +1,4 @@
-//! Inputs: one module per URI scheme.
+//! Inputs: one module per URI scheme, each exporting one row of [`SCHEMES`].
 //!
 //! | scheme | module | finite |
 //! |---|---|---|
