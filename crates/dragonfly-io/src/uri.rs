@@ -15,6 +15,8 @@ pub enum UriError {
     NoPath(String),
     #[error("{0}")]
     BadOption(String),
+    #[error("{0}")]
+    BadAddress(String),
 }
 
 /// Split `scheme://rest`; the rest must be non-empty.

@@ -10,6 +10,7 @@
 //! | `redis://HOST:PORT/KEY?mode=list\|rpush\|channel` | [`redis`] | no |
 //! | `kafka://BROKERS/TOPIC?group=NAME` | [`kafka`] | no |
 //! | `nats://HOST:PORT/SUBJECT[?queue=G \| ?stream=S&durable=D]` | [`nats`] | no |
+//! | `syslog://PATH`, `syslog://udp:HOST:PORT`, `syslog://tcp:HOST:PORT` | [`syslog`] | no |
 
 pub mod file;
 pub mod ipc;
@@ -17,6 +18,7 @@ pub mod kafka;
 pub mod nats;
 pub mod redis;
 pub mod socket;
+pub mod syslog;
 pub mod tail;
 pub mod unix;
 
@@ -149,6 +151,7 @@ pub const SCHEMES: &[&SourceScheme] = &[
     &redis::REDIS,
     &kafka::KAFKA,
     &nats::NATS,
+    &syslog::SYSLOG,
 ];
 
 /// The names of every input scheme, for messages.
