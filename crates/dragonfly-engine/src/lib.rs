@@ -56,14 +56,52 @@ pub mod exit {
     pub const INTERNAL: u8 = 4;
 }
 
-/// Why the engine could not be planned, prepared or started: every problem found (each line
-/// naming the file, entry and field, or the path, or the script), or an I/O failure.
+/// Why the engine could not be planned, prepared or started, by phase: every problem found,
+/// one per entry, each naming the file, entry and field, or the path, or the script.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
+    /// config.lua's values are wrong (URIs, options, scripts that cannot be read): exit 2.
     #[error("{}", .0.join("\n"))]
-    Problems(Vec<String>),
+    Config(Vec<String>),
+    /// Something could not be opened or made ready (files, sockets, the store, directories,
+    /// privileges): exit 1.
+    #[error("{}", .0.join("\n"))]
+    Open(Vec<String>),
+    /// A script did not load, or its `setup()` failed: exit 1.
+    #[error("{}", .0.join("\n"))]
+    Setup(Vec<String>),
+    /// The engine itself failed to start (a worker died): exit 4.
     #[error("{0}")]
-    Io(String),
+    Internal(String),
+}
+
+impl EngineError {
+    /// What kind of problem, for the one-line prefix the CLI prints.
+    pub fn category(&self) -> &'static str {
+        match self {
+            EngineError::Config(_) => "config error",
+            EngineError::Open(_) => "start-up error",
+            EngineError::Setup(_) => "script error",
+            EngineError::Internal(_) => "internal error",
+        }
+    }
+
+    /// The process exit code (see [`exit`]).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            EngineError::Config(_) => exit::CONFIG,
+            EngineError::Open(_) | EngineError::Setup(_) => exit::START_UP,
+            EngineError::Internal(_) => exit::INTERNAL,
+        }
+    }
+
+    /// Every problem, one per line.
+    pub fn problems(&self) -> Vec<String> {
+        match self {
+            EngineError::Config(v) | EngineError::Open(v) | EngineError::Setup(v) => v.clone(),
+            EngineError::Internal(s) => vec![s.clone()],
+        }
+    }
 }
 
 /// Command-line settings that shape the engine.

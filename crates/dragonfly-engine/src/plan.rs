@@ -209,7 +209,7 @@ impl Plan {
             tracing::warn!("engine.store_snapshot applies to the embedded store only; it is ignored with redis_host set");
         }
         if !problems.is_empty() {
-            return Err(EngineError::Problems(problems));
+            return Err(EngineError::Config(problems));
         }
         let runtime = RuntimeSpec {
             root: options.root.clone(),
@@ -264,10 +264,10 @@ impl Plan {
     pub fn prepare(self) -> Result<Prepared, EngineError> {
         let logdir_existed = self.options.logdir.is_dir();
         std::fs::create_dir_all(&self.options.logdir).map_err(|e| {
-            EngineError::Io(format!(
+            EngineError::Open(vec![format!(
                 "cannot create log directory {}: {e}",
                 self.options.logdir.display()
-            ))
+            )])
         })?;
         let mut problems = store::check_modules(&self.config, &self.runtime.backend);
         // The directories of state files (checkpoints, the store snapshot) must exist: the
@@ -361,7 +361,7 @@ impl Plan {
             }
         }
         if !problems.is_empty() {
-            return Err(EngineError::Problems(problems));
+            return Err(EngineError::Open(problems));
         }
         let logdir = StateDir {
             what: "log directory (-l)".into(),
@@ -476,7 +476,7 @@ impl Prepared {
         if problems.is_empty() {
             Ok(())
         } else {
-            Err(EngineError::Problems(problems))
+            Err(EngineError::Open(problems))
         }
     }
 }

@@ -220,11 +220,11 @@ impl Prepared {
                 Ok(Ok(())) => {}
                 Ok(Err(errs)) => {
                     drop(work_txs);
-                    return Err(EngineError::Problems(
+                    return Err(EngineError::Setup(
                         errs.iter().map(|e| format!("{e} (in setup)")).collect(),
                     ));
                 }
-                Err(why) => return Err(EngineError::Io(format!("worker {id}: {why}"))),
+                Err(why) => return Err(EngineError::Setup(vec![format!("worker {id}: {why}")])),
             }
         }
         let partitioner = Arc::new(partition::Partitioner::new(

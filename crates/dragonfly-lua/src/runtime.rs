@@ -75,10 +75,21 @@ pub struct RuntimeSpec {
 
 /// A script failed: which one, and the Lua message (with file and line).
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("{script}: {message}")]
 pub struct ScriptError {
     pub script: String,
     pub message: String,
+}
+
+impl std::fmt::Display for ScriptError {
+    /// `script: message`, or the message alone when it names the script already
+    /// (`analyzer/a.lua:3: ...`).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.message.starts_with(&format!("{}:", self.script)) {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.script, self.message)
+        }
+    }
 }
 
 struct Script {

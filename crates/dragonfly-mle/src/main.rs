@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 use clap::Parser;
-use dragonfly_engine::{exit, Control, Options, Plan};
+use dragonfly_engine::{exit, Control, EngineError, Options, Plan};
 
 /// stderr through a writer thread with a bounded, lossy queue: a closed, full or stalled
 /// stderr (a pipe nobody reads) never blocks or stops the engine; its log file in LOGDIR is
@@ -141,15 +141,55 @@ fn main() -> ExitCode {
     install_panic_hook(cli.verbose);
     let code = match run(cli) {
         Ok(code) => code,
-        Err(e) => {
-            say!("dragonfly-mle: {e:#}");
-            exit::START_UP
-        }
+        Err(e) => report(&e),
     };
     if PANICKED.load(Ordering::SeqCst) {
         return ExitCode::from(exit::INTERNAL);
     }
     ExitCode::from(code)
+}
+
+/// Why a run could not go on: the engine's typed problems, config.lua's, or the CLI's own
+/// (a root that does not exist, a failed chroot) as anyhow errors.
+enum Failure {
+    Engine(EngineError),
+    Config(dragonfly_config::ConfigErrors),
+    Cli(anyhow::Error),
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        Failure::Cli(e)
+    }
+}
+
+impl From<EngineError> for Failure {
+    fn from(e: EngineError) -> Self {
+        Failure::Engine(e)
+    }
+}
+
+/// The one place problems are printed: one line each, `dragonfly-mle: <kind>: <problem>`;
+/// returns the exit code (README).
+fn report(f: &Failure) -> u8 {
+    match f {
+        Failure::Engine(e) => {
+            for p in e.problems() {
+                say!("dragonfly-mle: {}: {p}", e.category());
+            }
+            e.exit_code()
+        }
+        Failure::Config(errs) => {
+            for e in &errs.0 {
+                say!("dragonfly-mle: config error: {e}");
+            }
+            exit::CONFIG
+        }
+        Failure::Cli(e) => {
+            say!("dragonfly-mle: error: {e:#}");
+            exit::START_UP
+        }
+    }
 }
 
 fn absolute(p: &Path) -> anyhow::Result<PathBuf> {
@@ -160,24 +200,22 @@ fn absolute(p: &Path) -> anyhow::Result<PathBuf> {
     })
 }
 
-fn run(cli: Cli) -> anyhow::Result<u8> {
+fn run(cli: Cli) -> Result<u8, Failure> {
     let root = std::fs::canonicalize(&cli.root)
         .with_context(|| format!("root directory {}", cli.root.display()))?;
     if let Some(Command::Model { action }) = &cli.command {
-        return model_cmd::run(&root, action).map(|c| if c == ExitCode::SUCCESS { 0 } else { 1 });
+        return Ok(model_cmd::run(&root, action).map(|c| {
+            if c == ExitCode::SUCCESS {
+                0
+            } else {
+                1
+            }
+        })?);
     }
     let logdir = absolute(&cli.logdir)?;
     std::env::set_current_dir(&root).with_context(|| format!("chdir {}", root.display()))?;
 
-    let config = match dragonfly_config::load(&root) {
-        Ok(c) => c,
-        Err(errs) => {
-            for e in &errs.0 {
-                say!("config error: {e}");
-            }
-            return Ok(exit::CONFIG);
-        }
-    };
+    let config = dragonfly_config::load(&root).map_err(Failure::Config)?;
     for w in &config.warnings {
         tracing::warn!("{w}");
     }
@@ -187,15 +225,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         exit_on_eof: cli.exit_on_eof,
         chroot: cli.chroot,
     };
-    let plan = match Plan::new(config, options) {
-        Ok(p) => p,
-        Err(e) => {
-            for line in e.to_string().lines() {
-                say!("config error: {line}");
-            }
-            return Ok(exit::CONFIG);
-        }
-    };
+    let plan = Plan::new(config, options)?;
 
     if cli.check {
         let problems = plan.check();
@@ -211,25 +241,20 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             );
             return Ok(exit::OK);
         }
-        for p in &problems {
-            say!("error: {p}");
-        }
-        return Ok(exit::START_UP);
+        return Err(EngineError::Setup(problems).into());
     }
 
     let control = Control::default();
     privileges::handle_signals(&control)?;
 
-    let prepared = plan.prepare().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let prepared = plan.prepare()?;
     let nobody = if cli.drop_privileges {
         Some(privileges::nobody()?)
     } else {
         None
     };
     if let Some(user) = &nobody {
-        prepared
-            .hand_over(user.uid.as_raw(), user.gid.as_raw())
-            .map_err(|e| anyhow::anyhow!("cannot drop privileges safely:\n{e}"))?;
+        prepared.hand_over(user.uid.as_raw(), user.gid.as_raw())?;
     }
     let mut runtime_root = root.clone();
     if cli.chroot {
@@ -240,9 +265,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         privileges::drop_to(user)?;
     }
 
-    let running = prepared
-        .start(runtime_root, control.clone())
-        .map_err(|e| anyhow::anyhow!("start-up failed:\n{e}"))?;
+    let running = prepared.start(runtime_root, control.clone())?;
     tracing::info!(root = %root.display(), logdir = %logdir.display(), "dragonfly-mle running");
     let summary = running.wait();
     let ops = &summary.stats["operations"];

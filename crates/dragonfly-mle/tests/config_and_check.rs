@@ -174,3 +174,50 @@ fn version_flag_prints_version() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("dragonfly-mle "));
 }
+
+/// Every problem is one line, `dragonfly-mle: <kind>: <problem>`, and the kind picks the exit
+/// code (README).
+#[test]
+fn problems_are_one_line_each_with_one_prefix_and_their_exit_code() {
+    let lines = |err: &str, kind: &str| -> Vec<String> {
+        err.lines()
+            .filter(|l| l.starts_with(&format!("dragonfly-mle: {kind}: ")))
+            .map(str::to_string)
+            .collect()
+    };
+    // config.lua: two problems, two lines, exit 2
+    let r = Root::passthrough("gopher://x");
+    let cfg = std::fs::read_to_string(r.path().join("config/config.lua")).unwrap();
+    r.config(&cfg.replace(r#"uri="file://out.json""#, r#"uri="zfile://out.json""#));
+    let (code, err) = stderr_of(&r, &["--exit-on-eof"]);
+    assert_eq!(code, 2, "{err}");
+    let l = lines(&err, "config error");
+    assert_eq!(l.len(), 2, "{err}");
+    assert!(l[0].starts_with(r#"dragonfly-mle: config error: config/config.lua: inputs[1] (tag "in"): field 'uri': scheme 'gopher://' is not supported as an input"#), "{err}");
+    assert!(
+        l[1].contains(r#"outputs[1] (tag "out"): field 'uri'"#),
+        "{err}"
+    );
+    // something that cannot be opened: exit 1
+    let r = Root::passthrough("file://missing.json");
+    let (code, err) = stderr_of(&r, &["--exit-on-eof"]);
+    assert_eq!(code, 1, "{err}");
+    let l = lines(&err, "start-up error");
+    assert_eq!(l.len(), 1, "{err}");
+    assert!(l[0].contains("input 'in' (file://missing.json)"), "{err}");
+    // a setup() that fails: exit 1
+    let r = Root::passthrough("file://in.json");
+    r.write("in.json", "{}\n");
+    r.write(
+        "analyzer/pass.lua",
+        "function setup() error('boom') end\nfunction loop(m) end\n",
+    );
+    let (code, err) = stderr_of(&r, &["--exit-on-eof"]);
+    assert_eq!(code, 1, "{err}");
+    let l = lines(&err, "script error");
+    assert_eq!(
+        l,
+        vec!["dragonfly-mle: script error: analyzer/pass.lua:1: boom (in setup)"],
+        "{err}"
+    );
+}
