@@ -30,6 +30,7 @@ struct Inner {
 }
 
 impl Ack {
+    /// A receipt for batch `id`; `(id, ok)` goes to `done` when the last clone is dropped.
     pub fn new(id: u64, done: Sender<Receipt>) -> Self {
         Ack(Arc::new(Inner {
             id,
@@ -43,6 +44,7 @@ impl Ack {
         self.0.failed.store(true, Ordering::Relaxed);
     }
 
+    /// The batch this receipt is for.
     pub fn id(&self) -> u64 {
         self.0.id
     }
@@ -115,6 +117,7 @@ impl Watermark {
         self.inflight.len()
     }
 
+    /// Whether a holder marked it failed.
     pub fn is_failed(&self) -> bool {
         self.failed
     }

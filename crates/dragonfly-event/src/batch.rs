@@ -15,6 +15,7 @@ pub struct Batch {
 }
 
 impl Batch {
+    /// An empty batch with room for `messages` messages of `bytes` bytes in all.
     pub fn with_capacity(messages: usize, bytes: usize) -> Self {
         Self {
             data: Vec::with_capacity(bytes),
@@ -44,10 +45,12 @@ impl Batch {
         }
     }
 
+    /// Messages in the batch.
     pub fn len(&self) -> usize {
         self.ends.len()
     }
 
+    /// No message.
     pub fn is_empty(&self) -> bool {
         self.ends.is_empty()
     }
@@ -77,11 +80,13 @@ impl Batch {
         }
     }
 
+    /// Message `i` (panics past the end, like indexing).
     pub fn get(&self, i: usize) -> &[u8] {
         let start = if i == 0 { 0 } else { self.ends[i - 1] };
         &self.data[start..self.ends[i]]
     }
 
+    /// Every message, in order.
     pub fn iter(&self) -> impl Iterator<Item = &[u8]> + '_ {
         let mut start = 0;
         self.ends.iter().map(move |&end| {
@@ -91,6 +96,7 @@ impl Batch {
         })
     }
 
+    /// Drop every message, keeping the buffers.
     pub fn clear(&mut self) {
         self.data.clear();
         self.ends.clear();
