@@ -119,16 +119,22 @@ impl<'de> Visitor<'de> for KeySeed<'_> {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum EncodeError {
     #[error("Cannot serialise {0}: type not supported")]
+    /// A value JSON cannot hold (a function, userdata...).
     Unsupported(&'static str),
     #[error("Cannot serialise number: must not be NaN or Infinity")]
+    /// NaN or infinity.
     InvalidNumber,
     #[error("Cannot serialise table: excessively sparse array")]
+    /// An array with too many holes (as lua-cjson refuses).
     SparseArray,
     #[error("Cannot serialise table: table key must be a number or string")]
+    /// A table key that is neither a string nor a number.
     BadKey,
     #[error("Cannot serialise, excessive nesting ({0})")]
+    /// Nesting deeper than the limit.
     Depth(usize),
     #[error("Cannot serialise table: {0}")]
+    /// A Lua error while reading the value.
     Lua(String),
 }
 

@@ -8,15 +8,20 @@ use mlua::Value;
 
 /// A `dragonfly.timer_event` request.
 pub struct TimerRequest {
+    /// The analyzer the value goes to.
     pub analyzer: usize,
+    /// Delay from now.
     pub after: Duration,
+    /// A copy of the value to deliver.
     pub value: Value,
 }
 
 /// Which table a tag was looked up in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TagKind {
+    /// Routed with `analyze_event`/`timer_event`.
     Analyzer,
+    /// Routed with `output_event`.
     Output,
 }
 
@@ -27,6 +32,7 @@ pub struct Mailbox {
     pub log: Batch,
     /// `stats_event` records (JSON lines).
     pub stats: Batch,
+    /// `timer_event` requests.
     pub timers: Vec<TimerRequest>,
     /// Events routed to tags that do not exist (tag, kind), in order.
     pub unknown: Vec<(String, TagKind)>,
@@ -35,5 +41,6 @@ pub struct Mailbox {
 /// Tag -> index table for timers.
 #[derive(Debug, Default, Clone)]
 pub struct Routes {
+    /// Analyzer tag -> index.
     pub analyzers: HashMap<String, usize>,
 }

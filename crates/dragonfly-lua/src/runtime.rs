@@ -45,19 +45,26 @@ impl Default for Limits {
 /// Filter (input) script or analyzer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ScriptKind {
+    /// An input filter (one per input).
     Filter,
+    /// An analyzer, reached by tag.
     Analyzer,
 }
 
 /// A script to load, with its source already read (so loading works after a chroot).
 #[derive(Debug, Clone)]
 pub struct ScriptSpec {
+    /// The tag in config.lua.
     pub tag: String,
+    /// Filter or analyzer.
     pub kind: ScriptKind,
     /// The path as shown in messages (e.g. `analyzer/hello-world.lua`).
     pub display: String,
+    /// The source text.
     pub source: Arc<str>,
+    /// The `default_analyzer` global it gets.
     pub default_analyzer: String,
+    /// The `default_output` global it gets (analyzers only).
     pub default_output: String,
 }
 
@@ -66,17 +73,24 @@ pub struct ScriptSpec {
 pub struct RuntimeSpec {
     /// Directory `require` resolves against.
     pub root: PathBuf,
+    /// One filter per input, in config order.
     pub filters: Vec<ScriptSpec>,
+    /// Every analyzer, in config order (tags route to them).
     pub analyzers: Vec<ScriptSpec>,
+    /// Output tags, in config order.
     pub outputs: Vec<String>,
+    /// The store `hiredis.connect()` reaches.
     pub backend: Backend,
+    /// Memory and time limits.
     pub limits: Limits,
 }
 
 /// A script failed: which one, and the Lua message (with file and line).
 #[derive(Debug, Clone, thiserror::Error)]
 pub struct ScriptError {
+    /// The script, as shown in messages (`analyzer/a.lua`).
     pub script: String,
+    /// The Lua message (with file and line when Lua gives them).
     pub message: String,
 }
 
@@ -109,7 +123,9 @@ pub struct BatchResult {
 /// Who a failed call belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Caller {
+    /// The filter of input `n`.
     Filter(usize),
+    /// Analyzer `n`.
     Analyzer(usize),
 }
 
@@ -129,8 +145,11 @@ pub enum FailureKind {
 /// A script call that failed (a Lua error in `loop()`), or a routing loop that was cut.
 #[derive(Debug, Clone)]
 pub struct Failure {
+    /// Whose call it was.
     pub caller: Caller,
+    /// Why it failed.
     pub kind: FailureKind,
+    /// The script and message.
     pub error: ScriptError,
     /// The first traceback line inside a script (`analyzer/a.lua:12: in function 'loop'`).
     pub traceback: Option<String>,
@@ -376,6 +395,7 @@ impl Runtime {
         errors
     }
 
+    /// The Lua state (for tests and tools).
     pub fn lua(&self) -> &Lua {
         &self.lua
     }

@@ -11,6 +11,7 @@ use crate::json;
 #[derive(Clone)]
 pub struct ArrayMt(pub Table);
 
+/// The array metatable of this state (decoded arrays carry it, so `[]` stays `[]`).
 pub fn array_mt(lua: &Lua) -> Table {
     lua.app_data_ref::<ArrayMt>()
         .expect("cjson installed")
@@ -18,6 +19,7 @@ pub fn array_mt(lua: &Lua) -> Table {
         .clone()
 }
 
+/// Install `cjson_safe` and `cjson` as globals (and in `package.loaded`).
 pub fn install(lua: &Lua) -> mlua::Result<Table> {
     let mt = lua.create_table()?;
     mt.set("__name", "cjson.array")?;

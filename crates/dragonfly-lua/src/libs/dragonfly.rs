@@ -79,6 +79,7 @@ fn encode_line(
     .map_err(|e| mlua::Error::runtime(format!("dragonfly.{name}: {e}")))
 }
 
+/// Install the `dragonfly` table as a global.
 pub fn install(lua: &Lua) -> mlua::Result<Table> {
     let m = lua.create_table()?;
 

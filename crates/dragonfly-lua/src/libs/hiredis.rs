@@ -184,6 +184,7 @@ impl UserData for Conn {
     }
 }
 
+/// Install `hiredis` as a global (and in `package.loaded`), connecting to `backend`.
 pub fn install(lua: &Lua, backend: Backend) -> mlua::Result<Table> {
     let (module, new_const): (Table, mlua::Function) =
         lua.load(PRELUDE).set_name("=hiredis").eval()?;
