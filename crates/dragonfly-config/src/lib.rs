@@ -13,10 +13,13 @@ use mlua::{Lua, LuaOptions, StdLib, Table, Value};
 /// One problem in config.lua.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
+    /// The config file, as shown in messages.
     pub file: String,
     /// e.g. `inputs[1] (tag "eve")`
     pub entry: Option<String>,
+    /// The field, when the problem is one field.
     pub field: Option<String>,
+    /// What is wrong.
     pub message: String,
 }
 
@@ -52,12 +55,15 @@ impl fmt::Display for ConfigErrors {
 /// One entry of `inputs`: where events come from and the filter script they go through.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Input {
+    /// Name, unique among inputs (logs, stats).
     pub tag: String,
+    /// Where events come from (`file://`, `tail://`, ...).
     pub uri: String,
     /// The script as written in config.lua.
     pub script: String,
     /// The script file found for it.
     pub script_path: PathBuf,
+    /// The filter's `default_analyzer` global ("" = none).
     pub default_analyzer: String,
     /// `options = { ["key"] = value, ... }`: client settings passed to the input's library
     /// (librdkafka for kafka://), sorted by key.
@@ -67,25 +73,35 @@ pub struct Input {
 /// One entry of `analyzers`: a script that events are routed to by tag.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Analyzer {
+    /// Name, unique among analyzers; `dragonfly.analyze_event(tag, ...)` routes here.
     pub tag: String,
+    /// The script as written in config.lua.
     pub script: String,
+    /// The script file found for it.
     pub script_path: PathBuf,
+    /// The script's `default_analyzer` global ("" = none).
     pub default_analyzer: String,
+    /// The script's `default_output` global ("" = none).
     pub default_output: String,
 }
 
 /// One entry of `outputs`: where `dragonfly.output_event(tag, ...)` writes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Output {
+    /// Name, unique among outputs; `dragonfly.output_event(tag, ...)` writes here.
     pub tag: String,
+    /// Where lines go.
     pub uri: String,
     /// As for inputs: client settings for the output's library.
     pub options: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
+/// One entry of `modules`: a Redis module the store must have loaded.
 pub struct Module {
+    /// Name, for messages.
     pub tag: String,
+    /// The module file (checked with `MODULE LIST`).
     pub module: String,
 }
 
@@ -95,9 +111,18 @@ pub enum Store {
     /// No `redis_host`, or `redis_host = "embedded"`: the in-process store.
     Embedded,
     /// A Redis server over TCP.
-    Tcp { host: String, port: u16 },
+    Tcp {
+        /// Host name or address.
+        host: String,
+        /// TCP port.
+        port: u16,
+    },
     /// `redis_port <= 0`: `redis_host` is a unix socket path.
-    Unix { path: String },
+    /// A unix socket path.
+    Unix {
+        /// The socket's path (`redis_host` with `redis_port <= 0`).
+        path: String,
+    },
 }
 
 /// Tuning knobs: the `engine = { ... }` table (all optional).
@@ -133,7 +158,9 @@ pub struct Engine {
 /// A value read from config.lua, checked against its [`KeyKind`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum KeyValue {
+    /// A number.
     Number(f64),
+    /// A string.
     Text(String),
 }
 
@@ -156,7 +183,14 @@ impl KeyValue {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum KeyKind {
     /// A number within `[min, max]`; `integer` ones must be whole.
-    Number { min: f64, max: f64, integer: bool },
+    Number {
+        /// Smallest value accepted.
+        min: f64,
+        /// Largest value accepted.
+        max: f64,
+        /// Whole numbers only.
+        integer: bool,
+    },
     /// A string.
     Text,
 }
@@ -200,11 +234,15 @@ impl KeyKind {
 
 /// One key of a config section: the single source for parsing, warnings and the reference.
 pub struct Key<T> {
+    /// The key in config.lua.
     pub name: &'static str,
+    /// Its type and bounds.
     pub kind: KeyKind,
     /// The default as written in config.lua.
     pub default: &'static str,
+    /// One line for the reference.
     pub doc: &'static str,
+    /// Store a checked value.
     pub set: fn(&mut T, KeyValue),
 }
 
@@ -228,7 +266,9 @@ const fn num(min: f64, max: f64) -> KeyKind {
 /// which fields are known (others warn), which are required, and the reference tables of
 /// docs/configuration.md (a test checks them).
 pub struct Field {
+    /// The field in config.lua.
     pub name: &'static str,
+    /// Whether an entry without it is an error.
     pub required: bool,
     /// `options` tables; every other field is a string.
     pub options: bool,
@@ -248,6 +288,7 @@ const OPTIONS: Field = Field {
     options: true,
 };
 
+/// Fields of an `inputs` entry.
 pub const INPUT_FIELDS: &[Field] = &[
     field("tag", true),
     field("uri", true),
@@ -255,13 +296,16 @@ pub const INPUT_FIELDS: &[Field] = &[
     field("default_analyzer", false),
     OPTIONS,
 ];
+/// Fields of an `analyzers` entry.
 pub const ANALYZER_FIELDS: &[Field] = &[
     field("tag", true),
     field("script", true),
     field("default_analyzer", false),
     field("default_output", false),
 ];
+/// Fields of an `outputs` entry.
 pub const OUTPUT_FIELDS: &[Field] = &[field("tag", true), field("uri", true), OPTIONS];
+/// Fields of a `modules` entry.
 pub const MODULE_FIELDS: &[Field] = &[field("tag", true), field("module", true)];
 
 /// The config sections made of entries, with their fields.
@@ -394,11 +438,17 @@ impl Default for Engine {
 pub struct Config {
     /// The config file, relative to ROOT where possible (for messages).
     pub file: String,
+    /// Where analyzers keep state.
     pub store: Store,
+    /// Redis modules the store must have.
     pub modules: Vec<Module>,
+    /// Inputs, in config order.
     pub inputs: Vec<Input>,
+    /// Analyzers, in config order.
     pub analyzers: Vec<Analyzer>,
+    /// Outputs, in config order.
     pub outputs: Vec<Output>,
+    /// The `engine = { ... }` knobs.
     pub engine: Engine,
     /// Things that are not errors but deserve a word (unknown keys, ...).
     pub warnings: Vec<String>,
