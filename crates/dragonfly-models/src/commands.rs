@@ -8,26 +8,37 @@ use crate::model::{Kmeans, Matrix, Model, Regression};
 /// formatted like Redis formats doubles (`%.17g`).
 #[derive(Debug, Clone, PartialEq)]
 pub enum MlReply {
+    /// `+OK`.
     Ok,
+    /// A double, sent as a bulk string (`%.17g`).
     Double(f64),
+    /// An integer.
     Integer(i64),
+    /// An array of replies.
     Array(Vec<MlReply>),
+    /// An error (its text starts with the error code).
     Error(String),
 }
 
 /// What a key holds, as far as models go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
+    /// No such key.
     Missing,
     /// A value that is not a model (a string, hash, ...).
     Other,
+    /// A linear/logistic regression.
     Regression,
+    /// A decision-tree ensemble.
     Forest,
+    /// A matrix.
     Matrix,
+    /// A k-means model.
     Kmeans,
 }
 
 impl Kind {
+    /// The kind of a stored model.
     pub fn of(m: &Model) -> Kind {
         match m {
             Model::Regression(_) => Kind::Regression,
@@ -40,11 +51,13 @@ impl Kind {
 
 /// Where models live: the embedded store, or a Redis server's keyspace (the module).
 pub trait Keyspace {
+    /// What the key holds.
     fn kind(&mut self, key: &[u8]) -> Kind;
     /// Run `f` on the model at `key` (the caller checked its kind).
     fn read<R>(&mut self, key: &[u8], f: impl FnOnce(&Model) -> R) -> Option<R>;
     /// Store a model, replacing what is there.
     fn put(&mut self, key: &[u8], model: Model);
+    /// Remove the key.
     fn delete(&mut self, key: &[u8]);
 }
 

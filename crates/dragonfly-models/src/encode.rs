@@ -63,6 +63,7 @@ impl W {
     }
 }
 
+/// The bytes a model is saved as (RDB, the embedded store's snapshot).
 pub fn encode(m: &Model) -> Vec<u8> {
     let mut w = W(vec![VERSION]);
     match m {
@@ -151,6 +152,7 @@ impl Rd<'_> {
     }
 }
 
+/// A model from [`encode`]'s bytes, checked (shapes, depth) as if it came from outside.
 pub fn decode(b: &[u8]) -> Result<Model, String> {
     let mut r = Rd(b);
     let v = r.u8()?;

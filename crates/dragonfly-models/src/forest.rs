@@ -5,33 +5,50 @@
 pub enum Node {
     /// Left when `value <= threshold`.
     Numeric {
+        /// The sample attribute compared.
         attr: String,
+        /// Left when the value is at most this.
         threshold: f64,
+        /// Where matching samples go.
         left: Option<Box<Node>>,
+        /// Where the others go.
         right: Option<Box<Node>>,
     },
     /// Left when the value equals one of `values`.
     Categoric {
+        /// The sample attribute compared.
         attr: String,
+        /// Left when the value is one of these.
         values: Vec<f64>,
+        /// Where matching samples go.
         left: Option<Box<Node>>,
+        /// Where the others go.
         right: Option<Box<Node>>,
     },
     /// A prediction, with per-class counts (`STATS a:b:c`; without them, `stats` is empty and
     /// the leaf votes one-hot for class `value` when it is a whole number >= 0).
-    Leaf { value: f64, stats: Vec<f64> },
+    Leaf {
+        /// The prediction (a class number, or a regression value).
+        value: f64,
+        /// Per-class counts (`STATS a:b:c`), empty without.
+        stats: Vec<f64>,
+    },
 }
 
 /// A child slot of a split.
 type Child = Option<Box<Node>>;
 
 #[derive(Debug, Clone, PartialEq, Default)]
+/// One decision tree.
 pub struct Tree {
+    /// The root (None until the first node is added).
     pub root: Option<Box<Node>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
+/// A decision-tree ensemble (`ML.FOREST.*`).
 pub struct Forest {
+    /// Its trees, by tree id.
     pub trees: Vec<Tree>,
 }
 
@@ -41,6 +58,7 @@ pub struct Sample {
     pairs: Vec<(String, f64)>,
 }
 
+/// The error for a malformed sample (RedisML's text).
 pub const BAD_SAMPLE: &str =
     "Feature vector parsing failed. Format should be : 'key:val,key:val'...";
 
@@ -83,6 +101,7 @@ pub fn atof(s: &str) -> f64 {
 }
 
 impl Sample {
+    /// Parse `attr:val,attr:val,...`.
     pub fn parse(s: &str) -> Result<Sample, String> {
         let mut pairs = Vec::new();
         // strtok semantics: empty tokens between commas are skipped
@@ -198,6 +217,7 @@ impl Tree {
         Ok(())
     }
 
+    /// Every split has both children.
     pub fn complete(&self) -> bool {
         self.root.as_ref().is_some_and(|n| n.complete())
     }

@@ -21,6 +21,7 @@ pub struct Limits {
     pub max_multiply_ops: u64,
 }
 
+/// The limits a process starts with.
 pub const DEFAULT: Limits = Limits {
     max_values: 1 << 24,
     max_tree_depth: 1000,
@@ -31,6 +32,7 @@ static MAX_VALUES: AtomicU64 = AtomicU64::new(DEFAULT.max_values);
 static MAX_TREE_DEPTH: AtomicU64 = AtomicU64::new(DEFAULT.max_tree_depth);
 static MAX_MULTIPLY_OPS: AtomicU64 = AtomicU64::new(DEFAULT.max_multiply_ops);
 
+/// The limits in force.
 pub fn get() -> Limits {
     Limits {
         max_values: MAX_VALUES.load(Relaxed),
@@ -39,6 +41,7 @@ pub fn get() -> Limits {
     }
 }
 
+/// Set the limits (the module at load time).
 pub fn set(l: Limits) {
     MAX_VALUES.store(l.max_values, Relaxed);
     MAX_TREE_DEPTH.store(l.max_tree_depth, Relaxed);

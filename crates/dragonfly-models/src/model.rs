@@ -5,7 +5,9 @@ use crate::forest::Forest;
 /// Linear and logistic regression share one type, as in RedisML.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Regression {
+    /// The constant term.
     pub intercept: f64,
+    /// One coefficient per feature.
     pub coefficients: Vec<f64>,
 }
 
@@ -26,10 +28,12 @@ impl Regression {
                 .sum::<f64>())
     }
 
+    /// intercept + sum(f_i * coef_i).
     pub fn linear(&self, features: &[f64]) -> Result<f64, String> {
         self.dot(features)
     }
 
+    /// 1 / (1 + exp(-linear)).
     pub fn logistic(&self, features: &[f64]) -> Result<f64, String> {
         Ok(1.0 / (1.0 + (-self.dot(features)?).exp()))
     }
@@ -38,13 +42,16 @@ impl Regression {
 /// A matrix; `rows * cols == values.len()` always holds (checked where one is made).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Matrix {
+    /// Rows.
     pub rows: usize,
+    /// Columns.
     pub cols: usize,
     /// Row-major.
     pub values: Vec<f64>,
 }
 
 impl Matrix {
+    /// The product (limits checked).
     pub fn multiply(&self, b: &Matrix) -> Result<Matrix, String> {
         if b.rows != self.cols {
             return Err("Wrong matrix dimentions b:rows should equal a:cols".into());
@@ -83,6 +90,7 @@ impl Matrix {
         })
     }
 
+    /// The element-wise sum (equal shapes).
     pub fn add(&self, b: &Matrix) -> Result<Matrix, String> {
         if b.rows != self.rows || b.cols != self.cols {
             return Err("Added matrices dimentions should be equal".into());
@@ -99,6 +107,7 @@ impl Matrix {
         })
     }
 
+    /// Multiply every entry by `s`.
     pub fn scale(&mut self, s: f64) {
         for v in &mut self.values {
             *v *= s;
@@ -107,8 +116,11 @@ impl Matrix {
 }
 
 #[derive(Debug, Clone, PartialEq)]
+/// A k-means model: k centres of `dimensions` values.
 pub struct Kmeans {
+    /// Number of centres.
     pub k: usize,
+    /// Values per centre.
     pub dimensions: usize,
     /// k centres of `dimensions` values each.
     pub centers: Vec<f64>,
@@ -143,9 +155,13 @@ impl Kmeans {
 /// A model stored under a key.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Model {
+    /// `ML.LINREG`/`ML.LOGREG`.
     Regression(Regression),
+    /// `ML.FOREST`.
     Forest(Forest),
+    /// `ML.MATRIX`.
     Matrix(Matrix),
+    /// `ML.KMEANS`.
     Kmeans(Kmeans),
 }
 
