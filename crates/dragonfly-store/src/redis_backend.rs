@@ -19,8 +19,18 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Where the Redis server is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RedisAddr {
-    Tcp { host: String, port: u16 },
-    Unix { path: String },
+    /// Over TCP.
+    Tcp {
+        /// Host name or address.
+        host: String,
+        /// Port.
+        port: u16,
+    },
+    /// Over a unix socket.
+    Unix {
+        /// The socket's path.
+        path: String,
+    },
 }
 
 impl std::fmt::Display for RedisAddr {
@@ -46,11 +56,14 @@ pub struct StoreCounters {
 /// Connection settings shared by every runtime.
 #[derive(Debug, Clone)]
 pub struct RedisTarget {
+    /// Where the server is.
     pub addr: RedisAddr,
+    /// Commands and connection problems, for the stats.
     pub counters: Arc<StoreCounters>,
 }
 
 impl RedisTarget {
+    /// A target (nothing is connected yet).
     pub fn new(addr: RedisAddr) -> Self {
         Self {
             addr,
@@ -95,6 +108,7 @@ impl RedisTarget {
     }
 }
 
+/// A connection to a Redis server that reconnects with backoff when lost.
 pub struct RedisConnection {
     target: RedisTarget,
     con: Option<redis::Connection>,

@@ -5,7 +5,9 @@ pub const REGISTERS: usize = 1 << 14;
 const P: u32 = 14;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
+/// A HyperLogLog (Redis's dense layout, 16384 registers).
 pub struct Hll {
+    /// The registers.
     pub regs: Vec<u8>,
 }
 
@@ -58,12 +60,14 @@ impl Hll {
         }
     }
 
+    /// Take the maximum of each register (PFMERGE).
     pub fn merge(&mut self, other: &Hll) {
         for (a, b) in self.regs.iter_mut().zip(&other.regs) {
             *a = (*a).max(*b);
         }
     }
 
+    /// The cardinality estimate (PFCOUNT).
     pub fn count(&self) -> u64 {
         let m = REGISTERS as f64;
         let mut sum = 0.0;

@@ -32,17 +32,24 @@ pub use zsets::ZSet;
 /// A value in the keyspace.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
+    /// A string.
     Str(Vec<u8>),
+    /// A hash.
     Hash(HashMap<Vec<u8>, Vec<u8>>),
+    /// A set.
     Set(HashSet<Vec<u8>>),
+    /// A sorted set.
     ZSet(ZSet),
+    /// A list.
     List(VecDeque<Vec<u8>>),
+    /// A HyperLogLog.
     Hll(Box<Hll>),
     /// A RedisML model (ML.* commands).
     Model(Box<dragonfly_models::Model>),
 }
 
 impl Value {
+    /// What `TYPE` replies.
     pub fn type_name(&self) -> &'static str {
         match self {
             Value::Str(_) | Value::Hll(_) => "string",
@@ -56,12 +63,15 @@ impl Value {
 }
 
 #[derive(Debug, Clone, PartialEq)]
+/// A key's value and its expiry.
 pub struct Entry {
+    /// The value.
     pub value: Value,
     /// Absolute expiry, milliseconds since the epoch.
     pub expire_at: Option<u64>,
 }
 
+/// Milliseconds since the epoch (expiry times).
 pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -84,10 +94,12 @@ pub struct EmbeddedStore {
 }
 
 impl EmbeddedStore {
+    /// An empty store.
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// A connection for one runtime (`hiredis.connect()`).
     pub fn connect(&self) -> EmbeddedConnection {
         EmbeddedConnection {
             db: self.db.clone(),
@@ -140,6 +152,7 @@ impl EmbeddedStore {
     }
 }
 
+/// One client of the embedded store: runs commands, holds pipelined replies.
 pub struct EmbeddedConnection {
     db: Arc<Mutex<Db>>,
     pending: VecDeque<Reply>,
@@ -361,6 +374,7 @@ pub(crate) fn index_range(start: i64, stop: i64, len: usize) -> Option<(usize, u
 }
 
 impl Db {
+    /// Run one command (name and arguments) and give its reply.
     pub fn execute(&mut self, args: &[Vec<u8>]) -> Reply {
         let Some(name) = args.first() else {
             return Reply::err("ERR empty command");

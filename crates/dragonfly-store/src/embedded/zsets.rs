@@ -22,18 +22,22 @@ impl Ord for Score {
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
+/// A sorted set: members by score, then by member.
 pub struct ZSet {
     scores: HashMap<Vec<u8>, f64>,
     order: BTreeSet<(Score, Vec<u8>)>,
 }
 
 impl ZSet {
+    /// Members.
     pub fn len(&self) -> usize {
         self.scores.len()
     }
+    /// No member.
     pub fn is_empty(&self) -> bool {
         self.scores.is_empty()
     }
+    /// A member's score.
     pub fn score(&self, m: &[u8]) -> Option<f64> {
         self.scores.get(m).copied()
     }
@@ -51,6 +55,7 @@ impl ZSet {
         self.order.insert((Score(s), m.to_vec()));
         new
     }
+    /// Remove a member; whether it was there.
     pub fn remove(&mut self, m: &[u8]) -> bool {
         match self.scores.remove(m) {
             Some(s) => {
@@ -60,9 +65,11 @@ impl ZSet {
             None => false,
         }
     }
+    /// Members and scores in order.
     pub fn iter(&self) -> impl DoubleEndedIterator<Item = (&[u8], f64)> {
         self.order.iter().map(|(s, m)| (m.as_slice(), s.0))
     }
+    /// A member's 0-based rank.
     pub fn rank(&self, m: &[u8]) -> Option<usize> {
         let s = self.scores.get(m)?;
         Some(self.order.range(..(Score(*s), m.to_vec())).count())
