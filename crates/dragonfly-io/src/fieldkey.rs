@@ -3,11 +3,13 @@
 
 use memchr::memmem::Finder;
 
+/// Finds the value of one top-level field in a raw JSON line without parsing it.
 pub struct FieldKey {
     finder: Finder<'static>,
 }
 
 impl FieldKey {
+    /// A finder for field `key`.
     pub fn new(key: &str) -> Self {
         let needle = format!("\"{key}\":").into_bytes();
         Self {

@@ -6,9 +6,11 @@
 use crate::uri::UriError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
+/// A parsed `kafka://` URI with its client settings.
 pub struct KafkaUri {
     /// `bootstrap.servers`
     pub brokers: String,
+    /// The topic.
     pub topic: String,
     /// Consumer group (inputs); default "dragonfly-mle".
     pub group: String,

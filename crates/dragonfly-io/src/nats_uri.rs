@@ -8,18 +8,26 @@
 use crate::uri::UriError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
+/// A parsed `nats://` URI.
 pub struct NatsUri {
     /// `host:port`
     pub server: String,
+    /// The subject.
     pub subject: String,
+    /// Queue group (inputs).
     pub queue: Option<String>,
+    /// JetStream stream (inputs).
     pub stream: Option<String>,
+    /// JetStream durable consumer (inputs).
     pub durable: Option<String>,
+    /// Redelivery delay of unacknowledged messages (JetStream).
     pub ack_wait_ms: u64,
+    /// Publish through JetStream with acknowledgements (outputs).
     pub jetstream: bool,
 }
 
 impl NatsUri {
+    /// Parse what follows `nats://` (`uri` is the whole URI, for messages).
     pub fn parse(uri: &str, rest: &str) -> Result<Self, UriError> {
         let bad = || UriError::NoPath(uri.to_string());
         let (server, path) = rest.split_once('/').ok_or_else(bad)?;

@@ -15,10 +15,15 @@ pub enum RedisMode {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
+/// A parsed `redis://` URI.
 pub struct RedisUri {
+    /// Host.
     pub host: String,
+    /// Port.
     pub port: u16,
+    /// The list or channel.
     pub key: String,
+    /// How the list or channel is used.
     pub mode: RedisMode,
     /// Inputs, list modes: `consumer=NAME` turns on at-least-once delivery through the
     /// processing list `KEY:processing:NAME` (one name per engine).
@@ -71,6 +76,7 @@ impl RedisUri {
             .map(|c| format!("{}:processing:{c}", self.key))
     }
 
+    /// Connect to the server.
     pub fn connect(&self) -> redis::RedisResult<redis::Connection> {
         use redis::IntoConnectionInfo;
         let info = redis::ConnectionAddr::Tcp(self.host.clone(), self.port)

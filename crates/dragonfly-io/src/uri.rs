@@ -4,18 +4,26 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum UriError {
     #[error("'{0}' has no scheme (expected e.g. file://, tail://, ipc://)")]
+    /// No `scheme://`.
     NoScheme(String),
     #[error("scheme '{scheme}://' is not supported {role} (supported: {supported})")]
+    /// A scheme this role does not have.
     Unsupported {
+        /// The scheme given.
         scheme: String,
+        /// "as an input", "as an output".
         role: &'static str,
+        /// The schemes there are.
         supported: String,
     },
     #[error("'{0}' names no path")]
+    /// Nothing after `scheme://`.
     NoPath(String),
     #[error("{0}")]
+    /// A bad `options` entry or query parameter.
     BadOption(String),
     #[error("{0}")]
+    /// A bad host or port.
     BadAddress(String),
 }
 

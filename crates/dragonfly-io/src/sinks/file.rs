@@ -78,6 +78,7 @@ pub fn open_append(path: &Path) -> io::Result<File> {
 }
 
 impl FileSink {
+    /// Open (create) `path` for appending (see [`open_append`]).
     pub fn open(path: &Path) -> io::Result<Self> {
         let file = open_append(path)?;
         let committed = file.metadata()?.len();

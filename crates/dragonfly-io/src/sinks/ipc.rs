@@ -12,12 +12,14 @@ use crate::Batch;
 
 const SNDBUF: usize = 8 * 1024 * 1024;
 
+/// Sends one datagram per message to a socket bound by someone else.
 pub struct IpcSink {
     path: PathBuf,
     sock: Option<UnixDatagram>,
 }
 
 impl IpcSink {
+    /// A sink for the socket at `path`.
     pub fn new(path: &Path) -> io::Result<Self> {
         Ok(Self {
             path: path.to_path_buf(),

@@ -53,6 +53,7 @@ impl ProducerContext for Reports {
     }
 }
 
+/// Produces one record per message; deliveries checked at flush.
 pub struct KafkaSink {
     uri: KafkaUri,
     producer: BaseProducer<Reports>,
@@ -62,6 +63,7 @@ pub struct KafkaSink {
 }
 
 impl KafkaSink {
+    /// A producer for `uri`.
     pub fn new(uri: KafkaUri) -> io::Result<Self> {
         let failed = Arc::new(Mutex::new(Failed::default()));
         let mut c = uri.client_config();

@@ -51,11 +51,13 @@ pub trait Sink: Send {
 /// One output scheme: its row in [`SCHEMES`] (see the sources' [`crate::sources::SourceScheme`]).
 #[derive(Debug)]
 pub struct SinkScheme {
+    /// The scheme's name (before `://`).
     pub name: &'static str,
     /// The URI's form, e.g. `kafka://BROKERS/TOPIC[?key=FIELD]`.
     pub form: &'static str,
     /// Options it takes; `*`: any (passed on to a client library).
     pub options: &'static [crate::sources::OptionDoc],
+    /// Its parser.
     pub parse: SinkParseFn,
 }
 
@@ -70,6 +72,7 @@ pub type SinkParseFn = fn(
 
 /// A parsed output, ready to be opened.
 pub trait Destination: std::fmt::Debug + Send + Sync {
+    /// Its row.
     fn scheme(&self) -> &'static SinkScheme;
     /// Where it writes, for the engine's last words and logs.
     fn describe(&self) -> String;

@@ -11,6 +11,7 @@ use super::Sink;
 use crate::nats_uri::NatsUri;
 use crate::Batch;
 
+/// Publishes one message per event.
 pub struct NatsSink {
     uri: NatsUri,
     rt: tokio::runtime::Runtime,
@@ -20,6 +21,7 @@ pub struct NatsSink {
 }
 
 impl NatsSink {
+    /// A publisher for `uri`.
     pub fn new(uri: NatsUri) -> io::Result<Self> {
         Ok(Self {
             rt: NatsUri::runtime()?,

@@ -7,12 +7,14 @@ use super::Sink;
 use crate::redis_uri::{RedisMode, RedisUri};
 use crate::Batch;
 
+/// LPUSH, RPUSH or PUBLISH per message.
 pub struct RedisSink {
     uri: RedisUri,
     con: Option<redis::Connection>,
 }
 
 impl RedisSink {
+    /// A sink for `uri` (connects lazily).
     pub fn new(uri: RedisUri) -> Self {
         Self { uri, con: None }
     }

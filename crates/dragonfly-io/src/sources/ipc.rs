@@ -20,6 +20,7 @@ pub const MAX_DATAGRAM: usize = 4 * 1024 * 1024;
 /// Kernel receive buffer asked for, so bursts are held while the pipeline catches up.
 const RCVBUF: usize = 32 * 1024 * 1024;
 
+/// A bound datagram socket.
 pub struct IpcSource {
     sock: UnixDatagram,
     path: PathBuf,
@@ -132,6 +133,7 @@ pub(crate) fn buffered(ctx: &mut SourceCtx, cap: usize) -> std::thread::JoinHand
 }
 
 impl IpcSource {
+    /// Receive until the engine stops.
     pub fn run(self, mut ctx: SourceCtx) {
         let forwarder = buffered(&mut ctx, self.buffer_bytes);
         self.read(&mut ctx);

@@ -26,7 +26,9 @@ use crate::ack::{Ack, Receipt, Watermark};
 use crate::kafka_uri::KafkaUri;
 
 #[derive(Debug)]
+/// A consumer-group member.
 pub struct KafkaSource {
+    /// What to consume.
     pub uri: KafkaUri,
 }
 
@@ -149,6 +151,7 @@ const SHUTDOWN_WAIT: Duration = Duration::from_secs(30);
 const REVOKE_WAIT: Duration = Duration::from_secs(5);
 
 impl KafkaSource {
+    /// Consume until the engine stops.
     pub fn run(self, mut ctx: SourceCtx) {
         let (tx, rx) = unbounded::<Receipt>();
         let tracker = Arc::new(Mutex::new(Tracker {

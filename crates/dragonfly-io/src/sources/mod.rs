@@ -44,6 +44,7 @@ pub trait Emit: Send {
 pub struct InputCounters {
     /// Lines (or datagrams) handed to the pipeline.
     pub lines: AtomicU64,
+    /// Bytes of those lines.
     pub bytes: AtomicU64,
     /// Blank lines, skipped.
     pub empty: AtomicU64,
@@ -66,16 +67,20 @@ pub struct InputCounters {
 pub struct SourceCtx {
     /// The input's tag from config.lua, used in log lines.
     pub tag: String,
+    /// The input's counters.
     pub counters: Arc<InputCounters>,
     /// Set when the engine stops: the source flushes what it has and returns.
     pub shutdown: Arc<AtomicBool>,
+    /// Longest line accepted.
     pub max_line: usize,
     /// Lines per batch handed over at most.
     pub batch_lines: usize,
+    /// Where batches go.
     pub out: Box<dyn Emit>,
 }
 
 impl SourceCtx {
+    /// The engine is stopping.
     pub fn stopping(&self) -> bool {
         self.shutdown.load(Ordering::Relaxed)
     }
@@ -84,9 +89,11 @@ impl SourceCtx {
 /// What the docs and messages say about one option of a scheme.
 #[derive(Debug)]
 pub struct OptionDoc {
+    /// The option's name in `options = { ... }`.
     pub name: &'static str,
     /// The value's type as config.lua writes it.
     pub kind: &'static str,
+    /// One line for the reference.
     pub doc: &'static str,
 }
 
@@ -94,6 +101,7 @@ pub struct OptionDoc {
 /// reference need comes from here; adding a scheme is one module exporting one row.
 #[derive(Debug)]
 pub struct SourceScheme {
+    /// The scheme's name (before `://`).
     pub name: &'static str,
     /// The URI's form, e.g. `tail://PATH[<]`.
     pub form: &'static str,
@@ -113,6 +121,7 @@ pub type ParseFn =
 
 /// A parsed input, ready to be opened.
 pub trait Source: std::fmt::Debug + Send {
+    /// Its row.
     fn scheme(&self) -> &'static SourceScheme;
     /// The file or socket path (None for network inputs).
     fn path(&self) -> Option<&Path> {

@@ -21,7 +21,9 @@ use crate::ack::{Ack, Receipt};
 use crate::nats_uri::NatsUri;
 
 #[derive(Debug)]
+/// A NATS subscriber or JetStream pull consumer.
 pub struct NatsSource {
+    /// What to consume.
     pub uri: NatsUri,
 }
 
@@ -30,6 +32,7 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 impl NatsSource {
+    /// Consume until the engine stops.
     pub fn run(self, mut ctx: SourceCtx) {
         let rt = match NatsUri::runtime() {
             Ok(rt) => rt,

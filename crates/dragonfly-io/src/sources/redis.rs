@@ -56,13 +56,16 @@ impl Reliable {
 }
 
 #[derive(Debug)]
+/// A Redis list or channel consumer.
 pub struct RedisSource {
+    /// What to consume.
     pub uri: RedisUri,
 }
 
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 impl RedisSource {
+    /// Consume until the engine stops.
     pub fn run(self, mut ctx: SourceCtx) {
         let mut reliable = match (self.uri.mode, self.uri.processing_key()) {
             (RedisMode::Channel, Some(_)) => {

@@ -22,10 +22,15 @@ use crate::uri::UriError;
 pub const DEFAULT_BUFFER_MB: usize = 512;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
+/// Socket input options (see the module doc).
 pub struct SocketOptions {
+    /// Permissions of the socket file.
     pub mode: Option<u32>,
+    /// Owner of the socket file.
     pub owner: Option<String>,
+    /// Group of the socket file.
     pub group: Option<String>,
+    /// Memory queued messages may hold, in MiB.
     pub buffer_mb: usize,
 }
 
@@ -45,6 +50,7 @@ fn bad(msg: String) -> UriError {
 }
 
 impl SocketOptions {
+    /// Read config.lua's options; names are resolved now.
     pub fn parse(options: &[(String, String)]) -> Result<Self, UriError> {
         let mut o = SocketOptions::default();
         for (k, v) in options {

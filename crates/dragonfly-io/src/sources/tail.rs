@@ -228,6 +228,7 @@ impl Followed {
 }
 
 impl Tail {
+    /// Follow `path` (from its start, or its end), resuming at `checkpoint` when it names this file.
     pub fn new(
         path: PathBuf,
         from_start: bool,
@@ -257,6 +258,7 @@ impl Tail {
         }
     }
 
+    /// Follow until the engine stops.
     pub fn run(self, mut ctx: SourceCtx) {
         let mut ck = self.checkpoint;
         let mut col = if ck.is_some() {

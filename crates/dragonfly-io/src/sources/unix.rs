@@ -10,6 +10,7 @@ use std::time::Duration;
 use super::{feed, finish, io_error, Collector, SourceCtx};
 use crate::LineFramer;
 
+/// A listening stream socket.
 pub struct UnixSource {
     listener: UnixListener,
     path: PathBuf,
@@ -29,6 +30,7 @@ pub(crate) fn bind(path: &Path, opts: &super::socket::SocketOptions) -> io::Resu
 }
 
 impl UnixSource {
+    /// Accept and read until the engine stops.
     pub fn run(self, ctx: SourceCtx) {
         let mut conns = Vec::new();
         while !ctx.stopping() {
