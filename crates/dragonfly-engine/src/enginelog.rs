@@ -8,6 +8,7 @@ use dragonfly_lua::ScriptError;
 use serde_json::json;
 
 #[derive(Clone)]
+/// Where the engine reports problems (see the module doc).
 pub struct EngineLog {
     tx: Option<Sender<Batch>>,
 }
@@ -17,6 +18,7 @@ fn now() -> String {
 }
 
 impl EngineLog {
+    /// A log writing its records to `tx` (the engine log's sink).
     pub fn new(tx: Sender<Batch>) -> Self {
         Self { tx: Some(tx) }
     }
@@ -38,6 +40,7 @@ impl EngineLog {
         }
     }
 
+    /// A script failed (the `count`-th time for its counter).
     pub fn lua_error(&self, e: &ScriptError, event: &str, count: u64) {
         if !should_log(count) {
             return;
@@ -49,6 +52,7 @@ impl EngineLog {
         }));
     }
 
+    /// An input line was skipped.
     pub fn bad_line(&self, input: &str, err: &str, line: &[u8], count: u64) {
         if !should_log(count) {
             return;
@@ -62,6 +66,7 @@ impl EngineLog {
         }));
     }
 
+    /// An event was routed to a tag that names nothing (once per tag).
     pub fn unknown_tag(&self, what: &str, tag: &str) {
         tracing::warn!(tag, "an event was routed to {what} '{tag}', which config.lua does not define; such events are dropped and counted in the stats (unknown_tags)");
         self.record(json!({
@@ -86,6 +91,7 @@ impl EngineLog {
         }));
     }
 
+    /// An output failed.
     pub fn sink_error(&self, output: &str, err: &str, count: u64) {
         if !should_log(count) {
             return;

@@ -107,8 +107,11 @@ impl EngineError {
 /// Command-line settings that shape the engine.
 #[derive(Debug, Clone)]
 pub struct Options {
+    /// ROOT (the engine runs in it).
     pub root: PathBuf,
+    /// LOGDIR.
     pub logdir: PathBuf,
+    /// `--exit-on-eof`.
     pub exit_on_eof: bool,
     /// `-c`: the engine will chroot into ROOT once everything is open.
     pub chroot: bool,

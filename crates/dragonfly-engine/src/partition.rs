@@ -5,12 +5,14 @@
 use dragonfly_io::fieldkey::FieldKey;
 use dragonfly_io::Batch;
 
+/// Picks a worker for each line by the value of one top-level field.
 pub struct Partitioner {
     key: FieldKey,
     workers: usize,
 }
 
 impl Partitioner {
+    /// Partition on `key` over `workers` workers.
     pub fn new(key: &str, workers: usize) -> Self {
         Self {
             key: FieldKey::new(key),
@@ -18,6 +20,7 @@ impl Partitioner {
         }
     }
 
+    /// The worker a line goes to (0 without the field).
     pub fn worker_of(&self, line: &[u8]) -> usize {
         if self.workers == 1 {
             return 0;

@@ -73,6 +73,7 @@ fn display_path(root: &Path, p: &Path) -> String {
 }
 
 impl Plan {
+    /// Read the scripts and understand every URI of `config`; every problem is reported at once.
     pub fn new(config: Config, options: Options) -> Result<Plan, EngineError> {
         let mut problems = Vec::new();
         let file = config.file.clone();
@@ -238,6 +239,7 @@ impl Plan {
         &self.runtime.backend
     }
 
+    /// The configuration.
     pub fn config(&self) -> &Config {
         &self.config
     }

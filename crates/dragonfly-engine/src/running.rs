@@ -49,8 +49,11 @@ pub struct Running {
 
 /// What a run did, for the CLI's last words.
 pub struct Summary {
+    /// The final stats record.
     pub stats: serde_json::Value,
+    /// LOGDIR.
     pub logdir: PathBuf,
+    /// Each output's tag and where it wrote.
     pub outputs: Vec<(String, String)>,
     /// Events whose script failed.
     pub script_failures: u64,
@@ -82,6 +85,7 @@ pub(crate) fn f_len_done() -> usize {
 }
 
 impl Running {
+    /// The counters (for tests and tools).
     pub fn stats(&self) -> &Arc<Stats> {
         &self.stats
     }

@@ -18,14 +18,21 @@ const HOLD_MAX: usize = 64;
 use crate::enginelog::EngineLog;
 use crate::stats::OutputCounters;
 
+/// One output on its thread (see the module doc).
 pub struct SinkRunner {
+    /// The output's tag, for messages.
     pub tag: String,
+    /// The opened destination.
     pub sink: Box<dyn Sink>,
+    /// Its queue.
     pub rx: Receiver<Batch>,
     /// Counters of a configured output (None for the engine's own log files).
     pub counters: Option<Arc<Stats>>,
+    /// Its index in the stats' outputs.
     pub index: usize,
+    /// Bumped to reopen (SIGHUP/SIGUSR1).
     pub reopen: Arc<AtomicU64>,
+    /// Where problems go (None: tracing only).
     pub log: Option<EngineLog>,
     /// Set once every producer that will ever send has finished: the runner ends when its
     /// queue is empty, even if a sender is still held (by a parked worker that never ends).
@@ -39,6 +46,7 @@ impl SinkRunner {
         self.counters.as_ref().map(|s| &s.outputs[self.index].c)
     }
 
+    /// Write what comes until the queue is closed or `done` and empty.
     pub fn run(mut self) {
         let mut held: Vec<Ack> = Vec::new();
         let mut since = Instant::now();

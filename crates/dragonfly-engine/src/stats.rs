@@ -24,44 +24,66 @@ pub struct FilterCounters {
 }
 
 #[derive(Debug, Default)]
+/// Counters of one analyzer.
 pub struct AnalyzerCounters {
+    /// Events handed to its loop().
     pub events: AtomicU64,
+    /// Failed calls (all kinds).
     pub errors: AtomicU64,
+    /// Calls stopped by engine.script_timeout_ms.
     pub timeouts: AtomicU64,
+    /// Calls that hit engine.lua_memory_mb.
     pub memory_errors: AtomicU64,
+    /// Timer callbacks run.
     pub timers_fired: AtomicU64,
     /// Timers still pending at exit that could not fire.
     pub timers_dropped: AtomicU64,
 }
 
 #[derive(Debug, Default)]
+/// Counters of one output.
 pub struct OutputCounters {
+    /// Messages written.
     pub events: AtomicU64,
+    /// Bytes written.
     pub bytes: AtomicU64,
+    /// Write or flush failures (episodes).
     pub errors: AtomicU64,
     /// Messages that could not be written even after retrying.
     pub dropped: AtomicU64,
 }
 
+/// Counters of one input.
 pub struct InputStats {
+    /// Its tag.
     pub tag: String,
+    /// What the source counts.
     pub io: Arc<InputCounters>,
+    /// What its filter counts.
     pub filter: FilterCounters,
 }
 
+/// Counters with their config tag.
 pub struct Named<T> {
+    /// The tag.
     pub tag: String,
+    /// The counters.
     pub c: T,
 }
 
 /// Every counter of the engine. Shared by all threads; updated with relaxed atomics.
 pub struct Stats {
+    /// Per input, in config order.
     pub inputs: Vec<InputStats>,
+    /// Per analyzer.
     pub analyzers: Vec<Named<AnalyzerCounters>>,
+    /// Per output.
     pub outputs: Vec<Named<OutputCounters>>,
     /// Events routed to a tag that names nothing, per tag.
     pub unknown_tags: Mutex<BTreeMap<String, u64>>,
+    /// `log_event` records.
     pub log_events: AtomicU64,
+    /// `stats_event` records.
     pub stats_events: AtomicU64,
     /// Analyzer hand-offs cut because one event bounced between analyzers too often.
     pub routing_loops: AtomicU64,
@@ -72,6 +94,7 @@ pub struct Stats {
 }
 
 impl Stats {
+    /// Zeroed counters for these tags.
     pub fn new<'a>(
         inputs: impl Iterator<Item = &'a str>,
         analyzers: impl Iterator<Item = &'a str>,

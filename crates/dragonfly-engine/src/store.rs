@@ -61,7 +61,9 @@ pub fn check_modules(config: &Config, backend: &Backend) -> Vec<String> {
 
 /// Writes the embedded store to its snapshot file.
 pub struct Snapshotter {
+    /// The store.
     pub db: EmbeddedStore,
+    /// Its snapshot file (as seen after a chroot).
     pub path: PathBuf,
 }
 
@@ -76,6 +78,7 @@ impl Snapshotter {
         path.to_path_buf()
     }
 
+    /// Write the snapshot now (problems are logged).
     pub fn save(&self) {
         match self.db.save(&self.path) {
             Ok(n) => tracing::debug!(path = %self.path.display(), keys = n, "embedded store saved"),

@@ -21,7 +21,12 @@ use crate::stats::Stats;
 /// Work for a worker.
 pub enum WorkItem {
     /// Raw lines from input `input`.
-    Lines { input: usize, batch: Batch },
+    Lines {
+        /// The input, by index.
+        input: usize,
+        /// The lines.
+        batch: Batch,
+    },
 }
 
 /// Output lines collected before a batch is handed to its sink between timer firings.
@@ -43,8 +48,11 @@ pub struct WorkerSinks {
 /// The input batch a worker is running, kept where the engine can reach it if the worker's
 /// runtime has to be given up (see [`dragonfly_lua::watchdog`]).
 pub struct InFlight {
+    /// The input it came from.
     pub input: usize,
+    /// Its lines.
     pub batch: Arc<Batch>,
+    /// Its receipts.
     pub acks: Vec<dragonfly_io::Ack>,
 }
 
@@ -53,6 +61,7 @@ pub struct InFlight {
 pub struct WorkerStatus {
     /// The watchdog's view of the worker's runtime.
     pub watched: Mutex<Option<Arc<dragonfly_lua::watchdog::Watched>>>,
+    /// The batch being run.
     pub inflight: Mutex<Option<InFlight>>,
 }
 
@@ -83,22 +92,32 @@ impl WorkerStatus {
     fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         m.lock().unwrap_or_else(|p| p.into_inner())
     }
+    /// The watchdog's view of the runtime, once it runs.
     pub fn watched(&self) -> Option<Arc<dragonfly_lua::watchdog::Watched>> {
         Self::lock(&self.watched).clone()
     }
+    /// Take the batch being run (from a parked worker).
     pub fn take_inflight(&self) -> Option<InFlight> {
         Self::lock(&self.inflight).take()
     }
 }
 
 #[derive(Clone)]
+/// One worker: what it is built from (cloned to replace a parked runtime).
 pub struct Worker {
+    /// Its number.
     pub id: usize,
+    /// What its runtime is built from.
     pub spec: RuntimeSpec,
+    /// Its queue of work.
     pub rx: Receiver<WorkItem>,
+    /// Where its lines go.
     pub sinks: WorkerSinks,
+    /// The engine's counters.
     pub stats: Arc<Stats>,
+    /// The engine log.
     pub log: EngineLog,
+    /// What the engine sees of it.
     pub status: Arc<WorkerStatus>,
 }
 
