@@ -331,16 +331,17 @@ impl Chain<'_> {
     /// `batch` is the input batch being run, if any (for dead letters).
     fn collect(&mut self, batch: Option<(usize, &Batch)>) {
         let stats = &self.w.stats;
-        for (i, n) in self.rt.take_counts().into_iter().enumerate() {
+        let res = self.rt.take_results();
+        for (i, n) in res.counts.into_iter().enumerate() {
             if n > 0 {
                 stats.analyzers[i].c.events.fetch_add(n, Relaxed);
             }
         }
-        let cut = self.rt.take_loops_cut();
+        let cut = res.loops_cut;
         if cut > 0 {
             stats.routing_loops.fetch_add(cut, Relaxed);
         }
-        for f in self.rt.take_failures() {
+        for f in res.failures {
             let (counter, timeouts, memory) = match f.caller {
                 Caller::Filter(i) => {
                     let c = &stats.inputs[i].filter;
@@ -364,7 +365,7 @@ impl Chain<'_> {
             self.w.log.lua_error(&f.error, &f.event, n);
             self.dead_letter(&f, batch);
         }
-        for (tag, kind) in self.rt.take_unknown() {
+        for (tag, kind) in res.unknown {
             let what = match kind {
                 TagKind::Analyzer => "analyzer",
                 TagKind::Output => "output",
@@ -374,8 +375,7 @@ impl Chain<'_> {
                 self.w.log.unknown_tag(what, &tag);
             }
         }
-        let timers = std::mem::take(&mut self.rt.mailbox().timers);
-        for t in timers {
+        for t in res.timers {
             if self.draining {
                 stats.analyzers[t.analyzer]
                     .c
@@ -398,8 +398,8 @@ impl Chain<'_> {
     /// Hand every collected output, log, stats and dead-letter line to its sink.
     fn flush(&mut self) {
         let sinks = &self.w.sinks;
-        for (i, tx) in sinks.outputs.iter().enumerate() {
-            let mut batch = self.rt.take_output(i);
+        let lines = self.rt.take_lines();
+        for (tx, mut batch) in sinks.outputs.iter().zip(lines.outputs) {
             if !batch.is_empty() {
                 batch.acks.extend(self.acks.iter().cloned());
                 // The sink counts what it writes; a closed sink means shutdown went past it.
@@ -414,10 +414,7 @@ impl Chain<'_> {
                 let _ = tx.send(batch);
             }
         }
-        let (log, stats) = {
-            let mut mb = self.rt.mailbox();
-            (mb.log.take(), mb.stats.take())
-        };
+        let (log, stats) = (lines.log, lines.stats);
         if !log.is_empty() {
             self.w.stats.log_events.fetch_add(log.len() as u64, Relaxed);
             let _ = sinks.log.send(log);

@@ -12,6 +12,6 @@ pub mod watchdog;
 pub use libs::hiredis::Backend;
 pub use mailbox::{Mailbox, TagKind, TimerRequest};
 pub use runtime::{
-    BatchResult, Caller, Failure, FailureKind, Limits, Runtime, RuntimeSpec, ScriptError,
-    ScriptKind, ScriptSpec,
+    BatchResult, Caller, Failure, FailureKind, Limits, Lines, Results, Runtime, RuntimeSpec,
+    ScriptError, ScriptKind, ScriptSpec,
 };

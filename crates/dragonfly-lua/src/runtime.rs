@@ -161,6 +161,31 @@ pub struct Failure {
     pub input_index: Option<usize>,
 }
 
+/// What a runtime's calls did, from [`Runtime::take_results`].
+#[derive(Default)]
+pub struct Results {
+    /// Calls that failed.
+    pub failures: Vec<Failure>,
+    /// Events each analyzer received (index = analyzer).
+    pub counts: Vec<u64>,
+    /// Routing loops cut.
+    pub loops_cut: u64,
+    /// Events routed to tags that name nothing.
+    pub unknown: Vec<(String, TagKind)>,
+    /// `dragonfly.timer_event` requests.
+    pub timers: Vec<crate::mailbox::TimerRequest>,
+}
+
+/// What a runtime's calls wrote, from [`Runtime::take_lines`].
+pub struct Lines {
+    /// Encoded lines per output (index = output).
+    pub outputs: Vec<Batch>,
+    /// `dragonfly.log_event` records.
+    pub log: Batch,
+    /// `dragonfly.stats_event` records.
+    pub stats: Batch,
+}
+
 /// Bytes of an event quoted in a failure.
 const EXCERPT: usize = 512;
 /// A hand-off chain longer than this for one event is a routing loop.
@@ -555,6 +580,33 @@ impl Runtime {
     /// Bytes the Lua state holds now.
     pub fn used_memory(&self) -> usize {
         self.lua.used_memory()
+    }
+
+    /// Everything the calls since the last take did besides writing lines: the one place the
+    /// engine learns it from (failures, events per analyzer, loops cut, unknown tags, timers
+    /// requested). Lines are taken with [`Runtime::take_lines`].
+    pub fn take_results(&mut self) -> Results {
+        Results {
+            failures: self.take_failures(),
+            counts: self.take_counts(),
+            loops_cut: self.take_loops_cut(),
+            unknown: self.take_unknown(),
+            timers: std::mem::take(&mut self.mailbox().timers),
+        }
+    }
+
+    /// Every line written since the last take: per output, the engine log's and the stats
+    /// log's.
+    pub fn take_lines(&mut self) -> Lines {
+        let outputs = (0..self.out.outputs.len())
+            .map(|i| self.take_output(i))
+            .collect();
+        let mut mb = self.mailbox();
+        Lines {
+            outputs,
+            log: mb.log.take(),
+            stats: mb.stats.take(),
+        }
     }
 
     /// Failed calls since the last take.
