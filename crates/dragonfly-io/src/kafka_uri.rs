@@ -25,35 +25,35 @@ pub struct KafkaUri {
 impl KafkaUri {
     /// Parse the part after `kafka://`.
     pub fn parse(uri: &str, rest: &str) -> Result<Self, UriError> {
-        let bad = || UriError::NoPath(uri.to_string());
-        let (brokers, path) = rest.split_once('/').ok_or_else(bad)?;
-        let (topic, query) = path.split_once('?').unwrap_or((path, ""));
-        if brokers.is_empty() || topic.is_empty() {
-            return Err(bad());
+        let n = crate::uri::net(uri, rest, "topic", "kafka://HOST:PORT[,HOST:PORT]/TOPIC")?;
+        for b in n.addr.split(',') {
+            if let Some((_, p)) = b.rsplit_once(':') {
+                crate::uri::port(uri, p)?;
+            }
         }
         let mut u = KafkaUri {
-            brokers: brokers.to_string(),
-            topic: topic.to_string(),
+            brokers: n.addr.to_string(),
+            topic: n.path.to_string(),
             group: "dragonfly-mle".into(),
             key: None,
             commit_ms: 1000,
             options: Vec::new(),
         };
-        for kv in query.split('&').filter(|s| !s.is_empty()) {
-            match kv.split_once('=') {
-                Some(("group", g)) if !g.is_empty() => u.group = g.to_string(),
-                Some(("key", k)) if !k.is_empty() => u.key = Some(k.to_string()),
-                Some(("commit_ms", n)) if n.parse::<u64>().is_ok() => {
-                    u.commit_ms = n.parse().unwrap()
+        for (k, v) in n.query {
+            match (k, v) {
+                ("group", g) if !g.is_empty() => u.group = g.to_string(),
+                ("key", f) if !f.is_empty() => u.key = Some(f.to_string()),
+                ("commit_ms", ms) if ms.parse::<u64>().is_ok() => {
+                    u.commit_ms = ms.parse().unwrap_or(1000)
                 }
-                Some((k, v)) if k.contains('.') => u.options.push((k.into(), v.into())),
+                (k, v) if k.contains('.') => u.options.push((k.into(), v.into())),
                 _ => {
-                    return Err(UriError::Unsupported {
-                        scheme: format!("kafka (query '{kv}')"),
-                        role: "here",
-                        supported: "group=NAME, key=FIELD, commit_ms=N, librdkafka options (a.b=v)"
-                            .into(),
-                    })
+                    return Err(crate::uri::bad_query(
+                        uri,
+                        k,
+                        v,
+                        "group=NAME, key=FIELD, commit_ms=N, librdkafka properties (a.b=v)",
+                    ))
                 }
             }
         }

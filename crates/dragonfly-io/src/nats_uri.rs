@@ -29,50 +29,46 @@ pub struct NatsUri {
 impl NatsUri {
     /// Parse what follows `nats://` (`uri` is the whole URI, for messages).
     pub fn parse(uri: &str, rest: &str) -> Result<Self, UriError> {
-        let bad = || UriError::NoPath(uri.to_string());
-        let (server, path) = rest.split_once('/').ok_or_else(bad)?;
-        let (subject, query) = path.split_once('?').unwrap_or((path, ""));
-        if server.is_empty() || subject.is_empty() {
-            return Err(bad());
-        }
-        let server = if server.contains(':') {
-            server.to_string()
-        } else {
-            format!("{server}:4222")
+        let n = crate::uri::net(uri, rest, "subject", "nats://HOST:PORT/SUBJECT")?;
+        let server = match n.addr.rsplit_once(':') {
+            Some((_, p)) => {
+                crate::uri::port(uri, p)?;
+                n.addr.to_string()
+            }
+            None => format!("{}:4222", n.addr),
         };
         let mut u = NatsUri {
             server,
-            subject: subject.to_string(),
+            subject: n.path.to_string(),
             queue: None,
             stream: None,
             durable: None,
             ack_wait_ms: 30_000,
             jetstream: false,
         };
-        for kv in query.split('&').filter(|s| !s.is_empty()) {
-            match kv.split_once('=') {
-                Some(("queue", q)) if !q.is_empty() => u.queue = Some(q.into()),
-                Some(("stream", s)) if !s.is_empty() => u.stream = Some(s.into()),
-                Some(("durable", d)) if !d.is_empty() => u.durable = Some(d.into()),
-                Some(("ack_wait_ms", n)) if n.parse::<u64>().is_ok() => {
-                    u.ack_wait_ms = n.parse().unwrap()
+        for (k, v) in n.query {
+            match (k, v) {
+                ("queue", q) if !q.is_empty() => u.queue = Some(q.into()),
+                ("stream", s) if !s.is_empty() => u.stream = Some(s.into()),
+                ("durable", d) if !d.is_empty() => u.durable = Some(d.into()),
+                ("ack_wait_ms", ms) if ms.parse::<u64>().is_ok() => {
+                    u.ack_wait_ms = ms.parse().unwrap_or(30_000)
                 }
-                Some(("jetstream", v)) => u.jetstream = matches!(v, "1" | "true" | "yes"),
+                ("jetstream", v) => u.jetstream = matches!(v, "1" | "true" | "yes"),
                 _ => {
-                    return Err(UriError::Unsupported {
-                        scheme: format!("nats (query '{kv}')"),
-                        role: "here",
-                        supported: "queue=, stream=, durable=, ack_wait_ms=, jetstream=1".into(),
-                    })
+                    return Err(crate::uri::bad_query(
+                        uri,
+                        k,
+                        v,
+                        "queue=G, stream=S, durable=D, ack_wait_ms=N, jetstream=1",
+                    ))
                 }
             }
         }
         if u.durable.is_some() != u.stream.is_some() {
-            return Err(UriError::Unsupported {
-                scheme: "nats (JetStream)".into(),
-                role: "without both stream= and durable=",
-                supported: "stream=NAME&durable=NAME together".into(),
-            });
+            return Err(UriError::BadQuery(format!(
+                "'{uri}': JetStream needs stream=NAME and durable=NAME together"
+            )));
         }
         Ok(u)
     }

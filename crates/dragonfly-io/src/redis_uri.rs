@@ -33,30 +33,27 @@ pub struct RedisUri {
 impl RedisUri {
     /// Parse the part after `redis://`.
     pub fn parse(uri: &str, rest: &str) -> Result<Self, UriError> {
-        let bad = || UriError::NoPath(uri.to_string());
-        let (addr, path) = rest.split_once('/').ok_or_else(bad)?;
-        let (key, query) = path.split_once('?').unwrap_or((path, ""));
-        if key.is_empty() {
-            return Err(bad());
-        }
-        let (host, port) = match addr.rsplit_once(':') {
-            Some((h, p)) => (h.to_string(), p.parse().map_err(|_| bad())?),
-            None => (addr.to_string(), 6379),
+        let n = crate::uri::net(uri, rest, "key", "redis://HOST:PORT/KEY")?;
+        let (host, port) = match n.addr.rsplit_once(':') {
+            Some((h, p)) => (h.to_string(), crate::uri::port(uri, p)?),
+            None => (n.addr.to_string(), 6379),
         };
+        let key = n.path;
         let mut mode = RedisMode::List;
         let mut consumer = None;
-        for kv in query.split('&').filter(|s| !s.is_empty()) {
-            match kv.split_once('=') {
-                Some(("mode", "list" | "lpush")) => mode = RedisMode::List,
-                Some(("mode", "rpush")) => mode = RedisMode::Rpush,
-                Some(("mode", "channel" | "publish")) => mode = RedisMode::Channel,
-                Some(("consumer", c)) if !c.is_empty() => consumer = Some(c.to_string()),
+        for (k, v) in n.query {
+            match (k, v) {
+                ("mode", "list" | "lpush") => mode = RedisMode::List,
+                ("mode", "rpush") => mode = RedisMode::Rpush,
+                ("mode", "channel" | "publish") => mode = RedisMode::Channel,
+                ("consumer", c) if !c.is_empty() => consumer = Some(c.to_string()),
                 _ => {
-                    return Err(UriError::Unsupported {
-                        scheme: format!("redis (query '{kv}')"),
-                        role: "here",
-                        supported: "mode=list, mode=rpush, mode=channel, consumer=NAME".into(),
-                    })
+                    return Err(crate::uri::bad_query(
+                        uri,
+                        k,
+                        v,
+                        "mode=list|rpush|channel, consumer=NAME",
+                    ))
                 }
             }
         }

@@ -402,7 +402,7 @@ pub const TAIL: super::SourceScheme = super::SourceScheme {
     }],
     parse: |uri, rest, options| {
         let (path, from_start) = match rest.strip_suffix('<') {
-            Some("") => return Err(crate::UriError::NoPath(uri.to_string())),
+            Some("") => return Err(crate::UriError::NoPath(format!("'{uri}' names no path"))),
             Some(p) => (p, true),
             None => (rest, false),
         };
