@@ -13,7 +13,7 @@
 use mlua::{Lua, Table, Value};
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
-use dragonfly_store::numfmt::fmt_g;
+use dragonfly_models::numfmt::fmt_g;
 
 const MAX_ENCODE_DEPTH: usize = 1000;
 

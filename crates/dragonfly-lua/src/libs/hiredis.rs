@@ -6,7 +6,7 @@
 //! `{ name = "<error text>", type = hiredis.REPLY_ERROR }`.
 
 use dragonfly_store::embedded::EmbeddedStore;
-use dragonfly_store::numfmt::lua_number;
+use dragonfly_models::numfmt::lua_number;
 use dragonfly_store::redis_backend::RedisTarget;
 use dragonfly_store::{Connection, Reply};
 use mlua::{Lua, MultiValue, RegistryKey, Table, UserData, UserDataMethods, Value};
