@@ -343,8 +343,7 @@ impl Plan {
                 }
             },
         };
-        let mut own = Vec::new();
-        for f in [LOG_FILE, STATS_FILE] {
+        let mut open_own = |f: &str| -> Option<Box<dyn Sink>> {
             let mut p = self.options.logdir.join(f);
             if self.options.chroot {
                 match confine(&self.options.root, "engine log", &p) {
@@ -353,15 +352,19 @@ impl Plan {
                         problems.push(
                             e.replace("move it under ROOT", "give -l a directory under ROOT"),
                         );
-                        continue;
+                        return None;
                     }
                 }
             }
             match FileSink::open(&p) {
-                Ok(s) => own.push(Box::new(s) as Box<dyn Sink>),
-                Err(e) => problems.push(format!("engine log {}: {e}", p.display())),
+                Ok(s) => Some(Box::new(s)),
+                Err(e) => {
+                    problems.push(format!("engine log {}: {e}", p.display()));
+                    None
+                }
             }
-        }
+        };
+        let (own_log, own_stats) = (open_own(LOG_FILE), open_own(STATS_FILE));
         if !problems.is_empty() {
             return Err(EngineError::Open(problems));
         }
@@ -374,7 +377,10 @@ impl Plan {
             plan: self,
             sources,
             sinks,
-            own,
+            own: OwnLogs {
+                log: own_log.expect("no problem: opened"),
+                stats: own_stats.expect("no problem: opened"),
+            },
             dead,
             state_dirs,
             logdir,
@@ -387,12 +393,20 @@ pub struct Prepared {
     pub(crate) plan: Plan,
     pub(crate) sources: Vec<Box<dyn PreparedSource>>,
     pub(crate) sinks: Vec<Box<dyn Sink>>,
-    pub(crate) own: Vec<Box<dyn Sink>>,
+    pub(crate) own: OwnLogs,
     pub(crate) dead: Option<Box<dyn Sink>>,
     /// Directories the engine writes state files into.
     pub(crate) state_dirs: Vec<StateDir>,
     /// LOGDIR, and whether this start made it.
     pub(crate) logdir: StateDir,
+}
+
+/// The engine's own log files, opened.
+pub(crate) struct OwnLogs {
+    /// LOGDIR/dragonfly-mle.log.
+    pub(crate) log: Box<dyn Sink>,
+    /// LOGDIR/dragonfly-mle-stats.log.
+    pub(crate) stats: Box<dyn Sink>,
 }
 
 /// A directory holding a state file (checkpoint, snapshot).
@@ -436,7 +450,8 @@ impl Prepared {
     /// Nothing is changed through a path a symbolic link could redirect.
     pub fn hand_over(&self, uid: u32, gid: u32) -> Result<(), EngineError> {
         let mut problems = Vec::new();
-        for s in self.sinks.iter().chain(&self.own).chain(&self.dead) {
+        let own = [&self.own.log, &self.own.stats];
+        for s in self.sinks.iter().chain(own).chain(&self.dead) {
             if let Err(e) = s.hand_over(uid, gid) {
                 problems.push(format!("cannot hand {e} to the unprivileged user"));
             }

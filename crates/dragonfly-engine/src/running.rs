@@ -34,7 +34,8 @@ pub struct Running {
     pub(crate) parked: usize,
     pub(crate) output_threads: Vec<JoinHandle<()>>,
     pub(crate) own_threads: Vec<JoinHandle<()>>,
-    pub(crate) own_senders: Vec<Sender<Batch>>,
+    /// The engine log's and the stats log's queues (None once closed at the end).
+    pub(crate) own_senders: Option<(Sender<Batch>, Sender<Batch>)>,
     pub(crate) stats: Arc<Stats>,
     pub(crate) stats_interval: Duration,
     /// How long the drain at shutdown may take.
@@ -95,7 +96,9 @@ impl Running {
         line.push(b'\n');
         let mut b = Batch::default();
         b.push(&line);
-        let _ = self.own_senders[1].send(b);
+        if let Some((_, stats)) = &self.own_senders {
+            let _ = stats.send(b);
+        }
     }
 
     /// Run until told to stop (or, with `--exit-on-eof`, until every input has ended), then
@@ -188,7 +191,7 @@ impl Running {
         }
         self.write_stats(true);
         let stats = self.stats.snapshot(true);
-        self.own_senders.clear();
+        self.own_senders = None;
         self.log = EngineLog::stderr_only();
         self.own_done.store(true, Ordering::SeqCst);
         for h in self.own_threads.drain(..) {

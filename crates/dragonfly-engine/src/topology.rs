@@ -134,14 +134,12 @@ impl Prepared {
         // The engine's own logs first, so every later problem has somewhere to go.
         let own_done = Arc::new(AtomicBool::new(false));
         let outputs_done = Arc::new(AtomicBool::new(false));
-        let mut own_threads = Vec::new();
-        let mut own_senders = Vec::new();
-        for (sink, name) in own.into_iter().zip([LOG_FILE, STATS_FILE]) {
-            let (tx, _, h) = spawn_sink(name, sink, 1024, None, &control, None, &own_done);
-            own_senders.push(tx);
-            own_threads.push(h);
-        }
-        let log = EngineLog::new(own_senders[0].clone());
+        let (log_tx, _, log_thread) =
+            spawn_sink(LOG_FILE, own.log, 1024, None, &control, None, &own_done);
+        let (stats_tx, _, stats_thread) =
+            spawn_sink(STATS_FILE, own.stats, 1024, None, &control, None, &own_done);
+        let mut own_threads = vec![log_thread, stats_thread];
+        let log = EngineLog::new(log_tx.clone());
         let mut queues = Vec::new();
         let dead_tx = dead.map(|sink| {
             let (tx, rx, h) = spawn_sink(
@@ -177,8 +175,8 @@ impl Prepared {
         }
         let worker_sinks = WorkerSinks {
             outputs: sink_senders,
-            log: own_senders[0].clone(),
-            stats: own_senders[1].clone(),
+            log: log_tx.clone(),
+            stats: stats_tx.clone(),
             dead: dead_tx,
         };
 
@@ -290,7 +288,7 @@ impl Prepared {
             parked: 0,
             output_threads,
             own_threads,
-            own_senders,
+            own_senders: Some((log_tx, stats_tx)),
             stats,
             stats_interval: Duration::from_secs_f64(engine.stats_interval),
             drain_timeout: Duration::from_secs_f64(engine.drain_timeout_s),

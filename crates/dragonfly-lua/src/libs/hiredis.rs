@@ -5,8 +5,8 @@
 //! by identity with `hiredis.OK`, `hiredis.status.PONG`), error -> a new constant table
 //! `{ name = "<error text>", type = hiredis.REPLY_ERROR }`.
 
-use dragonfly_store::embedded::EmbeddedStore;
 use dragonfly_models::numfmt::lua_number;
+use dragonfly_store::embedded::EmbeddedStore;
 use dragonfly_store::redis_backend::RedisTarget;
 use dragonfly_store::{Connection, Reply};
 use mlua::{Lua, MultiValue, RegistryKey, Table, UserData, UserDataMethods, Value};
