@@ -106,9 +106,10 @@ fn rss_mb(pid: u32) -> f64 {
 /// and the process stays within the cap plus a small constant.
 #[test]
 fn a_flood_into_a_slow_pipeline_stays_within_the_buffer_cap() {
-    const CAP_MB: f64 = 32.0;
+    const CAP_MB: f64 = 8.0;
     let slow = r#"
--- slow (2 ms an event) for the flood's 30 s, fast afterwards so that the drain is quick
+-- slow (20 ms an event: 50 a second, far below any sender) for the flood's 30 s, fast
+-- afterwards so that the drain is quick
 local slow_until
 function setup()
   slow_until = dragonfly.clock() + 32
@@ -116,13 +117,13 @@ function setup()
 end
 function loop(msg)
   if dragonfly.clock() < slow_until then
-    local t = dragonfly.clock() + 0.002
+    local t = dragonfly.clock() + 0.02
     while dragonfly.clock() < t do end
   end
   dragonfly.output_event(default_output, msg)
 end
 "#;
-    let r = socket_root("ipc://in.sock", "buffer_mb = 32", slow);
+    let r = socket_root("ipc://in.sock", "buffer_mb = 8", slow);
     let cfg = std::fs::read_to_string(r.path().join("config/config.lua")).unwrap();
     r.config(&format!(
         "{cfg}\nengine = {{ queue_batches = 4, script_timeout_ms = 0 }}\n"

@@ -198,28 +198,7 @@ pub const IPC: super::SourceScheme = super::SourceScheme {
     name: "ipc",
     form: "ipc://PATH",
     finite: false,
-    options: &[
-        super::OptionDoc {
-            name: "mode",
-            kind: "string (octal)",
-            doc: "the socket file's permissions, e.g. \"0660\"",
-        },
-        super::OptionDoc {
-            name: "owner",
-            kind: "string",
-            doc: "user (name or number) owning the socket file",
-        },
-        super::OptionDoc {
-            name: "group",
-            kind: "string",
-            doc: "group (name or number) of the socket file",
-        },
-        super::OptionDoc {
-            name: "buffer_mb",
-            kind: "number",
-            doc: "memory queued messages may hold (default 512)",
-        },
-    ],
+    options: super::socket::SOCKET_OPTIONS,
     parse: |_, rest, options| {
         Ok(Box::new(IpcInput {
             path: crate::uri::path(rest),

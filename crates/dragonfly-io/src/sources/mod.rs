@@ -203,6 +203,43 @@ pub fn parse(uri: &str, options: &[(String, String)]) -> Result<Box<dyn Source>,
     (s.parse)(uri, rest, options)
 }
 
+/// Accept connections until the engine stops, each read by `conn` on a thread of its own
+/// with its own context; then wait for them. `accept` is non-blocking.
+pub(crate) fn serve<S: Send + 'static>(
+    ctx: &SourceCtx,
+    mut accept: impl FnMut() -> std::io::Result<S>,
+    conn: fn(S, SourceCtx),
+) {
+    let mut conns: Vec<std::thread::JoinHandle<()>> = Vec::new();
+    while !ctx.stopping() {
+        match accept() {
+            Ok(stream) => {
+                let conn_ctx = SourceCtx {
+                    tag: ctx.tag.clone(),
+                    counters: ctx.counters.clone(),
+                    shutdown: ctx.shutdown.clone(),
+                    max_line: ctx.max_line,
+                    batch_lines: ctx.batch_lines,
+                    out: ctx.out.clone_box(),
+                };
+                tracing::info!(input = %ctx.tag, "stream connection accepted");
+                conns.push(std::thread::spawn(move || conn(stream, conn_ctx)));
+                conns.retain(|h| !h.is_finished());
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(e) => {
+                io_error(ctx, "accept failed", &e);
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        }
+    }
+    for h in conns {
+        let _ = h.join();
+    }
+}
+
 /// The value of option `name`, if given.
 pub(crate) fn option<'a>(options: &'a [(String, String)], name: &str) -> Option<&'a str> {
     options

@@ -18,6 +18,30 @@ use std::path::Path;
 
 use crate::uri::UriError;
 
+/// The options of the socket inputs, for their scheme rows.
+pub const SOCKET_OPTIONS: &[super::OptionDoc] = &[
+    super::OptionDoc {
+        name: "mode",
+        kind: "string (octal)",
+        doc: "the socket file's permissions, e.g. \"0660\"",
+    },
+    super::OptionDoc {
+        name: "owner",
+        kind: "string",
+        doc: "user (name or number) owning the socket file",
+    },
+    super::OptionDoc {
+        name: "group",
+        kind: "string",
+        doc: "group (name or number) of the socket file",
+    },
+    super::OptionDoc {
+        name: "buffer_mb",
+        kind: "number",
+        doc: "memory queued messages may hold (default 512)",
+    },
+];
+
 /// Default memory for queued datagrams of one socket input.
 pub const DEFAULT_BUFFER_MB: usize = 512;
 

@@ -30,11 +30,8 @@ pub const SYSLOG: super::SourceScheme = super::SourceScheme {
     name: "syslog",
     form: "syslog://PATH | syslog://udp:HOST:PORT | syslog://tcp:HOST:PORT",
     finite: false,
-    options: &[super::OptionDoc {
-        name: "buffer_mb",
-        kind: "number",
-        doc: "memory queued messages may hold (default 512)",
-    }],
+    // mode, owner and group apply to the socket file of syslog://PATH
+    options: super::socket::SOCKET_OPTIONS,
     parse: |uri, rest, options| {
         let transport = if let Some(addr) = rest.strip_prefix("udp:") {
             Transport::Udp(addr.to_string())
@@ -167,33 +164,7 @@ fn datagrams(ctx: &mut SourceCtx, mut recv: impl FnMut(&mut [u8]) -> io::Result<
 }
 
 fn listen(l: TcpListener, ctx: &mut SourceCtx) {
-    let mut conns = Vec::new();
-    while !ctx.stopping() {
-        match l.accept() {
-            Ok((stream, _)) => {
-                let conn_ctx = SourceCtx {
-                    tag: ctx.tag.clone(),
-                    counters: ctx.counters.clone(),
-                    shutdown: ctx.shutdown.clone(),
-                    max_line: ctx.max_line,
-                    batch_lines: ctx.batch_lines,
-                    out: ctx.out.clone_box(),
-                };
-                conns.push(std::thread::spawn(move || connection(stream, conn_ctx)));
-                conns.retain(|h: &std::thread::JoinHandle<()>| !h.is_finished());
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            Err(e) => {
-                io_error(ctx, "accept failed", &e);
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-    }
-    for h in conns {
-        let _ = h.join();
-    }
+    super::serve(ctx, || l.accept().map(|(s, _)| s), connection);
 }
 
 /// One TCP connection: octet-counted or newline-ended messages (RFC 6587).

@@ -32,34 +32,7 @@ pub(crate) fn bind(path: &Path, opts: &super::socket::SocketOptions) -> io::Resu
 impl UnixSource {
     /// Accept and read until the engine stops.
     pub fn run(self, ctx: SourceCtx) {
-        let mut conns = Vec::new();
-        while !ctx.stopping() {
-            match self.listener.accept() {
-                Ok((stream, _)) => {
-                    let conn_ctx = SourceCtx {
-                        tag: ctx.tag.clone(),
-                        counters: ctx.counters.clone(),
-                        shutdown: ctx.shutdown.clone(),
-                        max_line: ctx.max_line,
-                        batch_lines: ctx.batch_lines,
-                        out: ctx.out.clone_box(),
-                    };
-                    tracing::info!(input = %ctx.tag, "stream connection accepted");
-                    conns.push(std::thread::spawn(move || connection(stream, conn_ctx)));
-                    conns.retain(|h| !h.is_finished());
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                Err(e) => {
-                    io_error(&ctx, "accept failed", &e);
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-            }
-        }
-        for h in conns {
-            let _ = h.join();
-        }
+        super::serve(&ctx, || self.listener.accept().map(|(s, _)| s), connection);
         let _ = std::fs::remove_file(&self.path);
     }
 }
@@ -104,28 +77,7 @@ pub const UNIX: super::SourceScheme = super::SourceScheme {
     name: "unix",
     form: "unix://PATH",
     finite: false,
-    options: &[
-        super::OptionDoc {
-            name: "mode",
-            kind: "string (octal)",
-            doc: "the socket file's permissions, e.g. \"0660\"",
-        },
-        super::OptionDoc {
-            name: "owner",
-            kind: "string",
-            doc: "user (name or number) owning the socket file",
-        },
-        super::OptionDoc {
-            name: "group",
-            kind: "string",
-            doc: "group (name or number) of the socket file",
-        },
-        super::OptionDoc {
-            name: "buffer_mb",
-            kind: "number",
-            doc: "memory queued messages may hold (default 512)",
-        },
-    ],
+    options: super::socket::SOCKET_OPTIONS,
     parse: |_, rest, options| {
         Ok(Box::new(UnixInput {
             path: crate::uri::path(rest),
