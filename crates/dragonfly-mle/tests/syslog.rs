@@ -172,3 +172,47 @@ fn syslog_over_udp_and_tcp() {
     let counted = t.iter().find(|e| e["message"] == "counted").unwrap();
     assert_eq!(counted["syslog"]["app_name"], "tcpapp");
 }
+
+#[test]
+fn oversized_syslog_messages_are_counted_and_skipped_the_rest_arrives() {
+    let pt = free_port();
+    let rt = root(&format!("syslog://tcp:127.0.0.1:{pt}"));
+    let ru = root("syslog://log.sock");
+    for r in [&rt, &ru] {
+        let cfg = std::fs::read_to_string(r.path().join("config/config.lua")).unwrap();
+        r.config(&format!("{cfg}\nengine = {{ max_line_bytes = 65536 }}\n"));
+    }
+    let ct = rt.spawn(&[]);
+    let cu = ru.spawn(&[]);
+    wait_for(T, "start-up", || {
+        rt.path().join("ready").exists() && ru.path().join("ready").exists()
+    });
+    // TCP: a count far past the maximum (its bytes streamed by), a 3 MB line with no end in
+    // sight, then good messages
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", pt)).unwrap();
+    s.write_all(b"999999 ").unwrap();
+    s.write_all(&vec![b'a'; 999_999]).unwrap();
+    s.write_all(b"6 <13>ok").unwrap();
+    s.write_all(&vec![b'b'; 3_000_000]).unwrap();
+    s.write_all(b"\n<13>after the long line\n").unwrap();
+    drop(s);
+    // unix datagram: 200 KB, more than the 64 KiB the engine takes
+    let tx = std::os::unix::net::UnixDatagram::unbound().unwrap();
+    nix::sys::socket::setsockopt(&tx, nix::sys::socket::sockopt::SndBuf, &(1 << 20)).unwrap();
+    tx.send_to(&vec![b'c'; 200_000], ru.path().join("log.sock"))
+        .unwrap();
+    tx.send_to(b"<13>small", ru.path().join("log.sock"))
+        .unwrap();
+    let t = events(&rt, 2);
+    let u = events(&ru, 1);
+    let (st, err) = stop(ct, T);
+    assert!(st.success(), "{err}");
+    let (su, err) = stop(cu, T);
+    assert!(su.success(), "{err}");
+    let msgs: Vec<&str> = t.iter().map(|e| e["message"].as_str().unwrap()).collect();
+    assert_eq!(msgs, vec!["ok", "after the long line"]);
+    assert_eq!(rt.final_stats()["inputs"]["in"]["oversized"], 2);
+    assert_eq!(u.len(), 1);
+    assert_eq!(u[0]["message"], "small");
+    assert_eq!(ru.final_stats()["inputs"]["in"]["truncated"], 1);
+}

@@ -17,6 +17,7 @@
 
 use std::io::{self, Read};
 use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -122,12 +123,12 @@ impl super::Prepared for Opened {
         match self.sock {
             Socket::Unix(s, path) => {
                 let _ = s.set_read_timeout(Some(Duration::from_millis(100)));
-                datagrams(&mut ctx, |b| s.recv(b));
+                datagrams(&mut ctx, s.as_raw_fd());
                 let _ = std::fs::remove_file(path);
             }
             Socket::Udp(s) => {
                 let _ = s.set_read_timeout(Some(Duration::from_millis(100)));
-                datagrams(&mut ctx, |b| s.recv(b));
+                datagrams(&mut ctx, s.as_raw_fd());
             }
             Socket::Tcp(l) => listen(l, &mut ctx),
         }
@@ -136,26 +137,35 @@ impl super::Prepared for Opened {
     }
 }
 
-/// One message per datagram.
-fn datagrams(ctx: &mut SourceCtx, mut recv: impl FnMut(&mut [u8]) -> io::Result<usize>) {
+/// One message per datagram. A datagram larger than the buffer (up to 4 MiB, or
+/// `max_line_bytes`) is counted as `truncated` and skipped, never parsed cut short.
+fn datagrams(ctx: &mut SourceCtx, fd: std::os::fd::RawFd) {
+    use nix::sys::socket::{recv, MsgFlags};
     let mut col = Collector::new(ctx);
-    let mut buf = vec![0u8; 64 * 1024];
+    let mut buf = vec![
+        0u8;
+        super::ipc::MAX_DATAGRAM
+            .min(ctx.max_line + 2)
+            .max(64 * 1024)
+    ];
     let mut out = Vec::new();
     while !ctx.stopping() && !col.closed() {
-        match recv(&mut buf) {
+        match recv(fd, &mut buf, MsgFlags::MSG_TRUNC) {
+            Ok(n) if n > buf.len() => {
+                let (c, log) = crate::ratelimit::bump(&ctx.counters.truncated);
+                if log {
+                    tracing::warn!(input = %ctx.tag, bytes = n, max = buf.len(), count = c,
+                        "skipped a syslog message larger than the receive buffer");
+                }
+            }
             Ok(n) => {
                 to_event(&buf[..n], &mut out);
                 col.message(ctx, &out);
                 col.flush(ctx);
             }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(nix::errno::Errno::EAGAIN) | Err(nix::errno::Errno::EINTR) => {}
             Err(e) => {
-                io_error(ctx, "receive failed", &e);
+                io_error(ctx, "receive failed", &io::Error::from(e));
                 std::thread::sleep(Duration::from_millis(10));
             }
         }
@@ -167,7 +177,9 @@ fn listen(l: TcpListener, ctx: &mut SourceCtx) {
     super::serve(ctx, || l.accept().map(|(s, _)| s), connection);
 }
 
-/// One TCP connection: octet-counted or newline-ended messages (RFC 6587).
+/// One TCP connection: octet-counted or newline-ended messages (RFC 6587). Never holds more
+/// than about `max_line_bytes` of one message: a longer one (a line with no newline, a count
+/// past the maximum) is counted as `oversized` and skipped as it streams by.
 fn connection(mut s: TcpStream, mut ctx: SourceCtx) {
     let _ = s.set_nonblocking(false);
     let _ = s.set_read_timeout(Some(Duration::from_millis(100)));
@@ -175,6 +187,8 @@ fn connection(mut s: TcpStream, mut ctx: SourceCtx) {
     let mut pending: Vec<u8> = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
     let mut out = Vec::new();
+    // bytes still to drop of an oversized message: a count, or "until a newline"
+    let mut skip = Skip::None;
     loop {
         if ctx.stopping() || col.closed() {
             break;
@@ -182,7 +196,27 @@ fn connection(mut s: TcpStream, mut ctx: SourceCtx) {
         match s.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => {
-                pending.extend_from_slice(&buf[..n]);
+                let mut data = &buf[..n];
+                match skip {
+                    Skip::Bytes(left) => {
+                        let k = left.min(data.len());
+                        data = &data[k..];
+                        skip = if left > k {
+                            Skip::Bytes(left - k)
+                        } else {
+                            Skip::None
+                        };
+                    }
+                    Skip::Line => match memchr::memchr(b'\n', data) {
+                        Some(i) => {
+                            data = &data[i + 1..];
+                            skip = Skip::None;
+                        }
+                        None => data = &[],
+                    },
+                    Skip::None => {}
+                }
+                pending.extend_from_slice(data);
                 let mut used = 0;
                 while let Some((msg, next)) = next_frame(&pending[used..], ctx.max_line) {
                     match msg {
@@ -195,6 +229,18 @@ fn connection(mut s: TcpStream, mut ctx: SourceCtx) {
                     used += next;
                 }
                 pending.drain(..used);
+                if let Some((len, start)) = oversized_count(&pending, ctx.max_line) {
+                    // an octet count past the maximum: drop it as it arrives
+                    col.frame(&mut ctx, crate::Frame::Oversized(len));
+                    let have = pending.len() - start;
+                    skip = Skip::Bytes(len - have);
+                    pending.clear();
+                } else if pending.len() > ctx.max_line + 16 {
+                    // a line with no newline in sight
+                    col.frame(&mut ctx, crate::Frame::Oversized(pending.len()));
+                    pending.clear();
+                    skip = Skip::Line;
+                }
                 col.flush(&mut ctx);
             }
             Err(e)
@@ -213,11 +259,28 @@ fn connection(mut s: TcpStream, mut ctx: SourceCtx) {
         }
     }
     // what is left without a newline at the end of the stream is the last message
-    if !pending.is_empty() && !pending.iter().all(u8::is_ascii_whitespace) {
+    if skip == Skip::None && !pending.is_empty() && !pending.iter().all(u8::is_ascii_whitespace) {
         to_event(&pending, &mut out);
         col.message(&mut ctx, &out);
     }
     col.flush(&mut ctx);
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Skip {
+    None,
+    Bytes(usize),
+    Line,
+}
+
+/// An incomplete octet-counted message whose count is past `max`: (count, where it starts).
+fn oversized_count(b: &[u8], max: usize) -> Option<(usize, usize)> {
+    let digits = b.iter().take_while(|c| c.is_ascii_digit()).count();
+    if digits == 0 || digits > 9 || b.get(digits) != Some(&b' ') {
+        return None;
+    }
+    let len: usize = std::str::from_utf8(&b[..digits]).ok()?.parse().ok()?;
+    (len > max).then_some((len, digits + 1))
 }
 
 /// The next message of a TCP stream: `(message, bytes used)`, or None when it is incomplete.
