@@ -80,11 +80,6 @@ impl Summary {
 /// Runtimes the engine gives up (each keeps its memory) before it stops.
 pub const MAX_PARKED: usize = 8;
 
-/// A parked timer call has no batch position: the batch it interrupted (if any) was done.
-pub(crate) fn f_len_done() -> usize {
-    usize::MAX
-}
-
 impl Running {
     /// The counters (for tests and tools).
     pub fn stats(&self) -> &Arc<Stats> {
@@ -288,7 +283,8 @@ impl Running {
             }
             let resume = match (inflight, salvage.input_index) {
                 (Some(f), Some(idx)) => Some((f, idx + 1)),
-                (Some(f), None) => Some((f, f_len_done())),
+                // parked in a timer call: the batch it ran after was done, only its flush is left
+                (Some(f), None) => Some((f, usize::MAX)),
                 (None, _) => None,
             };
             let worker = t.clone();

@@ -5,9 +5,9 @@
 --
 -- `probe[1]` is bumped before and after every script call: the watchdog's hook (watchdog.rs)
 -- reads it to tell one long call from many short ones; `probe[2]` is the batch index being run
--- and `probe[3]` the caller (as in error records), read if the runtime has to be given up. `M.pos` is the batch index of the event
--- being run, so a batch whose run was cut by an error outside any script call (out of memory
--- while recording a failure) resumes at the next event.
+-- (0: none) and `probe[3]` the caller (as in error records). The engine reads the position if
+-- the runtime has to be given up, or when an error outside any script call (out of memory while
+-- recording a failure) cut a batch's run, to resume at the next event.
 local out_raw, MAX_HOPS, probe, traceback = ...
 local type, select, next, pcall, xpcall, error = type, select, next, pcall, xpcall, error
 local getmetatable, setmetatable, tostring = getmetatable, setmetatable, tostring
@@ -22,7 +22,6 @@ local M = {
   errors = {},      -- { who, message, value, pos, where } since the last take
   unknown = {},     -- analyzer tags routed to that do not exist
   loops_cut = 0,    -- routing loops cut since the last take
-  pos = 0,          -- batch index of the input event being run (0: none)
 }
 local by_tag, loops, counts, errors, unknown = M.by_tag, M.loops, M.counts, M.errors, M.unknown
 
@@ -79,7 +78,7 @@ end
 local function record(who, err, value)
   local where
   if type(err) == "table" and err[0] == probe then err, where = err[1], err[2] end
-  errors[#errors + 1] = { who, message(err), value, M.pos, where }
+  errors[#errors + 1] = { who, message(err), value, probe[2], where }
 end
 
 -- xpcall handler: keep the error and the first traceback line inside a script
@@ -142,7 +141,6 @@ function M.run_batch(filter, who, events, n, from)
   for i = from, n do
     local ev = events[i]
     if ev ~= nil then
-      M.pos = i
       probe[2] = i
       ran = ran + 1
       local ok, err = call(who, filter, ev)
@@ -150,14 +148,12 @@ function M.run_batch(filter, who, events, n, from)
       drain()
     end
   end
-  M.pos = 0
   probe[2] = 0
   return ran
 end
 
 -- a timer firing: one value for analyzer a
 function M.run_one(a, v)
-  M.pos = 0
   probe[2] = 0
   qn = qn + 1
   qa[qn] = a

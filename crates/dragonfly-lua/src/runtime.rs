@@ -475,9 +475,9 @@ impl Runtime {
                     break;
                 }
                 Err(e) => {
-                    let pos: usize = self.chain.get("pos").unwrap_or(0);
+                    let pos: usize = self.probe.raw_get(2).unwrap_or(0);
                     self.recover(&e);
-                    let _ = self.chain.set("pos", 0);
+                    let _ = self.probe.raw_set(2, 0);
                     if pos < from {
                         return Err(e);
                     }
