@@ -153,6 +153,9 @@ pub struct Engine {
     pub dead_letter: String,
     /// Seconds to drain at shutdown before giving up.
     pub drain_timeout_s: f64,
+    /// Input objects reach scripts as lazy events (decoded as they are read, written back as
+    /// their original bytes where unchanged); false decodes each event whole first.
+    pub lazy_events: bool,
 }
 
 /// A value read from config.lua, checked against its [`KeyKind`].
@@ -162,20 +165,26 @@ pub enum KeyValue {
     Number(f64),
     /// A string.
     Text(String),
+    /// A boolean.
+    Bool(bool),
 }
 
 impl KeyValue {
     fn num(&self) -> f64 {
         match self {
             KeyValue::Number(n) => *n,
-            KeyValue::Text(_) => 0.0,
+            KeyValue::Text(_) | KeyValue::Bool(_) => 0.0,
         }
     }
     fn text(self) -> String {
         match self {
             KeyValue::Text(s) => s,
             KeyValue::Number(n) => n.to_string(),
+            KeyValue::Bool(b) => b.to_string(),
         }
+    }
+    fn flag(&self) -> bool {
+        matches!(self, KeyValue::Bool(true))
     }
 }
 
@@ -193,6 +202,8 @@ pub enum KeyKind {
     },
     /// A string.
     Text,
+    /// `true` or `false`.
+    Bool,
 }
 
 impl KeyKind {
@@ -201,6 +212,11 @@ impl KeyKind {
         match (self, v) {
             (KeyKind::Text, Value::String(s)) => Ok(KeyValue::Text(s.to_string_lossy())),
             (KeyKind::Text, other) => Err(format!("must be a string, not a {}", other.type_name())),
+            (KeyKind::Bool, Value::Boolean(b)) => Ok(KeyValue::Bool(*b)),
+            (KeyKind::Bool, other) => Err(format!(
+                "must be a boolean (true or false), not a {}",
+                other.type_name()
+            )),
             (KeyKind::Number { min, max, integer }, v) => {
                 let n = match v {
                     Value::Integer(n) => *n as f64,
@@ -224,6 +240,7 @@ impl KeyKind {
     pub fn describe(&self) -> String {
         match self {
             KeyKind::Text => "string".into(),
+            KeyKind::Bool => "boolean".into(),
             KeyKind::Number { min, max, integer } => {
                 let t = if *integer { "integer" } else { "number" };
                 format!("{t} {min}..{max}")
@@ -411,6 +428,13 @@ pub const ENGINE_KEYS: &[Key<Engine>] = &[
         doc: "at shutdown, seconds to drain what was accepted before exiting non-zero",
         set: |e, v| e.drain_timeout_s = v.num(),
     },
+    Key {
+        name: "lazy_events",
+        kind: KeyKind::Bool,
+        default: "true",
+        doc: "decode event fields only as scripts read them, write unchanged ones back as their input bytes (docs/lua-api.md)",
+        set: |e, v| e.lazy_events = v.flag(),
+    },
 ];
 
 impl Default for Engine {
@@ -428,6 +452,7 @@ impl Default for Engine {
             script_timeout_ms: 1000,
             dead_letter: "file://dead-letter.json".into(),
             drain_timeout_s: 30.0,
+            lazy_events: true,
         }
     }
 }

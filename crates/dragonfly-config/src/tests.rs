@@ -197,6 +197,7 @@ fn every_engine_key_of_the_wrong_type_is_an_error_naming_it() {
     for key in ENGINE_KEYS {
         let wrong = match key.kind {
             KeyKind::Text => "{}",
+            KeyKind::Bool => "'yes'",
             KeyKind::Number { .. } => "'ten'",
         };
         let src = format!("{GOOD}\nengine = {{ {} = {wrong} }}", key.name);

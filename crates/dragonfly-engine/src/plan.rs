@@ -222,6 +222,7 @@ impl Plan {
                 memory: config.engine.lua_memory_mb << 20,
                 script_timeout: Duration::from_millis(config.engine.script_timeout_ms),
             },
+            lazy_events: config.engine.lazy_events,
         };
         Ok(Plan {
             config,

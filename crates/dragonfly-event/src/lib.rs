@@ -5,10 +5,12 @@
 //! - [`Batch`]: many messages in one allocation, the unit of every hand-off;
 //! - [`Ack`], [`Receipt`], [`Watermark`]: delivery receipts for at-least-once inputs;
 //! - [`ratelimit`]: which occurrence of a repeated problem is worth a log line;
-//! - [`text`]: cutting text for log lines.
+//! - [`text`]: cutting text for log lines;
+//! - [`json`]: validating JSON lines and walking their fields without building values.
 
 pub mod ack;
 pub mod batch;
+pub mod json;
 pub mod ratelimit;
 pub mod text;
 

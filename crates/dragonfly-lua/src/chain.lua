@@ -1,5 +1,6 @@
 -- The routing core of a runtime, in Lua so that hand-offs between scripts stay inside LuaJIT:
--- dragonfly.analyze_event copies the value and queues it; run_batch gives each decoded input
+-- dragonfly.analyze_event copies the value (a lazy event: a new view of its bytes plus what the
+-- sender decoded or wrote) and queues it; run_batch gives each decoded input
 -- event to its filter, then runs the queued analyzers until the queue is empty. Errors are
 -- collected (not raised) for the engine to log and count.
 --
@@ -8,7 +9,9 @@
 -- (0: none) and `probe[3]` the caller (as in error records). The engine reads the position if
 -- the runtime has to be given up, or when an error outside any script call (out of memory while
 -- recording a failure) cut a batch's run, to resume at the next event.
-local out_raw, MAX_HOPS, probe, traceback = ...
+local out_raw, MAX_HOPS, probe, traceback, lazy = ...
+local LAZY, lazy_clone = lazy.tag, lazy.clone
+local rawget, rawset = rawget, rawset
 local type, select, next, pcall, xpcall, error = type, select, next, pcall, xpcall, error
 local getmetatable, setmetatable, tostring = getmetatable, setmetatable, tostring
 -- LuaJIT's table.new pre-sizes a table, so a copy never rehashes while it fills
@@ -31,6 +34,15 @@ local function copy(v, depth)
   if mt ~= nil and type(mt) ~= "table" then return v end -- protected (e.g. hiredis constants)
   if depth > 1000 then
     error("cannot copy the value: nesting deeper than 1000 (a table that contains itself?)", 0)
+  end
+  if mt ~= nil and rawget(mt, 1) == LAZY then
+    -- a lazy event (lazy.rs): a new view of the same bytes, plus what this one holds
+    local r = lazy_clone(v)
+    for k, x in next, v do
+      if type(x) == "table" then x = copy(x, depth + 1) end
+      rawset(r, k, x)
+    end
+    return r
   end
   local n = 0
   for _ in next, v do n = n + 1 end

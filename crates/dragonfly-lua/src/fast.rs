@@ -60,7 +60,7 @@ unsafe fn registry_get(state: *mut ffi::lua_State, k: &'static u8) {
     }
 }
 
-unsafe fn bytes<'a>(state: *mut ffi::lua_State, idx: c_int) -> &'a [u8] {
+pub(crate) unsafe fn bytes<'a>(state: *mut ffi::lua_State, idx: c_int) -> &'a [u8] {
     let mut len = 0usize;
     // SAFETY: only called on values of type string, for which lua_tolstring converts nothing
     // and returns a pointer valid while the value is on the stack.
@@ -120,8 +120,11 @@ unsafe fn output_inner(state: *mut ffi::lua_State) -> Option<String> {
     }
 }
 
-/// Encode the value at absolute stack index `idx`.
-unsafe fn encode_value(
+/// Encode the value at absolute stack index `idx`; the array metatable is at `mt`.
+///
+/// # Safety
+/// Valid absolute indices of a live state.
+pub(crate) unsafe fn encode_value(
     state: *mut ffi::lua_State,
     idx: c_int,
     mt: c_int,
@@ -164,13 +167,35 @@ unsafe fn encode_table(
         if depth > MAX_DEPTH || ffi::lua_checkstack(state, 6) == 0 {
             return Err(EncodeError::Depth(depth));
         }
-        let is_array_mt = if ffi::lua_getmetatable(state, idx) != 0 {
+        let (is_array_mt, lazy) = if ffi::lua_getmetatable(state, idx) != 0 {
             let eq = ffi::lua_rawequal(state, -1, mt) != 0;
+            let lazy = !eq && crate::lazy::is_tag(state, ffi::lua_gettop(state));
             ffi::lua_pop(state, 1);
-            eq
+            (eq, lazy)
         } else {
-            false
+            (false, false)
         };
+        if lazy {
+            return crate::lazy::encode(state, idx, mt, out, depth);
+        }
+        encode_plain(state, idx, mt, is_array_mt, out, depth)
+    }
+}
+
+/// Encode the table at `idx` from its entries alone (no lazy event bytes): an array if every
+/// key is a positive integer, else an object with its keys sorted.
+///
+/// # Safety
+/// Absolute indices of a live state, 6 free stack slots.
+pub(crate) unsafe fn encode_plain(
+    state: *mut ffi::lua_State,
+    idx: c_int,
+    mt: c_int,
+    is_array_mt: bool,
+    out: &mut Vec<u8>,
+    depth: usize,
+) -> Result<(), EncodeError> {
+    unsafe {
         let (mut max, mut count, mut total, mut array) = (0usize, 0usize, 0usize, true);
         ffi::lua_pushnil(state);
         while ffi::lua_next(state, idx) != 0 {
@@ -213,29 +238,124 @@ unsafe fn encode_table(
         }
         out.push(b'{');
         let mut first = true;
-        ffi::lua_pushnil(state);
-        while ffi::lua_next(state, idx) != 0 {
-            if !first {
-                out.push(b',');
-            }
-            first = false;
-            match ffi::lua_type(state, -2) {
-                ffi::LUA_TSTRING => write_string(bytes(state, -2), out),
-                ffi::LUA_TNUMBER => {
-                    out.push(b'"');
-                    write_number(ffi::lua_tonumber(state, -2), out)?;
-                    out.push(b'"');
-                }
-                _ => return Err(EncodeError::BadKey),
-            }
-            out.push(b':');
-            let top = ffi::lua_gettop(state);
-            encode_value(state, top, mt, out, depth)?;
-            ffi::lua_pop(state, 1);
-        }
+        encode_other_pairs(state, idx, mt, out, depth, &mut first, &|_, _| false)?;
         out.push(b'}');
         Ok(())
     }
+}
+
+/// A table key, for sorting: numbers first (by value), then strings (by bytes).
+#[derive(PartialEq, PartialOrd)]
+enum SortKey<'a> {
+    Num(f64),
+    Str(&'a [u8]),
+}
+
+/// Write the entries of the table at `t` whose key `skip` does not select, as `"k":v` after
+/// a comma (none before the first), in sorted key order, so that a table's encoding is the
+/// same in every run (Lua's own order depends on a per-process hash seed). A table too large
+/// to hold on the stack is written in Lua's order.
+///
+/// # Safety
+/// `t` and `mt` are absolute indices of a live state.
+pub(crate) unsafe fn encode_other_pairs(
+    state: *mut ffi::lua_State,
+    t: c_int,
+    mt: c_int,
+    out: &mut Vec<u8>,
+    depth: usize,
+    first: &mut bool,
+    skip: &dyn Fn(*mut ffi::lua_State, c_int) -> bool,
+) -> Result<(), EncodeError> {
+    unsafe {
+        let base = ffi::lua_gettop(state);
+        let mut n = 0usize;
+        ffi::lua_pushnil(state);
+        while ffi::lua_next(state, t) != 0 {
+            ffi::lua_pop(state, 1);
+            if !skip(state, ffi::lua_gettop(state)) {
+                n += 1;
+            }
+        }
+        let sorted = n < 4000 && ffi::lua_checkstack(state, 2 * n as c_int + 4) != 0;
+        if !sorted {
+            // too large to sort on the stack
+            ffi::lua_pushnil(state);
+            while ffi::lua_next(state, t) != 0 {
+                let k = ffi::lua_gettop(state) - 1;
+                if !skip(state, k) {
+                    write_pair(state, k, mt, out, depth, first)?;
+                }
+                ffi::lua_pop(state, 1);
+            }
+            return Ok(());
+        }
+        // every (key, value) kept on the stack, then written in key order
+        ffi::lua_pushnil(state);
+        while ffi::lua_next(state, t) != 0 {
+            let k = ffi::lua_gettop(state) - 1;
+            if skip(state, k) {
+                ffi::lua_pop(state, 1);
+            } else {
+                ffi::lua_pushvalue(state, k);
+            }
+        }
+        let mut order: Vec<(SortKey, c_int)> = Vec::with_capacity(n);
+        for i in 0..n {
+            let k = base + 1 + 2 * i as c_int;
+            let key = match ffi::lua_type(state, k) {
+                ffi::LUA_TNUMBER => SortKey::Num(ffi::lua_tonumber(state, k)),
+                ffi::LUA_TSTRING => SortKey::Str(bytes(state, k)),
+                _ => {
+                    ffi::lua_settop(state, base);
+                    return Err(EncodeError::BadKey);
+                }
+            };
+            order.push((key, k));
+        }
+        order.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal));
+        let mut res = Ok(());
+        for (_, k) in order {
+            res = write_pair(state, k, mt, out, depth, first);
+            if res.is_err() {
+                break;
+            }
+        }
+        ffi::lua_settop(state, base);
+        res
+    }
+}
+
+/// Write `,"key":value` for the key at `k` and the value at `k + 1`.
+unsafe fn write_pair(
+    state: *mut ffi::lua_State,
+    k: c_int,
+    mt: c_int,
+    out: &mut Vec<u8>,
+    depth: usize,
+    first: &mut bool,
+) -> Result<(), EncodeError> {
+    unsafe {
+        if !*first {
+            out.push(b',');
+        }
+        *first = false;
+        match ffi::lua_type(state, k) {
+            ffi::LUA_TSTRING => write_string(bytes(state, k), out),
+            ffi::LUA_TNUMBER => write_raw_key(ffi::lua_tonumber(state, k), out)?,
+            _ => return Err(EncodeError::BadKey),
+        }
+        out.push(b':');
+        encode_value(state, k + 1, mt, out, depth)
+    }
+}
+
+/// A number used as a key: `"12"`.
+pub(crate) fn write_raw_key(n: f64, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+    out.push(b'"');
+    write_number(n, out)?;
+    out.push(b'"');
+    Ok(())
 }
 
 /// Decode every line of `batch` into a new Lua array on top of the stack: element i is the
@@ -253,21 +373,72 @@ pub unsafe fn decode_batch(
         ffi::lua_createtable(state, batch.len() as c_int, 0);
         let arr = ffi::lua_gettop(state);
         for (i, line) in batch.iter().enumerate() {
-            // sonic-rs: SIMD scanning and UTF-8 validation of the line
-            let mut de = sonic_rs::Deserializer::from_slice(line);
-            let res = Push {
-                state,
-                mt,
-                depth: 0,
-            }
-            .deserialize(&mut de)
-            .and_then(|()| de.end());
-            match res {
+            match push_json_checked(state, mt, line) {
                 Ok(()) => ffi::lua_rawseti(state, arr, (i + 1) as _),
                 // a hole: JSON null is a light userdata, so nil marks a line that is not JSON
                 Err(e) => {
                     ffi::lua_settop(state, arr);
-                    bad.push((i, e.to_string()));
+                    bad.push((i, e));
+                }
+            }
+        }
+    }
+    bad
+}
+
+/// Decode one JSON document onto the stack (nothing pushed on error).
+unsafe fn push_json_checked(
+    state: *mut ffi::lua_State,
+    mt: c_int,
+    line: &[u8],
+) -> Result<(), String> {
+    // sonic-rs: SIMD scanning and UTF-8 validation of the line
+    let mut de = sonic_rs::Deserializer::from_slice(line);
+    Push {
+        state,
+        mt,
+        depth: 0,
+    }
+    .deserialize(&mut de)
+    .and_then(|()| de.end())
+    .map_err(|e| e.to_string())
+}
+
+/// Decode validated JSON onto the stack eagerly (nil if it is not JSON after all).
+///
+/// # Safety
+/// A live state; the array metatable at `mt`.
+pub(crate) unsafe fn push_json(state: *mut ffi::lua_State, mt: c_int, b: &[u8]) {
+    unsafe {
+        let top = ffi::lua_gettop(state);
+        if push_json_checked(state, mt, b).is_err() {
+            ffi::lua_settop(state, top);
+            ffi::lua_pushnil(state);
+        }
+    }
+}
+
+/// Like [`decode_batch`], but events that are objects with simple keys become lazy proxies
+/// (see lazy.rs); the context table is at `ctx`.
+///
+/// # Safety
+/// Runs inside `exec_raw`.
+pub unsafe fn lazy_batch(
+    state: *mut ffi::lua_State,
+    ctx: c_int,
+    batch: &Batch,
+) -> Vec<(usize, String)> {
+    let mut bad = Vec::new();
+    let mut scanner = dragonfly_event::json::Scanner::new();
+    unsafe {
+        ffi::lua_createtable(state, batch.len() as c_int, 0);
+        let arr = ffi::lua_gettop(state);
+        for (i, line) in batch.iter().enumerate() {
+            match crate::lazy::push_line(state, ctx, &mut scanner, line) {
+                Ok(()) => ffi::lua_rawseti(state, arr, (i + 1) as _),
+                Err(e) => {
+                    ffi::lua_settop(state, arr);
+                    bad.push((i, e));
                 }
             }
         }

@@ -10,12 +10,10 @@
 //! - NaN and infinity are an error; nesting is limited to 1000 levels when encoding and 128
 //!   when decoding.
 
-use mlua::{Lua, Table, Value};
+use mlua::{ffi, Lua, Table, Value};
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use dragonfly_models::numfmt::fmt_g;
-
-const MAX_ENCODE_DEPTH: usize = 1000;
 
 /// Decode one JSON document into a Lua value.
 pub fn decode(lua: &Lua, array_mt: &Table, bytes: &[u8]) -> Result<Value, serde_json::Error> {
@@ -138,20 +136,28 @@ pub enum EncodeError {
     Lua(String),
 }
 
-/// Encode a Lua value as JSON, appending to `out`.
-pub fn encode(v: &Value, array_mt: &Table, out: &mut Vec<u8>) -> Result<(), EncodeError> {
-    Encoder { array_mt }.value(v, out, 1)
+/// Encode a Lua value as JSON, appending to `out` (lazy events as their bytes where
+/// unchanged; object keys in a fixed order).
+pub fn encode(lua: &Lua, v: &Value, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+    let mt = crate::libs::cjson::array_mt(lua);
+    let mut res = Ok(());
+    // SAFETY: encode_value reads the stack only (its allocations are Lua strings for keys);
+    // the value is argument 1 and the array metatable argument 2.
+    let r = unsafe {
+        lua.exec_raw::<()>((v, mt), |state| {
+            res = crate::fast::encode_value(state, 1, 2, out, 0);
+            ffi::lua_settop(state, 0);
+        })
+    };
+    r.map_err(|e| EncodeError::Lua(e.to_string()))?;
+    res
 }
 
 /// Encode into a fresh string.
-pub fn encode_to_vec(v: &Value, array_mt: &Table) -> Result<Vec<u8>, EncodeError> {
+pub fn encode_to_vec(lua: &Lua, v: &Value) -> Result<Vec<u8>, EncodeError> {
     let mut out = Vec::with_capacity(256);
-    encode(v, array_mt, &mut out)?;
+    encode(lua, v, &mut out)?;
     Ok(out)
-}
-
-struct Encoder<'a> {
-    array_mt: &'a Table,
 }
 
 /// Write a number the way the engine prints numbers in JSON.
@@ -217,125 +223,9 @@ pub fn write_string(s: &[u8], out: &mut Vec<u8>) {
     out.push(b'"');
 }
 
-impl Encoder<'_> {
-    fn value(&self, v: &Value, out: &mut Vec<u8>, depth: usize) -> Result<(), EncodeError> {
-        match v {
-            Value::Nil => out.extend_from_slice(b"null"),
-            Value::LightUserData(p) if p.0.is_null() => out.extend_from_slice(b"null"),
-            Value::Boolean(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
-            Value::Integer(i) => out.extend_from_slice(itoa::Buffer::new().format(*i).as_bytes()),
-            Value::Number(n) => write_number(*n, out)?,
-            Value::String(s) => write_string(&s.as_bytes(), out),
-            Value::Table(t) => {
-                if depth > MAX_ENCODE_DEPTH {
-                    return Err(EncodeError::Depth(depth));
-                }
-                self.table(t, out, depth)?
-            }
-            other => return Err(EncodeError::Unsupported(other.type_name())),
-        }
-        Ok(())
-    }
-
-    fn table(&self, t: &Table, out: &mut Vec<u8>, depth: usize) -> Result<(), EncodeError> {
-        let is_array_mt = t.metatable().is_some_and(|m| m == *self.array_mt);
-        // Classify: a table whose keys are all positive integers is an array.
-        let mut max = 0usize;
-        let mut count = 0usize;
-        let mut array = true;
-        let mut pairs: Vec<(Value, Value)> = Vec::new();
-        for pair in t.pairs::<Value, Value>() {
-            let (k, v) = pair.map_err(|e| EncodeError::Lua(e.to_string()))?;
-            if array {
-                match as_index(&k) {
-                    Some(i) => {
-                        max = max.max(i);
-                        count += 1;
-                    }
-                    None => array = false,
-                }
-            }
-            pairs.push((k, v));
-        }
-        if pairs.is_empty() {
-            out.extend_from_slice(if is_array_mt { b"[]" } else { b"{}" });
-            return Ok(());
-        }
-        if array {
-            if max > count * 2 && max > 10 {
-                return Err(EncodeError::SparseArray);
-            }
-            out.push(b'[');
-            for i in 1..=max {
-                if i > 1 {
-                    out.push(b',');
-                }
-                let v: Value = t.raw_get(i).map_err(|e| EncodeError::Lua(e.to_string()))?;
-                self.value(&v, out, depth + 1)?;
-            }
-            out.push(b']');
-            return Ok(());
-        }
-        out.push(b'{');
-        for (n, (k, v)) in pairs.iter().enumerate() {
-            if n > 0 {
-                out.push(b',');
-            }
-            match k {
-                Value::String(s) => write_string(&s.as_bytes(), out),
-                Value::Integer(i) => {
-                    out.push(b'"');
-                    out.extend_from_slice(itoa::Buffer::new().format(*i).as_bytes());
-                    out.push(b'"');
-                }
-                Value::Number(f) => {
-                    out.push(b'"');
-                    write_number(*f, out)?;
-                    out.push(b'"');
-                }
-                _ => return Err(EncodeError::BadKey),
-            }
-            out.push(b':');
-            self.value(v, out, depth + 1)?;
-        }
-        out.push(b'}');
-        Ok(())
-    }
-}
-
-fn as_index(k: &Value) -> Option<usize> {
-    match k {
-        Value::Integer(i) if *i >= 1 => Some(*i as usize),
-        Value::Number(f) if *f >= 1.0 && f.fract() == 0.0 && *f < 9.0e15 => Some(*f as usize),
-        _ => None,
-    }
-}
-
-/// A deep copy of a value, as the original gave each analyzer its own copy of an event.
-/// Tables are copied recursively (metatables are shared); strings and functions are shared,
-/// since Lua strings are immutable.
+/// A copy of a value, as the original gave each analyzer its own copy of an event (chain.lua's
+/// copy: tables deeply, lazy events as a new view of the same bytes).
 pub fn deep_copy(lua: &Lua, v: &Value) -> mlua::Result<Value> {
-    copy_at(lua, v, 0)
-}
-
-fn copy_at(lua: &Lua, v: &Value, depth: usize) -> mlua::Result<Value> {
-    let Value::Table(t) = v else {
-        return Ok(v.clone());
-    };
-    if depth > MAX_ENCODE_DEPTH {
-        return Err(mlua::Error::runtime(
-            "cannot copy value: nesting deeper than 1000 (a table that contains itself?)",
-        ));
-    }
-    let n = t.raw_len();
-    let copy = lua.create_table_with_capacity(n, 8)?;
-    for pair in t.pairs::<Value, Value>() {
-        let (k, val) = pair?;
-        let val = copy_at(lua, &val, depth + 1)?;
-        copy.raw_set(k, val)?;
-    }
-    if let Some(mt) = t.metatable() {
-        copy.set_metatable(Some(mt))?;
-    }
-    Ok(Value::Table(copy))
+    lua.named_registry_value::<mlua::Function>("dragonfly.copy")?
+        .call(v)
 }

@@ -4,6 +4,7 @@
 
 mod fast;
 pub mod json;
+pub mod lazy;
 pub mod libs;
 pub mod mailbox;
 pub mod runtime;

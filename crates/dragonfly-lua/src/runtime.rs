@@ -83,6 +83,10 @@ pub struct RuntimeSpec {
     pub backend: Backend,
     /// Memory and time limits.
     pub limits: Limits,
+    /// Input objects reach scripts as lazy events (decoded field by field as scripts read
+    /// them, written back as their original bytes where unchanged: see lazy.rs); false decodes
+    /// every event whole first.
+    pub lazy_events: bool,
 }
 
 /// A script failed: which one, and the Lua message (with file and line).
@@ -215,6 +219,10 @@ pub struct Runtime {
     escaped_failures: Vec<Failure>,
     /// chain.lua's call counter and position (see there).
     probe: Table,
+    /// lazy.rs's context table (array metatable, proxy functions).
+    lazy_ctx: Table,
+    /// Whether input batches become lazy events.
+    lazy_events: bool,
 }
 
 /// The first line of a Lua error (the traceback is not useful in a log line).
@@ -257,9 +265,25 @@ impl Runtime {
         });
         let out_ptr: *mut OutState = &mut *out;
         let mut state_ptr: *mut ffi::lua_State = std::ptr::null_mut();
-        let mut setup = || -> mlua::Result<(Table, Table, Table, Table)> {
+        let mut setup = || -> mlua::Result<(Table, Table, Table, Table, Table)> {
             cjson::install(&lua)?;
             let array_mt = cjson::array_mt(&lua);
+            // SAFETY: push_context pushes a table and closures only (see lazy.rs)
+            let (_, lazy_ctx): (Value, Table) = unsafe {
+                lua.exec_raw(array_mt.clone(), |state| {
+                    crate::lazy::push_context(state, 1)
+                })?
+            };
+            let lazy = lua.create_table()?;
+            lazy.raw_set("tag", mlua::LightUserData(crate::lazy::tag()))?;
+            for (i, name) in [
+                (4, "index"),
+                (5, "newindex"),
+                (6, "materialize"),
+                (7, "clone"),
+            ] {
+                lazy.raw_set(name, lazy_ctx.raw_get::<Function>(i)?)?;
+            }
             let df = dragonfly::install(&lua)?;
             hiredis::install(&lua, spec.backend.clone())?;
             set_package_path(&lua, &spec.root)?;
@@ -293,7 +317,7 @@ impl Runtime {
             let sandbox: Table = lua
                 .load(SANDBOX)
                 .set_name("=dragonfly-sandbox")
-                .call(lua.globals())?;
+                .call((lua.globals(), lazy.clone()))?;
             // SAFETY: fast::output_event follows the C function protocol (see fast.rs).
             let out_raw = unsafe { lua.create_c_function(fast::output_event)? };
             let chain: Table = lua.load(CHAIN).set_name("=dragonfly-chain").call((
@@ -301,7 +325,9 @@ impl Runtime {
                 MAX_HOPS,
                 probe.clone(),
                 traceback,
+                lazy,
             ))?;
+            lua.set_named_registry_value("dragonfly.copy", chain.get::<Function>("copy")?)?;
             df.set("analyze_event", chain.get::<Function>("analyze_event")?)?;
             let output: Function = chain.get("output_event")?;
             df.set("output_event", output.clone())?;
@@ -316,9 +342,9 @@ impl Runtime {
             }
             lua.set_app_data(routes);
             lua.set_app_data(Mailbox::default());
-            Ok((array_mt, chain, sandbox, probe))
+            Ok((array_mt, chain, sandbox, probe, lazy_ctx))
         };
-        let (array_mt, chain, sandbox, probe) = setup().map_err(runtime_error)?;
+        let (array_mt, chain, sandbox, probe, lazy_ctx) = setup().map_err(runtime_error)?;
         let active = (!spec.limits.script_timeout.is_zero())
             .then(|| crate::watchdog::watch(state_ptr, out_ptr, spec.limits.script_timeout));
 
@@ -358,6 +384,8 @@ impl Runtime {
             out,
             escaped_failures: Vec::new(),
             probe,
+            lazy_ctx,
+            lazy_events: spec.lazy_events,
         })
     }
 
@@ -451,9 +479,15 @@ impl Runtime {
         // native for the watchdog: decoding is Rust code that no hook can stop, and a batch of
         // huge lines may take a while
         let decoded = crate::watchdog::native(|| unsafe {
-            self.lua.exec_raw(self.array_mt.clone(), |state| {
-                malformed = fast::decode_batch(state, 1, batch);
-            })
+            if self.lazy_events {
+                self.lua.exec_raw(self.lazy_ctx.clone(), |state| {
+                    malformed = fast::lazy_batch(state, 1, batch);
+                })
+            } else {
+                self.lua.exec_raw(self.array_mt.clone(), |state| {
+                    malformed = fast::decode_batch(state, 1, batch);
+                })
+            }
         });
         let events: Table = match decoded {
             Ok((Value::Nil, events)) | Ok((_, events)) => events,
@@ -653,7 +687,7 @@ impl Runtime {
                     self.analyzers.get(a).map(|s| s.display.clone()),
                 )
             };
-            let event_full = json::encode_to_vec(&value, &self.array_mt)
+            let event_full = json::encode_to_vec(&self.lua, &value)
                 .ok()
                 .map(|b| String::from_utf8_lossy(&b).into_owned());
             let mut event = event_full
@@ -743,7 +777,7 @@ impl Runtime {
 
     /// A JSON rendering of `v` cut to `max` bytes, for log lines.
     pub fn describe(&self, v: &Value, max: usize) -> String {
-        let mut s = match json::encode_to_vec(v, &self.array_mt) {
+        let mut s = match json::encode_to_vec(&self.lua, v) {
             Ok(b) => String::from_utf8_lossy(&b).into_owned(),
             Err(_) => format!("<{}>", v.type_name()),
         };

@@ -9,19 +9,76 @@
 --   requires them (so globals a module sets are the script's globals) and are cached in the
 --   script's own `package.loaded`; C modules are never loaded;
 -- * `load`/`loadstring` take source text only (LuaJIT bytecode can break the VM);
--- * `os.exit` raises an error (a script never ends the process).
+-- * `os.exit` raises an error (a script never ends the process);
+-- * `next`, `pairs`, `rawget`, `rawset`, `getmetatable`, `setmetatable` and `table.foreach`
+--   see a lazy event (lazy.rs) as the plain table it stands for: the ones that need every
+--   field decode the rest of it first, and its metatable is not shown.
 --
 -- seal(env) runs once after every setup(): from then on (loop(), timer callbacks and anything
 -- they call) there is no `io`, no `os.execute`/`remove`/`rename`/`tmpname`/`exit`, no
 -- `package.loadlib`, and `require` of `io` fails. seal_template() strips the same from the
 -- template, which `getfenv(0)` still reaches.
-local G = ...
+local G, lazy = ...
 local type, next, pairs, rawget, rawset, error, tostring = type, next, pairs, rawget, rawset, error, tostring
 local setfenv, getfenv, loadfile, load, pcall = setfenv, getfenv, loadfile, load, pcall
 local setmetatable, getmetatable = setmetatable, getmetatable
 local searchpath = package.searchpath
 
 local M = {}
+
+-- lazy events as plain tables (see the header)
+local LAZY, lazy_index, lazy_newindex, materialize =
+  lazy.tag, lazy.index, lazy.newindex, lazy.materialize
+local foreach = table.foreach
+
+local function is_lazy(t)
+  local mt = getmetatable(t)
+  return type(mt) == "table" and rawget(mt, 1) == LAZY
+end
+
+local LAZY_AWARE = {
+  next = function(t, k)
+    if is_lazy(t) then materialize(t) end
+    local k2, v = next(t, k)
+    return k2, v
+  end,
+  pairs = function(t)
+    if is_lazy(t) then materialize(t) end
+    local f, s, c = pairs(t)
+    return f, s, c
+  end,
+  rawget = function(t, k)
+    local v = rawget(t, k)
+    if v == nil and is_lazy(t) then v = lazy_index(t, k) end
+    return v
+  end,
+  rawset = function(t, k, v)
+    if is_lazy(t) and rawget(t, k) == nil then
+      lazy_newindex(t, k, v)
+    else
+      rawset(t, k, v)
+    end
+    return t
+  end,
+  getmetatable = function(t)
+    if is_lazy(t) then return nil end
+    local mt = getmetatable(t)
+    return mt
+  end,
+  setmetatable = function(t, mt)
+    if is_lazy(t) then
+      materialize(t)
+      setmetatable(t, nil)
+    end
+    local r = setmetatable(t, mt)
+    return r
+  end,
+}
+local function lazy_foreach(t, f)
+  if is_lazy(t) then materialize(t) end
+  local r = foreach(t, f)
+  return r
+end
 
 -- library tables whose contents are copied per script
 local LIBS = {
@@ -110,6 +167,8 @@ function M.new_env(default_analyzer, default_output)
     env[k] = v
   end
   env._G = env
+  for k, f in next, LAZY_AWARE do env[k] = f end
+  if type(env.table) == "table" and foreach ~= nil then env.table.foreach = lazy_foreach end
   -- getfenv(0) and the environment of C functions are the template: show the script its own
   env.getfenv = function(f)
     local r

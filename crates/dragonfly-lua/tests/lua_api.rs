@@ -12,6 +12,7 @@ fn runtime() -> Runtime {
         outputs: vec!["out".into()],
         backend: Backend::Embedded(EmbeddedStore::new()),
         limits: Default::default(),
+        lazy_events: true,
     })
     .map_err(|e| format!("{e:?}"))
     .unwrap()
@@ -104,6 +105,7 @@ fn connect_without_a_backend_returns_nil_and_a_reason() {
         outputs: vec![],
         backend: Backend::Unavailable("no store here".into()),
         limits: Default::default(),
+        lazy_events: true,
     })
     .map_err(|e| format!("{e:?}"))
     .unwrap();
@@ -172,7 +174,7 @@ proptest! {
         let text = serde_json::to_string(&v).unwrap();
         let mt = rt.lua().app_data_ref::<dragonfly_lua::libs::cjson::ArrayMt>().unwrap().0.clone();
         let lv = dragonfly_lua::json::decode(rt.lua(), &mt, text.as_bytes()).unwrap();
-        let out = dragonfly_lua::json::encode_to_vec(&lv, &mt).unwrap();
+        let out = dragonfly_lua::json::encode_to_vec(rt.lua(), &lv).unwrap();
         let back: serde_json::Value = serde_json::from_slice(&out).unwrap();
         prop_assert!(same(&v, &back), "{} -> {}", text, String::from_utf8_lossy(&out));
     }
@@ -193,6 +195,7 @@ fn echo_runtime() -> Runtime {
         outputs: vec!["out".into()],
         backend: Backend::Embedded(EmbeddedStore::new()),
         limits: Default::default(),
+        lazy_events: true,
     })
     .map_err(|e| format!("{e:?}"))
     .unwrap();
@@ -257,6 +260,7 @@ fn limited_runtime(body: &str, limits: dragonfly_lua::Limits) -> Runtime {
         outputs: vec!["out".into()],
         backend: Backend::Embedded(EmbeddedStore::new()),
         limits,
+        lazy_events: true,
     })
     .map_err(|e| format!("{e:?}"))
     .unwrap();
@@ -399,6 +403,7 @@ fn scripts_have_their_own_libraries_and_loop_is_sealed() {
         outputs: vec!["out".into()],
         backend: Backend::Embedded(EmbeddedStore::new()),
         limits: Default::default(),
+        lazy_events: true,
     })
     .map_err(|e| format!("{e:?}"))
     .unwrap();

@@ -28,12 +28,10 @@ pub fn install(lua: &Lua) -> mlua::Result<Table> {
     let m = lua.create_table()?;
     m.set(
         "encode",
-        lua.create_function(
-            |lua, v: Value| match json::encode_to_vec(&v, &array_mt(lua)) {
-                Ok(bytes) => Ok((Value::String(lua.create_string(bytes)?), Value::Nil)),
-                Err(e) => Ok((Value::Nil, Value::String(lua.create_string(e.to_string())?))),
-            },
-        )?,
+        lua.create_function(|lua, v: Value| match json::encode_to_vec(lua, &v) {
+            Ok(bytes) => Ok((Value::String(lua.create_string(bytes)?), Value::Nil)),
+            Err(e) => Ok((Value::Nil, Value::String(lua.create_string(e.to_string())?))),
+        })?,
     )?;
     m.set(
         "decode",

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use mlua::{Lua, MultiValue, Table, Value};
 
-use super::cjson::array_mt;
 use crate::json;
 use crate::mailbox::{Mailbox, Routes, TagKind, TimerRequest};
 
@@ -70,9 +69,8 @@ fn encode_line(
     v: &Value,
     out: &mut dragonfly_event::Batch,
 ) -> mlua::Result<()> {
-    let mt = array_mt(lua);
     out.push_with(|buf| {
-        json::encode(v, &mt, buf)?;
+        json::encode(lua, v, buf)?;
         buf.push(b'\n');
         Ok::<(), json::EncodeError>(())
     })

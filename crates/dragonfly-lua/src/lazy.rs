@@ -1,0 +1,879 @@
+//! Lazy events: an input line stays bytes until a script reads a field.
+//!
+//! Behaviour. A line that is a JSON object with simple keys (none escaped, none twice: see
+//! `dragonfly_event::json`) reaches the filter as a *proxy*: an ordinary Lua table, empty at
+//! first, whose metatable holds the line (a Lua string), the object's byte range and what has
+//! happened to it. Reading a field the table does not hold (`__index`) finds it in the bytes,
+//! decodes it, stores it in the table (later reads are plain table hits) and marks the field
+//! *decoded*. A nested object becomes a proxy over its own byte range; an array becomes an
+//! ordinary table (with cjson's array metatable, as the eager decoder makes them) whose objects
+//! are proxies. Writing a key the table does not hold (`__newindex`) marks an original field
+//! decoded or appends a new key to the *added* list. Anything that needs every field (`pairs`,
+//! `next`, `setmetatable`, `table.foreach`: sandbox.lua wraps them) first *materializes* the
+//! proxy: every field not yet decoded is decoded into the table, after which the table holds
+//! the whole object and behaves exactly as an eagerly decoded one.
+//!
+//! Encoding ([`encode`], for outputs, `cjson.encode`, logs and dead letters): a proxy with
+//! nothing decoded or added is its original bytes, copied. Otherwise the original fields are
+//! written in their original order: a field never decoded as its original bytes, a decoded one
+//! as its original bytes if its value still equals them (so number text is kept), as the
+//! encoding of its current value if not, and not at all if it was deleted; then the added keys
+//! in the order they were first added; then any other key (set with `rawset` on a materialized
+//! table), sorted.
+//!
+//! Hand-offs (`analyze_event`, chain.lua): [`clone`] makes a new proxy over the same bytes with
+//! a copy of the state, and chain.lua copies the entries the table holds (deeply); a hand-off
+//! costs two small tables plus what the sender decoded or wrote, never the whole event. What
+//! the receiver changes is not seen by the sender, and the other way round.
+//!
+//! Guarantees: what scripts see is what the eager decoder gives (`tests/lazy_events.rs` drives
+//! random events through random edits both ways and compares the outputs). Lines that are not
+//! JSON are refused before any script runs, as before. Lines that are objects with escaped or
+//! repeated keys, arrays and scalars are decoded eagerly.
+//!
+//! Cost: a proxy is two tables (the table and its metatable) and the line as a Lua string; a
+//! field read scans the object's top level up to the field.
+//!
+//! Soundness: every function runs on the thread that owns the Lua state, inside `exec_raw` or
+//! as a C function called by Lua, and keeps the stack balanced. The byte range read from a
+//! metatable is checked against the string it refers to before use; scripts never reach a
+//! proxy's metatable (the sandbox's `getmetatable` hides it), and a range that does not hold
+//! an object only yields no fields. The only calls that can raise are allocations, which fail
+//! only at the memory limit; the frames they unwind own no heap memory except scratch vectors,
+//! which leak.
+
+use std::ffi::{c_int, c_void};
+
+use dragonfly_event::json::{self as scan, Elements, Fields, Kind, Scanner};
+use mlua::ffi;
+
+use crate::fast::{bytes, push_json, write_raw_key};
+use crate::json::{write_string, EncodeError};
+
+/// Marks a proxy's metatable (slot 1 holds a light userdata with this static's address).
+static TAG: u8 = 0;
+
+/// The tag as a light userdata pointer.
+pub fn tag() -> *mut c_void {
+    &TAG as *const u8 as *mut c_void
+}
+
+// metatable slots
+const M_TAG: c_int = 1;
+const M_RAW: c_int = 2;
+const M_START: c_int = 3;
+const M_END: c_int = 4;
+const M_MASK: c_int = 5;
+const M_EXTRA: c_int = 6;
+const M_ADDED: c_int = 7;
+const M_FULL: c_int = 8;
+
+// context table slots (the upvalue of every lazy C function, argument of batch decoding)
+const C_ARRAY_MT: c_int = 1;
+const C_INDEX_KEY: c_int = 2;
+const C_NEWINDEX_KEY: c_int = 3;
+const C_INDEX: c_int = 4;
+const C_NEWINDEX: c_int = 5;
+
+/// Fields whose decoded mark is a bit of the mask; later ones use a table.
+const MASK_BITS: usize = 52;
+
+fn ctx_index() -> c_int {
+    ffi::lua_upvalueindex(1)
+}
+
+/// A proxy's state, read from its metatable.
+struct View<'a> {
+    root: &'a [u8],
+    start: usize,
+    end: usize,
+    mask: u64,
+    full: bool,
+}
+
+impl<'a> View<'a> {
+    fn obj(&self) -> &'a [u8] {
+        &self.root[self.start..self.end]
+    }
+}
+
+/// Whether the table at `mt` is a proxy's metatable.
+///
+/// # Safety
+/// `mt` is a valid index of a live state.
+pub unsafe fn is_tag(state: *mut ffi::lua_State, mt: c_int) -> bool {
+    unsafe {
+        ffi::lua_rawgeti(state, mt, M_TAG as _);
+        let t = ffi::lua_type(state, -1) == ffi::LUA_TLIGHTUSERDATA
+            && ffi::lua_touserdata(state, -1) == tag();
+        ffi::lua_pop(state, 1);
+        t
+    }
+}
+
+unsafe fn num(state: *mut ffi::lua_State, t: c_int, slot: c_int) -> f64 {
+    unsafe {
+        ffi::lua_rawgeti(state, t, slot as _);
+        let n = ffi::lua_tonumber(state, -1);
+        ffi::lua_pop(state, 1);
+        n
+    }
+}
+
+/// The state of the proxy whose metatable is at `mt` (None if it is not one, or corrupt).
+/// The bytes stay valid while the metatable is reachable (it anchors the string).
+unsafe fn view<'a>(state: *mut ffi::lua_State, mt: c_int) -> Option<View<'a>> {
+    unsafe {
+        if !is_tag(state, mt) {
+            return None;
+        }
+        ffi::lua_rawgeti(state, mt, M_RAW as _);
+        if ffi::lua_type(state, -1) != ffi::LUA_TSTRING {
+            ffi::lua_pop(state, 1);
+            return None;
+        }
+        let root: &'a [u8] = bytes(state, -1);
+        ffi::lua_pop(state, 1);
+        let start = num(state, mt, M_START) as usize;
+        let end = num(state, mt, M_END) as usize;
+        let mask = num(state, mt, M_MASK) as u64;
+        ffi::lua_rawgeti(state, mt, M_FULL as _);
+        let full = ffi::lua_toboolean(state, -1) != 0;
+        ffi::lua_pop(state, 1);
+        (start <= end && end <= root.len()).then_some(View {
+            root,
+            start,
+            end,
+            mask,
+            full,
+        })
+    }
+}
+
+unsafe fn decoded(state: *mut ffi::lua_State, mt: c_int, v: &View, ord: usize) -> bool {
+    if v.full {
+        return true;
+    }
+    if ord < MASK_BITS {
+        return v.mask & (1 << ord) != 0;
+    }
+    unsafe {
+        ffi::lua_rawgeti(state, mt, M_EXTRA as _);
+        let r = if ffi::lua_type(state, -1) == ffi::LUA_TTABLE {
+            ffi::lua_rawgeti(state, -1, ord as _);
+            let b = ffi::lua_toboolean(state, -1) != 0;
+            ffi::lua_pop(state, 1);
+            b
+        } else {
+            false
+        };
+        ffi::lua_pop(state, 1);
+        r
+    }
+}
+
+unsafe fn mark(state: *mut ffi::lua_State, mt: c_int, v: &mut View, ord: usize) {
+    unsafe {
+        if ord < MASK_BITS {
+            v.mask |= 1 << ord;
+            ffi::lua_pushnumber(state, v.mask as f64);
+            ffi::lua_rawseti(state, mt, M_MASK as _);
+            return;
+        }
+        slot_table(state, mt, M_EXTRA);
+        ffi::lua_pushboolean(state, 1);
+        ffi::lua_rawseti(state, -2, ord as _);
+        ffi::lua_pop(state, 1);
+    }
+}
+
+/// Push the table in metatable slot `slot`, made (empty) if there is none yet.
+unsafe fn slot_table(state: *mut ffi::lua_State, mt: c_int, slot: c_int) {
+    unsafe {
+        ffi::lua_rawgeti(state, mt, slot as _);
+        if ffi::lua_type(state, -1) != ffi::LUA_TTABLE {
+            ffi::lua_pop(state, 1);
+            ffi::lua_createtable(state, 4, 0);
+            ffi::lua_pushvalue(state, -1);
+            ffi::lua_rawseti(state, mt, slot as _);
+        }
+    }
+}
+
+/// Push a new proxy over `root[start..end]`; the root string is at `root_idx`, the context
+/// table at `ctx`.
+///
+/// # Safety
+/// Valid indices of a live state; 4 free stack slots.
+pub unsafe fn push_proxy(
+    state: *mut ffi::lua_State,
+    ctx: c_int,
+    root_idx: c_int,
+    start: usize,
+    end: usize,
+) {
+    unsafe {
+        ffi::lua_createtable(state, 0, 4);
+        ffi::lua_createtable(state, M_FULL, 2);
+        let mt = ffi::lua_gettop(state);
+        ffi::lua_rawgeti(state, ctx, C_INDEX_KEY as _);
+        ffi::lua_rawgeti(state, ctx, C_INDEX as _);
+        ffi::lua_rawset(state, mt);
+        ffi::lua_rawgeti(state, ctx, C_NEWINDEX_KEY as _);
+        ffi::lua_rawgeti(state, ctx, C_NEWINDEX as _);
+        ffi::lua_rawset(state, mt);
+        ffi::lua_pushlightuserdata(state, tag());
+        ffi::lua_rawseti(state, mt, M_TAG as _);
+        ffi::lua_pushvalue(state, root_idx);
+        ffi::lua_rawseti(state, mt, M_RAW as _);
+        ffi::lua_pushnumber(state, start as f64);
+        ffi::lua_rawseti(state, mt, M_START as _);
+        ffi::lua_pushnumber(state, end as f64);
+        ffi::lua_rawseti(state, mt, M_END as _);
+        ffi::lua_pushnumber(state, 0.0);
+        ffi::lua_rawseti(state, mt, M_MASK as _);
+        ffi::lua_pushboolean(state, 0);
+        ffi::lua_rawseti(state, mt, M_FULL as _);
+        ffi::lua_setmetatable(state, -2);
+    }
+}
+
+thread_local! {
+    static SCANNER: std::cell::RefCell<Scanner> = std::cell::RefCell::new(Scanner::new());
+}
+
+/// Push the value at `root[range]` (validated JSON): objects with simple keys as proxies,
+/// arrays as tables with the array metatable, scalars as Lua values.
+///
+/// # Safety
+/// Valid indices; `root` is the string at `root_idx`.
+pub unsafe fn push_value(
+    state: *mut ffi::lua_State,
+    ctx: c_int,
+    root_idx: c_int,
+    root: &[u8],
+    range: std::ops::Range<usize>,
+    depth: usize,
+) {
+    unsafe {
+        let b = &root[range.clone()];
+        if ffi::lua_checkstack(state, 6) == 0 || depth > scan::MAX_DEPTH {
+            ffi::lua_pushnil(state);
+            return;
+        }
+        match scan::kind(b) {
+            Some(Kind::Object) => {
+                if SCANNER.with(|s| s.borrow_mut().simple_keys(b)) {
+                    push_proxy(state, ctx, root_idx, range.start, range.end);
+                } else {
+                    ffi::lua_rawgeti(state, ctx, C_ARRAY_MT as _);
+                    let mt = ffi::lua_gettop(state);
+                    push_json(state, mt, b);
+                    ffi::lua_remove(state, mt);
+                }
+            }
+            Some(Kind::Array) => {
+                ffi::lua_createtable(state, 4, 0);
+                let t = ffi::lua_gettop(state);
+                let mut i = 0;
+                for r in Elements::new(b) {
+                    i += 1;
+                    push_value(
+                        state,
+                        ctx,
+                        root_idx,
+                        root,
+                        range.start + r.start..range.start + r.end,
+                        depth + 1,
+                    );
+                    ffi::lua_rawseti(state, t, i);
+                }
+                ffi::lua_rawgeti(state, ctx, C_ARRAY_MT as _);
+                ffi::lua_setmetatable(state, t);
+            }
+            Some(Kind::String) if memchr_backslash(b).is_none() && b.len() >= 2 => {
+                let s = &b[1..b.len() - 1];
+                ffi::lua_pushlstring(state, s.as_ptr().cast(), s.len());
+            }
+            Some(Kind::Number) => match scan::small_integer(b) {
+                Some(n) => ffi::lua_pushnumber(state, n),
+                None => ffi::lua_pushnumber(state, parse_number(b)),
+            },
+            Some(Kind::Bool) => ffi::lua_pushboolean(state, (b[0] == b't') as c_int),
+            Some(Kind::Null) => ffi::lua_pushlightuserdata(state, std::ptr::null_mut()),
+            Some(Kind::String) => {
+                ffi::lua_rawgeti(state, ctx, C_ARRAY_MT as _);
+                let mt = ffi::lua_gettop(state);
+                push_json(state, mt, b);
+                ffi::lua_remove(state, mt);
+            }
+            None => ffi::lua_pushnil(state),
+        }
+    }
+}
+
+fn memchr_backslash(b: &[u8]) -> Option<usize> {
+    b.iter().position(|&c| c == b'\\')
+}
+
+fn parse_number(b: &[u8]) -> f64 {
+    std::str::from_utf8(b)
+        .ok()
+        .and_then(|s| s.parse::<f64>().ok())
+        .unwrap_or(f64::NAN)
+}
+
+/// The field of `v`'s object whose key is `key`: (ordinal, field).
+fn find(v: &View, key: &[u8]) -> Option<(usize, scan::Field)> {
+    let obj = v.obj();
+    Fields::new(obj)
+        .enumerate()
+        .find(|(_, f)| &obj[f.key.clone()] == key)
+}
+
+/// `__index(t, k)`: decode field `k` from the bytes, store it in `t`, return it.
+///
+/// # Safety
+/// Called by Lua as a C closure whose upvalue is the context table.
+pub unsafe extern "C-unwind" fn index(state: *mut ffi::lua_State) -> c_int {
+    unsafe {
+        if ffi::lua_type(state, 2) != ffi::LUA_TSTRING || ffi::lua_getmetatable(state, 1) == 0 {
+            return 0;
+        }
+        let mt = ffi::lua_gettop(state);
+        let Some(mut v) = view(state, mt) else {
+            return 0;
+        };
+        if v.full {
+            return 0;
+        }
+        let Some((ord, f)) = find(&v, bytes(state, 2)) else {
+            return 0;
+        };
+        if decoded(state, mt, &v, ord) {
+            return 0; // decoded, then deleted
+        }
+        ffi::lua_rawgeti(state, mt, M_RAW as _);
+        let root_idx = ffi::lua_gettop(state);
+        push_value(
+            state,
+            ctx_index(),
+            root_idx,
+            v.root,
+            v.start + f.value.start..v.start + f.value.end,
+            0,
+        );
+        let val = ffi::lua_gettop(state);
+        ffi::lua_pushvalue(state, 2);
+        ffi::lua_pushvalue(state, val);
+        ffi::lua_rawset(state, 1);
+        mark(state, mt, &mut v, ord);
+        ffi::lua_settop(state, val);
+        1
+    }
+}
+
+/// `__newindex(t, k, v)`: record the write (an original field becomes decoded, a new key is
+/// appended to the added list), then store it.
+///
+/// # Safety
+/// Called by Lua as a C closure whose upvalue is the context table.
+pub unsafe extern "C-unwind" fn newindex(state: *mut ffi::lua_State) -> c_int {
+    unsafe {
+        ffi::lua_settop(state, 3);
+        ffi::lua_pushvalue(state, 2);
+        ffi::lua_pushvalue(state, 3);
+        ffi::lua_rawset(state, 1); // raises on a nil or NaN key, as a plain table does
+        if ffi::lua_getmetatable(state, 1) == 0 {
+            return 0;
+        }
+        let mt = ffi::lua_gettop(state);
+        let Some(mut v) = view(state, mt) else {
+            return 0;
+        };
+        let original = if ffi::lua_type(state, 2) == ffi::LUA_TSTRING {
+            find(&v, bytes(state, 2)).map(|(ord, _)| ord)
+        } else {
+            None
+        };
+        match original {
+            Some(ord) if !decoded(state, mt, &v, ord) => mark(state, mt, &mut v, ord),
+            Some(_) => {}
+            None if ffi::lua_type(state, 3) != ffi::LUA_TNIL => {
+                slot_table(state, mt, M_ADDED);
+                let n = ffi::lua_objlen(state, -1);
+                ffi::lua_pushvalue(state, 2);
+                ffi::lua_rawseti(state, -2, (n + 1) as _);
+            }
+            None => {}
+        }
+        0
+    }
+}
+
+/// `materialize(t)`: decode every field of a proxy not decoded yet into `t`; from then on `t`
+/// holds the whole object. Does nothing to other values.
+///
+/// # Safety
+/// Called by Lua as a C closure whose upvalue is the context table.
+pub unsafe extern "C-unwind" fn materialize(state: *mut ffi::lua_State) -> c_int {
+    unsafe {
+        ffi::lua_settop(state, 1);
+        if ffi::lua_type(state, 1) != ffi::LUA_TTABLE || ffi::lua_getmetatable(state, 1) == 0 {
+            return 0;
+        }
+        let mt = 2;
+        let Some(v) = view(state, mt) else {
+            return 0;
+        };
+        if v.full {
+            return 0;
+        }
+        ffi::lua_rawgeti(state, mt, M_RAW as _);
+        let root_idx = 3;
+        let obj = v.obj();
+        for (ord, f) in Fields::new(obj).enumerate() {
+            if decoded(state, mt, &v, ord) {
+                continue;
+            }
+            let key = &obj[f.key.clone()];
+            ffi::lua_pushlstring(state, key.as_ptr().cast(), key.len());
+            push_value(
+                state,
+                ctx_index(),
+                root_idx,
+                v.root,
+                v.start + f.value.start..v.start + f.value.end,
+                0,
+            );
+            ffi::lua_rawset(state, 1);
+        }
+        ffi::lua_pushboolean(state, 1);
+        ffi::lua_rawseti(state, mt, M_FULL as _);
+        0
+    }
+}
+
+unsafe fn copy_list(state: *mut ffi::lua_State, from: c_int, to: c_int, slot: c_int) {
+    unsafe {
+        ffi::lua_rawgeti(state, from, slot as _);
+        if ffi::lua_type(state, -1) == ffi::LUA_TTABLE {
+            let src = ffi::lua_gettop(state);
+            ffi::lua_createtable(state, ffi::lua_objlen(state, src) as c_int, 0);
+            ffi::lua_pushnil(state);
+            while ffi::lua_next(state, src) != 0 {
+                ffi::lua_pushvalue(state, -2);
+                ffi::lua_insert(state, -2);
+                ffi::lua_rawset(state, src + 1);
+            }
+            ffi::lua_rawseti(state, to, slot as _);
+        }
+        ffi::lua_pop(state, 1);
+    }
+}
+
+/// `clone(t)`: a new proxy over the same bytes with a copy of `t`'s state (what was decoded,
+/// added, materialized) and none of its entries (chain.lua copies those).
+///
+/// # Safety
+/// Called by Lua as a C closure whose upvalue is the context table.
+pub unsafe extern "C-unwind" fn clone(state: *mut ffi::lua_State) -> c_int {
+    unsafe {
+        ffi::lua_settop(state, 1);
+        if ffi::lua_getmetatable(state, 1) == 0 {
+            return 0;
+        }
+        let Some(v) = view(state, 2) else {
+            return 0;
+        };
+        ffi::lua_rawgeti(state, 2, M_RAW as _);
+        push_proxy(state, ctx_index(), 3, v.start, v.end);
+        ffi::lua_getmetatable(state, 4);
+        ffi::lua_pushnumber(state, v.mask as f64);
+        ffi::lua_rawseti(state, 5, M_MASK as _);
+        ffi::lua_pushboolean(state, v.full as c_int);
+        ffi::lua_rawseti(state, 5, M_FULL as _);
+        copy_list(state, 2, 5, M_EXTRA);
+        copy_list(state, 2, 5, M_ADDED);
+        ffi::lua_settop(state, 4);
+        1
+    }
+}
+
+/// Build the context table on top of the stack: the array metatable is at `array_mt`; the
+/// lazy C closures are created here and returned in the table too (slots 4..).
+///
+/// # Safety
+/// A live state with 8 free slots.
+pub unsafe fn push_context(state: *mut ffi::lua_State, array_mt: c_int) {
+    unsafe {
+        ffi::lua_createtable(state, 8, 0);
+        let ctx = ffi::lua_gettop(state);
+        ffi::lua_pushvalue(state, array_mt);
+        ffi::lua_rawseti(state, ctx, C_ARRAY_MT as _);
+        for (slot, s) in [(C_INDEX_KEY, "__index"), (C_NEWINDEX_KEY, "__newindex")] {
+            ffi::lua_pushlstring(state, s.as_ptr().cast(), s.len());
+            ffi::lua_rawseti(state, ctx, slot as _);
+        }
+        let funcs: [(c_int, ffi::lua_CFunction); 4] = [
+            (C_INDEX, index),
+            (C_NEWINDEX, newindex),
+            (6, materialize),
+            (7, clone),
+        ];
+        for (slot, f) in funcs {
+            ffi::lua_pushvalue(state, ctx);
+            ffi::lua_pushcclosure(state, f, 1);
+            ffi::lua_rawseti(state, ctx, slot as _);
+        }
+    }
+}
+
+/// Decode `line` into a value on top of the stack: a proxy when it is an object with simple
+/// keys, an eagerly decoded value otherwise. On error nothing is pushed.
+///
+/// # Safety
+/// Valid indices of a live state (context table at `ctx`).
+pub unsafe fn push_line(
+    state: *mut ffi::lua_State,
+    ctx: c_int,
+    scanner: &mut Scanner,
+    line: &[u8],
+) -> Result<(), String> {
+    unsafe {
+        let doc = scanner.validate(line).map_err(|e| e.to_string())?;
+        if doc.kind == Kind::Object && doc.simple {
+            ffi::lua_pushlstring(state, line.as_ptr().cast(), line.len());
+            let root = ffi::lua_gettop(state);
+            push_proxy(state, ctx, root, doc.value.start, doc.value.end);
+            ffi::lua_remove(state, root);
+        } else {
+            ffi::lua_rawgeti(state, ctx, C_ARRAY_MT as _);
+            let mt = ffi::lua_gettop(state);
+            push_json(state, mt, line);
+            ffi::lua_remove(state, mt);
+        }
+        Ok(())
+    }
+}
+
+/// Whether the proxy with metatable `mt` has nothing decoded, added or stored.
+unsafe fn clean(state: *mut ffi::lua_State, t: c_int, mt: c_int, v: &View) -> bool {
+    unsafe {
+        if v.mask != 0 || v.full {
+            return false;
+        }
+        for slot in [M_EXTRA, M_ADDED] {
+            ffi::lua_rawgeti(state, mt, slot as _);
+            let none = ffi::lua_type(state, -1) == ffi::LUA_TNIL;
+            ffi::lua_pop(state, 1);
+            if !none {
+                return false;
+            }
+        }
+        ffi::lua_pushnil(state);
+        if ffi::lua_next(state, t) != 0 {
+            ffi::lua_pop(state, 2);
+            return false;
+        }
+        true
+    }
+}
+
+/// Whether the Lua value at `idx` equals the JSON value `raw` (at `root[at..]`), so the raw
+/// bytes can stand for it.
+unsafe fn same(
+    state: *mut ffi::lua_State,
+    idx: c_int,
+    array_mt: c_int,
+    root: &[u8],
+    at: std::ops::Range<usize>,
+) -> bool {
+    unsafe {
+        let raw = &root[at.clone()];
+        match (ffi::lua_type(state, idx), scan::kind(raw)) {
+            (ffi::LUA_TBOOLEAN, Some(Kind::Bool)) => {
+                (ffi::lua_toboolean(state, idx) != 0) == (raw[0] == b't')
+            }
+            (ffi::LUA_TLIGHTUSERDATA, Some(Kind::Null)) => {
+                ffi::lua_touserdata(state, idx).is_null()
+            }
+            (ffi::LUA_TNUMBER, Some(Kind::Number)) => {
+                let n = scan::small_integer(raw).unwrap_or_else(|| parse_number(raw));
+                n.to_bits() == ffi::lua_tonumber(state, idx).to_bits()
+            }
+            (ffi::LUA_TSTRING, Some(Kind::String)) if memchr_backslash(raw).is_none() => {
+                bytes(state, idx) == &raw[1..raw.len() - 1]
+            }
+            (ffi::LUA_TTABLE, Some(Kind::Object)) => {
+                if ffi::lua_getmetatable(state, idx) == 0 {
+                    return false;
+                }
+                let mt = ffi::lua_gettop(state);
+                let r = match view(state, mt) {
+                    Some(v) => {
+                        std::ptr::eq(v.root.as_ptr(), root.as_ptr())
+                            && v.start == at.start
+                            && v.end == at.end
+                            && clean(state, idx, mt, &v)
+                    }
+                    None => false,
+                };
+                ffi::lua_settop(state, mt - 1);
+                r
+            }
+            (ffi::LUA_TTABLE, Some(Kind::Array)) => {
+                if ffi::lua_getmetatable(state, idx) == 0 {
+                    return false;
+                }
+                let is_array = ffi::lua_rawequal(state, -1, array_mt) != 0;
+                ffi::lua_pop(state, 1);
+                if !is_array || ffi::lua_checkstack(state, 4) == 0 {
+                    return false;
+                }
+                let mut n = 0;
+                for r in Elements::new(raw) {
+                    n += 1;
+                    ffi::lua_rawgeti(state, idx, n);
+                    let top = ffi::lua_gettop(state);
+                    let eq = same(
+                        state,
+                        top,
+                        array_mt,
+                        root,
+                        at.start + r.start..at.start + r.end,
+                    );
+                    ffi::lua_pop(state, 1);
+                    if !eq {
+                        return false;
+                    }
+                }
+                // nothing beyond the elements
+                let mut count = 0;
+                ffi::lua_pushnil(state);
+                while ffi::lua_next(state, idx) != 0 {
+                    count += 1;
+                    ffi::lua_pop(state, 1);
+                }
+                count == n
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Encode the proxy at `t` (its metatable checked by the caller). See the module docs.
+///
+/// # Safety
+/// `t` is an absolute index; the array metatable is at `array_mt`.
+pub unsafe fn encode(
+    state: *mut ffi::lua_State,
+    t: c_int,
+    array_mt: c_int,
+    out: &mut Vec<u8>,
+    depth: usize,
+) -> Result<(), EncodeError> {
+    unsafe {
+        if ffi::lua_checkstack(state, 8) == 0 {
+            return Err(EncodeError::Depth(depth));
+        }
+        let base = ffi::lua_gettop(state);
+        ffi::lua_getmetatable(state, t);
+        let mt = base + 1;
+        let Some(v) = view(state, mt) else {
+            ffi::lua_settop(state, base);
+            return Err(EncodeError::Unsupported("corrupt lazy event"));
+        };
+        if clean(state, t, mt, &v) {
+            out.extend_from_slice(v.obj());
+            ffi::lua_settop(state, base);
+            return Ok(());
+        }
+        let res = encode_dirty(state, t, mt, array_mt, &v, out, depth);
+        ffi::lua_settop(state, base);
+        res
+    }
+}
+
+unsafe fn encode_dirty(
+    state: *mut ffi::lua_State,
+    t: c_int,
+    mt: c_int,
+    array_mt: c_int,
+    v: &View,
+    out: &mut Vec<u8>,
+    depth: usize,
+) -> Result<(), EncodeError> {
+    unsafe {
+        let obj = v.obj();
+        if only_integer_keys(state, t, mt, v) {
+            // every original field deleted, only positive integer keys left: an array, as
+            // the same table decoded eagerly would be
+            return crate::fast::encode_plain(state, t, array_mt, false, out, depth);
+        }
+        let mut first = true;
+        let mut present = 0usize;
+        // the keys written so far (interned strings: same pointer, same key)
+        let mut written: Vec<*const u8> = Vec::new();
+        // the original whitespace is kept: before the first field, between fields (with the
+        // comma) and before the closing brace
+        let mut fields = Fields::new(obj).peekable();
+        let lead = fields.peek().map_or(obj.len() - 1, |f| f.span.start);
+        out.extend_from_slice(&obj[..lead.max(1)]);
+        let mut prev_end = None;
+        let gap = |out: &mut Vec<u8>, first: &mut bool, start: usize, prev: Option<usize>| {
+            if !*first {
+                match prev {
+                    Some(p) if p < start => out.extend_from_slice(&obj[p..start]),
+                    _ => out.push(b','),
+                }
+            }
+            *first = false;
+        };
+        for (ord, f) in fields.enumerate() {
+            let prev = prev_end.replace(f.span.end);
+            if !decoded(state, mt, v, ord) {
+                gap(out, &mut first, f.span.start, prev);
+                out.extend_from_slice(&obj[f.span.clone()]);
+                continue;
+            }
+            let key = &obj[f.key.clone()];
+            ffi::lua_pushlstring(state, key.as_ptr().cast(), key.len());
+            written.push(ffi::lua_tolstring(state, -1, std::ptr::null_mut()).cast());
+            ffi::lua_rawget(state, t);
+            let val = ffi::lua_gettop(state);
+            if ffi::lua_type(state, val) != ffi::LUA_TNIL {
+                present += 1;
+                gap(out, &mut first, f.span.start, prev);
+                let at = v.start + f.value.start..v.start + f.value.end;
+                if same(state, val, array_mt, v.root, at) {
+                    out.extend_from_slice(&obj[f.span.clone()]);
+                } else {
+                    out.extend_from_slice(&obj[f.span.start..f.key.end + 1]);
+                    out.push(b':');
+                    crate::fast::encode_value(state, val, array_mt, out, depth)?;
+                }
+            }
+            ffi::lua_pop(state, 1);
+        }
+        // added keys, in the order they were first added
+        ffi::lua_rawgeti(state, mt, M_ADDED as _);
+        let added = ffi::lua_gettop(state);
+        let mut added_nums: Vec<f64> = Vec::new();
+        if ffi::lua_type(state, added) == ffi::LUA_TTABLE {
+            let n = ffi::lua_objlen(state, added);
+            for i in 1..=n {
+                ffi::lua_rawgeti(state, added, i as _);
+                let k = ffi::lua_gettop(state);
+                let dup = match ffi::lua_type(state, k) {
+                    ffi::LUA_TSTRING => {
+                        let p: *const u8 =
+                            ffi::lua_tolstring(state, k, std::ptr::null_mut()).cast();
+                        let d = written.contains(&p);
+                        written.push(p);
+                        d
+                    }
+                    ffi::LUA_TNUMBER => {
+                        let x = ffi::lua_tonumber(state, k);
+                        let d = added_nums.contains(&x);
+                        added_nums.push(x);
+                        d
+                    }
+                    _ => true,
+                };
+                if !dup {
+                    ffi::lua_pushvalue(state, k);
+                    ffi::lua_rawget(state, t);
+                    if ffi::lua_type(state, -1) != ffi::LUA_TNIL {
+                        present += 1;
+                        gap(out, &mut first, 0, None);
+                        write_key(state, k, out)?;
+                        let val = ffi::lua_gettop(state);
+                        crate::fast::encode_value(state, val, array_mt, out, depth)?;
+                    }
+                    ffi::lua_pop(state, 1);
+                }
+                ffi::lua_pop(state, 1);
+            }
+        }
+        ffi::lua_pop(state, 1);
+        // anything else the table holds (rawset on new keys), sorted
+        let mut total = 0usize;
+        ffi::lua_pushnil(state);
+        while ffi::lua_next(state, t) != 0 {
+            total += 1;
+            ffi::lua_pop(state, 1);
+        }
+        if total > present {
+            crate::fast::encode_other_pairs(
+                state,
+                t,
+                array_mt,
+                out,
+                depth,
+                &mut first,
+                &|state, k| match ffi::lua_type(state, k) {
+                    ffi::LUA_TSTRING => {
+                        let p: *const u8 =
+                            ffi::lua_tolstring(state, k, std::ptr::null_mut()).cast();
+                        written.contains(&p)
+                    }
+                    ffi::LUA_TNUMBER => added_nums.contains(&ffi::lua_tonumber(state, k)),
+                    _ => false,
+                },
+            )?;
+        }
+        let tail = prev_end.map_or(obj.len() - 1, |e| e.min(obj.len() - 1));
+        out.extend_from_slice(&obj[tail..]);
+        Ok(())
+    }
+}
+
+/// Whether no original field is left and the table holds only positive integer keys (at
+/// least one).
+unsafe fn only_integer_keys(state: *mut ffi::lua_State, t: c_int, mt: c_int, v: &View) -> bool {
+    unsafe {
+        let obj = v.obj();
+        for (ord, f) in Fields::new(obj).enumerate() {
+            if !decoded(state, mt, v, ord) {
+                return false;
+            }
+            let key = &obj[f.key.clone()];
+            ffi::lua_pushlstring(state, key.as_ptr().cast(), key.len());
+            ffi::lua_rawget(state, t);
+            let present = ffi::lua_type(state, -1) != ffi::LUA_TNIL;
+            ffi::lua_pop(state, 1);
+            if present {
+                return false;
+            }
+        }
+        let mut any = false;
+        ffi::lua_pushnil(state);
+        while ffi::lua_next(state, t) != 0 {
+            ffi::lua_pop(state, 1);
+            let n = ffi::lua_tonumber(state, -1);
+            if ffi::lua_type(state, -1) != ffi::LUA_TNUMBER || n < 1.0 || n.fract() != 0.0 {
+                ffi::lua_pop(state, 1);
+                return false;
+            }
+            any = true;
+        }
+        any
+    }
+}
+
+unsafe fn write_key(
+    state: *mut ffi::lua_State,
+    k: c_int,
+    out: &mut Vec<u8>,
+) -> Result<(), EncodeError> {
+    unsafe {
+        match ffi::lua_type(state, k) {
+            ffi::LUA_TSTRING => write_string(bytes(state, k), out),
+            ffi::LUA_TNUMBER => write_raw_key(ffi::lua_tonumber(state, k), out)?,
+            _ => return Err(EncodeError::BadKey),
+        }
+        out.push(b':');
+        Ok(())
+    }
+}
