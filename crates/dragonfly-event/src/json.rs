@@ -326,17 +326,40 @@ fn number(b: &[u8], start: usize) -> Result<usize, ScanError> {
     Ok(i)
 }
 
-const HI: u64 = 0x8080_8080_8080_8080;
-const LO: u64 = 0x0101_0101_0101_0101;
-
-/// Whether any byte of `x` is `"`, `\` or below 0x20 (bytes >= 0x80 never match).
+/// The offset of the first byte in `b` that is `"`, `\\` or below 0x20 (a control
+/// character), or `b.len()` if none is.
 #[inline]
-fn special8(x: u64) -> bool {
-    let quote = x ^ (LO * b'"' as u64);
-    let bs = x ^ (LO * b'\\' as u64);
-    let zero = |v: u64| v.wrapping_sub(LO) & !v & HI;
-    let ctl = x.wrapping_sub(LO * 0x20) & !x & HI;
-    (zero(quote) | zero(bs) | ctl) != 0
+fn special(b: &[u8]) -> usize {
+    let mut i = 0;
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::*;
+        // SAFETY: SSE2 is part of x86_64; every load reads 16 bytes inside `b` (i + 16 <= len)
+        // with an unaligned load.
+        unsafe {
+            let quote = _mm_set1_epi8(b'"' as i8);
+            let bs = _mm_set1_epi8(b'\\' as i8);
+            let ctl = _mm_set1_epi8(0x1f);
+            while i + 16 <= b.len() {
+                let x = _mm_loadu_si128(b.as_ptr().add(i).cast());
+                // x <= 0x1f (unsigned): max(x, 0x1f) == 0x1f
+                let low = _mm_cmpeq_epi8(_mm_max_epu8(x, ctl), ctl);
+                let hit = _mm_or_si128(
+                    _mm_or_si128(_mm_cmpeq_epi8(x, quote), _mm_cmpeq_epi8(x, bs)),
+                    low,
+                );
+                let mask = _mm_movemask_epi8(hit) as u32;
+                if mask != 0 {
+                    return i + mask.trailing_zeros() as usize;
+                }
+                i += 16;
+            }
+        }
+    }
+    while i < b.len() && !matches!(b[i], b'"' | b'\\' | 0..=0x1f) {
+        i += 1;
+    }
+    i
 }
 
 /// A string at `b[i]` (the opening quote); returns its end (after the closing quote) and
@@ -345,13 +368,7 @@ fn string(b: &[u8], start: usize) -> Result<(usize, bool), ScanError> {
     let mut i = start + 1;
     let mut escaped = false;
     loop {
-        while let Some(chunk) = b.get(i..i + 8) {
-            let x = u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]));
-            if special8(x) {
-                break;
-            }
-            i += 8;
-        }
+        i += special(b.get(i..).unwrap_or(&[]));
         let Some(&c) = b.get(i) else {
             return err(i, "EOF while parsing a string");
         };
@@ -401,23 +418,26 @@ fn hex4(b: &[u8], i: usize) -> Option<u32> {
 pub fn skip(b: &[u8], i: usize) -> usize {
     match b.get(i) {
         Some(b'"') => string_end(b, i),
-        Some(b'{' | b'[') => {
+        Some(&open @ (b'{' | b'[')) => {
+            // in valid JSON the brackets of the other kind balance inside, so only this
+            // kind's brackets and the strings (which may hold any bracket) matter
+            let close = if open == b'{' { b'}' } else { b']' };
             let mut depth = 0usize;
             let mut j = i;
-            while j < b.len() {
+            while let Some(n) = memchr::memchr3(b'"', open, close, b.get(j..).unwrap_or(&[])) {
+                j += n;
                 match b[j] {
                     b'"' => {
                         j = string_end(b, j);
                         continue;
                     }
-                    b'{' | b'[' => depth += 1,
-                    b'}' | b']' => {
-                        depth -= 1;
+                    c if c == open => depth += 1,
+                    _ => {
+                        depth = depth.saturating_sub(1);
                         if depth == 0 {
                             return j + 1;
                         }
                     }
-                    _ => {}
                 }
                 j += 1;
             }
@@ -696,6 +716,23 @@ mod tests {
             let _ = Fields::new(g).count();
             let _ = Elements::new(g).count();
             let _ = skip(g, 0);
+        }
+    }
+
+    #[test]
+    fn special_finds_the_first_quote_backslash_or_control_character() {
+        for len in 0..40 {
+            for filler in [b'a', b' ', 0x7f, 0x80, 0xc3, 0xff] {
+                let plain = vec![filler; len];
+                assert_eq!(special(&plain), len);
+                for pos in 0..len {
+                    for c in [b'"', b'\\', 0, 0x1f] {
+                        let mut v = plain.clone();
+                        v[pos] = c;
+                        assert_eq!(special(&v), pos, "{v:?}");
+                    }
+                }
+            }
         }
     }
 

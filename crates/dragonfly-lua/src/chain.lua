@@ -10,7 +10,7 @@
 -- the runtime has to be given up, or when an error outside any script call (out of memory while
 -- recording a failure) cut a batch's run, to resume at the next event.
 local out_raw, MAX_HOPS, probe, traceback, lazy = ...
-local LAZY, lazy_clone = lazy.tag, lazy.clone
+local lazy_index, lazy_clone = lazy.index, lazy.clone
 local rawget, rawset = rawget, rawset
 local type, select, next, pcall, xpcall, error = type, select, next, pcall, xpcall, error
 local getmetatable, setmetatable, tostring = getmetatable, setmetatable, tostring
@@ -35,7 +35,7 @@ local function copy(v, depth)
   if depth > 1000 then
     error("cannot copy the value: nesting deeper than 1000 (a table that contains itself?)", 0)
   end
-  if mt ~= nil and rawget(mt, 1) == LAZY then
+  if mt ~= nil and rawget(mt, "__index") == lazy_index then
     -- a lazy event (lazy.rs): a new view of the same bytes, plus what this one holds
     local r = lazy_clone(v)
     for k, x in next, v do

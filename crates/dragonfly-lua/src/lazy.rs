@@ -42,7 +42,7 @@
 //! only at the memory limit; the frames they unwind own no heap memory except scratch vectors,
 //! which leak.
 
-use std::ffi::{c_int, c_void};
+use std::ffi::c_int;
 
 use dragonfly_event::json::{self as scan, Elements, Fields, Kind, Scanner};
 use mlua::ffi;
@@ -50,23 +50,11 @@ use mlua::ffi;
 use crate::fast::{bytes, push_json, write_raw_key};
 use crate::json::{write_string, EncodeError};
 
-/// Marks a proxy's metatable (slot 1 holds a light userdata with this static's address).
-static TAG: u8 = 0;
-
-/// The tag as a light userdata pointer.
-pub fn tag() -> *mut c_void {
-    &TAG as *const u8 as *mut c_void
-}
-
 // metatable slots
-const M_TAG: c_int = 1;
+const M_STATE: c_int = 1;
 const M_RAW: c_int = 2;
-const M_START: c_int = 3;
-const M_END: c_int = 4;
-const M_MASK: c_int = 5;
-const M_EXTRA: c_int = 6;
-const M_ADDED: c_int = 7;
-const M_FULL: c_int = 8;
+const M_EXTRA: c_int = 3;
+const M_ADDED: c_int = 4;
 
 // context table slots (the upvalue of every lazy C function, argument of batch decoding)
 const C_ARRAY_MT: c_int = 1;
@@ -76,19 +64,40 @@ const C_INDEX: c_int = 4;
 const C_NEWINDEX: c_int = 5;
 
 /// Fields whose decoded mark is a bit of the mask; later ones use a table.
-const MASK_BITS: usize = 52;
+const MASK_BITS: usize = 64;
+
+/// Marks a [`State`] (scripts can make userdata only with `newproxy`, of size 0, and cannot
+/// write into any).
+const MAGIC: u64 = 0x6466_6c61_7a79_6576;
 
 fn ctx_index() -> c_int {
     ffi::lua_upvalueindex(1)
 }
 
-/// A proxy's state, read from its metatable.
+/// A proxy's state: a full userdata in its metatable's slot 1, next to the string it points
+/// into (slot 2, which keeps the bytes alive: LuaJIT never moves a string).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct State {
+    magic: u64,
+    root: *const u8,
+    root_len: usize,
+    start: usize,
+    end: usize,
+    /// Bit n: field n (in input order) was decoded (read, written or deleted).
+    mask: u64,
+    /// Every field was decoded (the table holds the whole object).
+    full: bool,
+}
+
+/// A proxy's state and bytes, read from its metatable.
 struct View<'a> {
     root: &'a [u8],
     start: usize,
     end: usize,
     mask: u64,
     full: bool,
+    state: *mut State,
 }
 
 impl<'a> View<'a> {
@@ -97,55 +106,48 @@ impl<'a> View<'a> {
     }
 }
 
+/// The state in the metatable at `mt`, if it is a proxy's.
+unsafe fn state_of(state: *mut ffi::lua_State, mt: c_int) -> Option<*mut State> {
+    unsafe {
+        ffi::lua_rawgeti(state, mt, M_STATE as _);
+        let p = ffi::lua_touserdata(state, -1).cast::<State>();
+        let ok = ffi::lua_type(state, -1) == ffi::LUA_TUSERDATA
+            && ffi::lua_objlen(state, -1) == std::mem::size_of::<State>()
+            && !p.is_null()
+            // SAFETY: a full userdata of State's size; any bytes are a valid u64
+            && std::ptr::read_unaligned(p.cast::<u64>()) == MAGIC;
+        ffi::lua_pop(state, 1);
+        ok.then_some(p)
+    }
+}
+
 /// Whether the table at `mt` is a proxy's metatable.
 ///
 /// # Safety
 /// `mt` is a valid index of a live state.
 pub unsafe fn is_tag(state: *mut ffi::lua_State, mt: c_int) -> bool {
-    unsafe {
-        ffi::lua_rawgeti(state, mt, M_TAG as _);
-        let t = ffi::lua_type(state, -1) == ffi::LUA_TLIGHTUSERDATA
-            && ffi::lua_touserdata(state, -1) == tag();
-        ffi::lua_pop(state, 1);
-        t
-    }
-}
-
-unsafe fn num(state: *mut ffi::lua_State, t: c_int, slot: c_int) -> f64 {
-    unsafe {
-        ffi::lua_rawgeti(state, t, slot as _);
-        let n = ffi::lua_tonumber(state, -1);
-        ffi::lua_pop(state, 1);
-        n
-    }
+    unsafe { state_of(state, mt).is_some() }
 }
 
 /// The state of the proxy whose metatable is at `mt` (None if it is not one, or corrupt).
 /// The bytes stay valid while the metatable is reachable (it anchors the string).
 unsafe fn view<'a>(state: *mut ffi::lua_State, mt: c_int) -> Option<View<'a>> {
     unsafe {
-        if !is_tag(state, mt) {
+        let p = state_of(state, mt)?;
+        // SAFETY: checked by state_of; the userdata is anchored by the metatable
+        let st = std::ptr::read_unaligned(p);
+        if st.root.is_null() || st.start > st.end || st.end > st.root_len {
             return None;
         }
-        ffi::lua_rawgeti(state, mt, M_RAW as _);
-        if ffi::lua_type(state, -1) != ffi::LUA_TSTRING {
-            ffi::lua_pop(state, 1);
-            return None;
-        }
-        let root: &'a [u8] = bytes(state, -1);
-        ffi::lua_pop(state, 1);
-        let start = num(state, mt, M_START) as usize;
-        let end = num(state, mt, M_END) as usize;
-        let mask = num(state, mt, M_MASK) as u64;
-        ffi::lua_rawgeti(state, mt, M_FULL as _);
-        let full = ffi::lua_toboolean(state, -1) != 0;
-        ffi::lua_pop(state, 1);
-        (start <= end && end <= root.len()).then_some(View {
+        // SAFETY: root/root_len describe the string in slot M_RAW, set together with it
+        let root = std::slice::from_raw_parts(st.root, st.root_len);
+        Some(View {
             root,
-            start,
-            end,
-            mask,
-            full,
+            start: st.start,
+            end: st.end,
+            mask: st.mask,
+            full: st.full,
+            state: p,
         })
     }
 }
@@ -176,14 +178,23 @@ unsafe fn mark(state: *mut ffi::lua_State, mt: c_int, v: &mut View, ord: usize) 
     unsafe {
         if ord < MASK_BITS {
             v.mask |= 1 << ord;
-            ffi::lua_pushnumber(state, v.mask as f64);
-            ffi::lua_rawseti(state, mt, M_MASK as _);
+            (*v.state).mask = v.mask;
             return;
         }
         slot_table(state, mt, M_EXTRA);
         ffi::lua_pushboolean(state, 1);
         ffi::lua_rawseti(state, -2, ord as _);
         ffi::lua_pop(state, 1);
+    }
+}
+
+/// Whether metatable slot `slot` holds anything.
+unsafe fn has_slot(state: *mut ffi::lua_State, mt: c_int, slot: c_int) -> bool {
+    unsafe {
+        ffi::lua_rawgeti(state, mt, slot as _);
+        let some = ffi::lua_type(state, -1) != ffi::LUA_TNIL;
+        ffi::lua_pop(state, 1);
+        some
     }
 }
 
@@ -201,7 +212,7 @@ unsafe fn slot_table(state: *mut ffi::lua_State, mt: c_int, slot: c_int) {
 }
 
 /// Push a new proxy over `root[start..end]`; the root string is at `root_idx`, the context
-/// table at `ctx`.
+/// table at `ctx`. Returns its state.
 ///
 /// # Safety
 /// Valid indices of a live state; 4 free stack slots.
@@ -211,10 +222,12 @@ pub unsafe fn push_proxy(
     root_idx: c_int,
     start: usize,
     end: usize,
-) {
+) -> *mut State {
     unsafe {
+        let mut len = 0usize;
+        let root = ffi::lua_tolstring(state, root_idx, &mut len).cast::<u8>();
         ffi::lua_createtable(state, 0, 4);
-        ffi::lua_createtable(state, M_FULL, 2);
+        ffi::lua_createtable(state, M_ADDED, 2);
         let mt = ffi::lua_gettop(state);
         ffi::lua_rawgeti(state, ctx, C_INDEX_KEY as _);
         ffi::lua_rawgeti(state, ctx, C_INDEX as _);
@@ -222,19 +235,25 @@ pub unsafe fn push_proxy(
         ffi::lua_rawgeti(state, ctx, C_NEWINDEX_KEY as _);
         ffi::lua_rawgeti(state, ctx, C_NEWINDEX as _);
         ffi::lua_rawset(state, mt);
-        ffi::lua_pushlightuserdata(state, tag());
-        ffi::lua_rawseti(state, mt, M_TAG as _);
+        let p = ffi::lua_newuserdata(state, std::mem::size_of::<State>()).cast::<State>();
+        // SAFETY: a fresh userdata of State's size (Lua aligns userdata for any C type)
+        std::ptr::write(
+            p,
+            State {
+                magic: MAGIC,
+                root,
+                root_len: len,
+                start,
+                end,
+                mask: 0,
+                full: false,
+            },
+        );
+        ffi::lua_rawseti(state, mt, M_STATE as _);
         ffi::lua_pushvalue(state, root_idx);
         ffi::lua_rawseti(state, mt, M_RAW as _);
-        ffi::lua_pushnumber(state, start as f64);
-        ffi::lua_rawseti(state, mt, M_START as _);
-        ffi::lua_pushnumber(state, end as f64);
-        ffi::lua_rawseti(state, mt, M_END as _);
-        ffi::lua_pushnumber(state, 0.0);
-        ffi::lua_rawseti(state, mt, M_MASK as _);
-        ffi::lua_pushboolean(state, 0);
-        ffi::lua_rawseti(state, mt, M_FULL as _);
         ffi::lua_setmetatable(state, -2);
+        p
     }
 }
 
@@ -264,7 +283,7 @@ pub unsafe fn push_value(
         match scan::kind(b) {
             Some(Kind::Object) => {
                 if SCANNER.with(|s| s.borrow_mut().simple_keys(b)) {
-                    push_proxy(state, ctx, root_idx, range.start, range.end);
+                    let _ = push_proxy(state, ctx, root_idx, range.start, range.end);
                 } else {
                     ffi::lua_rawgeti(state, ctx, C_ARRAY_MT as _);
                     let mt = ffi::lua_gettop(state);
@@ -326,6 +345,15 @@ fn parse_number(b: &[u8]) -> f64 {
 /// The field of `v`'s object whose key is `key`: (ordinal, field).
 fn find(v: &View, key: &[u8]) -> Option<(usize, scan::Field)> {
     let obj = v.obj();
+    // a key of a simple object is written without escapes: if `"key"` appears nowhere in the
+    // bytes, it is not a field (the common case for new keys and absent ones)
+    if key.len() <= 62 {
+        let mut quoted = [0u8; 64];
+        quoted[0] = b'"';
+        quoted[1..=key.len()].copy_from_slice(key);
+        quoted[key.len() + 1] = b'"';
+        memchr::memmem::find(obj, &quoted[..key.len() + 2])?;
+    }
     Fields::new(obj)
         .enumerate()
         .find(|(_, f)| &obj[f.key.clone()] == key)
@@ -448,8 +476,7 @@ pub unsafe extern "C-unwind" fn materialize(state: *mut ffi::lua_State) -> c_int
             );
             ffi::lua_rawset(state, 1);
         }
-        ffi::lua_pushboolean(state, 1);
-        ffi::lua_rawseti(state, mt, M_FULL as _);
+        (*v.state).full = true;
         0
     }
 }
@@ -487,12 +514,10 @@ pub unsafe extern "C-unwind" fn clone(state: *mut ffi::lua_State) -> c_int {
             return 0;
         };
         ffi::lua_rawgeti(state, 2, M_RAW as _);
-        push_proxy(state, ctx_index(), 3, v.start, v.end);
+        let p = push_proxy(state, ctx_index(), 3, v.start, v.end);
+        (*p).mask = v.mask;
+        (*p).full = v.full;
         ffi::lua_getmetatable(state, 4);
-        ffi::lua_pushnumber(state, v.mask as f64);
-        ffi::lua_rawseti(state, 5, M_MASK as _);
-        ffi::lua_pushboolean(state, v.full as c_int);
-        ffi::lua_rawseti(state, 5, M_FULL as _);
         copy_list(state, 2, 5, M_EXTRA);
         copy_list(state, 2, 5, M_ADDED);
         ffi::lua_settop(state, 4);
@@ -545,7 +570,7 @@ pub unsafe fn push_line(
         if doc.kind == Kind::Object && doc.simple {
             ffi::lua_pushlstring(state, line.as_ptr().cast(), line.len());
             let root = ffi::lua_gettop(state);
-            push_proxy(state, ctx, root, doc.value.start, doc.value.end);
+            let _ = push_proxy(state, ctx, root, doc.value.start, doc.value.end);
             ffi::lua_remove(state, root);
         } else {
             ffi::lua_rawgeti(state, ctx, C_ARRAY_MT as _);
@@ -563,13 +588,8 @@ unsafe fn clean(state: *mut ffi::lua_State, t: c_int, mt: c_int, v: &View) -> bo
         if v.mask != 0 || v.full {
             return false;
         }
-        for slot in [M_EXTRA, M_ADDED] {
-            ffi::lua_rawgeti(state, mt, slot as _);
-            let none = ffi::lua_type(state, -1) == ffi::LUA_TNIL;
-            ffi::lua_pop(state, 1);
-            if !none {
-                return false;
-            }
+        if has_slot(state, mt, M_EXTRA) || has_slot(state, mt, M_ADDED) {
+            return false;
         }
         ffi::lua_pushnil(state);
         if ffi::lua_next(state, t) != 0 {
@@ -730,7 +750,26 @@ unsafe fn encode_dirty(
             }
             *first = false;
         };
+        // past the last decoded field every field is as it came: copied in one piece
+        let last_decoded = if v.full || has_slot(state, mt, M_EXTRA) {
+            usize::MAX
+        } else {
+            (u64::BITS - v.mask.leading_zeros()) as usize
+        };
         for (ord, f) in fields.enumerate() {
+            if ord >= last_decoded {
+                let body_end = obj.len()
+                    - 1
+                    - obj[..obj.len() - 1]
+                        .iter()
+                        .rev()
+                        .take_while(|b| b.is_ascii_whitespace())
+                        .count();
+                gap(out, &mut first, f.span.start, prev_end);
+                out.extend_from_slice(&obj[f.span.start..body_end.max(f.span.start)]);
+                prev_end = Some(body_end);
+                break;
+            }
             let prev = prev_end.replace(f.span.end);
             if !decoded(state, mt, v, ord) {
                 gap(out, &mut first, f.span.start, prev);

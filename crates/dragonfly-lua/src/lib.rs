@@ -4,7 +4,7 @@
 
 mod fast;
 pub mod json;
-pub mod lazy;
+mod lazy;
 pub mod libs;
 pub mod mailbox;
 pub mod runtime;

@@ -275,7 +275,6 @@ impl Runtime {
                 })?
             };
             let lazy = lua.create_table()?;
-            lazy.raw_set("tag", mlua::LightUserData(crate::lazy::tag()))?;
             for (i, name) in [
                 (4, "index"),
                 (5, "newindex"),

@@ -27,13 +27,12 @@ local searchpath = package.searchpath
 local M = {}
 
 -- lazy events as plain tables (see the header)
-local LAZY, lazy_index, lazy_newindex, materialize =
-  lazy.tag, lazy.index, lazy.newindex, lazy.materialize
+local lazy_index, lazy_newindex, materialize = lazy.index, lazy.newindex, lazy.materialize
 local foreach = table.foreach
 
 local function is_lazy(t)
   local mt = getmetatable(t)
-  return type(mt) == "table" and rawget(mt, 1) == LAZY
+  return type(mt) == "table" and rawget(mt, "__index") == lazy_index
 end
 
 local LAZY_AWARE = {
