@@ -470,13 +470,17 @@ pub fn skip(b: &[u8], i: usize) -> usize {
 /// The end (after the closing quote) of the string at `b[i]` in validated JSON.
 fn string_end(b: &[u8], i: usize) -> usize {
     let mut j = i + 1;
-    loop {
-        match memchr::memchr2(b'"', b'\\', b.get(j..).unwrap_or(&[])) {
-            Some(n) if b[j + n] == b'"' => return j + n + 1,
-            Some(n) => j += n + 2,
-            None => return b.len(),
+    while j < b.len() {
+        j += special(&b[j..]);
+        match b.get(j) {
+            Some(b'"') => return j + 1,
+            Some(b'\\') => j += 2,
+            // a control character: only in bytes that were not validated
+            Some(_) => j += 1,
+            None => break,
         }
     }
+    b.len()
 }
 
 /// Where the next item of a container starts, from the end of the previous one (or just

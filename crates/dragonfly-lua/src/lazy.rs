@@ -212,7 +212,7 @@ unsafe fn slot_table(state: *mut ffi::lua_State, mt: c_int, slot: c_int) {
 }
 
 /// Push a new proxy over `root[start..end]`; the root string is at `root_idx`, the context
-/// table at `ctx`. Returns its state.
+/// table at `ctx`; the table is sized for `entries` entries. Returns its state.
 ///
 /// # Safety
 /// Valid indices of a live state; 4 free stack slots.
@@ -222,11 +222,12 @@ pub unsafe fn push_proxy(
     root_idx: c_int,
     start: usize,
     end: usize,
+    entries: c_int,
 ) -> *mut State {
     unsafe {
         let mut len = 0usize;
         let root = ffi::lua_tolstring(state, root_idx, &mut len).cast::<u8>();
-        ffi::lua_createtable(state, 0, 4);
+        ffi::lua_createtable(state, 0, entries);
         ffi::lua_createtable(state, M_ADDED, 2);
         let mt = ffi::lua_gettop(state);
         ffi::lua_rawgeti(state, ctx, C_INDEX_KEY as _);
@@ -283,7 +284,7 @@ pub unsafe fn push_value(
         match scan::kind(b) {
             Some(Kind::Object) => {
                 if SCANNER.with(|s| s.borrow_mut().simple_keys(b)) {
-                    let _ = push_proxy(state, ctx, root_idx, range.start, range.end);
+                    let _ = push_proxy(state, ctx, root_idx, range.start, range.end, 0);
                 } else {
                     ffi::lua_rawgeti(state, ctx, C_ARRAY_MT as _);
                     let mt = ffi::lua_gettop(state);
@@ -514,7 +515,14 @@ pub unsafe extern "C-unwind" fn clone(state: *mut ffi::lua_State) -> c_int {
             return 0;
         };
         ffi::lua_rawgeti(state, 2, M_RAW as _);
-        let p = push_proxy(state, ctx_index(), 3, v.start, v.end);
+        // sized for the entries chain.lua copies next
+        let mut entries = 0;
+        ffi::lua_pushnil(state);
+        while ffi::lua_next(state, 1) != 0 {
+            entries += 1;
+            ffi::lua_pop(state, 1);
+        }
+        let p = push_proxy(state, ctx_index(), 3, v.start, v.end, entries);
         (*p).mask = v.mask;
         (*p).full = v.full;
         ffi::lua_getmetatable(state, 4);
@@ -570,7 +578,7 @@ pub unsafe fn push_line(
         if doc.kind == Kind::Object && doc.simple {
             ffi::lua_pushlstring(state, line.as_ptr().cast(), line.len());
             let root = ffi::lua_gettop(state);
-            let _ = push_proxy(state, ctx, root, doc.value.start, doc.value.end);
+            let _ = push_proxy(state, ctx, root, doc.value.start, doc.value.end, 0);
             ffi::lua_remove(state, root);
         } else {
             ffi::lua_rawgeti(state, ctx, C_ARRAY_MT as _);
@@ -734,7 +742,7 @@ unsafe fn encode_dirty(
         let mut first = true;
         let mut present = 0usize;
         // the keys written so far (interned strings: same pointer, same key)
-        let mut written: Vec<*const u8> = Vec::new();
+        let mut written = Seen::default();
         // the original whitespace is kept: before the first field, between fields (with the
         // comma) and before the closing brace
         let mut fields = Fields::new(obj).peekable();
@@ -808,7 +816,7 @@ unsafe fn encode_dirty(
                     ffi::LUA_TSTRING => {
                         let p: *const u8 =
                             ffi::lua_tolstring(state, k, std::ptr::null_mut()).cast();
-                        let d = written.contains(&p);
+                        let d = written.contains(p);
                         written.push(p);
                         d
                     }
@@ -855,7 +863,7 @@ unsafe fn encode_dirty(
                     ffi::LUA_TSTRING => {
                         let p: *const u8 =
                             ffi::lua_tolstring(state, k, std::ptr::null_mut()).cast();
-                        written.contains(&p)
+                        written.contains(p)
                     }
                     ffi::LUA_TNUMBER => added_nums.contains(&ffi::lua_tonumber(state, k)),
                     _ => false,
@@ -898,6 +906,37 @@ unsafe fn only_integer_keys(state: *mut ffi::lua_State, t: c_int, mt: c_int, v: 
             any = true;
         }
         any
+    }
+}
+
+/// A small set of string pointers, on the stack while it is small (no allocation per event).
+struct Seen {
+    few: [*const u8; 32],
+    n: usize,
+    more: Vec<*const u8>,
+}
+
+impl Default for Seen {
+    fn default() -> Self {
+        Self {
+            few: [std::ptr::null(); 32],
+            n: 0,
+            more: Vec::new(),
+        }
+    }
+}
+
+impl Seen {
+    fn push(&mut self, p: *const u8) {
+        if self.n < self.few.len() {
+            self.few[self.n] = p;
+            self.n += 1;
+        } else {
+            self.more.push(p);
+        }
+    }
+    fn contains(&self, p: *const u8) -> bool {
+        self.few[..self.n].contains(&p) || self.more.contains(&p)
     }
 }
 

@@ -274,6 +274,22 @@ impl Runtime {
                     crate::lazy::push_context(state, 1)
                 })?
             };
+            // the metamethods proxies get are Lua functions around the C ones: LuaJIT records
+            // a Lua metamethod into the caller's trace and stitches the C call inside it,
+            // where a C metamethod would end the trace
+            let wrap: (Function, Function) = lua
+                .load(
+                    "local index, newindex = ...
+                     return function(t, k) return (index(t, k)) end,
+                            function(t, k, v) newindex(t, k, v) end",
+                )
+                .set_name("=dragonfly-lazy")
+                .call((
+                    lazy_ctx.raw_get::<Function>(4)?,
+                    lazy_ctx.raw_get::<Function>(5)?,
+                ))?;
+            lazy_ctx.raw_set(4, wrap.0)?;
+            lazy_ctx.raw_set(5, wrap.1)?;
             let lazy = lua.create_table()?;
             for (i, name) in [
                 (4, "index"),

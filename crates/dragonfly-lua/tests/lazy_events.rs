@@ -538,3 +538,31 @@ fn scripts_see_a_plain_table() {
 "#
     );
 }
+
+/// Fields past the 64th keep their marks in a table instead of the mask.
+#[test]
+fn events_with_many_fields() {
+    let fields: Vec<String> = (0..100).map(|i| format!("\"f{i}\":{i}.50")).collect();
+    let line = format!("{{{}}}", fields.join(",")).into_bytes();
+    for body in [
+        "local x = msg.f70 msg.f80 = 'eighty' msg.f90 = nil msg.f3 = nil",
+        "msg.f99 = nil msg.new = 1 local n = 0 for k in pairs(msg) do n = n + 1 end msg.count = n",
+        "rawset(msg, 'f65', nil) msg.f66 = msg.f66 msg.f64 = { 1 }",
+    ] {
+        let filter = format!("function loop(msg) {body} dragonfly.analyze_event('a1', msg) end");
+        let a1 =
+            "function loop(msg) msg.f75 = nil dragonfly.output_event('out', msg) end".to_string();
+        let a2 = "function loop(msg) end".to_string();
+        check(&(filter, a1, a2), std::slice::from_ref(&line)).unwrap();
+    }
+    // untouched fields past the 64th keep their text
+    let filter =
+        "function loop(msg) msg.f80 = 1 dragonfly.output_event('out', msg) end".to_string();
+    let none = "function loop(msg) end".to_string();
+    let r = run(true, &(filter, none.clone(), none), &[line]);
+    let out = String::from_utf8_lossy(&r.raw[0]).into_owned();
+    assert!(
+        out.contains("\"f79\":79.50,\"f80\":1,\"f81\":81.50"),
+        "{out}"
+    );
+}
