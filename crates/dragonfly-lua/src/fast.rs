@@ -169,14 +169,18 @@ unsafe fn encode_table(
         }
         let (is_array_mt, lazy) = if ffi::lua_getmetatable(state, idx) != 0 {
             let eq = ffi::lua_rawequal(state, -1, mt) != 0;
-            let lazy = !eq && crate::lazy::is_tag(state, ffi::lua_gettop(state));
+            let lazy = if eq {
+                None
+            } else {
+                crate::lazy::lazy_state(state, ffi::lua_gettop(state))
+            };
             ffi::lua_pop(state, 1);
             (eq, lazy)
         } else {
-            (false, false)
+            (false, None)
         };
-        if lazy {
-            return crate::lazy::encode(state, idx, mt, out, depth);
+        if let Some(p) = lazy {
+            return crate::lazy::encode(state, idx, p, mt, out, depth);
         }
         encode_plain(state, idx, mt, is_array_mt, out, depth)
     }

@@ -88,7 +88,14 @@ pub(crate) struct State {
     mask: u64,
     /// Every field was decoded (the table holds the whole object).
     full: bool,
+    /// Which of the metatable's lists exist: [`HAS_EXTRA`], [`HAS_ADDED`].
+    lists: u8,
 }
+
+/// The metatable holds the decoded marks of fields past the 64th.
+const HAS_EXTRA: u8 = 1;
+/// The metatable holds the added-keys list.
+const HAS_ADDED: u8 = 2;
 
 /// A proxy's state and bytes, read from its metatable.
 struct View<'a> {
@@ -97,6 +104,7 @@ struct View<'a> {
     end: usize,
     mask: u64,
     full: bool,
+    lists: u8,
     state: *mut State,
 }
 
@@ -121,19 +129,23 @@ unsafe fn state_of(state: *mut ffi::lua_State, mt: c_int) -> Option<*mut State> 
     }
 }
 
-/// Whether the table at `mt` is a proxy's metatable.
+/// The state of the proxy whose metatable is at `mt`, if it is one (for the encoder).
 ///
 /// # Safety
 /// `mt` is a valid index of a live state.
-pub unsafe fn is_tag(state: *mut ffi::lua_State, mt: c_int) -> bool {
-    unsafe { state_of(state, mt).is_some() }
+pub(crate) unsafe fn lazy_state(state: *mut ffi::lua_State, mt: c_int) -> Option<*mut State> {
+    unsafe { state_of(state, mt) }
 }
 
 /// The state of the proxy whose metatable is at `mt` (None if it is not one, or corrupt).
 /// The bytes stay valid while the metatable is reachable (it anchors the string).
 unsafe fn view<'a>(state: *mut ffi::lua_State, mt: c_int) -> Option<View<'a>> {
+    unsafe { view_of(state_of(state, mt)?) }
+}
+
+/// The view of the state at `p` (checked by [`state_of`]), None if its range is corrupt.
+unsafe fn view_of<'a>(p: *mut State) -> Option<View<'a>> {
     unsafe {
-        let p = state_of(state, mt)?;
         // SAFETY: checked by state_of; the userdata is anchored by the metatable
         let st = std::ptr::read_unaligned(p);
         if st.root.is_null() || st.start > st.end || st.end > st.root_len {
@@ -147,6 +159,7 @@ unsafe fn view<'a>(state: *mut ffi::lua_State, mt: c_int) -> Option<View<'a>> {
             end: st.end,
             mask: st.mask,
             full: st.full,
+            lists: st.lists,
             state: p,
         })
     }
@@ -182,19 +195,11 @@ unsafe fn mark(state: *mut ffi::lua_State, mt: c_int, v: &mut View, ord: usize) 
             return;
         }
         slot_table(state, mt, M_EXTRA);
+        v.lists |= HAS_EXTRA;
+        (*v.state).lists = v.lists;
         ffi::lua_pushboolean(state, 1);
         ffi::lua_rawseti(state, -2, ord as _);
         ffi::lua_pop(state, 1);
-    }
-}
-
-/// Whether metatable slot `slot` holds anything.
-unsafe fn has_slot(state: *mut ffi::lua_State, mt: c_int, slot: c_int) -> bool {
-    unsafe {
-        ffi::lua_rawgeti(state, mt, slot as _);
-        let some = ffi::lua_type(state, -1) != ffi::LUA_TNIL;
-        ffi::lua_pop(state, 1);
-        some
     }
 }
 
@@ -248,6 +253,7 @@ pub unsafe fn push_proxy(
                 end,
                 mask: 0,
                 full: false,
+                lists: 0,
             },
         );
         ffi::lua_rawseti(state, mt, M_STATE as _);
@@ -430,6 +436,8 @@ pub unsafe extern "C-unwind" fn newindex(state: *mut ffi::lua_State) -> c_int {
             Some(_) => {}
             None if ffi::lua_type(state, 3) != ffi::LUA_TNIL => {
                 slot_table(state, mt, M_ADDED);
+                v.lists |= HAS_ADDED;
+                (*v.state).lists = v.lists;
                 let n = ffi::lua_objlen(state, -1);
                 ffi::lua_pushvalue(state, 2);
                 ffi::lua_rawseti(state, -2, (n + 1) as _);
@@ -525,6 +533,7 @@ pub unsafe extern "C-unwind" fn clone(state: *mut ffi::lua_State) -> c_int {
         let p = push_proxy(state, ctx_index(), 3, v.start, v.end, entries);
         (*p).mask = v.mask;
         (*p).full = v.full;
+        (*p).lists = v.lists;
         ffi::lua_getmetatable(state, 4);
         copy_list(state, 2, 5, M_EXTRA);
         copy_list(state, 2, 5, M_ADDED);
@@ -591,12 +600,12 @@ pub unsafe fn push_line(
 }
 
 /// Whether the proxy with metatable `mt` has nothing decoded, added or stored.
-unsafe fn clean(state: *mut ffi::lua_State, t: c_int, mt: c_int, v: &View) -> bool {
+unsafe fn clean(state: *mut ffi::lua_State, t: c_int, v: &View) -> bool {
     unsafe {
         if v.mask != 0 || v.full {
             return false;
         }
-        if has_slot(state, mt, M_EXTRA) || has_slot(state, mt, M_ADDED) {
+        if v.lists != 0 {
             return false;
         }
         ffi::lua_pushnil(state);
@@ -643,7 +652,7 @@ unsafe fn same(
                         std::ptr::eq(v.root.as_ptr(), root.as_ptr())
                             && v.start == at.start
                             && v.end == at.end
-                            && clean(state, idx, mt, &v)
+                            && clean(state, idx, &v)
                     }
                     None => false,
                 };
@@ -690,13 +699,14 @@ unsafe fn same(
     }
 }
 
-/// Encode the proxy at `t` (its metatable checked by the caller). See the module docs.
+/// Encode the proxy at `t` whose state is `p` (from [`lazy_state`]). See the module docs.
 ///
 /// # Safety
 /// `t` is an absolute index; the array metatable is at `array_mt`.
 pub unsafe fn encode(
     state: *mut ffi::lua_State,
     t: c_int,
+    p: *mut State,
     array_mt: c_int,
     out: &mut Vec<u8>,
     depth: usize,
@@ -708,11 +718,11 @@ pub unsafe fn encode(
         let base = ffi::lua_gettop(state);
         ffi::lua_getmetatable(state, t);
         let mt = base + 1;
-        let Some(v) = view(state, mt) else {
+        let Some(v) = view_of(p) else {
             ffi::lua_settop(state, base);
             return Err(EncodeError::Unsupported("corrupt lazy event"));
         };
-        if clean(state, t, mt, &v) {
+        if clean(state, t, &v) {
             out.extend_from_slice(v.obj());
             ffi::lua_settop(state, base);
             return Ok(());
@@ -759,7 +769,7 @@ unsafe fn encode_dirty(
             *first = false;
         };
         // past the last decoded field every field is as it came: copied in one piece
-        let last_decoded = if v.full || has_slot(state, mt, M_EXTRA) {
+        let last_decoded = if v.full || v.lists & HAS_EXTRA != 0 {
             usize::MAX
         } else {
             (u64::BITS - v.mask.leading_zeros()) as usize
