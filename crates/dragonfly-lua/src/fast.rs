@@ -450,6 +450,29 @@ pub unsafe fn lazy_batch(
     bad
 }
 
+/// The value of a JSON number exactly as the eager decoder makes it (sonic-rs: `-0` is 0,
+/// integers beyond 2^53 are rounded as doubles); NaN if `b` is not a number.
+pub(crate) fn json_number(b: &[u8]) -> f64 {
+    struct Num;
+    impl<'de> Visitor<'de> for Num {
+        type Value = f64;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a number")
+        }
+        fn visit_i64<E>(self, v: i64) -> Result<f64, E> {
+            Ok(v as f64)
+        }
+        fn visit_u64<E>(self, v: u64) -> Result<f64, E> {
+            Ok(v as f64)
+        }
+        fn visit_f64<E>(self, v: f64) -> Result<f64, E> {
+            Ok(v)
+        }
+    }
+    let mut de = sonic_rs::Deserializer::from_slice(b);
+    (&mut de).deserialize_any(Num).unwrap_or(f64::NAN)
+}
+
 /// Pushes one JSON value onto the Lua stack.
 #[derive(Clone, Copy)]
 struct Push {

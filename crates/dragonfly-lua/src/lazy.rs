@@ -321,10 +321,7 @@ pub unsafe fn push_value(
                 let s = &b[1..b.len() - 1];
                 ffi::lua_pushlstring(state, s.as_ptr().cast(), s.len());
             }
-            Some(Kind::Number) => match scan::small_integer(b) {
-                Some(n) => ffi::lua_pushnumber(state, n),
-                None => ffi::lua_pushnumber(state, parse_number(b)),
-            },
+            Some(Kind::Number) => ffi::lua_pushnumber(state, number(b)),
             Some(Kind::Bool) => ffi::lua_pushboolean(state, (b[0] == b't') as c_int),
             Some(Kind::Null) => ffi::lua_pushlightuserdata(state, std::ptr::null_mut()),
             Some(Kind::String) => {
@@ -342,11 +339,13 @@ fn memchr_backslash(b: &[u8]) -> Option<usize> {
     b.iter().position(|&c| c == b'\\')
 }
 
-fn parse_number(b: &[u8]) -> f64 {
-    std::str::from_utf8(b)
-        .ok()
-        .and_then(|s| s.parse::<f64>().ok())
-        .unwrap_or(f64::NAN)
+/// A number's value as the eager decoder gives it (a short integer directly; `-0` and
+/// anything else through the decoder itself).
+fn number(b: &[u8]) -> f64 {
+    match scan::small_integer(b) {
+        Some(n) if n != 0.0 || b[0] != b'-' => n,
+        _ => crate::fast::json_number(b),
+    }
 }
 
 /// The field of `v`'s object whose key is `key`: (ordinal, field).
@@ -636,8 +635,7 @@ unsafe fn same(
                 ffi::lua_touserdata(state, idx).is_null()
             }
             (ffi::LUA_TNUMBER, Some(Kind::Number)) => {
-                let n = scan::small_integer(raw).unwrap_or_else(|| parse_number(raw));
-                n.to_bits() == ffi::lua_tonumber(state, idx).to_bits()
+                number(raw).to_bits() == ffi::lua_tonumber(state, idx).to_bits()
             }
             (ffi::LUA_TSTRING, Some(Kind::String)) if memchr_backslash(raw).is_none() => {
                 bytes(state, idx) == &raw[1..raw.len() - 1]

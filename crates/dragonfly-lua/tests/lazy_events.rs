@@ -164,6 +164,9 @@ const NUMS: &[&str] = &[
     "18446744073709551616",
     "123456789012345678901234567890",
     "0.1234567890123456789",
+    "-0e5",
+    "-1e-400",
+    "1e-400",
 ];
 const STRS: &[&str] = &[
     r#""""#,
@@ -507,6 +510,28 @@ fn changed_events_keep_field_order_and_number_text() {
         String::from_utf8_lossy(&r.raw[0]),
         r#"{"timestamp":"2025-03-10T10:00:00.000000+0000","flow_id":1251312473193421,"big":18446744073709551616,"nested":{ "z":2, "a":[1.0, 2] },"event_type":"dns","added":"x","more":{"k":1}}
 "#
+    );
+}
+
+/// Numbers read from the bytes are the values the eager decoder gives, sign of zero included.
+#[test]
+fn numbers_read_are_the_eager_values() {
+    let filter = r#"function loop(msg)
+        local t = {}
+        for _, k in ipairs({"a", "b", "c", "d", "e", "f", "g", "h"}) do t[#t + 1] = string.format("%.17g", msg[k]) end
+        dragonfly.output_event('out', { r = table.concat(t, " ") })
+    end"#
+        .to_string();
+    let none = "function loop(msg) end".to_string();
+    let line = br#"{"a":-0,"b":-0.0,"c":-0e5,"d":-1e-400,"e":18446744073709551617,"f":1.5e300,"g":0.1,"h":-12}"#;
+    let s = (filter, none.clone(), none);
+    let lazy = run(true, &s, &[line.to_vec()]);
+    let eager = run(false, &s, &[line.to_vec()]);
+    assert_eq!(
+        lazy.raw,
+        eager.raw,
+        "{}",
+        String::from_utf8_lossy(&lazy.raw[0])
     );
 }
 
