@@ -21,18 +21,21 @@
 //! in the order they were first added; then any other key (set with `rawset` on a materialized
 //! table), sorted.
 //!
-//! Hand-offs (`analyze_event`, chain.lua): [`clone`] makes a new proxy over the same bytes with
-//! a copy of the state, and chain.lua copies the entries the table holds (deeply); a hand-off
-//! costs two small tables plus what the sender decoded or wrote, never the whole event. What
-//! the receiver changes is not seen by the sender, and the other way round.
+//! Hand-offs (`analyze_event`, chain.lua): [`clone`] makes a new table sharing the sender's
+//! metatable (its state, marked shared), and chain.lua copies the entries the table holds
+//! (deeply). Whichever of the two first changes the state (reads a field not decoded yet,
+//! writes a key the table does not hold, is materialized) gets a copy of the state of its own
+//! first ([`own`]). A hand-off costs one table plus what the sender decoded or wrote, never the
+//! whole event. What the receiver changes is not seen by the sender, and the other way round.
 //!
 //! Guarantees: what scripts see is what the eager decoder gives (`tests/lazy_events.rs` drives
 //! random events through random edits both ways and compares the outputs). Lines that are not
 //! JSON are refused before any script runs, as before. Lines that are objects with escaped or
 //! repeated keys, arrays and scalars are decoded eagerly.
 //!
-//! Cost: a proxy is two tables (the table and its metatable) and the line as a Lua string; a
-//! field read scans the object's top level up to the field.
+//! Cost: an input event is the line as a Lua string, a table, its metatable and a small
+//! userdata (the state); a hand-off is one table until the state changes; a field read scans
+//! the object's top level up to the field.
 //!
 //! Soundness: every function runs on the thread that owns the Lua state, inside `exec_raw` or
 //! as a C function called by Lua, and keeps the stack balanced. The byte range read from a
@@ -90,6 +93,9 @@ pub(crate) struct State {
     full: bool,
     /// Which of the metatable's lists exist: [`HAS_EXTRA`], [`HAS_ADDED`].
     lists: u8,
+    /// More than one proxy may use this metatable (a hand-off shares it): the first of them
+    /// to change the state gets a copy of its own first ([`own`]).
+    shared: bool,
 }
 
 /// The metatable holds the decoded marks of fields past the 64th.
@@ -254,6 +260,7 @@ pub unsafe fn push_proxy(
                 mask: 0,
                 full: false,
                 lists: 0,
+                shared: false,
             },
         );
         ffi::lua_rawseti(state, mt, M_STATE as _);
@@ -387,6 +394,8 @@ pub unsafe extern "C-unwind" fn index(state: *mut ffi::lua_State) -> c_int {
         if decoded(state, mt, &v, ord) {
             return 0; // decoded, then deleted
         }
+        let mut mt = mt;
+        own(state, 1, &mut mt, &mut v);
         ffi::lua_rawgeti(state, mt, M_RAW as _);
         let root_idx = ffi::lua_gettop(state);
         push_value(
@@ -421,7 +430,7 @@ pub unsafe extern "C-unwind" fn newindex(state: *mut ffi::lua_State) -> c_int {
         if ffi::lua_getmetatable(state, 1) == 0 {
             return 0;
         }
-        let mt = ffi::lua_gettop(state);
+        let mut mt = ffi::lua_gettop(state);
         let Some(mut v) = view(state, mt) else {
             return 0;
         };
@@ -431,9 +440,13 @@ pub unsafe extern "C-unwind" fn newindex(state: *mut ffi::lua_State) -> c_int {
             None
         };
         match original {
-            Some(ord) if !decoded(state, mt, &v, ord) => mark(state, mt, &mut v, ord),
+            Some(ord) if !decoded(state, mt, &v, ord) => {
+                own(state, 1, &mut mt, &mut v);
+                mark(state, mt, &mut v, ord)
+            }
             Some(_) => {}
             None if ffi::lua_type(state, 3) != ffi::LUA_TNIL => {
+                own(state, 1, &mut mt, &mut v);
                 slot_table(state, mt, M_ADDED);
                 v.lists |= HAS_ADDED;
                 (*v.state).lists = v.lists;
@@ -458,13 +471,14 @@ pub unsafe extern "C-unwind" fn materialize(state: *mut ffi::lua_State) -> c_int
         if ffi::lua_type(state, 1) != ffi::LUA_TTABLE || ffi::lua_getmetatable(state, 1) == 0 {
             return 0;
         }
-        let mt = 2;
-        let Some(v) = view(state, mt) else {
+        let mut mt = 2;
+        let Some(mut v) = view(state, mt) else {
             return 0;
         };
         if v.full {
             return 0;
         }
+        own(state, 1, &mut mt, &mut v);
         ffi::lua_rawgeti(state, mt, M_RAW as _);
         let root_idx = 3;
         let obj = v.obj();
@@ -507,8 +521,9 @@ unsafe fn copy_list(state: *mut ffi::lua_State, from: c_int, to: c_int, slot: c_
     }
 }
 
-/// `clone(t)`: a new proxy over the same bytes with a copy of `t`'s state (what was decoded,
-/// added, materialized) and none of its entries (chain.lua copies those).
+/// `clone(t)`: a new proxy over the same bytes with `t`'s state, and none of its entries
+/// (chain.lua copies those). The two share `t`'s metatable, marked shared, until one of them
+/// changes the state ([`own`]): a hand-off allocates one table.
 ///
 /// # Safety
 /// Called by Lua as a C closure whose upvalue is the context table.
@@ -518,10 +533,10 @@ pub unsafe extern "C-unwind" fn clone(state: *mut ffi::lua_State) -> c_int {
         if ffi::lua_getmetatable(state, 1) == 0 {
             return 0;
         }
-        let Some(v) = view(state, 2) else {
+        let Some(p) = state_of(state, 2) else {
             return 0;
         };
-        ffi::lua_rawgeti(state, 2, M_RAW as _);
+        (*p).shared = true;
         // sized for the entries chain.lua copies next
         let mut entries = 0;
         ffi::lua_pushnil(state);
@@ -529,15 +544,37 @@ pub unsafe extern "C-unwind" fn clone(state: *mut ffi::lua_State) -> c_int {
             entries += 1;
             ffi::lua_pop(state, 1);
         }
-        let p = push_proxy(state, ctx_index(), 3, v.start, v.end, entries);
+        ffi::lua_createtable(state, 0, entries);
+        ffi::lua_pushvalue(state, 2);
+        ffi::lua_setmetatable(state, 3);
+        1
+    }
+}
+
+/// Before changing the state of proxy `t` (metatable at `mt`): if the metatable is shared,
+/// give `t` a metatable and state of its own (a copy) and point `mt` and `v` at them.
+unsafe fn own(state: *mut ffi::lua_State, t: c_int, mt: &mut c_int, v: &mut View) {
+    unsafe {
+        if !(*v.state).shared {
+            return;
+        }
+        ffi::lua_rawgeti(state, *mt, M_RAW as _);
+        let root = ffi::lua_gettop(state);
+        let p = push_proxy(state, ctx_index(), root, v.start, v.end, 0);
+        // push_proxy made a table with the new metatable: keep the metatable, drop the table
+        ffi::lua_getmetatable(state, -1);
+        let new_mt = ffi::lua_gettop(state);
         (*p).mask = v.mask;
         (*p).full = v.full;
         (*p).lists = v.lists;
-        ffi::lua_getmetatable(state, 4);
-        copy_list(state, 2, 5, M_EXTRA);
-        copy_list(state, 2, 5, M_ADDED);
-        ffi::lua_settop(state, 4);
-        1
+        copy_list(state, *mt, new_mt, M_EXTRA);
+        copy_list(state, *mt, new_mt, M_ADDED);
+        ffi::lua_pushvalue(state, new_mt);
+        ffi::lua_setmetatable(state, t);
+        // leave the new metatable where the old one was read from, so indices above stay put
+        ffi::lua_replace(state, *mt);
+        ffi::lua_settop(state, root - 1);
+        v.state = p;
     }
 }
 

@@ -591,3 +591,43 @@ fn events_with_many_fields() {
         "{out}"
     );
 }
+
+/// A hand-off shares the sender's state until one side changes it: neither side sees the
+/// other's later reads, writes, deletions or new keys.
+#[test]
+fn senders_and_receivers_stay_apart() {
+    let filter = r#"function loop(msg)
+        msg.a = 1
+        dragonfly.analyze_event('a1', msg)
+        dragonfly.analyze_event('a2', msg)
+        msg.b = 2
+        msg.c = nil
+        local t = msg.t
+        msg.z.y = 'sender'
+        dragonfly.output_event('out', msg)
+    end"#
+        .to_string();
+    let a1 = r#"function loop(msg)
+        msg.d = 4
+        msg.t = nil
+        msg.z.x = 'a1'
+        dragonfly.output_event('out', msg)
+    end"#
+        .to_string();
+    let a2 = "function loop(msg) dragonfly.output_event('out', msg) end".to_string();
+    let line = br#"{"t":"x","c":3,"z":{"k":1}}"#;
+    let r = run(true, &(filter, a1, a2), &[line.to_vec()]);
+    let text: Vec<String> = r
+        .raw
+        .iter()
+        .map(|l| String::from_utf8_lossy(l).trim_end().to_string())
+        .collect();
+    assert_eq!(
+        text,
+        [
+            r#"{"t":"x","z":{"k":1,"y":"sender"},"a":1,"b":2}"#,
+            r#"{"c":3,"z":{"k":1,"x":"a1"},"a":1,"d":4}"#,
+            r#"{"t":"x","c":3,"z":{"k":1},"a":1}"#,
+        ]
+    );
+}
