@@ -236,9 +236,24 @@ pub unsafe fn push_proxy(
     entries: c_int,
 ) -> *mut State {
     unsafe {
+        ffi::lua_createtable(state, 0, entries);
+        let p = push_meta(state, ctx, root_idx, start, end);
+        ffi::lua_setmetatable(state, -2);
+        p
+    }
+}
+
+/// Push a new proxy metatable with a fresh state over `root[start..end]` (see [`push_proxy`]).
+unsafe fn push_meta(
+    state: *mut ffi::lua_State,
+    ctx: c_int,
+    root_idx: c_int,
+    start: usize,
+    end: usize,
+) -> *mut State {
+    unsafe {
         let mut len = 0usize;
         let root = ffi::lua_tolstring(state, root_idx, &mut len).cast::<u8>();
-        ffi::lua_createtable(state, 0, entries);
         ffi::lua_createtable(state, M_ADDED, 2);
         let mt = ffi::lua_gettop(state);
         ffi::lua_rawgeti(state, ctx, C_INDEX_KEY as _);
@@ -266,7 +281,6 @@ pub unsafe fn push_proxy(
         ffi::lua_rawseti(state, mt, M_STATE as _);
         ffi::lua_pushvalue(state, root_idx);
         ffi::lua_rawseti(state, mt, M_RAW as _);
-        ffi::lua_setmetatable(state, -2);
         p
     }
 }
@@ -560,9 +574,7 @@ unsafe fn own(state: *mut ffi::lua_State, t: c_int, mt: &mut c_int, v: &mut View
         }
         ffi::lua_rawgeti(state, *mt, M_RAW as _);
         let root = ffi::lua_gettop(state);
-        let p = push_proxy(state, ctx_index(), root, v.start, v.end, 0);
-        // push_proxy made a table with the new metatable: keep the metatable, drop the table
-        ffi::lua_getmetatable(state, -1);
+        let p = push_meta(state, ctx_index(), root, v.start, v.end);
         let new_mt = ffi::lua_gettop(state);
         (*p).mask = v.mask;
         (*p).full = v.full;
