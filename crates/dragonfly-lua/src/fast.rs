@@ -344,22 +344,33 @@ unsafe fn write_pair(
             out.push(b',');
         }
         *first = false;
-        match ffi::lua_type(state, k) {
-            ffi::LUA_TSTRING => write_string(bytes(state, k), out),
-            ffi::LUA_TNUMBER => write_raw_key(ffi::lua_tonumber(state, k), out)?,
-            _ => return Err(EncodeError::BadKey),
-        }
-        out.push(b':');
+        write_key(state, k, out)?;
         encode_value(state, k + 1, mt, out, depth)
     }
 }
 
-/// A number used as a key: `"12"`.
-pub(crate) fn write_raw_key(n: f64, out: &mut Vec<u8>) -> Result<(), EncodeError> {
-    out.push(b'"');
-    write_number(n, out)?;
-    out.push(b'"');
-    Ok(())
+/// Write the key at `k` and its colon: a string as a JSON string, a number as `"12"`.
+///
+/// # Safety
+/// `k` is a valid index of a live state.
+pub(crate) unsafe fn write_key(
+    state: *mut ffi::lua_State,
+    k: c_int,
+    out: &mut Vec<u8>,
+) -> Result<(), EncodeError> {
+    unsafe {
+        match ffi::lua_type(state, k) {
+            ffi::LUA_TSTRING => write_string(bytes(state, k), out),
+            ffi::LUA_TNUMBER => {
+                out.push(b'"');
+                write_number(ffi::lua_tonumber(state, k), out)?;
+                out.push(b'"');
+            }
+            _ => return Err(EncodeError::BadKey),
+        }
+        out.push(b':');
+        Ok(())
+    }
 }
 
 /// Decode every line of `batch` into a new Lua array on top of the stack: element i is the
@@ -372,14 +383,23 @@ pub unsafe fn decode_batch(
     mt: c_int,
     batch: &Batch,
 ) -> Vec<(usize, String)> {
+    unsafe { batch_into_array(state, batch, |line| push_json_checked(state, mt, line)) }
+}
+
+/// Push a new array holding, at i + 1, what `push` pushed for line i: a hole where it failed
+/// (JSON null is a light userdata, so nil marks a line that is not JSON); returns the failures.
+unsafe fn batch_into_array(
+    state: *mut ffi::lua_State,
+    batch: &Batch,
+    mut push: impl FnMut(&[u8]) -> Result<(), String>,
+) -> Vec<(usize, String)> {
     let mut bad = Vec::new();
     unsafe {
         ffi::lua_createtable(state, batch.len() as c_int, 0);
         let arr = ffi::lua_gettop(state);
         for (i, line) in batch.iter().enumerate() {
-            match push_json_checked(state, mt, line) {
+            match push(line) {
                 Ok(()) => ffi::lua_rawseti(state, arr, (i + 1) as _),
-                // a hole: JSON null is a light userdata, so nil marks a line that is not JSON
                 Err(e) => {
                     ffi::lua_settop(state, arr);
                     bad.push((i, e));
@@ -432,22 +452,12 @@ pub unsafe fn lazy_batch(
     ctx: c_int,
     batch: &Batch,
 ) -> Vec<(usize, String)> {
-    let mut bad = Vec::new();
     let mut scanner = dragonfly_event::json::Scanner::new();
     unsafe {
-        ffi::lua_createtable(state, batch.len() as c_int, 0);
-        let arr = ffi::lua_gettop(state);
-        for (i, line) in batch.iter().enumerate() {
-            match crate::lazy::push_line(state, ctx, &mut scanner, line) {
-                Ok(()) => ffi::lua_rawseti(state, arr, (i + 1) as _),
-                Err(e) => {
-                    ffi::lua_settop(state, arr);
-                    bad.push((i, e));
-                }
-            }
-        }
+        batch_into_array(state, batch, |line| {
+            crate::lazy::push_line(state, ctx, &mut scanner, line)
+        })
     }
-    bad
 }
 
 /// The value of a JSON number exactly as the eager decoder makes it (sonic-rs: `-0` is 0,

@@ -50,8 +50,8 @@ use std::ffi::c_int;
 use dragonfly_event::json::{self as scan, Elements, Fields, Kind, Scanner};
 use mlua::ffi;
 
-use crate::fast::{bytes, push_json, write_raw_key};
-use crate::json::{write_string, EncodeError};
+use crate::fast::{bytes, push_json, write_key};
+use crate::json::EncodeError;
 
 // metatable slots
 const M_STATE: c_int = 1;
@@ -285,6 +285,16 @@ unsafe fn push_meta(
     }
 }
 
+/// Push `b` (validated JSON) decoded whole, as the eager path does.
+unsafe fn push_eager(state: *mut ffi::lua_State, ctx: c_int, b: &[u8]) {
+    unsafe {
+        ffi::lua_rawgeti(state, ctx, C_ARRAY_MT as _);
+        let mt = ffi::lua_gettop(state);
+        push_json(state, mt, b);
+        ffi::lua_remove(state, mt);
+    }
+}
+
 thread_local! {
     static SCANNER: std::cell::RefCell<Scanner> = std::cell::RefCell::new(Scanner::new());
 }
@@ -313,10 +323,7 @@ pub unsafe fn push_value(
                 if SCANNER.with(|s| s.borrow_mut().simple_keys(b)) {
                     let _ = push_proxy(state, ctx, root_idx, range.start, range.end, 0);
                 } else {
-                    ffi::lua_rawgeti(state, ctx, C_ARRAY_MT as _);
-                    let mt = ffi::lua_gettop(state);
-                    push_json(state, mt, b);
-                    ffi::lua_remove(state, mt);
+                    push_eager(state, ctx, b);
                 }
             }
             Some(Kind::Array) => {
@@ -338,7 +345,7 @@ pub unsafe fn push_value(
                 ffi::lua_rawgeti(state, ctx, C_ARRAY_MT as _);
                 ffi::lua_setmetatable(state, t);
             }
-            Some(Kind::String) if memchr_backslash(b).is_none() && b.len() >= 2 => {
+            Some(Kind::String) if memchr::memchr(b'\\', b).is_none() && b.len() >= 2 => {
                 let s = &b[1..b.len() - 1];
                 ffi::lua_pushlstring(state, s.as_ptr().cast(), s.len());
             }
@@ -346,18 +353,11 @@ pub unsafe fn push_value(
             Some(Kind::Bool) => ffi::lua_pushboolean(state, (b[0] == b't') as c_int),
             Some(Kind::Null) => ffi::lua_pushlightuserdata(state, std::ptr::null_mut()),
             Some(Kind::String) => {
-                ffi::lua_rawgeti(state, ctx, C_ARRAY_MT as _);
-                let mt = ffi::lua_gettop(state);
-                push_json(state, mt, b);
-                ffi::lua_remove(state, mt);
+                push_eager(state, ctx, b);
             }
             None => ffi::lua_pushnil(state),
         }
     }
-}
-
-fn memchr_backslash(b: &[u8]) -> Option<usize> {
-    b.iter().position(|&c| c == b'\\')
 }
 
 /// A number's value as the eager decoder gives it (a short integer directly; `-0` and
@@ -366,6 +366,15 @@ fn number(b: &[u8]) -> f64 {
     match scan::small_integer(b) {
         Some(n) if n != 0.0 || b[0] != b'-' => n,
         _ => crate::fast::json_number(b),
+    }
+}
+
+/// Push the value of field `f` of `v`'s object (the root string at `root_idx`); only from the
+/// lazy C closures (the context is their upvalue).
+unsafe fn push_field(state: *mut ffi::lua_State, root_idx: c_int, v: &View, f: &scan::Field) {
+    unsafe {
+        let at = v.start + f.value.start..v.start + f.value.end;
+        push_value(state, ctx_index(), root_idx, v.root, at, 0);
     }
 }
 
@@ -411,15 +420,7 @@ pub unsafe extern "C-unwind" fn index(state: *mut ffi::lua_State) -> c_int {
         let mut mt = mt;
         own(state, 1, &mut mt, &mut v);
         ffi::lua_rawgeti(state, mt, M_RAW as _);
-        let root_idx = ffi::lua_gettop(state);
-        push_value(
-            state,
-            ctx_index(),
-            root_idx,
-            v.root,
-            v.start + f.value.start..v.start + f.value.end,
-            0,
-        );
+        push_field(state, ffi::lua_gettop(state), &v, &f);
         let val = ffi::lua_gettop(state);
         ffi::lua_pushvalue(state, 2);
         ffi::lua_pushvalue(state, val);
@@ -502,14 +503,7 @@ pub unsafe extern "C-unwind" fn materialize(state: *mut ffi::lua_State) -> c_int
             }
             let key = &obj[f.key.clone()];
             ffi::lua_pushlstring(state, key.as_ptr().cast(), key.len());
-            push_value(
-                state,
-                ctx_index(),
-                root_idx,
-                v.root,
-                v.start + f.value.start..v.start + f.value.end,
-                0,
-            );
+            push_field(state, root_idx, &v, &f);
             ffi::lua_rawset(state, 1);
         }
         (*v.state).full = true;
@@ -638,10 +632,7 @@ pub unsafe fn push_line(
             let _ = push_proxy(state, ctx, root, doc.value.start, doc.value.end, 0);
             ffi::lua_remove(state, root);
         } else {
-            ffi::lua_rawgeti(state, ctx, C_ARRAY_MT as _);
-            let mt = ffi::lua_gettop(state);
-            push_json(state, mt, line);
-            ffi::lua_remove(state, mt);
+            push_eager(state, ctx, line);
         }
         Ok(())
     }
@@ -686,7 +677,7 @@ unsafe fn same(
             (ffi::LUA_TNUMBER, Some(Kind::Number)) => {
                 number(raw).to_bits() == ffi::lua_tonumber(state, idx).to_bits()
             }
-            (ffi::LUA_TSTRING, Some(Kind::String)) if memchr_backslash(raw).is_none() => {
+            (ffi::LUA_TSTRING, Some(Kind::String)) if memchr::memchr(b'\\', raw).is_none() => {
                 bytes(state, idx) == &raw[1..raw.len() - 1]
             }
             (ffi::LUA_TTABLE, Some(Kind::Object)) => {
@@ -994,21 +985,5 @@ impl Seen {
     }
     fn contains(&self, p: *const u8) -> bool {
         self.few[..self.n].contains(&p) || self.more.contains(&p)
-    }
-}
-
-unsafe fn write_key(
-    state: *mut ffi::lua_State,
-    k: c_int,
-    out: &mut Vec<u8>,
-) -> Result<(), EncodeError> {
-    unsafe {
-        match ffi::lua_type(state, k) {
-            ffi::LUA_TSTRING => write_string(bytes(state, k), out),
-            ffi::LUA_TNUMBER => write_raw_key(ffi::lua_tonumber(state, k), out)?,
-            _ => return Err(EncodeError::BadKey),
-        }
-        out.push(b':');
-        Ok(())
     }
 }
