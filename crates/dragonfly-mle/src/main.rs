@@ -3,8 +3,9 @@
 /// mimalloc serves Rust and (through mlua's allocator hook) LuaJIT: the engine allocates and
 /// frees many small tables and strings per event, which glibc's malloc handles slowly.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: alloc::Allocator = alloc::Allocator;
 
+mod alloc;
 mod model_cmd;
 mod privileges;
 
