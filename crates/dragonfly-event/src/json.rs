@@ -77,6 +77,9 @@ pub struct Doc {
     pub kind: Kind,
     /// For an object: no key has an escape and no key appears twice.
     pub simple: bool,
+    /// For a simple object: bit [`key_bucket`]`(k)` is set for each of its keys `k`, so a key
+    /// whose bit is clear is certainly not one of them. All ones otherwise.
+    pub keys: u64,
 }
 
 /// Reusable scratch space for validation (one per thread or batch).
@@ -162,6 +165,11 @@ impl Scanner {
             None => return err(i, "expected a JSON value"),
         };
         let (end, simple) = self.value(line, i)?;
+        let keys = if k == Kind::Object && simple {
+            self.keys.mask
+        } else {
+            u64::MAX
+        };
         let mut j = end;
         while j < line.len() && ws(line[j]) {
             j += 1;
@@ -173,6 +181,7 @@ impl Scanner {
             value: start..end,
             kind: k,
             simple,
+            keys,
         })
     }
 
@@ -257,16 +266,22 @@ impl Scanner {
         Ok(skip_ws(b, j + 1))
     }
 
-    /// Whether the object at `b` (validated) has simple keys: none escaped, none twice.
-    pub fn simple_keys(&mut self, b: &[u8]) -> bool {
+    /// Whether the object at `b` (validated) has simple keys (none escaped, none twice):
+    /// if so, the bits of its keys as in [`Doc::keys`].
+    pub fn simple_keys(&mut self, b: &[u8]) -> Option<u64> {
         self.keys.clear();
         for f in Fields::new(b) {
             if memchr::memchr(b'\\', &b[f.key.clone()]).is_some() || !self.keys.add(b, f.key) {
-                return false;
+                return None;
             }
         }
-        self.keys.finish(b)
+        self.keys.finish(b).then_some(self.keys.mask)
     }
+}
+
+/// The bit of [`Doc::keys`] that stands for `key` (its bytes as written, without quotes).
+pub fn key_bucket(key: &[u8]) -> u8 {
+    bucket(key)
 }
 
 fn bucket(key: &[u8]) -> u8 {
@@ -687,8 +702,28 @@ mod tests {
         assert!(s.validate(br#"{"a":1,"b":{"a":2}}"#).unwrap().simple);
         assert!(!s.validate(br#"{"a":1,"a":2}"#).unwrap().simple);
         assert!(!s.validate(br#"{"\u0061":1}"#).unwrap().simple);
-        assert!(s.simple_keys(br#"{"x":1,"y":2}"#));
-        assert!(!s.simple_keys(br#"{"x":1,"x":2}"#));
+        assert!(s.simple_keys(br#"{"x":1,"y":2}"#).is_some());
+        assert!(s.simple_keys(br#"{"x":1,"x":2}"#).is_none());
+    }
+
+    #[test]
+    fn key_bits_cover_every_key() {
+        let mut s = Scanner::new();
+        let line = br#"{"timestamp":1,"flow_id":2,"event_type":"dns","dns":{"rrname":"x"},"":0}"#;
+        let d = s.validate(line).unwrap();
+        let nested = s.simple_keys(br#"{"rrname":"x","rrtype":"A"}"#).unwrap();
+        for k in [&b"timestamp"[..], b"flow_id", b"event_type", b"dns", b""] {
+            assert_ne!(d.keys & (1 << key_bucket(k)), 0, "{k:?}");
+        }
+        for k in [&b"rrname"[..], b"rrtype"] {
+            assert_ne!(nested & (1 << key_bucket(k)), 0, "{k:?}");
+        }
+        // only the keys' bits: a key of another length and bytes is ruled out
+        assert_eq!(d.keys.count_ones(), 5);
+        assert_eq!(d.keys & (1 << key_bucket(b"event_count")), 0);
+        // not simple, not an object: every key may be there
+        assert_eq!(s.validate(br#"{"a":1,"a":2}"#).unwrap().keys, u64::MAX);
+        assert_eq!(s.validate(br#"[1]"#).unwrap().keys, u64::MAX);
     }
 
     #[test]
@@ -699,10 +734,10 @@ mod tests {
         let line = format!("{{{}}}", body.join(","));
         let mut s = Scanner::new();
         assert!(s.validate(line.as_bytes()).unwrap().simple);
-        assert!(s.simple_keys(line.as_bytes()));
+        assert!(s.simple_keys(line.as_bytes()).is_some());
         let dup = format!("{{{},\"a0000007a\":2}}", body.join(","));
         assert!(!s.validate(dup.as_bytes()).unwrap().simple);
-        assert!(!s.simple_keys(dup.as_bytes()));
+        assert!(s.simple_keys(dup.as_bytes()).is_none());
     }
 
     #[test]

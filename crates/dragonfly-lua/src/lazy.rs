@@ -57,7 +57,9 @@ use crate::json::EncodeError;
 const M_STATE: c_int = 1;
 const M_RAW: c_int = 2;
 const M_EXTRA: c_int = 3;
-const M_ADDED: c_int = 4;
+/// Added key i (1-based, in the order first added) is in slot `M_ADDED + i`: the metatable's
+/// array part holds them, so a proxy that writes new keys needs no table for the list.
+const M_ADDED: c_int = 3;
 
 // context table slots (the upvalue of every lazy C function, argument of batch decoding)
 const C_ARRAY_MT: c_int = 1;
@@ -93,6 +95,11 @@ pub(crate) struct State {
     full: bool,
     /// Which of the metatable's lists exist: [`HAS_EXTRA`], [`HAS_ADDED`].
     lists: u8,
+    /// How many keys the added list holds (slots `M_ADDED + 1 ..`).
+    added: u32,
+    /// The object's key bits (`dragonfly_event::json::Doc::keys`): a key whose bit is clear
+    /// is not one of its fields, found without reading the bytes.
+    keys: u64,
     /// More than one proxy may use this metatable (a hand-off shares it): the first of them
     /// to change the state gets a copy of its own first ([`own`]).
     shared: bool,
@@ -100,7 +107,7 @@ pub(crate) struct State {
 
 /// The metatable holds the decoded marks of fields past the 64th.
 const HAS_EXTRA: u8 = 1;
-/// The metatable holds the added-keys list.
+/// The metatable holds added keys.
 const HAS_ADDED: u8 = 2;
 
 /// A proxy's state and bytes, read from its metatable.
@@ -111,6 +118,7 @@ struct View<'a> {
     mask: u64,
     full: bool,
     lists: u8,
+    keys: u64,
     state: *mut State,
 }
 
@@ -166,6 +174,7 @@ unsafe fn view_of<'a>(p: *mut State) -> Option<View<'a>> {
             mask: st.mask,
             full: st.full,
             lists: st.lists,
+            keys: st.keys,
             state: p,
         })
     }
@@ -233,11 +242,13 @@ pub unsafe fn push_proxy(
     root_idx: c_int,
     start: usize,
     end: usize,
+    keys: u64,
     entries: c_int,
 ) -> *mut State {
     unsafe {
         ffi::lua_createtable(state, 0, entries);
-        let p = push_meta(state, ctx, root_idx, start, end);
+        let p = push_meta(state, ctx, root_idx, start, end, 0);
+        (*p).keys = keys;
         ffi::lua_setmetatable(state, -2);
         p
     }
@@ -250,11 +261,13 @@ unsafe fn push_meta(
     root_idx: c_int,
     start: usize,
     end: usize,
+    added: u32,
 ) -> *mut State {
     unsafe {
         let mut len = 0usize;
         let root = ffi::lua_tolstring(state, root_idx, &mut len).cast::<u8>();
-        ffi::lua_createtable(state, M_ADDED, 2);
+        // room for the added keys it inherits and two more
+        ffi::lua_createtable(state, M_ADDED + added as c_int + 2, 2);
         let mt = ffi::lua_gettop(state);
         ffi::lua_rawgeti(state, ctx, C_INDEX_KEY as _);
         ffi::lua_rawgeti(state, ctx, C_INDEX as _);
@@ -275,6 +288,8 @@ unsafe fn push_meta(
                 mask: 0,
                 full: false,
                 lists: 0,
+                added: 0,
+                keys: u64::MAX,
                 shared: false,
             },
         );
@@ -320,8 +335,8 @@ pub unsafe fn push_value(
         }
         match scan::kind(b) {
             Some(Kind::Object) => {
-                if SCANNER.with(|s| s.borrow_mut().simple_keys(b)) {
-                    let _ = push_proxy(state, ctx, root_idx, range.start, range.end, 0);
+                if let Some(keys) = SCANNER.with(|s| s.borrow_mut().simple_keys(b)) {
+                    let _ = push_proxy(state, ctx, root_idx, range.start, range.end, keys, 0);
                 } else {
                     push_eager(state, ctx, b);
                 }
@@ -380,10 +395,14 @@ unsafe fn push_field(state: *mut ffi::lua_State, root_idx: c_int, v: &View, f: &
 
 /// The field of `v`'s object whose key is `key`: (ordinal, field).
 fn find(v: &View, key: &[u8]) -> Option<(usize, scan::Field)> {
+    if v.keys & (1 << scan::key_bucket(key)) == 0 {
+        return None;
+    }
     let obj = v.obj();
     // a key of a simple object is written without escapes: if `"key"` appears nowhere in the
-    // bytes, it is not a field (the common case for new keys and absent ones)
-    if key.len() <= 62 {
+    // bytes, it is not a field. Worth its setup only where the key bits rule out little (an
+    // object with many keys, where the walk below is long)
+    if key.len() <= 62 && v.keys.count_ones() > 40 {
         let mut quoted = [0u8; 64];
         quoted[0] = b'"';
         quoted[1..=key.len()].copy_from_slice(key);
@@ -462,12 +481,12 @@ pub unsafe extern "C-unwind" fn newindex(state: *mut ffi::lua_State) -> c_int {
             Some(_) => {}
             None if ffi::lua_type(state, 3) != ffi::LUA_TNIL => {
                 own(state, 1, &mut mt, &mut v);
-                slot_table(state, mt, M_ADDED);
                 v.lists |= HAS_ADDED;
+                let n = (*v.state).added + 1;
                 (*v.state).lists = v.lists;
-                let n = ffi::lua_objlen(state, -1);
+                (*v.state).added = n;
                 ffi::lua_pushvalue(state, 2);
-                ffi::lua_rawseti(state, -2, (n + 1) as _);
+                ffi::lua_rawseti(state, mt, (M_ADDED + n as c_int) as _);
             }
             None => {}
         }
@@ -545,8 +564,8 @@ pub unsafe extern "C-unwind" fn clone(state: *mut ffi::lua_State) -> c_int {
             return 0;
         };
         (*p).shared = true;
-        // sized for the entries chain.lua copies next
-        let mut entries = 0;
+        // sized for the entries chain.lua copies next, and two keys the receiver may add
+        let mut entries = 2;
         ffi::lua_pushnil(state);
         while ffi::lua_next(state, 1) != 0 {
             entries += 1;
@@ -568,13 +587,19 @@ unsafe fn own(state: *mut ffi::lua_State, t: c_int, mt: &mut c_int, v: &mut View
         }
         ffi::lua_rawgeti(state, *mt, M_RAW as _);
         let root = ffi::lua_gettop(state);
-        let p = push_meta(state, ctx_index(), root, v.start, v.end);
+        let added = (*v.state).added;
+        let p = push_meta(state, ctx_index(), root, v.start, v.end, added);
         let new_mt = ffi::lua_gettop(state);
         (*p).mask = v.mask;
         (*p).full = v.full;
         (*p).lists = v.lists;
+        (*p).added = added;
+        (*p).keys = v.keys;
         copy_list(state, *mt, new_mt, M_EXTRA);
-        copy_list(state, *mt, new_mt, M_ADDED);
+        for i in 1..=added as c_int {
+            ffi::lua_rawgeti(state, *mt, (M_ADDED + i) as _);
+            ffi::lua_rawseti(state, new_mt, (M_ADDED + i) as _);
+        }
         ffi::lua_pushvalue(state, new_mt);
         ffi::lua_setmetatable(state, t);
         // leave the new metatable where the old one was read from, so indices above stay put
@@ -629,7 +654,15 @@ pub unsafe fn push_line(
         if doc.kind == Kind::Object && doc.simple {
             ffi::lua_pushlstring(state, line.as_ptr().cast(), line.len());
             let root = ffi::lua_gettop(state);
-            let _ = push_proxy(state, ctx, root, doc.value.start, doc.value.end, 0);
+            let _ = push_proxy(
+                state,
+                ctx,
+                root,
+                doc.value.start,
+                doc.value.end,
+                doc.keys,
+                0,
+            );
             ffi::lua_remove(state, root);
         } else {
             push_eager(state, ctx, line);
@@ -852,46 +885,39 @@ unsafe fn encode_dirty(
             ffi::lua_pop(state, 1);
         }
         // added keys, in the order they were first added
-        ffi::lua_rawgeti(state, mt, M_ADDED as _);
-        let added = ffi::lua_gettop(state);
         let mut added_nums: Vec<f64> = Vec::new();
-        if ffi::lua_type(state, added) == ffi::LUA_TTABLE {
-            let n = ffi::lua_objlen(state, added);
-            for i in 1..=n {
-                ffi::lua_rawgeti(state, added, i as _);
-                let k = ffi::lua_gettop(state);
-                let dup = match ffi::lua_type(state, k) {
-                    ffi::LUA_TSTRING => {
-                        let p: *const u8 =
-                            ffi::lua_tolstring(state, k, std::ptr::null_mut()).cast();
-                        let d = written.contains(p);
-                        written.push(p);
-                        d
-                    }
-                    ffi::LUA_TNUMBER => {
-                        let x = ffi::lua_tonumber(state, k);
-                        let d = added_nums.contains(&x);
-                        added_nums.push(x);
-                        d
-                    }
-                    _ => true,
-                };
-                if !dup {
-                    ffi::lua_pushvalue(state, k);
-                    ffi::lua_rawget(state, t);
-                    if ffi::lua_type(state, -1) != ffi::LUA_TNIL {
-                        present += 1;
-                        gap(out, &mut first, 0, None);
-                        write_key(state, k, out)?;
-                        let val = ffi::lua_gettop(state);
-                        crate::fast::encode_value(state, val, array_mt, out, depth)?;
-                    }
-                    ffi::lua_pop(state, 1);
+        for i in 1..=(*v.state).added as c_int {
+            ffi::lua_rawgeti(state, mt, (M_ADDED + i) as _);
+            let k = ffi::lua_gettop(state);
+            let dup = match ffi::lua_type(state, k) {
+                ffi::LUA_TSTRING => {
+                    let p: *const u8 = ffi::lua_tolstring(state, k, std::ptr::null_mut()).cast();
+                    let d = written.contains(p);
+                    written.push(p);
+                    d
+                }
+                ffi::LUA_TNUMBER => {
+                    let x = ffi::lua_tonumber(state, k);
+                    let d = added_nums.contains(&x);
+                    added_nums.push(x);
+                    d
+                }
+                _ => true,
+            };
+            if !dup {
+                ffi::lua_pushvalue(state, k);
+                ffi::lua_rawget(state, t);
+                if ffi::lua_type(state, -1) != ffi::LUA_TNIL {
+                    present += 1;
+                    gap(out, &mut first, 0, None);
+                    write_key(state, k, out)?;
+                    let val = ffi::lua_gettop(state);
+                    crate::fast::encode_value(state, val, array_mt, out, depth)?;
                 }
                 ffi::lua_pop(state, 1);
             }
+            ffi::lua_pop(state, 1);
         }
-        ffi::lua_pop(state, 1);
         // anything else the table holds (rawset on new keys), sorted
         let mut total = 0usize;
         ffi::lua_pushnil(state);
