@@ -379,10 +379,13 @@ impl Db {
         let Some(name) = args.first() else {
             return Reply::err("ERR empty command");
         };
-        let cmd = upper(name);
-        if let Some(r) = dragonfly_models::execute(self, args) {
-            return ml_reply(r);
+        // the RedisML commands (all named ML.*) first
+        if name.len() > 3 && name[..3].eq_ignore_ascii_case(b"ML.") {
+            if let Some(r) = dragonfly_models::execute(self, args) {
+                return ml_reply(r);
+            }
         }
+        let cmd = upper(name);
         let Some(&(arity, handler)) = table().get(cmd.as_str()) else {
             let mut msg = format!(
                 "ERR unknown command '{}', with args beginning with: ",

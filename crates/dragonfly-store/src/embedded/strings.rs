@@ -128,37 +128,47 @@ impl Db {
     }
 
     pub(super) fn incr(&mut self, a: &[Vec<u8>]) -> Reply {
-        let by = match upper(&a[0]).as_str() {
-            "INCR" => 1,
-            "DECR" => -1,
-            cmd => {
-                let Some(n) = parse_i64(&a[2]) else {
-                    return Reply::not_integer();
-                };
-                if cmd == "INCRBY" {
-                    n
-                } else {
-                    match n.checked_neg() {
-                        Some(n) => n,
-                        None => {
-                            return Reply::err("ERR decrement would overflow");
-                        }
+        let name = a[0].as_slice();
+        let by = if name.eq_ignore_ascii_case(b"INCR") {
+            1
+        } else if name.eq_ignore_ascii_case(b"DECR") {
+            -1
+        } else {
+            let Some(n) = parse_i64(&a[2]) else {
+                return Reply::not_integer();
+            };
+            if name.eq_ignore_ascii_case(b"INCRBY") {
+                n
+            } else {
+                match n.checked_neg() {
+                    Some(n) => n,
+                    None => {
+                        return Reply::err("ERR decrement would overflow");
                     }
                 }
             }
         };
-        let cur = match self.value(&a[1]) {
+        // one lookup: the value is replaced in place (keeping the key's expiry) or created
+        let slot = match self.value(&a[1]) {
+            None => None,
+            Some(Value::Str(s)) => Some(s),
+            Some(_) => return Reply::wrong_type(),
+        };
+        let cur = match &slot {
             None => 0,
-            Some(Value::Str(s)) => match parse_i64(s) {
+            Some(s) => match parse_i64(s) {
                 Some(n) => n,
                 None => return Reply::not_integer(),
             },
-            Some(_) => return Reply::wrong_type(),
         };
         let Some(n) = cur.checked_add(by) else {
             return Reply::err("ERR increment or decrement would overflow");
         };
-        self.store_keep_ttl(&a[1], n.to_string().into_bytes());
+        let text = n.to_string().into_bytes();
+        match slot {
+            Some(s) => *s = text,
+            None => self.put(&a[1], Value::Str(text)),
+        }
         Reply::Integer(n)
     }
 
