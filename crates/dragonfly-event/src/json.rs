@@ -80,6 +80,8 @@ pub struct Doc {
     /// For a simple object: bit [`key_bucket`]`(k)` is set for each of its keys `k`, so a key
     /// whose bit is clear is certainly not one of them. All ones otherwise.
     pub keys: u64,
+    /// For a simple object: how many fields it has (0 otherwise).
+    pub fields: usize,
 }
 
 /// Reusable scratch space for validation (one per thread or batch).
@@ -165,10 +167,10 @@ impl Scanner {
             None => return err(i, "expected a JSON value"),
         };
         let (end, simple) = self.value(line, i)?;
-        let keys = if k == Kind::Object && simple {
-            self.keys.mask
+        let (keys, fields) = if k == Kind::Object && simple {
+            (self.keys.mask, self.keys.spans.len())
         } else {
-            u64::MAX
+            (u64::MAX, 0)
         };
         let mut j = end;
         while j < line.len() && ws(line[j]) {
@@ -182,6 +184,7 @@ impl Scanner {
             kind: k,
             simple,
             keys,
+            fields,
         })
     }
 
@@ -267,15 +270,17 @@ impl Scanner {
     }
 
     /// Whether the object at `b` (validated) has simple keys (none escaped, none twice):
-    /// if so, the bits of its keys as in [`Doc::keys`].
-    pub fn simple_keys(&mut self, b: &[u8]) -> Option<u64> {
+    /// if so, the bits of its keys as in [`Doc::keys`] and how many fields it has.
+    pub fn simple_keys(&mut self, b: &[u8]) -> Option<(u64, usize)> {
         self.keys.clear();
         for f in Fields::new(b) {
             if memchr::memchr(b'\\', &b[f.key.clone()]).is_some() || !self.keys.add(b, f.key) {
                 return None;
             }
         }
-        self.keys.finish(b).then_some(self.keys.mask)
+        self.keys
+            .finish(b)
+            .then_some((self.keys.mask, self.keys.spans.len()))
     }
 }
 
@@ -536,6 +541,16 @@ impl<'a> Fields<'a> {
             done: b.first() != Some(&b'{'),
         }
     }
+
+    /// Iterate the same object's fields from the one whose key starts at `b[i]` (a
+    /// [`Field::span`] start from an earlier walk).
+    pub fn at(b: &'a [u8], i: usize) -> Self {
+        Self {
+            b,
+            i,
+            done: b.first() != Some(&b'{'),
+        }
+    }
 }
 
 impl Iterator for Fields<'_> {
@@ -711,7 +726,9 @@ mod tests {
         let mut s = Scanner::new();
         let line = br#"{"timestamp":1,"flow_id":2,"event_type":"dns","dns":{"rrname":"x"},"":0}"#;
         let d = s.validate(line).unwrap();
-        let nested = s.simple_keys(br#"{"rrname":"x","rrtype":"A"}"#).unwrap();
+        assert_eq!(d.fields, 5);
+        let (nested, n) = s.simple_keys(br#"{"rrname":"x","rrtype":"A"}"#).unwrap();
+        assert_eq!(n, 2);
         for k in [&b"timestamp"[..], b"flow_id", b"event_type", b"dns", b""] {
             assert_ne!(d.keys & (1 << key_bucket(k)), 0, "{k:?}");
         }
@@ -760,6 +777,13 @@ mod tests {
                 ("f".into(), "-1.5e3".into()),
             ]
         );
+        // a walk can resume at any field it found before
+        for f in Fields::new(b) {
+            assert_eq!(Fields::at(b, f.span.start).next(), Some(f.clone()));
+            let rest: Vec<_> = Fields::at(b, f.span.start).collect();
+            let all: Vec<_> = Fields::new(b).skip_while(|g| g.span != f.span).collect();
+            assert_eq!(rest, all);
+        }
         let a = br#"[ 1, "a,b" ,[2],{}]"#;
         let e: Vec<_> = Elements::new(a).map(|r| &a[r]).collect();
         assert_eq!(e, [&b"1"[..], b"\"a,b\"", b"[2]", b"{}"]);

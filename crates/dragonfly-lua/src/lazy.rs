@@ -71,6 +71,9 @@ const C_NEWINDEX: c_int = 5;
 /// Fields whose decoded mark is a bit of the mask; later ones use a table.
 const MASK_BITS: usize = 64;
 
+/// How many decoded fields a state remembers the position of.
+const NEAR: usize = 4;
+
 /// Marks a [`State`] (scripts can make userdata only with `newproxy`, of size 0, and cannot
 /// write into any).
 const MAGIC: u64 = 0x6466_6c61_7a79_6576;
@@ -100,6 +103,14 @@ pub(crate) struct State {
     /// The object's key bits (`dragonfly_event::json::Doc::keys`): a key whose bit is clear
     /// is not one of its fields, found without reading the bytes.
     keys: u64,
+    /// How many fields the object has (0: not known).
+    fields: u32,
+    /// Where the first [`NEAR`] fields decoded start in the object (offsets), and their
+    /// ordinals, in the order they were decoded: the encoder goes straight to them instead of
+    /// walking every field before them.
+    near_at: [u32; NEAR],
+    near_ord: [u8; NEAR],
+    near_len: u8,
     /// More than one proxy may use this metatable (a hand-off shares it): the first of them
     /// to change the state gets a copy of its own first ([`own`]).
     shared: bool,
@@ -119,6 +130,7 @@ struct View<'a> {
     full: bool,
     lists: u8,
     keys: u64,
+    fields: u32,
     state: *mut State,
 }
 
@@ -175,6 +187,7 @@ unsafe fn view_of<'a>(p: *mut State) -> Option<View<'a>> {
             full: st.full,
             lists: st.lists,
             keys: st.keys,
+            fields: st.fields,
             state: p,
         })
     }
@@ -218,6 +231,21 @@ unsafe fn mark(state: *mut ffi::lua_State, mt: c_int, v: &mut View, ord: usize) 
     }
 }
 
+/// Note where decoded field `ord` (just marked) starts, while there is room.
+unsafe fn remember(v: &View, ord: usize, at: usize) {
+    unsafe {
+        let st = &mut *v.state;
+        let n = st.near_len as usize;
+        if n < NEAR && ord < MASK_BITS {
+            if let Ok(at) = u32::try_from(at) {
+                st.near_at[n] = at;
+                st.near_ord[n] = ord as u8;
+                st.near_len += 1;
+            }
+        }
+    }
+}
+
 /// Push the table in metatable slot `slot`, made (empty) if there is none yet.
 unsafe fn slot_table(state: *mut ffi::lua_State, mt: c_int, slot: c_int) {
     unsafe {
@@ -231,8 +259,9 @@ unsafe fn slot_table(state: *mut ffi::lua_State, mt: c_int, slot: c_int) {
     }
 }
 
-/// Push a new proxy over `root[start..end]`; the root string is at `root_idx`, the context
-/// table at `ctx`; the table is sized for `entries` entries. Returns its state.
+/// Push a new proxy over `root[start..end]`, an object with `fields` fields and key bits
+/// `keys` (see `dragonfly_event::json::Doc`); the root string is at `root_idx`, the context
+/// table at `ctx`. Returns its state.
 ///
 /// # Safety
 /// Valid indices of a live state; 4 free stack slots.
@@ -243,12 +272,13 @@ pub unsafe fn push_proxy(
     start: usize,
     end: usize,
     keys: u64,
-    entries: c_int,
+    fields: usize,
 ) -> *mut State {
     unsafe {
-        ffi::lua_createtable(state, 0, entries);
+        ffi::lua_createtable(state, 0, 0);
         let p = push_meta(state, ctx, root_idx, start, end, 0);
         (*p).keys = keys;
+        (*p).fields = u32::try_from(fields).unwrap_or(0);
         ffi::lua_setmetatable(state, -2);
         p
     }
@@ -290,6 +320,10 @@ unsafe fn push_meta(
                 lists: 0,
                 added: 0,
                 keys: u64::MAX,
+                fields: 0,
+                near_at: [0; NEAR],
+                near_ord: [0; NEAR],
+                near_len: 0,
                 shared: false,
             },
         );
@@ -335,8 +369,8 @@ pub unsafe fn push_value(
         }
         match scan::kind(b) {
             Some(Kind::Object) => {
-                if let Some(keys) = SCANNER.with(|s| s.borrow_mut().simple_keys(b)) {
-                    let _ = push_proxy(state, ctx, root_idx, range.start, range.end, keys, 0);
+                if let Some((keys, n)) = SCANNER.with(|s| s.borrow_mut().simple_keys(b)) {
+                    let _ = push_proxy(state, ctx, root_idx, range.start, range.end, keys, n);
                 } else {
                     push_eager(state, ctx, b);
                 }
@@ -445,6 +479,7 @@ pub unsafe extern "C-unwind" fn index(state: *mut ffi::lua_State) -> c_int {
         ffi::lua_pushvalue(state, val);
         ffi::lua_rawset(state, 1);
         mark(state, mt, &mut v, ord);
+        remember(&v, ord, f.span.start);
         ffi::lua_settop(state, val);
         1
     }
@@ -469,14 +504,15 @@ pub unsafe extern "C-unwind" fn newindex(state: *mut ffi::lua_State) -> c_int {
             return 0;
         };
         let original = if ffi::lua_type(state, 2) == ffi::LUA_TSTRING {
-            find(&v, bytes(state, 2)).map(|(ord, _)| ord)
+            find(&v, bytes(state, 2))
         } else {
             None
         };
         match original {
-            Some(ord) if !decoded(state, mt, &v, ord) => {
+            Some((ord, f)) if !decoded(state, mt, &v, ord) => {
                 own(state, 1, &mut mt, &mut v);
-                mark(state, mt, &mut v, ord)
+                mark(state, mt, &mut v, ord);
+                remember(&v, ord, f.span.start);
             }
             Some(_) => {}
             None if ffi::lua_type(state, 3) != ffi::LUA_TNIL => {
@@ -590,11 +626,14 @@ unsafe fn own(state: *mut ffi::lua_State, t: c_int, mt: &mut c_int, v: &mut View
         let added = (*v.state).added;
         let p = push_meta(state, ctx_index(), root, v.start, v.end, added);
         let new_mt = ffi::lua_gettop(state);
-        (*p).mask = v.mask;
-        (*p).full = v.full;
-        (*p).lists = v.lists;
-        (*p).added = added;
-        (*p).keys = v.keys;
+        // SAFETY: both are States (checked by state_of / made by push_meta) over the same root
+        std::ptr::write(
+            p,
+            State {
+                shared: false,
+                ..std::ptr::read_unaligned(v.state)
+            },
+        );
         copy_list(state, *mt, new_mt, M_EXTRA);
         for i in 1..=added as c_int {
             ffi::lua_rawgeti(state, *mt, (M_ADDED + i) as _);
@@ -661,7 +700,7 @@ pub unsafe fn push_line(
                 doc.value.start,
                 doc.value.end,
                 doc.keys,
-                0,
+                doc.fields,
             );
             ffi::lua_remove(state, root);
         } else {
@@ -804,6 +843,114 @@ pub unsafe fn encode(
     }
 }
 
+/// Where the object `obj`'s last field ends (before the whitespace and the closing brace).
+fn body_end(obj: &[u8]) -> usize {
+    let inner = &obj[..obj.len() - 1];
+    inner.len()
+        - inner
+            .iter()
+            .rev()
+            .take_while(|b| b.is_ascii_whitespace())
+            .count()
+}
+
+/// Write original field `f` of `v`, whose current value is at `val`: its bytes if the value
+/// still equals them (number text and escapes kept), else its key and the value encoded.
+unsafe fn write_field(
+    state: *mut ffi::lua_State,
+    val: c_int,
+    array_mt: c_int,
+    v: &View,
+    f: &scan::Field,
+    out: &mut Vec<u8>,
+    depth: usize,
+) -> Result<(), EncodeError> {
+    let obj = v.obj();
+    let at = v.start + f.value.start..v.start + f.value.end;
+    unsafe {
+        if same(state, val, array_mt, v.root, at) {
+            out.extend_from_slice(&obj[f.span.clone()]);
+        } else {
+            out.extend_from_slice(&obj[f.span.start..f.key.end + 1]);
+            out.push(b':');
+            crate::fast::encode_value(state, val, array_mt, out, depth)?;
+        }
+    }
+    Ok(())
+}
+
+thread_local! {
+    static WALK_ALL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// For tests: on this thread, encode changed events by walking every field (the general
+/// path) instead of going straight to the remembered ones; both must give the same bytes.
+#[doc(hidden)]
+pub fn encode_walking_every_field(on: bool) {
+    WALK_ALL.with(|w| w.set(on));
+}
+
+/// The original fields of a proxy whose decoded fields are all remembered (see
+/// [`State::near_at`]) and all still present: the bytes up to the first of them, each of them
+/// (its bytes if its value is unchanged, else its key and the value encoded), the bytes
+/// between and after them up to the last field's end. Returns where it stopped (None, having
+/// written nothing, when the proxy does not qualify; the general walk then does the work).
+unsafe fn encode_near(
+    state: *mut ffi::lua_State,
+    t: c_int,
+    array_mt: c_int,
+    v: &View,
+    out: &mut Vec<u8>,
+    depth: usize,
+    written: &mut Seen,
+) -> Result<Option<usize>, EncodeError> {
+    unsafe {
+        let st = &*v.state;
+        let n = st.near_len as usize;
+        if n == 0 || v.full || v.lists & HAS_EXTRA != 0 || n != v.mask.count_ones() as usize {
+            return Ok(None);
+        }
+        if WALK_ALL.with(|w| w.get()) {
+            return Ok(None);
+        }
+        let obj = v.obj();
+        let mut near: [(u8, u32); NEAR] = [(0, 0); NEAR];
+        for (i, x) in near[..n].iter_mut().enumerate() {
+            *x = (st.near_ord[i], st.near_at[i]);
+        }
+        near[..n].sort_unstable();
+        let mark = out.len();
+        let mut prev = 0;
+        for &(_, at) in &near[..n] {
+            let Some(f) = Fields::at(obj, at as usize).next() else {
+                out.truncate(mark);
+                return Ok(None);
+            };
+            let key = &obj[f.key.clone()];
+            ffi::lua_pushlstring(state, key.as_ptr().cast(), key.len());
+            let k: *const u8 = ffi::lua_tolstring(state, -1, std::ptr::null_mut()).cast();
+            ffi::lua_rawget(state, t);
+            let val = ffi::lua_gettop(state);
+            if ffi::lua_type(state, val) == ffi::LUA_TNIL {
+                // deleted: the general walk drops it with its separator
+                ffi::lua_pop(state, 1);
+                out.truncate(mark);
+                *written = Seen::default();
+                return Ok(None);
+            }
+            written.push(k);
+            out.extend_from_slice(&obj[prev..f.span.start]);
+            write_field(state, val, array_mt, v, &f, out, depth)?;
+            ffi::lua_pop(state, 1);
+            prev = f.span.end;
+        }
+        // the fields after the last decoded one, as they came
+        let end = body_end(obj).max(prev);
+        out.extend_from_slice(&obj[prev..end]);
+        Ok(Some(end))
+    }
+}
+
 unsafe fn encode_dirty(
     state: *mut ffi::lua_State,
     t: c_int,
@@ -824,12 +971,6 @@ unsafe fn encode_dirty(
         let mut present = 0usize;
         // the keys written so far (interned strings: same pointer, same key)
         let mut written = Seen::default();
-        // the original whitespace is kept: before the first field, between fields (with the
-        // comma) and before the closing brace
-        let mut fields = Fields::new(obj).peekable();
-        let lead = fields.peek().map_or(obj.len() - 1, |f| f.span.start);
-        out.extend_from_slice(&obj[..lead.max(1)]);
-        let mut prev_end = None;
         let gap = |out: &mut Vec<u8>, first: &mut bool, start: usize, prev: Option<usize>| {
             if !*first {
                 match prev {
@@ -839,50 +980,50 @@ unsafe fn encode_dirty(
             }
             *first = false;
         };
-        // past the last decoded field every field is as it came: copied in one piece
-        let last_decoded = if v.full || v.lists & HAS_EXTRA != 0 {
-            usize::MAX
+        let mut prev_end = None;
+        let near_done = encode_near(state, t, array_mt, v, out, depth, &mut written)?;
+        if let Some(end) = near_done {
+            first = false;
+            present = (*v.state).near_len as usize;
+            prev_end = Some(end);
         } else {
-            (u64::BITS - v.mask.leading_zeros()) as usize
-        };
-        for (ord, f) in fields.enumerate() {
-            if ord >= last_decoded {
-                let body_end = obj.len()
-                    - 1
-                    - obj[..obj.len() - 1]
-                        .iter()
-                        .rev()
-                        .take_while(|b| b.is_ascii_whitespace())
-                        .count();
-                gap(out, &mut first, f.span.start, prev_end);
-                out.extend_from_slice(&obj[f.span.start..body_end.max(f.span.start)]);
-                prev_end = Some(body_end);
-                break;
-            }
-            let prev = prev_end.replace(f.span.end);
-            if !decoded(state, mt, v, ord) {
-                gap(out, &mut first, f.span.start, prev);
-                out.extend_from_slice(&obj[f.span.clone()]);
-                continue;
-            }
-            let key = &obj[f.key.clone()];
-            ffi::lua_pushlstring(state, key.as_ptr().cast(), key.len());
-            written.push(ffi::lua_tolstring(state, -1, std::ptr::null_mut()).cast());
-            ffi::lua_rawget(state, t);
-            let val = ffi::lua_gettop(state);
-            if ffi::lua_type(state, val) != ffi::LUA_TNIL {
-                present += 1;
-                gap(out, &mut first, f.span.start, prev);
-                let at = v.start + f.value.start..v.start + f.value.end;
-                if same(state, val, array_mt, v.root, at) {
-                    out.extend_from_slice(&obj[f.span.clone()]);
-                } else {
-                    out.extend_from_slice(&obj[f.span.start..f.key.end + 1]);
-                    out.push(b':');
-                    crate::fast::encode_value(state, val, array_mt, out, depth)?;
+            // the original whitespace is kept: before the first field, between fields (with the
+            // comma) and before the closing brace
+            let mut fields = Fields::new(obj).peekable();
+            let lead = fields.peek().map_or(obj.len() - 1, |f| f.span.start);
+            out.extend_from_slice(&obj[..lead.max(1)]);
+            // past the last decoded field every field is as it came: copied in one piece
+            let last_decoded = if v.full || v.lists & HAS_EXTRA != 0 {
+                usize::MAX
+            } else {
+                (u64::BITS - v.mask.leading_zeros()) as usize
+            };
+            for (ord, f) in fields.enumerate() {
+                if ord >= last_decoded {
+                    let body_end = body_end(obj);
+                    gap(out, &mut first, f.span.start, prev_end);
+                    out.extend_from_slice(&obj[f.span.start..body_end.max(f.span.start)]);
+                    prev_end = Some(body_end);
+                    break;
                 }
+                let prev = prev_end.replace(f.span.end);
+                if !decoded(state, mt, v, ord) {
+                    gap(out, &mut first, f.span.start, prev);
+                    out.extend_from_slice(&obj[f.span.clone()]);
+                    continue;
+                }
+                let key = &obj[f.key.clone()];
+                ffi::lua_pushlstring(state, key.as_ptr().cast(), key.len());
+                written.push(ffi::lua_tolstring(state, -1, std::ptr::null_mut()).cast());
+                ffi::lua_rawget(state, t);
+                let val = ffi::lua_gettop(state);
+                if ffi::lua_type(state, val) != ffi::LUA_TNIL {
+                    present += 1;
+                    gap(out, &mut first, f.span.start, prev);
+                    write_field(state, val, array_mt, v, &f, out, depth)?;
+                }
+                ffi::lua_pop(state, 1);
             }
-            ffi::lua_pop(state, 1);
         }
         // added keys, in the order they were first added
         let mut added_nums: Vec<f64> = Vec::new();
@@ -954,6 +1095,9 @@ unsafe fn encode_dirty(
 /// least one).
 unsafe fn only_integer_keys(state: *mut ffi::lua_State, t: c_int, mt: c_int, v: &View) -> bool {
     unsafe {
+        if !v.full && v.lists & HAS_EXTRA == 0 && v.mask.count_ones() < v.fields {
+            return false; // a field never decoded is still there
+        }
         let obj = v.obj();
         for (ord, f) in Fields::new(obj).enumerate() {
             if !decoded(state, mt, v, ord) {

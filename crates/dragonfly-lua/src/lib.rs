@@ -10,6 +10,7 @@ pub mod mailbox;
 pub mod runtime;
 pub mod watchdog;
 
+pub use lazy::encode_walking_every_field;
 pub use libs::hiredis::Backend;
 pub use mailbox::{Mailbox, TagKind, TimerRequest};
 pub use runtime::{

@@ -384,6 +384,11 @@ fn check(scripts: &(String, String, String), lines: &[Vec<u8>]) -> Result<(), Te
     // deterministic: the same run again gives the same bytes
     let again = run(true, scripts, lines);
     prop_assert_eq!(&again.raw, &lazy.raw);
+    // the encoder's shortcut to remembered fields gives the bytes the full walk gives
+    dragonfly_lua::encode_walking_every_field(true);
+    let walked = run(true, scripts, lines);
+    dragonfly_lua::encode_walking_every_field(false);
+    prop_assert_eq!(&walked.raw, &lazy.raw);
     Ok(())
 }
 
