@@ -144,10 +144,11 @@ impl<'a> View<'a> {
 unsafe fn state_of(state: *mut ffi::lua_State, mt: c_int) -> Option<*mut State> {
     unsafe {
         ffi::lua_rawgeti(state, mt, M_STATE as _);
+        // touserdata is null but for userdata; objlen is 0 for a light one, the size of the
+        // block for a full one
         let p = ffi::lua_touserdata(state, -1).cast::<State>();
-        let ok = ffi::lua_type(state, -1) == ffi::LUA_TUSERDATA
+        let ok = !p.is_null()
             && ffi::lua_objlen(state, -1) == std::mem::size_of::<State>()
-            && !p.is_null()
             // SAFETY: a full userdata of State's size; any bytes are a valid u64
             && std::ptr::read_unaligned(p.cast::<u64>()) == MAGIC;
         ffi::lua_pop(state, 1);
@@ -600,14 +601,17 @@ pub unsafe extern "C-unwind" fn clone(state: *mut ffi::lua_State) -> c_int {
             return 0;
         };
         (*p).shared = true;
-        // sized for the entries chain.lua copies next, and two keys the receiver may add
-        let mut entries = 2;
-        ffi::lua_pushnil(state);
-        while ffi::lua_next(state, 1) != 0 {
-            entries += 1;
-            ffi::lua_pop(state, 1);
-        }
-        ffi::lua_createtable(state, 0, entries);
+        // sized for the entries chain.lua copies next (what the sender decoded and added: a
+        // guess when it was materialized, as rawset may add more) and two keys the receiver
+        // may add
+        let st = &*p;
+        let held = if st.full {
+            st.fields
+        } else {
+            st.mask.count_ones().saturating_add(st.added)
+        };
+        let held = c_int::try_from(held).unwrap_or(0);
+        ffi::lua_createtable(state, 0, held.saturating_add(2));
         ffi::lua_pushvalue(state, 2);
         ffi::lua_setmetatable(state, 3);
         1
