@@ -23,19 +23,27 @@
 //!
 //! Hand-offs (`analyze_event`, chain.lua): [`clone`] makes a new table sharing the sender's
 //! metatable (its state, marked shared), and chain.lua copies the entries the table holds
-//! (deeply). Whichever of the two first changes the state (reads a field not decoded yet,
-//! writes a key the table does not hold, is materialized) gets a copy of the state of its own
-//! first ([`own`]). A hand-off costs one table plus what the sender decoded or wrote, never the
-//! whole event. What the receiver changes is not seen by the sender, and the other way round.
+//! (deeply). A proxy that then changes the shared state (reads a field not decoded yet,
+//! writes a key the table does not hold, is materialized) does so in a *view* of its own: an
+//! entry of the state, listed by the table's address, holding a copy of what it had seen
+//! (decoded marks, its number of added keys: every proxy has a prefix of the shared added
+//! list). When the state has no room for another view ([`VIEWS`]), or the change is to a list
+//! other proxies see (an added key after another proxy added one, a mark past the 64th
+//! field), the proxy gets a metatable and state of its own instead ([`split`]). A hand-off
+//! costs one table plus what the sender decoded or wrote, never the whole event, and a
+//! receiver that writes costs no allocation. What the receiver changes is not seen by the
+//! sender, and the other way round. A view listed for a table that was collected is dropped
+//! when a new proxy of the same state takes its address ([`forget`]).
 //!
 //! Guarantees: what scripts see is what the eager decoder gives (`tests/lazy_events.rs` drives
 //! random events through random edits both ways and compares the outputs). Lines that are not
 //! JSON are refused before any script runs, as before. Lines that are objects with escaped or
 //! repeated keys, arrays and scalars are decoded eagerly.
 //!
-//! Cost: an input event is the line as a Lua string, a table, its metatable and a small
-//! userdata (the state); a hand-off is one table until the state changes; a field read scans
-//! the object's top level up to the field.
+//! Cost: an input event is the line as a Lua string, a table, its metatable and a userdata
+//! (the state, ~200 bytes); a hand-off is one table; a field read scans the object's top
+//! level up to the field (a key that is not a field is usually ruled out by the key bits,
+//! without reading the bytes).
 //!
 //! Soundness: every function runs on the thread that owns the Lua state, inside `exec_raw` or
 //! as a C function called by Lua, and keeps the stack balanced. The byte range read from a
@@ -82,8 +90,50 @@ fn ctx_index() -> c_int {
     ffi::lua_upvalueindex(1)
 }
 
+/// What one proxy has done to its object: the part of a [`State`] that each proxy sharing
+/// it may have a copy of its own of.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Core {
+    /// Bit n: field n (in input order) was decoded (read, written or deleted).
+    mask: u64,
+    /// How many of the added keys (slots `M_ADDED + 1 ..`) this proxy has.
+    added: u32,
+    /// Every field was decoded (the table holds the whole object).
+    full: bool,
+    /// Which of the metatable's lists exist: [`HAS_EXTRA`], [`HAS_ADDED`].
+    lists: u8,
+    /// Where the first [`NEAR`] fields decoded start in the object (offsets), and their
+    /// ordinals, in the order they were decoded: the encoder goes straight to them instead of
+    /// walking every field before them.
+    near_len: u8,
+    near_ord: [u8; NEAR],
+    near_at: [u32; NEAR],
+}
+
+impl Core {
+    const EMPTY: Core = Core {
+        mask: 0,
+        added: 0,
+        full: false,
+        lists: 0,
+        near_len: 0,
+        near_ord: [0; NEAR],
+        near_at: [0; NEAR],
+    };
+}
+
+/// How many proxies sharing a metatable can have a view of their own in it (see [`own`]).
+const VIEWS: usize = 2;
+
 /// A proxy's state: a full userdata in its metatable's slot 1, next to the string it points
 /// into (slot 2, which keeps the bytes alive: LuaJIT never moves a string).
+///
+/// A hand-off shares the metatable (and so this state) between sender and receiver. Every
+/// proxy using it sees `core`, except the (up to [`VIEWS`]) proxies listed in `at`, which see
+/// their entry of `own`: a proxy that changes a shared state is given an entry (a copy of
+/// `core`) and changes that, so the others never see it; when there is no room, it gets a
+/// metatable and state of its own instead.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub(crate) struct State {
@@ -92,28 +142,22 @@ pub(crate) struct State {
     root_len: usize,
     start: usize,
     end: usize,
-    /// Bit n: field n (in input order) was decoded (read, written or deleted).
-    mask: u64,
-    /// Every field was decoded (the table holds the whole object).
-    full: bool,
-    /// Which of the metatable's lists exist: [`HAS_EXTRA`], [`HAS_ADDED`].
-    lists: u8,
-    /// How many keys the added list holds (slots `M_ADDED + 1 ..`).
-    added: u32,
     /// The object's key bits (`dragonfly_event::json::Doc::keys`): a key whose bit is clear
     /// is not one of its fields, found without reading the bytes.
     keys: u64,
     /// How many fields the object has (0: not known).
     fields: u32,
-    /// Where the first [`NEAR`] fields decoded start in the object (offsets), and their
-    /// ordinals, in the order they were decoded: the encoder goes straight to them instead of
-    /// walking every field before them.
-    near_at: [u32; NEAR],
-    near_ord: [u8; NEAR],
-    near_len: u8,
-    /// More than one proxy may use this metatable (a hand-off shares it): the first of them
-    /// to change the state gets a copy of its own first ([`own`]).
+    /// How many added-key slots are in use (each proxy has a prefix of them: its `added`).
+    listed: u32,
+    /// More than one proxy may use this metatable (a hand-off shares it).
     shared: bool,
+    /// How many entries of `at` and `own` are in use.
+    views: u8,
+    /// The view of every proxy not listed in `at`.
+    core: Core,
+    /// The tables (by address) that have a view of their own, and those views.
+    at: [usize; VIEWS],
+    own: [Core; VIEWS],
 }
 
 /// The metatable holds the decoded marks of fields past the 64th.
@@ -132,6 +176,8 @@ struct View<'a> {
     keys: u64,
     fields: u32,
     state: *mut State,
+    /// This proxy's view: `state.core` or its entry of `state.own`.
+    core: *mut Core,
 }
 
 impl<'a> View<'a> {
@@ -164,32 +210,53 @@ pub(crate) unsafe fn lazy_state(state: *mut ffi::lua_State, mt: c_int) -> Option
     unsafe { state_of(state, mt) }
 }
 
-/// The state of the proxy whose metatable is at `mt` (None if it is not one, or corrupt).
+/// The view of proxy `t` whose metatable is at `mt` (None if it is not one, or corrupt).
 /// The bytes stay valid while the metatable is reachable (it anchors the string).
-unsafe fn view<'a>(state: *mut ffi::lua_State, mt: c_int) -> Option<View<'a>> {
-    unsafe { view_of(state_of(state, mt)?) }
+unsafe fn view<'a>(state: *mut ffi::lua_State, t: c_int, mt: c_int) -> Option<View<'a>> {
+    unsafe { view_of(state, state_of(state, mt)?, t) }
 }
 
-/// The view of the state at `p` (checked by [`state_of`]), None if its range is corrupt.
-unsafe fn view_of<'a>(p: *mut State) -> Option<View<'a>> {
+/// Which view of the state at `p` proxy `t` has.
+unsafe fn core_of(state: *mut ffi::lua_State, p: *mut State, t: c_int) -> *mut Core {
     unsafe {
-        // SAFETY: checked by state_of; the userdata is anchored by the metatable
-        let st = std::ptr::read_unaligned(p);
+        // SAFETY: a State checked by state_of (aligned: Lua aligns userdata for any C type)
+        let st = &*p;
+        let n = (st.views as usize).min(VIEWS);
+        if n > 0 {
+            let a = ffi::lua_topointer(state, t) as usize;
+            if let Some(i) = st.at[..n].iter().position(|&x| x == a) {
+                return std::ptr::addr_of_mut!((*p).own[i]);
+            }
+        }
+        std::ptr::addr_of_mut!((*p).core)
+    }
+}
+
+/// Proxy `t`'s view of the state at `p` (checked by [`state_of`]), None if its range is
+/// corrupt.
+unsafe fn view_of<'a>(state: *mut ffi::lua_State, p: *mut State, t: c_int) -> Option<View<'a>> {
+    unsafe {
+        // SAFETY: checked by state_of; the userdata is anchored by the metatable, and Lua
+        // aligns userdata for any C type
+        let st = &*p;
         if st.root.is_null() || st.start > st.end || st.end > st.root_len {
             return None;
         }
         // SAFETY: root/root_len describe the string in slot M_RAW, set together with it
         let root = std::slice::from_raw_parts(st.root, st.root_len);
+        let core = core_of(state, p, t);
+        let c = &*core;
         Some(View {
             root,
             start: st.start,
             end: st.end,
-            mask: st.mask,
-            full: st.full,
-            lists: st.lists,
+            mask: c.mask,
+            full: c.full,
+            lists: c.lists,
             keys: st.keys,
             fields: st.fields,
             state: p,
+            core,
         })
     }
 }
@@ -220,12 +287,12 @@ unsafe fn mark(state: *mut ffi::lua_State, mt: c_int, v: &mut View, ord: usize) 
     unsafe {
         if ord < MASK_BITS {
             v.mask |= 1 << ord;
-            (*v.state).mask = v.mask;
+            (*v.core).mask = v.mask;
             return;
         }
         slot_table(state, mt, M_EXTRA);
         v.lists |= HAS_EXTRA;
-        (*v.state).lists = v.lists;
+        (*v.core).lists = v.lists;
         ffi::lua_pushboolean(state, 1);
         ffi::lua_rawseti(state, -2, ord as _);
         ffi::lua_pop(state, 1);
@@ -235,7 +302,7 @@ unsafe fn mark(state: *mut ffi::lua_State, mt: c_int, v: &mut View, ord: usize) 
 /// Note where decoded field `ord` (just marked) starts, while there is room.
 unsafe fn remember(v: &View, ord: usize, at: usize) {
     unsafe {
-        let st = &mut *v.state;
+        let st = &mut *v.core;
         let n = st.near_len as usize;
         if n < NEAR && ord < MASK_BITS {
             if let Ok(at) = u32::try_from(at) {
@@ -316,16 +383,14 @@ unsafe fn push_meta(
                 root_len: len,
                 start,
                 end,
-                mask: 0,
-                full: false,
-                lists: 0,
-                added: 0,
                 keys: u64::MAX,
                 fields: 0,
-                near_at: [0; NEAR],
-                near_ord: [0; NEAR],
-                near_len: 0,
+                listed: 0,
                 shared: false,
+                views: 0,
+                core: Core::EMPTY,
+                at: [0; VIEWS],
+                own: [Core::EMPTY; VIEWS],
             },
         );
         ffi::lua_rawseti(state, mt, M_STATE as _);
@@ -459,7 +524,7 @@ pub unsafe extern "C-unwind" fn index(state: *mut ffi::lua_State) -> c_int {
             return 0;
         }
         let mt = ffi::lua_gettop(state);
-        let Some(mut v) = view(state, mt) else {
+        let Some(mut v) = view(state, 1, mt) else {
             return 0;
         };
         if v.full {
@@ -472,7 +537,7 @@ pub unsafe extern "C-unwind" fn index(state: *mut ffi::lua_State) -> c_int {
             return 0; // decoded, then deleted
         }
         let mut mt = mt;
-        own(state, 1, &mut mt, &mut v);
+        own(state, 1, &mut mt, &mut v, ord >= MASK_BITS);
         ffi::lua_rawgeti(state, mt, M_RAW as _);
         push_field(state, ffi::lua_gettop(state), &v, &f);
         let val = ffi::lua_gettop(state);
@@ -501,7 +566,7 @@ pub unsafe extern "C-unwind" fn newindex(state: *mut ffi::lua_State) -> c_int {
             return 0;
         }
         let mut mt = ffi::lua_gettop(state);
-        let Some(mut v) = view(state, mt) else {
+        let Some(mut v) = view(state, 1, mt) else {
             return 0;
         };
         let original = if ffi::lua_type(state, 2) == ffi::LUA_TSTRING {
@@ -511,17 +576,23 @@ pub unsafe extern "C-unwind" fn newindex(state: *mut ffi::lua_State) -> c_int {
         };
         match original {
             Some((ord, f)) if !decoded(state, mt, &v, ord) => {
-                own(state, 1, &mut mt, &mut v);
+                own(state, 1, &mut mt, &mut v, ord >= MASK_BITS);
                 mark(state, mt, &mut v, ord);
                 remember(&v, ord, f.span.start);
             }
             Some(_) => {}
             None if ffi::lua_type(state, 3) != ffi::LUA_TNIL => {
-                own(state, 1, &mut mt, &mut v);
+                own(state, 1, &mut mt, &mut v, false);
+                if (*v.core).added != (*v.state).listed {
+                    // another proxy sharing the list added keys after ours: ours goes on a
+                    // list of its own
+                    own(state, 1, &mut mt, &mut v, true);
+                }
                 v.lists |= HAS_ADDED;
-                let n = (*v.state).added + 1;
-                (*v.state).lists = v.lists;
-                (*v.state).added = n;
+                let n = (*v.core).added + 1;
+                (*v.core).lists = v.lists;
+                (*v.core).added = n;
+                (*v.state).listed = n;
                 ffi::lua_pushvalue(state, 2);
                 ffi::lua_rawseti(state, mt, (M_ADDED + n as c_int) as _);
             }
@@ -543,13 +614,13 @@ pub unsafe extern "C-unwind" fn materialize(state: *mut ffi::lua_State) -> c_int
             return 0;
         }
         let mut mt = 2;
-        let Some(mut v) = view(state, mt) else {
+        let Some(mut v) = view(state, 1, mt) else {
             return 0;
         };
         if v.full {
             return 0;
         }
-        own(state, 1, &mut mt, &mut v);
+        own(state, 1, &mut mt, &mut v, false);
         ffi::lua_rawgeti(state, mt, M_RAW as _);
         let root_idx = 3;
         let obj = v.obj();
@@ -562,7 +633,7 @@ pub unsafe extern "C-unwind" fn materialize(state: *mut ffi::lua_State) -> c_int
             push_field(state, root_idx, &v, &f);
             ffi::lua_rawset(state, 1);
         }
-        (*v.state).full = true;
+        (*v.core).full = true;
         0
     }
 }
@@ -585,9 +656,11 @@ unsafe fn copy_list(state: *mut ffi::lua_State, from: c_int, to: c_int, slot: c_
     }
 }
 
-/// `clone(t)`: a new proxy over the same bytes with `t`'s state, and none of its entries
-/// (chain.lua copies those). The two share `t`'s metatable, marked shared, until one of them
-/// changes the state ([`own`]): a hand-off allocates one table.
+/// `clone(t)`: a new proxy over the same bytes with `t`'s view, and none of its entries
+/// (chain.lua copies those). The two share `t`'s metatable, marked shared; the new one gets
+/// an entry of its own if `t` has one (see [`State`]), or a metatable of its own when there is
+/// no room. Whichever of them later changes the state does so in a view of its own ([`own`]):
+/// a hand-off allocates one table, and a receiver that writes changes no other proxy.
 ///
 /// # Safety
 /// Called by Lua as a C closure whose upvalue is the context table.
@@ -597,49 +670,115 @@ pub unsafe extern "C-unwind" fn clone(state: *mut ffi::lua_State) -> c_int {
         if ffi::lua_getmetatable(state, 1) == 0 {
             return 0;
         }
-        let Some(p) = state_of(state, 2) else {
+        let mut mt = 2;
+        let Some(p) = state_of(state, mt) else {
             return 0;
         };
         (*p).shared = true;
         // sized for the entries chain.lua copies next (what the sender decoded and added: a
         // guess when it was materialized, as rawset may add more) and two keys the receiver
         // may add
-        let st = &*p;
-        let held = if st.full {
-            st.fields
-        } else {
-            st.mask.count_ones().saturating_add(st.added)
+        let held = {
+            let c = &*core_of(state, p, 1);
+            if c.full {
+                (*p).fields
+            } else {
+                c.mask.count_ones().saturating_add(c.added)
+            }
         };
-        let held = c_int::try_from(held).unwrap_or(0);
-        ffi::lua_createtable(state, 0, held.saturating_add(2));
-        ffi::lua_pushvalue(state, 2);
+        ffi::lua_createtable(
+            state,
+            0,
+            c_int::try_from(held).unwrap_or(0).saturating_add(2),
+        );
+        // a view listed for this address belonged to a proxy that was collected
+        forget(p, ffi::lua_topointer(state, 3) as usize);
+        ffi::lua_pushvalue(state, mt);
         ffi::lua_setmetatable(state, 3);
+        let Some(mut sender) = view_of(state, p, 1) else {
+            return 1;
+        };
+        if sender.core != std::ptr::addr_of_mut!((*p).core) {
+            // the sender has a view of its own: the receiver starts from a copy of it
+            let n = (*p).views as usize;
+            if n < VIEWS {
+                (*p).at[n] = ffi::lua_topointer(state, 3) as usize;
+                (*p).own[n] = *sender.core;
+                (*p).views += 1;
+            } else {
+                split(state, 3, &mut mt, &mut sender);
+            }
+        }
+        ffi::lua_settop(state, 3);
         1
     }
 }
 
-/// Before changing the state of proxy `t` (metatable at `mt`): if the metatable is shared,
-/// give `t` a metatable and state of its own (a copy) and point `mt` and `v` at them.
-unsafe fn own(state: *mut ffi::lua_State, t: c_int, mt: &mut c_int, v: &mut View) {
+/// Drop the view listed for table address `a`, if any.
+unsafe fn forget(p: *mut State, a: usize) {
     unsafe {
-        if !(*v.state).shared {
+        let st = &mut *p;
+        let n = (st.views as usize).min(VIEWS);
+        if let Some(i) = st.at[..n].iter().position(|&x| x == a) {
+            st.at[i] = st.at[n - 1];
+            st.own[i] = st.own[n - 1];
+            st.views = (n - 1) as u8;
+        }
+    }
+}
+
+/// Before proxy `t` (metatable at `mt`) changes its state: if other proxies may share it,
+/// point `v` at a view of `t`'s own — its entry, or a new one (a copy of the common view) —
+/// or, when there is no room or `private` asks for it (a change to the lists the metatable
+/// holds), give `t` a metatable and state of its own ([`split`]).
+unsafe fn own(state: *mut ffi::lua_State, t: c_int, mt: &mut c_int, v: &mut View, private: bool) {
+    unsafe {
+        let p = v.state;
+        if !(*p).shared {
             return;
         }
+        let common = std::ptr::addr_of_mut!((*p).core);
+        if !private {
+            if v.core != common {
+                return;
+            }
+            let n = (*p).views as usize;
+            if n < VIEWS {
+                (*p).at[n] = ffi::lua_topointer(state, t) as usize;
+                (*p).own[n] = (*p).core;
+                (*p).views += 1;
+                v.core = std::ptr::addr_of_mut!((*p).own[n]);
+                return;
+            }
+        }
+        split(state, t, mt, v);
+    }
+}
+
+/// Give proxy `t` (metatable at `mt`, view `v`) a metatable and state of its own, with its
+/// view as the only one, and point `mt` and `v` at them.
+unsafe fn split(state: *mut ffi::lua_State, t: c_int, mt: &mut c_int, v: &mut View) {
+    unsafe {
         ffi::lua_rawgeti(state, *mt, M_RAW as _);
         let root = ffi::lua_gettop(state);
-        let added = (*v.state).added;
-        let p = push_meta(state, ctx_index(), root, v.start, v.end, added);
+        let core = *v.core;
+        let p = push_meta(state, ctx_index(), root, v.start, v.end, core.added);
         let new_mt = ffi::lua_gettop(state);
         // SAFETY: both are States (checked by state_of / made by push_meta) over the same root
         std::ptr::write(
             p,
             State {
                 shared: false,
-                ..std::ptr::read_unaligned(v.state)
+                views: 0,
+                listed: core.added,
+                core,
+                at: [0; VIEWS],
+                own: [Core::EMPTY; VIEWS],
+                ..std::ptr::read(v.state)
             },
         );
         copy_list(state, *mt, new_mt, M_EXTRA);
-        for i in 1..=added as c_int {
+        for i in 1..=core.added as c_int {
             ffi::lua_rawgeti(state, *mt, (M_ADDED + i) as _);
             ffi::lua_rawseti(state, new_mt, (M_ADDED + i) as _);
         }
@@ -649,6 +788,7 @@ unsafe fn own(state: *mut ffi::lua_State, t: c_int, mt: &mut c_int, v: &mut View
         ffi::lua_replace(state, *mt);
         ffi::lua_settop(state, root - 1);
         v.state = p;
+        v.core = std::ptr::addr_of_mut!((*p).core);
     }
 }
 
@@ -761,7 +901,7 @@ unsafe fn same(
                     return false;
                 }
                 let mt = ffi::lua_gettop(state);
-                let r = match view(state, mt) {
+                let r = match view(state, idx, mt) {
                     Some(v) => {
                         std::ptr::eq(v.root.as_ptr(), root.as_ptr())
                             && v.start == at.start
@@ -832,7 +972,7 @@ pub unsafe fn encode(
         let base = ffi::lua_gettop(state);
         ffi::lua_getmetatable(state, t);
         let mt = base + 1;
-        let Some(v) = view_of(p) else {
+        let Some(v) = view_of(state, p, t) else {
             ffi::lua_settop(state, base);
             return Err(EncodeError::Unsupported("corrupt lazy event"));
         };
@@ -909,7 +1049,7 @@ unsafe fn encode_near(
     written: &mut Seen,
 ) -> Result<Option<usize>, EncodeError> {
     unsafe {
-        let st = &*v.state;
+        let st = &*v.core;
         let n = st.near_len as usize;
         if n == 0 || v.full || v.lists & HAS_EXTRA != 0 || n != v.mask.count_ones() as usize {
             return Ok(None);
@@ -988,7 +1128,7 @@ unsafe fn encode_dirty(
         let near_done = encode_near(state, t, array_mt, v, out, depth, &mut written)?;
         if let Some(end) = near_done {
             first = false;
-            present = (*v.state).near_len as usize;
+            present = (*v.core).near_len as usize;
             prev_end = Some(end);
         } else {
             // the original whitespace is kept: before the first field, between fields (with the
@@ -1031,7 +1171,7 @@ unsafe fn encode_dirty(
         }
         // added keys, in the order they were first added
         let mut added_nums: Vec<f64> = Vec::new();
-        for i in 1..=(*v.state).added as c_int {
+        for i in 1..=(*v.core).added as c_int {
             ffi::lua_rawgeti(state, mt, (M_ADDED + i) as _);
             let k = ffi::lua_gettop(state);
             let dup = match ffi::lua_type(state, k) {

@@ -636,3 +636,37 @@ fn senders_and_receivers_stay_apart() {
         ]
     );
 }
+
+/// A kept event handed off again and again, its receivers reading a field and adding a key,
+/// with collections in between (so a new receiver may take a collected one's address): every
+/// receiver sees the event as kept, never what an earlier receiver did to its own copy.
+#[test]
+fn receivers_never_inherit_a_collected_receivers_view() {
+    let filter = r#"function loop(msg)
+        if kept == nil then kept = msg return end
+        n = (n or 0) + 1
+        dragonfly.analyze_event('a1', kept)
+        if n % 3 == 0 then collectgarbage() end
+    end"#
+        .to_string();
+    let a1 = r#"function loop(msg)
+        count = (count or 0) + 1
+        local b = msg.b
+        msg['k' .. count] = b
+        dragonfly.output_event('out', msg)
+    end"#
+        .to_string();
+    let a2 = "function loop(msg) end".to_string();
+    let lines: Vec<Vec<u8>> = (0..400)
+        .map(|i| format!(r#"{{"a":{i},"b":"x","c":[1,2]}}"#).into_bytes())
+        .collect();
+    let r = run(true, &(filter, a1, a2), &lines);
+    assert_eq!(r.raw.len(), 399);
+    for (i, l) in r.raw.iter().enumerate() {
+        let text = String::from_utf8_lossy(l).trim_end().to_string();
+        assert_eq!(
+            text,
+            format!(r#"{{"a":0,"b":"x","c":[1,2],"k{}":"x"}}"#, i + 1)
+        );
+    }
+}
