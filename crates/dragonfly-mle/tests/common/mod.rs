@@ -81,8 +81,12 @@ outputs = {{ {{ tag="out", uri="file://out.json" }} }}
         std::fs::read_to_string(self.log(name)).unwrap_or_default()
     }
 
+    /// The complete lines of log file `name`: a last line with no newline yet is one an
+    /// engine is still appending (tests poll while it runs), not a line.
     pub fn lines(&self, name: &str) -> Vec<String> {
-        self.read_log(name).lines().map(str::to_string).collect()
+        let text = self.read_log(name);
+        let complete = text.rfind('\n').map_or("", |i| &text[..=i]);
+        complete.lines().map(str::to_string).collect()
     }
 
     pub fn command(&self, extra: &[&str]) -> Command {
