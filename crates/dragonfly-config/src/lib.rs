@@ -149,6 +149,8 @@ pub struct Engine {
     pub lua_memory_mb: usize,
     /// Longest a script call may run, in milliseconds (0: no limit).
     pub script_timeout_ms: u64,
+    /// Longest the engine waits for a Redis reply, in milliseconds (0: no limit).
+    pub redis_timeout_ms: u64,
     /// Output URI for events whose script failed ("": none).
     pub dead_letter: String,
     /// Seconds to drain at shutdown before giving up.
@@ -415,6 +417,13 @@ pub const ENGINE_KEYS: &[Key<Engine>] = &[
         set: |e, v| e.script_timeout_ms = v.num() as u64,
     },
     Key {
+        name: "redis_timeout_ms",
+        kind: int(0.0, 86400000.0),
+        default: "10000",
+        doc: "longest wait for a Redis reply before the command fails and the connection is reopened (blocking commands wait their own time; 0 = no limit)",
+        set: |e, v| e.redis_timeout_ms = v.num() as u64,
+    },
+    Key {
         name: "dead_letter",
         kind: KeyKind::Text,
         default: "\"file://dead-letter.json\"",
@@ -450,6 +459,7 @@ impl Default for Engine {
             partition_key: "flow_id".into(),
             lua_memory_mb: 1024,
             script_timeout_ms: 1000,
+            redis_timeout_ms: 10000,
             dead_letter: "file://dead-letter.json".into(),
             drain_timeout_s: 30.0,
             lazy_events: true,

@@ -194,15 +194,21 @@ impl Plan {
                 }
             }
         };
+        let redis_timeout = (config.engine.redis_timeout_ms > 0)
+            .then(|| Duration::from_millis(config.engine.redis_timeout_ms));
         let backend = match &config.store {
             Store::Embedded => Backend::Embedded(EmbeddedStore::new()),
-            Store::Tcp { host, port } => Backend::Redis(RedisTarget::new(RedisAddr::Tcp {
-                host: host.clone(),
-                port: *port,
-            })),
-            Store::Unix { path } => {
-                Backend::Redis(RedisTarget::new(RedisAddr::Unix { path: path.clone() }))
-            }
+            Store::Tcp { host, port } => Backend::Redis(
+                RedisTarget::new(RedisAddr::Tcp {
+                    host: host.clone(),
+                    port: *port,
+                })
+                .with_timeout(redis_timeout),
+            ),
+            Store::Unix { path } => Backend::Redis(
+                RedisTarget::new(RedisAddr::Unix { path: path.clone() })
+                    .with_timeout(redis_timeout),
+            ),
         };
         let snapshot = (!config.engine.store_snapshot.is_empty())
             .then(|| options.root.join(&config.engine.store_snapshot));

@@ -204,6 +204,7 @@ impl Stats {
             Some((name, c)) => json!({
                 "backend": name, "commands": l(&c.commands),
                 "connection_errors": l(&c.connection_errors), "reconnects": l(&c.reconnects),
+                "timeouts": l(&c.timeouts),
             }),
             None => json!({ "backend": "embedded" }),
         };

@@ -166,9 +166,10 @@ fn redis_over_a_unix_socket() {
     );
 }
 
-#[test]
-fn a_redis_restart_costs_errors_not_the_engine() {
-    let mut server = RedisServer::start();
+/// A running engine whose analyzer INCRs a counter on `server` per event read from
+/// `unix://in.sock` and outputs `{seq, count}` or `{seq, error}`; `engine` adds to the engine
+/// table. Returns once `setup()` has run.
+fn counting_on_redis(server: &RedisServer, engine: &str) -> (Root, std::process::Child) {
     let r = Root::new();
     r.write("filter/filter.lua", FILTER);
     r.write("analyzer/count.lua", r#"
@@ -188,7 +189,7 @@ redis_port = {}
 inputs = {{ {{ tag="in", uri="unix://in.sock", script="filter.lua", default_analyzer="count" }} }}
 analyzers = {{ {{ tag="count", script="count.lua" }} }}
 outputs = {{ {{ tag="out", uri="file://out.json" }} }}
-engine = {{ stats_interval = 0.05 }}
+engine = {{ stats_interval = 0.05{engine} }}
 "#,
         server.port
     ));
@@ -196,35 +197,34 @@ engine = {{ stats_interval = 0.05 }}
     wait_for(Duration::from_secs(30), "start-up", || {
         r.path().join("ready").exists()
     });
-    let send = |range: std::ops::Range<u64>| {
-        use std::io::Write;
-        let mut s = std::os::unix::net::UnixStream::connect(r.path().join("in.sock")).unwrap();
-        for i in range {
-            writeln!(s, "{{\"seq\":{i}}}").unwrap();
-        }
-    };
-    let outs = |r: &Root| r.read_log("out.json").lines().count();
-    send(0..10);
-    wait_for(Duration::from_secs(30), "10 counted", || outs(&r) == 10);
-    server.kill();
-    send(10..15);
-    wait_for(Duration::from_secs(30), "5 failed", || outs(&r) == 15);
-    server.restart();
-    // the backoff is at most 5 s: keep sending until an INCR succeeds again
-    let mut next = 15;
-    wait_for(
-        Duration::from_secs(30),
-        "a successful INCR after the restart",
-        || {
-            send(next..next + 1);
-            next += 1;
-            std::thread::sleep(Duration::from_millis(100));
-            r.read_log("out.json")
-                .lines()
-                .last()
-                .is_some_and(|l| l.contains("\"count\""))
-        },
-    );
+    (r, child)
+}
+
+/// Send `{"seq":i}` lines for `range` to the root's `unix://in.sock`.
+fn send_seqs(r: &Root, range: std::ops::Range<u64>) {
+    use std::io::Write;
+    let mut s = std::os::unix::net::UnixStream::connect(r.path().join("in.sock")).unwrap();
+    for i in range {
+        writeln!(s, "{{\"seq\":{i}}}").unwrap();
+    }
+}
+
+/// Keep sending one event at a time from `next` until one is counted again (the reconnect
+/// backoff is at most 5 s), stop the engine cleanly and return every output line (checked to
+/// be one per event sent) and its stderr.
+fn count_again_then_stop(
+    r: &Root,
+    child: std::process::Child,
+    mut next: u64,
+) -> (Vec<serde_json::Value>, String) {
+    wait_for(Duration::from_secs(30), "a successful INCR again", || {
+        send_seqs(r, next..next + 1);
+        next += 1;
+        std::thread::sleep(Duration::from_millis(100));
+        r.lines("out.json")
+            .last()
+            .is_some_and(|l| l.contains("\"count\""))
+    });
     let (status, err) = stop(child, Duration::from_secs(30));
     assert!(status.success(), "{err}");
     let lines: Vec<serde_json::Value> = r
@@ -233,6 +233,22 @@ engine = {{ stats_interval = 0.05 }}
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(lines.len() as u64, next, "every event came out");
+    (lines, err)
+}
+
+#[test]
+fn a_redis_restart_costs_errors_not_the_engine() {
+    let mut server = RedisServer::start();
+    let (r, child) = counting_on_redis(&server, "");
+    let send = |range| send_seqs(&r, range);
+    let outs = |r: &Root| r.read_log("out.json").lines().count();
+    send(0..10);
+    wait_for(Duration::from_secs(30), "10 counted", || outs(&r) == 10);
+    server.kill();
+    send(10..15);
+    wait_for(Duration::from_secs(30), "5 failed", || outs(&r) == 15);
+    server.restart();
+    let (lines, err) = count_again_then_stop(&r, child, 15);
     for l in &lines[..10] {
         assert!(l["count"].is_number(), "{l}");
     }
@@ -249,6 +265,48 @@ engine = {{ stats_interval = 0.05 }}
     );
     assert!(s["store"]["reconnects"].as_u64().unwrap() >= 1, "{s}");
     assert!(err.contains("connection to Redis lost"), "{err}");
+}
+
+/// A Redis that stops answering (SIGSTOP: connections stay open, nothing comes back) costs
+/// each command in flight a timeout error, never a hung worker; once it answers again the
+/// engine reconnects and counts again.
+#[test]
+fn a_redis_that_stops_answering_costs_timeouts_not_a_hung_worker() {
+    let server = RedisServer::start();
+    let (r, child) = counting_on_redis(&server, ", redis_timeout_ms = 300");
+    let send = |range| send_seqs(&r, range);
+    send(0..10);
+    wait_for(Duration::from_secs(30), "10 counted", || {
+        r.lines("out.json").len() == 10
+    });
+    server.pause();
+    send(10..15);
+    // each waits at most the timeout (the first) or the backoff's next connect attempt
+    wait_for(Duration::from_secs(30), "5 failed", || {
+        r.lines("out.json").len() == 15
+    });
+    server.resume();
+    let (lines, err) = count_again_then_stop(&r, child, 15);
+    let first = lines[10]["error"].as_str().unwrap_or_default();
+    assert!(first.contains("did not answer within 300 ms"), "{first}");
+    for l in &lines[10..15] {
+        assert!(
+            l["error"].as_str().unwrap().contains("Redis at 127.0.0.1"),
+            "{l}"
+        );
+    }
+    // the counter kept every INCR that was answered, and only those
+    let answered = lines.iter().filter(|l| l["count"].is_number()).count() as i64;
+    let last = lines
+        .iter()
+        .rev()
+        .find_map(|l| l["count"].as_i64())
+        .unwrap();
+    assert!(last >= answered, "{last} < {answered}");
+    let s = r.final_stats();
+    assert!(s["store"]["timeouts"].as_u64().unwrap() >= 1, "{s}");
+    assert!(s["store"]["reconnects"].as_u64().unwrap() >= 1, "{s}");
+    assert!(err.contains("did not answer within 300 ms"), "{err}");
 }
 
 #[test]

@@ -1,6 +1,12 @@
 //! The Redis backend: one connection per Lua runtime, TCP_NODELAY on, reconnecting with
 //! backoff when the server goes away. While it is away every command returns an error reply
 //! (which scripts see as an error table) and the engine carries on.
+//!
+//! A reply that has not come within the target's timeout (engine.redis_timeout_ms) fails the
+//! command the same way and drops the connection: a server that accepts connections but never
+//! answers (stopped, wedged, behind a network that drops packets) costs errors, never a hung
+//! worker. Blocking commands (BLPOP and friends, `XREAD ... BLOCK`, WAIT) are read without the
+//! timeout: they wait as long as the script asked.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -51,6 +57,8 @@ pub struct StoreCounters {
     pub connection_errors: AtomicU64,
     /// Successful reconnections after a loss.
     pub reconnects: AtomicU64,
+    /// Commands whose reply did not come within the timeout (each also a connection error).
+    pub timeouts: AtomicU64,
 }
 
 /// Connection settings shared by every runtime.
@@ -60,15 +68,27 @@ pub struct RedisTarget {
     pub addr: RedisAddr,
     /// Commands and connection problems, for the stats.
     pub counters: Arc<StoreCounters>,
+    /// Longest wait for a reply (None: no limit).
+    pub timeout: Option<Duration>,
 }
 
+/// The default reply timeout (engine.redis_timeout_ms).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
 impl RedisTarget {
-    /// A target (nothing is connected yet).
+    /// A target with the default reply timeout (nothing is connected yet).
     pub fn new(addr: RedisAddr) -> Self {
         Self {
             addr,
             counters: Arc::new(StoreCounters::default()),
+            timeout: Some(DEFAULT_TIMEOUT),
         }
+    }
+
+    /// The same target with reply timeout `timeout` (None: no limit).
+    pub fn with_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.timeout = timeout;
+        self
     }
 
     fn info(&self) -> redis::RedisResult<ConnectionInfo> {
@@ -83,7 +103,10 @@ impl RedisTarget {
 
     fn open(&self) -> redis::RedisResult<redis::Connection> {
         let client = redis::Client::open(self.info()?)?;
-        client.get_connection_with_timeout(CONNECT_TIMEOUT)
+        let con = client.get_connection_with_timeout(CONNECT_TIMEOUT)?;
+        con.set_read_timeout(self.timeout)?;
+        con.set_write_timeout(self.timeout)?;
+        Ok(con)
     }
 
     /// Connect now; an unreachable server is an error (as `hiredis.connect()` reports it).
@@ -157,15 +180,51 @@ fn server_error(e: &redis::RedisError) -> Option<Reply> {
     }))
 }
 
+/// Whether the command named by `args[0]` may block on the server as long as it asks (its
+/// reply is read without the timeout).
+fn blocking(args: &[Vec<u8>]) -> bool {
+    let Some(name) = args.first() else {
+        return false;
+    };
+    const BLOCKING: &[&[u8]] = &[
+        b"BLPOP",
+        b"BRPOP",
+        b"BRPOPLPUSH",
+        b"BLMOVE",
+        b"BLMPOP",
+        b"BZPOPMIN",
+        b"BZPOPMAX",
+        b"BZMPOP",
+        b"WAIT",
+        b"WAITAOF",
+    ];
+    BLOCKING.iter().any(|b| name.eq_ignore_ascii_case(b))
+        || ((name.eq_ignore_ascii_case(b"XREAD") || name.eq_ignore_ascii_case(b"XREADGROUP"))
+            && args.iter().any(|a| a.eq_ignore_ascii_case(b"BLOCK")))
+}
+
 impl RedisConnection {
     fn lost(&mut self, e: &redis::RedisError) -> Reply {
         self.con = None;
-        let n = self.target.counters.connection_errors.fetch_add(1, Relaxed) + 1;
+        let c = &self.target.counters;
+        let n = c.connection_errors.fetch_add(1, Relaxed) + 1;
+        self.next_try = Instant::now() + self.backoff;
+        if e.is_timeout() {
+            c.timeouts.fetch_add(1, Relaxed);
+            let ms = self.target.timeout.map_or(0, |t| t.as_millis());
+            if n <= 10 || n.is_power_of_two() {
+                tracing::error!(redis = %self.target.addr, count = n,
+                    "Redis did not answer within {ms} ms (engine.redis_timeout_ms); the connection is reopened with backoff");
+            }
+            return Reply::err(format!(
+                "ERR dragonfly-mle: Redis at {} did not answer within {ms} ms; reconnecting",
+                self.target.addr
+            ));
+        }
         if n <= 10 || n.is_power_of_two() {
             tracing::error!(redis = %self.target.addr, count = n,
                 "connection to Redis lost: {e}; commands fail until it is back (reconnecting with backoff)");
         }
-        self.next_try = Instant::now() + self.backoff;
         Reply::err(format!(
             "ERR dragonfly-mle: connection to Redis at {} lost: {e}",
             self.target.addr
@@ -196,13 +255,21 @@ impl RedisConnection {
         Ok(self.con.as_mut().expect("connected above"))
     }
 
-    fn send(&mut self, packed: &[u8]) -> Reply {
+    fn send(&mut self, packed: &[u8], blocking: bool) -> Reply {
         self.target.counters.commands.fetch_add(1, Relaxed);
+        let timeout = self.target.timeout;
         let con = match self.connection() {
             Ok(c) => c,
             Err(r) => return r,
         };
-        match con.req_packed_command(packed) {
+        if blocking && timeout.is_some() {
+            let _ = con.set_read_timeout(None);
+        }
+        let res = con.req_packed_command(packed);
+        if blocking && timeout.is_some() {
+            let _ = con.set_read_timeout(timeout);
+        }
+        match res {
             Ok(v) => from_value(v),
             Err(e) => match server_error(&e) {
                 Some(r) if !e.is_io_error() => r,
@@ -250,7 +317,7 @@ impl Connection for RedisConnection {
         // Replies to appended commands must come before this one's.
         self.flush_appended();
         let packed = redis::pack_command(args);
-        self.send(&packed)
+        self.send(&packed, blocking(args))
     }
 
     fn append_command(&mut self, args: Vec<Vec<u8>>) {
@@ -262,5 +329,39 @@ impl Connection for RedisConnection {
             self.flush_appended();
         }
         self.replies.pop_front()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::blocking;
+
+    fn cmd(words: &str) -> Vec<Vec<u8>> {
+        words.split(' ').map(|w| w.as_bytes().to_vec()).collect()
+    }
+
+    #[test]
+    fn blocking_commands_are_read_without_the_timeout() {
+        for c in [
+            "BLPOP q 0",
+            "brpop q 5",
+            "BLMOVE a b LEFT RIGHT 0",
+            "BZPOPMIN z 1",
+            "WAIT 1 0",
+            "XREAD BLOCK 0 STREAMS s $",
+            "xreadgroup GROUP g c block 100 STREAMS s >",
+        ] {
+            assert!(blocking(&cmd(c)), "{c}");
+        }
+        for c in [
+            "INCR k",
+            "LPOP q",
+            "XREAD COUNT 1 STREAMS s 0",
+            "GET BLOCK",
+            "",
+        ] {
+            assert!(!blocking(&cmd(c)), "{c}");
+        }
+        assert!(!blocking(&[]));
     }
 }

@@ -82,6 +82,25 @@ impl RedisServer {
         let _ = self.child.wait();
     }
 
+    /// Stop the server process (SIGSTOP): connections stay open and connects still succeed
+    /// (the kernel completes them), but nothing is answered until [`RedisServer::resume`].
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Let a paused server run again (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill {sig} redis-server");
+    }
+
     /// Start it again on the same port and directory.
     pub fn restart(&mut self) {
         self.kill();
