@@ -1,7 +1,12 @@
 -- Measures store operations per second through the hiredis Lua API.
 local N = tonumber(os.getenv("BENCH_OPS") or "200000")
+-- BENCH_ONLY=incr: only the two rows compared with redis-benchmark
+local ONLY_INCR = os.getenv("BENCH_ONLY") == "incr"
 
 local function measure(name, n, f)
+  if ONLY_INCR and not name:find("^INCR via command%(%)") and not name:find("^INCR pipelined") then
+    return
+  end
   local t0 = dragonfly.clock()
   f(n)
   local dt = dragonfly.clock() - t0

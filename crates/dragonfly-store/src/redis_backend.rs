@@ -119,7 +119,9 @@ impl RedisTarget {
             con: Some(con),
             backoff: BACKOFF_MIN,
             next_try: Instant::now(),
-            appended: Vec::new(),
+            unsent: Vec::new(),
+            unsent_count: 0,
+            in_flight: 0,
             replies: VecDeque::new(),
         })
     }
@@ -137,7 +139,12 @@ pub struct RedisConnection {
     con: Option<redis::Connection>,
     backoff: Duration,
     next_try: Instant,
-    appended: Vec<Vec<Vec<u8>>>,
+    /// Appended commands not sent yet (RESP), and how many.
+    unsent: Vec<u8>,
+    unsent_count: usize,
+    /// Appended commands sent whose replies have not been read.
+    in_flight: usize,
+    /// Replies read (or errors decided) for appended commands, oldest first.
     replies: VecDeque<Reply>,
 }
 
@@ -278,55 +285,118 @@ impl RedisConnection {
         }
     }
 
-    /// Send every appended command in one write and read their replies.
-    fn flush_appended(&mut self) {
-        if self.appended.is_empty() {
+    /// Send the appended commands not sent yet, in one write.
+    fn send_unsent(&mut self) {
+        if self.unsent_count == 0 {
             return;
         }
-        let cmds = std::mem::take(&mut self.appended);
-        let mut packed = Vec::new();
-        for c in &cmds {
-            packed.extend(redis::pack_command(c));
-        }
-        self.target
-            .counters
-            .commands
-            .fetch_add(cmds.len() as u64, Relaxed);
+        let n = std::mem::take(&mut self.unsent_count);
+        let packed = std::mem::take(&mut self.unsent);
+        self.target.counters.commands.fetch_add(n as u64, Relaxed);
         let con = match self.connection() {
             Ok(c) => c,
             Err(r) => {
-                self.replies.extend(cmds.iter().map(|_| r.clone()));
+                self.replies.extend(std::iter::repeat_n(r, n));
                 return;
             }
         };
-        match con.req_packed_commands(&packed, 0, cmds.len()) {
-            Ok(values) => self.replies.extend(values.into_iter().map(from_value)),
-            Err(e) => {
-                let r = match server_error(&e) {
-                    Some(r) if !e.is_io_error() => r,
-                    _ => self.lost(&e),
-                };
-                self.replies.extend(cmds.iter().map(|_| r.clone()));
-            }
+        match con.send_packed_command(&packed) {
+            Ok(()) => self.in_flight += n,
+            Err(e) => self.fail_pending(&e, n),
         }
+        // keep the buffer's allocation for the next commands
+        self.unsent = packed;
+        self.unsent.clear();
+    }
+
+    /// Read the reply to the oldest command in flight into `replies`.
+    fn read_one(&mut self) {
+        let Some(con) = self.con.as_mut() else {
+            // (cannot happen: losing the connection settles what was in flight)
+            let n = std::mem::take(&mut self.in_flight);
+            let r = Reply::err("ERR dragonfly-mle: connection to Redis lost");
+            self.replies.extend(std::iter::repeat_n(r, n));
+            return;
+        };
+        match con.recv_response() {
+            Ok(v) => {
+                self.in_flight -= 1;
+                self.replies.push_back(from_value(v));
+            }
+            Err(e) => match server_error(&e) {
+                Some(r) if !e.is_io_error() => {
+                    self.in_flight -= 1;
+                    self.replies.push_back(r);
+                }
+                _ => self.fail_pending(&e, 0),
+            },
+        }
+    }
+
+    /// The connection failed with `e`: every command in flight (and `extra` more just sent)
+    /// gets the error as its reply, in order.
+    fn fail_pending(&mut self, e: &redis::RedisError, extra: usize) {
+        let n = std::mem::take(&mut self.in_flight) + extra;
+        let r = self.lost(e);
+        self.replies.extend(std::iter::repeat_n(r, n));
+    }
+
+    /// Send what is unsent and read every reply in flight (before a command whose reply must
+    /// come after theirs).
+    fn settle(&mut self) {
+        self.send_unsent();
+        while self.in_flight > 0 {
+            self.read_one();
+        }
+    }
+}
+
+/// Appended commands are sent once this many have gathered (or when a reply is asked for):
+/// the server starts on them while the script appends the next ones.
+const SEND_EVERY: usize = 32;
+
+/// Append `args` to `out` as a RESP array of bulk strings (the form every Redis command is
+/// sent in).
+fn pack_into(out: &mut Vec<u8>, args: &[Vec<u8>]) {
+    let mut n = itoa::Buffer::new();
+    out.push(b'*');
+    out.extend_from_slice(n.format(args.len()).as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for a in args {
+        out.push(b'$');
+        out.extend_from_slice(n.format(a.len()).as_bytes());
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(a);
+        out.extend_from_slice(b"\r\n");
     }
 }
 
 impl Connection for RedisConnection {
     fn command(&mut self, args: &[Vec<u8>]) -> Reply {
         // Replies to appended commands must come before this one's.
-        self.flush_appended();
-        let packed = redis::pack_command(args);
-        self.send(&packed, blocking(args))
+        self.settle();
+        let mut packed = std::mem::take(&mut self.unsent);
+        pack_into(&mut packed, args);
+        let r = self.send(&packed, blocking(args));
+        packed.clear();
+        self.unsent = packed;
+        r
     }
 
     fn append_command(&mut self, args: Vec<Vec<u8>>) {
-        self.appended.push(args);
+        pack_into(&mut self.unsent, &args);
+        self.unsent_count += 1;
+        if self.unsent_count >= SEND_EVERY {
+            self.send_unsent();
+        }
     }
 
     fn get_reply(&mut self) -> Option<Reply> {
         if self.replies.is_empty() {
-            self.flush_appended();
+            self.send_unsent();
+            if self.in_flight > 0 {
+                self.read_one();
+            }
         }
         self.replies.pop_front()
     }

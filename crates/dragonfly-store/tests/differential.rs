@@ -458,6 +458,19 @@ fn scan_visits_every_key_once() {
     assert_eq!(from_embedded, from_redis);
 }
 
+/// Run `f` on this thread's pair (started once per thread, emptied before each run).
+fn with_pair(f: impl FnOnce(&mut Pair) -> Result<(), TestCaseError>) -> Result<(), TestCaseError> {
+    thread_local! {
+        static PAIR: std::cell::RefCell<Option<Pair>> = const { std::cell::RefCell::new(None) };
+    }
+    PAIR.with(|p| {
+        let mut p = p.borrow_mut();
+        let pair = p.get_or_insert_with(Pair::new);
+        pair.reset();
+        f(pair)
+    })
+}
+
 fn arb_command() -> impl Strategy<Value = String> {
     let key = prop::sample::select(vec!["a", "b", "c", "h", "z", "l", "s"]);
     let member = prop::sample::select(vec!["m1", "m2", "m3", "x", "1", "-2", "0.5"]);
@@ -510,13 +523,7 @@ proptest! {
     /// Random command sequences over a few keys of mixed types give the same replies.
     #[test]
     fn random_sequences_match_redis(cmds in prop::collection::vec(arb_command(), 1..60)) {
-        thread_local! {
-            static PAIR: std::cell::RefCell<Option<Pair>> = const { std::cell::RefCell::new(None) };
-        }
-        PAIR.with(|p| {
-            let mut p = p.borrow_mut();
-            let pair = p.get_or_insert_with(Pair::new);
-            pair.reset();
+        with_pair(|pair| {
             for c in &cmds {
                 if let Err(d) = pair.run(&args(c)) {
                     return Err(TestCaseError::fail(format!("after {cmds:?}\n{d}")));
@@ -525,4 +532,131 @@ proptest! {
             Ok(())
         })?;
     }
+}
+
+#[derive(Debug, Clone)]
+enum Issue {
+    /// `command()`: sent and answered at once (after everything appended before it).
+    Now(String),
+    /// `append_command()`: answered later by `get_reply()`.
+    Append(String),
+    /// `get_reply()` this many times.
+    Read(usize),
+}
+
+/// `got` is the reply `want` (as compared by [`close`]).
+fn same_reply(cmd: &[Vec<u8>], got: Option<Reply>, want: Reply) -> Result<(), TestCaseError> {
+    let got = got.ok_or_else(|| TestCaseError::fail(format!("no reply for {cmd:?}")))?;
+    let (got, want) = (normalize(cmd, got), normalize(cmd, want));
+    prop_assert!(
+        close(cmd, &got, &want),
+        "{:?}: redis {:?}, sequential {:?}",
+        cmd,
+        got,
+        want
+    );
+    Ok(())
+}
+
+fn arb_issue() -> impl Strategy<Value = Issue> {
+    prop_oneof![
+        2 => arb_command().prop_map(Issue::Now),
+        6 => arb_command().prop_map(Issue::Append),
+        1 => (1usize..40).prop_map(Issue::Read),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+    /// Commands appended (sent in chunks as they gather), sent at once, and replies read at
+    /// any point: every reply is the one its command gets when the same commands run one at
+    /// a time in the order they were issued (error replies included).
+    #[test]
+    fn pipelined_replies_match_sequential_ones(issues in prop::collection::vec(arb_issue(), 1..150)) {
+        with_pair(|pair| {
+            let mut pending: std::collections::VecDeque<(Vec<Vec<u8>>, Reply)> = Default::default();
+            for i in &issues {
+                match i {
+                    Issue::Now(c) => {
+                        let cmd = args(c);
+                        let want = pair.embedded.execute(&cmd);
+                        let got = pair.redis.command(&cmd);
+                        same_reply(&cmd, Some(got), want)?;
+                    }
+                    Issue::Append(c) => {
+                        let cmd = args(c);
+                        let want = pair.embedded.execute(&cmd);
+                        pair.redis.append_command(cmd.clone());
+                        pending.push_back((cmd, want));
+                    }
+                    Issue::Read(n) => {
+                        for _ in 0..*n {
+                            let Some((cmd, want)) = pending.pop_front() else {
+                                prop_assert!(pair.redis.get_reply().is_none());
+                                break;
+                            };
+                            let got = pair.redis.get_reply();
+                            same_reply(&cmd, got, want)?;
+                        }
+                    }
+                }
+            }
+            while let Some((cmd, want)) = pending.pop_front() {
+                let got = pair.redis.get_reply();
+                same_reply(&cmd, got, want)?;
+            }
+            prop_assert!(pair.redis.get_reply().is_none());
+            Ok(())
+        })?;
+    }
+}
+
+/// A server killed while appended commands are in flight: each of them still gets exactly one
+/// reply, in order (answered ones their value, the rest the connection error), and once the
+/// server is back commands succeed again.
+#[test]
+fn pipelined_commands_in_flight_when_redis_dies_each_get_one_reply() {
+    let mut server = RedisServer::start();
+    let target = RedisTarget::new(RedisAddr::Tcp {
+        host: "127.0.0.1".into(),
+        port: server.port,
+    });
+    let mut c = target.connect().unwrap();
+    for _ in 0..100 {
+        c.append_command(args("INCR n"));
+    }
+    // the first chunks are on their way; the server dies before the rest is sent
+    server.kill();
+    let mut answered = 0;
+    let mut failed = 0;
+    for i in 0..100 {
+        match c.get_reply() {
+            Some(Reply::Integer(n)) => {
+                assert_eq!(failed, 0, "an answer after an error, at {i}");
+                answered += 1;
+                assert_eq!(n, answered);
+            }
+            Some(Reply::Error(e)) => {
+                assert!(e.contains("Redis at 127.0.0.1"), "{e}");
+                failed += 1;
+            }
+            other => panic!("reply {i}: {other:?}"),
+        }
+    }
+    assert_eq!(answered + failed, 100);
+    assert!(
+        failed > 0,
+        "every command was answered: the kill came too late"
+    );
+    assert!(c.get_reply().is_none());
+    server.restart();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while c.command(&args("PING")) != Reply::Status("PONG".into()) {
+        assert!(std::time::Instant::now() < deadline, "never reconnected");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    c.append_command(args("SET k v"));
+    c.append_command(args("GET k"));
+    assert_eq!(c.get_reply(), Some(Reply::ok()));
+    assert_eq!(c.get_reply(), Some(Reply::Bulk(b"v".to_vec())));
 }
