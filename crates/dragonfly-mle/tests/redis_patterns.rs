@@ -1,0 +1,178 @@
+//! The public analyzers' Redis patterns, through the real binary on a real redis-server, in
+//! the default configuration: each gives what processing the events one at a time, in input
+//! order, gives (the test replays the same arithmetic in Rust).
+//!
+//! - read-modify-write of a total: HMGET, then HMSET of the sums;
+//! - a sliding window: ZADD, then ZRANGEBYSCORE over the last 100 events of the same source;
+//! - one analyzer's SETEX read back by the next one's GET.
+
+mod common;
+use common::*;
+use dragonfly_store::redis_backend::{RedisAddr, RedisTarget};
+use dragonfly_store::{Connection, Reply};
+use dragonfly_testkit::RedisServer;
+use serde_json::Value as J;
+use std::collections::HashMap;
+use std::time::Duration;
+
+const EVENTS: usize = 3000;
+
+/// The first EVENTS events of the repository's sample, each with its position as `seq`.
+fn events() -> Vec<J> {
+    use std::io::BufRead;
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/data/eve-sample.json.gz");
+    let f = std::fs::File::open(p).unwrap();
+    std::io::BufReader::new(flate2::read::MultiGzDecoder::new(f))
+        .lines()
+        .take(EVENTS)
+        .enumerate()
+        .map(|(i, l)| {
+            let mut j: J = serde_json::from_str(&l.unwrap()).unwrap();
+            j["seq"] = J::from(i as u64);
+            j
+        })
+        .collect()
+}
+
+const TOTALS: &str = r#"
+function setup() conn = assert(hiredis.connect()) end
+function loop(msg)
+  if msg.src_ip and msg.flow then
+    local key = "totals:" .. msg.src_ip
+    local r = conn:command("HMGET", key, "bytes", "events")
+    local bytes = (tonumber(r[1]) or 0) + (msg.flow.bytes_toserver or 0)
+    local events = (tonumber(r[2]) or 0) + 1
+    local ok = conn:command("HMSET", key, "bytes", bytes, "events", events)
+    assert(ok == hiredis.status.OK, "HMSET")
+    msg.total_bytes, msg.total_events = bytes, events
+  end
+  dragonfly.analyze_event("window", msg)
+end"#;
+
+const WINDOW: &str = r#"
+function setup() conn = assert(hiredis.connect()) end
+function loop(msg)
+  local key = "seen:" .. (msg.src_ip or "none")
+  conn:command("ZADD", key, msg.seq, msg.seq)
+  local r = conn:command("ZRANGEBYSCORE", key, msg.seq - 100, msg.seq)
+  msg.recent = #r
+  dragonfly.analyze_event("mark", msg)
+end"#;
+
+const MARK: &str = r#"
+function setup() conn = assert(hiredis.connect()) end
+function loop(msg)
+  conn:command("SETEX", "last:" .. (msg.src_ip or "none"), 600, msg.seq)
+  dragonfly.analyze_event("check", msg)
+end"#;
+
+const CHECK: &str = r#"
+function setup() conn = assert(hiredis.connect()) end
+function loop(msg)
+  msg.last_seen = tonumber(conn:command("GET", "last:" .. (msg.src_ip or "none")))
+  dragonfly.output_event("out", msg)
+end"#;
+
+#[test]
+fn public_analyzer_patterns_give_sequential_results_on_redis() {
+    let server = RedisServer::start();
+    let events = events();
+    let r = Root::new();
+    let input: String = events.iter().map(|e| format!("{e}\n")).collect();
+    r.write("in.json", &input);
+    r.write("filter/filter.lua", FILTER);
+    for (name, src) in [
+        ("totals", TOTALS),
+        ("window", WINDOW),
+        ("mark", MARK),
+        ("check", CHECK),
+    ] {
+        r.write(&format!("analyzer/{name}.lua"), src);
+    }
+    r.config(&format!(
+        r#"
+redis_host = "127.0.0.1"
+redis_port = {}
+inputs = {{ {{ tag="in", uri="file://{}", script="filter.lua", default_analyzer="totals" }} }}
+analyzers = {{
+  {{ tag="totals", script="totals.lua" }}, {{ tag="window", script="window.lua" }},
+  {{ tag="mark", script="mark.lua" }}, {{ tag="check", script="check.lua" }},
+}}
+outputs = {{ {{ tag="out", uri="file://out.json" }} }}
+"#,
+        server.port,
+        r.path().join("in.json").display()
+    ));
+    let out = r.run_to_eof(Duration::from_secs(180));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // the same arithmetic, one event at a time in input order
+    let mut totals: HashMap<String, (i64, i64)> = HashMap::new();
+    let mut seen: HashMap<String, Vec<i64>> = HashMap::new();
+    let mut want = Vec::new();
+    for e in &events {
+        let seq = e["seq"].as_i64().unwrap();
+        let src = e["src_ip"].as_str().unwrap_or("none").to_string();
+        let mut w = serde_json::Map::new();
+        if e["src_ip"].is_string() && e["flow"].is_object() {
+            let t = totals.entry(src.clone()).or_default();
+            t.0 += e["flow"]["bytes_toserver"].as_i64().unwrap_or(0);
+            t.1 += 1;
+            w.insert("total_bytes".into(), J::from(t.0));
+            w.insert("total_events".into(), J::from(t.1));
+        }
+        let s = seen.entry(src).or_default();
+        s.push(seq);
+        let recent = s.iter().filter(|&&x| x >= seq - 100).count();
+        w.insert("recent".into(), J::from(recent));
+        w.insert("last_seen".into(), J::from(seq));
+        want.push((seq, w));
+    }
+    let got: Vec<J> = r
+        .lines("out.json")
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(got.len(), EVENTS, "every event came out");
+    for (g, (seq, w)) in got.iter().zip(&want) {
+        assert_eq!(g["seq"].as_i64(), Some(*seq), "output in input order");
+        for (k, v) in w {
+            assert_eq!(g[k].as_i64(), v.as_i64(), "seq {seq}: {k}: {g}");
+        }
+        assert_eq!(
+            g.get("total_bytes").is_some(),
+            w.contains_key("total_bytes"),
+            "{g}"
+        );
+    }
+    // and Redis holds the totals the events added up to
+    let mut c = RedisTarget::new(RedisAddr::Tcp {
+        host: "127.0.0.1".into(),
+        port: server.port,
+    })
+    .connect()
+    .unwrap();
+    assert!(!totals.is_empty());
+    for (src, (bytes, events)) in &totals {
+        let key = format!("totals:{src}").into_bytes();
+        let r = c.command(&[
+            b"HMGET".to_vec(),
+            key,
+            b"bytes".to_vec(),
+            b"events".to_vec(),
+        ]);
+        assert_eq!(
+            r,
+            Reply::Array(vec![
+                Reply::Bulk(bytes.to_string().into_bytes()),
+                Reply::Bulk(events.to_string().into_bytes())
+            ]),
+            "{src}"
+        );
+    }
+}
