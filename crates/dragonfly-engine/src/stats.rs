@@ -163,6 +163,7 @@ impl Stats {
                     "timeouts": l(&i.filter.timeouts), "memory_errors": l(&i.filter.memory_errors),
                     "io_errors": l(&i.io.errors), "rotations": l(&i.io.rotations),
                     "truncations": l(&i.io.truncations), "overflow": l(&i.io.overflow),
+                    "refused": l(&i.io.refused),
                 }),
             );
         }

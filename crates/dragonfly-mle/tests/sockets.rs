@@ -165,3 +165,57 @@ end
         "RSS peaked at {peak:.0} MB (start {base:.0} MB, cap {CAP_MB} MB); sent {sent}, written {written}, overflow {overflow}"
     );
 }
+
+/// A peer that opens stream connections without end gets the first 128 served and the rest
+/// closed as they come (counted as `refused`): each connection costs a thread and a buffer, so
+/// an unbounded number would exhaust memory. Served connections keep delivering, and once
+/// they close new ones are served again.
+#[test]
+fn stream_connections_beyond_the_cap_are_refused_and_counted() {
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+    let r = socket_root("unix://in.sock", "", PASS_READY);
+    let child = r.spawn(&[]);
+    ready(&r);
+    let path = r.path().join("in.sock");
+    // the first connection is accepted (it delivers), then 200 more are opened and held
+    let mut first = UnixStream::connect(&path).unwrap();
+    writeln!(first, "{{\"seq\":0}}").unwrap();
+    wait_for(T, "the first connection served", || {
+        r.log("out.json").exists() && r.lines("out.json").len() == 1
+    });
+    let held: Vec<UnixStream> = (0..200)
+        .map(|_| UnixStream::connect(&path).unwrap())
+        .collect();
+    // a refused connection is closed by the engine: reading it gives end of file
+    let closed = |s: &UnixStream| {
+        s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+        let mut r = s;
+        matches!(r.read(&mut [0u8; 1]), Ok(0))
+    };
+    wait_for(T, "the connections past 128 closed", || {
+        held.iter().filter(|s| closed(s)).count() >= 200 - 127
+    });
+    let open = held.iter().filter(|s| !closed(s)).count();
+    assert_eq!(open, 127, "128 served with the first");
+    // a served connection still delivers
+    writeln!(first, "{{\"seq\":1}}").unwrap();
+    wait_for(T, "a served connection delivers", || {
+        r.lines("out.json").len() == 2
+    });
+    // when they close, new connections are served again
+    drop(held);
+    drop(first);
+    wait_for(T, "a new connection served after the others closed", || {
+        if let Ok(mut s) = UnixStream::connect(&path) {
+            let _ = writeln!(s, "{{\"seq\":2}}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        r.lines("out.json").iter().any(|l| l.contains("\"seq\":2"))
+    });
+    let (status, err) = stop(child, T);
+    assert!(status.success(), "{err}");
+    let s = r.final_stats();
+    assert!(s["inputs"]["in"]["refused"].as_u64().unwrap() >= 73, "{s}");
+    assert!(err.contains("128 connections are open"), "{err}");
+}

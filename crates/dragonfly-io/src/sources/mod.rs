@@ -61,7 +61,14 @@ pub struct InputCounters {
     pub overflow: AtomicU64,
     /// I/O errors.
     pub errors: AtomicU64,
+    /// Stream connections closed at once because [`MAX_CONNECTIONS`] were open.
+    pub refused: AtomicU64,
 }
+
+/// Stream connections one input reads at a time (each has a thread and a read buffer); more
+/// are closed as they come and counted as `refused`, so a peer opening connections without
+/// end costs refusals, not memory.
+pub const MAX_CONNECTIONS: usize = 128;
 
 /// What a running source gets from the engine.
 pub struct SourceCtx {
@@ -214,6 +221,16 @@ pub(crate) fn serve<S: Send + 'static>(
     while !ctx.stopping() {
         match accept() {
             Ok(stream) => {
+                conns.retain(|h| !h.is_finished());
+                if conns.len() >= MAX_CONNECTIONS {
+                    drop(stream);
+                    let (n, log) = ratelimit::bump(&ctx.counters.refused);
+                    if log {
+                        tracing::warn!(input = %ctx.tag, count = n,
+                            "{MAX_CONNECTIONS} connections are open: a new one was closed (refused)");
+                    }
+                    continue;
+                }
                 let conn_ctx = SourceCtx {
                     tag: ctx.tag.clone(),
                     counters: ctx.counters.clone(),
@@ -224,7 +241,6 @@ pub(crate) fn serve<S: Send + 'static>(
                 };
                 tracing::info!(input = %ctx.tag, "stream connection accepted");
                 conns.push(std::thread::spawn(move || conn(stream, conn_ctx)));
-                conns.retain(|h| !h.is_finished());
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 std::thread::sleep(std::time::Duration::from_millis(50));
