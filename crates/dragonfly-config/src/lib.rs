@@ -123,6 +123,12 @@ pub enum Store {
         /// The socket's path (`redis_host` with `redis_port <= 0`).
         path: String,
     },
+    /// `redis_cluster = { "host:port", ... }` (ours): a Redis Cluster, reached through any of
+    /// these nodes; each command goes to the node that holds its key's slot.
+    Cluster {
+        /// The seed nodes.
+        nodes: Vec<(String, u16)>,
+    },
 }
 
 /// Tuning knobs: the `engine = { ... }` table (all optional).
@@ -889,6 +895,19 @@ impl Parser {
             }
             Err(_) => 6379,
         };
+        if let Some(nodes) = self.cluster(g) {
+            if host
+                .as_deref()
+                .is_some_and(|h| !h.is_empty() && h != "embedded")
+            {
+                self.push(
+                    None,
+                    Some("redis_cluster"),
+                    "set redis_cluster or redis_host, not both",
+                );
+            }
+            return Store::Cluster { nodes };
+        }
         match host {
             None => Store::Embedded,
             Some(h) if h.is_empty() || h == "embedded" => Store::Embedded,
@@ -905,6 +924,58 @@ impl Parser {
                 }
             },
         }
+    }
+
+    /// `redis_cluster`, if set: a list of "host:port" strings.
+    fn cluster(&mut self, g: &Table) -> Option<Vec<(String, u16)>> {
+        let list = match g.raw_get::<Value>("redis_cluster") {
+            Ok(Value::Table(t)) => t,
+            Ok(Value::Nil) | Err(_) => return None,
+            Ok(other) => {
+                self.push(
+                    None,
+                    Some("redis_cluster"),
+                    format!(
+                        "must be a list of \"host:port\" strings, not a {}",
+                        other.type_name()
+                    ),
+                );
+                return None;
+            }
+        };
+        let mut nodes = Vec::new();
+        for (i, v) in list.sequence_values::<Value>().enumerate() {
+            let node = match v {
+                Ok(Value::String(s)) => {
+                    let text = s.to_string_lossy();
+                    text.rsplit_once(':')
+                        .and_then(|(h, p)| {
+                            Some((h.trim_matches(['[', ']']).to_string(), p.parse().ok()?))
+                        })
+                        .filter(|(h, p): &(String, u16)| !h.is_empty() && *p > 0)
+                        .ok_or_else(|| format!("entry {}: '{text}' is not host:port", i + 1))
+                }
+                Ok(other) => Err(format!(
+                    "entry {}: must be a \"host:port\" string, not a {}",
+                    i + 1,
+                    other.type_name()
+                )),
+                Err(e) => Err(format!("entry {}: {e}", i + 1)),
+            };
+            match node {
+                Ok(n) => nodes.push(n),
+                Err(e) => self.push(None, Some("redis_cluster"), e),
+            }
+        }
+        if nodes.is_empty() {
+            self.push(
+                None,
+                Some("redis_cluster"),
+                "needs at least one \"host:port\" node",
+            );
+            return None;
+        }
+        Some(nodes)
     }
 
     fn engine(&mut self, g: &Table) -> Engine {

@@ -209,6 +209,12 @@ impl Plan {
                 RedisTarget::new(RedisAddr::Unix { path: path.clone() })
                     .with_timeout(redis_timeout),
             ),
+            Store::Cluster { nodes } => Backend::Redis(
+                RedisTarget::new(RedisAddr::Cluster {
+                    nodes: nodes.clone(),
+                })
+                .with_timeout(redis_timeout),
+            ),
         };
         let snapshot = (!config.engine.store_snapshot.is_empty())
             .then(|| options.root.join(&config.engine.store_snapshot));

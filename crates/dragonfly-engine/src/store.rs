@@ -35,22 +35,25 @@ pub fn check_modules(config: &Config, backend: &Backend) -> Vec<String> {
                     tracing::warn!("{entry}: the embedded store does not provide module '{}'; its commands will fail", m.module);
                 }
             }
+            // on every server: each node of a cluster must have it
             Backend::Redis(target) => {
-                let present = match probe {
-                    Some(cmd) => target
-                        .execute(&args(&["COMMAND", "INFO", cmd]))
-                        .map(|r| matches!(r, Reply::Array(v) if v.first().is_some_and(|x| *x != Reply::Nil))),
-                    None => target.execute(&args(&["MODULE", "LIST"])).map(|r| {
-                        format!("{r:?}").to_ascii_lowercase().contains(&m.tag.to_ascii_lowercase())
-                    }),
-                };
-                match present {
-                    Ok(true) => {}
-                    Ok(false) => problems.push(format!(
-                        "{entry}: Redis at {} does not have module '{}' loaded. Redis 7 refuses MODULE LOAD at run time; start it with: redis-server --loadmodule {}",
-                        target.addr, m.module, m.module
-                    )),
-                    Err(e) => tracing::warn!("{entry}: cannot check the module now: {e}"),
+                for target in target.servers() {
+                    let present = match probe {
+                        Some(cmd) => target
+                            .execute(&args(&["COMMAND", "INFO", cmd]))
+                            .map(|r| matches!(r, Reply::Array(v) if v.first().is_some_and(|x| *x != Reply::Nil))),
+                        None => target.execute(&args(&["MODULE", "LIST"])).map(|r| {
+                            format!("{r:?}").to_ascii_lowercase().contains(&m.tag.to_ascii_lowercase())
+                        }),
+                    };
+                    match present {
+                        Ok(true) => {}
+                        Ok(false) => problems.push(format!(
+                            "{entry}: Redis at {} does not have module '{}' loaded. Redis 7 refuses MODULE LOAD at run time; start it with: redis-server --loadmodule {}",
+                            target.addr, m.module, m.module
+                        )),
+                        Err(e) => tracing::warn!("{entry}: cannot check the module now: {e}"),
+                    }
                 }
             }
             Backend::Unavailable(_) => {}

@@ -61,6 +61,13 @@ pub fn run(root: &Path, action: &ModelAction) -> anyhow::Result<ExitCode> {
             key,
         )?,
         Store::Unix { path } => load_redis(RedisAddr::Unix { path: path.clone() }, &cmds, key)?,
+        Store::Cluster { nodes } => load_redis(
+            RedisAddr::Cluster {
+                nodes: nodes.clone(),
+            },
+            &cmds,
+            key,
+        )?,
     }
     Ok(ExitCode::SUCCESS)
 }

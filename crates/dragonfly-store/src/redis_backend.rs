@@ -37,6 +37,13 @@ pub enum RedisAddr {
         /// The socket's path.
         path: String,
     },
+    /// A Redis Cluster, reached through any of these nodes (host, port): each command goes
+    /// to the node that holds its key's slot, following MOVED and ASK redirections (the slot
+    /// map is refreshed on MOVED).
+    Cluster {
+        /// The seed nodes.
+        nodes: Vec<(String, u16)>,
+    },
 }
 
 impl std::fmt::Display for RedisAddr {
@@ -44,6 +51,13 @@ impl std::fmt::Display for RedisAddr {
         match self {
             RedisAddr::Tcp { host, port } => write!(f, "{host}:{port}"),
             RedisAddr::Unix { path } => write!(f, "unix:{path}"),
+            RedisAddr::Cluster { nodes } => {
+                write!(f, "cluster ")?;
+                for (i, (h, p)) in nodes.iter().enumerate() {
+                    write!(f, "{}{h}:{p}", if i > 0 { "," } else { "" })?;
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -91,22 +105,37 @@ impl RedisTarget {
         self
     }
 
-    fn info(&self) -> redis::RedisResult<ConnectionInfo> {
-        let addr = match &self.addr {
-            RedisAddr::Tcp { host, port } => ConnectionAddr::Tcp(host.clone(), *port),
-            RedisAddr::Unix { path } => ConnectionAddr::Unix(path.into()),
-        };
+    fn info(addr: ConnectionAddr) -> redis::RedisResult<ConnectionInfo> {
         Ok(addr
             .into_connection_info()?
             .set_tcp_settings(TcpSettings::default().set_nodelay(true)))
     }
 
-    fn open(&self) -> redis::RedisResult<redis::Connection> {
-        let client = redis::Client::open(self.info()?)?;
-        let con = client.get_connection_with_timeout(CONNECT_TIMEOUT)?;
-        con.set_read_timeout(self.timeout)?;
-        con.set_write_timeout(self.timeout)?;
-        Ok(con)
+    fn open(&self) -> redis::RedisResult<Link> {
+        let one = |addr| -> redis::RedisResult<Link> {
+            let client = redis::Client::open(Self::info(addr)?)?;
+            let con = client.get_connection_with_timeout(CONNECT_TIMEOUT)?;
+            con.set_read_timeout(self.timeout)?;
+            con.set_write_timeout(self.timeout)?;
+            Ok(Link::One(con))
+        };
+        match &self.addr {
+            RedisAddr::Tcp { host, port } => one(ConnectionAddr::Tcp(host.clone(), *port)),
+            RedisAddr::Unix { path } => one(ConnectionAddr::Unix(path.into())),
+            RedisAddr::Cluster { nodes } => {
+                let seeds = nodes
+                    .iter()
+                    .map(|(h, p)| Self::info(ConnectionAddr::Tcp(h.clone(), *p)))
+                    .collect::<redis::RedisResult<Vec<_>>>()?;
+                let client = redis::cluster::ClusterClient::builder(seeds)
+                    .connection_timeout(CONNECT_TIMEOUT)
+                    .build()?;
+                let con = client.get_connection()?;
+                con.set_read_timeout(self.timeout)?;
+                con.set_write_timeout(self.timeout)?;
+                Ok(Link::Cluster(Box::new(con)))
+            }
+        }
     }
 
     /// Connect now; an unreachable server is an error (as `hiredis.connect()` reports it).
@@ -120,10 +149,47 @@ impl RedisTarget {
             backoff: BACKOFF_MIN,
             next_try: Instant::now(),
             unsent: Vec::new(),
+            unsent_ends: Vec::new(),
             unsent_count: 0,
             in_flight: 0,
             replies: VecDeque::new(),
         })
+    }
+
+    /// Every server behind this target, each as a target of its own: a cluster's nodes as
+    /// `CLUSTER NODES` lists them on the first seed that answers (the seeds if none does);
+    /// the target itself otherwise. For checks that must hold on every node (modules).
+    pub fn servers(&self) -> Vec<RedisTarget> {
+        let RedisAddr::Cluster { nodes } = &self.addr else {
+            return vec![self.clone()];
+        };
+        let one = |host: &str, port: u16| {
+            RedisTarget::new(RedisAddr::Tcp {
+                host: host.to_string(),
+                port,
+            })
+            .with_timeout(self.timeout)
+        };
+        for (h, p) in nodes {
+            if let Ok(Reply::Bulk(text)) =
+                one(h, *p).execute(&[b"CLUSTER".to_vec(), b"NODES".to_vec()])
+            {
+                // "<id> <ip>:<port>@<cport>[,<hostname>] <flags> ..." per line
+                let found: Vec<RedisTarget> = String::from_utf8_lossy(&text)
+                    .lines()
+                    .filter_map(|l| {
+                        let addr = l.split(' ').nth(1)?.split(['@', ',']).next()?;
+                        let (host, port) = addr.rsplit_once(':')?;
+                        let host = if host.is_empty() { h.as_str() } else { host };
+                        Some(one(host, port.parse().ok()?))
+                    })
+                    .collect();
+                if !found.is_empty() {
+                    return found;
+                }
+            }
+        }
+        nodes.iter().map(|(h, p)| one(h, *p)).collect()
     }
 
     /// One command on a fresh connection (start-up checks, tools).
@@ -136,11 +202,12 @@ impl RedisTarget {
 /// A connection to a Redis server that reconnects with backoff when lost.
 pub struct RedisConnection {
     target: RedisTarget,
-    con: Option<redis::Connection>,
+    con: Option<Link>,
     backoff: Duration,
     next_try: Instant,
-    /// Appended commands not sent yet (RESP), and how many.
+    /// Appended commands not sent yet (RESP), where each ends, and how many.
     unsent: Vec<u8>,
+    unsent_ends: Vec<usize>,
     unsent_count: usize,
     /// Appended commands sent whose replies have not been read.
     in_flight: usize,
@@ -185,6 +252,29 @@ fn server_error(e: &redis::RedisError) -> Option<Reply> {
         Some(d) => format!("{code} {d}"),
         None => code.to_string(),
     }))
+}
+
+/// An open connection: to one server, or to a cluster (through the `redis` crate's cluster
+/// client, which routes by slot and follows redirections).
+enum Link {
+    One(redis::Connection),
+    Cluster(Box<redis::cluster::ClusterConnection>),
+}
+
+impl Link {
+    fn req(&mut self, packed: &[u8]) -> redis::RedisResult<Value> {
+        match self {
+            Link::One(c) => c.req_packed_command(packed),
+            Link::Cluster(c) => c.req_packed_command(packed),
+        }
+    }
+
+    fn set_read_timeout(&self, d: Option<Duration>) -> redis::RedisResult<()> {
+        match self {
+            Link::One(c) => c.set_read_timeout(d),
+            Link::Cluster(c) => c.set_read_timeout(d),
+        }
+    }
 }
 
 /// Whether the command named by `args[0]` may block on the server as long as it asks (its
@@ -238,7 +328,7 @@ impl RedisConnection {
         ))
     }
 
-    fn connection(&mut self) -> Result<&mut redis::Connection, Reply> {
+    fn connection(&mut self) -> Result<&mut Link, Reply> {
         if self.con.is_none() {
             if Instant::now() < self.next_try {
                 return Err(Reply::err(format!(
@@ -272,10 +362,30 @@ impl RedisConnection {
         if blocking && timeout.is_some() {
             let _ = con.set_read_timeout(None);
         }
-        let res = con.req_packed_command(packed);
+        let res = con.req(packed);
         if blocking && timeout.is_some() {
             let _ = con.set_read_timeout(timeout);
         }
+        self.answer(res)
+    }
+
+    /// One command (packed) and its reply, on the link as it is (no reconnect).
+    fn request(&mut self, packed: &[u8]) -> Reply {
+        let res = match self.con.as_mut() {
+            Some(c) => c.req(packed),
+            None => {
+                return Reply::err(format!(
+                    "ERR dragonfly-mle: connection to Redis at {} lost",
+                    self.target.addr
+                ))
+            }
+        };
+        self.answer(res)
+    }
+
+    /// The reply model of a result: a server error is an error reply; an I/O error loses the
+    /// connection.
+    fn answer(&mut self, res: redis::RedisResult<Value>) -> Reply {
         match res {
             Ok(v) => from_value(v),
             Err(e) => match server_error(&e) {
@@ -292,6 +402,7 @@ impl RedisConnection {
         }
         let n = std::mem::take(&mut self.unsent_count);
         let packed = std::mem::take(&mut self.unsent);
+        let ends = std::mem::take(&mut self.unsent_ends);
         self.target.counters.commands.fetch_add(n as u64, Relaxed);
         let con = match self.connection() {
             Ok(c) => c,
@@ -300,13 +411,35 @@ impl RedisConnection {
                 return;
             }
         };
-        match con.send_packed_command(&packed) {
-            Ok(()) => self.in_flight += n,
-            Err(e) => self.fail_pending(&e, n),
+        match con {
+            Link::One(c) => match c.send_packed_command(&packed) {
+                Ok(()) => self.in_flight += n,
+                Err(e) => self.fail_pending(&e, n),
+            },
+            Link::Cluster(_) => {
+                // each to its slot's node, one at a time, in order
+                let mut start = 0;
+                for (i, &end) in ends.iter().enumerate() {
+                    let r = self.request(&packed[start..end]);
+                    self.replies.push_back(r);
+                    start = end;
+                    if self.con.is_none() {
+                        // lost: the rest fail without trying
+                        let r = Reply::err(format!(
+                            "ERR dragonfly-mle: connection to Redis at {} lost",
+                            self.target.addr
+                        ));
+                        self.replies.extend(std::iter::repeat_n(r, n - i - 1));
+                        break;
+                    }
+                }
+            }
         }
-        // keep the buffer's allocation for the next commands
+        // keep the buffers' allocations for the next commands
         self.unsent = packed;
         self.unsent.clear();
+        self.unsent_ends = ends;
+        self.unsent_ends.clear();
     }
 
     /// Read the reply to the oldest command in flight into `replies`.
@@ -317,6 +450,9 @@ impl RedisConnection {
             let r = Reply::err("ERR dragonfly-mle: connection to Redis lost");
             self.replies.extend(std::iter::repeat_n(r, n));
             return;
+        };
+        let Link::One(con) = con else {
+            return; // a cluster link answers as it sends: nothing is in flight
         };
         match con.recv_response() {
             Ok(v) => {
@@ -385,6 +521,7 @@ impl Connection for RedisConnection {
 
     fn append_command(&mut self, args: Vec<Vec<u8>>) {
         pack_into(&mut self.unsent, &args);
+        self.unsent_ends.push(self.unsent.len());
         self.unsent_count += 1;
         if self.unsent_count >= SEND_EVERY {
             self.send_unsent();

@@ -1,5 +1,6 @@
 //! Real services for tests, started on free 127.0.0.1 ports and stopped when dropped.
 
+pub mod cluster;
 pub mod kafka;
 pub mod nats;
 pub use kafka::KafkaBroker;
