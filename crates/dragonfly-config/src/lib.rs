@@ -164,6 +164,8 @@ pub struct Engine {
     /// Input objects reach scripts as lazy events (decoded as they are read, written back as
     /// their original bytes where unchanged); false decodes each event whole first.
     pub lazy_events: bool,
+    /// Address of the HTTP listener (health, metrics, stats); "" = none.
+    pub http: String,
 }
 
 /// A value read from config.lua, checked against its [`KeyKind`].
@@ -444,6 +446,13 @@ pub const ENGINE_KEYS: &[Key<Engine>] = &[
         set: |e, v| e.drain_timeout_s = v.num(),
     },
     Key {
+        name: "http",
+        kind: KeyKind::Text,
+        default: "\"\"",
+        doc: "HTTP listener for /health, /metrics (Prometheus) and /api/stats, e.g. \"127.0.0.1:7070\" (\"\" = none)",
+        set: |e, v| e.http = v.text(),
+    },
+    Key {
         name: "lazy_events",
         kind: KeyKind::Bool,
         default: "true",
@@ -469,6 +478,7 @@ impl Default for Engine {
             dead_letter: "file://dead-letter.json".into(),
             drain_timeout_s: 30.0,
             lazy_events: true,
+            http: String::new(),
         }
     }
 }

@@ -17,6 +17,7 @@
 //! `partition.rs`, `stats.rs`, `enginelog.rs`, `store.rs` (store checks and snapshots).
 
 pub mod enginelog;
+pub mod http;
 pub mod partition;
 mod plan;
 mod running;

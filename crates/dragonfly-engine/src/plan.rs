@@ -378,6 +378,16 @@ impl Plan {
             }
         };
         let (own_log, own_stats) = (open_own(LOG_FILE), open_own(STATS_FILE));
+        let http = match self.config.engine.http.as_str() {
+            "" => None,
+            addr => match crate::http::bind(addr) {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    problems.push(format!("engine.http: {e}"));
+                    None
+                }
+            },
+        };
         if !problems.is_empty() {
             return Err(EngineError::Open(problems));
         }
@@ -397,6 +407,7 @@ impl Plan {
             dead,
             state_dirs,
             logdir,
+            http,
         })
     }
 }
@@ -412,6 +423,8 @@ pub struct Prepared {
     pub(crate) state_dirs: Vec<StateDir>,
     /// LOGDIR, and whether this start made it.
     pub(crate) logdir: StateDir,
+    /// The HTTP listener (`engine.http`), bound.
+    pub(crate) http: Option<crate::http::HttpListener>,
 }
 
 /// The engine's own log files, opened.

@@ -117,6 +117,7 @@ impl Prepared {
             dead,
             state_dirs: _,
             logdir: _,
+            http,
         } = self;
         let engine = &plan.config.engine;
         let mut stats = Stats::new(
@@ -130,6 +131,15 @@ impl Prepared {
             Backend::Unavailable(_) => None,
         };
         let stats = Arc::new(stats);
+        if let Some(h) = http {
+            let addr = h.addr();
+            match h.start(stats.clone()) {
+                Ok(_) => {
+                    tracing::info!("http: listening on {addr} (/health, /metrics, /api/stats)")
+                }
+                Err(e) => tracing::error!("engine.http: {addr}: cannot start the listener: {e}"),
+            }
+        }
 
         // The engine's own logs first, so every later problem has somewhere to go.
         let own_done = Arc::new(AtomicBool::new(false));

@@ -1,0 +1,271 @@
+//! The engine's HTTP listener (`engine.http = "127.0.0.1:7070"`; off when absent): health,
+//! Prometheus metrics and the stats as JSON, for monitoring and orchestration.
+//!
+//! Routes (GET only; anything else is 404, another method on a route 405): `/health` (the
+//! engine is live and its inputs are open: `{"status":"live","ready":true}`), `/metrics`
+//! (every counter of the stats record in the Prometheus text format: per input, analyzer and
+//! output, the store, the totals), `/api/stats` (the stats record as JSON, as the stats log
+//! writes it). Nothing else is served: no file is ever read from a request's path, so there is
+//! nothing for a path traversal to reach.
+//!
+//! Guarantees: the socket is bound at start-up, before privileges are dropped (a bad or busy
+//! address is a start-up error naming `engine.http`); the listener runs on a thread of its own
+//! (one tokio current-thread runtime), so a slow or hostile client never holds a worker. Each
+//! request builds the record from the live counters (atomic loads, no lock held across I/O).
+//! Cost: nothing until a request comes; a request walks the counters once.
+
+use std::fmt::Write;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, MethodRouter};
+use axum::Router;
+use serde_json::Value;
+
+use crate::stats::Stats;
+
+/// The bound listener, ready to serve once the engine runs.
+pub struct HttpListener {
+    listener: TcpListener,
+    addr: SocketAddr,
+}
+
+/// Bind `addr` ("host:port") now.
+pub fn bind(addr: &str) -> Result<HttpListener, String> {
+    let listener = TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| format!("{addr}: {e}"))?;
+    let addr = listener.local_addr().map_err(|e| format!("{addr}: {e}"))?;
+    Ok(HttpListener { listener, addr })
+}
+
+impl HttpListener {
+    /// Where it listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serve on a thread of its own until the process exits.
+    pub fn start(self, stats: Arc<Stats>) -> std::io::Result<std::thread::JoinHandle<()>> {
+        let addr = self.addr;
+        std::thread::Builder::new()
+            .name("http".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_io()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        tracing::error!("engine.http: cannot start the listener: {e}");
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    let listener = match tokio::net::TcpListener::from_std(self.listener) {
+                        Ok(l) => l,
+                        Err(e) => {
+                            tracing::error!("engine.http: {addr}: {e}");
+                            return;
+                        }
+                    };
+                    let app = router(stats);
+                    if let Err(e) = axum::serve(listener, app).await {
+                        tracing::error!("engine.http: {addr}: {e}");
+                    }
+                });
+            })
+    }
+}
+
+fn router(stats: Arc<Stats>) -> Router {
+    Router::new()
+        .route(
+            "/health",
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "application/json")],
+                    r#"{"status":"live","ready":true}"#,
+                )
+            }),
+        )
+        .route(
+            "/metrics",
+            from_stats(stats.clone(), "text/plain; version=0.0.4", prometheus),
+        )
+        .route(
+            "/api/stats",
+            from_stats(stats, "application/json", |v| v.to_string()),
+        )
+        .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n").into_response() })
+}
+
+/// A GET route answering with the live stats record, rendered by `render`.
+fn from_stats(
+    stats: Arc<Stats>,
+    content_type: &'static str,
+    render: fn(&Value) -> String,
+) -> MethodRouter {
+    get(move || {
+        let s = stats.clone();
+        async move {
+            (
+                [(header::CONTENT_TYPE, content_type)],
+                render(&s.snapshot(false)),
+            )
+        }
+    })
+}
+
+/// A Prometheus metric name from parts of the stats record: letters, digits and `_` only.
+fn metric_name(parts: &[&str]) -> String {
+    let mut name = String::from("dragonfly");
+    for p in parts {
+        name.push('_');
+        name.extend(
+            p.chars()
+                .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }),
+        );
+    }
+    name
+}
+
+/// A label value, escaped as the text format asks (backslash, quote, newline).
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// The stats record as Prometheus text: `inputs.<tag>.<field>` becomes
+/// `dragonfly_input_<field>{input="<tag>"}` (analyzers and outputs alike), `store.<field>`
+/// `dragonfly_store_<field>{backend="..."}`, `operations.<kind>` `dragonfly_operations_<kind>`,
+/// and every other number at the top `dragonfly_<name>`. Counters only go up.
+pub fn prometheus(stats: &Value) -> String {
+    let mut out = String::new();
+    let mut family = |name: String, help: &str, samples: Vec<(String, f64)>| {
+        if samples.is_empty() {
+            return;
+        }
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} counter");
+        for (labels, v) in samples {
+            let _ = writeln!(out, "{name}{labels} {v}");
+        }
+    };
+    for (section, one) in [
+        ("inputs", "input"),
+        ("analyzers", "analyzer"),
+        ("outputs", "output"),
+    ] {
+        let Some(tags) = stats.get(section).and_then(Value::as_object) else {
+            continue;
+        };
+        // one family per field, one sample per tag
+        let mut fields: Vec<&str> = Vec::new();
+        for t in tags.values().filter_map(Value::as_object) {
+            for (k, v) in t {
+                if v.is_number() && !fields.contains(&k.as_str()) {
+                    fields.push(k);
+                }
+            }
+        }
+        for f in fields {
+            let samples = tags
+                .iter()
+                .filter_map(|(tag, t)| {
+                    let v = t.get(f)?.as_f64()?;
+                    Some((format!("{{{one}=\"{}\"}}", label(tag)), v))
+                })
+                .collect();
+            family(
+                metric_name(&[one, f]),
+                &format!("{f} per {one} (stats record: {section}.<tag>.{f})"),
+                samples,
+            );
+        }
+    }
+    if let Some(store) = stats.get("store").and_then(Value::as_object) {
+        let backend = store.get("backend").and_then(Value::as_str).unwrap_or("");
+        for (k, v) in store {
+            if let Some(v) = v.as_f64() {
+                family(
+                    metric_name(&["store", k]),
+                    &format!("store {k} (stats record: store.{k})"),
+                    vec![(format!("{{backend=\"{}\"}}", label(backend)), v)],
+                );
+            }
+        }
+    }
+    if let Some(ops) = stats.get("operations").and_then(Value::as_object) {
+        for (k, v) in ops {
+            if let Some(v) = v.as_f64() {
+                family(
+                    metric_name(&["operations", k]),
+                    &format!("{k} operations (stats record: operations.{k})"),
+                    vec![(String::new(), v)],
+                );
+            }
+        }
+    }
+    if let Some(top) = stats.as_object() {
+        for (k, v) in top {
+            if let Some(v) = v.as_f64() {
+                family(
+                    metric_name(&[k]),
+                    &format!("{k} (stats record: {k})"),
+                    vec![(String::new(), v)],
+                );
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stats_become_prometheus_text() {
+        let stats = serde_json::json!({
+            "time": "2026-11-29T12:00:00Z",
+            "operations": { "input": 3, "analyzer": 6, "output": 3 },
+            "errors": 1,
+            "inputs": { "eve": { "lines": 3, "bytes": 30 }, "we\"ird\n": { "lines": 1 } },
+            "analyzers": { "hello": { "events": 3 } },
+            "outputs": { "out": { "events": 3, "dropped": 0 } },
+            "store": { "backend": "redis 127.0.0.1:6379", "commands": 9 },
+            "final": true,
+        });
+        let text = prometheus(&stats);
+        for line in [
+            "# TYPE dragonfly_input_lines counter",
+            "dragonfly_input_lines{input=\"eve\"} 3",
+            "dragonfly_input_lines{input=\"we\\\"ird\\n\"} 1",
+            "dragonfly_input_bytes{input=\"eve\"} 30",
+            "dragonfly_analyzer_events{analyzer=\"hello\"} 3",
+            "dragonfly_output_dropped{output=\"out\"} 0",
+            "dragonfly_store_commands{backend=\"redis 127.0.0.1:6379\"} 9",
+            "dragonfly_operations_input 3",
+            "dragonfly_errors 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+        }
+        // strings and booleans are not metrics
+        assert!(!text.contains("dragonfly_time"), "{text}");
+        assert!(!text.contains("dragonfly_final"), "{text}");
+        // every sample line is NAME{LABELS} VALUE or NAME VALUE, with a valid name
+        for l in text.lines().filter(|l| !l.starts_with('#')) {
+            let name: String = l.chars().take_while(|c| *c != '{' && *c != ' ').collect();
+            assert!(
+                name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+                "{l}"
+            );
+            assert!(l.rsplit(' ').next().unwrap().parse::<f64>().is_ok(), "{l}");
+        }
+    }
+}

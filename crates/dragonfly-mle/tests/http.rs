@@ -1,0 +1,137 @@
+//! `engine.http`: /health, /metrics (Prometheus text) and /api/stats from a running engine,
+//! numbers that move while events flow, nothing else served (path traversal attempts
+//! included), and start-up errors for an address that cannot be used.
+
+mod common;
+use common::*;
+use dragonfly_testkit::free_port;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(60);
+
+/// One raw HTTP/1.1 request (the path sent exactly as given): status code and body.
+fn request(port: u16, method: &str, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status line: {text}"));
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    (status, body)
+}
+
+fn http_root(addr: &str) -> Root {
+    let r = Root::passthrough("unix://in.sock");
+    r.write("analyzer/pass.lua", PASS_READY);
+    let cfg = std::fs::read_to_string(r.path().join("config/config.lua")).unwrap();
+    r.config(&format!("{cfg}\nengine = {{ http = \"{addr}\" }}\n"));
+    r
+}
+
+#[test]
+fn health_metrics_and_stats_are_served_and_nothing_else() {
+    let port = free_port();
+    let r = http_root(&format!("127.0.0.1:{port}"));
+    let child = r.spawn(&[]);
+    wait_for(T, "start-up", || r.path().join("ready").exists());
+    wait_for(T, "the listener", || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let (code, body) = request(port, "GET", "/health");
+    assert_eq!(code, 200, "{body}");
+    let h: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(h["ready"], true, "{body}");
+
+    let (code, body) = request(port, "GET", "/metrics");
+    assert_eq!(code, 200);
+    assert!(
+        body.contains("# TYPE dragonfly_input_lines counter"),
+        "{body}"
+    );
+    assert!(
+        body.lines()
+            .any(|l| l == "dragonfly_input_lines{input=\"in\"} 0"),
+        "{body}"
+    );
+
+    // the numbers move as events flow
+    let mut s = std::os::unix::net::UnixStream::connect(r.path().join("in.sock")).unwrap();
+    for i in 0..5 {
+        writeln!(s, "{{\"seq\":{i}}}").unwrap();
+    }
+    drop(s);
+    wait_for(T, "5 events in the metrics", || {
+        let (_, body) = request(port, "GET", "/metrics");
+        body.lines()
+            .any(|l| l == "dragonfly_input_lines{input=\"in\"} 5")
+            && body
+                .lines()
+                .any(|l| l == "dragonfly_output_events{output=\"out\"} 5")
+    });
+    let (code, body) = request(port, "GET", "/api/stats");
+    assert_eq!(code, 200);
+    let st: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(st["inputs"]["in"]["lines"], 5, "{body}");
+
+    // nothing but those routes: no file is reachable through a path
+    for path in [
+        "/",
+        "/index.html",
+        "/config/config.lua",
+        "/../config/config.lua",
+        "/%2e%2e/%2e%2e/%2e%2e/etc/passwd",
+        "/..%2f..%2f..%2fetc%2fpasswd",
+        "//etc/passwd",
+        "/metrics/../../etc/passwd",
+        "/www/hello.json",
+        "/api/stats/../../config/config.lua",
+    ] {
+        let (code, body) = request(port, "GET", path);
+        assert_eq!(code, 404, "{path}: {body}");
+        assert!(
+            !body.contains("root:") && !body.contains("inputs"),
+            "{path}: {body}"
+        );
+    }
+    assert_eq!(request(port, "POST", "/metrics").0, 405);
+    assert_eq!(request(port, "DELETE", "/health").0, 405);
+    let (status, err) = stop(child, T);
+    assert!(status.success(), "{err}");
+    assert!(
+        err.contains(&format!("http: listening on 127.0.0.1:{port}")),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_address_that_cannot_be_used_is_a_start_up_error() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = busy.local_addr().unwrap().to_string();
+    for (addr, want) in [
+        (
+            "nonsense".to_string(),
+            "engine.http: cannot listen on nonsense",
+        ),
+        (taken.clone(), "engine.http: cannot listen on"),
+    ] {
+        let r = http_root(&addr);
+        let out = r.run_to_eof(T);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{addr}: {err}");
+        assert!(err.contains(want), "{addr}: {err}");
+    }
+}
