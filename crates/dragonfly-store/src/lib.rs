@@ -21,4 +21,20 @@ pub trait Connection: Send {
 
     /// The reply to the oldest appended command, or `None` when nothing is pending.
     fn get_reply(&mut self) -> Option<Reply>;
+
+    /// Queue a command whose reply is taken later with [`Connection::await_reply`] and the
+    /// ticket returned, so that commands of several callers go out together; `None` when the
+    /// connection answers at once anyway (call [`Connection::command`] instead).
+    fn submit(&mut self, _args: &[Vec<u8>]) -> Option<u64> {
+        None
+    }
+
+    /// The reply to the command submitted as `ticket` (sending what is queued and reading
+    /// replies as needed; replies to other commands are kept for their takers).
+    fn await_reply(&mut self, ticket: u64) -> Reply {
+        Reply::err(format!("ERR dragonfly-mle: no command pending as {ticket}"))
+    }
+
+    /// Send what is queued now.
+    fn flush(&mut self) {}
 }

@@ -151,7 +151,10 @@ impl RedisTarget {
             unsent: Vec::new(),
             unsent_ends: Vec::new(),
             unsent_count: 0,
-            in_flight: 0,
+            unsent_kinds: Vec::new(),
+            in_flight: VecDeque::new(),
+            tickets: std::collections::HashMap::new(),
+            next_ticket: 1,
             replies: VecDeque::new(),
         })
     }
@@ -209,8 +212,13 @@ pub struct RedisConnection {
     unsent: Vec<u8>,
     unsent_ends: Vec<usize>,
     unsent_count: usize,
-    /// Appended commands sent whose replies have not been read.
-    in_flight: usize,
+    /// Whose each unsent command is (in order).
+    unsent_kinds: Vec<Kind>,
+    /// Commands sent whose replies have not been read, oldest first.
+    in_flight: VecDeque<Kind>,
+    /// Replies read for submitted commands, by ticket, not yet taken.
+    tickets: std::collections::HashMap<u64, Reply>,
+    next_ticket: u64,
     /// Replies read (or errors decided) for appended commands, oldest first.
     replies: VecDeque<Reply>,
 }
@@ -403,35 +411,40 @@ impl RedisConnection {
         let n = std::mem::take(&mut self.unsent_count);
         let packed = std::mem::take(&mut self.unsent);
         let ends = std::mem::take(&mut self.unsent_ends);
+        let kinds = std::mem::take(&mut self.unsent_kinds);
         self.target.counters.commands.fetch_add(n as u64, Relaxed);
         let con = match self.connection() {
             Ok(c) => c,
             Err(r) => {
-                self.replies.extend(std::iter::repeat_n(r, n));
+                for k in kinds {
+                    self.route(k, r.clone());
+                }
                 return;
             }
         };
         match con {
             Link::One(c) => match c.send_packed_command(&packed) {
-                Ok(()) => self.in_flight += n,
-                Err(e) => self.fail_pending(&e, n),
+                Ok(()) => self.in_flight.extend(kinds),
+                Err(e) => {
+                    self.in_flight.extend(kinds);
+                    self.fail_pending(&e);
+                }
             },
             Link::Cluster(_) => {
                 // each to its slot's node, one at a time, in order
                 let mut start = 0;
-                for (i, &end) in ends.iter().enumerate() {
-                    let r = self.request(&packed[start..end]);
-                    self.replies.push_back(r);
-                    start = end;
-                    if self.con.is_none() {
+                for (&end, &k) in ends.iter().zip(&kinds) {
+                    let r = if self.con.is_some() {
+                        self.request(&packed[start..end])
+                    } else {
                         // lost: the rest fail without trying
-                        let r = Reply::err(format!(
+                        Reply::err(format!(
                             "ERR dragonfly-mle: connection to Redis at {} lost",
                             self.target.addr
-                        ));
-                        self.replies.extend(std::iter::repeat_n(r, n - i - 1));
-                        break;
-                    }
+                        ))
+                    };
+                    self.route(k, r);
+                    start = end;
                 }
             }
         }
@@ -442,49 +455,78 @@ impl RedisConnection {
         self.unsent_ends.clear();
     }
 
+    /// Where the reply to a command of kind `k` goes.
+    fn route(&mut self, k: Kind, r: Reply) {
+        match k {
+            Kind::Appended => self.replies.push_back(r),
+            Kind::Ticket(t) => {
+                self.tickets.insert(t, r);
+            }
+        }
+    }
+
     /// Read the reply to the oldest command in flight into `replies`.
     fn read_one(&mut self) {
-        let Some(con) = self.con.as_mut() else {
-            // (cannot happen: losing the connection settles what was in flight)
-            let n = std::mem::take(&mut self.in_flight);
+        let Some(Link::One(con)) = self.con.as_mut() else {
+            // (cannot happen: losing the connection settles what was in flight, and a
+            // cluster link answers as it sends)
             let r = Reply::err("ERR dragonfly-mle: connection to Redis lost");
-            self.replies.extend(std::iter::repeat_n(r, n));
+            while let Some(k) = self.in_flight.pop_front() {
+                self.route(k, r.clone());
+            }
             return;
-        };
-        let Link::One(con) = con else {
-            return; // a cluster link answers as it sends: nothing is in flight
         };
         match con.recv_response() {
             Ok(v) => {
-                self.in_flight -= 1;
-                self.replies.push_back(from_value(v));
+                let k = self.in_flight.pop_front().expect("a command in flight");
+                self.route(k, from_value(v));
             }
             Err(e) => match server_error(&e) {
                 Some(r) if !e.is_io_error() => {
-                    self.in_flight -= 1;
-                    self.replies.push_back(r);
+                    let k = self.in_flight.pop_front().expect("a command in flight");
+                    self.route(k, r);
                 }
-                _ => self.fail_pending(&e, 0),
+                _ => self.fail_pending(&e),
             },
         }
     }
 
-    /// The connection failed with `e`: every command in flight (and `extra` more just sent)
-    /// gets the error as its reply, in order.
-    fn fail_pending(&mut self, e: &redis::RedisError, extra: usize) {
-        let n = std::mem::take(&mut self.in_flight) + extra;
+    /// The connection failed with `e`: every command in flight gets the error as its reply,
+    /// in order.
+    fn fail_pending(&mut self, e: &redis::RedisError) {
         let r = self.lost(e);
-        self.replies.extend(std::iter::repeat_n(r, n));
+        while let Some(k) = self.in_flight.pop_front() {
+            self.route(k, r.clone());
+        }
     }
 
     /// Send what is unsent and read every reply in flight (before a command whose reply must
     /// come after theirs).
     fn settle(&mut self) {
         self.send_unsent();
-        while self.in_flight > 0 {
+        while !self.in_flight.is_empty() {
             self.read_one();
         }
     }
+
+    fn queue(&mut self, args: &[Vec<u8>], kind: Kind) {
+        pack_into(&mut self.unsent, args);
+        self.unsent_ends.push(self.unsent.len());
+        self.unsent_kinds.push(kind);
+        self.unsent_count += 1;
+        if self.unsent_count >= SEND_EVERY {
+            self.send_unsent();
+        }
+    }
+}
+
+/// Who a command's reply is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// `append_command`: the next `get_reply`.
+    Appended,
+    /// `submit`: `await_reply` with this ticket.
+    Ticket(u64),
 }
 
 /// Appended commands are sent once this many have gathered (or when a reply is asked for):
@@ -520,22 +562,44 @@ impl Connection for RedisConnection {
     }
 
     fn append_command(&mut self, args: Vec<Vec<u8>>) {
-        pack_into(&mut self.unsent, &args);
-        self.unsent_ends.push(self.unsent.len());
-        self.unsent_count += 1;
-        if self.unsent_count >= SEND_EVERY {
-            self.send_unsent();
-        }
+        self.queue(&args, Kind::Appended);
     }
 
     fn get_reply(&mut self) -> Option<Reply> {
         if self.replies.is_empty() {
             self.send_unsent();
-            if self.in_flight > 0 {
+            while self.replies.is_empty() && !self.in_flight.is_empty() {
                 self.read_one();
             }
         }
         self.replies.pop_front()
+    }
+
+    fn submit(&mut self, args: &[Vec<u8>]) -> Option<u64> {
+        let t = self.next_ticket;
+        self.next_ticket += 1;
+        self.queue(args, Kind::Ticket(t));
+        Some(t)
+    }
+
+    fn await_reply(&mut self, ticket: u64) -> Reply {
+        loop {
+            if let Some(r) = self.tickets.remove(&ticket) {
+                return r;
+            }
+            if self.unsent_kinds.contains(&Kind::Ticket(ticket)) {
+                self.send_unsent();
+                continue;
+            }
+            if self.in_flight.is_empty() {
+                return Reply::err(format!("ERR dragonfly-mle: no command pending as {ticket}"));
+            }
+            self.read_one();
+        }
+    }
+
+    fn flush(&mut self) {
+        self.send_unsent();
     }
 }
 

@@ -542,6 +542,10 @@ enum Issue {
     Append(String),
     /// `get_reply()` this many times.
     Read(usize),
+    /// `submit()`: answered by `await_reply()` with its ticket.
+    Submit(String),
+    /// `await_reply()` for one of the tickets not taken yet (picked by this number).
+    Await(usize),
 }
 
 /// `got` is the reply `want` (as compared by [`close`]).
@@ -563,18 +567,22 @@ fn arb_issue() -> impl Strategy<Value = Issue> {
         2 => arb_command().prop_map(Issue::Now),
         6 => arb_command().prop_map(Issue::Append),
         1 => (1usize..40).prop_map(Issue::Read),
+        4 => arb_command().prop_map(Issue::Submit),
+        3 => any::<usize>().prop_map(Issue::Await),
     ]
 }
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
-    /// Commands appended (sent in chunks as they gather), sent at once, and replies read at
-    /// any point: every reply is the one its command gets when the same commands run one at
-    /// a time in the order they were issued (error replies included).
+    /// Commands appended (sent in chunks as they gather), submitted (taken by ticket in any
+    /// order), sent at once, and replies read at any point: every reply is the one its
+    /// command gets when the same commands run one at a time in the order they were issued
+    /// (error replies included).
     #[test]
     fn pipelined_replies_match_sequential_ones(issues in prop::collection::vec(arb_issue(), 1..150)) {
         with_pair(|pair| {
             let mut pending: std::collections::VecDeque<(Vec<Vec<u8>>, Reply)> = Default::default();
+            let mut tickets: Vec<(u64, Vec<Vec<u8>>, Reply)> = Vec::new();
             for i in &issues {
                 match i {
                     Issue::Now(c) => {
@@ -588,6 +596,18 @@ proptest! {
                         let want = pair.embedded.execute(&cmd);
                         pair.redis.append_command(cmd.clone());
                         pending.push_back((cmd, want));
+                    }
+                    Issue::Submit(c) => {
+                        let cmd = args(c);
+                        let want = pair.embedded.execute(&cmd);
+                        let t = pair.redis.submit(&cmd).expect("Redis takes submissions");
+                        tickets.push((t, cmd, want));
+                    }
+                    Issue::Await(i) => {
+                        if !tickets.is_empty() {
+                            let (t, cmd, want) = tickets.remove(i % tickets.len());
+                            same_reply(&cmd, Some(pair.redis.await_reply(t)), want)?;
+                        }
                     }
                     Issue::Read(n) => {
                         for _ in 0..*n {
@@ -604,6 +624,9 @@ proptest! {
             while let Some((cmd, want)) = pending.pop_front() {
                 let got = pair.redis.get_reply();
                 same_reply(&cmd, got, want)?;
+            }
+            for (t, cmd, want) in tickets {
+                same_reply(&cmd, Some(pair.redis.await_reply(t)), want)?;
             }
             prop_assert!(pair.redis.get_reply().is_none());
             Ok(())
