@@ -83,6 +83,9 @@ pub struct Analyzer {
     pub default_analyzer: String,
     /// The script's `default_output` global ("" = none).
     pub default_output: String,
+    /// Events of different flows this analyzer may have in progress at once, each waiting
+    /// for its Redis replies (ours; 1 = one at a time, as in the original).
+    pub concurrency: u32,
 }
 
 /// One entry of `outputs`: where `dragonfly.output_event(tag, ...)` writes.
@@ -329,6 +332,7 @@ pub const ANALYZER_FIELDS: &[Field] = &[
     field("script", true),
     field("default_analyzer", false),
     field("default_output", false),
+    field("concurrency", false),
 ];
 /// Fields of an `outputs` entry.
 pub const OUTPUT_FIELDS: &[Field] = &[field("tag", true), field("uri", true), OPTIONS];
@@ -624,12 +628,14 @@ pub fn parse(source: &str, file: &str, root: &Path) -> Result<Config, ConfigErro
                 .string(entry, t, "default_output", required(f, "default_output"))
                 .unwrap_or_default();
             let script_path = script.as_ref().and_then(|s| p.script(entry, "analyzer", s));
+            let concurrency = p.concurrency(entry, t);
             Some(Analyzer {
                 tag: tag?,
                 script: script?,
                 script_path: script_path?,
                 default_analyzer,
                 default_output,
+                concurrency,
             })
         },
         ANALYZER_FIELDS,
@@ -701,6 +707,32 @@ impl Parser {
     fn push(&mut self, entry: Option<&str>, field: Option<&str>, message: impl Into<String>) {
         let e = self.err(entry, field, message);
         self.errors.push(e);
+    }
+
+    /// An analyzer's `concurrency`: a whole number from 1 to 1024 (default 1).
+    fn concurrency(&mut self, entry: &str, t: &Table) -> u32 {
+        let n = match t.raw_get::<Value>("concurrency") {
+            Ok(Value::Nil) | Err(_) => return 1,
+            Ok(Value::Integer(n)) => n as f64,
+            Ok(Value::Number(n)) => n,
+            Ok(other) => {
+                self.push(
+                    Some(entry),
+                    Some("concurrency"),
+                    format!("must be a number, not a {}", other.type_name()),
+                );
+                return 1;
+            }
+        };
+        if n.fract() != 0.0 || !(1.0..=1024.0).contains(&n) {
+            self.push(
+                Some(entry),
+                Some("concurrency"),
+                format!("{n} is not a whole number from 1 to 1024"),
+            );
+            return 1;
+        }
+        n as u32
     }
 
     fn string(&mut self, entry: &str, t: &Table, field: &str, required: bool) -> Option<String> {

@@ -235,6 +235,10 @@ impl Plan {
                 script_timeout: Duration::from_millis(config.engine.script_timeout_ms),
             },
             lazy_events: config.engine.lazy_events,
+            overlap: dragonfly_lua::runtime::Overlap {
+                concurrency: config.analyzers.iter().map(|a| a.concurrency).collect(),
+                partition_key: config.engine.partition_key.clone(),
+            },
         };
         Ok(Plan {
             config,

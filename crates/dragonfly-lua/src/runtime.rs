@@ -87,6 +87,19 @@ pub struct RuntimeSpec {
     /// them, written back as their original bytes where unchanged: see lazy.rs); false decodes
     /// every event whole first.
     pub lazy_events: bool,
+    /// How events overlap their Redis round trips (used with a Redis store only).
+    pub overlap: Overlap,
+}
+
+/// With a Redis store, events run as coroutines that yield while their replies are on the
+/// way (chain.lua): each analyzer takes up to `concurrency[i]` events at once (default 1, as
+/// in the original: one at a time, in order), never two with the same `partition_key` value.
+#[derive(Debug, Clone, Default)]
+pub struct Overlap {
+    /// Per analyzer, in `analyzers` order (missing: 1).
+    pub concurrency: Vec<u32>,
+    /// The top-level event field whose value names a flow ("": every event its own).
+    pub partition_key: String,
 }
 
 /// A script failed: which one, and the Lua message (with file and line).
@@ -341,6 +354,7 @@ impl Runtime {
                 probe.clone(),
                 traceback,
                 lazy,
+                lua.named_registry_value::<Table>("dragonfly.sched")?,
             ))?;
             lua.set_named_registry_value("dragonfly.copy", chain.get::<Function>("copy")?)?;
             df.set("analyze_event", chain.get::<Function>("analyze_event")?)?;
@@ -350,11 +364,20 @@ impl Runtime {
             let by_tag: Table = chain.get("by_tag")?;
             let counts: Table = chain.get("counts")?;
             let mut routes = Routes::default();
+            let sched: Table = lua.named_registry_value("dragonfly.sched")?;
+            let limits = lua.create_table()?;
             for (i, a) in spec.analyzers.iter().enumerate() {
                 routes.analyzers.insert(a.tag.clone(), i);
                 by_tag.raw_set(a.tag.as_str(), i + 1)?;
                 counts.raw_set(i + 1, 0)?;
+                let k = spec.overlap.concurrency.get(i).copied().unwrap_or(1).max(1);
+                limits.raw_set(i + 1, k)?;
             }
+            sched.raw_set("limits", limits)?;
+            let concurrent = spec.overlap.concurrency.iter().any(|&k| k > 1);
+            let redis: bool = sched.raw_get("redis")?;
+            sched.raw_set("overlap", redis && concurrent)?;
+            sched.raw_set("key", spec.overlap.partition_key.as_str())?;
             lua.set_app_data(routes);
             lua.set_app_data(Mailbox::default());
             Ok((array_mt, chain, sandbox, probe, lazy_ctx))

@@ -334,6 +334,39 @@ impl Drop for Busy {
     }
 }
 
+/// Run `f`, which waits on a socket (a Redis command, DNS, HTTP), with the process's
+/// asynchronous signals held back until it returns (then delivered as usual). A socket read
+/// or write with a timeout (SO_RCVTIMEO, SO_SNDTIMEO: the Redis reply timeout) is never
+/// restarted after a signal handler ran, whatever SA_RESTART says (signal(7)): without this, a
+/// watchdog tick or a SIGTERM landing in a Redis read failed the command with EINTR and
+/// dropped the connection. Cost: two `pthread_sigmask` calls.
+pub fn native_io<T>(f: impl FnOnce() -> T) -> T {
+    // SAFETY: sigset_t is plain data, initialised by sigfillset/sigdelset before use;
+    // pthread_sigmask changes only this thread's mask, restored below on every path (f does
+    // not unwind across this frame: callers' closures return results)
+    unsafe {
+        let mut block: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut block);
+        // synchronous signals stay deliverable (blocking them is undefined if they occur)
+        for s in [
+            libc::SIGSEGV,
+            libc::SIGBUS,
+            libc::SIGFPE,
+            libc::SIGILL,
+            libc::SIGABRT,
+            libc::SIGTRAP,
+            libc::SIGSYS,
+        ] {
+            libc::sigdelset(&mut block, s);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &block, &mut old);
+        let r = native(f);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        r
+    }
+}
+
 /// Run `f` (a store, DNS or HTTP call) without being signalled.
 pub fn native<T>(f: impl FnOnce() -> T) -> T {
     let a = ACTIVE.with(|a| a.get());

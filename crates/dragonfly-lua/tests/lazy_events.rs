@@ -52,6 +52,7 @@ fn runtime(lazy: bool, filter: String, a1: String, a2: String) -> Runtime {
         backend: Backend::Embedded(EmbeddedStore::new()),
         limits: Default::default(),
         lazy_events: lazy,
+        overlap: Default::default(),
     })
     .map_err(|e| format!("{e:?}"))
     .unwrap();

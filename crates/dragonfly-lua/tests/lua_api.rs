@@ -13,6 +13,7 @@ fn runtime() -> Runtime {
         backend: Backend::Embedded(EmbeddedStore::new()),
         limits: Default::default(),
         lazy_events: true,
+        overlap: Default::default(),
     })
     .map_err(|e| format!("{e:?}"))
     .unwrap()
@@ -106,6 +107,7 @@ fn connect_without_a_backend_returns_nil_and_a_reason() {
         backend: Backend::Unavailable("no store here".into()),
         limits: Default::default(),
         lazy_events: true,
+        overlap: Default::default(),
     })
     .map_err(|e| format!("{e:?}"))
     .unwrap();
@@ -196,6 +198,7 @@ fn echo_runtime() -> Runtime {
         backend: Backend::Embedded(EmbeddedStore::new()),
         limits: Default::default(),
         lazy_events: true,
+        overlap: Default::default(),
     })
     .map_err(|e| format!("{e:?}"))
     .unwrap();
@@ -261,6 +264,7 @@ fn limited_runtime(body: &str, limits: dragonfly_lua::Limits) -> Runtime {
         backend: Backend::Embedded(EmbeddedStore::new()),
         limits,
         lazy_events: true,
+        overlap: Default::default(),
     })
     .map_err(|e| format!("{e:?}"))
     .unwrap();
@@ -404,6 +408,7 @@ fn scripts_have_their_own_libraries_and_loop_is_sealed() {
         backend: Backend::Embedded(EmbeddedStore::new()),
         limits: Default::default(),
         lazy_events: true,
+        overlap: Default::default(),
     })
     .map_err(|e| format!("{e:?}"))
     .unwrap();

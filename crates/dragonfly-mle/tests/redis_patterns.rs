@@ -74,30 +74,39 @@ function loop(msg)
   dragonfly.output_event("out", msg)
 end"#;
 
-#[test]
-fn public_analyzer_patterns_give_sequential_results_on_redis() {
-    let server = RedisServer::start();
-    let events = events();
+const COUNT: &str = r#"
+function setup() conn = assert(hiredis.connect()) end
+function loop(msg)
+  conn:command("INCR", "count:" .. msg.event_type)
+  local f = msg.flow_id and string.format("%.0f", msg.flow_id) or "none"
+  conn:command("RPUSH", "flow:" .. f, msg.seq)
+  dragonfly.output_event("out", msg)
+end"#;
+
+/// Run `events` from a file through the filter to `first` and the analyzers (`scripts`, as
+/// `analyzer/<name>.lua`; `analyzers` is the inside of config.lua's list) on `server`; the
+/// run must succeed.
+fn run_on_redis(
+    server: &RedisServer,
+    events: &[J],
+    scripts: &[(&str, &str)],
+    first: &str,
+    analyzers: &str,
+) -> Root {
     let r = Root::new();
     let input: String = events.iter().map(|e| format!("{e}\n")).collect();
     r.write("in.json", &input);
     r.write("filter/filter.lua", FILTER);
-    for (name, src) in [
-        ("totals", TOTALS),
-        ("window", WINDOW),
-        ("mark", MARK),
-        ("check", CHECK),
-    ] {
+    for (name, src) in scripts {
         r.write(&format!("analyzer/{name}.lua"), src);
     }
     r.config(&format!(
         r#"
 redis_host = "127.0.0.1"
 redis_port = {}
-inputs = {{ {{ tag="in", uri="file://{}", script="filter.lua", default_analyzer="totals" }} }}
+inputs = {{ {{ tag="in", uri="file://{}", script="filter.lua", default_analyzer="{first}" }} }}
 analyzers = {{
-  {{ tag="totals", script="totals.lua" }}, {{ tag="window", script="window.lua" }},
-  {{ tag="mark", script="mark.lua" }}, {{ tag="check", script="check.lua" }},
+  {analyzers}
 }}
 outputs = {{ {{ tag="out", uri="file://out.json" }} }}
 "#,
@@ -109,6 +118,35 @@ outputs = {{ {{ tag="out", uri="file://out.json" }} }}
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    r
+}
+
+fn connect(server: &RedisServer) -> impl Connection {
+    RedisTarget::new(RedisAddr::Tcp {
+        host: "127.0.0.1".into(),
+        port: server.port,
+    })
+    .connect()
+    .unwrap()
+}
+
+#[test]
+fn public_analyzer_patterns_give_sequential_results_on_redis() {
+    let server = RedisServer::start();
+    let events = events();
+    let r = run_on_redis(
+        &server,
+        &events,
+        &[
+            ("totals", TOTALS),
+            ("window", WINDOW),
+            ("mark", MARK),
+            ("check", CHECK),
+        ],
+        "totals",
+        r#"{ tag="totals", script="totals.lua" }, { tag="window", script="window.lua" },
+  { tag="mark", script="mark.lua" }, { tag="check", script="check.lua" },"#,
     );
 
     // the same arithmetic, one event at a time in input order
@@ -151,12 +189,7 @@ outputs = {{ {{ tag="out", uri="file://out.json" }} }}
         );
     }
     // and Redis holds the totals the events added up to
-    let mut c = RedisTarget::new(RedisAddr::Tcp {
-        host: "127.0.0.1".into(),
-        port: server.port,
-    })
-    .connect()
-    .unwrap();
+    let mut c = connect(&server);
     assert!(!totals.is_empty());
     for (src, (bytes, events)) in &totals {
         let key = format!("totals:{src}").into_bytes();
@@ -173,6 +206,77 @@ outputs = {{ {{ tag="out", uri="file://out.json" }} }}
                 Reply::Bulk(events.to_string().into_bytes())
             ]),
             "{src}"
+        );
+    }
+}
+
+/// `concurrency = 32`: events of different flows overlap inside the analyzer, each flow's
+/// events still pass in order, and every single-command update is counted exactly.
+#[test]
+fn concurrency_keeps_each_flows_order_and_exact_counters() {
+    let server = RedisServer::start();
+    let events = events();
+    let r = run_on_redis(
+        &server,
+        &events,
+        &[("count", COUNT)],
+        "count",
+        r#"{ tag="count", script="count.lua", concurrency = 32 },"#,
+    );
+    assert_eq!(r.lines("out.json").len(), EVENTS);
+    let mut c = connect(&server);
+    let mut types: HashMap<String, i64> = HashMap::new();
+    let mut flows: HashMap<String, Vec<i64>> = HashMap::new();
+    for e in &events {
+        *types
+            .entry(e["event_type"].as_str().unwrap().to_string())
+            .or_default() += 1;
+        let f = match &e["flow_id"] {
+            J::Number(n) => n.to_string(),
+            _ => "none".into(),
+        };
+        flows.entry(f).or_default().push(e["seq"].as_i64().unwrap());
+    }
+    for (t, n) in &types {
+        let r = c.command(&[b"GET".to_vec(), format!("count:{t}").into_bytes()]);
+        assert_eq!(r, Reply::Bulk(n.to_string().into_bytes()), "count:{t}");
+    }
+    for (f, seqs) in &flows {
+        let r = c.command(&[
+            b"LRANGE".to_vec(),
+            format!("flow:{f}").into_bytes(),
+            b"0".to_vec(),
+            b"-1".to_vec(),
+        ]);
+        let want = Reply::Array(
+            seqs.iter()
+                .map(|s| Reply::Bulk(s.to_string().into_bytes()))
+                .collect(),
+        );
+        assert_eq!(r, want, "flow {f}: its events in input order");
+    }
+}
+
+#[test]
+fn concurrency_must_be_a_whole_number_from_1_to_1024() {
+    for (v, want) in [
+        ("0", "0 is not a whole number from 1 to 1024"),
+        ("2.5", "2.5 is not a whole number from 1 to 1024"),
+        ("\"8\"", "must be a number, not a string"),
+    ] {
+        let r = Root::passthrough("file://in.json");
+        r.write("in.json", "{}\n");
+        let cfg = std::fs::read_to_string(r.path().join("config/config.lua")).unwrap();
+        r.config(&cfg.replace(
+            r#"script="pass.lua""#,
+            &format!(r#"script="pass.lua", concurrency = {v}"#),
+        ));
+        let out = r.run_to_eof(Duration::from_secs(30));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{v}: {err}");
+        assert!(
+            err.contains(&format!("field 'concurrency': {want}")),
+            "{v}: {err}"
         );
     }
 }

@@ -167,7 +167,7 @@ pub fn install(lua: &Lua) -> mlua::Result<Table> {
         lua.create_function(|lua, name: String| {
             use std::net::ToSocketAddrs;
             let t = lua.create_table()?;
-            match crate::watchdog::native(|| (name.as_str(), 0u16).to_socket_addrs()) {
+            match crate::watchdog::native_io(|| (name.as_str(), 0u16).to_socket_addrs()) {
                 Ok(addrs) => {
                     let mut seen = Vec::new();
                     for a in addrs {
@@ -192,7 +192,7 @@ pub fn install(lua: &Lua) -> mlua::Result<Table> {
     m.set(
         "http_get",
         lua.create_function(|_, (url, filename): (String, String)| {
-            crate::watchdog::native(|| http_get(&url, &filename))
+            crate::watchdog::native_io(|| http_get(&url, &filename))
                 .map_err(|e| mlua::Error::runtime(format!("dragonfly.http_get({url}): {e}")))
         })?,
     )?;

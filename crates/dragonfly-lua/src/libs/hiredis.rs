@@ -57,6 +57,8 @@ struct Consts {
 
 struct Conn {
     inner: Option<Box<dyn Connection>>,
+    /// A Redis connection (waits on a socket): calls hold signals back (watchdog::native_io).
+    socket: bool,
 }
 
 fn args_from_lua(lua: &Lua, args: &MultiValue) -> mlua::Result<Vec<Vec<u8>>> {
@@ -134,6 +136,17 @@ fn to_lua(lua: &Lua, module: &Table, consts: &Consts, r: Reply) -> mlua::Result<
 }
 
 impl Conn {
+    /// Run `f` on the connection as a native call (see `socket`).
+    fn io<T>(&mut self, f: impl FnOnce(&mut Box<dyn Connection>) -> T) -> mlua::Result<T> {
+        let socket = self.socket;
+        let conn = self.get()?;
+        Ok(if socket {
+            crate::watchdog::native_io(|| f(conn))
+        } else {
+            crate::watchdog::native(|| f(conn))
+        })
+    }
+
     fn get(&mut self) -> mlua::Result<&mut Box<dyn Connection>> {
         self.inner.as_mut().ok_or_else(|| {
             mlua::Error::runtime("lua-hiredis error: attempted to use closed connection")
@@ -145,8 +158,7 @@ impl UserData for Conn {
     fn add_methods<M: UserDataMethods<Self>>(m: &mut M) {
         m.add_method_mut("command", |lua, this, args: MultiValue| {
             let args = args_from_lua(lua, &args)?;
-            let conn = this.get()?;
-            let r = crate::watchdog::native(|| conn.command(&args));
+            let r = this.io(|c| c.command(&args))?;
             reply_to_lua(lua, r)
         });
         m.add_method_mut("command_line", |lua, this, line: mlua::LuaString| {
@@ -154,18 +166,33 @@ impl UserData for Conn {
             if args.is_empty() {
                 return Err(mlua::Error::runtime("missing command name"));
             }
-            let conn = this.get()?;
-            let r = crate::watchdog::native(|| conn.command(&args));
+            let r = this.io(|c| c.command(&args))?;
             reply_to_lua(lua, r)
         });
+        // for the overlap scheduler (chain.lua, through the wrapper in WRAP): queue a command
+        // and take its reply later, so that other events run meanwhile
+        m.add_method_mut("_submit", |lua, this, args: MultiValue| {
+            let args = args_from_lua(lua, &args)?;
+            this.io(|c| c.submit(&args))
+        });
+        m.add_method_mut("_submit_line", |_, this, line: mlua::LuaString| {
+            let args = split_command_line(&line.as_bytes());
+            if args.is_empty() {
+                return Err(mlua::Error::runtime("missing command name"));
+            }
+            this.io(|c| c.submit(&args))
+        });
+        m.add_method_mut("_await", |lua, this, ticket: u64| {
+            let r = this.io(|c| c.await_reply(ticket))?;
+            reply_to_lua(lua, r)
+        });
+        m.add_method_mut("_flush", |_, this, ()| this.io(|c| c.flush()));
         m.add_method_mut("append_command", |lua, this, args: MultiValue| {
             let args = args_from_lua(lua, &args)?;
-            this.get()?.append_command(args);
-            Ok(())
+            this.io(|c| c.append_command(args))
         });
-        m.add_method_mut(
-            "get_reply",
-            |lua, this, ()| match crate::watchdog::native(|| this.get().map(|c| c.get_reply()))? {
+        m.add_method_mut("get_reply", |lua, this, ()| {
+            match this.io(|c| c.get_reply())? {
                 Some(r) => Ok((reply_to_lua(lua, r)?, Value::Nil, Value::Nil)),
                 None => Ok((
                     Value::Nil,
@@ -174,8 +201,8 @@ impl UserData for Conn {
                     ),
                     Value::Integer(2),
                 )),
-            },
-        );
+            }
+        });
         m.add_method_mut("close", |_, this, ()| {
             this.inner = None;
             Ok(())
@@ -184,8 +211,55 @@ impl UserData for Conn {
     }
 }
 
+/// Connections as scripts see them: a table holding the connection userdata, whose
+/// `command` and `command_line` yield to chain.lua's scheduler while a Redis reply is on its
+/// way (when the scheduler runs the calling event, and the call can yield); otherwise every
+/// call goes straight to the userdata.
+const WRAP: &str = r##"
+local M, sched = ...
+local raw_connect = M.connect
+local yield, running, pcall = coroutine.yield, coroutine.running, pcall
+local Conn = {}
+Conn.__index = Conn
+Conn.__tostring = function() return "lua-hiredis.connection" end
+Conn.__metatable = "lua-hiredis.connection"
+local function waited(ud, t)
+  if t == nil then return false end
+  sched.dirty[ud] = true
+  -- a script may call from where Lua cannot yield (a metamethod, a sort comparator): wait here
+  local ok, r = pcall(yield, sched.WAIT, ud, t)
+  if ok then return true, r end
+  return true, ud:_await(t)
+end
+function Conn:command(...)
+  local ud = self[1]
+  if sched.current ~= nil and running() == sched.current then
+    local done, r = waited(ud, ud:_submit(...))
+    if done then return r end
+  end
+  return ud:command(...)
+end
+function Conn:command_line(line)
+  local ud = self[1]
+  if sched.current ~= nil and running() == sched.current then
+    local done, r = waited(ud, ud:_submit_line(line))
+    if done then return r end
+  end
+  return ud:command_line(line)
+end
+function Conn:append_command(...) return self[1]:append_command(...) end
+function Conn:get_reply() return self[1]:get_reply() end
+function Conn:close() return self[1]:close() end
+M.connect = function(...)
+  local ud, err, code = raw_connect(...)
+  if ud == nil then return ud, err, code end
+  return setmetatable({ ud }, Conn)
+end
+"##;
+
 /// Install `hiredis` as a global (and in `package.loaded`), connecting to `backend`.
 pub fn install(lua: &Lua, backend: Backend) -> mlua::Result<Table> {
+    let overlap = matches!(backend, Backend::Redis(_));
     let (module, new_const): (Table, mlua::Function) =
         lua.load(PRELUDE).set_name("=hiredis").eval()?;
     lua.set_app_data(Consts {
@@ -200,6 +274,7 @@ pub fn install(lua: &Lua, backend: Backend) -> mlua::Result<Table> {
                 Backend::Embedded(store) => {
                     let conn = Conn {
                         inner: Some(Box::new(store.connect())),
+                        socket: false,
                     };
                     Ok((
                         Value::UserData(lua.create_userdata(conn)?),
@@ -207,10 +282,11 @@ pub fn install(lua: &Lua, backend: Backend) -> mlua::Result<Table> {
                         Value::Nil,
                     ))
                 }
-                Backend::Redis(target) => match crate::watchdog::native(|| target.connect()) {
+                Backend::Redis(target) => match crate::watchdog::native_io(|| target.connect()) {
                     Ok(c) => {
                         let conn = Conn {
                             inner: Some(Box::new(c)),
+                            socket: true,
                         };
                         Ok((
                             Value::UserData(lua.create_userdata(conn)?),
@@ -232,6 +308,16 @@ pub fn install(lua: &Lua, backend: Backend) -> mlua::Result<Table> {
             }
         })?,
     )?;
+    let sched = lua.create_table()?;
+    sched.set("WAIT", lua.create_table()?)?;
+    // events may overlap their Redis round trips (chain.lua: when an analyzer asks for
+    // concurrency); the embedded store answers at once
+    sched.set("redis", overlap)?;
+    sched.set("dirty", lua.create_table()?)?;
+    lua.set_named_registry_value("dragonfly.sched", sched.clone())?;
+    lua.load(WRAP)
+        .set_name("=hiredis-wrap")
+        .call::<()>((module.clone(), sched))?;
     lua.globals().set("hiredis", module.clone())?;
     let loaded: Table = lua.globals().get::<Table>("package")?.get("loaded")?;
     loaded.set("hiredis", module.clone())?;
