@@ -57,8 +57,6 @@ end
 M.copy = function(v) return copy(v, 0) end
 
 local qa, qv, qh, qn = {}, {}, 1, 0
--- the hand-offs of each event the overlap scheduler runs (coroutine -> queue)
-local event_queue = {}
 
 function M.analyze_event(...)
   local n = select('#', ...)
@@ -69,7 +67,7 @@ function M.analyze_event(...)
   end
   local idx = by_tag[tag]
   if idx == nil then unknown[#unknown + 1] = tag; return end
-  local q = sched.current and event_queue[sched.current]
+  local q = sched.ctx
   if q then
     -- an event run by the overlap scheduler: its own queue
     q.n = q.n + 1
@@ -158,29 +156,27 @@ M.drain = drain
 -- different flows. An event holds at most one stage at a time and waits only for a reply or
 -- for a stage, so the lines never deadlock. What is not kept: the order in which different
 -- events' commands reach Redis across analyzers (docs/configuration.md).
-local co_create, co_resume, co_status, co_running = coroutine.create, coroutine.resume,
-  coroutine.status, coroutine.running
+local co_create, co_resume, co_status = coroutine.create, coroutine.resume, coroutine.status
 local co_yield = coroutine.yield
 local BLOCKED = {}
 local stages = {}          -- stage id (filter: negative, analyzer: index) -> line
-local rq, rv, rh, rt = {}, {}, 1, 0   -- runnable coroutines, and what to resume them with
-local started = {}         -- coroutine -> its event's arguments, until its first resume
-local holding = {}         -- coroutine -> the stage it is in
-local holding_key = {}     -- coroutine -> the flow it holds that stage for
-local order = {}           -- coroutine -> its event's index in the batch
+-- runnable events (their contexts), and what to resume each with
+local rq, rv, rh, rt = {}, {}, 1, 0
+-- Each event in flight has one context table: `co` its coroutine, `ev` its input value until
+-- the first resume, `i` its batch index, `a`/`v`/`h`/`n` its queue of hand-offs, `stage`/`key`
+-- the stage it is in and for which flow, `blocked` whether it waits in a stage's line.
 
-local function runnable(co, val)
+local function runnable(c, val)
   rt = rt + 1
-  rq[rt], rv[rt] = co, val
+  rq[rt], rv[rt] = c, val
 end
 
--- coroutines waiting in a stage's line or for their turn at Redis (yielded BLOCKED), which a
--- wake-up may make runnable: once each, and never one that waits for a reply
-local blocked = {}
-local function wake(co)
-  if blocked[co] then
-    blocked[co] = nil
-    runnable(co, nil)
+-- an event waiting in a stage's line (yielded BLOCKED) becomes runnable once per wake-up;
+-- never one that waits for a reply
+local function wake(c)
+  if c.blocked then
+    c.blocked = false
+    runnable(c, nil)
   end
 end
 
@@ -190,29 +186,28 @@ local function free(st, key)
   return st.busy < st.limit and (key == nil or not st.keys[key])
 end
 
-local function acquire(id, key)
+local function acquire(c, id, key)
   local st = stages[id]
   if st == nil then
     st = { busy = 0, limit = (id > 0 and sched.limits[id]) or 1, keys = {}, q = {}, h = 1, n = 0 }
     stages[id] = st
   end
-  local me = co_running()
   if st.h > st.n and free(st, key) then
     st.busy = st.busy + 1
     if key ~= nil then st.keys[key] = true end
-    holding[me], holding_key[me] = id, key
+    c.stage, c.key = id, key
     return
   end
   st.n = st.n + 1
-  st.q[st.n] = me
+  st.q[st.n] = c
   while true do
     co_yield(BLOCKED)
-    if st.q[st.h] == me and free(st, key) then
+    if st.q[st.h] == c and free(st, key) then
       st.q[st.h] = nil
       st.h = st.h + 1
       st.busy = st.busy + 1
       if key ~= nil then st.keys[key] = true end
-      holding[me], holding_key[me] = id, key
+      c.stage, c.key = id, key
       -- the next in line may fit too
       local nxt = st.q[st.h]
       if nxt ~= nil and st.busy < st.limit then wake(nxt) end
@@ -221,61 +216,50 @@ local function acquire(id, key)
   end
 end
 
-local function leave(st, key)
+local function release(c)
+  local st, key = stages[c.stage], c.key
+  c.stage, c.key = nil, nil
   st.busy = st.busy - 1
   if key ~= nil then st.keys[key] = nil end
   local nxt = st.q[st.h]
   if nxt ~= nil then wake(nxt) end
 end
 
-local function release(id, key)
-  local me = co_running()
-  holding[me], holding_key[me] = nil, nil
-  leave(stages[id], key)
-end
-
-local function event_body(filter, who, ev)
+local function event_body(c, filter, who, ev)
   -- the flow, for analyzers that take several events at once
   local key
   if sched.key ~= "" and type(ev) == "table" then
     key = ev[sched.key]
     if key ~= nil and type(key) ~= "string" and type(key) ~= "number" then key = nil end
   end
-  acquire(who, nil)
+  acquire(c, who, nil)
   local ok, err = call(who, filter, ev)
-  release(who, nil)
+  release(c)
   if not ok then record(who, err, ev) end
-  local q = event_queue[co_running()]
   local hops = 0
-  while q.h <= q.n do
-    local a, v = q.a[q.h], q.v[q.h]
-    q.a[q.h], q.v[q.h] = nil, nil
-    q.h = q.h + 1
+  while c.h <= c.n do
+    local a, v = c.a[c.h], c.v[c.h]
+    c.a[c.h], c.v[c.h] = nil, nil
+    c.h = c.h + 1
     hops = hops + 1
     if hops > MAX_HOPS then
       record(a, "routing loop: one event was handed between analyzers more than " .. MAX_HOPS ..
         " times; its pending hand-offs were dropped", v)
-      for j = q.h, q.n do q.a[j], q.v[j] = nil, nil end
+      for j = c.h, c.n do c.a[j], c.v[j] = nil, nil end
       M.loops_cut = M.loops_cut + 1
       break
     end
     counts[a] = counts[a] + 1
-    acquire(a, key)
+    acquire(c, a, key)
     ok, err = call(a, loops[a], v)
-    release(a, key)
+    release(c)
     if not ok then record(a, err, v) end
   end
 end
 
--- a coroutine is done (or failed): forget it, and free the stage it held
-local function finish(co)
-  event_queue[co] = nil
-  started[co] = nil
-  local id, key = holding[co], holding_key[co]
-  if id ~= nil then
-    holding[co], holding_key[co] = nil, nil
-    leave(stages[id], key)
-  end
+-- an event failed outside any script call: free the stage it held
+local function abandon(c)
+  if c.stage ~= nil then release(c) end
 end
 
 -- events in flight at once (each holds at most one stage at a time, so more than the number
@@ -284,68 +268,63 @@ local WINDOW = 256
 
 local function run_overlapped(filter, who, events, n, from)
   local ran, inflight, i = 0, 0, from
-  local index = order
-  local function retire(co)
-    index[co] = nil
-  end
-  local wq, wu, wk, wh, wt = {}, {}, {}, 1, 0   -- coroutines waiting for a Redis reply
+  local live = {}                               -- contexts in flight
+  local wq, wu, wk, wh, wt = {}, {}, {}, 1, 0   -- events waiting for a Redis reply
+  local WAIT, dirty = sched.WAIT, sched.dirty
   while true do
     while inflight < WINDOW and i <= n do
       local ev = events[i]
       if ev ~= nil then
-        local co = co_create(event_body)
-        event_queue[co] = { a = {}, v = {}, h = 1, n = 0 }
-        started[co] = ev
-        index[co] = i
+        local c = { co = co_create(event_body), ev = ev, i = i, a = {}, v = {}, h = 1, n = 0,
+          blocked = false }
+        live[c] = true
         inflight = inflight + 1
         ran = ran + 1
-        runnable(co, nil)
+        runnable(c, nil)
       end
       i = i + 1
     end
     if rh <= rt then
-      local co, val = rq[rh], rv[rh]
+      local c, val = rq[rh], rv[rh]
       rq[rh], rv[rh] = nil, nil
       rh = rh + 1
-      probe[2] = index[co]
-      sched.current = co
+      probe[2] = c.i
+      local co = c.co
+      sched.current, sched.ctx = co, c
       local ok, tag, ud, t
-      local ev = started[co]
+      local ev = c.ev
       if ev ~= nil then
-        started[co] = nil
-        ok, tag, ud, t = co_resume(co, filter, who, ev)
+        c.ev = nil
+        ok, tag, ud, t = co_resume(co, c, filter, who, ev)
       else
         ok, tag, ud, t = co_resume(co, val)
       end
-      sched.current = nil
+      sched.current, sched.ctx = nil, nil
       if not ok then
         record(who, tag, nil)
-        finish(co)
-        retire(co)
+        abandon(c)
+        live[c] = nil
         inflight = inflight - 1
       elseif co_status(co) == "dead" then
-        finish(co)
-        retire(co)
+        live[c] = nil
         inflight = inflight - 1
-      elseif tag == sched.WAIT then
+      elseif tag == WAIT then
         wt = wt + 1
-        wq[wt], wu[wt], wk[wt] = co, ud, t
+        wq[wt], wu[wt], wk[wt] = c, ud, t
       elseif tag == BLOCKED then
-        blocked[co] = true
+        c.blocked = true
       end
-      -- (BLOCKED: it waits in a stage's line; release() makes it runnable again)
     elseif wh <= wt then
       -- nothing can run: send what the connections have queued (each once), take the oldest
       -- reply
-      local dirty = sched.dirty
-      for ud in next, dirty do
-        dirty[ud] = nil
-        ud:_flush()
+      for d in next, dirty do
+        dirty[d] = nil
+        d:_flush()
       end
-      local co, ud, t = wq[wh], wu[wh], wk[wh]
+      local c, ud, t = wq[wh], wu[wh], wk[wh]
       wq[wh], wu[wh], wk[wh] = nil, nil, nil
       wh = wh + 1
-      runnable(co, ud:_await(t))
+      runnable(c, ud:_await(t))
     else
       break
     end
@@ -354,7 +333,6 @@ local function run_overlapped(filter, who, events, n, from)
   probe[2] = 0
   if inflight > 0 then
     -- (cannot happen: every event waits for a reply, a stage or nothing)
-    for co in pairs(index) do finish(co) end
     stages = {}
     error("overlap scheduler: " .. inflight .. " events stuck", 0)
   end
@@ -366,9 +344,8 @@ function M.reset()
   for j = qh, qn do qa[j], qv[j] = nil, nil end
   qh, qn = 1, 0
   rq, rv, rh, rt = {}, {}, 1, 0
-  stages, started, holding, holding_key, event_queue = {}, {}, {}, {}, {}
-  order, blocked = {}, {}
-  sched.current = nil
+  stages = {}
+  sched.current, sched.ctx = nil, nil
 end
 
 -- events[i] is a decoded event, or nil for a line that was not JSON; `who` identifies the

@@ -23,8 +23,9 @@ pub trait Connection: Send {
     fn get_reply(&mut self) -> Option<Reply>;
 
     /// Queue a command whose reply is taken later with [`Connection::await_reply`] and the
-    /// ticket returned, so that commands of several callers go out together; `None` when the
-    /// connection answers at once anyway (call [`Connection::command`] instead).
+    /// ticket returned, so that commands of several callers go out together (nothing is sent
+    /// before [`Connection::flush`] or an await); `None` when the connection answers at once
+    /// anyway (call [`Connection::command`] instead).
     fn submit(&mut self, _args: &[Vec<u8>]) -> Option<u64> {
         None
     }

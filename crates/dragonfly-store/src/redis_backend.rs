@@ -514,7 +514,9 @@ impl RedisConnection {
         self.unsent_ends.push(self.unsent.len());
         self.unsent_kinds.push(kind);
         self.unsent_count += 1;
-        if self.unsent_count >= SEND_EVERY {
+        // appended commands go out as they gather; submitted ones when their reply is asked
+        // for or the caller flushes (the scheduler does, once nothing else can run)
+        if kind == Kind::Appended && self.unsent_count >= SEND_EVERY {
             self.send_unsent();
         }
     }

@@ -147,6 +147,12 @@ impl Conn {
         })
     }
 
+    /// Run `f` on the connection, which does no I/O (queueing a submission).
+    fn quick<T>(&mut self, f: impl FnOnce(&mut Box<dyn Connection>) -> T) -> mlua::Result<T> {
+        let conn = self.get()?;
+        Ok(f(conn))
+    }
+
     fn get(&mut self) -> mlua::Result<&mut Box<dyn Connection>> {
         self.inner.as_mut().ok_or_else(|| {
             mlua::Error::runtime("lua-hiredis error: attempted to use closed connection")
@@ -173,14 +179,14 @@ impl UserData for Conn {
         // and take its reply later, so that other events run meanwhile
         m.add_method_mut("_submit", |lua, this, args: MultiValue| {
             let args = args_from_lua(lua, &args)?;
-            this.io(|c| c.submit(&args))
+            this.quick(|c| c.submit(&args))
         });
         m.add_method_mut("_submit_line", |_, this, line: mlua::LuaString| {
             let args = split_command_line(&line.as_bytes());
             if args.is_empty() {
                 return Err(mlua::Error::runtime("missing command name"));
             }
-            this.io(|c| c.submit(&args))
+            this.quick(|c| c.submit(&args))
         });
         m.add_method_mut("_await", |lua, this, ticket: u64| {
             let r = this.io(|c| c.await_reply(ticket))?;
