@@ -270,7 +270,7 @@ local function run_overlapped(filter, who, events, n, from)
   local ran, inflight, i = 0, 0, from
   local live = {}                               -- contexts in flight
   local wq, wu, wk, wh, wt = {}, {}, {}, 1, 0   -- events waiting for a Redis reply
-  local WAIT, dirty = sched.WAIT, sched.dirty
+  local WAIT = sched.WAIT
   while true do
     while inflight < WINDOW and i <= n do
       local ev = events[i]
@@ -315,12 +315,9 @@ local function run_overlapped(filter, who, events, n, from)
         c.blocked = true
       end
     elseif wh <= wt then
-      -- nothing can run: send what the connections have queued (each once), take the oldest
-      -- reply
-      for d in next, dirty do
-        dirty[d] = nil
-        d:_flush()
-      end
+      -- nothing can run: take the oldest reply. Its connection sends what it has queued if
+      -- that command is among it; commands queued after one already on its way wait for the
+      -- replies before them, and go out together (the pipeline fills while Redis answers)
       local c, ud, t = wq[wh], wu[wh], wk[wh]
       wq[wh], wu[wh], wk[wh] = nil, nil, nil
       wh = wh + 1

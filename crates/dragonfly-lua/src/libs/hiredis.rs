@@ -231,7 +231,6 @@ Conn.__tostring = function() return "lua-hiredis.connection" end
 Conn.__metatable = "lua-hiredis.connection"
 local function waited(ud, t)
   if t == nil then return false end
-  sched.dirty[ud] = true
   -- a script may call from where Lua cannot yield (a metamethod, a sort comparator): wait here
   local ok, r = pcall(yield, sched.WAIT, ud, t)
   if ok then return true, r end
@@ -319,7 +318,6 @@ pub fn install(lua: &Lua, backend: Backend) -> mlua::Result<Table> {
     // events may overlap their Redis round trips (chain.lua: when an analyzer asks for
     // concurrency); the embedded store answers at once
     sched.set("redis", overlap)?;
-    sched.set("dirty", lua.create_table()?)?;
     lua.set_named_registry_value("dragonfly.sched", sched.clone())?;
     lua.load(WRAP)
         .set_name("=hiredis-wrap")
