@@ -259,6 +259,14 @@ impl Prepared {
                 move || src.run(ctx),
             ));
         }
+        // what the engine opened, one line each, so a console shows where events come from
+        // and go to
+        for input in &plan.config.inputs {
+            tracing::info!("input '{}': {}", input.tag, input.uri);
+        }
+        for (o, sink) in plan.config.outputs.iter().zip(&plan.sinks) {
+            tracing::info!("output '{}': {}", o.tag, sink.describe());
+        }
         let snapshot = match (&plan.snapshot, &plan.runtime.backend) {
             (Some(path), Backend::Embedded(db)) => Some((
                 store::Snapshotter {
