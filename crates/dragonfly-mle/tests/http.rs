@@ -115,6 +115,9 @@ fn health_metrics_and_stats_are_served_and_nothing_else() {
         err.contains(&format!("http: listening on 127.0.0.1:{port}")),
         "{err}"
     );
+    // the console says what was opened, one line each
+    assert!(err.contains("input 'in': unix://in.sock"), "{err}");
+    assert!(err.contains("output 'out': "), "{err}");
 }
 
 #[test]
