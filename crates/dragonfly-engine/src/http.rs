@@ -5,7 +5,8 @@
 //! engine is live and its inputs are open: `{"status":"live","ready":true}`), `/metrics`
 //! (every counter of the stats record in the Prometheus text format: per input, analyzer and
 //! output, the store, the totals), `/api/stats` (the stats record as JSON, as the stats log
-//! writes it). Nothing else is served: no file is ever read from a request's path, so there is
+//! writes it), `/api/analyzers` (each analyzer's configuration and its `www/<tag>.json`
+//! description, as the original served them, read at start-up). Nothing else is served: no file is ever read from a request's path, so there is
 //! nothing for a path traversal to reach.
 //!
 //! Guarantees: the socket is bound at start-up, before privileges are dropped (a bad or busy
@@ -30,16 +31,62 @@ use crate::stats::Stats;
 pub struct HttpListener {
     listener: TcpListener,
     addr: SocketAddr,
+    /// The `/api/analyzers` answer, made at start-up.
+    analyzers: String,
 }
 
-/// Bind `addr` ("host:port") now.
-pub fn bind(addr: &str) -> Result<HttpListener, String> {
+/// Largest `www/<tag>.json` description read.
+const MAX_DESCRIPTION: u64 = 1 << 20;
+
+/// The `/api/analyzers` answer: each analyzer's configuration and, as the original served
+/// them, its description `ROOT/www/<tag>.json` when there is one — a regular file (never a
+/// symlink), at most 1 MiB, valid JSON — read now, before privileges are dropped. A tag that
+/// is not a plain file name (letters, digits, `_`, `-`, `.`, not starting with `.`) has none.
+pub fn analyzers_json(config: &dragonfly_config::Config, root: &std::path::Path) -> String {
+    let www = root.join("www");
+    let list: Vec<Value> = config
+        .analyzers
+        .iter()
+        .map(|a| {
+            let plain = !a.tag.is_empty()
+                && !a.tag.starts_with('.')
+                && a.tag
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+            let description = plain
+                .then(|| www.join(format!("{}.json", a.tag)))
+                .filter(|p| {
+                    std::fs::symlink_metadata(p)
+                        .is_ok_and(|m| m.file_type().is_file() && m.len() <= MAX_DESCRIPTION)
+                })
+                .and_then(|p| std::fs::read(p).ok())
+                .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+                .unwrap_or(Value::Null);
+            serde_json::json!({
+                "tag": a.tag,
+                "script": a.script,
+                "default_analyzer": a.default_analyzer,
+                "default_output": a.default_output,
+                "concurrency": a.concurrency,
+                "description": description,
+            })
+        })
+        .collect();
+    Value::Array(list).to_string()
+}
+
+/// Bind `addr` ("host:port") now; `analyzers` is the `/api/analyzers` answer.
+pub fn bind(addr: &str, analyzers: String) -> Result<HttpListener, String> {
     let listener = TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     listener
         .set_nonblocking(true)
         .map_err(|e| format!("{addr}: {e}"))?;
     let addr = listener.local_addr().map_err(|e| format!("{addr}: {e}"))?;
-    Ok(HttpListener { listener, addr })
+    Ok(HttpListener {
+        listener,
+        addr,
+        analyzers,
+    })
 }
 
 impl HttpListener {
@@ -72,7 +119,7 @@ impl HttpListener {
                             return;
                         }
                     };
-                    let app = router(stats);
+                    let app = router(stats, self.analyzers);
                     if let Err(e) = axum::serve(listener, app).await {
                         tracing::error!("engine.http: {addr}: {e}");
                     }
@@ -81,8 +128,15 @@ impl HttpListener {
     }
 }
 
-fn router(stats: Arc<Stats>) -> Router {
+fn router(stats: Arc<Stats>, analyzers: String) -> Router {
     Router::new()
+        .route(
+            "/api/analyzers",
+            get(move || {
+                let body = analyzers.clone();
+                async move { ([(header::CONTENT_TYPE, "application/json")], body) }
+            }),
+        )
         .route(
             "/health",
             get(|| async {

@@ -384,7 +384,10 @@ impl Plan {
         let (own_log, own_stats) = (open_own(LOG_FILE), open_own(STATS_FILE));
         let http = match self.config.engine.http.as_str() {
             "" => None,
-            addr => match crate::http::bind(addr) {
+            addr => match crate::http::bind(
+                addr,
+                crate::http::analyzers_json(&self.config, &self.options.root),
+            ) {
                 Ok(l) => Some(l),
                 Err(e) => {
                     problems.push(format!("engine.http: {e}"));

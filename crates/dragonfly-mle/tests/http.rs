@@ -138,3 +138,46 @@ fn an_address_that_cannot_be_used_is_a_start_up_error() {
         assert!(err.contains(want), "{addr}: {err}");
     }
 }
+
+/// `/api/analyzers`: the configuration plus the original's `www/<tag>.json` descriptions,
+/// read from regular files only (a planted symlink is not followed).
+#[test]
+fn analyzers_are_described_from_www_without_following_symlinks() {
+    let port = free_port();
+    let r = http_root(&format!("127.0.0.1:{port}"));
+    r.write(
+        "www/pass.json",
+        r#"{"name":"Pass","about":"hands every event on"}"#,
+    );
+    let child = r.spawn(&[]);
+    wait_for(T, "start-up", || r.path().join("ready").exists());
+    wait_for(T, "the listener", || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let (code, body) = request(port, "GET", "/api/analyzers");
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v[0]["tag"], "pass", "{body}");
+    assert_eq!(v[0]["script"], "pass.lua", "{body}");
+    assert_eq!(v[0]["description"]["name"], "Pass", "{body}");
+    let (status, err) = stop(child, T);
+    assert!(status.success(), "{err}");
+
+    // the same root with the description replaced by a symlink to a file outside www
+    std::fs::remove_file(r.path().join("www/pass.json")).unwrap();
+    r.write("secret.json", r#"{"secret":true}"#);
+    std::os::unix::fs::symlink(r.path().join("secret.json"), r.path().join("www/pass.json"))
+        .unwrap();
+    let _ = std::fs::remove_file(r.path().join("ready"));
+    let child = r.spawn(&[]);
+    wait_for(T, "start-up", || r.path().join("ready").exists());
+    wait_for(T, "the listener", || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let (_, body) = request(port, "GET", "/api/analyzers");
+    assert!(!body.contains("secret"), "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v[0]["description"], serde_json::Value::Null, "{body}");
+    let (status, err) = stop(child, T);
+    assert!(status.success(), "{err}");
+}
