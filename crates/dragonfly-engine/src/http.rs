@@ -197,15 +197,22 @@ fn label(v: &str) -> String {
 /// The stats record as Prometheus text: `inputs.<tag>.<field>` becomes
 /// `dragonfly_input_<field>{input="<tag>"}` (analyzers and outputs alike), `store.<field>`
 /// `dragonfly_store_<field>{backend="..."}`, `operations.<kind>` `dragonfly_operations_<kind>`,
-/// and every other number at the top `dragonfly_<name>`. Counters only go up.
+/// and every other number at the top `dragonfly_<name>`. Counters, except the embedded
+/// store's `keys` (a gauge).
 pub fn prometheus(stats: &Value) -> String {
     let mut out = String::new();
     let mut family = |name: String, help: &str, samples: Vec<(String, f64)>| {
         if samples.is_empty() {
             return;
         }
+        // every number of the record only goes up, but the store's key count
+        let kind = if name == "dragonfly_store_keys" {
+            "gauge"
+        } else {
+            "counter"
+        };
         let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} counter");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
         for (labels, v) in samples {
             let _ = writeln!(out, "{name}{labels} {v}");
         }
@@ -292,7 +299,7 @@ mod tests {
             "inputs": { "eve": { "lines": 3, "bytes": 30 }, "we\"ird\n": { "lines": 1 } },
             "analyzers": { "hello": { "events": 3 } },
             "outputs": { "out": { "events": 3, "dropped": 0 } },
-            "store": { "backend": "redis 127.0.0.1:6379", "commands": 9 },
+            "store": { "backend": "redis 127.0.0.1:6379", "commands": 9, "keys": 4 },
             "final": true,
         });
         let text = prometheus(&stats);
@@ -304,6 +311,8 @@ mod tests {
             "dragonfly_analyzer_events{analyzer=\"hello\"} 3",
             "dragonfly_output_dropped{output=\"out\"} 0",
             "dragonfly_store_commands{backend=\"redis 127.0.0.1:6379\"} 9",
+            "# TYPE dragonfly_store_keys gauge",
+            "# TYPE dragonfly_store_commands counter",
             "dragonfly_operations_input 3",
             "dragonfly_errors 1",
         ] {

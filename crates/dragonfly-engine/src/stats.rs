@@ -91,6 +91,8 @@ pub struct Stats {
     pub dead_letters: AtomicU64,
     /// The Redis backend's counters (None for the embedded store).
     pub store: Option<(String, Arc<StoreCounters>)>,
+    /// The embedded store, for its key count (None with Redis).
+    pub embedded: Option<dragonfly_store::embedded::EmbeddedStore>,
 }
 
 impl Stats {
@@ -126,6 +128,7 @@ impl Stats {
             routing_loops: AtomicU64::new(0),
             dead_letters: AtomicU64::new(0),
             store: None,
+            embedded: None,
         }
     }
 
@@ -207,7 +210,16 @@ impl Stats {
                 "connection_errors": l(&c.connection_errors), "reconnects": l(&c.reconnects),
                 "timeouts": l(&c.timeouts),
             }),
-            None => json!({ "backend": "embedded" }),
+            None => match &self.embedded {
+                // DBSIZE: live keys (expired ones are swept first)
+                Some(db) => match db.execute(&[b"DBSIZE".to_vec()]) {
+                    dragonfly_store::Reply::Integer(n) => {
+                        json!({ "backend": "embedded", "keys": n })
+                    }
+                    _ => json!({ "backend": "embedded" }),
+                },
+                None => json!({ "backend": "embedded" }),
+            },
         };
         json!({
             "time": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),

@@ -130,6 +130,9 @@ impl Prepared {
             Backend::Embedded(_) => None,
             Backend::Unavailable(_) => None,
         };
+        if let Backend::Embedded(db) = &plan.runtime.backend {
+            stats.embedded = Some(db.clone());
+        }
         let stats = Arc::new(stats);
         if let Some(h) = http {
             let addr = h.addr();

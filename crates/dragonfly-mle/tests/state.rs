@@ -63,13 +63,17 @@ fn hello_world_counts_every_type_in_the_embedded_store() {
     // the snapshot written at exit holds the counters
     let db = EmbeddedStore::new();
     db.load(&r.path().join("state/store.snap")).unwrap();
-    for (t, n) in corpus_counts() {
+    let counts = corpus_counts();
+    for (t, n) in &counts {
         assert_eq!(
             get_int(db.execute(&cmd(&["GET", &format!("count:{t}")]))),
-            n,
+            *n,
             "count:{t}"
         );
     }
+    // the stats show the store's live keys: one counter per event type
+    let s = r.final_stats();
+    assert_eq!(s["store"]["keys"], counts.len(), "{s}");
 }
 
 #[test]
