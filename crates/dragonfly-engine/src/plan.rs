@@ -261,16 +261,38 @@ impl Plan {
         &self.config
     }
 
-    /// `--check`: build a runtime and run every `setup()`, without any input or output.
-    /// Returns every problem found.
-    pub fn check(&self) -> Vec<String> {
+    /// `--check`: build a runtime and run every `setup()`, without any input or output, and
+    /// check that every file a finite input reads (file://, zfile://) can be opened and that
+    /// the directory of every other input file (tail://, a socket) exists. Every problem
+    /// found, at once: an `Open` error when an input is among them, else `Setup`.
+    pub fn check(&self) -> Result<(), EngineError> {
+        let mut problems: Vec<String> = Vec::new();
+        for (src, inp) in self.sources.iter().zip(&self.config.inputs) {
+            let Some(path) = src.path() else { continue };
+            let path = self.options.root.join(path);
+            let entry = format!("input '{}' ({})", inp.tag, inp.uri);
+            if src.scheme().finite {
+                if let Err(e) = std::fs::File::open(&path) {
+                    problems.push(format!("{entry}: {}: {e}", path.display()));
+                }
+            } else if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                if !dir.is_dir() {
+                    problems.push(format!(
+                        "{entry}: directory {} does not exist",
+                        dir.display()
+                    ));
+                }
+            }
+        }
+        let inputs = problems.len();
         match Runtime::new(&self.runtime) {
-            Err(errs) => errs.iter().map(|e| e.to_string()).collect(),
-            Ok(mut rt) => rt
-                .setup()
-                .iter()
-                .map(|e| format!("{e} (in setup)"))
-                .collect(),
+            Err(errs) => problems.extend(errs.iter().map(|e| e.to_string())),
+            Ok(mut rt) => problems.extend(rt.setup().iter().map(|e| format!("{e} (in setup)"))),
+        }
+        match (problems.is_empty(), inputs > 0) {
+            (true, _) => Ok(()),
+            (false, true) => Err(EngineError::Open(problems)),
+            (false, false) => Err(EngineError::Setup(problems)),
         }
     }
 

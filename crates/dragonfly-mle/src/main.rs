@@ -98,7 +98,7 @@ struct Cli {
     /// chroot() into ROOT after start-up (files and sockets are opened first).
     #[arg(short = 'c', long = "chroot")]
     chroot: bool,
-    /// Load config.lua and every script, run each setup(), report every problem; run nothing.
+    /// Load config.lua and every script, run each setup(), check that input files can be read; report every problem; run nothing.
     #[arg(long)]
     check: bool,
     /// When every input is finite (file://, zfile://): drain, flush and exit 0 once all are read.
@@ -229,8 +229,8 @@ fn run(cli: Cli) -> Result<u8, Failure> {
     let plan = Plan::new(config, options)?;
 
     if cli.check {
-        let problems = plan.check();
-        if problems.is_empty() {
+        plan.check()?;
+        {
             let c = plan.config();
             let _ = writeln!(
                 std::io::stdout(),
@@ -242,7 +242,6 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             );
             return Ok(exit::OK);
         }
-        return Err(EngineError::Setup(problems).into());
     }
 
     let control = Control::default();

@@ -104,6 +104,28 @@ fn check_accepts_a_good_root_and_runs_nothing() {
     );
 }
 
+/// `--check` opens what finite inputs read and looks for the directory of the others, and
+/// reports a missing one with the script problems, at once.
+#[test]
+fn check_reports_inputs_that_cannot_be_read() {
+    let r = Root::passthrough("file://missing.json");
+    let (code, out) = stderr_of(&r, &["--check"]);
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        out.contains("input 'in' (file://missing.json): ")
+            && out.contains("missing.json: No such file"),
+        "{out}"
+    );
+    let r = Root::passthrough("tail://no-such-dir/eve.json");
+    let (code, out) = stderr_of(&r, &["--check"]);
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("no-such-dir does not exist"), "{out}");
+    // a tailed file that does not exist yet is fine when its directory does
+    let r = Root::passthrough("tail://eve.json");
+    let (code, out) = stderr_of(&r, &["--check"]);
+    assert_eq!(code, 0, "{out}");
+}
+
 #[test]
 fn check_reports_every_script_problem_with_file_and_line() {
     let r = Root::passthrough("file://in.json");
