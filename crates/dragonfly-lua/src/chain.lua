@@ -186,6 +186,12 @@ local function free(st, key)
   return st.busy < st.limit and (key == nil or not st.keys[key])
 end
 
+local function admit(st, c, id, key)
+  st.busy = st.busy + 1
+  if key ~= nil then st.keys[key] = true end
+  c.stage, c.key = id, key
+end
+
 local function acquire(c, id, key)
   local st = stages[id]
   if st == nil then
@@ -193,9 +199,7 @@ local function acquire(c, id, key)
     stages[id] = st
   end
   if st.h > st.n and free(st, key) then
-    st.busy = st.busy + 1
-    if key ~= nil then st.keys[key] = true end
-    c.stage, c.key = id, key
+    admit(st, c, id, key)
     return
   end
   st.n = st.n + 1
@@ -205,9 +209,7 @@ local function acquire(c, id, key)
     if st.q[st.h] == c and free(st, key) then
       st.q[st.h] = nil
       st.h = st.h + 1
-      st.busy = st.busy + 1
-      if key ~= nil then st.keys[key] = true end
-      c.stage, c.key = id, key
+      admit(st, c, id, key)
       -- the next in line may fit too
       local nxt = st.q[st.h]
       if nxt ~= nil and st.busy < st.limit then wake(nxt) end
@@ -268,7 +270,6 @@ local WINDOW = 256
 
 local function run_overlapped(filter, who, events, n, from)
   local ran, inflight, i = 0, 0, from
-  local live = {}                               -- contexts in flight
   local wq, wu, wk, wh, wt = {}, {}, {}, 1, 0   -- events waiting for a Redis reply
   local WAIT = sched.WAIT
   while true do
@@ -277,7 +278,6 @@ local function run_overlapped(filter, who, events, n, from)
       if ev ~= nil then
         local c = { co = co_create(event_body), ev = ev, i = i, a = {}, v = {}, h = 1, n = 0,
           blocked = false }
-        live[c] = true
         inflight = inflight + 1
         ran = ran + 1
         runnable(c, nil)
@@ -303,10 +303,8 @@ local function run_overlapped(filter, who, events, n, from)
       if not ok then
         record(who, tag, nil)
         abandon(c)
-        live[c] = nil
         inflight = inflight - 1
       elseif co_status(co) == "dead" then
-        live[c] = nil
         inflight = inflight - 1
       elseif tag == WAIT then
         wt = wt + 1

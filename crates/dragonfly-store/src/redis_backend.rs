@@ -150,7 +150,6 @@ impl RedisTarget {
             next_try: Instant::now(),
             unsent: Vec::new(),
             unsent_ends: Vec::new(),
-            unsent_count: 0,
             unsent_kinds: Vec::new(),
             in_flight: VecDeque::new(),
             tickets: std::collections::HashMap::new(),
@@ -208,10 +207,9 @@ pub struct RedisConnection {
     con: Option<Link>,
     backoff: Duration,
     next_try: Instant,
-    /// Appended commands not sent yet (RESP), where each ends, and how many.
+    /// Commands not sent yet (RESP), and where each ends.
     unsent: Vec<u8>,
     unsent_ends: Vec<usize>,
-    unsent_count: usize,
     /// Whose each unsent command is (in order).
     unsent_kinds: Vec<Kind>,
     /// Commands sent whose replies have not been read, oldest first.
@@ -405,10 +403,10 @@ impl RedisConnection {
 
     /// Send the appended commands not sent yet, in one write.
     fn send_unsent(&mut self) {
-        if self.unsent_count == 0 {
+        let n = self.unsent_kinds.len();
+        if n == 0 {
             return;
         }
-        let n = std::mem::take(&mut self.unsent_count);
         let packed = std::mem::take(&mut self.unsent);
         let ends = std::mem::take(&mut self.unsent_ends);
         let kinds = std::mem::take(&mut self.unsent_kinds);
@@ -513,10 +511,9 @@ impl RedisConnection {
         pack_into(&mut self.unsent, args);
         self.unsent_ends.push(self.unsent.len());
         self.unsent_kinds.push(kind);
-        self.unsent_count += 1;
         // appended commands go out as they gather; submitted ones when their reply is asked
         // for or the caller flushes (the scheduler does, once nothing else can run)
-        if kind == Kind::Appended && self.unsent_count >= SEND_EVERY {
+        if kind == Kind::Appended && self.unsent_kinds.len() >= SEND_EVERY {
             self.send_unsent();
         }
     }
