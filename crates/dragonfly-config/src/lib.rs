@@ -160,6 +160,8 @@ pub struct Engine {
     pub script_timeout_ms: u64,
     /// Longest the engine waits for a Redis reply, in milliseconds (0: no limit).
     pub redis_timeout_ms: u64,
+    /// How long a Redis read polls the socket before it blocks, in microseconds (0: never).
+    pub redis_spin_us: u64,
     /// Output URI for events whose script failed ("": none).
     pub dead_letter: String,
     /// Seconds to drain at shutdown before giving up.
@@ -436,6 +438,13 @@ pub const ENGINE_KEYS: &[Key<Engine>] = &[
         set: |e, v| e.redis_timeout_ms = v.num() as u64,
     },
     Key {
+        name: "redis_spin_us",
+        kind: int(0.0, 10000.0),
+        default: "100",
+        doc: "how long a read from Redis polls the socket before it sleeps, in microseconds: a local server's reply usually comes sooner than a sleeping thread wakes (0 = always sleep; polling rests by itself while the server answers slower)",
+        set: |e, v| e.redis_spin_us = v.num() as u64,
+    },
+    Key {
         name: "dead_letter",
         kind: KeyKind::Text,
         default: "\"file://dead-letter.json\"",
@@ -479,6 +488,7 @@ impl Default for Engine {
             lua_memory_mb: 1024,
             script_timeout_ms: 1000,
             redis_timeout_ms: 10000,
+            redis_spin_us: 100,
             dead_letter: "file://dead-letter.json".into(),
             drain_timeout_s: 30.0,
             lazy_events: true,

@@ -196,6 +196,10 @@ impl Plan {
         };
         let redis_timeout = (config.engine.redis_timeout_ms > 0)
             .then(|| Duration::from_millis(config.engine.redis_timeout_ms));
+        let spin = dragonfly_store::resp::spin_for(
+            Duration::from_micros(config.engine.redis_spin_us),
+            config.engine.workers,
+        );
         let backend = match &config.store {
             Store::Embedded => Backend::Embedded(EmbeddedStore::new()),
             Store::Tcp { host, port } => Backend::Redis(
@@ -203,11 +207,13 @@ impl Plan {
                     host: host.clone(),
                     port: *port,
                 })
-                .with_timeout(redis_timeout),
+                .with_timeout(redis_timeout)
+                .with_spin(spin),
             ),
             Store::Unix { path } => Backend::Redis(
                 RedisTarget::new(RedisAddr::Unix { path: path.clone() })
-                    .with_timeout(redis_timeout),
+                    .with_timeout(redis_timeout)
+                    .with_spin(spin),
             ),
             Store::Cluster { nodes } => Backend::Redis(
                 RedisTarget::new(RedisAddr::Cluster {

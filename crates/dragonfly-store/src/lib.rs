@@ -8,6 +8,7 @@ pub mod embedded;
 pub use dragonfly_models::numfmt;
 pub mod redis_backend;
 mod reply;
+pub mod resp;
 
 pub use reply::Reply;
 

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use redis::io::tcp::TcpSettings;
 use redis::{ConnectionAddr, ConnectionInfo, ConnectionLike, IntoConnectionInfo, Value};
 
+use crate::resp::Resp;
 use crate::{Connection, Reply};
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -84,6 +85,8 @@ pub struct RedisTarget {
     pub counters: Arc<StoreCounters>,
     /// Longest wait for a reply (None: no limit).
     pub timeout: Option<Duration>,
+    /// How long a read polls before it blocks ([`crate::resp`]; zero: never).
+    pub spin: Duration,
 }
 
 /// The default reply timeout (engine.redis_timeout_ms).
@@ -96,7 +99,14 @@ impl RedisTarget {
             addr,
             counters: Arc::new(StoreCounters::default()),
             timeout: Some(DEFAULT_TIMEOUT),
+            spin: crate::resp::DEFAULT_SPIN,
         }
+    }
+
+    /// The same target polling for up to `spin` before a read blocks (zero: never).
+    pub fn with_spin(mut self, spin: Duration) -> Self {
+        self.spin = spin;
+        self
     }
 
     /// The same target with reply timeout `timeout` (None: no limit).
@@ -112,16 +122,15 @@ impl RedisTarget {
     }
 
     fn open(&self) -> redis::RedisResult<Link> {
-        let one = |addr| -> redis::RedisResult<Link> {
-            let client = redis::Client::open(Self::info(addr)?)?;
-            let con = client.get_connection_with_timeout(CONNECT_TIMEOUT)?;
-            con.set_read_timeout(self.timeout)?;
-            con.set_write_timeout(self.timeout)?;
+        let one = |con: std::io::Result<Resp>| -> redis::RedisResult<Link> {
+            let mut con = con?;
+            con.set_timeouts(self.timeout, self.timeout)?;
+            con.set_spin(self.spin);
             Ok(Link::One(con))
         };
         match &self.addr {
-            RedisAddr::Tcp { host, port } => one(ConnectionAddr::Tcp(host.clone(), *port)),
-            RedisAddr::Unix { path } => one(ConnectionAddr::Unix(path.into())),
+            RedisAddr::Tcp { host, port } => one(Resp::tcp(host, *port, CONNECT_TIMEOUT)),
+            RedisAddr::Unix { path } => one(Resp::unix(path)),
             RedisAddr::Cluster { nodes } => {
                 let seeds = nodes
                     .iter()
@@ -171,6 +180,7 @@ impl RedisTarget {
                 port,
             })
             .with_timeout(self.timeout)
+            .with_spin(self.spin)
         };
         for (h, p) in nodes {
             if let Ok(Reply::Bulk(text)) =
@@ -192,6 +202,13 @@ impl RedisTarget {
             }
         }
         nodes.iter().map(|(h, p)| one(h, *p)).collect()
+    }
+
+    /// Whether a connection to this target restarts its own socket calls after a signal
+    /// ([`crate::resp`]): one server yes; a cluster's (the `redis` crate's sockets) no, so its
+    /// callers hold signals back while it waits.
+    pub fn restarts_after_signals(&self) -> bool {
+        !matches!(self.addr, RedisAddr::Cluster { .. })
     }
 
     /// One command on a fresh connection (start-up checks, tools).
@@ -263,21 +280,21 @@ fn server_error(e: &redis::RedisError) -> Option<Reply> {
 /// An open connection: to one server, or to a cluster (through the `redis` crate's cluster
 /// client, which routes by slot and follows redirections).
 enum Link {
-    One(redis::Connection),
+    One(Resp),
     Cluster(Box<redis::cluster::ClusterConnection>),
 }
 
 impl Link {
     fn req(&mut self, packed: &[u8]) -> redis::RedisResult<Value> {
         match self {
-            Link::One(c) => c.req_packed_command(packed),
+            Link::One(c) => c.request(packed),
             Link::Cluster(c) => c.req_packed_command(packed),
         }
     }
 
-    fn set_read_timeout(&self, d: Option<Duration>) -> redis::RedisResult<()> {
+    fn set_read_timeout(&mut self, d: Option<Duration>) -> redis::RedisResult<()> {
         match self {
-            Link::One(c) => c.set_read_timeout(d),
+            Link::One(c) => Ok(c.set_read_timeout(d)?),
             Link::Cluster(c) => c.set_read_timeout(d),
         }
     }
@@ -421,7 +438,7 @@ impl RedisConnection {
             }
         };
         match con {
-            Link::One(c) => match c.send_packed_command(&packed) {
+            Link::One(c) => match c.send(&packed) {
                 Ok(()) => self.in_flight.extend(kinds),
                 Err(e) => {
                     self.in_flight.extend(kinds);
@@ -474,7 +491,7 @@ impl RedisConnection {
             }
             return;
         };
-        match con.recv_response() {
+        match con.recv() {
             Ok(v) => {
                 let k = self.in_flight.pop_front().expect("a command in flight");
                 self.route(k, from_value(v));

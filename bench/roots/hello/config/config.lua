@@ -9,4 +9,5 @@ analyzers = {
    { tag="output", script="write-to-log.lua", default_analyzer="",       default_output="eve" },
 }
 outputs = { { tag="eve", uri="file://out.json" } }
-engine = { stats_interval = 3600, workers = tonumber(os.getenv("BENCH_WORKERS") or "2") }
+engine = { stats_interval = 3600, workers = tonumber(os.getenv("BENCH_WORKERS") or "2"),
+           redis_spin_us = tonumber(os.getenv("BENCH_REDIS_SPIN_US") or "") }

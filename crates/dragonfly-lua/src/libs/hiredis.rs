@@ -57,7 +57,9 @@ struct Consts {
 
 struct Conn {
     inner: Option<Box<dyn Connection>>,
-    /// A Redis connection (waits on a socket): calls hold signals back (watchdog::native_io).
+    /// A connection that waits on sockets whose calls a signal cuts short (a Redis Cluster
+    /// link): its calls hold signals back (watchdog::native_io). A one-server link restarts
+    /// its own calls (dragonfly_store::resp).
     socket: bool,
 }
 
@@ -291,7 +293,7 @@ pub fn install(lua: &Lua, backend: Backend) -> mlua::Result<Table> {
                     Ok(c) => {
                         let conn = Conn {
                             inner: Some(Box::new(c)),
-                            socket: true,
+                            socket: !target.restarts_after_signals(),
                         };
                         Ok((
                             Value::UserData(lua.create_userdata(conn)?),
