@@ -180,10 +180,21 @@ local function wake(c)
   end
 end
 
--- a stage admits up to `limit` events at once (an analyzer's `concurrency`; filters 1), in
--- the order they come, never two of one flow (`key`: the event's partition field)
-local function free(st, key)
-  return st.busy < st.limit and (key == nil or not st.keys[key])
+-- A stage admits up to `limit` events at once (an analyzer's `concurrency`; filters 1), never
+-- two of one flow (`key`: the event's partition field), and never an event before an earlier
+-- one of its flow. A stage of limit 1 admits strictly in the order events come to it. One of
+-- several takes events of free flows in the order they come (`q`, the ready line), while
+-- those of a flow already inside wait in that flow's own line (`lines[key]`) without holding
+-- up the others; when the flow's event leaves, the next of that flow joins the ready line.
+-- An event waits (yields BLOCKED) until a releasing event has admitted it (`c.stage`).
+local function stage(id)
+  local st = stages[id]
+  if st == nil then
+    st = { busy = 0, limit = (id > 0 and sched.limits[id]) or 1, keys = {}, lines = {},
+      q = {}, h = 1, n = 0 }
+    stages[id] = st
+  end
+  return st
 end
 
 local function admit(st, c, id, key)
@@ -192,39 +203,71 @@ local function admit(st, c, id, key)
   c.stage, c.key = id, key
 end
 
-local function acquire(c, id, key)
-  local st = stages[id]
-  if st == nil then
-    st = { busy = 0, limit = (id > 0 and sched.limits[id]) or 1, keys = {}, q = {}, h = 1, n = 0 }
-    stages[id] = st
-  end
-  if st.h > st.n and free(st, key) then
-    admit(st, c, id, key)
-    return
-  end
+local function ready(st, c)
   st.n = st.n + 1
   st.q[st.n] = c
-  while true do
-    co_yield(BLOCKED)
-    if st.q[st.h] == c and free(st, key) then
-      st.q[st.h] = nil
-      st.h = st.h + 1
-      admit(st, c, id, key)
-      -- the next in line may fit too
-      local nxt = st.q[st.h]
-      if nxt ~= nil and st.busy < st.limit then wake(nxt) end
-      return
+end
+
+-- admit from the ready line while there is room
+local function fill(st, id)
+  while st.busy < st.limit and st.h <= st.n do
+    local c = st.q[st.h]
+    st.q[st.h] = nil
+    st.h = st.h + 1
+    local key = c.want
+    if key ~= nil then
+      -- c heads its flow's line: the rest of the line waits for c to leave
+      local line = st.lines[key]
+      line[line.h] = nil
+      line.h = line.h + 1
+      if line.h > line.n then st.lines[key] = nil end
     end
+    c.want = nil
+    admit(st, c, id, key)
+    wake(c)
   end
 end
 
+local function acquire(c, id, key)
+  local st = stage(id)
+  if st.limit == 1 then key = nil end
+  if key == nil then
+    if st.busy < st.limit and st.h > st.n then
+      admit(st, c, id, nil)
+      return
+    end
+    ready(st, c)
+  else
+    local line = st.lines[key]
+    if line == nil and not st.keys[key] and st.busy < st.limit and st.h > st.n then
+      admit(st, c, id, key)
+      return
+    end
+    if line == nil then
+      line = { h = 1, n = 0 }
+      st.lines[key] = line
+      -- nobody of this flow inside: c is ready as soon as there is room
+      if not st.keys[key] then ready(st, c) end
+    end
+    line.n = line.n + 1
+    line[line.n] = c
+    c.want = key
+  end
+  repeat co_yield(BLOCKED) until c.stage == id
+end
+
 local function release(c)
-  local st, key = stages[c.stage], c.key
+  local id, key = c.stage, c.key
+  local st = stages[id]
   c.stage, c.key = nil, nil
   st.busy = st.busy - 1
-  if key ~= nil then st.keys[key] = nil end
-  local nxt = st.q[st.h]
-  if nxt ~= nil then wake(nxt) end
+  if key ~= nil then
+    st.keys[key] = nil
+    -- the next of this flow may go in now
+    local line = st.lines[key]
+    if line ~= nil then ready(st, line[line.h]) end
+  end
+  fill(st, id)
 end
 
 local function event_body(c, filter, who, ev)

@@ -76,10 +76,18 @@ end"#;
 
 const COUNT: &str = r#"
 function setup() conn = assert(hiredis.connect()) end
+local inside, active = {}, 0
 function loop(msg)
-  conn:command("INCR", "count:" .. msg.event_type)
   local f = msg.flow_id and string.format("%.0f", msg.flow_id) or "none"
+  -- never two events of one flow inside at once
+  assert(f == "none" or not inside[f], "two events of flow " .. f .. " inside at once")
+  inside[f] = true
+  active = active + 1
+  msg.active = active
+  conn:command("INCR", "count:" .. msg.event_type)
   conn:command("RPUSH", "flow:" .. f, msg.seq)
+  inside[f] = nil
+  active = active - 1
   dragonfly.output_event("out", msg)
 end"#;
 
@@ -223,7 +231,19 @@ fn concurrency_keeps_each_flows_order_and_exact_counters() {
         "count",
         r#"{ tag="count", script="count.lua", concurrency = 32 },"#,
     );
-    assert_eq!(r.lines("out.json").len(), EVENTS);
+    let lines = r.lines("out.json");
+    assert_eq!(lines.len(), EVENTS);
+    // events did overlap: some found others inside
+    let most = lines
+        .iter()
+        .map(|l| {
+            serde_json::from_str::<J>(l).unwrap()["active"]
+                .as_i64()
+                .unwrap()
+        })
+        .max()
+        .unwrap();
+    assert!(most > 1, "no two events were ever inside at once");
     let mut c = connect(&server);
     let mut types: HashMap<String, i64> = HashMap::new();
     let mut flows: HashMap<String, Vec<i64>> = HashMap::new();

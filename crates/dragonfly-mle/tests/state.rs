@@ -172,8 +172,12 @@ fn redis_over_a_unix_socket() {
 
 /// A running engine whose analyzer INCRs a counter on `server` per event read from
 /// `unix://in.sock` and outputs `{seq, count}` or `{seq, error}`; `engine` adds to the engine
-/// table. Returns once `setup()` has run.
-fn counting_on_redis(server: &RedisServer, engine: &str) -> (Root, std::process::Child) {
+/// table, `analyzer` to the analyzer's entry. Returns once `setup()` has run.
+fn counting_on_redis(
+    server: &RedisServer,
+    engine: &str,
+    analyzer: &str,
+) -> (Root, std::process::Child) {
     let r = Root::new();
     r.write("filter/filter.lua", FILTER);
     r.write("analyzer/count.lua", r#"
@@ -191,7 +195,7 @@ end"#);
 redis_host = "127.0.0.1"
 redis_port = {}
 inputs = {{ {{ tag="in", uri="unix://in.sock", script="filter.lua", default_analyzer="count" }} }}
-analyzers = {{ {{ tag="count", script="count.lua" }} }}
+analyzers = {{ {{ tag="count", script="count.lua"{analyzer} }} }}
 outputs = {{ {{ tag="out", uri="file://out.json" }} }}
 engine = {{ stats_interval = 0.05{engine} }}
 "#,
@@ -240,35 +244,41 @@ fn count_again_then_stop(
     (lines, err)
 }
 
+/// Both ways of running: one event at a time, and events overlapping in the analyzer
+/// (`concurrency`, their commands pipelined).
+const MODES: [&str; 2] = ["", ", concurrency = 8"];
+
 #[test]
 fn a_redis_restart_costs_errors_not_the_engine() {
-    let mut server = RedisServer::start();
-    let (r, child) = counting_on_redis(&server, "");
-    let send = |range| send_seqs(&r, range);
-    let outs = |r: &Root| r.read_log("out.json").lines().count();
-    send(0..10);
-    wait_for(Duration::from_secs(30), "10 counted", || outs(&r) == 10);
-    server.kill();
-    send(10..15);
-    wait_for(Duration::from_secs(30), "5 failed", || outs(&r) == 15);
-    server.restart();
-    let (lines, err) = count_again_then_stop(&r, child, 15);
-    for l in &lines[..10] {
-        assert!(l["count"].is_number(), "{l}");
-    }
-    for l in &lines[10..15] {
+    for mode in MODES {
+        let mut server = RedisServer::start();
+        let (r, child) = counting_on_redis(&server, "", mode);
+        let send = |range| send_seqs(&r, range);
+        let outs = |r: &Root| r.read_log("out.json").lines().count();
+        send(0..10);
+        wait_for(Duration::from_secs(30), "10 counted", || outs(&r) == 10);
+        server.kill();
+        send(10..15);
+        wait_for(Duration::from_secs(30), "5 failed", || outs(&r) == 15);
+        server.restart();
+        let (lines, err) = count_again_then_stop(&r, child, 15);
+        for l in &lines[..10] {
+            assert!(l["count"].is_number(), "{l}");
+        }
+        for l in &lines[10..15] {
+            assert!(
+                l["error"].as_str().unwrap().contains("Redis at 127.0.0.1"),
+                "{l}"
+            );
+        }
+        let s = r.final_stats();
         assert!(
-            l["error"].as_str().unwrap().contains("Redis at 127.0.0.1"),
-            "{l}"
+            s["store"]["connection_errors"].as_u64().unwrap() >= 1,
+            "{s}"
         );
+        assert!(s["store"]["reconnects"].as_u64().unwrap() >= 1, "{s}");
+        assert!(err.contains("connection to Redis lost"), "{err}");
     }
-    let s = r.final_stats();
-    assert!(
-        s["store"]["connection_errors"].as_u64().unwrap() >= 1,
-        "{s}"
-    );
-    assert!(s["store"]["reconnects"].as_u64().unwrap() >= 1, "{s}");
-    assert!(err.contains("connection to Redis lost"), "{err}");
 }
 
 /// A Redis that stops answering (SIGSTOP: connections stay open, nothing comes back) costs
@@ -276,41 +286,43 @@ fn a_redis_restart_costs_errors_not_the_engine() {
 /// engine reconnects and counts again.
 #[test]
 fn a_redis_that_stops_answering_costs_timeouts_not_a_hung_worker() {
-    let server = RedisServer::start();
-    let (r, child) = counting_on_redis(&server, ", redis_timeout_ms = 300");
-    let send = |range| send_seqs(&r, range);
-    send(0..10);
-    wait_for(Duration::from_secs(30), "10 counted", || {
-        r.lines("out.json").len() == 10
-    });
-    server.pause();
-    send(10..15);
-    // each waits at most the timeout (the first) or the backoff's next connect attempt
-    wait_for(Duration::from_secs(30), "5 failed", || {
-        r.lines("out.json").len() == 15
-    });
-    server.resume();
-    let (lines, err) = count_again_then_stop(&r, child, 15);
-    let first = lines[10]["error"].as_str().unwrap_or_default();
-    assert!(first.contains("did not answer within 300 ms"), "{first}");
-    for l in &lines[10..15] {
-        assert!(
-            l["error"].as_str().unwrap().contains("Redis at 127.0.0.1"),
-            "{l}"
-        );
+    for mode in MODES {
+        let server = RedisServer::start();
+        let (r, child) = counting_on_redis(&server, ", redis_timeout_ms = 300", mode);
+        let send = |range| send_seqs(&r, range);
+        send(0..10);
+        wait_for(Duration::from_secs(30), "10 counted", || {
+            r.lines("out.json").len() == 10
+        });
+        server.pause();
+        send(10..15);
+        // each waits at most the timeout (the first) or the backoff's next connect attempt
+        wait_for(Duration::from_secs(30), "5 failed", || {
+            r.lines("out.json").len() == 15
+        });
+        server.resume();
+        let (lines, err) = count_again_then_stop(&r, child, 15);
+        let first = lines[10]["error"].as_str().unwrap_or_default();
+        assert!(first.contains("did not answer within 300 ms"), "{first}");
+        for l in &lines[10..15] {
+            assert!(
+                l["error"].as_str().unwrap().contains("Redis at 127.0.0.1"),
+                "{l}"
+            );
+        }
+        // the counter kept every INCR that was answered, and only those
+        let answered = lines.iter().filter(|l| l["count"].is_number()).count() as i64;
+        let last = lines
+            .iter()
+            .rev()
+            .find_map(|l| l["count"].as_i64())
+            .unwrap();
+        assert!(last >= answered, "{last} < {answered}");
+        let s = r.final_stats();
+        assert!(s["store"]["timeouts"].as_u64().unwrap() >= 1, "{s}");
+        assert!(s["store"]["reconnects"].as_u64().unwrap() >= 1, "{s}");
+        assert!(err.contains("did not answer within 300 ms"), "{err}");
     }
-    // the counter kept every INCR that was answered, and only those
-    let answered = lines.iter().filter(|l| l["count"].is_number()).count() as i64;
-    let last = lines
-        .iter()
-        .rev()
-        .find_map(|l| l["count"].as_i64())
-        .unwrap();
-    assert!(last >= answered, "{last} < {answered}");
-    let s = r.final_stats();
-    assert!(s["store"]["timeouts"].as_u64().unwrap() >= 1, "{s}");
-    assert!(s["store"]["reconnects"].as_u64().unwrap() >= 1, "{s}");
-    assert!(err.contains("did not answer within 300 ms"), "{err}");
 }
 
 #[test]
