@@ -246,8 +246,47 @@ impl Running {
                     ),
                 ),
             };
+            // failures the runtime had recorded before it was given up (earlier events of
+            // the batch): counted, logged and dead-lettered as the worker would have
+            let recorded: Vec<dragonfly_lua::Failure> = salvage
+                .failures
+                .iter()
+                .map(|(caller, message, idx)| dragonfly_lua::Failure {
+                    caller: *caller,
+                    kind: dragonfly_lua::FailureKind::of_message(message),
+                    error: dragonfly_lua::ScriptError {
+                        script: match *caller {
+                            dragonfly_lua::Caller::Filter(f) => t.spec.filters.get(f),
+                            dragonfly_lua::Caller::Analyzer(a) => t.spec.analyzers.get(a),
+                        }
+                        .map(|s| s.display.clone())
+                        .unwrap_or_default(),
+                        message: message.clone(),
+                    },
+                    traceback: None,
+                    event: String::new(),
+                    event_full: None,
+                    input_index: *idx,
+                })
+                .collect();
+            for f in &recorded {
+                let n = worker::count_failure(&self.stats, f);
+                self.log.lua_error(&f.error, "", n);
+            }
             let n = counters.0.fetch_add(1, Ordering::Relaxed) + 1;
             counters.1.fetch_add(1, Ordering::Relaxed);
+            let dropped = salvage
+                .overlap
+                .as_ref()
+                .map(|o| o.1.clone())
+                .unwrap_or_default();
+            if !dropped.is_empty() {
+                counters
+                    .0
+                    .fetch_add(dropped.len() as u64, Ordering::Relaxed);
+                tracing::error!(worker = t.id, dropped = dropped.len(),
+                    "the runtime given up had {} other events in flight (concurrency): their runs are lost with it (counted as errors, each to the dead letters); the batch goes on after the last event it had started", dropped.len());
+            }
             let failure = dragonfly_lua::Failure {
                 caller: salvage.caller,
                 kind: dragonfly_lua::FailureKind::Timeout,
@@ -269,7 +308,24 @@ impl Running {
             if let Some(dead) = &t.sinks.dead {
                 let mut b = Batch::default();
                 let batch = inflight.as_ref().map(|f| (f.input, &*f.batch));
+                for f in &recorded {
+                    worker::dead_letter_record(&self.stats, f, batch, &mut b);
+                }
                 worker::dead_letter_record(&self.stats, &failure, batch, &mut b);
+                for &idx in &dropped {
+                    let lost = dragonfly_lua::Failure {
+                        input_index: Some(idx),
+                        error: dragonfly_lua::ScriptError {
+                            script: failure.error.script.clone(),
+                            message: format!(
+                                "dropped: in flight (concurrency) when worker {}'s runtime was replaced",
+                                t.id
+                            ),
+                        },
+                        ..failure.clone()
+                    };
+                    worker::dead_letter_record(&self.stats, &lost, batch, &mut b);
+                }
                 if let Some(f) = &inflight {
                     b.acks.extend(f.acks.iter().cloned());
                 }
@@ -281,7 +337,10 @@ impl Running {
                     self.parked
                 ));
             }
-            let resume = match (inflight, salvage.input_index) {
+            let resume = match (
+                inflight,
+                salvage.overlap.map(|o| o.0).or(salvage.input_index),
+            ) {
                 (Some(f), Some(idx)) => Some((f, idx + 1)),
                 // parked in a timer call: the batch it ran after was done, only its flush is left
                 (Some(f), None) => Some((f, usize::MAX)),

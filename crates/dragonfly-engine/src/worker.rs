@@ -342,26 +342,7 @@ impl Chain<'_> {
             stats.routing_loops.fetch_add(cut, Relaxed);
         }
         for f in res.failures {
-            let (counter, timeouts, memory) = match f.caller {
-                Caller::Filter(i) => {
-                    let c = &stats.inputs[i].filter;
-                    (&c.errors, &c.timeouts, &c.memory_errors)
-                }
-                Caller::Analyzer(i) => {
-                    let c = &stats.analyzers[i].c;
-                    (&c.errors, &c.timeouts, &c.memory_errors)
-                }
-            };
-            let n = counter.fetch_add(1, Relaxed) + 1;
-            match f.kind {
-                FailureKind::Timeout => {
-                    timeouts.fetch_add(1, Relaxed);
-                }
-                FailureKind::Memory => {
-                    memory.fetch_add(1, Relaxed);
-                }
-                _ => {}
-            }
+            let n = count_failure(stats, &f);
             self.w.log.lua_error(&f.error, &f.event, n);
             self.dead_letter(&f, batch);
         }
@@ -485,4 +466,30 @@ pub fn dead_letter_record(
     bytes.push(b'\n');
     out.push(&bytes);
     stats.dead_letters.fetch_add(1, Relaxed);
+}
+
+/// Count failure `f` in its script's counters; returns its script's error count (for the
+/// log's rate limit).
+pub(crate) fn count_failure(stats: &Stats, f: &Failure) -> u64 {
+    let (counter, timeouts, memory) = match f.caller {
+        Caller::Filter(i) => {
+            let c = &stats.inputs[i].filter;
+            (&c.errors, &c.timeouts, &c.memory_errors)
+        }
+        Caller::Analyzer(i) => {
+            let c = &stats.analyzers[i].c;
+            (&c.errors, &c.timeouts, &c.memory_errors)
+        }
+    };
+    let n = counter.fetch_add(1, Relaxed) + 1;
+    match f.kind {
+        FailureKind::Timeout => {
+            timeouts.fetch_add(1, Relaxed);
+        }
+        FailureKind::Memory => {
+            memory.fetch_add(1, Relaxed);
+        }
+        _ => {}
+    }
+    n
 }

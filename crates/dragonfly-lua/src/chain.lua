@@ -8,7 +8,10 @@
 -- reads it to tell one long call from many short ones; `probe[2]` is the batch index being run
 -- (0: none) and `probe[3]` the caller (as in error records). The engine reads the position if
 -- the runtime has to be given up, or when an error outside any script call (out of memory while
--- recording a failure) cut a batch's run, to resume at the next event.
+-- recording a failure) cut a batch's run, to resume at the next event. The overlap scheduler
+-- also keeps `probe[4]`, the last batch index it started (0: not running), and `probe[5]`, the
+-- set of batch indices in flight: a cut run resumes after `probe[4]` (no event runs twice)
+-- and the events in flight besides the culprit go to the dead letters as dropped.
 local out_raw, MAX_HOPS, probe, traceback, lazy, sched = ...
 local lazy_index, lazy_clone = lazy.index, lazy.clone
 local rawget, rawset = rawget, rawset
@@ -27,6 +30,8 @@ local M = {
   loops_cut = 0,    -- routing loops cut since the last take
 }
 local by_tag, loops, counts, errors, unknown = M.by_tag, M.loops, M.counts, M.errors, M.unknown
+-- the failures not yet taken, for the engine to salvage from a runtime given up
+probe[6] = errors
 
 local function copy(v, depth)
   if type(v) ~= "table" then return v end
@@ -156,19 +161,35 @@ M.drain = drain
 -- different flows. An event holds at most one stage at a time and waits only for a reply or
 -- for a stage, so the lines never deadlock. What is not kept: the order in which different
 -- events' commands reach Redis across analyzers (docs/configuration.md).
-local co_create, co_resume, co_status = coroutine.create, coroutine.resume, coroutine.status
+local co_create, co_resume = coroutine.create, coroutine.resume
 local co_yield = coroutine.yield
 local BLOCKED = {}
 local stages = {}          -- stage id (filter: negative, analyzer: index) -> line
--- runnable events (their contexts), and what to resume each with
-local rq, rv, rh, rt = {}, {}, 1, 0
+-- runnable events (their contexts; each context's `val` is what to resume it with)
+local rq, rh, rt = {}, 1, 0
 -- Each event in flight has one context table: `co` its coroutine, `ev` its input value until
 -- the first resume, `i` its batch index, `a`/`v`/`h`/`n` its queue of hand-offs, `stage`/`key`
--- the stage it is in and for which flow, `blocked` whether it waits in a stage's line.
+-- the stage it is in and for which flow, `blocked` whether it waits in a stage's line,
+-- `wud`/`wt` the connection and ticket of the reply it waits for. Contexts and their
+-- coroutines are reused: an event's coroutine, done, waits for the next event.
+
+-- Queues are arrays read from `h` and written at `n`; once the head has moved far, what is
+-- left moves down to 1, so the indices stay small and the arrays stay arrays (LuaJIT keeps
+-- large sparse integer keys in the hash part, rehashing as they move).
+local COMPACT = 1024
+local function compact(q, h, n)
+  local j = 0
+  for k = h, n do
+    j = j + 1
+    q[j], q[k] = q[k], nil
+  end
+  return 1, j
+end
 
 local function runnable(c, val)
   rt = rt + 1
-  rq[rt], rv[rt] = c, val
+  rq[rt] = c
+  c.val = val
 end
 
 -- an event waiting in a stage's line (yielded BLOCKED) becomes runnable once per wake-up;
@@ -214,6 +235,11 @@ local function fill(st, id)
     local c = st.q[st.h]
     st.q[st.h] = nil
     st.h = st.h + 1
+    if st.h > st.n then
+      st.h, st.n = 1, 0
+    elseif st.h > COMPACT then
+      st.h, st.n = compact(st.q, st.h, st.n)
+    end
     local key = c.want
     if key ~= nil then
       -- c heads its flow's line: the rest of the line waits for c to leave
@@ -278,6 +304,7 @@ local function event_body(c, filter, who, ev)
     if key ~= nil and type(key) ~= "string" and type(key) ~= "number" then key = nil end
   end
   acquire(c, who, nil)
+  c.who = who
   local ok, err = call(who, filter, ev)
   release(c)
   if not ok then record(who, err, ev) end
@@ -296,11 +323,22 @@ local function event_body(c, filter, who, ev)
     end
     counts[a] = counts[a] + 1
     acquire(c, a, key)
+    c.who = a
     ok, err = call(a, loops[a], v)
     release(c)
     if not ok then record(a, err, v) end
   end
 end
+
+-- an event's coroutine: one event after another (DONE between them)
+local DONE = {}
+local function event_loop(c, filter, who, ev)
+  while true do
+    event_body(c, filter, who, ev)
+    c, filter, who, ev = co_yield(DONE)
+  end
+end
+local idle, nidle = {}, 0   -- contexts whose coroutine waits for its next event
 
 -- an event failed outside any script call: free the stage it held
 local function abandon(c)
@@ -313,25 +351,44 @@ local WINDOW = 256
 
 local function run_overlapped(filter, who, events, n, from)
   local ran, inflight, i = 0, 0, from
-  local wq, wu, wk, wh, wt = {}, {}, {}, 1, 0   -- events waiting for a Redis reply
+  local wq, wh, wt = {}, 1, 0   -- events waiting for a Redis reply
+  local live = {}               -- batch indices in flight
+  probe[5] = live
   local WAIT = sched.WAIT
   while true do
     while inflight < WINDOW and i <= n do
       local ev = events[i]
       if ev ~= nil then
-        local c = { co = co_create(event_body), ev = ev, i = i, a = {}, v = {}, h = 1, n = 0,
-          blocked = false }
+        local c
+        if nidle > 0 then
+          c = idle[nidle]
+          idle[nidle] = nil
+          nidle = nidle - 1
+          c.ev, c.i, c.h, c.n = ev, i, 1, 0
+        else
+          c = { co = co_create(event_loop), ev = ev, i = i, a = {}, v = {}, h = 1, n = 0,
+            blocked = false }
+        end
         inflight = inflight + 1
         ran = ran + 1
+        live[i] = true
         runnable(c, nil)
       end
       i = i + 1
+      probe[4] = i - 1
     end
     if rh <= rt then
-      local c, val = rq[rh], rv[rh]
-      rq[rh], rv[rh] = nil, nil
+      local c = rq[rh]
+      rq[rh] = nil
       rh = rh + 1
+      if rh > rt then
+        rh, rt = 1, 0
+      elseif rh > COMPACT then
+        rh, rt = compact(rq, rh, rt)
+      end
       probe[2] = c.i
+      local who_now = c.who
+      if who_now ~= nil then probe[3] = who_now end
       local co = c.co
       sched.current, sched.ctx = co, c
       local ok, tag, ud, t
@@ -340,6 +397,8 @@ local function run_overlapped(filter, who, events, n, from)
         c.ev = nil
         ok, tag, ud, t = co_resume(co, c, filter, who, ev)
       else
+        local val = c.val
+        c.val = nil
         ok, tag, ud, t = co_resume(co, val)
       end
       sched.current, sched.ctx = nil, nil
@@ -347,11 +406,17 @@ local function run_overlapped(filter, who, events, n, from)
         record(who, tag, nil)
         abandon(c)
         inflight = inflight - 1
-      elseif co_status(co) == "dead" then
+        live[c.i] = nil
+      elseif tag == DONE then
         inflight = inflight - 1
+        live[c.i] = nil
+        c.who = nil
+        nidle = nidle + 1
+        idle[nidle] = c
       elseif tag == WAIT then
         wt = wt + 1
-        wq[wt], wu[wt], wk[wt] = c, ud, t
+        wq[wt] = c
+        c.wud, c.wt = ud, t
       elseif tag == BLOCKED then
         c.blocked = true
       end
@@ -359,16 +424,23 @@ local function run_overlapped(filter, who, events, n, from)
       -- nothing can run: take the oldest reply. Its connection sends what it has queued if
       -- that command is among it; commands queued after one already on its way wait for the
       -- replies before them, and go out together (the pipeline fills while Redis answers)
-      local c, ud, t = wq[wh], wu[wh], wk[wh]
-      wq[wh], wu[wh], wk[wh] = nil, nil, nil
+      local c = wq[wh]
+      wq[wh] = nil
       wh = wh + 1
+      if wh > wt then
+        wh, wt = 1, 0
+      elseif wh > COMPACT then
+        wh, wt = compact(wq, wh, wt)
+      end
+      local ud, t = c.wud, c.wt
+      c.wud, c.wt = nil, nil
       runnable(c, ud:_await(t))
     else
       break
     end
   end
-  rq, rv, rh, rt = {}, {}, 1, 0
-  probe[2] = 0
+  rq, rh, rt = {}, 1, 0
+  probe[2], probe[4], probe[5] = 0, 0, 0
   if inflight > 0 then
     -- (cannot happen: every event waits for a reply, a stage or nothing)
     stages = {}
@@ -381,7 +453,8 @@ end
 function M.reset()
   for j = qh, qn do qa[j], qv[j] = nil, nil end
   qh, qn = 1, 0
-  rq, rv, rh, rt = {}, {}, 1, 0
+  rq, rh, rt = {}, 1, 0
+  idle, nidle = {}, 0
   stages = {}
   sched.current, sched.ctx = nil, nil
 end

@@ -146,6 +146,32 @@ pub enum Caller {
     Analyzer(usize),
 }
 
+impl Caller {
+    /// The caller chain.lua names `who` (filters negative from -1, analyzers from 1).
+    pub fn from_who(who: i64) -> Caller {
+        if who < 0 {
+            Caller::Filter((-who - 1) as usize)
+        } else {
+            Caller::Analyzer((who - 1).max(0) as usize)
+        }
+    }
+}
+
+impl FailureKind {
+    /// The kind of a failure chain.lua recorded with `message`.
+    pub fn of_message(message: &str) -> FailureKind {
+        if message.starts_with(crate::watchdog::TIMEOUT_TEXT) {
+            FailureKind::Timeout
+        } else if message.starts_with("routing loop:") {
+            FailureKind::RoutingLoop
+        } else if message == "not enough memory" {
+            FailureKind::Memory
+        } else {
+            FailureKind::Error
+        }
+    }
+}
+
 /// Why a script call failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailureKind {
@@ -319,6 +345,8 @@ impl Runtime {
             probe.raw_set(1, 0)?;
             probe.raw_set(2, 0)?;
             probe.raw_set(3, 0)?;
+            probe.raw_set(4, 0)?;
+            probe.raw_set(5, 0)?;
             // SAFETY: out_ptr points into a Box the Runtime keeps for as long as the Lua
             // state lives; the state is used only by the thread that owns the Runtime.
             // luaopen_debug is called through lua_call as a C function should be; only its
@@ -548,15 +576,33 @@ impl Runtime {
                 }
                 Err(e) => {
                     let pos: usize = self.probe.raw_get(2).unwrap_or(0);
+                    // the overlap scheduler: the last event started, and those in flight
+                    let started: usize = self.probe.raw_get(4).unwrap_or(0);
+                    let mut dropped: Vec<usize> = match self.probe.raw_get::<Value>(5) {
+                        Ok(Value::Table(t)) => t
+                            .pairs::<usize, Value>()
+                            .filter_map(|kv| kv.ok().map(|(k, _)| k))
+                            .filter(|&k| k != pos)
+                            .collect(),
+                        _ => Vec::new(),
+                    };
+                    dropped.sort_unstable();
                     self.recover(&e);
-                    let _ = self.probe.raw_set(2, 0);
+                    for k in [2, 4, 5] {
+                        let _ = self.probe.raw_set(k, 0);
+                    }
                     if pos < from {
                         return Err(e);
                     }
-                    ran += pos + 1 - from;
                     let caller = self.current_caller();
                     self.escaped(caller, &e, Some(pos - 1));
-                    from = pos + 1;
+                    // the others in flight lost their runs with it (no event runs twice)
+                    for &k in &dropped {
+                        self.escaped(caller, &e, Some(k - 1));
+                    }
+                    let resume = pos.max(started);
+                    ran += resume + 1 - from;
+                    from = resume + 1;
                 }
             }
         }
@@ -702,29 +748,14 @@ impl Runtime {
             let value: Value = rec.raw_get(3).unwrap_or(Value::Nil);
             let pos: usize = rec.raw_get(4).unwrap_or(0);
             let traceback: Option<String> = rec.raw_get(5).ok().flatten();
-            let kind = if message.starts_with(crate::watchdog::TIMEOUT_TEXT) {
-                FailureKind::Timeout
-            } else if message.starts_with("routing loop:") {
-                FailureKind::RoutingLoop
-            } else if message == "not enough memory" {
-                memory = true;
-                FailureKind::Memory
-            } else {
-                FailureKind::Error
-            };
-            let (caller, script) = if who < 0 {
-                let f = (-who - 1) as usize;
-                (
-                    Caller::Filter(f),
-                    self.filters.get(f).map(|s| s.display.clone()),
-                )
-            } else {
-                let a = (who - 1).max(0) as usize;
-                (
-                    Caller::Analyzer(a),
-                    self.analyzers.get(a).map(|s| s.display.clone()),
-                )
-            };
+            let kind = FailureKind::of_message(&message);
+            memory |= kind == FailureKind::Memory;
+            let caller = Caller::from_who(who);
+            let script = match caller {
+                Caller::Filter(f) => self.filters.get(f),
+                Caller::Analyzer(a) => self.analyzers.get(a),
+            }
+            .map(|s| s.display.clone());
             let event_full = json::encode_to_vec(&self.lua, &value)
                 .ok()
                 .map(|b| String::from_utf8_lossy(&b).into_owned());
@@ -827,7 +858,7 @@ impl Runtime {
 pub use dragonfly_event::text::truncate;
 
 /// A Lua error text without mlua's prefix and Rust-side traceback.
-fn clean_message(text: &str) -> String {
+pub(crate) fn clean_message(text: &str) -> String {
     let text = text.split("\nstack traceback:").next().unwrap_or(text);
     text.trim_start_matches("runtime error: ")
         .trim_start_matches("memory error: ")

@@ -77,8 +77,15 @@ pub struct Salvage {
     pub outputs: Vec<dragonfly_event::Batch>,
     /// Index in the input batch of the event being run when it was parked (none: a timer).
     pub input_index: Option<usize>,
+    /// With the overlap scheduler: the index of the last event it had started (the run
+    /// resumes after it, so no event runs twice), and the indices of the events in flight
+    /// besides the culprit (their runs are lost with the runtime).
+    pub overlap: Option<(usize, Vec<usize>)>,
     /// The script running: `Caller` of the call that never ended.
     pub caller: crate::Caller,
+    /// Failures the runtime had recorded and the engine had not taken yet: who, the
+    /// message (as chain.lua recorded it) and the input batch index.
+    pub failures: Vec<(crate::Caller, String, Option<usize>)>,
 }
 
 /// Take the outputs and position of a parked runtime.
@@ -100,16 +107,65 @@ pub unsafe fn salvage(w: &Watched) -> Salvage {
         let pos = ffi::lua_tonumber(l, -1) as i64;
         ffi::lua_rawgeti(l, -2, 3);
         let who = ffi::lua_tonumber(l, -1) as i64;
+        ffi::lua_rawgeti(l, -3, 4);
+        let started = ffi::lua_tonumber(l, -1) as i64;
+        // the set of indices in flight (1-based keys), walked without allocating in Lua
+        let mut dropped = Vec::new();
+        ffi::lua_rawgeti(l, -4, 5);
+        if ffi::lua_type(l, -1) == ffi::LUA_TTABLE {
+            ffi::lua_pushnil(l);
+            while ffi::lua_next(l, -2) != 0 {
+                let k = ffi::lua_tonumber(l, -2) as i64;
+                if k > 0 && k != pos {
+                    dropped.push(k as usize - 1);
+                }
+                ffi::lua_settop(l, -2);
+            }
+        }
+        dropped.sort_unstable();
         ffi::lua_settop(l, top);
-        let caller = if who < 0 {
-            crate::Caller::Filter((-who - 1) as usize)
-        } else {
-            crate::Caller::Analyzer((who - 1).max(0) as usize)
-        };
+        // chain.lua's failure records { who, message, value, pos, where }, walked in place
+        let mut failures = Vec::new();
+        ffi::lua_pushlightuserdata(l, &PROBE_KEY as *const u8 as *mut std::ffi::c_void);
+        ffi::lua_rawget(l, ffi::LUA_REGISTRYINDEX);
+        ffi::lua_rawgeti(l, -1, 6);
+        if ffi::lua_type(l, -1) == ffi::LUA_TTABLE {
+            let n = ffi::lua_objlen(l, -1);
+            for i in 1..=n {
+                ffi::lua_rawgeti(l, -1, i as ffi::lua_Integer);
+                if ffi::lua_type(l, -1) == ffi::LUA_TTABLE {
+                    ffi::lua_rawgeti(l, -1, 1);
+                    let who = ffi::lua_tonumber(l, -1) as i64;
+                    ffi::lua_rawgeti(l, -2, 2);
+                    // only a string is read (lua_tolstring would convert, allocating, a number)
+                    let message = if ffi::lua_type(l, -1) == ffi::LUA_TSTRING {
+                        let mut len = 0;
+                        let p = ffi::lua_tolstring(l, -1, &mut len);
+                        String::from_utf8_lossy(std::slice::from_raw_parts(p.cast(), len))
+                            .into_owned()
+                    } else {
+                        String::new()
+                    };
+                    ffi::lua_rawgeti(l, -3, 4);
+                    let at = ffi::lua_tonumber(l, -1) as i64;
+                    ffi::lua_settop(l, -4);
+                    failures.push((
+                        crate::Caller::from_who(who),
+                        crate::runtime::clean_message(&message),
+                        (at > 0).then(|| at as usize - 1),
+                    ));
+                }
+                ffi::lua_settop(l, -2);
+            }
+        }
+        ffi::lua_settop(l, top);
+        let caller = crate::Caller::from_who(who);
         Salvage {
             outputs,
             input_index: (pos > 0).then(|| pos as usize - 1),
+            overlap: (started > 0).then(|| (started as usize - 1, dropped)),
             caller,
+            failures,
         }
     }
 }

@@ -277,6 +277,139 @@ fn concurrency_keeps_each_flows_order_and_exact_counters() {
     }
 }
 
+/// With `concurrency`, events whose script fails, loops (hands the event to itself until the
+/// hop limit cuts it) or runs away uninterruptibly (its runtime is given up and replaced) cost
+/// their own event and, for a runaway, the events in flight beside it — each to the dead
+/// letters: every event comes out or is a dead letter, exactly once, no event runs twice
+/// (each output's `RPUSH` applied once, none for the others), and the run ends normally.
+#[test]
+fn concurrency_survives_failing_looping_and_runaway_scripts() {
+    const ROUGH: &str = r#"
+function setup() conn = assert(hiredis.connect()) end
+function loop(msg)
+  if msg.seq % 10 == 1 then error("boom " .. msg.seq) end
+  if msg.seq % 10 == 2 then dragonfly.analyze_event("rough", msg) return end
+  conn:command("INCR", "rough:calls")
+  if msg.seq % 1000 == 3 then
+    local t = dragonfly.clock() + 5
+    while dragonfly.clock() < t do end
+  end
+  conn:command("RPUSH", "rough:ok", msg.seq)
+  dragonfly.output_event("out", msg)
+end"#;
+    let server = RedisServer::start();
+    let events = events();
+    let r = Root::new();
+    let input: String = events.iter().map(|e| format!("{e}\n")).collect();
+    r.write("in.json", &input);
+    r.write("filter/filter.lua", FILTER);
+    r.write("analyzer/rough.lua", ROUGH);
+    r.config(&format!(
+        r#"
+redis_host = "127.0.0.1"
+redis_port = {}
+inputs = {{ {{ tag="in", uri="file://{}", script="filter.lua", default_analyzer="rough" }} }}
+analyzers = {{ {{ tag="rough", script="rough.lua", concurrency = 16 }} }}
+outputs = {{ {{ tag="out", uri="file://out.json" }} }}
+engine = {{ script_timeout_ms = 50, dead_letter = "file://dead.json" }}
+"#,
+        server.port,
+        r.path().join("in.json").display()
+    ));
+    let out = r.run_to_eof(Duration::from_secs(180));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "script failures exit 3: {err}");
+    assert!(!err.contains("stuck"), "{err}");
+    let seq = |j: &J| j["seq"].as_i64().unwrap();
+    let outs: Vec<i64> = r
+        .lines("out.json")
+        .iter()
+        .map(|l| seq(&serde_json::from_str::<J>(l).unwrap()))
+        .collect();
+    let dead: Vec<J> = r
+        .lines("dead.json")
+        .iter()
+        .map(|l| serde_json::from_str::<J>(l).unwrap())
+        .collect();
+    let mut all: Vec<i64> = outs.clone();
+    all.extend(dead.iter().map(|d| seq(&d["event"])));
+    all.sort();
+    assert_eq!(
+        all,
+        (0..EVENTS as i64).collect::<Vec<_>>(),
+        "out + dead letters"
+    );
+    // the scripts' own failures are among the dead letters, with their reasons
+    let reason = |s: i64| {
+        dead.iter()
+            .find(|d| seq(&d["event"]) == s)
+            .map(|d| d["error"].as_str().unwrap().to_string())
+            .unwrap_or_default()
+    };
+    // (or, had it not reached its script yet, it was in flight when a runtime was given up)
+    const DROPPED: &str = "dropped: in flight (concurrency)";
+    for s in (0..EVENTS as i64).filter(|s| s % 10 == 1) {
+        let why = reason(s);
+        assert!(
+            why.contains(&format!("boom {s}")) || why.contains(DROPPED),
+            "{s}: {why}"
+        );
+    }
+    for s in (0..EVENTS as i64).filter(|s| s % 10 == 2) {
+        let why = reason(s);
+        assert!(
+            why.contains("routing loop") || why.contains(DROPPED),
+            "{s}: {why}"
+        );
+    }
+    assert!(dead
+        .iter()
+        .any(|d| d["error"].as_str().unwrap().contains("boom")));
+    assert!(dead
+        .iter()
+        .any(|d| d["error"].as_str().unwrap().contains("routing loop")));
+    for s in [3, 1003, 2003] {
+        assert!(
+            reason(s).contains("could not be interrupted"),
+            "{s}: {}",
+            reason(s)
+        );
+    }
+    assert!(
+        dead.iter().all(|d| {
+            let s = seq(&d["event"]);
+            s % 10 == 1
+                || s % 10 == 2
+                || s % 1000 == 3
+                || d["error"].as_str().unwrap().contains(DROPPED)
+        }),
+        "every other dead letter was dropped with a runtime"
+    );
+    let mut c = connect(&server);
+    let Reply::Array(items) = c.command(&[
+        b"LRANGE".to_vec(),
+        b"rough:ok".to_vec(),
+        b"0".to_vec(),
+        b"-1".to_vec(),
+    ]) else {
+        panic!("a list")
+    };
+    let mut pushed: Vec<i64> = items
+        .iter()
+        .map(|i| match i {
+            Reply::Bulk(b) => std::str::from_utf8(b).unwrap().parse().unwrap(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    pushed.sort();
+    let mut want = outs.clone();
+    want.sort();
+    assert_eq!(
+        pushed, want,
+        "each output's RPUSH applied once, none for the others"
+    );
+}
+
 #[test]
 fn concurrency_must_be_a_whole_number_from_1_to_1024() {
     for (v, want) in [
