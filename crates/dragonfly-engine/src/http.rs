@@ -96,7 +96,11 @@ impl HttpListener {
     }
 
     /// Serve on a thread of its own until the process exits.
-    pub fn start(self, stats: Arc<Stats>) -> std::io::Result<std::thread::JoinHandle<()>> {
+    pub fn start(
+        self,
+        stats: Arc<Stats>,
+        reloads: Arc<crate::Reloads>,
+    ) -> std::io::Result<std::thread::JoinHandle<()>> {
         let addr = self.addr;
         std::thread::Builder::new()
             .name("http".into())
@@ -119,7 +123,7 @@ impl HttpListener {
                             return;
                         }
                     };
-                    let app = router(stats, self.analyzers);
+                    let app = router(stats, self.analyzers, reloads);
                     if let Err(e) = axum::serve(listener, app).await {
                         tracing::error!("engine.http: {addr}: {e}");
                     }
@@ -128,8 +132,36 @@ impl HttpListener {
     }
 }
 
-fn router(stats: Arc<Stats>, analyzers: String) -> Router {
+/// How long `POST /api/reload` waits for the engine to have handled the request.
+const RELOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
+
+fn router(stats: Arc<Stats>, analyzers: String, reloads: Arc<crate::Reloads>) -> Router {
     Router::new()
+        .route(
+            "/api/reload",
+            axum::routing::post(move || {
+                let reloads = reloads.clone();
+                async move {
+                    let generation = reloads.request();
+                    let waited = tokio::task::spawn_blocking(move || {
+                        reloads.wait(generation, RELOAD_WAIT)
+                    })
+                    .await
+                    .ok()
+                    .flatten();
+                    let (status, body) = match waited {
+                        Some(body) if body.contains(r#""reloaded":true"#) => (StatusCode::OK, body),
+                        Some(body) => (StatusCode::UNPROCESSABLE_ENTITY, body),
+                        None => (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            r#"{"reloaded":false,"errors":["the engine did not handle the reload in time"]}"#
+                                .to_string(),
+                        ),
+                    };
+                    (status, [(header::CONTENT_TYPE, "application/json")], body)
+                }
+            }),
+        )
         .route(
             "/api/analyzers",
             get(move || {

@@ -20,6 +20,7 @@ pub mod enginelog;
 pub mod http;
 pub mod partition;
 mod plan;
+mod reload;
 mod running;
 pub mod sinks;
 pub mod stats;
@@ -118,11 +119,60 @@ pub struct Options {
     pub chroot: bool,
 }
 
-/// Signals from outside (the CLI's signal handler).
+/// Signals from outside (the CLI's signal handler, the HTTP listener).
 #[derive(Clone, Default)]
 pub struct Control {
     /// Stop: inputs stop, everything accepted is drained and flushed.
     pub shutdown: Arc<AtomicBool>,
     /// Bumped to make every file output reopen (log rotation).
     pub reopen: Arc<AtomicU64>,
+    /// Hot reload requests (SIGUSR2, `POST /api/reload`) and their outcomes.
+    pub reload: Arc<Reloads>,
+}
+
+/// Hot reload requests and outcomes: a requester bumps the generation and may wait for the
+/// engine to have handled it (the engine handles requests one at a time, between its
+/// supervision ticks; requests that pile up while one runs are handled as one).
+#[derive(Default)]
+pub struct Reloads {
+    requested: AtomicU64,
+    done: std::sync::Mutex<(u64, String)>,
+    finished: std::sync::Condvar,
+}
+
+impl Reloads {
+    /// Ask for a reload; returns the generation to wait for.
+    pub fn request(&self) -> u64 {
+        self.requested
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            + 1
+    }
+
+    /// The newest generation asked for, if newer than `handled`.
+    pub fn pending(&self, handled: u64) -> Option<u64> {
+        let r = self.requested.load(std::sync::atomic::Ordering::SeqCst);
+        (r > handled).then_some(r)
+    }
+
+    /// Generation `generation` (and every one before it) was handled with `outcome` (JSON).
+    pub fn finish(&self, generation: u64, outcome: String) {
+        let mut d = self.done.lock().unwrap_or_else(|p| p.into_inner());
+        *d = (generation, outcome);
+        self.finished.notify_all();
+    }
+
+    /// Wait up to `limit` for generation `generation` to be handled; its outcome (JSON).
+    pub fn wait(&self, generation: u64, limit: std::time::Duration) -> Option<String> {
+        let deadline = std::time::Instant::now() + limit;
+        let mut d = self.done.lock().unwrap_or_else(|p| p.into_inner());
+        while d.0 < generation {
+            let left = deadline.checked_duration_since(std::time::Instant::now())?;
+            d = self
+                .finished
+                .wait_timeout(d, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        Some(d.1.clone())
+    }
 }

@@ -46,6 +46,19 @@ pub struct Running {
     pub(crate) logdir: PathBuf,
     pub(crate) outputs: Vec<(String, String)>,
     pub(crate) snapshot: Option<(store::Snapshotter, Duration)>,
+    /// What a hot reload compares with and builds from.
+    pub(crate) reload: ReloadBase,
+    /// The newest reload request handled.
+    pub(crate) reloads_handled: u64,
+}
+
+/// What the running pipeline was built from (for hot reload).
+pub(crate) struct ReloadBase {
+    /// Where config.lua is read from now (ROOT, or `/` after a chroot into it).
+    pub root: PathBuf,
+    pub options: crate::Options,
+    pub config: dragonfly_config::Config,
+    pub spec: dragonfly_lua::RuntimeSpec,
 }
 
 /// What a run did, for the CLI's last words.
@@ -115,6 +128,7 @@ impl Running {
                 abnormal = Some(why);
                 break;
             }
+            self.reload_if_asked();
             if self.workers.iter().any(|h| h.is_finished()) {
                 tracing::error!("a worker stopped unexpectedly; stopping the engine");
                 abnormal = Some("a worker stopped unexpectedly".to_string());
@@ -207,7 +221,7 @@ impl Running {
     /// is sent on, the event it was stuck on goes to the dead letters, and a new runtime (with
     /// every `setup()` run again) takes over the rest of the batch and the worker's queue.
     /// Fails once more than [`MAX_PARKED`] runtimes were given up.
-    fn replace_parked(&mut self) -> Result<(), String> {
+    pub(crate) fn replace_parked(&mut self) -> Result<(), String> {
         for i in 0..self.templates.len() {
             let t = &self.templates[i];
             let Some(w) = t.status.watched() else {
@@ -349,7 +363,9 @@ impl Running {
             let worker = t.clone();
             let (ready_tx, ready_rx) = bounded(1);
             let id = t.id;
-            self.workers[i] = spawn(format!("worker-{id}"), move || worker.run(ready_tx, resume));
+            self.workers[i] = spawn(format!("worker-{id}"), move || {
+                worker.run(ready_tx, resume, None)
+            });
             match worker::wait_ready(&ready_rx, &self.templates[i].status) {
                 Ok(Ok(())) => {}
                 Ok(Err(errs)) => {

@@ -89,6 +89,10 @@ pub struct Stats {
     pub routing_loops: AtomicU64,
     /// Records written to the dead-letter output.
     pub dead_letters: AtomicU64,
+    /// Hot reloads done.
+    pub reloads: AtomicU64,
+    /// Hot reloads refused (the running pipeline kept).
+    pub reload_failures: AtomicU64,
     /// The Redis backend's counters (None for the embedded store).
     pub store: Option<(String, Arc<StoreCounters>)>,
     /// The embedded store, for its key count (None with Redis).
@@ -126,6 +130,8 @@ impl Stats {
             log_events: AtomicU64::new(0),
             stats_events: AtomicU64::new(0),
             routing_loops: AtomicU64::new(0),
+            reloads: AtomicU64::new(0),
+            reload_failures: AtomicU64::new(0),
             dead_letters: AtomicU64::new(0),
             store: None,
             embedded: None,
@@ -231,6 +237,8 @@ impl Stats {
             "unknown_tags": unknown,
             "store": store,
             "routing_loops": l(&self.routing_loops),
+            "reloads": l(&self.reloads),
+            "reload_failures": l(&self.reload_failures),
             "dead_letters": l(&self.dead_letters),
             "log_events": l(&self.log_events),
             "stats_events": l(&self.stats_events),

@@ -136,9 +136,9 @@ impl Prepared {
         let stats = Arc::new(stats);
         if let Some(h) = http {
             let addr = h.addr();
-            match h.start(stats.clone()) {
+            match h.start(stats.clone(), control.reload.clone()) {
                 Ok(_) => {
-                    tracing::info!("http: listening on {addr} (/health, /metrics, /api/stats)")
+                    tracing::info!("http: listening on {addr} (/health, /metrics, /api/stats, POST /api/reload)")
                 }
                 Err(e) => tracing::error!("engine.http: {addr}: cannot start the listener: {e}"),
             }
@@ -198,6 +198,12 @@ impl Prepared {
         let mut spec = plan.runtime.clone();
         let runtime_root_copy = runtime_root.clone();
         spec.root = runtime_root;
+        let reload = crate::running::ReloadBase {
+            root: spec.root.clone(),
+            options: plan.options.clone(),
+            config: plan.config.clone(),
+            spec: spec.clone(),
+        };
         let n_workers = engine.workers.max(1);
         let mut work_txs = Vec::new();
         let mut work_queues = Vec::new();
@@ -221,7 +227,7 @@ impl Prepared {
             };
             templates.push(worker.clone());
             workers.push(spawn(format!("worker-{id}"), move || {
-                worker.run(ready_tx, None)
+                worker.run(ready_tx, None, None)
             }));
         }
         drop(worker_sinks);
@@ -324,6 +330,8 @@ impl Prepared {
                 .map(|(o, s)| (o.tag.clone(), s.describe()))
                 .collect(),
             snapshot,
+            reload,
+            reloads_handled: 0,
         })
     }
 }

@@ -27,6 +27,9 @@ pub enum WorkItem {
         /// The lines.
         batch: Batch,
     },
+    /// Hot reload: finish here (timers fire once, outputs flush) and exit; the worker's
+    /// successor takes the queue from the next item on.
+    Retire,
 }
 
 /// Output lines collected before a batch is handed to its sink between timer firings.
@@ -166,11 +169,14 @@ impl Worker {
     /// processes work until every producer is gone, fires pending timers once and flushes.
     ///
     /// `resume`: the rest of a batch that a parked runtime left (the batch and the index of
-    /// the first event still to run), run before anything else.
+    /// the first event still to run), run before anything else. `gate` (hot reload): after
+    /// reporting ready, wait for `true` before taking any work (`false` or a dropped gate:
+    /// exit without touching the queue).
     pub fn run(
         self,
         ready: Sender<Result<(), Vec<ScriptError>>>,
         resume: Option<(InFlight, usize)>,
+        gate: Option<Receiver<bool>>,
     ) {
         let mut rt = match Runtime::new(&self.spec) {
             Ok(rt) => rt,
@@ -204,6 +210,11 @@ impl Worker {
         chain.flush();
         let _ = ready.send(Ok(()));
         drop(ready);
+        if let Some(gate) = gate {
+            if gate.recv() != Ok(true) {
+                return;
+            }
+        }
         if let Some((inflight, from)) = resume {
             chain.run_lines(inflight, from);
         }
@@ -238,7 +249,7 @@ impl Chain<'_> {
                     self.fire_due_timers(Instant::now());
                     self.flush();
                 }
-                Err(RecvTimeoutError::Disconnected) => break,
+                Ok(WorkItem::Retire) | Err(RecvTimeoutError::Disconnected) => break,
             }
         }
         // Exit: every pending timer fires once, in order; timers they set are dropped.

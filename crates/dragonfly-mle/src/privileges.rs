@@ -7,13 +7,14 @@ use std::sync::atomic::Ordering;
 use anyhow::Context;
 use dragonfly_engine::Control;
 use nix::unistd::{self, User};
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
 use signal_hook::iterator::Signals;
 
 /// SIGTERM/SIGINT: stop and drain (a second one exits at once). SIGHUP/SIGUSR1: reopen outputs.
+/// SIGUSR2: hot reload (config.lua and every script).
 pub fn handle_signals(control: &Control) -> anyhow::Result<()> {
-    let mut signals =
-        Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1]).context("installing signal handlers")?;
+    let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2])
+        .context("installing signal handlers")?;
     let control = control.clone();
     std::thread::Builder::new()
         .name("signals".into())
@@ -28,6 +29,10 @@ pub fn handle_signals(control: &Control) -> anyhow::Result<()> {
                             );
                             std::process::exit(dragonfly_engine::exit::INTERNAL as i32);
                         }
+                    }
+                    SIGUSR2 => {
+                        tracing::info!("signal {sig}: reloading config.lua and the scripts");
+                        control.reload.request();
                     }
                     _ => {
                         tracing::info!("signal {sig}: reopening outputs");

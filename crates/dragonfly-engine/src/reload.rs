@@ -1,0 +1,211 @@
+//! Hot reload (SIGUSR2, `POST /api/reload`): config.lua and every script are read again and
+//! a new runtime per worker is built and its `setup()` run aside, while the running pipeline
+//! goes on. If anything fails, the running pipeline is kept and the problems are reported (the
+//! log, the HTTP answer). Otherwise each worker hands over between batches: the old runtime
+//! gets a retire item at the end of its queue, finishes what was queued before it (its
+//! pending timers fire once, its outputs flush) and exits; the new one then takes the queue
+//! from the next batch on. Inputs and outputs keep running throughout, so no event is lost or
+//! run twice.
+//!
+//! What a reload may change: scripts, the filters and analyzers (their scripts,
+//! `default_analyzer`, `default_output`, `concurrency`; analyzers added, removed or reordered
+//! need a restart, as their counters are per analyzer), and nothing else: a changed input,
+//! output, store, module or `engine` setting is reported as needing a restart and the reload
+//! is refused. Analyzers' Lua state (globals, timers) starts afresh; the store (embedded or
+//! Redis) is kept.
+//!
+//! Cost: a second set of runtimes while the new ones set up; each worker pauses for as long
+//! as its queue takes to drain before the handover.
+
+use std::time::Duration;
+
+use crossbeam_channel::bounded;
+use dragonfly_config::Config;
+
+use crate::plan::Plan;
+use crate::running::Running;
+use crate::topology::spawn;
+use crate::worker::{self, WorkItem, Worker, WorkerStatus};
+
+/// What changed between two configs that a reload cannot apply.
+fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    let file = &new.file;
+    if old.store != new.store {
+        out.push(format!(
+            "{file}: the store (redis_host/redis_port/redis_cluster) changed"
+        ));
+    }
+    if old.modules != new.modules {
+        out.push(format!("{file}: modules changed"));
+    }
+    if old.engine != new.engine {
+        out.push(format!("{file}: engine settings changed"));
+    }
+    let inputs = |c: &Config| {
+        c.inputs
+            .iter()
+            .map(|i| (i.tag.clone(), i.uri.clone(), i.options.clone()))
+            .collect::<Vec<_>>()
+    };
+    if inputs(old) != inputs(new) {
+        out.push(format!("{file}: inputs changed (tags, URIs or options)"));
+    }
+    if old.outputs != new.outputs {
+        out.push(format!("{file}: outputs changed"));
+    }
+    let tags = |c: &Config| {
+        c.analyzers
+            .iter()
+            .map(|a| a.tag.clone())
+            .collect::<Vec<_>>()
+    };
+    if tags(old) != tags(new) {
+        out.push(format!(
+            "{file}: analyzers were added, removed or reordered (their tags: {:?} -> {:?})",
+            tags(old),
+            tags(new)
+        ));
+    }
+    out.into_iter()
+        .map(|p| format!("{p}: needs a restart"))
+        .collect()
+}
+
+/// The outcome of one reload, as JSON for the log and the HTTP answer.
+fn outcome(generation: u64, problems: &[String]) -> String {
+    serde_json::json!({
+        "generation": generation,
+        "reloaded": problems.is_empty(),
+        "errors": problems,
+    })
+    .to_string()
+}
+
+impl Running {
+    /// Handle a pending reload request, if any.
+    pub(crate) fn reload_if_asked(&mut self) {
+        let Some(generation) = self.control.reload.pending(self.reloads_handled) else {
+            return;
+        };
+        self.reloads_handled = generation;
+        let problems = match self.reload() {
+            Ok(()) => {
+                self.stats
+                    .reloads
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::info!(generation, "reloaded: config.lua and every script");
+                Vec::new()
+            }
+            Err(problems) => {
+                self.stats
+                    .reload_failures
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                for p in &problems {
+                    tracing::error!(
+                        generation,
+                        "reload refused, the running pipeline is kept: {p}"
+                    );
+                }
+                problems
+            }
+        };
+        self.control
+            .reload
+            .finish(generation, outcome(generation, &problems));
+    }
+
+    fn reload(&mut self) -> Result<(), Vec<String>> {
+        let config = dragonfly_config::load(&self.reload.root).map_err(|e| {
+            e.to_string()
+                .lines()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })?;
+        let restart = needs_restart(&self.reload.config, &config);
+        if !restart.is_empty() {
+            return Err(restart);
+        }
+        let mut options = self.reload.options.clone();
+        options.root = self.reload.root.clone();
+        let plan = Plan::new(config.clone(), options).map_err(|e| e.problems())?;
+        let mut spec = plan.runtime.clone();
+        // the same store (the embedded one's data, Redis's counters) and `require` root
+        spec.backend = self.reload.spec.backend.clone();
+        spec.root = self.reload.spec.root.clone();
+
+        // new runtimes, set up aside, waiting at their gates
+        let mut fresh = Vec::new();
+        let mut problems = Vec::new();
+        for t in &self.templates {
+            let w = Worker {
+                id: t.id,
+                spec: spec.clone(),
+                rx: t.rx.clone(),
+                sinks: t.sinks.clone(),
+                stats: t.stats.clone(),
+                log: t.log.clone(),
+                status: std::sync::Arc::new(WorkerStatus::default()),
+            };
+            let (ready_tx, ready_rx) = bounded(1);
+            let (gate_tx, gate_rx) = bounded(1);
+            let template = w.clone();
+            let h = spawn(format!("worker-{}", t.id), move || {
+                w.run(ready_tx, None, Some(gate_rx))
+            });
+            match worker::wait_ready(&ready_rx, &template.status) {
+                Ok(Ok(())) => {}
+                Ok(Err(errs)) => problems.extend(errs.iter().map(|e| format!("{e} (in setup)"))),
+                Err(why) => problems.push(format!("worker {}: {why}", t.id)),
+            }
+            fresh.push((template, h, gate_tx));
+        }
+        if !problems.is_empty() {
+            // the new runtimes exit at their gates without touching a queue
+            for (_, h, gate) in fresh {
+                let _ = gate.send(false);
+                drop(gate);
+                let _ = h.join();
+            }
+            problems.sort();
+            problems.dedup();
+            return Err(problems);
+        }
+        // hand over, worker by worker, between batches
+        let mut fresh = fresh.into_iter().enumerate();
+        while let Some((i, (template, h, gate))) = fresh.next() {
+            let handed = self.keepalive[i].send(WorkItem::Retire).is_ok() && {
+                // the old runtime finishes what was queued before the retire item; one the
+                // watchdog gives up meanwhile is replaced as usual, and its replacement
+                // retires in its place
+                loop {
+                    if self.workers[i].is_finished() {
+                        break true;
+                    }
+                    if let Err(why) = self.replace_parked() {
+                        problems.push(why);
+                        break false;
+                    }
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            };
+            if !handed {
+                let _ = gate.send(false);
+                for (_, (_, _, gate)) in fresh {
+                    let _ = gate.send(false);
+                }
+                problems.push(format!(
+                    "worker {i}: the handover failed; workers before it run the new scripts"
+                ));
+                return Err(problems);
+            }
+            let old = std::mem::replace(&mut self.workers[i], h);
+            let _ = old.join();
+            self.templates[i] = template;
+            let _ = gate.send(true);
+        }
+        self.reload.config = config;
+        self.reload.spec = spec;
+        Ok(())
+    }
+}
