@@ -90,6 +90,9 @@ impl Summary {
     }
 }
 
+/// How often `-v` logs a rate line (or every stats interval, if shorter).
+const RATE_EVERY: Duration = Duration::from_secs(5);
+
 /// Runtimes the engine gives up (each keeps its memory) before it stops.
 pub const MAX_PARKED: usize = 8;
 
@@ -118,6 +121,10 @@ impl Running {
             .snapshot
             .as_ref()
             .map(|(_, every)| Instant::now() + *every);
+        // -v: a rate line every few seconds (debug level)
+        let rate_every = self.stats_interval.min(RATE_EVERY);
+        let verbose = tracing::enabled!(tracing::Level::DEBUG);
+        let mut rate_base = (Instant::now(), self.stats.totals());
         loop {
             if self.control.shutdown.load(Ordering::Relaxed) {
                 tracing::info!("stopping: inputs stop, queued events are drained");
@@ -149,6 +156,22 @@ impl Running {
                     snap.save();
                     next_snapshot = Some(now + *every);
                 }
+            }
+            if verbose && now >= rate_base.0 + rate_every {
+                let totals = self.stats.totals();
+                let secs = now.duration_since(rate_base.0).as_secs_f64();
+                let per = |k: usize| (totals[k] - rate_base.1[k]) as f64 / secs;
+                tracing::debug!(
+                    "rate: in {:.0} ev/s, analyzers {:.0} ev/s, out {:.0} ev/s, errors +{} (so far: in {}, out {}, errors {})",
+                    per(0),
+                    per(1),
+                    per(2),
+                    totals[3] - rate_base.1[3],
+                    totals[0],
+                    totals[2],
+                    totals[3]
+                );
+                rate_base = (now, totals);
             }
             if now >= next_stats {
                 self.write_stats(false);

@@ -153,6 +153,23 @@ impl Stats {
             + self.analyzers.iter().map(|a| l(&a.c.errors)).sum::<u64>()
     }
 
+    /// Events in (input lines), through analyzers, out, and errors so far (cheap: counters
+    /// only), for rate lines.
+    pub fn totals(&self) -> [u64; 4] {
+        let l = |a: &AtomicU64| a.load(Relaxed);
+        let input = self.inputs.iter().map(|i| l(&i.io.lines)).sum();
+        let analyzer = self.analyzers.iter().map(|a| l(&a.c.events)).sum();
+        let output = self.outputs.iter().map(|o| l(&o.c.events)).sum();
+        let errors = self
+            .inputs
+            .iter()
+            .map(|i| l(&i.filter.errors) + l(&i.filter.malformed) + l(&i.io.errors))
+            .sum::<u64>()
+            + self.analyzers.iter().map(|a| l(&a.c.errors)).sum::<u64>()
+            + self.outputs.iter().map(|o| l(&o.c.errors)).sum::<u64>();
+        [input, analyzer, output, errors]
+    }
+
     /// The stats record: the original's `time` and `operations`, then per-stage detail.
     pub fn snapshot(&self, final_line: bool) -> Value {
         let l = |a: &AtomicU64| a.load(Relaxed);

@@ -24,16 +24,33 @@ use dragonfly_engine::{exit, Control, EngineError, Options, Plan};
 static STDERR: std::sync::OnceLock<tracing_appender::non_blocking::NonBlocking> =
     std::sync::OnceLock::new();
 
-/// Print a line to stderr, best effort (see [`STDERR`]).
+/// `--log-format json`: what [`say!`] prints is one JSON object per line too.
+static JSON_LOG: AtomicBool = AtomicBool::new(false);
+
+/// Print a line to stderr, best effort (see [`STDERR`]); with `--log-format json`, each line
+/// as `{"timestamp":..,"level":"INFO","fields":{"message":..}}` like the log's own lines.
 macro_rules! say {
     ($($arg:tt)*) => {{
+        let text = format!($($arg)*);
+        let text = if JSON_LOG.load(Ordering::Relaxed) {
+            let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+            text.lines()
+                .map(|l| {
+                    serde_json::json!({"timestamp": now, "level": "INFO", "fields": {"message": l}})
+                        .to_string()
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        } else {
+            text
+        };
         match STDERR.get() {
             Some(w) => {
                 let mut w = w.clone();
-                let _ = writeln!(w, $($arg)*);
+                let _ = writeln!(w, "{text}");
             }
             None => {
-                let _ = writeln!(std::io::stderr(), $($arg)*);
+                let _ = writeln!(std::io::stderr(), "{text}");
             }
         }
     }};
@@ -89,9 +106,12 @@ struct Cli {
         default_value = "/var/log/dragonfly-mle"
     )]
     logdir: PathBuf,
-    /// Verbose logging (debug level) on stderr.
+    /// Verbose logging on stderr (debug level: connections, reloads, a rate line every few seconds).
     #[arg(short = 'v', long = "verbose")]
     verbose: bool,
+    /// How stderr's log lines look: `text` (colours only on a terminal, never with NO_COLOR) or `json` (one object per line, for machines).
+    #[arg(long = "log-format", value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
     /// Drop privileges to user `nobody` after start-up (files and sockets are opened first).
     #[arg(short = 'p', long = "drop-privileges")]
     drop_privileges: bool,
@@ -127,18 +147,24 @@ fn main() -> ExitCode {
         .finish(std::io::stderr());
     let _ = STDERR.set(stderr.clone());
     dragonfly_engine::set_echo(|line| say!("{line}"));
-    tracing_subscriber::fmt()
+    let env_filter = tracing_subscriber::EnvFilter::try_from_env("DRAGONFLY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter));
+    // colours only for a person at a terminal (https://no-color.org: any non-empty NO_COLOR)
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let builder = tracing_subscriber::fmt()
         .with_writer(stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("DRAGONFLY_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter)),
-        )
+        .with_env_filter(env_filter)
         .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         // a closed or full stderr must not stop the engine: tracing's own complaint about a
         // failed write would itself go to stderr (and panic)
-        .log_internal_errors(false)
-        .init();
+        .log_internal_errors(false);
+    if cli.log_format == "json" {
+        JSON_LOG.store(true, Ordering::Relaxed);
+        builder.json().with_ansi(false).init();
+    } else {
+        builder.with_ansi(colour).init();
+    }
     install_panic_hook(cli.verbose);
     let code = match run(cli) {
         Ok(code) => code,
