@@ -553,8 +553,43 @@ pub fn load(root: &Path) -> Result<Config, ConfigErrors> {
     parse(&source, &display, root)
 }
 
+/// Like [`load`], but errors do not hide what else is there: unless config.lua cannot be
+/// found, read or run, the config comes back with what did parse (entries with errors left
+/// out) beside every error, so a checker can look further (schemes, scripts) and report
+/// every problem at once.
+pub fn load_all(root: &Path) -> (Option<Config>, Vec<ConfigError>) {
+    let read = find(root).and_then(|path| std::fs::read_to_string(&path).ok().map(|s| (path, s)));
+    let Some((path, source)) = read else {
+        // not found or unreadable: load says which
+        return (None, load(root).err().map(|e| e.0).unwrap_or_default());
+    };
+    let display = path
+        .strip_prefix(root)
+        .unwrap_or(&path)
+        .display()
+        .to_string();
+    match parse_partial(&source, &display, root) {
+        Ok((config, errors)) => (Some(config), errors),
+        Err(e) => (None, e.0),
+    }
+}
+
 /// Evaluate config source text; script files are looked up under `root`.
 pub fn parse(source: &str, file: &str, root: &Path) -> Result<Config, ConfigErrors> {
+    let (config, errors) = parse_partial(source, file, root)?;
+    if errors.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}
+
+/// What parsed, and every error (Err: the source does not run at all).
+fn parse_partial(
+    source: &str,
+    file: &str,
+    root: &Path,
+) -> Result<(Config, Vec<ConfigError>), ConfigErrors> {
     let mut p = Parser {
         file: file.to_string(),
         errors: Vec::new(),
@@ -670,19 +705,19 @@ pub fn parse(source: &str, file: &str, root: &Path) -> Result<Config, ConfigErro
     let engine = p.engine(&g);
 
     p.check_tags(&inputs, &analyzers, &outputs);
-    if !p.errors.is_empty() {
-        return Err(ConfigErrors(p.errors));
-    }
-    Ok(Config {
-        file: file.to_string(),
-        store,
-        modules,
-        inputs,
-        analyzers,
-        outputs,
-        engine,
-        warnings: p.warnings,
-    })
+    Ok((
+        Config {
+            file: file.to_string(),
+            store,
+            modules,
+            inputs,
+            analyzers,
+            outputs,
+            engine,
+            warnings: p.warnings,
+        },
+        p.errors,
+    ))
 }
 
 struct Parser {

@@ -8,6 +8,7 @@ static GLOBAL: alloc::Allocator = alloc::Allocator;
 mod alloc;
 mod model_cmd;
 mod privileges;
+mod sample;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -121,6 +122,12 @@ struct Cli {
     /// Load config.lua and every script, run each setup(), check that input files can be read; report every problem; run nothing.
     #[arg(long)]
     check: bool,
+    /// Treat config.lua's warnings (unknown keys, ...) as errors.
+    #[arg(long)]
+    strict: bool,
+    /// With --check: run the pipeline on the events in FILE (through the first input's filter), outputs captured, a fresh embedded store; print what each output got and every script error.
+    #[arg(long, value_name = "FILE", requires = "check")]
+    sample: Option<PathBuf>,
     /// When every input is finite (file://, zfile://): drain, flush and exit 0 once all are read.
     #[arg(long = "exit-on-eof")]
     exit_on_eof: bool,
@@ -180,7 +187,6 @@ fn main() -> ExitCode {
 /// (a root that does not exist, a failed chroot) as anyhow errors.
 enum Failure {
     Engine(EngineError),
-    Config(dragonfly_config::ConfigErrors),
     Cli(anyhow::Error),
 }
 
@@ -205,12 +211,6 @@ fn report(f: &Failure) -> u8 {
                 say!("dragonfly-mle: {}: {p}", e.category());
             }
             e.exit_code()
-        }
-        Failure::Config(errs) => {
-            for e in &errs.0 {
-                say!("dragonfly-mle: config error: {e}");
-            }
-            exit::CONFIG
         }
         Failure::Cli(e) => {
             say!("dragonfly-mle: error: {e:#}");
@@ -240,19 +240,41 @@ fn run(cli: Cli) -> Result<u8, Failure> {
         })?);
     }
     let logdir = absolute(&cli.logdir)?;
+    let sample = cli.sample.as_deref().map(absolute).transpose()?;
     std::env::set_current_dir(&root).with_context(|| format!("chdir {}", root.display()))?;
 
-    let config = dragonfly_config::load(&root).map_err(Failure::Config)?;
-    for w in &config.warnings {
-        tracing::warn!("{w}");
-    }
     let options = Options {
         root: root.clone(),
         logdir: logdir.clone(),
         exit_on_eof: cli.exit_on_eof,
         chroot: cli.chroot,
     };
-    let plan = Plan::new(config, options)?;
+    // every problem at once: config.lua's errors, its warnings (errors with --strict), and
+    // what the engine finds in the parts that did parse (schemes, options, scripts)
+    let (config, errors) = dragonfly_config::load_all(&root);
+    let mut problems: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+    for w in config.iter().flat_map(|c| &c.warnings) {
+        if cli.strict {
+            problems.push(format!("{w} (an error with --strict)"));
+        } else {
+            tracing::warn!("{w}");
+        }
+    }
+    let plan = match config {
+        Some(config) if problems.is_empty() => {
+            if let Some(sample) = &sample {
+                return Ok(sample::run(config, options, sample)?);
+            }
+            Plan::new(config, options)?
+        }
+        Some(config) => {
+            if let Err(e) = Plan::new(config, options) {
+                problems.extend(e.problems());
+            }
+            return Err(Failure::Engine(EngineError::Config(problems)));
+        }
+        None => return Err(Failure::Engine(EngineError::Config(problems))),
+    };
 
     if cli.check {
         plan.check()?;

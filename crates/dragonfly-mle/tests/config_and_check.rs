@@ -243,3 +243,99 @@ fn problems_are_one_line_each_with_one_prefix_and_their_exit_code() {
         "{err}"
     );
 }
+
+/// One `--check` finds every problem: a bad value, an unsupported scheme, a URI without a
+/// path, and (as warnings) misspelled keys — all in one run, not one per fix.
+#[test]
+fn check_reports_every_problem_at_once_and_strict_makes_warnings_errors() {
+    let r = Root::passthrough("fil://x.json");
+    r.config(
+        r#"
+inputs = { { tag="in", uri="fil://x.json", script="filter.lua", default_analyzer="pass" } }
+analyzers = { { tag="pass", script="pass.lua", default_analyzer="", default_ouput="out" } }
+outputs = { { tag="out", uri="file://out.json" }, { tag="o2", uri="kafka://" } }
+engine = { workerz = 2, batch_lines = -5 }
+"#,
+    );
+    let (code, err) = stderr_of(&r, &["--check"]);
+    assert_eq!(code, 2, "{err}");
+    for want in [
+        "field 'batch_lines'",
+        "scheme 'fil://' is not supported",
+        "outputs[2] (tag \"o2\")",
+        "unknown key 'default_ouput'",
+        "unknown key 'workerz'",
+    ] {
+        assert!(err.contains(want), "{want}: {err}");
+    }
+    // only warnings left: fine without --strict, errors with it
+    r.config(
+        r#"
+inputs = { { tag="in", uri="file://in.json", script="filter.lua", default_analyzer="pass" } }
+analyzers = { { tag="pass", script="pass.lua", default_analyzer="", default_output="out", colour="red" } }
+outputs = { { tag="out", uri="file://out.json" } }
+"#,
+    );
+    r.write("in.json", "{}\n");
+    let (code, err) = stderr_of(&r, &["--check"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("unknown key 'colour'"), "{err}");
+    let (code, err) = stderr_of(&r, &["--check", "--strict"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("dragonfly-mle: config error: ")
+            && err.contains("unknown key 'colour'")
+            && err.contains("--strict"),
+        "{err}"
+    );
+}
+
+/// `--check --sample FILE` runs the pipeline on FILE with outputs captured (the configured
+/// outputs and store untouched) and prints what came out and every script error.
+#[test]
+fn check_sample_shows_what_each_output_got_and_every_script_error() {
+    let r = Root::new();
+    r.write("filter/filter.lua", FILTER);
+    r.write(
+        "analyzer/a.lua",
+        r#"
+function setup() conn = hiredis.connect() end
+function loop(msg)
+  if msg.bad then error("bad event " .. msg.seq) end
+  msg.n = conn:command("INCR", "k")
+  dragonfly.output_event(default_output, msg)
+end"#,
+    );
+    // a Redis nobody runs and a tail of a file that is not there: the sample needs neither
+    r.config(
+        r#"
+redis_host = "127.0.0.1"
+redis_port = 1
+inputs = { { tag="in", uri="tail:///nonexistent/eve.json", script="filter.lua", default_analyzer="a" } }
+analyzers = { { tag="a", script="a.lua", default_analyzer="", default_output="out" } }
+outputs = { { tag="out", uri="file://real.json" } }
+"#,
+    );
+    r.write(
+        "sample.json",
+        "{\"seq\":1}\n{\"seq\":2,\"bad\":true}\nnot json\n{\"seq\":3}\n",
+    );
+    let sample = r.path().join("sample.json");
+    let (code, out) = stderr_of(&r, &["--check", "--sample", sample.to_str().unwrap()]);
+    assert_eq!(code, 3, "a script failed: {out}");
+    for want in [
+        "== output 'out': 2 events",
+        r#"{"seq":1,"n":1}"#,
+        r#"{"seq":3,"n":2}"#,
+        "== script errors: 1",
+        "analyzer/a.lua:4: bad event 2",
+        "filter of 'in': 3 events, 0 errors, 1 not JSON",
+        "analyzer 'a': 3 events, 1 errors",
+    ] {
+        assert!(out.contains(want), "{want}: {out}");
+    }
+    assert!(
+        !r.log("real.json").exists(),
+        "the configured output is untouched"
+    );
+}
