@@ -1,13 +1,17 @@
 //! The engine's HTTP listener (`engine.http = "127.0.0.1:7070"`; off when absent): health,
-//! Prometheus metrics and the stats as JSON, for monitoring and orchestration.
+//! Prometheus metrics, the stats as JSON, a live pipeline page and hot reload, for monitoring
+//! and orchestration.
 //!
-//! Routes (GET only; anything else is 404, another method on a route 405): `/health` (the
-//! engine is live and its inputs are open: `{"status":"live","ready":true}`), `/metrics`
-//! (every counter of the stats record in the Prometheus text format: per input, analyzer and
-//! output, the store, the totals), `/api/stats` (the stats record as JSON, as the stats log
-//! writes it), `/api/analyzers` (each analyzer's configuration and its `www/<tag>.json`
-//! description, as the original served them, read at start-up). Nothing else is served: no file is ever read from a request's path, so there is
-//! nothing for a path traversal to reach.
+//! Routes (anything else is 404, another method on a route 405): `GET /` (the live page,
+//! page.html, compiled in), `/health` (the engine is live and its inputs are open:
+//! `{"status":"live","ready":true}`), `/metrics` (every counter of the stats record in the
+//! Prometheus text format: per input, analyzer and output, the store, queue depths, the
+//! totals), `/api/stats` (the stats record as JSON, as the stats log writes it),
+//! `/api/pipeline` (the configured graph), `/api/errors` (the last script failures),
+//! `/api/analyzers` (each analyzer's configuration and its `www/<tag>.json` description, as
+//! the original served them, read at start-up), and `POST /api/reload` (a hot reload,
+//! answered when done). Nothing else is served: no file is ever read from a request's path,
+//! so there is nothing for a path traversal to reach.
 //!
 //! Guarantees: the socket is bound at start-up, before privileges are dropped (a bad or busy
 //! address is a start-up error naming `engine.http`); the listener runs on a thread of its own
@@ -33,6 +37,31 @@ pub struct HttpListener {
     addr: SocketAddr,
     /// The `/api/analyzers` answer, made at start-up.
     analyzers: String,
+    /// The `/api/pipeline` answer, made at start-up.
+    pipeline: String,
+}
+
+/// The live pipeline page (self-contained: no script or style from anywhere else).
+const PAGE: &str = include_str!("page.html");
+
+/// The `/api/pipeline` answer: the graph as configured — inputs (each with its filter and
+/// where the filter sends by default), analyzers (default analyzer and output) and outputs.
+/// Hand-offs a script makes to other tags at run time are not in it.
+pub fn pipeline_json(config: &dragonfly_config::Config) -> String {
+    serde_json::json!({
+        "inputs": config.inputs.iter().map(|i| serde_json::json!({
+            "tag": i.tag, "uri": i.uri, "filter": i.script,
+            "default_analyzer": i.default_analyzer,
+        })).collect::<Vec<_>>(),
+        "analyzers": config.analyzers.iter().map(|a| serde_json::json!({
+            "tag": a.tag, "script": a.script, "default_analyzer": a.default_analyzer,
+            "default_output": a.default_output, "concurrency": a.concurrency,
+        })).collect::<Vec<_>>(),
+        "outputs": config.outputs.iter().map(|o| serde_json::json!({
+            "tag": o.tag, "uri": o.uri,
+        })).collect::<Vec<_>>(),
+    })
+    .to_string()
 }
 
 /// Largest `www/<tag>.json` description read.
@@ -75,8 +104,9 @@ pub fn analyzers_json(config: &dragonfly_config::Config, root: &std::path::Path)
     Value::Array(list).to_string()
 }
 
-/// Bind `addr` ("host:port") now; `analyzers` is the `/api/analyzers` answer.
-pub fn bind(addr: &str, analyzers: String) -> Result<HttpListener, String> {
+/// Bind `addr` ("host:port") now; `analyzers` and `pipeline` are the `/api/analyzers` and
+/// `/api/pipeline` answers.
+pub fn bind(addr: &str, analyzers: String, pipeline: String) -> Result<HttpListener, String> {
     let listener = TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     listener
         .set_nonblocking(true)
@@ -86,6 +116,7 @@ pub fn bind(addr: &str, analyzers: String) -> Result<HttpListener, String> {
         listener,
         addr,
         analyzers,
+        pipeline,
     })
 }
 
@@ -123,7 +154,7 @@ impl HttpListener {
                             return;
                         }
                     };
-                    let app = router(stats, self.analyzers, reloads);
+                    let app = router(stats, self.analyzers, self.pipeline, reloads);
                     if let Err(e) = axum::serve(listener, app).await {
                         tracing::error!("engine.http: {addr}: {e}");
                     }
@@ -135,8 +166,37 @@ impl HttpListener {
 /// How long `POST /api/reload` waits for the engine to have handled the request.
 const RELOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
 
-fn router(stats: Arc<Stats>, analyzers: String, reloads: Arc<crate::Reloads>) -> Router {
+fn router(
+    stats: Arc<Stats>,
+    analyzers: String,
+    pipeline: String,
+    reloads: Arc<crate::Reloads>,
+) -> Router {
+    let errors = stats.clone();
     Router::new()
+        .route(
+            "/",
+            get(|| async { ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], PAGE) }),
+        )
+        .route(
+            "/api/pipeline",
+            get(move || {
+                let body = pipeline.clone();
+                async move { ([(header::CONTENT_TYPE, "application/json")], body) }
+            }),
+        )
+        .route(
+            "/api/errors",
+            get(move || {
+                let s = errors.clone();
+                async move {
+                    (
+                        [(header::CONTENT_TYPE, "application/json")],
+                        s.recent_errors().to_string(),
+                    )
+                }
+            }),
+        )
         .route(
             "/api/reload",
             axum::routing::post(move || {
@@ -237,8 +297,8 @@ pub fn prometheus(stats: &Value) -> String {
         if samples.is_empty() {
             return;
         }
-        // every number of the record only goes up, but the store's key count
-        let kind = if name == "dragonfly_store_keys" {
+        // every number of the record only goes up, but the store's key count and queue depths
+        let kind = if name == "dragonfly_store_keys" || name == "dragonfly_queue_depth" {
             "gauge"
         } else {
             "counter"
@@ -292,6 +352,17 @@ pub fn prometheus(stats: &Value) -> String {
                 );
             }
         }
+    }
+    if let Some(queues) = stats.get("queues").and_then(Value::as_object) {
+        let samples = queues
+            .iter()
+            .filter_map(|(q, n)| Some((format!("{{queue=\"{}\"}}", label(q)), n.as_f64()?)))
+            .collect();
+        family(
+            "dragonfly_queue_depth".into(),
+            "batches waiting in a queue between stages (stats record: queues.<name>)",
+            samples,
+        );
     }
     if let Some(ops) = stats.get("operations").and_then(Value::as_object) {
         for (k, v) in ops {

@@ -415,6 +415,7 @@ impl Plan {
             addr => match crate::http::bind(
                 addr,
                 crate::http::analyzers_json(&self.config, &self.options.root),
+                crate::http::pipeline_json(&self.config),
             ) {
                 Ok(l) => Some(l),
                 Err(e) => {

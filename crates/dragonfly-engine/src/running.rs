@@ -13,7 +13,7 @@ use dragonfly_io::Batch;
 
 use crate::enginelog::EngineLog;
 use crate::stats::Stats;
-use crate::topology::{spawn, QueueDepth};
+use crate::topology::spawn;
 use crate::worker::{self, WorkItem, Worker};
 use crate::{exit, store, Control};
 
@@ -40,8 +40,6 @@ pub struct Running {
     pub(crate) stats_interval: Duration,
     /// How long the drain at shutdown may take.
     pub(crate) drain_timeout: Duration,
-    /// Every queue between stages, by name, for reporting what is left after a drain timeout.
-    pub(crate) queues: Vec<QueueDepth>,
     pub(crate) log: EngineLog,
     pub(crate) logdir: PathBuf,
     pub(crate) outputs: Vec<(String, String)>,
@@ -308,6 +306,8 @@ impl Running {
                 .collect();
             for f in &recorded {
                 let n = worker::count_failure(&self.stats, f);
+                self.stats
+                    .remember_error(&f.error.script, f.kind.name(), &f.error.message, "");
                 self.log.lua_error(&f.error, "", n);
             }
             let n = counters.0.fetch_add(1, Ordering::Relaxed) + 1;
@@ -341,6 +341,12 @@ impl Running {
                 event_full: None,
                 input_index: salvage.input_index,
             };
+            self.stats.remember_error(
+                &failure.error.script,
+                failure.kind.name(),
+                &failure.error.message,
+                "",
+            );
             self.log.lua_error(&failure.error, "", n);
             if let Some(dead) = &t.sinks.dead {
                 let mut b = Batch::default();
@@ -409,7 +415,7 @@ impl Running {
     /// Give the drain `drain_timeout`: past it, say what is still queued and exit
     /// [`exit::INTERNAL`] (a script stuck where it cannot be stopped, an output that hangs).
     fn drain_deadline(&mut self, drained: Arc<AtomicBool>) {
-        let queues = std::mem::take(&mut self.queues);
+        let stats = self.stats.clone();
         let timeout = self.drain_timeout;
         let log = self.log.clone();
         spawn("drain-deadline".into(), move || {
@@ -420,9 +426,10 @@ impl Running {
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
-            let left: Vec<String> = queues
+            let left: Vec<String> = stats
+                .queue_depths()
                 .iter()
-                .map(|(name, len)| format!("{name}: {} batches", len()))
+                .map(|(name, n)| format!("{name}: {n} batches"))
                 .collect();
             let msg = format!(
                 "the drain did not finish within engine.drain_timeout_s ({} s); still queued: {}; exiting",

@@ -71,6 +71,12 @@ pub struct Named<T> {
     pub c: T,
 }
 
+/// A queue between stages: its name and how many batches wait in it now.
+pub type QueueDepth = (String, Box<dyn Fn() -> usize + Send + Sync>);
+
+/// Script failures the live page shows (the newest last).
+pub const RECENT_ERRORS: usize = 20;
+
 /// Every counter of the engine. Shared by all threads; updated with relaxed atomics.
 pub struct Stats {
     /// Per input, in config order.
@@ -89,6 +95,10 @@ pub struct Stats {
     pub routing_loops: AtomicU64,
     /// Records written to the dead-letter output.
     pub dead_letters: AtomicU64,
+    /// Every queue between stages (set once the topology is built).
+    pub queues: Mutex<Vec<QueueDepth>>,
+    /// The last [`RECENT_ERRORS`] script failures: time, script, kind, message, event excerpt.
+    pub recent_errors: Mutex<std::collections::VecDeque<Value>>,
     /// Hot reloads done.
     pub reloads: AtomicU64,
     /// Hot reloads refused (the running pipeline kept).
@@ -130,6 +140,8 @@ impl Stats {
             log_events: AtomicU64::new(0),
             stats_events: AtomicU64::new(0),
             routing_loops: AtomicU64::new(0),
+            queues: Mutex::new(Vec::new()),
+            recent_errors: Mutex::new(std::collections::VecDeque::new()),
             reloads: AtomicU64::new(0),
             reload_failures: AtomicU64::new(0),
             dead_letters: AtomicU64::new(0),
@@ -151,6 +163,49 @@ impl Stats {
         let l = |a: &AtomicU64| a.load(Relaxed);
         self.inputs.iter().map(|i| l(&i.filter.errors)).sum::<u64>()
             + self.analyzers.iter().map(|a| l(&a.c.errors)).sum::<u64>()
+    }
+
+    /// Each queue's name and how many batches wait in it now.
+    pub fn queue_depths(&self) -> Vec<(String, usize)> {
+        self.queues
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(name, len)| (name.clone(), len()))
+            .collect()
+    }
+
+    /// Remember a script failure for the live page (the oldest goes past [`RECENT_ERRORS`]).
+    pub fn remember_error(&self, script: &str, kind: &str, message: &str, event: &str) {
+        let mut event = event.to_string();
+        if event.len() > 300 {
+            let mut cut = 300;
+            while !event.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            event.truncate(cut);
+            event.push_str("...");
+        }
+        let mut q = self.recent_errors.lock().unwrap_or_else(|p| p.into_inner());
+        if q.len() >= RECENT_ERRORS {
+            q.pop_front();
+        }
+        q.push_back(json!({
+            "time": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            "script": script, "kind": kind, "error": message, "event": event,
+        }));
+    }
+
+    /// The failures [`Stats::remember_error`] kept, oldest first.
+    pub fn recent_errors(&self) -> Value {
+        Value::Array(
+            self.recent_errors
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .cloned()
+                .collect(),
+        )
     }
 
     /// Events in (input lines), through analyzers, out, and errors so far (cheap: counters
@@ -254,6 +309,11 @@ impl Stats {
             "unknown_tags": unknown,
             "store": store,
             "routing_loops": l(&self.routing_loops),
+            "queues": self
+                .queue_depths()
+                .into_iter()
+                .map(|(k, v)| (k, json!(v)))
+                .collect::<Map<String, Value>>(),
             "reloads": l(&self.reloads),
             "reload_failures": l(&self.reload_failures),
             "dead_letters": l(&self.dead_letters),

@@ -54,8 +54,7 @@ impl Emit for ToWorkers {
     }
 }
 
-/// A queue's name and a way to read how many batches wait in it.
-pub(crate) type QueueDepth = (String, Box<dyn Fn() -> usize + Send + Sync>);
+use crate::stats::QueueDepth;
 
 pub(crate) fn depth<T: Send + 'static>(
     name: String,
@@ -232,6 +231,7 @@ impl Prepared {
         }
         drop(worker_sinks);
         work_queues.extend(queues);
+        *stats.queues.lock().unwrap_or_else(|p| p.into_inner()) = work_queues;
         for (id, ready_rx) in readies.iter().enumerate() {
             match worker::wait_ready(ready_rx, &templates[id].status) {
                 Ok(Ok(())) => {}
@@ -319,7 +319,6 @@ impl Prepared {
             stats,
             stats_interval: Duration::from_secs_f64(engine.stats_interval),
             drain_timeout: Duration::from_secs_f64(engine.drain_timeout_s),
-            queues: work_queues,
             log,
             logdir: plan.options.logdir.clone(),
             outputs: plan

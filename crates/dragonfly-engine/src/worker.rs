@@ -354,6 +354,7 @@ impl Chain<'_> {
         }
         for f in res.failures {
             let n = count_failure(stats, &f);
+            stats.remember_error(&f.error.script, f.kind.name(), &f.error.message, &f.event);
             self.w.log.lua_error(&f.error, &f.event, n);
             self.dead_letter(&f, batch);
         }
@@ -436,12 +437,7 @@ pub fn dead_letter_record(
         }
         _ => (None, None),
     };
-    let kind = match f.kind {
-        FailureKind::Error => "error",
-        FailureKind::Timeout => "timeout",
-        FailureKind::Memory => "memory",
-        FailureKind::RoutingLoop => "routing_loop",
-    };
+    let kind = f.kind.name();
     let mut rec = serde_json::Map::new();
     rec.insert(
         "time".into(),

@@ -158,6 +158,16 @@ impl Caller {
 }
 
 impl FailureKind {
+    /// Its name in dead letters and on the live page.
+    pub fn name(self) -> &'static str {
+        match self {
+            FailureKind::Error => "error",
+            FailureKind::Timeout => "timeout",
+            FailureKind::Memory => "memory",
+            FailureKind::RoutingLoop => "routing_loop",
+        }
+    }
+
     /// The kind of a failure chain.lua recorded with `message`.
     pub fn of_message(message: &str) -> FailureKind {
         if message.starts_with(crate::watchdog::TIMEOUT_TEXT) {

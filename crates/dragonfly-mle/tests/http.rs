@@ -64,9 +64,32 @@ fn health_metrics_and_stats_are_served_and_nothing_else() {
     let st: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(st["inputs"]["in"]["lines"], 5, "{body}");
 
+    // the live page (self-contained: no URL to anywhere else), the graph it draws, the queues
+    let (code, page) = request(port, "GET", "/");
+    assert_eq!(code, 200);
+    assert!(page.starts_with("<!doctype html>"), "{page}");
+    for outside in ["<script src", "<link", "@import", "url(", "https://"] {
+        assert!(
+            !page.contains(outside),
+            "the page loads nothing else: {outside}"
+        );
+    }
+    let (code, body) = request(port, "GET", "/api/pipeline");
+    assert_eq!(code, 200);
+    let p: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(p["inputs"][0]["tag"], "in", "{body}");
+    assert_eq!(p["analyzers"][0]["default_output"], "out", "{body}");
+    assert_eq!(p["outputs"][0]["uri"], "file://out.json", "{body}");
+    assert_eq!(request(port, "GET", "/api/errors"), (200, "[]".to_string()));
+    let (_, metrics) = request(port, "GET", "/metrics");
+    assert!(
+        metrics.contains("# TYPE dragonfly_queue_depth gauge")
+            && metrics.contains("dragonfly_queue_depth{queue=\"worker 0\"} 0"),
+        "{metrics}"
+    );
+
     // nothing but those routes: no file is reachable through a path
     for path in [
-        "/",
         "/index.html",
         "/config/config.lua",
         "/../config/config.lua",

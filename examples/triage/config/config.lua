@@ -32,3 +32,6 @@ outputs = {
    { tag="reports",  uri="file://reports.json" },
    { tag="alerts",   uri="file://alerts.json" },
 }
+
+-- the live pipeline page and metrics at http://$DRAGONFLY_HTTP/ (e.g. 127.0.0.1:7070) if set
+engine = { http = os.getenv("DRAGONFLY_HTTP") }
