@@ -162,6 +162,10 @@ pub struct Engine {
     pub redis_timeout_ms: u64,
     /// How long a Redis read polls the socket before it blocks, in microseconds (0: never).
     pub redis_spin_us: u64,
+    /// Memory the embedded store may hold, in MiB (0: no limit).
+    pub store_maxmemory_mb: u64,
+    /// What the embedded store does at its limit (Redis's policy names).
+    pub store_maxmemory_policy: String,
     /// Output URI for events whose script failed ("": none).
     pub dead_letter: String,
     /// Seconds to drain at shutdown before giving up.
@@ -217,6 +221,8 @@ pub enum KeyKind {
     },
     /// A string.
     Text,
+    /// One of these strings.
+    OneOf(&'static [&'static str]),
     /// `true` or `false`.
     Bool,
 }
@@ -227,6 +233,19 @@ impl KeyKind {
         match (self, v) {
             (KeyKind::Text, Value::String(s)) => Ok(KeyValue::Text(s.to_string_lossy())),
             (KeyKind::Text, other) => Err(format!("must be a string, not a {}", other.type_name())),
+            (KeyKind::OneOf(names), Value::String(s)) => {
+                let s = s.to_string_lossy();
+                if names.contains(&s.as_str()) {
+                    Ok(KeyValue::Text(s))
+                } else {
+                    Err(format!("must be one of {}, got \"{s}\"", names.join(", ")))
+                }
+            }
+            (KeyKind::OneOf(names), other) => Err(format!(
+                "must be one of {}, not a {}",
+                names.join(", "),
+                other.type_name()
+            )),
             (KeyKind::Bool, Value::Boolean(b)) => Ok(KeyValue::Bool(*b)),
             (KeyKind::Bool, other) => Err(format!(
                 "must be a boolean (true or false), not a {}",
@@ -255,6 +274,7 @@ impl KeyKind {
     pub fn describe(&self) -> String {
         match self {
             KeyKind::Text => "string".into(),
+            KeyKind::OneOf(names) => format!("one of {}", names.join(", ")),
             KeyKind::Bool => "boolean".into(),
             KeyKind::Number { min, max, integer } => {
                 let t = if *integer { "integer" } else { "number" };
@@ -403,6 +423,20 @@ pub const ENGINE_KEYS: &[Key<Engine>] = &[
         set: |e, v| e.partition_key = v.text(),
     },
     Key {
+        name: "store_maxmemory_mb",
+        kind: int(0.0, 1048576.0),
+        default: "0",
+        doc: "memory the embedded store may hold, in MiB (estimated per key, as Redis's maxmemory; 0 = no limit)",
+        set: |e, v| e.store_maxmemory_mb = v.num() as u64,
+    },
+    Key {
+        name: "store_maxmemory_policy",
+        kind: KeyKind::OneOf(MAXMEMORY_POLICIES),
+        default: "\"noeviction\"",
+        doc: "what the embedded store does at its limit: noeviction refuses writes with Redis's OOM error; allkeys-lru, volatile-lru, allkeys-random, volatile-random, volatile-ttl evict as Redis does",
+        set: |e, v| e.store_maxmemory_policy = v.text(),
+    },
+    Key {
         name: "store_snapshot",
         kind: KeyKind::Text,
         default: "\"\"",
@@ -489,6 +523,8 @@ impl Default for Engine {
             script_timeout_ms: 1000,
             redis_timeout_ms: 10000,
             redis_spin_us: 100,
+            store_maxmemory_mb: 0,
+            store_maxmemory_policy: "noeviction".into(),
             dead_letter: "file://dead-letter.json".into(),
             drain_timeout_s: 30.0,
             lazy_events: true,
@@ -496,6 +532,16 @@ impl Default for Engine {
         }
     }
 }
+
+/// `engine.store_maxmemory_policy`'s names (Redis's).
+pub const MAXMEMORY_POLICIES: &[&str] = &[
+    "noeviction",
+    "allkeys-lru",
+    "volatile-lru",
+    "allkeys-random",
+    "volatile-random",
+    "volatile-ttl",
+];
 
 /// A checked config.lua: the store, the modules, the pipeline's inputs, analyzers and outputs,
 /// and the engine's knobs; every script file resolved. Made by [`load`] or [`parse`].

@@ -197,6 +197,7 @@ fn every_engine_key_of_the_wrong_type_is_an_error_naming_it() {
     for key in ENGINE_KEYS {
         let wrong = match key.kind {
             KeyKind::Text => "{}",
+            KeyKind::OneOf(_) => "'bogus'",
             KeyKind::Bool => "'yes'",
             KeyKind::Number { .. } => "'ten'",
         };
@@ -206,7 +207,7 @@ fn every_engine_key_of_the_wrong_type_is_an_error_naming_it() {
         assert_eq!(errs.0.len(), 1, "{text}");
         assert!(
             text.starts_with(&format!(
-                "config/config.lua: engine: field '{}': must be a",
+                "config/config.lua: engine: field '{}': must be ",
                 key.name
             )),
             "{text}"

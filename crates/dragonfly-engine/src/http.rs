@@ -298,7 +298,10 @@ pub fn prometheus(stats: &Value) -> String {
             return;
         }
         // every number of the record only goes up, but the store's key count and queue depths
-        let kind = if name == "dragonfly_store_keys" || name == "dragonfly_queue_depth" {
+        let kind = if matches!(
+            name.as_str(),
+            "dragonfly_store_keys" | "dragonfly_store_memory_bytes" | "dragonfly_queue_depth"
+        ) {
             "gauge"
         } else {
             "counter"

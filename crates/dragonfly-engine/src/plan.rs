@@ -201,7 +201,14 @@ impl Plan {
             config.engine.workers,
         );
         let backend = match &config.store {
-            Store::Embedded => Backend::Embedded(EmbeddedStore::new()),
+            Store::Embedded => {
+                use dragonfly_store::embedded::memory::{Limit, Policy};
+                Backend::Embedded(EmbeddedStore::with_limit(Limit {
+                    max_bytes: (config.engine.store_maxmemory_mb as usize) << 20,
+                    policy: Policy::parse(&config.engine.store_maxmemory_policy)
+                        .unwrap_or_default(),
+                }))
+            }
             Store::Tcp { host, port } => Backend::Redis(
                 RedisTarget::new(RedisAddr::Tcp {
                     host: host.clone(),

@@ -290,12 +290,13 @@ impl Stats {
             }),
             None => match &self.embedded {
                 // DBSIZE: live keys (expired ones are swept first)
-                Some(db) => match db.execute(&[b"DBSIZE".to_vec()]) {
-                    dragonfly_store::Reply::Integer(n) => {
-                        json!({ "backend": "embedded", "keys": n })
-                    }
-                    _ => json!({ "backend": "embedded" }),
-                },
+                Some(db) => {
+                    let (keys, bytes, evicted, oom) = db.memory();
+                    json!({
+                        "backend": "embedded", "keys": keys, "memory_bytes": bytes,
+                        "evicted_keys": evicted, "oom_rejections": oom,
+                    })
+                }
                 None => json!({ "backend": "embedded" }),
             },
         };

@@ -91,3 +91,16 @@ impl Snapshotter {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// config.lua accepts exactly the eviction policies the embedded store knows.
+    #[test]
+    fn every_maxmemory_policy_config_accepts_is_one_the_store_knows() {
+        use dragonfly_store::embedded::memory::Policy;
+        assert_eq!(dragonfly_config::MAXMEMORY_POLICIES, Policy::NAMES);
+        for name in dragonfly_config::MAXMEMORY_POLICIES {
+            assert!(Policy::parse(name).is_some(), "{name}");
+        }
+    }
+}

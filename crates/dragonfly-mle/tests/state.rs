@@ -381,3 +381,57 @@ fn watchdog_ticks_during_redis_reads_cost_nothing() {
         );
     }
 }
+
+/// `engine.store_maxmemory_mb`: a script that keeps one 2 KB key per event, 3000 events, on a
+/// 1 MiB embedded store. With `allkeys-lru` the store stays at its limit by evicting and every
+/// write succeeds; with `noeviction` writes past it get Redis's OOM error (an error table the
+/// script sees) while the engine carries on and every event comes out.
+#[test]
+fn the_embedded_store_keeps_to_its_memory_limit() {
+    for (policy, evicts) in [("allkeys-lru", true), ("noeviction", false)] {
+        let r = Root::new();
+        r.write("filter/filter.lua", FILTER);
+        r.write(
+            "analyzer/keep.lua",
+            r#"
+function setup() conn = hiredis.connect() end
+function loop(msg)
+  local reply = conn:command("SET", "seen:" .. msg.seq, string.rep("x", 2000))
+  if type(reply) == "table" and reply.name then msg.error = reply.name end
+  dragonfly.output_event("out", msg)
+end"#,
+        );
+        let input: String = (0..3000).map(|i| format!("{{\"seq\":{i}}}\n")).collect();
+        r.write("in.json", &input);
+        r.config(&format!(
+            r#"
+inputs = {{ {{ tag="in", uri="file://in.json", script="filter.lua", default_analyzer="keep" }} }}
+analyzers = {{ {{ tag="keep", script="keep.lua", default_analyzer="", default_output="out" }} }}
+outputs = {{ {{ tag="out", uri="file://out.json" }} }}
+engine = {{ store_maxmemory_mb = 1, store_maxmemory_policy = "{policy}" }}
+"#
+        ));
+        let out = r.run_to_eof(LIMIT);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{policy}: {err}");
+        let lines = r.lines("out.json");
+        assert_eq!(lines.len(), 3000, "{policy}: every event comes out");
+        let refused = lines
+            .iter()
+            .filter(|l| l.contains("OOM command not allowed when used memory > 'maxmemory'."))
+            .count();
+        let store = &r.final_stats()["store"];
+        let bytes = store["memory_bytes"].as_u64().unwrap();
+        assert!(bytes <= (1 << 20) + 8192, "{policy}: {store}");
+        if evicts {
+            assert_eq!(refused, 0, "{policy}");
+            assert!(store["evicted_keys"].as_u64().unwrap() > 2000, "{store}");
+            assert_eq!(store["oom_rejections"], 0, "{store}");
+        } else {
+            assert!(refused > 2000, "{policy}: {refused}");
+            assert_eq!(store["evicted_keys"], 0, "{store}");
+            assert_eq!(store["oom_rejections"].as_u64().unwrap() as usize, refused);
+        }
+        assert!(store["keys"].as_u64().unwrap() < 600, "{policy}: {store}");
+    }
+}

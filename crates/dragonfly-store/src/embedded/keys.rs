@@ -173,8 +173,7 @@ impl Db {
                 _ => return Reply::err("ERR syntax error"),
             }
         }
-        self.map.clear();
-        self.expiring.clear();
+        self.clear();
         Reply::ok()
     }
 

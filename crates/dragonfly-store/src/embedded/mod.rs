@@ -15,6 +15,7 @@ mod hashes;
 mod hll;
 mod keys;
 mod lists;
+pub mod memory;
 mod sets;
 mod snapshot;
 mod strings;
@@ -69,6 +70,19 @@ pub struct Entry {
     pub value: Value,
     /// Absolute expiry, milliseconds since the epoch.
     pub expire_at: Option<u64>,
+    /// Its memory estimate and last use ([`memory`]).
+    pub(crate) meta: memory::Meta,
+}
+
+impl Entry {
+    /// A value without expiry.
+    pub fn new(value: Value, expire_at: Option<u64>) -> Self {
+        Entry {
+            value,
+            expire_at,
+            meta: memory::Meta::default(),
+        }
+    }
 }
 
 /// Milliseconds since the epoch (expiry times).
@@ -82,9 +96,17 @@ pub fn now_ms() -> u64 {
 /// The keyspace. All commands run with the store's lock held, so each is atomic.
 #[derive(Debug, Default)]
 pub struct Db {
-    pub(crate) map: HashMap<Vec<u8>, Entry>,
+    pub(crate) map: indexmap::IndexMap<Vec<u8>, Entry>,
     expiring: HashSet<Vec<u8>>,
     last_sweep: u64,
+    /// Bytes (estimated) the keys hold ([`memory`]).
+    used: usize,
+    limit: memory::Limit,
+    /// Commands run (the clock of last uses).
+    clock: u64,
+    rng: u64,
+    evicted: u64,
+    oom: u64,
 }
 
 /// A store shared by all connections made from it.
@@ -97,6 +119,21 @@ impl EmbeddedStore {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty store limited to `limit` ([`memory`]).
+    pub fn with_limit(limit: memory::Limit) -> Self {
+        let s = Self::default();
+        s.lock().set_limit(limit);
+        s
+    }
+
+    /// Keys, bytes held (estimated), keys evicted and commands refused for memory so far.
+    pub fn memory(&self) -> (usize, usize, u64, u64) {
+        let mut db = self.lock();
+        db.sweep(true);
+        let (evicted, oom) = db.memory_counters();
+        (db.map.len(), db.used_bytes(), evicted, oom)
     }
 
     /// A connection for one runtime (`hiredis.connect()`).
@@ -147,7 +184,11 @@ impl EmbeddedStore {
             )
         })?;
         let n = db.map.len();
-        *self.lock() = db;
+        let mut cur = self.lock();
+        let limit = cur.limit;
+        *cur = db;
+        cur.set_limit(limit);
+        cur.account_all();
         Ok(n)
     }
 }
@@ -178,9 +219,18 @@ impl Connection for EmbeddedConnection {
 /// command name).
 type Handler = fn(&mut Db, &[Vec<u8>]) -> Reply;
 
-fn table() -> &'static HashMap<&'static str, (i32, Handler)> {
-    static T: std::sync::OnceLock<HashMap<&'static str, (i32, Handler)>> =
-        std::sync::OnceLock::new();
+/// A command's entry: Redis arity, handler, and how it changes the store's size
+/// ([`memory::grows`], [`memory::shrinks`]), worked out once.
+#[derive(Clone, Copy)]
+struct Command {
+    arity: i32,
+    handler: Handler,
+    grows: bool,
+    shrinks: bool,
+}
+
+fn table() -> &'static HashMap<&'static str, Command> {
+    static T: std::sync::OnceLock<HashMap<&'static str, Command>> = std::sync::OnceLock::new();
     T.get_or_init(|| {
         let list: &[(&str, i32, Handler)] = &[
             ("PING", -1, Db::ping),
@@ -253,7 +303,17 @@ fn table() -> &'static HashMap<&'static str, (i32, Handler)> {
             ("PFCOUNT", -2, Db::pfcount),
             ("PFMERGE", -2, Db::pfmerge),
         ];
-        list.iter().map(|&(n, a, h)| (n, (a, h))).collect()
+        list.iter()
+            .map(|&(n, arity, handler)| {
+                let c = Command {
+                    arity,
+                    handler,
+                    grows: memory::grows(n),
+                    shrinks: memory::shrinks(n),
+                };
+                (n, c)
+            })
+            .collect()
     })
 }
 
@@ -379,14 +439,34 @@ impl Db {
         let Some(name) = args.first() else {
             return Reply::err("ERR empty command");
         };
+        self.clock += 1;
+        let cmd = upper(name);
         // the RedisML commands (all named ML.*) first
-        if name.len() > 3 && name[..3].eq_ignore_ascii_case(b"ML.") {
-            if let Some(r) = dragonfly_models::execute(self, args) {
-                return ml_reply(r);
+        if name.len() > 3
+            && name[..3].eq_ignore_ascii_case(b"ML.")
+            && dragonfly_models::is_ml_command(name)
+        {
+            let grows = memory::grows(&cmd);
+            if grows && !self.make_room() {
+                return Reply::err(memory::OOM);
+            }
+            let r = dragonfly_models::execute(self, args).map(ml_reply);
+            if grows {
+                for k in [args.get(1), args.last()].into_iter().flatten() {
+                    self.account(k);
+                }
+            }
+            if let Some(r) = r {
+                return r;
             }
         }
-        let cmd = upper(name);
-        let Some(&(arity, handler)) = table().get(cmd.as_str()) else {
+        let Some(&Command {
+            arity,
+            handler,
+            grows,
+            shrinks,
+        }) = table().get(cmd.as_str())
+        else {
             let mut msg = format!(
                 "ERR unknown command '{}', with args beginning with: ",
                 String::from_utf8_lossy(name)
@@ -405,7 +485,17 @@ impl Db {
             self.last_sweep = now;
             self.sweep(false);
         }
-        handler(self, args)
+        if grows && !self.make_room() {
+            return Reply::err(memory::OOM);
+        }
+        let r = handler(self, args);
+        // the estimate follows what the command wrote (a shrinking one too: LPOP, HDEL...)
+        if grows || shrinks {
+            if let Some(key) = args.get(1) {
+                self.account(key);
+            }
+        }
+        r
     }
 
     /// Remove expired keys (all of them, or at most a bounded number per call).
@@ -428,8 +518,7 @@ impl Db {
             .cloned()
             .collect();
         for k in dead {
-            self.expiring.remove(&k);
-            self.map.remove(&k);
+            self.remove(&k);
         }
     }
 
@@ -440,8 +529,7 @@ impl Db {
             Some(e) => e.expire_at.is_some_and(|t| t <= now_ms()),
         };
         if expired {
-            self.map.remove(key);
-            self.expiring.remove(key);
+            self.remove(key);
             return false;
         }
         true
@@ -449,7 +537,10 @@ impl Db {
 
     pub(crate) fn entry(&mut self, key: &[u8]) -> Option<&mut Entry> {
         if self.live(key) {
-            self.map.get_mut(key)
+            let clock = self.clock;
+            let e = self.map.get_mut(key)?;
+            e.meta.access = clock;
+            Some(e)
         } else {
             None
         }
@@ -461,19 +552,38 @@ impl Db {
 
     pub(crate) fn remove(&mut self, key: &[u8]) -> Option<Entry> {
         self.expiring.remove(key);
-        self.map.remove(key)
+        let e = self.map.swap_remove(key)?;
+        self.used = self.used.saturating_sub(e.meta.cost);
+        Some(e)
+    }
+
+    /// Remove the key at index `i` of the keyspace (eviction).
+    pub(crate) fn remove_at(&mut self, i: usize) {
+        if let Some((k, e)) = self.map.swap_remove_index(i) {
+            self.expiring.remove(&k);
+            self.used = self.used.saturating_sub(e.meta.cost);
+        }
+    }
+
+    /// Drop every key.
+    pub(crate) fn clear(&mut self) {
+        self.map.clear();
+        self.expiring.clear();
+        self.used = 0;
     }
 
     /// Insert or replace a value, dropping any expiry.
     pub(crate) fn put(&mut self, key: &[u8], value: Value) {
         self.expiring.remove(key);
-        self.map.insert(
-            key.to_vec(),
-            Entry {
-                value,
-                expire_at: None,
-            },
-        );
+        let mut e = Entry::new(value, None);
+        e.meta = memory::Meta {
+            cost: memory::cost(key, &e),
+            access: self.clock,
+        };
+        self.used += e.meta.cost;
+        if let Some(old) = self.map.insert(key.to_vec(), e) {
+            self.used = self.used.saturating_sub(old.meta.cost);
+        }
     }
 
     pub(crate) fn set_expiry(&mut self, key: &[u8], at: Option<u64>) {

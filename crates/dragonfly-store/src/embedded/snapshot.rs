@@ -151,7 +151,7 @@ pub fn decode(bytes: &[u8]) -> Result<Db, String> {
         if expire_at.is_some_and(|t| t <= now) {
             continue;
         }
-        db.map.insert(key.clone(), Entry { value, expire_at });
+        db.map.insert(key.clone(), Entry::new(value, expire_at));
         if expire_at.is_some() {
             db.set_expiry(&key, expire_at);
         }

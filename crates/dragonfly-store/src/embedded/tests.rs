@@ -98,3 +98,138 @@ fn snapshot_round_trips_every_type() {
     assert!(matches!(run(&t, "TTL t"), Reply::Integer(n) if n > 990));
     assert_eq!(t.load(&dir.path().join("missing")).unwrap(), 0);
 }
+
+mod limits {
+    use super::*;
+    use crate::embedded::memory::{Limit, Policy, OOM};
+
+    fn limited(kb: usize, policy: Policy) -> EmbeddedStore {
+        EmbeddedStore::with_limit(Limit {
+            max_bytes: kb << 10,
+            policy,
+        })
+    }
+
+    /// A 1 KiB value.
+    fn set(s: &EmbeddedStore, key: &str) -> Reply {
+        s.execute(&[b"SET".to_vec(), key.as_bytes().to_vec(), vec![b'x'; 1024]])
+    }
+
+    #[test]
+    fn noeviction_refuses_writes_past_the_limit_and_still_reads_and_deletes() {
+        let s = limited(20, Policy::NoEviction);
+        let mut refused_at = None;
+        for i in 0..100 {
+            if set(&s, &format!("k{i}")) != Reply::ok() {
+                refused_at = Some(i);
+                break;
+            }
+        }
+        let at = refused_at.expect("refused before 100 KiB");
+        assert!((15..=25).contains(&at), "refused at key {at}");
+        assert_eq!(set(&s, "more"), Reply::err(OOM));
+        assert_eq!(run(&s, "INCR n"), Reply::err(OOM));
+        assert_eq!(run(&s, "GET k0"), bulk(&"x".repeat(1024)));
+        assert_eq!(run(&s, "DEL k0 k1 k2"), Reply::Integer(3));
+        assert_eq!(set(&s, "again"), Reply::ok(), "deleting made room");
+        let (keys, bytes, evicted, oom) = s.memory();
+        assert_eq!(evicted, 0);
+        assert_eq!(oom, 3, "the first refused SET, \"more\" and INCR");
+        assert_eq!(keys, at - 3 + 1);
+        assert!(bytes <= (20 << 10) + 2048, "{bytes}");
+    }
+
+    #[test]
+    fn allkeys_lru_keeps_what_is_used_and_stays_near_the_limit() {
+        let s = limited(50, Policy::AllKeysLru);
+        assert_eq!(set(&s, "hot"), Reply::ok());
+        for i in 0..500 {
+            assert_eq!(set(&s, &format!("k{i}")), Reply::ok(), "never refused");
+            assert!(
+                run(&s, "GET hot") != Reply::Nil,
+                "the key in use is kept ({i})"
+            );
+        }
+        let (keys, bytes, evicted, oom) = s.memory();
+        assert_eq!(oom, 0);
+        assert!(evicted >= 440, "{evicted}");
+        assert!(keys <= 50, "{keys}");
+        assert!(bytes <= (50 << 10) + 2048, "{bytes}");
+        // the newest keys are there, the oldest mostly gone
+        assert!(run(&s, "EXISTS k499") == Reply::Integer(1));
+        let old = (0..100)
+            .filter(|i| run(&s, &format!("EXISTS k{i}")) == Reply::Integer(1))
+            .count();
+        assert!(old < 10, "{old} of the 100 oldest kept");
+    }
+
+    #[test]
+    fn volatile_ttl_evicts_the_soonest_to_expire_and_never_keys_without_ttl() {
+        let s = limited(30, Policy::VolatileTtl);
+        for i in 0..10 {
+            assert_eq!(set(&s, &format!("keep{i}")), Reply::ok());
+        }
+        for i in 0..200 {
+            let r = s.execute(&[
+                b"SETEX".to_vec(),
+                format!("t{i}").into_bytes(),
+                (10_000 - i).to_string().into_bytes(),
+                vec![b'x'; 1024],
+            ]);
+            assert_eq!(r, Reply::ok());
+        }
+        for i in 0..10 {
+            assert_eq!(run(&s, &format!("EXISTS keep{i}")), Reply::Integer(1));
+        }
+        // the last ones set expire soonest: they went first
+        let late = (190..200)
+            .filter(|i| run(&s, &format!("EXISTS t{i}")) == Reply::Integer(1))
+            .count();
+        let early = (0..10)
+            .filter(|i| run(&s, &format!("EXISTS t{i}")) == Reply::Integer(1))
+            .count();
+        assert!(early > late, "early {early}, late {late}");
+        // nothing with a TTL left to evict: refused
+        let s = limited(5, Policy::VolatileLru);
+        for i in 0..20 {
+            let _ = set(&s, &format!("p{i}"));
+        }
+        assert_eq!(set(&s, "one-more"), Reply::err(OOM));
+    }
+
+    #[test]
+    fn the_estimate_follows_writes_shrinks_deletes_and_expiry() {
+        let s = EmbeddedStore::new();
+        let used = |s: &EmbeddedStore| s.memory().1;
+        assert_eq!(used(&s), 0);
+        for i in 0..100 {
+            run(&s, &format!("HSET h f{i} value-{i}"));
+            run(&s, &format!("RPUSH l item-{i}"));
+            run(&s, &format!("SADD st member-{i}"));
+            run(&s, &format!("ZADD z {i} member-{i}"));
+        }
+        let full = used(&s);
+        assert!(full > 4 * 100 * 40, "{full}");
+        for i in 0..90 {
+            run(&s, &format!("HDEL h f{i}"));
+            run(&s, "LPOP l");
+        }
+        let shrunk = used(&s);
+        assert!(shrunk < full, "{shrunk} < {full}");
+        // what the store counts equals a recount from scratch
+        {
+            let mut db = s.lock();
+            let before = db.used_bytes();
+            db.account_all();
+            assert_eq!(db.used_bytes(), before);
+        }
+        run(&s, "DEL h l st");
+        run(&s, "PEXPIRE z 1");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        assert_eq!(run(&s, "EXISTS z"), Reply::Integer(0));
+        assert_eq!(used(&s), 0);
+        run(&s, "SET a b");
+        run(&s, "FLUSHALL");
+        assert_eq!(used(&s), 0);
+    }
+}

@@ -29,6 +29,11 @@ pub struct ZSet {
 }
 
 impl ZSet {
+    /// Every member, in no order.
+    pub(crate) fn members(&self) -> impl Iterator<Item = &Vec<u8>> {
+        self.scores.keys()
+    }
+
     /// Members.
     pub fn len(&self) -> usize {
         self.scores.len()
