@@ -8,6 +8,7 @@ static GLOBAL: alloc::Allocator = alloc::Allocator;
 mod alloc;
 mod model_cmd;
 mod privileges;
+mod progress;
 mod sample;
 
 use std::io::Write;
@@ -295,6 +296,16 @@ fn run(cli: Cli) -> Result<u8, Failure> {
     let control = Control::default();
     privileges::handle_signals(&control)?;
 
+    // a progress line for a run over files, at a terminal
+    let progress_wanted = cli.exit_on_eof && plan.all_inputs_finite() && cli.log_format == "text";
+    let total_bytes = progress::total_bytes(
+        &plan
+            .config()
+            .inputs
+            .iter()
+            .map(|i| i.uri.as_str())
+            .collect::<Vec<_>>(),
+    );
     let prepared = plan.prepare()?;
     let nobody = if cli.drop_privileges {
         Some(privileges::nobody()?)
@@ -315,7 +326,13 @@ fn run(cli: Cli) -> Result<u8, Failure> {
 
     let running = prepared.start(runtime_root, control.clone())?;
     tracing::info!(root = %root.display(), logdir = %logdir.display(), "dragonfly-mle running");
+    let progress = progress_wanted
+        .then(|| progress::Progress::start(running.stats().clone(), total_bytes))
+        .flatten();
     let summary = running.wait();
+    if let Some(p) = progress {
+        p.finish();
+    }
     let ops = &summary.stats["operations"];
     say!(
         "dragonfly-mle: done: {} input events, {} analyzer calls, {} output events, {} errors",

@@ -41,16 +41,27 @@ fn on_a_terminal(r: &Root, no_color: Option<&str>) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Whether `text` holds an SGR (colour, bold...) escape: ESC [ digits/semicolons m. Cursor
+/// moves (the progress line's redraws) are not colours.
+fn has_colour(text: &str) -> bool {
+    text.split("\x1b[").skip(1).any(|rest| {
+        let end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == ';'))
+            .unwrap_or(rest.len());
+        rest[end..].starts_with('m')
+    })
+}
+
 #[test]
 fn colours_only_on_a_terminal_and_never_with_no_color() {
     let r = small_file_root();
     let tty = on_a_terminal(&r, None);
     assert!(tty.contains("input 'in'"), "{tty}");
-    assert!(tty.contains("\x1b["), "a terminal gets colours: {tty}");
+    assert!(has_colour(&tty), "a terminal gets colours: {tty}");
     let _ = std::fs::remove_dir_all(&r.logdir);
     let plain = on_a_terminal(&r, Some("1"));
     assert!(plain.contains("input 'in'"), "{plain}");
-    assert!(!plain.contains("\x1b["), "NO_COLOR: {plain}");
+    assert!(!has_colour(&plain), "NO_COLOR: {plain}");
     // a pipe never gets them
     let _ = std::fs::remove_dir_all(&r.logdir);
     let out = r.run_to_eof(T);
@@ -126,6 +137,26 @@ fn verbose_prints_rate_lines_while_events_flow() {
         rates
             .iter()
             .any(|l| l.contains("so far: in 2000, out 2000")),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_run_over_files_shows_progress_on_a_terminal_only() {
+    let r = Root::passthrough("file://in.json");
+    let lines: String = (0..20_000).map(|i| format!("{{\"seq\":{i}}}\n")).collect();
+    r.write("in.json", &lines);
+    let tty = on_a_terminal(&r, Some("1"));
+    assert!(
+        tty.contains("100%") && tty.contains("20000 events in, 20000 out, 0 errors"),
+        "{tty}"
+    );
+    let _ = std::fs::remove_dir_all(&r.logdir);
+    let out = r.run_to_eof(T);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        !err.contains("events in,") && !err.contains("100%"),
         "{err}"
     );
 }
