@@ -300,7 +300,11 @@ pub fn prometheus(stats: &Value) -> String {
         // every number of the record only goes up, but the store's key count and queue depths
         let kind = if matches!(
             name.as_str(),
-            "dragonfly_store_keys" | "dragonfly_store_memory_bytes" | "dragonfly_queue_depth"
+            "dragonfly_store_keys"
+                | "dragonfly_store_memory_bytes"
+                | "dragonfly_queue_depth"
+                | "dragonfly_rss_bytes"
+                | "dragonfly_worker_lua_bytes"
         ) {
             "gauge"
         } else {
@@ -367,6 +371,39 @@ pub fn prometheus(stats: &Value) -> String {
             samples,
         );
     }
+    let mut hist = String::new();
+    if let Some(workers) = stats.get("workers").and_then(Value::as_object) {
+        let lua = workers
+            .iter()
+            .filter_map(|(w, v)| {
+                Some((
+                    format!("{{worker=\"{}\"}}", label(w)),
+                    v["lua_bytes"].as_f64()?,
+                ))
+            })
+            .collect();
+        family(
+            "dragonfly_worker_lua_bytes".into(),
+            "bytes the worker's Lua runtime holds (stats record: workers.<n>.lua_bytes)",
+            lua,
+        );
+        // one histogram: buckets, sum and count per worker
+        let name = "dragonfly_batch_seconds";
+        let _ = writeln!(
+            hist,
+            "# HELP {name} time a worker takes for one batch, from its queue to its outputs"
+        );
+        let _ = writeln!(hist, "# TYPE {name} histogram");
+        for (w, v) in workers {
+            let h = &v["batch_seconds"];
+            let w = label(w);
+            for (le, n) in h["buckets"].as_object().into_iter().flatten() {
+                let _ = writeln!(hist, "{name}_bucket{{worker=\"{w}\",le=\"{le}\"}} {n}");
+            }
+            let _ = writeln!(hist, "{name}_sum{{worker=\"{w}\"}} {}", h["sum"]);
+            let _ = writeln!(hist, "{name}_count{{worker=\"{w}\"}} {}", h["count"]);
+        }
+    }
     if let Some(ops) = stats.get("operations").and_then(Value::as_object) {
         for (k, v) in ops {
             if let Some(v) = v.as_f64() {
@@ -389,6 +426,7 @@ pub fn prometheus(stats: &Value) -> String {
             }
         }
     }
+    out.push_str(&hist);
     out
 }
 

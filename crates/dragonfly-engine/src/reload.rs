@@ -146,6 +146,7 @@ impl Running {
                 stats: t.stats.clone(),
                 log: t.log.clone(),
                 status: std::sync::Arc::new(WorkerStatus::default()),
+                gauges: t.gauges.clone(),
             };
             let (ready_tx, ready_rx) = bounded(1);
             let (gate_tx, gate_rx) = bounded(1);

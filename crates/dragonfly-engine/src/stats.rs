@@ -71,6 +71,68 @@ pub struct Named<T> {
     pub c: T,
 }
 
+/// Upper bounds of the batch latency histogram's buckets, in seconds (Prometheus `le`).
+pub const BATCH_BUCKETS: [f64; 10] = [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0];
+
+/// One worker's gauges: its Lua runtime's memory and how long its batches take (from a batch
+/// taken off its queue to its outputs handed on). Kept across runtime replacements and hot
+/// reloads (one per worker number).
+#[derive(Debug, Default)]
+pub struct WorkerGauges {
+    /// Bytes the worker's Lua runtime holds, after its last batch.
+    pub lua_bytes: AtomicU64,
+    /// Batches run, per bucket of [`BATCH_BUCKETS`] (the last: longer than all).
+    pub buckets: [AtomicU64; BATCH_BUCKETS.len() + 1],
+    /// Total time of the batches, in microseconds.
+    pub sum_us: AtomicU64,
+}
+
+impl WorkerGauges {
+    /// A batch took `d`.
+    pub fn observe(&self, d: std::time::Duration) {
+        let s = d.as_secs_f64();
+        let i = BATCH_BUCKETS
+            .iter()
+            .position(|&b| s <= b)
+            .unwrap_or(BATCH_BUCKETS.len());
+        self.buckets[i].fetch_add(1, Relaxed);
+        self.sum_us.fetch_add(d.as_micros() as u64, Relaxed);
+    }
+
+    fn snapshot(&self) -> Value {
+        let l = |a: &AtomicU64| a.load(Relaxed);
+        // cumulative, as Prometheus histograms count
+        let mut acc = 0;
+        let mut buckets = Map::new();
+        for (i, b) in BATCH_BUCKETS.iter().enumerate() {
+            acc += l(&self.buckets[i]);
+            buckets.insert(b.to_string(), json!(acc));
+        }
+        acc += l(&self.buckets[BATCH_BUCKETS.len()]);
+        buckets.insert("+Inf".into(), json!(acc));
+        json!({
+            "lua_bytes": l(&self.lua_bytes),
+            "batches": acc,
+            "batch_seconds": {
+                "buckets": buckets,
+                "sum": l(&self.sum_us) as f64 / 1e6,
+                "count": acc,
+            },
+        })
+    }
+}
+
+/// The resident memory of this process, in bytes (Linux: /proc/self/statm).
+pub fn rss_bytes() -> u64 {
+    let pages = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .unwrap_or(0);
+    // SAFETY: sysconf only reads a system constant.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    pages * page.max(0) as u64
+}
+
 /// A queue between stages: its name and how many batches wait in it now.
 pub type QueueDepth = (String, Box<dyn Fn() -> usize + Send + Sync>);
 
@@ -97,6 +159,8 @@ pub struct Stats {
     pub dead_letters: AtomicU64,
     /// Every queue between stages (set once the topology is built).
     pub queues: Mutex<Vec<QueueDepth>>,
+    /// Per worker, by number (set once the topology is built).
+    pub workers: Mutex<Vec<Arc<WorkerGauges>>>,
     /// The last [`RECENT_ERRORS`] script failures: time, script, kind, message, event excerpt.
     pub recent_errors: Mutex<std::collections::VecDeque<Value>>,
     /// Hot reloads done.
@@ -141,6 +205,7 @@ impl Stats {
             stats_events: AtomicU64::new(0),
             routing_loops: AtomicU64::new(0),
             queues: Mutex::new(Vec::new()),
+            workers: Mutex::new(Vec::new()),
             recent_errors: Mutex::new(std::collections::VecDeque::new()),
             reloads: AtomicU64::new(0),
             reload_failures: AtomicU64::new(0),
@@ -315,6 +380,15 @@ impl Stats {
                 .into_iter()
                 .map(|(k, v)| (k, json!(v)))
                 .collect::<Map<String, Value>>(),
+            "workers": self
+                .workers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .enumerate()
+                .map(|(i, w)| (i.to_string(), w.snapshot()))
+                .collect::<Map<String, Value>>(),
+            "rss_bytes": rss_bytes(),
             "reloads": l(&self.reloads),
             "reload_failures": l(&self.reload_failures),
             "dead_letters": l(&self.dead_letters),

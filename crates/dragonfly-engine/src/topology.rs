@@ -215,6 +215,12 @@ impl Prepared {
             work_queues.push(depth(format!("worker {id}"), work_rx.clone()));
             let (ready_tx, ready_rx) = bounded(1);
             readies.push(ready_rx);
+            let gauges = Arc::new(crate::stats::WorkerGauges::default());
+            stats
+                .workers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(gauges.clone());
             let worker = Worker {
                 id,
                 spec: spec.clone(),
@@ -223,6 +229,7 @@ impl Prepared {
                 stats: stats.clone(),
                 log: log.clone(),
                 status: Arc::new(worker::WorkerStatus::default()),
+                gauges,
             };
             templates.push(worker.clone());
             workers.push(spawn(format!("worker-{id}"), move || {

@@ -122,6 +122,8 @@ pub struct Worker {
     pub log: EngineLog,
     /// What the engine sees of it.
     pub status: Arc<WorkerStatus>,
+    /// Its gauges (Lua memory, batch latency), kept across replacements.
+    pub gauges: Arc<crate::stats::WorkerGauges>,
 }
 
 struct Timer {
@@ -262,6 +264,7 @@ impl Chain<'_> {
 
     /// Run a batch from event `from` on, then due timers, then flush.
     fn run_lines(&mut self, inflight: InFlight, from: usize) {
+        let started = Instant::now();
         let (input, batch) = (inflight.input, inflight.batch.clone());
         self.acks = inflight.acks.clone();
         *WorkerStatus::lock(&self.w.status.inflight) = Some(inflight);
@@ -269,6 +272,9 @@ impl Chain<'_> {
         self.fire_due_timers(Instant::now());
         self.flush();
         *WorkerStatus::lock(&self.w.status.inflight) = None;
+        let g = &self.w.gauges;
+        g.observe(started.elapsed());
+        g.lua_bytes.store(self.rt.used_memory() as u64, Relaxed);
         // the worker's part is done; the sinks hold the receipts from here
         self.acks.clear();
     }

@@ -87,6 +87,23 @@ fn health_metrics_and_stats_are_served_and_nothing_else() {
             && metrics.contains("dragonfly_queue_depth{queue=\"worker 0\"} 0"),
         "{metrics}"
     );
+    // the process's memory, each runtime's, and how long batches take (a histogram)
+    let value = |prefix: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{prefix}: {metrics}"))
+    };
+    assert!(value("dragonfly_rss_bytes ") > 1e6);
+    assert!(value("dragonfly_worker_lua_bytes{worker=\"0\"} ") > 1e4);
+    assert!(metrics.contains("# TYPE dragonfly_batch_seconds histogram"));
+    let count = value("dragonfly_batch_seconds_count{worker=\"0\"} ");
+    assert!(count >= 1.0, "{metrics}");
+    assert_eq!(
+        value("dragonfly_batch_seconds_bucket{worker=\"0\",le=\"+Inf\"} "),
+        count
+    );
 
     // nothing but those routes: no file is reachable through a path
     for path in [
