@@ -9,9 +9,11 @@
 //!
 //! What a reload may change: scripts, the filters and analyzers (their scripts,
 //! `default_analyzer`, `default_output`, `concurrency`; analyzers added, removed or reordered
-//! need a restart, as their counters are per analyzer), and nothing else: a changed input,
-//! output, store, module or `engine` setting is reported as needing a restart and the reload
-//! is refused. Analyzers' Lua state (globals, timers) starts afresh; the store (embedded or
+//! need a restart, as their counters are per analyzer), and outputs' URIs and options (such
+//! an output is opened anew before the new runtimes start; the old one is flushed and closed
+//! once the old runtimes have retired). Anything else — inputs, outputs added or removed, the
+//! store, modules, `engine` settings — is reported as needing a restart and the reload is
+//! refused. Analyzers' Lua state (globals, timers) starts afresh; the store (embedded or
 //! Redis) is kept.
 //!
 //! Cost: a second set of runtimes while the new ones set up; each worker pauses for as long
@@ -24,7 +26,7 @@ use dragonfly_config::Config;
 
 use crate::plan::Plan;
 use crate::running::Running;
-use crate::topology::spawn;
+use crate::topology::{depth, spawn, spawn_sink};
 use crate::worker::{self, WorkItem, Worker, WorkerStatus};
 
 /// What changed between two configs that a reload cannot apply.
@@ -51,8 +53,13 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
     if inputs(old) != inputs(new) {
         out.push(format!("{file}: inputs changed (tags, URIs or options)"));
     }
-    if old.outputs != new.outputs {
-        out.push(format!("{file}: outputs changed"));
+    let outputs = |c: &Config| c.outputs.iter().map(|o| o.tag.clone()).collect::<Vec<_>>();
+    if outputs(old) != outputs(new) {
+        out.push(format!(
+            "{file}: outputs were added, removed or reordered (their tags: {:?} -> {:?})",
+            outputs(old),
+            outputs(new)
+        ));
     }
     let tags = |c: &Config| {
         c.analyzers
@@ -134,15 +141,51 @@ impl Running {
         spec.backend = self.reload.spec.backend.clone();
         spec.root = self.reload.spec.root.clone();
 
+        // outputs whose URI or options changed are opened anew, each on a sink thread of its
+        // own; the new runtimes write to them, the old ones to the old sinks until they retire
+        let mut sinks = self.templates[0].sinks.clone();
+        let mut reopened = Vec::new();
+        let mut problems = Vec::new();
+        for (i, (was, now)) in self
+            .reload
+            .config
+            .outputs
+            .iter()
+            .zip(&config.outputs)
+            .enumerate()
+        {
+            if was == now {
+                continue;
+            }
+            match plan.sinks[i].open() {
+                Ok(sink) => {
+                    let (tx, rx, h) = spawn_sink(
+                        &now.tag,
+                        sink,
+                        config.engine.queue_batches,
+                        Some((self.stats.clone(), i)),
+                        &self.control,
+                        Some(self.log.clone()),
+                        &self.outputs_done,
+                    );
+                    sinks.outputs[i] = tx;
+                    reopened.push((i, h, rx, plan.sinks[i].describe()));
+                }
+                Err(e) => problems.push(format!("output '{}' ({}): {e}", now.tag, now.uri)),
+            }
+        }
+
         // new runtimes, set up aside, waiting at their gates
         let mut fresh = Vec::new();
-        let mut problems = Vec::new();
         for t in &self.templates {
+            if !problems.is_empty() {
+                break;
+            }
             let w = Worker {
                 id: t.id,
                 spec: spec.clone(),
                 rx: t.rx.clone(),
-                sinks: t.sinks.clone(),
+                sinks: sinks.clone(),
                 stats: t.stats.clone(),
                 log: t.log.clone(),
                 status: std::sync::Arc::new(WorkerStatus::default()),
@@ -162,16 +205,22 @@ impl Running {
             fresh.push((template, h, gate_tx));
         }
         if !problems.is_empty() {
-            // the new runtimes exit at their gates without touching a queue
+            // the new runtimes exit at their gates without touching a queue; the sinks opened
+            // for them end once nobody can write to them
             for (_, h, gate) in fresh {
                 let _ = gate.send(false);
                 drop(gate);
+                let _ = h.join();
+            }
+            drop(sinks);
+            for (_, h, _, _) in reopened {
                 let _ = h.join();
             }
             problems.sort();
             problems.dedup();
             return Err(problems);
         }
+        drop(sinks);
         // hand over, worker by worker, between batches
         let mut fresh = fresh.into_iter().enumerate();
         while let Some((i, (template, h, gate))) = fresh.next() {
@@ -204,6 +253,25 @@ impl Running {
             let _ = old.join();
             self.templates[i] = template;
             let _ = gate.send(true);
+        }
+        // the reopened outputs take their places; the old sinks end (and flush) once the old
+        // runtimes that wrote to them are gone
+        let mut old_sinks = Vec::new();
+        for (i, h, rx, describe) in reopened {
+            old_sinks.push(std::mem::replace(&mut self.output_threads[i], h));
+            let tag = &config.outputs[i].tag;
+            let name = format!("output '{tag}'");
+            let mut queues = self.stats.queues.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(q) = queues.iter_mut().find(|q| q.0 == name) {
+                *q = depth(name, rx);
+            }
+            if let Some(o) = self.outputs.iter_mut().find(|o| &o.0 == tag) {
+                o.1 = describe.clone();
+            }
+            tracing::info!("output '{tag}': reopened: {describe}");
+        }
+        for h in old_sinks {
+            let _ = h.join();
         }
         self.reload.config = config;
         self.reload.spec = spec;

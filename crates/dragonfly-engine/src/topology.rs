@@ -65,7 +65,7 @@ pub(crate) fn depth<T: Send + 'static>(
 
 /// One sink on a thread of its own, fed by a queue of at most `cap` batches; `counters` are
 /// the output's (none for the engine's own files). Returns the queue's two ends and the thread.
-fn spawn_sink(
+pub(crate) fn spawn_sink(
     tag: &str,
     sink: Box<dyn Sink>,
     cap: usize,
