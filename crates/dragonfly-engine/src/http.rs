@@ -305,6 +305,7 @@ pub fn prometheus(stats: &Value) -> String {
                 | "dragonfly_queue_depth"
                 | "dragonfly_rss_bytes"
                 | "dragonfly_worker_lua_bytes"
+                | "dragonfly_input_kafka_lag"
         ) {
             "gauge"
         } else {
@@ -369,6 +370,27 @@ pub fn prometheus(stats: &Value) -> String {
             "dragonfly_queue_depth".into(),
             "batches waiting in a queue between stages (stats record: queues.<name>)",
             samples,
+        );
+    }
+    if let Some(inputs) = stats.get("inputs").and_then(Value::as_object) {
+        let lag = inputs
+            .iter()
+            .flat_map(|(tag, i)| {
+                i.get("kafka_lag")
+                    .and_then(Value::as_object)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(move |(p, n)| {
+                        let labels =
+                            format!("{{input=\"{}\",partition=\"{}\"}}", label(tag), label(p));
+                        Some((labels, n.as_f64()?))
+                    })
+            })
+            .collect();
+        family(
+            "dragonfly_input_kafka_lag".into(),
+            "messages a Kafka input is behind the end of each assigned partition (stats record: inputs.<tag>.kafka_lag.<partition>)",
+            lag,
         );
     }
     let mut hist = String::new();
@@ -440,7 +462,10 @@ mod tests {
             "time": "2026-11-29T12:00:00Z",
             "operations": { "input": 3, "analyzer": 6, "output": 3 },
             "errors": 1,
-            "inputs": { "eve": { "lines": 3, "bytes": 30 }, "we\"ird\n": { "lines": 1 } },
+            "inputs": {
+                "eve": { "lines": 3, "bytes": 30, "kafka_lag": { "0": 5, "3": 0 } },
+                "we\"ird\n": { "lines": 1 },
+            },
             "analyzers": { "hello": { "events": 3 } },
             "outputs": { "out": { "events": 3, "dropped": 0 } },
             "store": { "backend": "redis 127.0.0.1:6379", "commands": 9, "keys": 4 },
@@ -448,6 +473,9 @@ mod tests {
         });
         let text = prometheus(&stats);
         for line in [
+            "# TYPE dragonfly_input_kafka_lag gauge",
+            "dragonfly_input_kafka_lag{input=\"eve\",partition=\"0\"} 5",
+            "dragonfly_input_kafka_lag{input=\"eve\",partition=\"3\"} 0",
             "# TYPE dragonfly_input_lines counter",
             "dragonfly_input_lines{input=\"eve\"} 3",
             "dragonfly_input_lines{input=\"we\\\"ird\\n\"} 1",

@@ -312,6 +312,15 @@ impl Stats {
                     "refused": l(&i.io.refused),
                 }),
             );
+            let lag = i.io.lag.lock().unwrap_or_else(|p| p.into_inner());
+            if !lag.is_empty() {
+                if let Some(Value::Object(o)) = inputs.get_mut(&i.tag) {
+                    o.insert(
+                        "kafka_lag".into(),
+                        lag.iter().map(|(p, n)| (p.to_string(), json!(n))).collect(),
+                    );
+                }
+            }
         }
         let mut analyzers = Map::new();
         let mut total_an = 0;

@@ -96,6 +96,13 @@ fn kafka_group_splits_a_topic_and_survives_sigkill_without_loss() {
     let (sc, _) = stop(ec, Duration::from_secs(60));
     assert!(sc.success());
     assert_eq!(c.lines("out.json").len(), 0, "offsets were not committed");
+    // C, assigned every partition with nothing left to read, reports each one's lag: 0
+    let lag = &c.final_stats()["inputs"]["in"]["kafka_lag"];
+    let lag = lag
+        .as_object()
+        .unwrap_or_else(|| panic!("no kafka_lag: {lag}"));
+    assert_eq!(lag.len(), 4, "{lag:?}");
+    assert!(lag.values().all(|v| v == 0), "{lag:?}");
     drop(broker);
 }
 

@@ -92,9 +92,23 @@ impl Tracker {
 
 struct Ctx {
     tracker: Arc<Mutex<Tracker>>,
+    counters: Arc<crate::sources::InputCounters>,
 }
 
-impl ClientContext for Ctx {}
+impl ClientContext for Ctx {
+    /// librdkafka's statistics (`statistics.interval.ms`): each assigned partition's consumer
+    /// lag, for the stats and /metrics (partitions no longer assigned drop out).
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let lag = statistics
+            .topics
+            .values()
+            .flat_map(|t| t.partitions.iter())
+            .filter(|(p, part)| **p >= 0 && part.consumer_lag >= 0)
+            .map(|(p, part)| (*p, part.consumer_lag))
+            .collect();
+        *self.counters.lag.lock().unwrap_or_else(|p| p.into_inner()) = lag;
+    }
+}
 
 impl ConsumerContext for Ctx {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -162,7 +176,7 @@ impl KafkaSource {
             failed_logged: false,
             ready: HashMap::new(),
         }));
-        let consumer = match self.consumer(&tracker) {
+        let consumer = match self.consumer(&tracker, &ctx.counters) {
             Ok(c) => c,
             Err(e) => {
                 io_error(
@@ -233,17 +247,24 @@ impl KafkaSource {
         consumer.unsubscribe();
     }
 
-    fn consumer(&self, tracker: &Arc<Mutex<Tracker>>) -> KafkaResult<BaseConsumer<Ctx>> {
+    fn consumer(
+        &self,
+        tracker: &Arc<Mutex<Tracker>>,
+        counters: &Arc<crate::sources::InputCounters>,
+    ) -> KafkaResult<BaseConsumer<Ctx>> {
         let mut c = self.uri.client_config();
         c.set("group.id", &self.uri.group)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", "6000")
-            .set("enable.partition.eof", "false");
+            .set("enable.partition.eof", "false")
+            // consumer lag per partition, for the stats (ClientContext::stats)
+            .set("statistics.interval.ms", "1000");
         self.uri.apply_options(&mut c);
         let consumer: BaseConsumer<Ctx> = c.create_with_context(Ctx {
             tracker: tracker.clone(),
+            counters: counters.clone(),
         })?;
         consumer.subscribe(&[&self.uri.topic])?;
         Ok(consumer)

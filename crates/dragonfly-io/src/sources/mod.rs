@@ -63,6 +63,9 @@ pub struct InputCounters {
     pub errors: AtomicU64,
     /// Stream connections closed at once because [`MAX_CONNECTIONS`] were open.
     pub refused: AtomicU64,
+    /// Kafka: how far behind the end of each assigned partition the consumer is, in
+    /// messages, as librdkafka last reported it (every second); empty for other inputs.
+    pub lag: std::sync::Mutex<std::collections::BTreeMap<i32, i64>>,
 }
 
 /// Stream connections one input reads at a time (each has a thread and a read buffer); more
