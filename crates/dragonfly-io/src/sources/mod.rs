@@ -243,7 +243,11 @@ pub(crate) fn serve<S: Send + 'static>(
                     out: ctx.out.clone_box(),
                 };
                 tracing::info!(input = %ctx.tag, "stream connection accepted");
-                conns.push(std::thread::spawn(move || conn(stream, conn_ctx)));
+                conns.push(std::thread::spawn(move || {
+                    let tag = conn_ctx.tag.clone();
+                    conn(stream, conn_ctx);
+                    tracing::debug!(input = %tag, "stream connection closed");
+                }));
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 std::thread::sleep(std::time::Duration::from_millis(50));
