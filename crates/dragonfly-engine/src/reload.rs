@@ -11,9 +11,11 @@
 //! `default_analyzer`, `default_output`, `concurrency`; analyzers added, removed or reordered
 //! need a restart, as their counters are per analyzer), and outputs' URIs and options (such
 //! an output is opened anew before the new runtimes start; the old one is flushed and closed
-//! once the old runtimes have retired). Anything else — inputs, outputs added or removed, the
-//! store, modules, `engine` settings — is reported as needing a restart and the reload is
-//! refused. Analyzers' Lua state (globals, timers) starts afresh; the store (embedded or
+//! once the old runtimes have retired), and inputs' URIs and options (the new input is opened
+//! before anything changes — a failure refuses the reload — and started after the handover;
+//! the old one is then stopped and hands on what it had read). Anything else — inputs or
+//! outputs added or removed, the store, modules, `engine` settings — is reported as needing a
+//! restart and the reload is refused. Analyzers' Lua state (globals, timers) starts afresh; the store (embedded or
 //! Redis) is kept.
 //!
 //! Cost: a second set of runtimes while the new ones set up; each worker pauses for as long
@@ -26,7 +28,7 @@ use dragonfly_config::Config;
 
 use crate::plan::Plan;
 use crate::running::Running;
-use crate::topology::{depth, spawn, spawn_sink};
+use crate::topology::{depth, spawn, spawn_sink, spawn_source};
 use crate::worker::{self, WorkItem, Worker, WorkerStatus};
 
 /// What changed between two configs that a reload cannot apply.
@@ -44,14 +46,13 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
     if old.engine != new.engine {
         out.push(format!("{file}: engine settings changed"));
     }
-    let inputs = |c: &Config| {
-        c.inputs
-            .iter()
-            .map(|i| (i.tag.clone(), i.uri.clone(), i.options.clone()))
-            .collect::<Vec<_>>()
-    };
+    let inputs = |c: &Config| c.inputs.iter().map(|i| i.tag.clone()).collect::<Vec<_>>();
     if inputs(old) != inputs(new) {
-        out.push(format!("{file}: inputs changed (tags, URIs or options)"));
+        out.push(format!(
+            "{file}: inputs were added, removed or reordered (their tags: {:?} -> {:?})",
+            inputs(old),
+            inputs(new)
+        ));
     }
     let outputs = |c: &Config| c.outputs.iter().map(|o| o.tag.clone()).collect::<Vec<_>>();
     if outputs(old) != outputs(new) {
@@ -175,6 +176,30 @@ impl Running {
             }
         }
 
+        // inputs whose URI or options changed are opened now (bound, connected), and started
+        // once the new runtimes run; the old ones are stopped after that (what they had read
+        // is handed on)
+        let mut new_inputs = Vec::new();
+        for (i, (was, now)) in self
+            .reload
+            .config
+            .inputs
+            .iter()
+            .zip(&config.inputs)
+            .enumerate()
+        {
+            if was.uri == now.uri && was.options == now.options {
+                continue;
+            }
+            match plan.sources[i].prepare(config.engine.max_line_bytes) {
+                Ok(src) => new_inputs.push((i, src)),
+                Err(e) => problems.push(format!(
+                    "input '{}' ({}): {e} (an input that takes over the old one's socket needs a restart)",
+                    now.tag, now.uri
+                )),
+            }
+        }
+
         // new runtimes, set up aside, waiting at their gates
         let mut fresh = Vec::new();
         for t in &self.templates {
@@ -253,6 +278,28 @@ impl Running {
             let _ = old.join();
             self.templates[i] = template;
             let _ = gate.send(true);
+        }
+        // the changed inputs: the new ones start, then the old ones stop and hand on what
+        // they had read
+        for (i, src) in new_inputs {
+            let (stop, h) = spawn_source(
+                i,
+                &config.inputs[i].tag,
+                src,
+                &self.stats,
+                &config.engine,
+                &self.keepalive,
+                &self.partitioner,
+            );
+            let old_stop = std::mem::replace(&mut self.sources_stop[i], stop);
+            let old = std::mem::replace(&mut self.source_threads[i], h);
+            old_stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            let _ = old.join();
+            tracing::info!(
+                "input '{}': reopened: {}",
+                config.inputs[i].tag,
+                config.inputs[i].uri
+            );
         }
         // the reopened outputs take their places; the old sinks end (and flush) once the old
         // runtimes that wrote to them are gone

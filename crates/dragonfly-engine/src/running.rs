@@ -20,7 +20,10 @@ use crate::{exit, store, Control};
 /// The engine running.
 pub struct Running {
     pub(crate) control: Control,
-    pub(crate) sources_stop: Arc<AtomicBool>,
+    /// Each input's stop flag.
+    pub(crate) sources_stop: Vec<Arc<AtomicBool>>,
+    /// How inputs split their batches over the workers.
+    pub(crate) partitioner: Arc<crate::partition::Partitioner>,
     pub(crate) exit_on_eof: bool,
     pub(crate) keepalive: Vec<Sender<WorkItem>>,
     /// Tell the sink runners that no more batches will come (see [`SinkRunner::done`]).
@@ -181,7 +184,9 @@ impl Running {
                     .max(Duration::from_millis(1)),
             );
         }
-        self.sources_stop.store(true, Ordering::Relaxed);
+        for stop in &self.sources_stop {
+            stop.store(true, Ordering::Relaxed);
+        }
         let drained = Arc::new(AtomicBool::new(false));
         self.drain_deadline(drained.clone());
         for h in self.source_threads.drain(..) {

@@ -97,6 +97,33 @@ pub(crate) fn spawn_sink(
     (tx, rx, spawn(name, move || runner.run()))
 }
 
+/// Input `i` (`src`, opened) on a thread of its own, handing its batches to the workers;
+/// returns its stop flag and its thread.
+pub(crate) fn spawn_source(
+    i: usize,
+    tag: &str,
+    src: Box<dyn dragonfly_io::sources::Prepared>,
+    stats: &Arc<Stats>,
+    engine: &dragonfly_config::Engine,
+    work_txs: &[Sender<WorkItem>],
+    partitioner: &Arc<partition::Partitioner>,
+) -> (Arc<AtomicBool>, JoinHandle<()>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let ctx = SourceCtx {
+        tag: tag.to_string(),
+        counters: stats.inputs[i].io.clone(),
+        shutdown: stop.clone(),
+        max_line: engine.max_line_bytes,
+        batch_lines: engine.batch_lines,
+        out: Box::new(ToWorkers {
+            input: i,
+            txs: work_txs.to_vec(),
+            partitioner: partitioner.clone(),
+        }),
+    };
+    (stop, spawn(format!("in-{tag}"), move || src.run(ctx)))
+}
+
 pub(crate) fn spawn<F: FnOnce() + Send + 'static>(name: String, f: F) -> JoinHandle<()> {
     std::thread::Builder::new()
         .name(name)
@@ -255,25 +282,20 @@ impl Prepared {
             &engine.partition_key,
             n_workers,
         ));
-        let sources_stop = Arc::new(AtomicBool::new(false));
+        let mut sources_stop = Vec::new();
         let mut source_threads = Vec::new();
         for (i, src) in sources.into_iter().enumerate() {
-            let ctx = SourceCtx {
-                tag: plan.config.inputs[i].tag.clone(),
-                counters: stats.inputs[i].io.clone(),
-                shutdown: sources_stop.clone(),
-                max_line: engine.max_line_bytes,
-                batch_lines: engine.batch_lines,
-                out: Box::new(ToWorkers {
-                    input: i,
-                    txs: work_txs.clone(),
-                    partitioner: partitioner.clone(),
-                }),
-            };
-            source_threads.push(spawn(
-                format!("in-{}", plan.config.inputs[i].tag),
-                move || src.run(ctx),
-            ));
+            let (stop, h) = spawn_source(
+                i,
+                &plan.config.inputs[i].tag,
+                src,
+                &stats,
+                engine,
+                &work_txs,
+                &partitioner,
+            );
+            sources_stop.push(stop);
+            source_threads.push(h);
         }
         // what the engine opened, one line each, so a console shows where events come from
         // and go to
@@ -312,6 +334,7 @@ impl Prepared {
         Ok(Running {
             control,
             sources_stop,
+            partitioner,
             exit_on_eof,
             keepalive: work_txs,
             own_done,

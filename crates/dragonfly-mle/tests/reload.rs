@@ -180,3 +180,62 @@ fn a_stream_runs_through_ten_reloads_without_losing_or_repeating_an_event() {
     assert_eq!(s["reloads"], 9, "{s}");
     assert_eq!(s["reload_failures"], 2, "{s}");
 }
+
+/// A reload that moves an input to another socket: the new one is bound before anything
+/// changes, the old one hands on what it had read and closes; every datagram sent to either
+/// comes out once.
+#[test]
+fn a_reload_moves_an_input_to_another_socket() {
+    let port = free_port();
+    let r = Root::new();
+    r.write("filter/filter.lua", FILTER);
+    r.write("analyzer/a.lua", &version(1));
+    let cfg = |input: &str| config(port, "file://out.json").replace("unix://in.sock", input);
+    r.config(&cfg("ipc://a.sock"));
+    let child = r.spawn(&[]);
+    let a = r.path().join("a.sock");
+    wait_for(T, "the first socket", || a.exists());
+    wait_for(T, "the listener", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let send = |path: &std::path::Path, range: std::ops::Range<u32>| {
+        let s = std::os::unix::net::UnixDatagram::unbound().unwrap();
+        for i in range {
+            s.send_to(
+                format!("{{\"seq\":{i},\"flow_id\":{}}}", i % 5).as_bytes(),
+                path,
+            )
+            .unwrap();
+        }
+    };
+    send(&a, 0..500);
+    wait_for(T, "the first 500", || r.lines("out.json").len() == 500);
+    r.write("analyzer/a.lua", &version(2));
+    r.config(&cfg("ipc://b.sock"));
+    let (code, body) = request(port, "POST", "/api/reload");
+    assert_eq!(code, 200, "{body}");
+    let b = r.path().join("b.sock");
+    assert!(
+        b.exists(),
+        "the new socket is bound once the reload answers"
+    );
+    send(&b, 500..1000);
+    wait_for(T, "all 1000", || r.lines("out.json").len() == 1000);
+    let (status, err) = stop(child, T);
+    assert!(status.success(), "{err}");
+    assert!(err.contains("input 'in': reopened: ipc://b.sock"), "{err}");
+    let mut seqs: Vec<(u64, u64)> = r
+        .lines("out.json")
+        .iter()
+        .map(|l| {
+            let j: serde_json::Value = serde_json::from_str(l).unwrap();
+            (j["seq"].as_u64().unwrap(), j["version"].as_u64().unwrap())
+        })
+        .collect();
+    seqs.sort();
+    assert_eq!(seqs.len(), 1000);
+    for (i, (seq, v)) in seqs.iter().enumerate() {
+        assert_eq!(*seq, i as u64);
+        assert_eq!(*v, if i < 500 { 1 } else { 2 }, "seq {seq}");
+    }
+}
