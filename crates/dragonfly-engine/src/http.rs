@@ -173,6 +173,7 @@ fn router(
     reloads: Arc<crate::Reloads>,
 ) -> Router {
     let errors = stats.clone();
+    let health = stats.clone();
     Router::new()
         .route(
             "/",
@@ -231,11 +232,21 @@ fn router(
         )
         .route(
             "/health",
-            get(|| async {
-                (
-                    [(header::CONTENT_TYPE, "application/json")],
-                    r#"{"status":"live","ready":true}"#,
-                )
+            // live as soon as it answers; ready (200) once every setup() ran and the inputs
+            // are open, 503 before
+            get(move || {
+                let ready = health.ready.load(std::sync::atomic::Ordering::SeqCst);
+                async move {
+                    let (code, body) = if ready {
+                        (StatusCode::OK, r#"{"status":"live","ready":true}"#)
+                    } else {
+                        (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            r#"{"status":"live","ready":false}"#,
+                        )
+                    };
+                    (code, [(header::CONTENT_TYPE, "application/json")], body)
+                }
             }),
         )
         .route(

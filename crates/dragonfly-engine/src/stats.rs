@@ -163,6 +163,8 @@ pub struct Stats {
     pub workers: Mutex<Vec<Arc<WorkerGauges>>>,
     /// The last [`RECENT_ERRORS`] script failures: time, script, kind, message, event excerpt.
     pub recent_errors: Mutex<std::collections::VecDeque<Value>>,
+    /// Every `setup()` ran and the inputs are open (`/health`'s readiness).
+    pub ready: std::sync::atomic::AtomicBool,
     /// Hot reloads done.
     pub reloads: AtomicU64,
     /// Hot reloads refused (the running pipeline kept).
@@ -207,6 +209,7 @@ impl Stats {
             queues: Mutex::new(Vec::new()),
             workers: Mutex::new(Vec::new()),
             recent_errors: Mutex::new(std::collections::VecDeque::new()),
+            ready: std::sync::atomic::AtomicBool::new(false),
             reloads: AtomicU64::new(0),
             reload_failures: AtomicU64::new(0),
             dead_letters: AtomicU64::new(0),

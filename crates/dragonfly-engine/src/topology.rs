@@ -297,6 +297,7 @@ impl Prepared {
             sources_stop.push(stop);
             source_threads.push(h);
         }
+        stats.ready.store(true, std::sync::atomic::Ordering::SeqCst);
         // what the engine opened, one line each, so a console shows where events come from
         // and go to
         for input in &plan.config.inputs {

@@ -198,3 +198,36 @@ fn analyzers_are_described_from_www_without_following_symlinks() {
     let (status, err) = stop(child, T);
     assert!(status.success(), "{err}");
 }
+
+/// `/health` answers while the scripts set up — live, not ready (503) — and ready (200) once
+/// every `setup()` ran and the inputs are open.
+#[test]
+fn health_says_ready_only_after_setup() {
+    let port = free_port();
+    let r = http_root(&format!("127.0.0.1:{port}"));
+    r.write(
+        "analyzer/pass.lua",
+        r#"
+function setup()
+  local t = dragonfly.clock() + 1.5
+  while dragonfly.clock() < t do end
+  local f = io.open("ready", "w"); f:write("1"); f:close()
+end
+function loop(msg) dragonfly.output_event(default_output, msg) end"#,
+    );
+    let cfg = std::fs::read_to_string(r.path().join("config/config.lua")).unwrap();
+    r.config(&cfg.replace("engine = {", "engine = { script_timeout_ms = 10000,"));
+    let child = r.spawn(&[]);
+    wait_for(T, "the listener", || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let (code, body) = request(port, "GET", "/health");
+    assert_eq!(
+        (code, body.as_str()),
+        (503, r#"{"status":"live","ready":false}"#)
+    );
+    wait_for(T, "ready", || request(port, "GET", "/health").0 == 200);
+    assert!(r.path().join("ready").exists());
+    let (status, err) = stop(child, T);
+    assert!(status.success(), "{err}");
+}
