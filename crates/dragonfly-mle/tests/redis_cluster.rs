@@ -32,6 +32,29 @@ fn sample() -> (Vec<String>, BTreeMap<String, i64>) {
     (lines, counts)
 }
 
+/// Start the engine of `r` (input `unix://in.sock`) and send `lines` to it at a steady pace
+/// from another thread (so that slots can move while events flow).
+fn start_and_send(
+    r: &Root,
+    lines: Vec<String>,
+) -> (std::process::Child, std::thread::JoinHandle<()>) {
+    let child = r.spawn(&[]);
+    wait_for(Duration::from_secs(30), "the socket", || {
+        r.path().join("in.sock").exists()
+    });
+    let sock = r.path().join("in.sock");
+    let sender = std::thread::spawn(move || {
+        let mut s = std::os::unix::net::UnixStream::connect(sock).unwrap();
+        for chunk in lines.chunks(100) {
+            for l in chunk {
+                writeln!(s, "{l}").unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
+    (child, sender)
+}
+
 #[test]
 fn hello_world_counts_exactly_on_a_cluster_resharded_while_events_flow() {
     let cluster = RedisCluster::start(3, &[]);
@@ -51,21 +74,7 @@ engine = {{ stats_interval = 0.1 }}
 "#,
         cluster.lua_list()
     ));
-    let child = r.spawn(&[]);
-    wait_for(Duration::from_secs(30), "the socket", || {
-        r.path().join("in.sock").exists()
-    });
-    // send at a steady pace from another thread while the slots move
-    let sock = r.path().join("in.sock");
-    let sender = std::thread::spawn(move || {
-        let mut s = std::os::unix::net::UnixStream::connect(sock).unwrap();
-        for chunk in lines.chunks(100) {
-            for l in chunk {
-                writeln!(s, "{l}").unwrap();
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    });
+    let (child, sender) = start_and_send(&r, lines);
     wait_for(Duration::from_secs(60), "events flowing", || {
         r.log("eve-mle.json").exists() && r.lines("eve-mle.json").len() >= 500
     });
@@ -106,6 +115,66 @@ engine = {{ stats_interval = 0.1 }}
         s["store"]["backend"].as_str().unwrap().contains("cluster"),
         "{s}"
     );
+}
+
+/// Pipelines on a cluster (`append_command` then `get_reply`): each node gets its commands
+/// in one write; while slots move, the commands a node no longer serves (MOVED, ASK) are sent
+/// again through the cluster connection, and every counter is still exact.
+#[test]
+fn pipelines_count_exactly_on_a_cluster_resharded_while_events_flow() {
+    let cluster = RedisCluster::start(3, &[]);
+    let (lines, counts) = sample();
+    let r = Root::new();
+    r.write("filter/filter.lua", FILTER);
+    r.write(
+        "analyzer/piped.lua",
+        r#"
+function setup() conn = assert(hiredis.connect()) end
+function loop(msg)
+  -- four counters per event, on keys all over the slots
+  for i = 1, 4 do conn:append_command("INCR", "p:" .. msg.event_type .. ":" .. i) end
+  conn:append_command("PING")
+  for i = 1, 4 do
+    local n = conn:get_reply()
+    assert(type(n) == "number", "INCR " .. i .. ": " .. tostring(type(n) == "table" and n.name or n))
+  end
+  assert(conn:get_reply() == hiredis.status.PONG, "PING")
+  dragonfly.output_event("out", msg)
+end"#,
+    );
+    r.config(&format!(
+        r#"
+redis_cluster = {}
+inputs = {{ {{ tag="eve", uri="unix://in.sock", script="filter.lua", default_analyzer="piped" }} }}
+analyzers = {{ {{ tag="piped", script="piped.lua", default_analyzer="", default_output="out" }} }}
+outputs = {{ {{ tag="out", uri="file://out.json" }} }}
+"#,
+        cluster.lua_list()
+    ));
+    let (child, sender) = start_and_send(&r, lines);
+    wait_for(Duration::from_secs(60), "events flowing", || {
+        r.lines("out.json").len() >= 500
+    });
+    cluster.reshard(0, 2, 5461);
+    sender.join().unwrap();
+    let total: i64 = counts.values().sum();
+    wait_for(Duration::from_secs(120), "every event out", || {
+        r.lines("out.json").len() as i64 == total
+    });
+    let (status, err) = stop(child, Duration::from_secs(30));
+    assert!(status.success(), "{err}");
+    let mut c = RedisTarget::new(RedisAddr::Cluster {
+        nodes: vec![("127.0.0.1".into(), cluster.servers[1].port)],
+    })
+    .connect()
+    .unwrap();
+    for (t, n) in &counts {
+        for i in 1..=4 {
+            let got = c.command(&[b"GET".to_vec(), format!("p:{t}:{i}").into_bytes()]);
+            assert_eq!(got, Reply::Bulk(n.to_string().into_bytes()), "p:{t}:{i}");
+        }
+    }
+    assert_eq!(r.final_stats()["errors"], 0);
 }
 
 #[test]

@@ -6,6 +6,7 @@
 
 pub mod embedded;
 pub use dragonfly_models::numfmt;
+mod cluster_pipe;
 pub mod redis_backend;
 mod reply;
 pub mod resp;

@@ -160,6 +160,8 @@ impl RedisTarget {
             unsent: Vec::new(),
             unsent_ends: Vec::new(),
             unsent_kinds: Vec::new(),
+            unsent_slots: Vec::new(),
+            pipes: crate::cluster_pipe::Pipes::default(),
             in_flight: VecDeque::new(),
             tickets: std::collections::HashMap::new(),
             next_ticket: 1,
@@ -229,6 +231,10 @@ pub struct RedisConnection {
     unsent_ends: Vec<usize>,
     /// Whose each unsent command is (in order).
     unsent_kinds: Vec<Kind>,
+    /// On a cluster: each unsent command's key slot, if it is one key's.
+    unsent_slots: Vec<Option<u16>>,
+    /// On a cluster: per-node connections for pipelines.
+    pipes: crate::cluster_pipe::Pipes,
     /// Commands sent whose replies have not been read, oldest first.
     in_flight: VecDeque<Kind>,
     /// Replies read for submitted commands, by ticket, not yet taken.
@@ -446,21 +452,8 @@ impl RedisConnection {
                 }
             },
             Link::Cluster(_) => {
-                // each to its slot's node, one at a time, in order
-                let mut start = 0;
-                for (&end, &k) in ends.iter().zip(&kinds) {
-                    let r = if self.con.is_some() {
-                        self.request(&packed[start..end])
-                    } else {
-                        // lost: the rest fail without trying
-                        Reply::err(format!(
-                            "ERR dragonfly-mle: connection to Redis at {} lost",
-                            self.target.addr
-                        ))
-                    };
-                    self.route(k, r);
-                    start = end;
-                }
+                let slots = std::mem::take(&mut self.unsent_slots);
+                self.run_on_cluster(&packed, &ends, kinds, &slots);
             }
         }
         // keep the buffers' allocations for the next commands
@@ -468,6 +461,52 @@ impl RedisConnection {
         self.unsent.clear();
         self.unsent_ends = ends;
         self.unsent_ends.clear();
+    }
+
+    /// Appended commands on a cluster: per node in one write each where the slot map says
+    /// where their keys are; the rest (keyless, several keys, redirected) one at a time
+    /// through the cluster connection, which follows redirections. Replies in order.
+    fn run_on_cluster(
+        &mut self,
+        packed: &[u8],
+        ends: &[usize],
+        kinds: Vec<Kind>,
+        slots: &[Option<u16>],
+    ) {
+        use crate::cluster_pipe::{Outcome, SlotMap};
+        if self.pipes.map.is_none() && slots.iter().any(Option::is_some) {
+            let mut q = Vec::new();
+            pack_into(&mut q, &[b"CLUSTER".to_vec(), b"SLOTS".to_vec()]);
+            if let Some(con) = self.con.as_mut() {
+                if let Ok(v) = con.req(&q) {
+                    self.pipes.map = SlotMap::parse(&v);
+                }
+            }
+        }
+        let mut cmds = Vec::with_capacity(kinds.len());
+        let mut start = 0;
+        for (i, &end) in ends.iter().enumerate() {
+            cmds.push((&packed[start..end], slots.get(i).copied().flatten()));
+            start = end;
+        }
+        let outcomes = self.pipes.run(&cmds, self.target.timeout, self.target.spin);
+        for ((cmd, _), (k, o)) in cmds.iter().zip(kinds.into_iter().zip(outcomes)) {
+            let r = match o {
+                Outcome::Reply(r) => r,
+                Outcome::Elsewhere | Outcome::Redirected => {
+                    if self.con.is_some() {
+                        self.request(cmd)
+                    } else {
+                        // lost: the rest fail without trying
+                        Reply::err(format!(
+                            "ERR dragonfly-mle: connection to Redis at {} lost",
+                            self.target.addr
+                        ))
+                    }
+                }
+            };
+            self.route(k, r);
+        }
     }
 
     /// Where the reply to a command of kind `k` goes.
@@ -528,6 +567,11 @@ impl RedisConnection {
         pack_into(&mut self.unsent, args);
         self.unsent_ends.push(self.unsent.len());
         self.unsent_kinds.push(kind);
+        if matches!(self.target.addr, RedisAddr::Cluster { .. }) {
+            let one = crate::cluster_pipe::one_key(args);
+            self.unsent_slots
+                .push(one.then(|| crate::cluster_pipe::slot(&args[1])));
+        }
         // appended commands go out as they gather; submitted ones when their reply is asked
         // for or the caller flushes (the scheduler does, once nothing else can run)
         if kind == Kind::Appended && self.unsent_kinds.len() >= SEND_EVERY {
