@@ -6,6 +6,7 @@
 static GLOBAL: alloc::Allocator = alloc::Allocator;
 
 mod alloc;
+mod manual;
 mod model_cmd;
 mod privileges;
 mod progress;
@@ -143,10 +144,30 @@ enum Command {
         #[command(subcommand)]
         action: model_cmd::ModelAction,
     },
+    /// Print the manual page dragonfly-mle(1) (roff): `dragonfly-mle man > dragonfly-mle.1`.
+    Man,
+    /// Print shell completions: `dragonfly-mle completions bash > /etc/bash_completion.d/dragonfly-mle`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    match &cli.command {
+        Some(Command::Man) => {
+            return match manual::man(<Cli as clap::CommandFactory>::command()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(_) => ExitCode::FAILURE,
+            };
+        }
+        Some(Command::Completions { shell }) => {
+            manual::completions(<Cli as clap::CommandFactory>::command(), *shell);
+            return ExitCode::SUCCESS;
+        }
+        _ => {}
+    }
     let filter = if cli.verbose { "debug" } else { "info" };
     let (stderr, _flush_at_exit) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(true)
