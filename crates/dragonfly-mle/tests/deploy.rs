@@ -1,6 +1,7 @@
 //! The files for running the engine as a service (deploy/): the systemd unit passes
-//! `systemd-analyze verify`, and the logrotate snippet rotates a running engine's output,
-//! which reopens its file on SIGHUP (nothing lost, nothing written to the rotated file after).
+//! `systemd-analyze verify`; the logrotate snippet rotates a running engine's output, which
+//! reopens its file on SIGHUP (every line in one file or the other, once, in order); and
+//! docs/suricata.md shows the eve-log snippets the live Suricata test runs.
 
 mod common;
 use common::*;
@@ -98,16 +99,54 @@ fn logrotate_rotates_a_running_engines_output() {
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     assert_eq!(r.lines("out.json.1").len(), 100, "the rotated file");
-    send(100..200);
-    wait_for(T, "the next 100 in the new file", || {
-        r.lines("out.json").len() == 100
+    // the engine reopens on the SIGHUP logrotate sent: until it has, lines still go to the
+    // renamed file (nothing is lost either way); keep sending until one lands in the new one
+    let mut next = 100;
+    wait_for(T, "a line in the new file", || {
+        send(next..next + 1);
+        next += 1;
+        std::thread::sleep(Duration::from_millis(20));
+        !r.lines("out.json").is_empty()
+    });
+    send(next..next + 100);
+    let total = next + 100;
+    wait_for(T, "every line in one file or the other", || {
+        r.lines("out.json").len() + r.lines("out.json.1").len() == total as usize
     });
     let (status, err) = stop(child, T);
     assert!(status.success(), "{err}");
-    assert_eq!(
-        r.lines("out.json.1").len(),
-        100,
-        "nothing written to the old file after"
+    let seq = |l: &String| -> u32 {
+        serde_json::from_str::<serde_json::Value>(l).unwrap()["seq"]
+            .as_u64()
+            .unwrap() as u32
+    };
+    let old: Vec<u32> = r.lines("out.json.1").iter().map(seq).collect();
+    let new: Vec<u32> = r.lines("out.json").iter().map(seq).collect();
+    // in order, each once, the rotated file first
+    let all: Vec<u32> = old.iter().chain(&new).copied().collect();
+    assert_eq!(all, (0..total).collect::<Vec<_>>());
+    assert!(
+        new.len() >= 100,
+        "what came after the reopen is in the new file"
     );
-    assert!(r.lines("out.json")[0].contains("\"seq\":100"));
+}
+
+/// docs/suricata.md shows each eve-log snippet of deploy/suricata/ exactly as the live
+/// Suricata test runs it.
+#[test]
+fn the_suricata_doc_shows_the_snippets_the_live_test_runs() {
+    let doc = std::fs::read_to_string(repo().join("docs/suricata.md")).unwrap();
+    let dir = repo().join("deploy/suricata");
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let path = e.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            doc.contains(&format!("```yaml\n{text}```")),
+            "{} is not shown verbatim",
+            path.display()
+        );
+        n += 1;
+    }
+    assert_eq!(n, 4);
 }
