@@ -150,3 +150,77 @@ fn the_suricata_doc_shows_the_snippets_the_live_test_runs() {
     }
     assert_eq!(n, 4);
 }
+
+/// `scripts/install PREFIX` (on the binary and module `cargo build --release` made): a
+/// stripped binary that runs the installed quick start, the Redis module redis-server loads,
+/// the man page man(1) renders, completions, the unit pointing at PREFIX, logrotate.
+#[test]
+fn scripts_install_puts_a_working_engine_under_a_prefix() {
+    let prefix = tempfile::tempdir().unwrap();
+    let p = prefix.path();
+    let out = Command::new(repo().join("scripts/install"))
+        .arg(p)
+        .env("NO_BUILD", "1")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let bin = p.join("bin/dragonfly-mle");
+    let size = std::fs::metadata(&bin).unwrap().len();
+    assert!(size < 40 << 20, "stripped: {size} bytes");
+    let v = Command::new(&bin).arg("-V").output().unwrap();
+    assert!(String::from_utf8_lossy(&v.stdout).starts_with("dragonfly-mle "));
+    // the quick start, from the installed root
+    let logs = tempfile::tempdir().unwrap();
+    let run = Command::new(&bin)
+        .arg("-r")
+        .arg(p.join("dragonfly-mle"))
+        .arg("-l")
+        .arg(logs.path())
+        .arg("--exit-on-eof")
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{run:?}");
+    let out = std::fs::read_to_string(logs.path().join("eve-mle.json")).unwrap();
+    assert!(
+        out.lines().count() > 100 && out.contains("\"event_count\":"),
+        "{out}"
+    );
+    // the module loads into a real redis-server
+    let module = p.join("lib/dragonfly-redisml.so");
+    let server =
+        dragonfly_testkit::RedisServer::start_with(&["--loadmodule", module.to_str().unwrap()]);
+    let list = Command::new("redis-cli")
+        .args(["-p", &server.port.to_string(), "MODULE", "LIST"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&list.stdout).contains("redisml"),
+        "{list:?}"
+    );
+    for f in [
+        "share/man/man1/dragonfly-mle.1",
+        "share/bash-completion/completions/dragonfly-mle",
+        "share/zsh/site-functions/_dragonfly-mle",
+        "share/fish/vendor_completions.d/dragonfly-mle.fish",
+        "etc/logrotate.d/dragonfly-mle",
+    ] {
+        assert!(p.join(f).is_file(), "{f}");
+    }
+    let unit = std::fs::read_to_string(p.join("lib/systemd/system/dragonfly-mle.service")).unwrap();
+    assert!(
+        unit.contains(&format!(
+            "ExecStart={} -r {}",
+            bin.display(),
+            p.join("dragonfly-mle").display()
+        )),
+        "{unit}"
+    );
+    // installing again keeps the root (a user's scripts), the quick start goes beside it
+    let again = Command::new(repo().join("scripts/install"))
+        .arg(p)
+        .env("NO_BUILD", "1")
+        .output()
+        .unwrap();
+    assert!(again.status.success());
+    assert!(p.join("dragonfly-mle.new/config/config.lua").is_file());
+}
