@@ -1,0 +1,136 @@
+//! The container image (Dockerfile's runtime stage) with podman, on a binary built here (no
+//! registry is reachable for the Rust image: BIN_FROM=prebuilt) and a local Debian base
+//! (`scripts/container-base` makes it): a container follows the eve.json of a mounted log
+//! directory as the original's `docker run -v ...:/opt/dragonfly/log dragonfly` did, writes its
+//! results to a mounted volume as a non-root user, and stops cleanly on `podman stop`
+//! (SIGTERM: drained, exit 0). Skipped, saying so, where podman or the base image is missing.
+
+mod common;
+use common::*;
+use std::process::Command;
+use std::time::Duration;
+
+const BASE: &str = "localhost/debian:bookworm-slim";
+const IMAGE: &str = "localhost/dragonfly-mle:test";
+
+fn podman(args: &[&str]) -> std::process::Output {
+    Command::new("podman")
+        .args(["--runtime", "runc", "--cgroup-manager=cgroupfs"])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// Removes the container and the image, whatever happens.
+struct Cleanup(String);
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = podman(&["rm", "-f", &self.0]);
+        let _ = podman(&["rmi", "-f", IMAGE]);
+    }
+}
+
+#[test]
+fn the_container_follows_a_mounted_eve_json_and_stops_cleanly() {
+    let have = |args: &[&str]| {
+        Command::new("podman")
+            .args(args)
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !have(&["--version"]) || !have(&["image", "exists", BASE]) {
+        eprintln!("skipped: needs podman and the local base image {BASE} (scripts/container-base)");
+        return;
+    }
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    // the binary and the module this build made, stripped, as the build context's dist/
+    let dist = repo.join("dist");
+    std::fs::create_dir_all(&dist).unwrap();
+    let release = repo.join("target/release");
+    for f in ["dragonfly-mle", "libdragonfly_redisml.so"] {
+        let st = Command::new("strip")
+            .arg("-o")
+            .arg(dist.join(f))
+            .arg(release.join(f))
+            .status()
+            .unwrap();
+        assert!(st.success(), "strip {f}");
+    }
+    let name = format!("dragonfly-test-{}", std::process::id());
+    let _cleanup = Cleanup(name.clone());
+    let out = Command::new("podman")
+        .args(["--runtime", "runc", "--cgroup-manager=cgroupfs", "build"])
+        .args(["--build-arg", "BIN_FROM=prebuilt"])
+        .args(["--build-arg", &format!("BASE_IMAGE={BASE}")])
+        .args(["-t", IMAGE])
+        .arg(&repo)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "podman build: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let results = dir.path().join("results");
+    std::fs::create_dir_all(&log).unwrap();
+    std::fs::create_dir_all(&results).unwrap();
+    // the container's user (uid 10001) writes the results
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&results, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = podman(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--ulimit",
+        "nofile=1024:1024",
+        "--ulimit",
+        "nproc=1024:1024",
+        "-v",
+        &format!("{}:/opt/dragonfly/log:ro", log.display()),
+        "-v",
+        &format!("{}:/opt/dragonfly/results", results.display()),
+        IMAGE,
+    ]);
+    assert!(out.status.success(), "podman run: {out:?}");
+    // Suricata writes its eve.json after the engine started
+    let sample = repo.join("examples/quickstart/data/eve-sample.json");
+    let n = std::fs::read_to_string(&sample).unwrap().lines().count();
+    std::fs::copy(&sample, log.join("eve.json")).unwrap();
+    let lines = || {
+        std::fs::read_to_string(results.join("eve-mle.json"))
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    wait_for(
+        Duration::from_secs(60),
+        "every event in the results",
+        || lines() == n,
+    );
+    let stop = podman(&["stop", "-t", "30", &name]);
+    assert!(stop.status.success(), "{stop:?}");
+    let code = podman(&["inspect", &name, "--format", "{{.State.ExitCode}}"]);
+    let logs = podman(&["logs", &name]);
+    assert_eq!(
+        String::from_utf8_lossy(&code.stdout).trim(),
+        "0",
+        "{}",
+        String::from_utf8_lossy(&logs.stderr)
+    );
+    assert_eq!(lines(), n);
+    // written as the image's user, not root
+    use std::os::unix::fs::MetadataExt;
+    let owner = std::fs::metadata(results.join("eve-mle.json"))
+        .unwrap()
+        .uid();
+    assert_eq!(owner, 10001);
+    let text = String::from_utf8_lossy(&logs.stderr).into_owned();
+    assert!(
+        text.contains("stopping: inputs stop, queued events are drained"),
+        "{text}"
+    );
+}
