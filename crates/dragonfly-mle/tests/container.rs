@@ -21,12 +21,14 @@ fn podman(args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
-/// Removes the container and the image, whatever happens.
+/// Removes the container, the image and the build's intermediate (untagged) images,
+/// whatever happens.
 struct Cleanup(String);
 impl Drop for Cleanup {
     fn drop(&mut self) {
         let _ = podman(&["rm", "-f", &self.0]);
         let _ = podman(&["rmi", "-f", IMAGE]);
+        let _ = podman(&["image", "prune", "-f"]);
     }
 }
 
