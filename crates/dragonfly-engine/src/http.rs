@@ -179,13 +179,7 @@ fn router(
             "/",
             get(|| async { ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], PAGE) }),
         )
-        .route(
-            "/api/pipeline",
-            get(move || {
-                let body = pipeline.clone();
-                async move { ([(header::CONTENT_TYPE, "application/json")], body) }
-            }),
-        )
+        .route("/api/pipeline", fixed_json(pipeline))
         .route(
             "/api/errors",
             get(move || {
@@ -211,8 +205,8 @@ fn router(
                     .ok()
                     .flatten();
                     let (status, body) = match waited {
-                        Some(body) if body.contains(r#""reloaded":true"#) => (StatusCode::OK, body),
-                        Some(body) => (StatusCode::UNPROCESSABLE_ENTITY, body),
+                        Some(r) if r.ok => (StatusCode::OK, r.json),
+                        Some(r) => (StatusCode::UNPROCESSABLE_ENTITY, r.json),
                         None => (
                             StatusCode::SERVICE_UNAVAILABLE,
                             r#"{"reloaded":false,"errors":["the engine did not handle the reload in time"]}"#
@@ -223,13 +217,7 @@ fn router(
                 }
             }),
         )
-        .route(
-            "/api/analyzers",
-            get(move || {
-                let body = analyzers.clone();
-                async move { ([(header::CONTENT_TYPE, "application/json")], body) }
-            }),
-        )
+        .route("/api/analyzers", fixed_json(analyzers))
         .route(
             "/health",
             // live as soon as it answers; ready (200) once every setup() ran and the inputs
@@ -258,6 +246,14 @@ fn router(
             from_stats(stats, "application/json", |v| v.to_string()),
         )
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n").into_response() })
+}
+
+/// A GET route answering with `body`, JSON made at start-up.
+fn fixed_json(body: String) -> MethodRouter {
+    get(move || {
+        let body = body.clone();
+        async move { ([(header::CONTENT_TYPE, "application/json")], body) }
+    })
 }
 
 /// A GET route answering with the live stats record, rendered by `render`.

@@ -130,13 +130,23 @@ pub struct Control {
     pub reload: Arc<Reloads>,
 }
 
+/// How a hot reload went: whether the new scripts took over, and the outcome as JSON (for
+/// the log and the HTTP answer).
+#[derive(Debug, Clone, Default)]
+pub struct Reloaded {
+    /// The new configuration and scripts run now.
+    pub ok: bool,
+    /// `{"generation":N,"reloaded":...,"errors":[...]}`.
+    pub json: String,
+}
+
 /// Hot reload requests and outcomes: a requester bumps the generation and may wait for the
 /// engine to have handled it (the engine handles requests one at a time, between its
 /// supervision ticks; requests that pile up while one runs are handled as one).
 #[derive(Default)]
 pub struct Reloads {
     requested: AtomicU64,
-    done: std::sync::Mutex<(u64, String)>,
+    done: std::sync::Mutex<(u64, Reloaded)>,
     finished: std::sync::Condvar,
 }
 
@@ -154,15 +164,15 @@ impl Reloads {
         (r > handled).then_some(r)
     }
 
-    /// Generation `generation` (and every one before it) was handled with `outcome` (JSON).
-    pub fn finish(&self, generation: u64, outcome: String) {
+    /// Generation `generation` (and every one before it) was handled with `outcome`.
+    pub fn finish(&self, generation: u64, outcome: Reloaded) {
         let mut d = self.done.lock().unwrap_or_else(|p| p.into_inner());
         *d = (generation, outcome);
         self.finished.notify_all();
     }
 
-    /// Wait up to `limit` for generation `generation` to be handled; its outcome (JSON).
-    pub fn wait(&self, generation: u64, limit: std::time::Duration) -> Option<String> {
+    /// Wait up to `limit` for generation `generation` to be handled; its outcome.
+    pub fn wait(&self, generation: u64, limit: std::time::Duration) -> Option<Reloaded> {
         let deadline = std::time::Instant::now() + limit;
         let mut d = self.done.lock().unwrap_or_else(|p| p.into_inner());
         while d.0 < generation {

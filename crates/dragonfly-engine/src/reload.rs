@@ -80,14 +80,17 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
         .collect()
 }
 
-/// The outcome of one reload, as JSON for the log and the HTTP answer.
-fn outcome(generation: u64, problems: &[String]) -> String {
-    serde_json::json!({
-        "generation": generation,
-        "reloaded": problems.is_empty(),
-        "errors": problems,
-    })
-    .to_string()
+/// The outcome of one reload.
+fn outcome(generation: u64, problems: &[String]) -> crate::Reloaded {
+    crate::Reloaded {
+        ok: problems.is_empty(),
+        json: serde_json::json!({
+            "generation": generation,
+            "reloaded": problems.is_empty(),
+            "errors": problems,
+        })
+        .to_string(),
+    }
 }
 
 impl Running {

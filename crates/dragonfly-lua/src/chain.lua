@@ -186,6 +186,17 @@ local function compact(q, h, n)
   return 1, j
 end
 
+-- take the head of queue `q` (read at `h`, written at `n`, not empty): the item and the new
+-- `h`, `n` (back to 1, 0 when it empties; compacted once the head has moved far)
+local function pop(q, h, n)
+  local x = q[h]
+  q[h] = nil
+  h = h + 1
+  if h > n then return x, 1, 0 end
+  if h > COMPACT then return x, compact(q, h, n) end
+  return x, h, n
+end
+
 local function runnable(c, val)
   rt = rt + 1
   rq[rt] = c
@@ -232,14 +243,8 @@ end
 -- admit from the ready line while there is room
 local function fill(st, id)
   while st.busy < st.limit and st.h <= st.n do
-    local c = st.q[st.h]
-    st.q[st.h] = nil
-    st.h = st.h + 1
-    if st.h > st.n then
-      st.h, st.n = 1, 0
-    elseif st.h > COMPACT then
-      st.h, st.n = compact(st.q, st.h, st.n)
-    end
+    local c
+    c, st.h, st.n = pop(st.q, st.h, st.n)
     local key = c.want
     if key ~= nil then
       -- c heads its flow's line: the rest of the line waits for c to leave
@@ -378,14 +383,8 @@ local function run_overlapped(filter, who, events, n, from)
       probe[4] = i - 1
     end
     if rh <= rt then
-      local c = rq[rh]
-      rq[rh] = nil
-      rh = rh + 1
-      if rh > rt then
-        rh, rt = 1, 0
-      elseif rh > COMPACT then
-        rh, rt = compact(rq, rh, rt)
-      end
+      local c
+      c, rh, rt = pop(rq, rh, rt)
       probe[2] = c.i
       local who_now = c.who
       if who_now ~= nil then probe[3] = who_now end
@@ -424,14 +423,8 @@ local function run_overlapped(filter, who, events, n, from)
       -- nothing can run: take the oldest reply. Its connection sends what it has queued if
       -- that command is among it; commands queued after one already on its way wait for the
       -- replies before them, and go out together (the pipeline fills while Redis answers)
-      local c = wq[wh]
-      wq[wh] = nil
-      wh = wh + 1
-      if wh > wt then
-        wh, wt = 1, 0
-      elseif wh > COMPACT then
-        wh, wt = compact(wq, wh, wt)
-      end
+      local c
+      c, wh, wt = pop(wq, wh, wt)
       local ud, t = c.wud, c.wt
       c.wud, c.wt = nil, nil
       runnable(c, ud:_await(t))

@@ -129,9 +129,11 @@ impl EmbeddedStore {
     }
 
     /// Keys, bytes held (estimated), keys evicted and commands refused for memory so far.
+    /// Cheap enough for every stats request (the live page asks each second): expired keys
+    /// are swept as a command would (at most 1000), not all of them under the store's lock.
     pub fn memory(&self) -> (usize, usize, u64, u64) {
         let mut db = self.lock();
-        db.sweep(true);
+        db.sweep(false);
         let (evicted, oom) = db.memory_counters();
         (db.map.len(), db.used_bytes(), evicted, oom)
     }
