@@ -8,11 +8,17 @@
 -- It is written once per (finding, host[, key]) per FINDING_TTL seconds, so a
 -- detection that keeps matching does not flood the output. Every sighting is
 -- also counted in the store hash ctx:<host> (field = finding name), which the
--- alert-triage analyzer reads to rank alerts.
+-- alert-triage analyzer reads to rank alerts. In the triage example findings also
+-- go to the Parquet archive (M.ARCHIVE).
 -- ----------------------------------------------
 local M = {}
 
 M.FINDING_TTL = 3600
+
+-- a root with an `archive` module (the triage example) also keeps findings in that output
+-- (Parquet, for hunting); the other roots have none
+local has_archive, archive = pcall(require, 'archive')
+M.ARCHIVE = has_archive and archive.output or nil
 
 -- severity 0..100 per finding; alert triage adds these up per host
 M.SEVERITY = {
@@ -42,7 +48,7 @@ function M.report(conn, output, f)
         return false
     end
     local ev = f.event or {}
-    dragonfly.output_event(output, {
+    local finding = {
         timestamp = ev.timestamp,
         event_type = "finding",
         finding = f.kind,
@@ -52,7 +58,10 @@ function M.report(conn, output, f)
         detail = f.detail,
         flow_id = ev.flow_id,
         community_id = ev.community_id,
-    })
+    }
+    dragonfly.output_event(output, finding)
+    -- and to the Parquet archive, where a hunt queries weeks of them (README: DuckDB)
+    if M.ARCHIVE then dragonfly.output_event(M.ARCHIVE, finding) end
     return true
 end
 

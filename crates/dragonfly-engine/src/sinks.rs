@@ -2,7 +2,10 @@
 //! empty (or every HOLD_MAX batches / HOLD_TIME, so receipts do not wait behind a busy queue),
 //! reopens on request (SIGHUP/SIGUSR1), retries a failed write once after reopening.
 //! Input receipts ([`dragonfly_io::Ack`]) are held until the flush that covers their messages
-//! succeeded; a dropped write or a failed flush marks them failed.
+//! succeeded (for a sink that settles only when its files close, Parquet: until the sink says
+//! those writes are settled, [`Sink::settled_writes`]); a dropped write or a failed flush
+//! marks them failed. While such a sink holds open files the runner flushes it even when idle,
+//! so files close by age; the last flush closes everything.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::Arc;
@@ -48,7 +51,10 @@ impl SinkRunner {
 
     /// Write what comes until the queue is closed or `done` and empty.
     pub fn run(mut self) {
-        let mut held: Vec<Ack> = Vec::new();
+        // receipts with the number of `write` calls made before their batch's (a sink that
+        // settles only when files close releases them by that count)
+        let mut held: Vec<(u64, Ack)> = Vec::new();
+        let mut writes = 0u64;
         let mut since = Instant::now();
         let mut generation = self.reopen.load(Relaxed);
         loop {
@@ -61,7 +67,8 @@ impl SinkRunner {
             }
             match self.rx.recv_timeout(Duration::from_millis(200)) {
                 Ok(mut batch) => {
-                    let ok = self.write(&batch);
+                    let index = writes;
+                    let ok = self.write(&batch, &mut writes);
                     if held.is_empty() {
                         since = Instant::now();
                     }
@@ -69,16 +76,17 @@ impl SinkRunner {
                         if !ok {
                             a.fail();
                         }
-                        held.push(a);
+                        held.push((index, a));
                     }
                     if self.rx.is_empty() || held.len() >= HOLD_MAX || since.elapsed() >= HOLD_TIME
                     {
-                        self.flush(&mut held, "flush failed");
+                        self.flush(&mut held, "flush failed", false);
+                        since = Instant::now();
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => {
-                    if !held.is_empty() {
-                        self.flush(&mut held, "flush failed");
+                    if !held.is_empty() || self.sink.pending() {
+                        self.flush(&mut held, "flush failed", false);
                     }
                 }
                 Err(RecvTimeoutError::Disconnected) => break,
@@ -87,12 +95,17 @@ impl SinkRunner {
                 break;
             }
         }
-        self.flush(&mut held, "final flush failed");
+        self.flush(&mut held, "final flush failed", true);
     }
 
-    /// Flush the sink, then let go of the receipts it covered (failed if the flush failed).
-    fn flush(&mut self, held: &mut Vec<Ack>, what: &str) {
-        let mut res = self.sink.flush();
+    /// Flush the sink (or close it: `last`), then let go of the receipts it settled (failed
+    /// if the flush failed; a sink that settles when files close keeps the others held).
+    fn flush(&mut self, held: &mut Vec<(u64, Ack)>, what: &str, last: bool) {
+        let mut res = if last {
+            self.sink.close()
+        } else {
+            self.sink.flush()
+        };
         if let Err(e) = res {
             res = if self.sink.retains_on_error() {
                 self.retry_until_written(e)
@@ -100,9 +113,12 @@ impl SinkRunner {
                 Err(e)
             };
         }
+        let mut settled = held.len();
         if let Err(e) = res {
             self.error(&format!("{what}: {e}"));
-            held.iter().for_each(Ack::fail);
+            held.iter().for_each(|(_, a)| a.fail());
+        } else if let Some(n) = self.sink.settled_writes() {
+            settled = held.partition_point(|(i, _)| *i < n);
         }
         let dropped = self.sink.take_dropped();
         if dropped > 0 {
@@ -110,7 +126,7 @@ impl SinkRunner {
                 c.dropped.fetch_add(dropped, Relaxed);
             }
         }
-        held.clear();
+        held.drain(..settled);
     }
 
     /// A sink that keeps what it could not write (a file on a full disk): hold everything,
@@ -147,7 +163,8 @@ impl SinkRunner {
     }
 
     /// Write a batch (retrying once after a reopen); false if its messages were dropped.
-    fn write(&mut self, batch: &Batch) -> bool {
+    fn write(&mut self, batch: &Batch, writes: &mut u64) -> bool {
+        *writes += 1;
         let mut res = self.sink.write(batch);
         if let Err(e) = res {
             res = if self.sink.retains_on_error() {
@@ -158,6 +175,7 @@ impl SinkRunner {
         }
         if let Err(e) = &res {
             self.error(&format!("write failed ({e}); reopening and retrying"));
+            *writes += 1;
             res = self.sink.reopen().and_then(|_| self.sink.write(batch));
         }
         match res {

@@ -8,6 +8,8 @@ static GLOBAL: alloc::Allocator = alloc::Allocator;
 mod alloc;
 mod manual;
 mod model_cmd;
+#[cfg(feature = "parquet")]
+mod parquet_cmd;
 mod privileges;
 mod progress;
 mod sample;
@@ -144,6 +146,12 @@ enum Command {
         #[command(subcommand)]
         action: model_cmd::ModelAction,
     },
+    /// Parquet outputs: `dragonfly-mle parquet compact DIR` merges small files.
+    #[cfg(feature = "parquet")]
+    Parquet {
+        #[command(subcommand)]
+        action: parquet_cmd::ParquetAction,
+    },
     /// Print the manual page dragonfly-mle(1) (roff): `dragonfly-mle man > dragonfly-mle.1`.
     Man,
     /// Print shell completions: `dragonfly-mle completions bash > /etc/bash_completion.d/dragonfly-mle`.
@@ -166,6 +174,8 @@ fn main() -> ExitCode {
             manual::completions(<Cli as clap::CommandFactory>::command(), *shell);
             return ExitCode::SUCCESS;
         }
+        #[cfg(feature = "parquet")]
+        Some(Command::Parquet { action }) => return parquet_cmd::run(action),
         _ => {}
     }
     let filter = if cli.verbose { "debug" } else { "info" };

@@ -48,4 +48,5 @@ function loop(eve)
     eve.triage = { priority = priority, src_context = src_ctx, dest_context = dst_ctx }
     conn:command("ZADD", "triage:priority", priority, eve.alert.signature or "?")
     dragonfly.output_event(default_output, eve)
+    if findings.ARCHIVE then dragonfly.output_event(findings.ARCHIVE, eve) end
 end

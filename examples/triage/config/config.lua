@@ -31,6 +31,9 @@ outputs = {
    { tag="findings", uri="file://findings.json" },
    { tag="reports",  uri="file://reports.json" },
    { tag="alerts",   uri="file://alerts.json" },
+   -- findings and ranked alerts again, as Parquet partitioned by event_type and date, for
+   -- hunting over weeks with DuckDB (README); files close every 5 minutes and at the end
+   { tag="archive",  uri="parquet://archive" },
 }
 
 -- the live pipeline page and metrics at http://$DRAGONFLY_HTTP/ (e.g. 127.0.0.1:7070) if set

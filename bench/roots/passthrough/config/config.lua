@@ -1,5 +1,5 @@
 -- Benchmark (a), (f), (g): pass-through filter -> analyzer -> file. BENCH_INPUT names the input file.
--- (f) BENCH_IN_URI / (g) BENCH_OUT_URI replace the input / the output (Kafka scenarios).
+-- (f) BENCH_IN_URI / (g) BENCH_OUT_URI replace the input / the output (Kafka, Parquet scenarios).
 local input = os.getenv("BENCH_IN_URI") or ("file://" .. os.getenv("BENCH_INPUT"))
 inputs = { { tag="eve", uri=input, script="filter.lua", default_analyzer="sink" } }
 analyzers = { { tag="sink", script="sink.lua", default_analyzer="", default_output="out" } }

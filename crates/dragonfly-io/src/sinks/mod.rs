@@ -7,6 +7,7 @@
 //! | `redis://HOST:PORT/KEY?mode=list\|rpush\|channel` | [`redis`] | LPUSH, RPUSH or PUBLISH per message |
 //! | `kafka://BROKERS/TOPIC[?key=FIELD]` | [`kafka`] | one record per message, delivery confirmed on flush |
 //! | `nats://HOST:PORT/SUBJECT[?jetstream=1]` | [`nats`] | one message per event (JetStream: acknowledged on flush) |
+//! | `parquet://DIR` (feature `parquet`) | [`parquet`] | rows of Parquet files partitioned by event type and date, with a manifest; settled when a file closes |
 //!
 //! Batches handed to a sink hold one message per entry, each ending with `\n`.
 
@@ -14,6 +15,8 @@ pub mod file;
 pub mod ipc;
 pub mod kafka;
 pub mod nats;
+#[cfg(feature = "parquet")]
+pub mod parquet;
 pub mod redis;
 
 use std::io;
@@ -28,6 +31,21 @@ pub trait Sink: Send {
     fn write(&mut self, batch: &Batch) -> io::Result<()>;
     /// Push buffered bytes to the kernel.
     fn flush(&mut self) -> io::Result<()>;
+    /// The last flush, at shutdown or when the output is replaced: close what is open.
+    fn close(&mut self) -> io::Result<()> {
+        self.flush()
+    }
+    /// For a sink that keeps messages in open files until they close (Parquet): how many
+    /// calls of `write` so far have every message in a closed file. Receipts of later writes
+    /// wait, across flushes. None: a successful flush settles everything written.
+    fn settled_writes(&self) -> Option<u64> {
+        None
+    }
+    /// Whether it holds messages that a later flush will settle (an open file that closes
+    /// by age): the runner keeps calling `flush` while its queue is idle.
+    fn pending(&self) -> bool {
+        false
+    }
     /// Reopen the destination (SIGHUP / SIGUSR1 after log rotation).
     fn reopen(&mut self) -> io::Result<()> {
         Ok(())
@@ -92,6 +110,8 @@ pub const SCHEMES: &[&SinkScheme] = &[
     &redis::REDIS,
     &kafka::KAFKA,
     &nats::NATS,
+    #[cfg(feature = "parquet")]
+    &parquet::PARQUET,
 ];
 
 /// Parse an output URI with config.lua's `options`; relative file paths are taken under
@@ -114,7 +134,8 @@ pub fn parse(
                 .collect::<Vec<_>>()
                 .join(", "),
         })?;
-    if !s.options.iter().any(|o| o.name == "*") {
+    // no options listed: none taken; `*` or named options: the scheme's parser checks them
+    if s.options.is_empty() {
         if let Some((k, _)) = options.first() {
             return Err(UriError::BadOption(format!(
                 "{}:// takes no options (got '{k}')",

@@ -1,0 +1,930 @@
+//! JSON objects to Arrow columns, one pass per line, the schema inferred as rows come.
+//!
+//! A [`Columns`] is one partition's row group in the making: a tree of columns that mirrors
+//! the objects appended so far. Each column has a kind, decided by the first non-null value
+//! and widened in place when a later value allows it:
+//!
+//! | JSON | Arrow | widened by |
+//! |---|---|---|
+//! | only `null` so far | `Null` | any value (earlier rows stay null) |
+//! | `true`/`false` | `Boolean` | |
+//! | integers that fit an `i64` | `Int64`, exactly | a fraction or an exponent (or an integer beyond `i64`): `Float64` |
+//! | other numbers | `Float64` | |
+//! | strings | `Utf8` (unescaped) | |
+//! | objects | `Struct`, fields in order of first appearance | a new key: a new field, null in earlier rows |
+//! | arrays | `List` of one element kind | (the element kind widens the same way) |
+//! | anything else | `Utf8` holding each value's JSON text, as written (field metadata `dragonfly:json`) | |
+//!
+//! Anything else is a *conflict* (a string where numbers were, an object where strings were,
+//! ...): [`Columns::append`] then leaves the tree as it was before the row and names the
+//! column. The caller writes out the rows it has, makes that column JSON text
+//! ([`Columns::make_json`]) and appends the row again. JSON text is for good: the column stays
+//! text in later files of that partition, so its type never flips back and forth.
+//! Also JSON text: objects nested deeper than [`MAX_DEPTH`], objects with more than
+//! [`MAX_FIELDS`] keys (a hostile stream cannot make thousands of columns), and objects that
+//! have only ever been empty (`{}`: Parquet has no empty struct).
+//!
+//! A key that appears twice in one object keeps its first value.
+//!
+//! Cost: one walk over each line (after it was validated), no allocation per value beyond
+//! the column buffers themselves; a field is found by trying the next one in the previous
+//! row's order first (events of one kind keep their keys in order), then a hash lookup.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::Arc;
+
+use arrow_array::{
+    ArrayRef, BooleanArray, Float64Array, Int64Array, ListArray, NullArray, StringArray,
+    StructArray,
+};
+use arrow_buffer::{BooleanBufferBuilder, Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
+use arrow_schema::{DataType, Field, Fields};
+use dragonfly_event::json::{Elements, Fields as JsonFields};
+
+/// Nesting below which values are kept as JSON text.
+pub const MAX_DEPTH: usize = 16;
+/// Keys an object may have before it is kept as JSON text.
+pub const MAX_FIELDS: usize = 512;
+/// Field metadata key marking a column of JSON text.
+pub const JSON_METADATA: &str = "dragonfly:json";
+
+/// One step of a column's path: a field of an object, or the elements of a list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// The field of that name.
+    Field(String),
+    /// The elements of a list.
+    Item,
+}
+
+/// A column whose kind cannot take a value: its path from the row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conflict(pub Vec<Step>);
+
+impl std::fmt::Display for Conflict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut first = true;
+        for s in &self.0 {
+            match s {
+                Step::Field(n) => {
+                    if !first {
+                        f.write_str(".")?;
+                    }
+                    f.write_str(n)?
+                }
+                Step::Item => f.write_str("[]")?,
+            }
+            first = false;
+        }
+        Ok(())
+    }
+}
+
+/// Validity bits and their count of nulls.
+#[derive(Debug)]
+struct Valid(BooleanBufferBuilder);
+
+impl Valid {
+    fn new() -> Self {
+        Valid(BooleanBufferBuilder::new(0))
+    }
+    fn nulls(n: usize) -> Self {
+        let mut b = BooleanBufferBuilder::new(n);
+        b.append_n(n, false);
+        Valid(b)
+    }
+    fn push(&mut self, v: bool) {
+        self.0.append(v)
+    }
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+    fn truncate(&mut self, n: usize) {
+        self.0.truncate(n)
+    }
+    fn take(&mut self) -> Option<NullBuffer> {
+        let b = NullBuffer::new(self.0.finish());
+        (b.null_count() > 0).then_some(b)
+    }
+}
+
+/// Strings (or JSON text): offsets into one byte buffer.
+#[derive(Debug)]
+struct Text {
+    offsets: Vec<i32>,
+    bytes: Vec<u8>,
+    valid: Valid,
+}
+
+impl Text {
+    fn nulls(n: usize) -> Self {
+        Text {
+            offsets: vec![0; n + 1],
+            bytes: Vec::new(),
+            valid: Valid::nulls(n),
+        }
+    }
+    fn push(&mut self, s: &[u8]) {
+        self.bytes.extend_from_slice(s);
+        self.offsets.push(self.bytes.len() as i32);
+        self.valid.push(true);
+    }
+    fn push_null(&mut self) {
+        self.offsets.push(self.bytes.len() as i32);
+        self.valid.push(false);
+    }
+    fn truncate(&mut self, n: usize) {
+        self.offsets.truncate(n + 1);
+        self.bytes.truncate(self.offsets[n] as usize);
+        self.valid.truncate(n);
+    }
+    fn take(&mut self) -> ArrayRef {
+        let offsets = std::mem::replace(&mut self.offsets, vec![0]);
+        let bytes = std::mem::take(&mut self.bytes);
+        let nulls = self.valid.take();
+        // SAFETY: offsets start at 0 and never decrease (each push appends the buffer's new
+        // length), and every slice pushed is valid UTF-8: it is a string of a line validated
+        // as UTF-8 by the scanner, cut at ASCII quote bytes, or a string serde_json unescaped,
+        // or JSON text cut at value boundaries (ASCII bytes) of such a line.
+        Arc::new(unsafe {
+            StringArray::new_unchecked(
+                OffsetBuffer::new_unchecked(ScalarBuffer::from(offsets)),
+                Buffer::from_vec(bytes),
+                nulls,
+            )
+        })
+    }
+}
+
+/// One column (see the module doc).
+#[derive(Debug)]
+enum Col {
+    Null(usize),
+    Bool(BooleanBufferBuilder, Valid),
+    Int(Vec<i64>, Valid),
+    Float(Vec<f64>, Valid),
+    Str(Text),
+    Json(Text),
+    Struct(Box<Obj>),
+    List(Box<List>),
+}
+
+#[derive(Debug)]
+struct Obj {
+    names: Vec<String>,
+    cols: Vec<Col>,
+    index: HashMap<Box<[u8]>, usize>,
+    valid: Valid,
+    len: usize,
+    depth: usize,
+}
+
+#[derive(Debug)]
+struct List {
+    offsets: Vec<i32>,
+    item: Col,
+    valid: Valid,
+}
+
+fn unescape(raw: &[u8]) -> Option<String> {
+    serde_json::from_slice::<String>(raw).ok()
+}
+
+impl Obj {
+    fn new(len: usize, depth: usize) -> Self {
+        Obj {
+            names: Vec::new(),
+            cols: Vec::new(),
+            index: HashMap::new(),
+            valid: Valid::nulls(len),
+            len,
+            depth,
+        }
+    }
+
+    /// Append the object `b` (validated). On a conflict some columns may hold one value
+    /// more than `len`: the caller truncates.
+    fn append(&mut self, b: &[u8]) -> Result<(), Conflict> {
+        let r = self.len;
+        let mut next = 0usize;
+        for f in JsonFields::new(b) {
+            let key = &b[f.key.clone()];
+            let i = if next < self.names.len() && self.names[next].as_bytes() == key {
+                next
+            } else {
+                match self.find(key) {
+                    Some(i) => i,
+                    None => {
+                        if self.cols.len() >= MAX_FIELDS {
+                            return Err(Conflict(Vec::new()));
+                        }
+                        self.add(key, r)
+                    }
+                }
+            };
+            next = i + 1;
+            let col = &mut self.cols[i];
+            if col.len() != r {
+                continue; // the key again in this object: the first value stays
+            }
+            if let Err(mut c) = col.append(&b[f.value], self.depth + 1) {
+                c.0.insert(0, Step::Field(self.names[i].clone()));
+                return Err(c);
+            }
+        }
+        for c in &mut self.cols {
+            if c.len() == r {
+                c.push_null();
+            }
+        }
+        self.valid.push(true);
+        self.len += 1;
+        Ok(())
+    }
+
+    fn find(&self, key: &[u8]) -> Option<usize> {
+        if key.contains(&b'\\') {
+            let name = unescape(&quoted(key))?;
+            return self.index.get(name.as_bytes()).copied();
+        }
+        self.index.get(key).copied()
+    }
+
+    fn add(&mut self, key: &[u8], len: usize) -> usize {
+        let name = if key.contains(&b'\\') {
+            unescape(&quoted(key)).unwrap_or_else(|| String::from_utf8_lossy(key).into_owned())
+        } else {
+            String::from_utf8_lossy(key).into_owned()
+        };
+        self.index
+            .insert(name.as_bytes().to_vec().into_boxed_slice(), self.cols.len());
+        self.names.push(name);
+        self.cols.push(if self.depth + 1 >= MAX_DEPTH {
+            Col::Json(Text::nulls(len))
+        } else {
+            Col::Null(len)
+        });
+        self.cols.len() - 1
+    }
+
+    fn push_null(&mut self) {
+        for c in &mut self.cols {
+            c.push_null();
+        }
+        self.valid.push(false);
+        self.len += 1;
+    }
+
+    fn truncate(&mut self, n: usize) {
+        for c in &mut self.cols {
+            c.truncate(n);
+        }
+        self.valid.truncate(n);
+        self.len = n;
+    }
+
+    fn fields(&self) -> Fields {
+        self.names
+            .iter()
+            .zip(&self.cols)
+            .map(|(n, c)| c.field(n))
+            .collect()
+    }
+
+    fn take(&mut self) -> (Fields, Vec<ArrayRef>, Option<NullBuffer>, usize) {
+        let fields = self.fields();
+        let arrays = self.cols.iter_mut().map(Col::take).collect();
+        let len = std::mem::take(&mut self.len);
+        (fields, arrays, self.valid.take(), len)
+    }
+}
+
+fn quoted(key: &[u8]) -> Vec<u8> {
+    let mut q = Vec::with_capacity(key.len() + 2);
+    q.push(b'"');
+    q.extend_from_slice(key);
+    q.push(b'"');
+    q
+}
+
+fn is_integer(v: &[u8]) -> bool {
+    !v.iter().any(|&c| c == b'.' || c == b'e' || c == b'E')
+}
+
+impl Col {
+    fn len(&self) -> usize {
+        match self {
+            Col::Null(n) => *n,
+            Col::Bool(_, v) | Col::Int(_, v) | Col::Float(_, v) => v.len(),
+            Col::Str(t) | Col::Json(t) => t.valid.len(),
+            Col::Struct(o) => o.len,
+            Col::List(l) => l.valid.len(),
+        }
+    }
+
+    fn push_null(&mut self) {
+        match self {
+            Col::Null(n) => *n += 1,
+            Col::Bool(b, v) => {
+                b.append(false);
+                v.push(false)
+            }
+            Col::Int(x, v) => {
+                x.push(0);
+                v.push(false)
+            }
+            Col::Float(x, v) => {
+                x.push(0.0);
+                v.push(false)
+            }
+            Col::Str(t) | Col::Json(t) => t.push_null(),
+            Col::Struct(o) => o.push_null(),
+            Col::List(l) => {
+                l.offsets.push(*l.offsets.last().unwrap());
+                l.valid.push(false)
+            }
+        }
+    }
+
+    fn truncate(&mut self, n: usize) {
+        match self {
+            Col::Null(len) => *len = n.min(*len),
+            Col::Bool(b, v) => {
+                b.truncate(n);
+                v.truncate(n)
+            }
+            Col::Int(x, v) => {
+                x.truncate(n);
+                v.truncate(n)
+            }
+            Col::Float(x, v) => {
+                x.truncate(n);
+                v.truncate(n)
+            }
+            Col::Str(t) | Col::Json(t) => t.truncate(n),
+            Col::Struct(o) => o.truncate(n),
+            Col::List(l) => {
+                l.offsets.truncate(n + 1);
+                l.item.truncate(l.offsets[n] as usize);
+                l.valid.truncate(n)
+            }
+        }
+    }
+
+    /// Append one validated value; widen in place where the table in the module doc allows.
+    fn append(&mut self, v: &[u8], depth: usize) -> Result<(), Conflict> {
+        if let Col::Json(t) = self {
+            if v[0] == b'n' {
+                t.push_null();
+            } else {
+                t.push(v);
+            }
+            return Ok(());
+        }
+        match v[0] {
+            b'n' => self.push_null(),
+            b't' | b'f' => {
+                if let Col::Null(n) = *self {
+                    let mut b = BooleanBufferBuilder::new(n);
+                    b.append_n(n, false);
+                    *self = Col::Bool(b, Valid::nulls(n));
+                }
+                match self {
+                    Col::Bool(b, valid) => {
+                        b.append(v[0] == b't');
+                        valid.push(true)
+                    }
+                    _ => return Err(Conflict(Vec::new())),
+                }
+            }
+            b'"' => {
+                if let Col::Null(n) = *self {
+                    *self = Col::Str(Text::nulls(n));
+                }
+                let Col::Str(t) = self else {
+                    return Err(Conflict(Vec::new()));
+                };
+                let inner = &v[1..v.len() - 1];
+                if memchr::memchr(b'\\', inner).is_some() {
+                    match unescape(v) {
+                        Some(s) => t.push(s.as_bytes()),
+                        None => t.push(inner),
+                    }
+                } else {
+                    t.push(inner);
+                }
+            }
+            b'{' => {
+                if let Col::Null(n) = *self {
+                    *self = Col::Struct(Box::new(Obj::new(n, depth)));
+                }
+                let Col::Struct(o) = self else {
+                    return Err(Conflict(Vec::new()));
+                };
+                let before = o.len;
+                if let Err(c) = o.append(v) {
+                    o.truncate(before);
+                    return Err(c);
+                }
+            }
+            b'[' => {
+                if let Col::Null(n) = *self {
+                    *self = Col::List(Box::new(List {
+                        offsets: vec![0; n + 1],
+                        item: if depth + 1 >= MAX_DEPTH {
+                            Col::Json(Text::nulls(0))
+                        } else {
+                            Col::Null(0)
+                        },
+                        valid: Valid::nulls(n),
+                    }));
+                }
+                let Col::List(l) = self else {
+                    return Err(Conflict(Vec::new()));
+                };
+                for e in Elements::new(v) {
+                    if let Err(mut c) = l.item.append(&v[e], depth + 1) {
+                        c.0.insert(0, Step::Item);
+                        return Err(c);
+                    }
+                }
+                l.offsets.push(l.item.len() as i32);
+                l.valid.push(true);
+            }
+            _ => {
+                // a number
+                let int = if is_integer(v) {
+                    std::str::from_utf8(v)
+                        .ok()
+                        .and_then(|s| s.parse::<i64>().ok())
+                } else {
+                    None
+                };
+                if let Col::Null(n) = *self {
+                    *self = if int.is_some() {
+                        Col::Int(vec![0; n], Valid::nulls(n))
+                    } else {
+                        Col::Float(vec![0.0; n], Valid::nulls(n))
+                    };
+                }
+                if let (Col::Int(x, valid), None) = (&mut *self, int) {
+                    // a fraction where integers were: every value becomes a double
+                    let x = x.iter().map(|&i| i as f64).collect();
+                    let valid = std::mem::replace(valid, Valid::new());
+                    *self = Col::Float(x, valid);
+                }
+                match self {
+                    Col::Int(x, valid) => {
+                        x.push(int.unwrap_or_default());
+                        valid.push(true)
+                    }
+                    Col::Float(x, valid) => {
+                        let f = match int {
+                            Some(i) => i as f64,
+                            None => std::str::from_utf8(v)
+                                .ok()
+                                .and_then(|s| s.parse::<f64>().ok())
+                                .unwrap_or(f64::NAN),
+                        };
+                        x.push(f);
+                        valid.push(true)
+                    }
+                    _ => return Err(Conflict(Vec::new())),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn data_type(&self) -> DataType {
+        match self {
+            Col::Null(_) => DataType::Null,
+            Col::Bool(..) => DataType::Boolean,
+            Col::Int(..) => DataType::Int64,
+            Col::Float(..) => DataType::Float64,
+            Col::Str(_) | Col::Json(_) => DataType::Utf8,
+            Col::Struct(o) if o.cols.is_empty() => DataType::Utf8,
+            Col::Struct(o) => DataType::Struct(o.fields()),
+            Col::List(l) => DataType::List(Arc::new(l.item.field("item"))),
+        }
+    }
+
+    fn field(&self, name: &str) -> Field {
+        let f = Field::new(name, self.data_type(), true);
+        if matches!(self, Col::Json(_)) || matches!(self, Col::Struct(o) if o.cols.is_empty()) {
+            f.with_metadata([(JSON_METADATA.to_string(), "true".to_string())].into())
+        } else {
+            f
+        }
+    }
+
+    /// The column's values so far, leaving it empty (its kind stays).
+    fn take(&mut self) -> ArrayRef {
+        match self {
+            Col::Null(n) => Arc::new(NullArray::new(std::mem::take(n))),
+            Col::Bool(b, v) => Arc::new(BooleanArray::new(b.finish(), v.take())),
+            Col::Int(x, v) => Arc::new(Int64Array::new(std::mem::take(x).into(), v.take())),
+            Col::Float(x, v) => Arc::new(Float64Array::new(std::mem::take(x).into(), v.take())),
+            Col::Str(t) | Col::Json(t) => t.take(),
+            Col::Struct(o) if o.cols.is_empty() => {
+                // only ever `{}`: JSON text from now on (Parquet has no empty struct)
+                let mut t = Text::nulls(0);
+                let valid = o.valid.0.finish();
+                for i in 0..o.len {
+                    if valid.value(i) {
+                        t.push(b"{}");
+                    } else {
+                        t.push_null();
+                    }
+                }
+                *self = Col::Json(Text::nulls(0));
+                t.take()
+            }
+            Col::Struct(o) => {
+                let (fields, arrays, nulls, len) = o.take();
+                Arc::new(
+                    StructArray::try_new_with_length(fields, arrays, nulls, len).expect(
+                        "struct columns have the struct's length (appends pad every field)",
+                    ),
+                )
+            }
+            Col::List(l) => {
+                let offsets = std::mem::replace(&mut l.offsets, vec![0]);
+                let field = Arc::new(l.item.field("item"));
+                let values = l.item.take();
+                let nulls = l.valid.take();
+                Arc::new(ListArray::new(
+                    field,
+                    OffsetBuffer::new(ScalarBuffer::from(offsets)),
+                    values,
+                    nulls,
+                ))
+            }
+        }
+    }
+
+    fn at_path(&mut self, path: &[Step]) -> Option<&mut Col> {
+        let Some((first, rest)) = path.split_first() else {
+            return Some(self);
+        };
+        match (self, first) {
+            (Col::Struct(o), Step::Field(n)) => {
+                let i = o.names.iter().position(|x| x == n)?;
+                o.cols[i].at_path(rest)
+            }
+            (Col::List(l), Step::Item) => l.item.at_path(rest),
+            _ => None,
+        }
+    }
+}
+
+/// One partition's rows in the making (see the module doc).
+#[derive(Debug)]
+pub struct Columns {
+    root: Col,
+    bytes: usize,
+}
+
+impl Default for Columns {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// What a row could not be appended for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AppendError {
+    /// The line is not a JSON object (rows are objects).
+    NotAnObject,
+    /// A column cannot take a value (see the module doc): rows so far are unchanged.
+    Conflict(Conflict),
+}
+
+impl Columns {
+    /// No rows, no columns.
+    pub fn new() -> Self {
+        Columns {
+            root: Col::Struct(Box::new(Obj::new(0, 0))),
+            bytes: 0,
+        }
+    }
+
+    /// Rows appended since the last [`Columns::take`].
+    pub fn rows(&self) -> usize {
+        self.root.len()
+    }
+
+    /// Bytes of JSON appended since the last [`Columns::take`].
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Append one object (a line already validated as JSON, `value` its value's range).
+    /// On an error the rows are as they were.
+    pub fn append(&mut self, line: &[u8], value: Range<usize>) -> Result<(), AppendError> {
+        let v = &line[value];
+        if v.first() != Some(&b'{') {
+            return Err(AppendError::NotAnObject);
+        }
+        let Col::Struct(o) = &mut self.root else {
+            unreachable!("the root is an object")
+        };
+        let before = o.len;
+        match o.append(v) {
+            Ok(()) => {
+                self.bytes += v.len();
+                Ok(())
+            }
+            Err(c) => {
+                o.truncate(before);
+                Err(AppendError::Conflict(c))
+            }
+        }
+    }
+
+    /// Make the column at `path` JSON text for good. Only while no rows are held (after
+    /// [`Columns::take`]); an empty path (the row itself) cannot be text: false then.
+    pub fn make_json(&mut self, path: &[Step]) -> bool {
+        if path.is_empty() || self.rows() > 0 {
+            return false;
+        }
+        match self.root.at_path(path) {
+            Some(c) => {
+                *c = Col::Json(Text::nulls(0));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The schema of the rows so far (every column seen since the start, not only since the
+    /// last take).
+    pub fn schema(&self) -> arrow_schema::Schema {
+        let Col::Struct(o) = &self.root else {
+            unreachable!("the root is an object")
+        };
+        arrow_schema::Schema::new(o.fields())
+    }
+
+    /// The rows so far as one batch, leaving no rows (the columns and their kinds stay).
+    pub fn take(&mut self) -> arrow_array::RecordBatch {
+        let Col::Struct(o) = &mut self.root else {
+            unreachable!("the root is an object")
+        };
+        let (fields, arrays, _, len) = o.take();
+        self.bytes = 0;
+        let schema = Arc::new(arrow_schema::Schema::new(fields));
+        arrow_array::RecordBatch::try_new_with_options(
+            schema,
+            arrays,
+            &arrow_array::RecordBatchOptions::new().with_row_count(Some(len)),
+        )
+        .expect("columns have the batch's length")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::Array;
+    use dragonfly_event::json::Scanner;
+
+    fn append(c: &mut Columns, line: &str) -> Result<(), AppendError> {
+        let doc = Scanner::new().validate(line.as_bytes()).unwrap();
+        c.append(line.as_bytes(), doc.value)
+    }
+
+    fn json_of(batch: &arrow_array::RecordBatch) -> Vec<serde_json::Value> {
+        // via arrow's own JSON writer would pull a crate: compare through the arrays
+        let mut out = Vec::new();
+        for row in 0..batch.num_rows() {
+            let mut m = serde_json::Map::new();
+            for (f, a) in batch.schema().fields().iter().zip(batch.columns()) {
+                m.insert(f.name().clone(), value(a.as_ref(), row, f));
+            }
+            out.push(serde_json::Value::Object(m));
+        }
+        out
+    }
+
+    fn value(a: &dyn Array, i: usize, f: &Field) -> serde_json::Value {
+        use arrow_array::cast::AsArray;
+        use serde_json::Value as V;
+        if a.is_null(i) || a.data_type() == &DataType::Null {
+            return V::Null;
+        }
+        match a.data_type() {
+            DataType::Boolean => V::Bool(a.as_boolean().value(i)),
+            DataType::Int64 => V::from(a.as_primitive::<arrow_array::types::Int64Type>().value(i)),
+            DataType::Float64 => {
+                V::from(a.as_primitive::<arrow_array::types::Float64Type>().value(i))
+            }
+            DataType::Utf8 if f.metadata().contains_key(JSON_METADATA) => {
+                serde_json::from_str(a.as_string::<i32>().value(i)).unwrap()
+            }
+            DataType::Utf8 => V::from(a.as_string::<i32>().value(i)),
+            DataType::Struct(fs) => {
+                let s = a.as_struct();
+                V::Object(
+                    fs.iter()
+                        .zip(s.columns())
+                        .map(|(f, c)| (f.name().clone(), value(c.as_ref(), i, f)))
+                        .collect(),
+                )
+            }
+            DataType::List(item) => {
+                let l = a.as_list::<i32>();
+                let v = l.value(i);
+                V::Array((0..v.len()).map(|j| value(v.as_ref(), j, item)).collect())
+            }
+            t => panic!("unexpected {t}"),
+        }
+    }
+
+    #[test]
+    fn kinds_are_inferred_and_widened_in_place() {
+        let mut c = Columns::new();
+        append(&mut c, r#"{"a":1,"b":"x","n":null,"o":{"p":true},"l":[]}"#).unwrap();
+        append(
+            &mut c,
+            r#"{"a":2.5,"new":[1,2],"o":{"q":"\u00e9\"\n"},"l":["s"]}"#,
+        )
+        .unwrap();
+        append(&mut c, r#"{"b":"y","a":9007199254740993}"#).unwrap();
+        let s = c.schema();
+        assert_eq!(
+            s.field_with_name("a").unwrap().data_type(),
+            &DataType::Float64
+        );
+        assert_eq!(s.field_with_name("b").unwrap().data_type(), &DataType::Utf8);
+        assert_eq!(s.field_with_name("n").unwrap().data_type(), &DataType::Null);
+        let names: Vec<_> = s.fields().iter().map(|f| f.name().as_str()).collect();
+        assert_eq!(names, ["a", "b", "n", "o", "l", "new"]);
+        let b = c.take();
+        assert_eq!(b.num_rows(), 3);
+        let rows = json_of(&b);
+        assert_eq!(rows[0]["a"], serde_json::json!(1.0));
+        assert_eq!(rows[1]["o"]["q"], "é\"\n");
+        assert_eq!(rows[1]["o"]["p"], serde_json::Value::Null);
+        assert_eq!(rows[0]["l"], serde_json::json!([]));
+        assert_eq!(rows[1]["l"], serde_json::json!(["s"]));
+        assert_eq!(rows[2]["l"], serde_json::Value::Null);
+        assert_eq!(rows[1]["new"], serde_json::json!([1, 2]));
+        assert_eq!(c.rows(), 0);
+        // kinds stay after a take
+        append(&mut c, r#"{"a":3}"#).unwrap();
+        assert_eq!(c.take().schema().field(0).data_type(), &DataType::Float64);
+    }
+
+    #[test]
+    fn integers_stay_exact() {
+        let mut c = Columns::new();
+        append(
+            &mut c,
+            r#"{"flow_id":1251312473193421,"m":-9223372036854775808}"#,
+        )
+        .unwrap();
+        append(&mut c, r#"{"flow_id":9223372036854775807,"m":-0}"#).unwrap();
+        let b = c.take();
+        let rows = json_of(&b);
+        assert_eq!(rows[0]["flow_id"], serde_json::json!(1251312473193421i64));
+        assert_eq!(rows[1]["flow_id"], serde_json::json!(i64::MAX));
+        assert_eq!(rows[0]["m"], serde_json::json!(i64::MIN));
+        assert_eq!(b.schema().field(0).data_type(), &DataType::Int64);
+    }
+
+    #[test]
+    fn a_conflict_leaves_the_rows_and_names_the_column() {
+        let mut c = Columns::new();
+        append(&mut c, r#"{"a":{"b":[1,2],"c":"s"},"z":1}"#).unwrap();
+        let e = append(&mut c, r#"{"a":{"b":[3,"x"],"c":"t"},"z":2}"#).unwrap_err();
+        let AppendError::Conflict(p) = e else {
+            panic!()
+        };
+        assert_eq!(p.to_string(), "a.b[]");
+        assert_eq!(c.rows(), 1);
+        let first = json_of(&c.take());
+        assert_eq!(first[0]["a"]["b"], serde_json::json!([1, 2]));
+        assert!(c.make_json(&p.0));
+        append(&mut c, r#"{"a":{"b":[3,"x"],"c":"t"},"z":2}"#).unwrap();
+        append(&mut c, r#"{"a":{"b":[{"k":[]}],"c":"t"}}"#).unwrap();
+        let b = c.take();
+        let rows = json_of(&b);
+        assert_eq!(rows[0]["a"]["b"], serde_json::json!([3, "x"]));
+        assert_eq!(rows[1]["a"]["b"], serde_json::json!([{"k": []}]));
+        assert_eq!(rows[1]["z"], serde_json::Value::Null);
+        // conflicts at the top: a string where numbers were
+        append(&mut c, r#"{"z":1}"#).unwrap();
+        let e = append(&mut c, r#"{"z":"one"}"#).unwrap_err();
+        assert_eq!(
+            e,
+            AppendError::Conflict(Conflict(vec![Step::Field("z".into())]))
+        );
+        assert_eq!(append(&mut c, "[1]"), Err(AppendError::NotAnObject));
+    }
+
+    #[test]
+    fn empty_objects_deep_nesting_many_keys_and_repeated_keys() {
+        let mut c = Columns::new();
+        append(&mut c, r#"{"e":{},"k":1,"k":2}"#).unwrap();
+        let deep = format!("{{\"d\":{}1{}}}", "[".repeat(40), "]".repeat(40));
+        append(&mut c, &deep).unwrap();
+        let many: Vec<String> = (0..MAX_FIELDS + 1)
+            .map(|i| format!("\"f{i}\":{i}"))
+            .collect();
+        let many = format!("{{\"w\":{{{}}}}}", many.join(","));
+        let e = append(&mut c, &many).unwrap_err();
+        let AppendError::Conflict(p) = e else {
+            panic!()
+        };
+        assert_eq!(p.to_string(), "w");
+        let rows = json_of(&c.take());
+        assert_eq!(rows[0]["e"], serde_json::json!({}));
+        assert_eq!(rows[0]["k"], serde_json::json!(1));
+        let v: serde_json::Value = serde_json::from_str(&deep).unwrap();
+        assert_eq!(rows[1]["d"], v["d"]);
+        assert!(c.make_json(&p.0));
+        append(&mut c, &many).unwrap();
+        let rows = json_of(&c.take());
+        let v: serde_json::Value = serde_json::from_str(&many).unwrap();
+        assert_eq!(rows[0]["w"], v["w"]);
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn leaf() -> impl Strategy<Value = serde_json::Value> {
+            prop_oneof![
+                Just(serde_json::Value::Null),
+                any::<bool>().prop_map(serde_json::Value::from),
+                any::<i64>().prop_map(serde_json::Value::from),
+                (-1e6f64..1e6).prop_map(serde_json::Value::from),
+                "[a-c\"\\\\\u{e9}\n]{0,4}".prop_map(serde_json::Value::from),
+            ]
+        }
+
+        fn value() -> impl Strategy<Value = serde_json::Value> {
+            leaf().prop_recursive(4, 24, 4, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
+                    prop::collection::btree_map("[a-d]", inner, 0..4)
+                        .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(300))]
+            /// Any sequence of objects comes back value for value: conflicts are resolved as
+            /// the sink does (write out, make the column text, append again); integers exact,
+            /// doubles exact, absent fields null.
+            #[test]
+            fn rows_round_trip(rows in prop::collection::vec(
+                prop::collection::btree_map("[a-e]", value(), 0..5), 1..12)) {
+                let mut c = Columns::new();
+                let mut got = Vec::new();
+                for r in &rows {
+                    let line = serde_json::to_string(r).unwrap();
+                    loop {
+                        match append(&mut c, &line) {
+                            Ok(()) => break,
+                            Err(AppendError::Conflict(p)) => {
+                                got.extend(json_of(&c.take()));
+                                prop_assert!(c.make_json(&p.0));
+                            }
+                            Err(e) => panic!("{e:?}"),
+                        }
+                    }
+                }
+                got.extend(json_of(&c.take()));
+                prop_assert_eq!(got.len(), rows.len());
+                for (g, r) in got.iter().zip(&rows) {
+                    for (k, v) in r {
+                        prop_assert!(same(&g[k], v), "{k}: {} vs {}", g[k], v);
+                    }
+                }
+            }
+        }
+
+        /// Equal as JSON values, an integer read back as a double counting as equal when
+        /// exact, and an absent field in a struct equal to null.
+        fn same(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+            use serde_json::Value as V;
+            match (a, b) {
+                (V::Number(x), V::Number(y)) => {
+                    x == y || (x.as_f64() == y.as_f64() && (x.is_f64() || y.is_f64()))
+                }
+                (V::Object(x), V::Object(y)) => {
+                    y.iter().all(|(k, v)| same(x.get(k).unwrap_or(&V::Null), v))
+                        && x.iter().all(|(k, v)| y.contains_key(k) || v.is_null())
+                }
+                (V::Array(x), V::Array(y)) => {
+                    x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same(a, b))
+                }
+                _ => a == b,
+            }
+        }
+    }
+}

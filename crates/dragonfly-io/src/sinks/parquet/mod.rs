@@ -1,0 +1,914 @@
+//! `parquet://DIR`: events as rows of Parquet files, partitioned Hive-style, with an index.
+//!
+//! ## Layout
+//! `DIR/event_type=dns/date=2025-03-10/part-20250310T120000Z-<run>-000042.parquet`: one
+//! directory level per `partition_by` key (default `event_type,date`). A key is a top-level
+//! field of the event, its value as written (a string without quotes, a number as text);
+//! `date` is the date the event's own `timestamp` field carries (its first ten characters,
+//! the sensor's local date). A missing or `null` value, an object or array, or a value over
+//! 100 bytes goes to `__HIVE_DEFAULT_PARTITION__`. Values are percent-encoded as Hive does
+//! (`/` is `%2F`; anything but letters, digits, `-`, `_` and an inner `.`), so an
+//! attacker-shaped value cannot leave `DIR`. The fields stay in the rows too.
+//!
+//! ## Schema
+//! One schema per partition, inferred from its events ([`columns`]): objects are structs,
+//! arrays lists, integers `Int64` exactly, other numbers `Float64`. Drift: a new field, or a
+//! type that widens (integers that meet a fraction become doubles), starts a new file with
+//! the merged schema (rows already written stay as they are). A type that cannot widen (a
+//! string where numbers were, an object where strings were) turns that field into a column
+//! of JSON text (field metadata `dragonfly:json`) in a new file, and it stays text in later
+//! files of the partition. Readers reading several files at once should merge schemas by
+//! name (DuckDB: `union_by_name = true`).
+//!
+//! ## Files
+//! Written under a hidden temporary name (`.part-....parquet.tmp`) and renamed when complete
+//! (after `fsync`): readers never see a partial file, and a killed engine leaves only hidden
+//! temporaries, which the next start removes. zstd (default) or snappy; row groups end at
+//! `row_group_rows` rows or `row_group_mb` of JSON; a file closes at `file_rows` rows,
+//! `file_mb` of Parquet, after `max_age_s` seconds, when more than `max_open_files` are open
+//! (the least recently written closes), when its schema changes, and at shutdown.
+//! Column statistics and the page index are written for every column.
+//!
+//! ## Receipts
+//! An event counts as written when its file is closed and renamed: [`Sink::settled_writes`]
+//! tells the sink runner how many batches are wholly in closed files, and only their
+//! receipts are released (a Kafka or JetStream input commits nothing that is still in an
+//! open file). A file that cannot be written (disk full, a removed directory) is given up:
+//! its rows are counted as dropped, the next flush reports the error (so the receipts still
+//! held fail, and at-least-once inputs deliver those events again), and writing goes on in a
+//! new file.
+//!
+//! ## Index
+//! `DIR/_manifest.json` lists every closed file with its partition, rows and the earliest and
+//! latest event time ([`manifest`]); `dragonfly-mle parquet compact DIR` merges small files of
+//! partitions no longer written ([`compact`]). One engine writes a directory at a time
+//! (`DIR/.dragonfly.lock`).
+//!
+//! Cost: one validation and one walk per line, the column buffers of the open row groups
+//! (bounded by `buffer_mb` over all partitions), and the encoder's work when a row group
+//! ends; no allocation per value.
+
+pub mod columns;
+pub mod compact;
+pub mod manifest;
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow_schema::SchemaRef;
+use dragonfly_event::json::{Fields as JsonFields, Scanner};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+
+use super::Sink;
+use crate::sources::OptionDoc;
+use crate::uri::UriError;
+use crate::Batch;
+use columns::{AppendError, Columns};
+use manifest::Entry;
+
+/// The value of a partition key that is missing (Hive's name for it).
+pub const DEFAULT_PARTITION: &str = "__HIVE_DEFAULT_PARTITION__";
+/// The writer's lock in the output directory.
+pub const DIR_LOCK: &str = ".dragonfly.lock";
+const MAX_VALUE: usize = 100;
+
+/// Options of a `parquet://` output (config.lua `options = { ... }`).
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Top-level fields, one directory level each; `date`: the event's date.
+    pub partition_by: Vec<String>,
+    /// Column compression.
+    pub compression: Compression,
+    /// Rows per row group.
+    pub row_group_rows: usize,
+    /// JSON bytes per row group.
+    pub row_group_bytes: usize,
+    /// Rows per file.
+    pub file_rows: u64,
+    /// Parquet bytes per file.
+    pub file_bytes: u64,
+    /// Oldest a file gets before it is closed.
+    pub max_age: Duration,
+    /// Files open at once.
+    pub max_open_files: usize,
+    /// JSON bytes held in open row groups over all partitions.
+    pub buffer_bytes: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            partition_by: vec!["event_type".into(), "date".into()],
+            compression: Compression::ZSTD(ZstdLevel::default()),
+            row_group_rows: 122_880,
+            row_group_bytes: 32 << 20,
+            file_rows: 10_000_000,
+            file_bytes: 256 << 20,
+            max_age: Duration::from_secs(300),
+            max_open_files: 64,
+            buffer_bytes: 256 << 20,
+        }
+    }
+}
+
+const OPTIONS: &[OptionDoc] = &[
+    OptionDoc {
+        name: "partition_by",
+        kind: "string",
+        doc: "comma-separated top-level fields, one directory level each (`date`: the event's date); \"\" for none (default \"event_type,date\")",
+    },
+    OptionDoc {
+        name: "compression",
+        kind: "string",
+        doc: "zstd (default), zstd:LEVEL (1-22, default 1), snappy or none",
+    },
+    OptionDoc {
+        name: "row_group_rows",
+        kind: "number",
+        doc: "rows per row group (default 122880)",
+    },
+    OptionDoc {
+        name: "row_group_mb",
+        kind: "number",
+        doc: "MB of JSON per row group (default 32)",
+    },
+    OptionDoc {
+        name: "file_rows",
+        kind: "number",
+        doc: "rows per file (default 10000000)",
+    },
+    OptionDoc {
+        name: "file_mb",
+        kind: "number",
+        doc: "MB of Parquet per file (default 256)",
+    },
+    OptionDoc {
+        name: "max_age_s",
+        kind: "number",
+        doc: "seconds before an open file is closed; receipts wait for it (default 300)",
+    },
+    OptionDoc {
+        name: "max_open_files",
+        kind: "number",
+        doc: "partitions open at once; the least recently written closes (default 64)",
+    },
+    OptionDoc {
+        name: "buffer_mb",
+        kind: "number",
+        doc: "MB of JSON held in row groups over all partitions (default 256)",
+    },
+];
+
+impl Options {
+    /// From config.lua's options (all given as text).
+    pub fn parse(opts: &[(String, String)]) -> Result<Self, UriError> {
+        let mut o = Options::default();
+        for (k, v) in opts {
+            let num = |min: f64| -> Result<f64, UriError> {
+                v.parse::<f64>()
+                    .ok()
+                    .filter(|n| *n >= min && n.is_finite())
+                    .ok_or_else(|| {
+                        UriError::BadOption(format!(
+                            "parquet:// option '{k}' must be a number >= {min} (got '{v}')"
+                        ))
+                    })
+            };
+            match k.as_str() {
+                "partition_by" => {
+                    o.partition_by = v
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(String::from)
+                        .collect();
+                    if o.partition_by.len() > 4 {
+                        return Err(UriError::BadOption(
+                            "parquet:// option 'partition_by' takes at most 4 fields".into(),
+                        ));
+                    }
+                }
+                "compression" => {
+                    o.compression = match v.split_once(':') {
+                        None if v == "zstd" => Compression::ZSTD(ZstdLevel::default()),
+                        None if v == "snappy" => Compression::SNAPPY,
+                        None if v == "none" => Compression::UNCOMPRESSED,
+                        Some(("zstd", l)) => l
+                            .parse::<i32>()
+                            .ok()
+                            .and_then(|l| ZstdLevel::try_new(l).ok())
+                            .map(Compression::ZSTD)
+                            .ok_or_else(|| {
+                                UriError::BadOption(format!(
+                                    "parquet:// option 'compression': zstd level must be 1-22 (got '{l}')"
+                                ))
+                            })?,
+                        _ => {
+                            return Err(UriError::BadOption(format!(
+                                "parquet:// option 'compression' must be zstd, zstd:LEVEL, snappy or none (got '{v}')"
+                            )))
+                        }
+                    }
+                }
+                "row_group_rows" => o.row_group_rows = num(1.0)? as usize,
+                "row_group_mb" => o.row_group_bytes = (num(0.001)? * 1048576.0) as usize,
+                "file_rows" => o.file_rows = num(1.0)? as u64,
+                "file_mb" => o.file_bytes = (num(0.001)? * 1048576.0) as u64,
+                "max_age_s" => o.max_age = Duration::from_secs_f64(num(0.01)?),
+                "max_open_files" => o.max_open_files = num(1.0)? as usize,
+                "buffer_mb" => o.buffer_bytes = (num(0.001)? * 1048576.0) as usize,
+                _ => {
+                    return Err(UriError::BadOption(format!(
+                        "parquet:// has no option '{k}' (it takes {})",
+                        OPTIONS.iter().map(|o| o.name).collect::<Vec<_>>().join(", ")
+                    )))
+                }
+            }
+        }
+        Ok(o)
+    }
+
+    fn properties(&self) -> WriterProperties {
+        WriterProperties::builder()
+            .set_compression(self.compression)
+            .set_statistics_enabled(EnabledStatistics::Page)
+            .set_max_row_group_size(usize::MAX)
+            .set_created_by(format!("dragonfly-mle {}", env!("CARGO_PKG_VERSION")))
+            .build()
+    }
+}
+
+/// `parquet://DIR`: Parquet files partitioned by event type and date, with a manifest
+/// (relative paths under LOGDIR).
+pub const PARQUET: super::SinkScheme = super::SinkScheme {
+    name: "parquet",
+    form: "parquet://DIR",
+    options: OPTIONS,
+    parse: |_, rest, logdir, options| {
+        let p = crate::uri::path(rest);
+        Ok(Box::new(ParquetOutput {
+            dir: if p.is_absolute() { p } else { logdir.join(p) },
+            options: Options::parse(options)?,
+        }))
+    },
+};
+
+#[derive(Debug)]
+struct ParquetOutput {
+    dir: PathBuf,
+    options: Options,
+}
+
+impl super::Destination for ParquetOutput {
+    fn scheme(&self) -> &'static super::SinkScheme {
+        &PARQUET
+    }
+    fn describe(&self) -> String {
+        self.dir.display().to_string()
+    }
+    fn reopened_path(&mut self) -> Option<&mut PathBuf> {
+        Some(&mut self.dir)
+    }
+    fn open(&self) -> io::Result<Box<dyn Sink>> {
+        Ok(Box::new(ParquetSink::open(
+            &self.dir,
+            self.options.clone(),
+        )?))
+    }
+}
+
+/// A file being written.
+struct OpenFile {
+    tmp: PathBuf,
+    name: String,
+    writer: ArrowWriter<File>,
+    schema: SchemaRef,
+    rows: u64,
+    ts: Option<(i64, i64)>,
+}
+
+/// One partition: its row group in the making and its open file.
+struct Part {
+    rel: String,
+    cols: Columns,
+    file: Option<OpenFile>,
+    /// Timestamps of the rows in `cols`.
+    group_ts: Option<(i64, i64)>,
+    /// The first write (batch) whose rows are in `cols` or `file`.
+    first_write: Option<u64>,
+    /// When its oldest unclosed row came.
+    since: Instant,
+    /// The last write that added a row (least recently written closes first).
+    last_write: u64,
+}
+
+/// What is shared by the partitions: where and how files are written.
+struct Writer {
+    dir: PathBuf,
+    options: Options,
+    props: WriterProperties,
+    run: String,
+    seq: u64,
+    /// Files closed since the manifest was last updated.
+    closed: Vec<Entry>,
+    /// Rows given up since the last flush, and why.
+    lost: Option<String>,
+    dropped: u64,
+}
+
+/// The open output (see the module doc).
+pub struct ParquetSink {
+    w: Writer,
+    parts: HashMap<Vec<u8>, Part>,
+    scanner: Scanner,
+    writes: u64,
+    key_buf: Vec<u8>,
+    _lock: nix::fcntl::Flock<File>,
+}
+
+fn widen(r: &mut Option<(i64, i64)>, t: (i64, i64)) {
+    *r = Some(match *r {
+        None => t,
+        Some((a, b)) => (a.min(t.0), b.max(t.1)),
+    });
+}
+
+/// Percent-encode a partition value (see the module doc).
+pub fn encode_value(v: &[u8]) -> String {
+    if v.is_empty() || v.len() > MAX_VALUE {
+        return DEFAULT_PARTITION.to_string();
+    }
+    let mut s = String::with_capacity(v.len());
+    for (i, &c) in v.iter().enumerate() {
+        if c.is_ascii_alphanumeric() || c == b'-' || c == b'_' || (c == b'.' && i > 0) {
+            s.push(c as char);
+        } else {
+            s.push_str(&format!("%{c:02X}"));
+        }
+    }
+    s
+}
+
+impl ParquetSink {
+    /// Open `dir` (created if missing) for writing: take its lock, clean up what an earlier
+    /// run left unfinished, bring the manifest in line with the files.
+    pub fn open(dir: &Path, options: Options) -> io::Result<Self> {
+        let named = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", dir.display()));
+        std::fs::create_dir_all(dir).map_err(named)?;
+        let lock_path = dir.join(DIR_LOCK);
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&lock_path)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", lock_path.display())))?;
+        let lock = nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock)
+            .map_err(|(_, e)| {
+                io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    format!(
+                        "{}: another engine is writing Parquet files here ({e}); give each engine its own directory",
+                        dir.display()
+                    ),
+                )
+            })?;
+        let (added, dropped) = manifest::reconcile(dir, true)?;
+        if added + dropped > 0 {
+            tracing::info!(dir = %dir.display(), added, dropped, "manifest brought in line with the files");
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        Ok(ParquetSink {
+            w: Writer {
+                dir: dir.to_path_buf(),
+                props: options.properties(),
+                options,
+                run: format!(
+                    "{:x}{:04x}",
+                    std::process::id(),
+                    now.subsec_micros() & 0xffff
+                ),
+                seq: 0,
+                closed: Vec::new(),
+                lost: None,
+                dropped: 0,
+            },
+            parts: HashMap::new(),
+            scanner: Scanner::new(),
+            writes: 0,
+            key_buf: Vec::new(),
+            _lock: lock,
+        })
+    }
+
+    /// The partition directory of a line (`key=value/...`), and its timestamp.
+    fn route(&mut self, line: &[u8], value: std::ops::Range<usize>) -> Option<i64> {
+        self.key_buf.clear();
+        let v = &line[value];
+        let keys = &self.w.options.partition_by;
+        let mut found: [Option<&[u8]>; 4] = [None; 4];
+        let mut ts: Option<&[u8]> = None;
+        let mut missing = keys.iter().filter(|k| *k != "date").count() + 1;
+        for f in JsonFields::new(v) {
+            let k = &v[f.key.clone()];
+            let val = &v[f.value.clone()];
+            if k == b"timestamp" && ts.is_none() {
+                ts = Some(val);
+                missing -= 1;
+            }
+            if let Some(i) = keys.iter().position(|x| x.as_bytes() == k) {
+                if found[i].is_none() && k != b"date" {
+                    found[i] = Some(val);
+                    missing -= 1;
+                }
+            }
+            if missing == 0 {
+                break;
+            }
+        }
+        let unquote = |v: &[u8]| -> Option<Vec<u8>> {
+            match v.first()? {
+                b'"' if !v.contains(&b'\\') => Some(v[1..v.len() - 1].to_vec()),
+                b'"' => serde_json::from_slice::<String>(v)
+                    .ok()
+                    .map(String::into_bytes),
+                b'{' | b'[' | b'n' => None,
+                _ => Some(v.to_vec()),
+            }
+        };
+        let ts_text = ts.and_then(unquote);
+        for (i, k) in keys.iter().enumerate() {
+            if i > 0 {
+                self.key_buf.push(b'/');
+            }
+            let value = if k == "date" {
+                ts_text
+                    .as_deref()
+                    .filter(|t| {
+                        t.len() >= 10
+                            && t[4] == b'-'
+                            && t[7] == b'-'
+                            && t[..10]
+                                .iter()
+                                .enumerate()
+                                .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit())
+                    })
+                    .map(|t| t[..10].to_vec())
+            } else {
+                found[i].and_then(unquote)
+            };
+            self.key_buf
+                .extend_from_slice(encode_value(k.as_bytes()).as_bytes());
+            self.key_buf.push(b'=');
+            match value {
+                Some(v) => self.key_buf.extend_from_slice(encode_value(&v).as_bytes()),
+                None => self.key_buf.extend_from_slice(DEFAULT_PARTITION.as_bytes()),
+            }
+        }
+        ts_text.as_deref().and_then(manifest::parse_timestamp)
+    }
+
+    fn drop_line(&mut self, why: &str) {
+        self.w.dropped += 1;
+        if self.w.lost.is_none() {
+            self.w.lost = Some(format!("{}: {why}", self.w.dir.display()));
+        }
+    }
+
+    fn buffered(&self) -> usize {
+        self.parts.values().map(|p| p.cols.bytes()).sum()
+    }
+
+    /// Close the least recently written partitions while too many are open.
+    fn evict(&mut self) {
+        loop {
+            let open: Vec<(&Vec<u8>, u64)> = self
+                .parts
+                .iter()
+                .filter(|(_, p)| p.file.is_some() || p.cols.rows() > 0)
+                .map(|(k, p)| (k, p.last_write))
+                .collect();
+            if open.len() <= self.w.options.max_open_files {
+                break;
+            }
+            let k = open.iter().min_by_key(|(_, w)| *w).unwrap().0.clone();
+            if let Some(mut p) = self.parts.remove(&k) {
+                self.w.close(&mut p);
+            }
+        }
+        // closed partitions keep their schema; forget the oldest when there are many
+        if self.parts.len() > self.w.options.max_open_files * 4 {
+            let mut idle: Vec<(Vec<u8>, u64)> = self
+                .parts
+                .iter()
+                .filter(|(_, p)| p.file.is_none() && p.cols.rows() == 0)
+                .map(|(k, p)| (k.clone(), p.last_write))
+                .collect();
+            idle.sort_by_key(|(_, w)| *w);
+            for (k, _) in idle
+                .iter()
+                .take(self.parts.len() - self.w.options.max_open_files * 2)
+            {
+                self.parts.remove(k);
+            }
+        }
+    }
+}
+
+impl Writer {
+    /// Write the partition's rows as one row group (opening a file, or a new one when the
+    /// schema changed), then close the file if it is full.
+    fn write_group(&mut self, p: &mut Part) {
+        if p.cols.rows() == 0 {
+            return;
+        }
+        let schema = Arc::new(p.cols.schema());
+        if p.file.as_ref().is_some_and(|f| f.schema != schema) {
+            self.finish(p);
+        }
+        if p.file.is_none() {
+            match self.create(p, schema) {
+                Ok(f) => p.file = Some(f),
+                Err(e) => {
+                    let rows = p.cols.rows() as u64;
+                    let _ = p.cols.take();
+                    self.give_up(p, rows, &e.to_string());
+                    return;
+                }
+            }
+        }
+        let batch = p.cols.take();
+        let f = p.file.as_mut().unwrap();
+        let res = f.writer.write(&batch).and_then(|_| f.writer.flush());
+        match res {
+            Ok(()) => {
+                f.rows += batch.num_rows() as u64;
+                if let Some(t) = p.group_ts.take() {
+                    widen(&mut f.ts, t);
+                }
+                if f.rows >= self.options.file_rows
+                    || f.writer.bytes_written() as u64 >= self.options.file_bytes
+                {
+                    self.finish(p);
+                }
+            }
+            Err(e) => {
+                let rows = batch.num_rows() as u64;
+                self.give_up(p, rows, &e.to_string());
+            }
+        }
+    }
+
+    /// Drop the open file and the rows in it (and `extra` more), counted, reported at the next
+    /// flush.
+    fn give_up(&mut self, p: &mut Part, extra: u64, why: &str) {
+        let mut rows = extra;
+        let mut what = format!("{}/{}", self.dir.display(), p.rel);
+        if let Some(f) = p.file.take() {
+            rows += f.rows;
+            what = f.tmp.display().to_string();
+            drop(f.writer);
+            let _ = std::fs::remove_file(&f.tmp);
+        }
+        p.group_ts = None;
+        if p.cols.rows() == 0 {
+            p.first_write = None;
+        }
+        self.dropped += rows;
+        let msg = format!("{what}: {why}; {rows} rows given up");
+        tracing::error!("{msg}");
+        self.lost.get_or_insert(msg);
+    }
+
+    fn create(&mut self, p: &mut Part, schema: SchemaRef) -> io::Result<OpenFile> {
+        let dir = self.dir.join(&p.rel);
+        make_dirs(&self.dir, &p.rel)?;
+        self.seq += 1;
+        let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
+        let name = format!("part-{stamp}-{}-{:06}.parquet", self.run, self.seq);
+        let tmp = dir.join(format!(".{name}.tmp"));
+        let file = OpenOptions::new()
+            .create_new(true)
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&tmp)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", tmp.display())))?;
+        let writer = ArrowWriter::try_new(file, schema.clone(), Some(self.props.clone()))
+            .map_err(io::Error::other)?;
+        Ok(OpenFile {
+            tmp,
+            name,
+            writer,
+            schema,
+            rows: 0,
+            ts: None,
+        })
+    }
+
+    /// Close the partition's open file: footer, sync, rename into place, list it.
+    fn finish(&mut self, p: &mut Part) {
+        let Some(f) = p.file.take() else { return };
+        let OpenFile {
+            tmp,
+            name,
+            writer,
+            rows,
+            ts,
+            ..
+        } = f;
+        let res = (|| -> io::Result<u64> {
+            let file = writer.into_inner().map_err(io::Error::other)?;
+            file.sync_all()?;
+            let len = file.metadata()?.len();
+            let dest = tmp.with_file_name(&name);
+            // link, not rename: never replaces a file of that name
+            std::fs::hard_link(&tmp, &dest)?;
+            let _ = std::fs::remove_file(&tmp);
+            if let Some(d) = dest.parent() {
+                manifest::sync_dir(d);
+            }
+            Ok(len)
+        })();
+        match res {
+            Ok(bytes) => {
+                let path = format!("{}/{name}", p.rel);
+                tracing::debug!(file = %path, rows, bytes, "parquet file closed");
+                self.closed.push(Entry {
+                    partition: manifest::partition_of(&path),
+                    path,
+                    rows,
+                    bytes,
+                    min_timestamp: ts.map(|t| manifest::rfc3339(t.0)),
+                    max_timestamp: ts.map(|t| manifest::rfc3339(t.1)),
+                    closed: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    compacted_from: Vec::new(),
+                });
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                self.dropped += rows;
+                let msg = format!("{}: {e}; {rows} rows given up", tmp.display());
+                tracing::error!("{msg}");
+                self.lost.get_or_insert(msg);
+            }
+        }
+        if p.cols.rows() == 0 {
+            p.first_write = None;
+        }
+    }
+
+    /// Write out the partition's rows and close its file.
+    fn close(&mut self, p: &mut Part) {
+        self.write_group(p);
+        self.finish(p);
+        p.first_write = None;
+    }
+
+    fn record(&mut self) -> io::Result<()> {
+        if self.closed.is_empty() {
+            return Ok(());
+        }
+        manifest::update(&self.dir, &self.closed, &[])?;
+        self.closed.clear();
+        Ok(())
+    }
+}
+
+/// Create `rel`'s directories under `dir`, refusing any that is not a plain directory (a
+/// planted symbolic link would send files elsewhere).
+fn make_dirs(dir: &Path, rel: &str) -> io::Result<()> {
+    let mut d = dir.to_path_buf();
+    for c in rel.split('/').filter(|c| !c.is_empty()) {
+        d.push(c);
+        match std::fs::create_dir(&d) {
+            Ok(()) => continue,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", d.display()))),
+        }
+        let m = std::fs::symlink_metadata(&d)?;
+        if !m.file_type().is_dir() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{}: is not a directory (a symbolic link or a file); refusing to write there",
+                    d.display()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+impl Sink for ParquetSink {
+    fn write(&mut self, batch: &Batch) -> io::Result<()> {
+        let w = self.writes;
+        self.writes += 1;
+        for msg in batch.iter() {
+            let line = msg.strip_suffix(b"\n").unwrap_or(msg);
+            let doc = match self.scanner.validate(line) {
+                Ok(d) => d,
+                Err(e) => {
+                    self.drop_line(&format!("a message is not JSON ({e}); dropped"));
+                    continue;
+                }
+            };
+            let ts = self.route(line, doc.value.clone());
+            if !self.parts.contains_key(&self.key_buf) {
+                self.parts.insert(
+                    self.key_buf.clone(),
+                    Part {
+                        rel: String::from_utf8_lossy(&self.key_buf).into_owned(),
+                        cols: Columns::new(),
+                        file: None,
+                        group_ts: None,
+                        first_write: None,
+                        since: Instant::now(),
+                        last_write: w,
+                    },
+                );
+            }
+            let p = self.parts.get_mut(&self.key_buf).unwrap();
+            if p.first_write.is_none() {
+                p.first_write = Some(w);
+                p.since = Instant::now();
+            }
+            p.last_write = w;
+            let mut tries = 0;
+            loop {
+                match p.cols.append(line, doc.value.clone()) {
+                    Ok(()) => break,
+                    Err(AppendError::Conflict(c)) if tries < 8 => {
+                        tries += 1;
+                        // write out what fits the old schema; the column becomes text
+                        self.w.write_group(p);
+                        if !p.cols.make_json(&c.0) {
+                            let why = format!(
+                                "{}: a row with more than {} top-level fields; dropped",
+                                p.rel,
+                                columns::MAX_FIELDS
+                            );
+                            self.w.dropped += 1;
+                            self.w.lost.get_or_insert(why);
+                            break;
+                        }
+                        tracing::info!(partition = %p.rel, column = %c, "column types disagree: the column is JSON text from now on (a new file)");
+                    }
+                    Err(e) => {
+                        let why = format!("{}: {e:?}; dropped", p.rel);
+                        self.w.dropped += 1;
+                        self.w.lost.get_or_insert(why);
+                        break;
+                    }
+                }
+            }
+            if let Some(t) = ts {
+                widen(&mut p.group_ts, (t, t));
+            }
+            if p.cols.rows() >= self.w.options.row_group_rows
+                || p.cols.bytes() >= self.w.options.row_group_bytes
+            {
+                self.w.write_group(p);
+            }
+            if p.file.is_none() && p.cols.rows() == 0 {
+                p.first_write = None;
+            }
+        }
+        self.evict();
+        if self.buffered() > self.w.options.buffer_bytes {
+            // the largest row groups go out first
+            let mut sizes: Vec<(Vec<u8>, usize)> = self
+                .parts
+                .iter()
+                .map(|(k, p)| (k.clone(), p.cols.bytes()))
+                .collect();
+            sizes.sort_by_key(|(_, b)| std::cmp::Reverse(*b));
+            let mut total: usize = sizes.iter().map(|(_, b)| b).sum();
+            for (k, b) in sizes {
+                if total <= self.w.options.buffer_bytes / 2 {
+                    break;
+                }
+                if let Some(p) = self.parts.get_mut(&k) {
+                    self.w.write_group(p);
+                }
+                total -= b;
+            }
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        let max_age = self.w.options.max_age;
+        for p in self.parts.values_mut() {
+            if (p.file.is_some() || p.cols.rows() > 0) && p.since.elapsed() >= max_age {
+                self.w.close(p);
+            }
+        }
+        if let Err(e) = self.w.record() {
+            tracing::warn!("{e}; the manifest is updated at the next flush");
+        }
+        match self.w.lost.take() {
+            Some(m) => Err(io::Error::other(m)),
+            None => Ok(()),
+        }
+    }
+
+    fn close(&mut self) -> io::Result<()> {
+        for p in self.parts.values_mut() {
+            self.w.close(p);
+        }
+        self.w.record()?;
+        match self.w.lost.take() {
+            Some(m) => Err(io::Error::other(m)),
+            None => Ok(()),
+        }
+    }
+
+    fn take_dropped(&mut self) -> u64 {
+        std::mem::take(&mut self.w.dropped)
+    }
+
+    fn settled_writes(&self) -> Option<u64> {
+        Some(
+            self.parts
+                .values()
+                .filter_map(|p| p.first_write)
+                .min()
+                .unwrap_or(self.writes),
+        )
+    }
+
+    fn pending(&self) -> bool {
+        self.parts
+            .values()
+            .any(|p| p.file.is_some() || p.cols.rows() > 0)
+            || !self.w.closed.is_empty()
+    }
+
+    fn hand_over(&self, uid: u32, gid: u32) -> io::Result<()> {
+        use std::os::unix::fs::lchown;
+        let named =
+            |p: &Path, e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", p.display()));
+        let dir = &self.w.dir;
+        lchown(dir, Some(uid), Some(gid)).map_err(|e| named(dir, e))?;
+        for name in [DIR_LOCK, manifest::MANIFEST, "_manifest.lock"] {
+            let p = dir.join(name);
+            if p.exists() {
+                lchown(&p, Some(uid), Some(gid)).map_err(|e| named(&p, e))?;
+            }
+        }
+        // the partition directories made so far (files in them are closed and stay root's)
+        let mut stack = vec![(dir.clone(), 0)];
+        while let Some((d, depth)) = stack.pop() {
+            for e in std::fs::read_dir(&d).map_err(|e| named(&d, e))?.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) && depth < 4 {
+                    lchown(e.path(), Some(uid), Some(gid)).map_err(|x| named(&e.path(), x))?;
+                    stack.push((e.path(), depth + 1));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_values_cannot_leave_the_directory() {
+        assert_eq!(encode_value(b"dns"), "dns");
+        assert_eq!(encode_value(b"../../etc"), "%2E.%2F..%2Fetc");
+        assert_eq!(encode_value(b".."), "%2E.");
+        assert_eq!(encode_value(b""), DEFAULT_PARTITION);
+        assert_eq!(encode_value(&[b'a'; 101]), DEFAULT_PARTITION);
+        assert_eq!(encode_value("é=/".as_bytes()), "%C3%A9%3D%2F");
+    }
+
+    #[test]
+    fn options_are_checked() {
+        let o = |k: &str, v: &str| Options::parse(&[(k.to_string(), v.to_string())]);
+        assert!(o("compression", "snappy").is_ok());
+        assert!(o("compression", "zstd:9").is_ok());
+        assert!(o("compression", "zstd:99").is_err());
+        assert!(o("compression", "lz4").is_err());
+        assert!(o("row_group_rows", "0").is_err());
+        assert!(o("max_age_s", "abc").is_err());
+        assert!(o("colour", "red").is_err());
+        assert_eq!(o("partition_by", "").unwrap().partition_by.len(), 0);
+        assert_eq!(
+            o("partition_by", "event_type, src_ip")
+                .unwrap()
+                .partition_by,
+            ["event_type", "src_ip"]
+        );
+    }
+}

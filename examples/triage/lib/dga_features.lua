@@ -1,0 +1,1 @@
+../../lib/dga_features.lua

@@ -1,0 +1,1 @@
+../../lib/dnsv1.lua
