@@ -40,7 +40,7 @@ use arrow_array::{
 };
 use arrow_buffer::{BooleanBufferBuilder, Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
 use arrow_schema::{DataType, Field, Fields};
-use dragonfly_event::json::{Elements, Fields as JsonFields};
+use dragonfly_event::json::skip;
 
 /// Nesting below which values are kept as JSON text.
 pub const MAX_DEPTH: usize = 16;
@@ -94,6 +94,7 @@ impl Valid {
         b.append_n(n, false);
         Valid(b)
     }
+    #[inline]
     fn push(&mut self, v: bool) {
         self.0.append(v)
     }
@@ -125,11 +126,13 @@ impl Text {
             valid: Valid::nulls(n),
         }
     }
+    #[inline]
     fn push(&mut self, s: &[u8]) {
         self.bytes.extend_from_slice(s);
         self.offsets.push(self.bytes.len() as i32);
         self.valid.push(true);
     }
+    #[inline]
     fn push_null(&mut self) {
         self.offsets.push(self.bytes.len() as i32);
         self.valid.push(false);
@@ -203,34 +206,65 @@ impl Obj {
         }
     }
 
-    /// Append the object `b` (validated). On a conflict some columns may hold one value
-    /// more than `len`: the caller truncates.
-    fn append(&mut self, b: &[u8]) -> Result<(), Conflict> {
+    /// Parse the object at `b[i]` (`{`, validated JSON) into a new row; returns the index
+    /// after it. On a conflict some columns may hold one value more than `len`: the caller
+    /// truncates.
+    fn parse(&mut self, b: &[u8], i: usize) -> Result<usize, Conflict> {
         let r = self.len;
         let mut next = 0usize;
-        for f in JsonFields::new(b) {
-            let key = &b[f.key.clone()];
-            let i = if next < self.names.len() && self.names[next].as_bytes() == key {
-                next
-            } else {
-                match self.find(key) {
-                    Some(i) => i,
-                    None => {
-                        if self.cols.len() >= MAX_FIELDS {
-                            return Err(Conflict(Vec::new()));
-                        }
-                        self.add(key, r)
-                    }
+        let mut j = ws(b, i + 1);
+        if b.get(j) == Some(&b'}') {
+            j += 1;
+        } else {
+            while b.get(j) == Some(&b'"') {
+                let kend = string_end(b, j);
+                if kend < j + 2 {
+                    break;
                 }
-            };
-            next = i + 1;
-            let col = &mut self.cols[i];
-            if col.len() != r {
-                continue; // the key again in this object: the first value stays
-            }
-            if let Err(mut c) = col.append(&b[f.value], self.depth + 1) {
-                c.0.insert(0, Step::Field(self.names[i].clone()));
-                return Err(c);
+                let key = &b[j + 1..kend - 1];
+                j = ws(b, ws(b, kend) + 1); // past the colon
+                                            // the next key in the previous row's order, or one of the few after it (an
+                                            // optional field absent), before a hash lookup
+                let near = (next..self.names.len().min(next + 4)).find(|&i| {
+                    let n = self.names[i].as_bytes();
+                    // length and first byte before the bytes (most misses end there)
+                    n.len() == key.len() && n.first() == key.first() && n == key
+                });
+                let i = if let Some(i) = near {
+                    i
+                } else {
+                    match self.find(key) {
+                        Some(i) => i,
+                        None => {
+                            if self.cols.len() >= MAX_FIELDS {
+                                return Err(Conflict(Vec::new()));
+                            }
+                            self.add(key, r)
+                        }
+                    }
+                };
+                next = i + 1;
+                let col = &mut self.cols[i];
+                j = if col.len() != r {
+                    skip(b, j) // the key again in this object: the first value stays
+                } else {
+                    match col.parse(b, j, self.depth + 1) {
+                        Ok(e) => e,
+                        Err(mut c) => {
+                            c.0.insert(0, Step::Field(self.names[i].clone()));
+                            return Err(c);
+                        }
+                    }
+                };
+                j = ws(b, j);
+                match b.get(j) {
+                    Some(b',') => j = ws(b, j + 1),
+                    Some(b'}') => {
+                        j += 1;
+                        break;
+                    }
+                    _ => break,
+                }
             }
         }
         for c in &mut self.cols {
@@ -240,7 +274,7 @@ impl Obj {
         }
         self.valid.push(true);
         self.len += 1;
-        Ok(())
+        Ok(j)
     }
 
     fn find(&self, key: &[u8]) -> Option<usize> {
@@ -308,8 +342,59 @@ fn quoted(key: &[u8]) -> Vec<u8> {
     q
 }
 
-fn is_integer(v: &[u8]) -> bool {
-    !v.iter().any(|&c| c == b'.' || c == b'e' || c == b'E')
+/// Past whitespace.
+fn ws(b: &[u8], mut i: usize) -> usize {
+    while let Some(b' ' | b'\t' | b'\n' | b'\r') = b.get(i) {
+        i += 1;
+    }
+    i
+}
+
+/// The index after the string that starts at `b[i]` (`"`), or the end of `b`.
+fn string_end(b: &[u8], i: usize) -> usize {
+    let mut j = i + 1;
+    // most strings are short: look at the first bytes one by one
+    let short = b.len().min(j + 24);
+    while j < short {
+        match b[j] {
+            b'"' => return j + 1,
+            b'\\' => j += 2,
+            _ => j += 1,
+        }
+    }
+    while j < b.len() {
+        match memchr::memchr2(b'"', b'\\', &b[j..]) {
+            Some(k) if b[j + k] == b'"' => return j + k + 1,
+            Some(k) => j += k + 2,
+            None => break,
+        }
+    }
+    b.len()
+}
+
+/// An integer that fits an `i64` (no fraction, no exponent), exactly.
+#[inline]
+fn parse_i64(v: &[u8]) -> Option<i64> {
+    let (neg, digits) = match v.split_first()? {
+        (b'-', rest) => (true, rest),
+        _ => (false, v),
+    };
+    if digits.is_empty() || digits.len() > 19 {
+        return None;
+    }
+    let mut n: i64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        // accumulate negatively: i64::MIN has no positive counterpart
+        n = n.checked_mul(10)?.checked_sub((d - b'0') as i64)?;
+    }
+    if neg {
+        Some(n)
+    } else {
+        n.checked_neg()
+    }
 }
 
 impl Col {
@@ -372,30 +457,44 @@ impl Col {
         }
     }
 
-    /// Append one validated value; widen in place where the table in the module doc allows.
-    fn append(&mut self, v: &[u8], depth: usize) -> Result<(), Conflict> {
+    /// Parse the value at `b[i]` (validated JSON) into one more row; widen in place where
+    /// the table in the module doc allows. Returns the index after the value.
+    fn parse(&mut self, b: &[u8], i: usize, depth: usize) -> Result<usize, Conflict> {
+        let Some(&c) = b.get(i) else {
+            self.push_null();
+            return Ok(i);
+        };
         if let Col::Json(t) = self {
-            if v[0] == b'n' {
+            let end = skip(b, i).clamp(i, b.len());
+            if c == b'n' {
                 t.push_null();
             } else {
-                t.push(v);
+                t.push(&b[i..end]);
             }
-            return Ok(());
+            return Ok(end);
         }
-        match v[0] {
-            b'n' => self.push_null(),
+        let end = match c {
+            b'n' => {
+                self.push_null();
+                i + 4
+            }
             b't' | b'f' => {
                 if let Col::Null(n) = *self {
-                    let mut b = BooleanBufferBuilder::new(n);
-                    b.append_n(n, false);
-                    *self = Col::Bool(b, Valid::nulls(n));
+                    let mut bb = BooleanBufferBuilder::new(n);
+                    bb.append_n(n, false);
+                    *self = Col::Bool(bb, Valid::nulls(n));
                 }
                 match self {
-                    Col::Bool(b, valid) => {
-                        b.append(v[0] == b't');
+                    Col::Bool(bb, valid) => {
+                        bb.append(c == b't');
                         valid.push(true)
                     }
                     _ => return Err(Conflict(Vec::new())),
+                }
+                if c == b't' {
+                    i + 4
+                } else {
+                    i + 5
                 }
             }
             b'"' => {
@@ -405,15 +504,17 @@ impl Col {
                 let Col::Str(t) = self else {
                     return Err(Conflict(Vec::new()));
                 };
-                let inner = &v[1..v.len() - 1];
+                let end = string_end(b, i);
+                let inner = b.get(i + 1..end.saturating_sub(1)).unwrap_or_default();
                 if memchr::memchr(b'\\', inner).is_some() {
-                    match unescape(v) {
+                    match unescape(&b[i..end]) {
                         Some(s) => t.push(s.as_bytes()),
                         None => t.push(inner),
                     }
                 } else {
                     t.push(inner);
                 }
+                end
             }
             b'{' => {
                 if let Col::Null(n) = *self {
@@ -423,9 +524,12 @@ impl Col {
                     return Err(Conflict(Vec::new()));
                 };
                 let before = o.len;
-                if let Err(c) = o.append(v) {
-                    o.truncate(before);
-                    return Err(c);
+                match o.parse(b, i) {
+                    Ok(e) => e,
+                    Err(c) => {
+                        o.truncate(before);
+                        return Err(c);
+                    }
                 }
             }
             b'[' => {
@@ -443,24 +547,40 @@ impl Col {
                 let Col::List(l) = self else {
                     return Err(Conflict(Vec::new()));
                 };
-                for e in Elements::new(v) {
-                    if let Err(mut c) = l.item.append(&v[e], depth + 1) {
-                        c.0.insert(0, Step::Item);
-                        return Err(c);
+                let mut j = ws(b, i + 1);
+                if b.get(j) == Some(&b']') {
+                    j += 1;
+                } else {
+                    while j < b.len() {
+                        match l.item.parse(b, j, depth + 1) {
+                            Ok(e) => j = ws(b, e),
+                            Err(mut c) => {
+                                c.0.insert(0, Step::Item);
+                                return Err(c);
+                            }
+                        }
+                        match b.get(j) {
+                            Some(b',') => j = ws(b, j + 1),
+                            Some(b']') => {
+                                j += 1;
+                                break;
+                            }
+                            _ => break,
+                        }
                     }
                 }
                 l.offsets.push(l.item.len() as i32);
                 l.valid.push(true);
+                j
             }
             _ => {
                 // a number
-                let int = if is_integer(v) {
-                    std::str::from_utf8(v)
-                        .ok()
-                        .and_then(|s| s.parse::<i64>().ok())
-                } else {
-                    None
-                };
+                let end = i + b[i..]
+                    .iter()
+                    .position(|c| !matches!(c, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E'))
+                    .unwrap_or(b.len() - i);
+                let v = &b[i..end];
+                let int = parse_i64(v);
                 if let Col::Null(n) = *self {
                     *self = if int.is_some() {
                         Col::Int(vec![0; n], Valid::nulls(n))
@@ -492,9 +612,10 @@ impl Col {
                     }
                     _ => return Err(Conflict(Vec::new())),
                 }
+                end
             }
-        }
-        Ok(())
+        };
+        Ok(end.min(b.len()))
     }
 
     fn data_type(&self) -> DataType {
@@ -631,8 +752,8 @@ impl Columns {
             unreachable!("the root is an object")
         };
         let before = o.len;
-        match o.append(v) {
-            Ok(()) => {
+        match o.parse(v, 0) {
+            Ok(_) => {
                 self.bytes += v.len();
                 Ok(())
             }
@@ -775,6 +896,30 @@ mod tests {
         // kinds stay after a take
         append(&mut c, r#"{"a":3}"#).unwrap();
         assert_eq!(c.take().schema().field(0).data_type(), &DataType::Float64);
+    }
+
+    #[test]
+    fn integers_parse_exactly() {
+        for v in [
+            "0",
+            "-0",
+            "7",
+            "-12",
+            "9223372036854775807",
+            "-9223372036854775808",
+        ] {
+            assert_eq!(parse_i64(v.as_bytes()), v.parse::<i64>().ok(), "{v}");
+        }
+        for v in [
+            "9223372036854775808",
+            "-9223372036854775809",
+            "1.5",
+            "1e3",
+            "-",
+            "",
+        ] {
+            assert_eq!(parse_i64(v.as_bytes()), None, "{v}");
+        }
     }
 
     #[test]

@@ -84,11 +84,88 @@ pub fn rfc3339(micros: i64) -> String {
 /// An EVE timestamp (`2025-03-10T12:00:00.123456+0100`, or RFC 3339) in microseconds
 /// since the epoch, UTC.
 pub fn parse_timestamp(s: &[u8]) -> Option<i64> {
+    if let Some(t) = parse_eve(s) {
+        return Some(t);
+    }
     let s = std::str::from_utf8(s).ok()?;
     chrono::DateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f%z")
         .or_else(|_| chrono::DateTime::parse_from_rfc3339(s))
         .ok()
         .map(|t| t.timestamp_micros())
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.f{1,9}](Z|+HHMM|+HH:MM|-...)`, the form Suricata writes, without
+/// chrono's format machinery (it runs once per row).
+fn parse_eve(s: &[u8]) -> Option<i64> {
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let d = s.get(r)?;
+        d.iter().try_fold(0i64, |n, &c| {
+            c.is_ascii_digit().then(|| n * 10 + (c - b'0') as i64)
+        })
+    };
+    if s.len() < 20
+        || s[4] != b'-'
+        || s[7] != b'-'
+        || s[10] != b'T'
+        || s[13] != b':'
+        || s[16] != b':'
+    {
+        return None;
+    }
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    let mut i = 19;
+    let mut micros = 0i64;
+    if s[i] == b'.' {
+        i += 1;
+        let start = i;
+        while i < s.len() && s[i].is_ascii_digit() {
+            if i - start < 6 {
+                micros = micros * 10 + (s[i] - b'0') as i64;
+            }
+            i += 1;
+        }
+        if i == start || i - start > 9 {
+            return None;
+        }
+        for _ in (i - start)..6 {
+            micros *= 10;
+        }
+    }
+    let offset = match s.get(i..)? {
+        b"Z" => 0,
+        [sign @ (b'+' | b'-'), rest @ ..] => {
+            let (oh, om) = match rest {
+                [a, b, c, d] | [a, b, b':', c, d] => (num_of(&[*a, *b])?, num_of(&[*c, *d])?),
+                _ => return None,
+            };
+            let o = oh * 3600 + om * 60;
+            if *sign == b'-' {
+                -o
+            } else {
+                o
+            }
+        }
+        _ => return None,
+    };
+    // days from 1970-01-01 of a proleptic Gregorian date (H. Hinnant's days_from_civil)
+    let y = if mo <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (mo + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some((days * 86_400 + h * 3600 + mi * 60 + sec - offset) * 1_000_000 + micros)
+}
+
+fn num_of(d: &[u8]) -> Option<i64> {
+    d.iter().try_fold(0i64, |n, &c| {
+        c.is_ascii_digit().then(|| n * 10 + (c - b'0') as i64)
+    })
 }
 
 fn now() -> String {
@@ -399,6 +476,21 @@ mod tests {
         let a = parse_timestamp(b"2025-03-10T12:00:00.000123+0100").unwrap();
         assert_eq!(rfc3339(a), "2025-03-10T11:00:00.000123Z");
         assert!(parse_timestamp(b"2025-03-10T12:00:00Z").is_some());
+        // the fast path agrees with chrono everywhere it answers
+        for t in [
+            "2025-03-10T12:00:00.000123+0100",
+            "1999-12-31T23:59:59.999999-0530",
+            "2024-02-29T00:00:00.5+00:00",
+            "2025-03-10T12:00:00Z",
+            "1969-07-20T20:17:40.000000+0000",
+        ] {
+            let c = chrono::DateTime::parse_from_str(t, "%Y-%m-%dT%H:%M:%S%.f%z")
+                .or_else(|_| chrono::DateTime::parse_from_rfc3339(t))
+                .unwrap()
+                .timestamp_micros();
+            assert_eq!(parse_eve(t.as_bytes()), Some(c), "{t}");
+        }
+        assert_eq!(parse_eve(b"2025-13-10T12:00:00Z"), None);
         assert!(parse_timestamp(b"yesterday").is_none());
     }
 

@@ -44,17 +44,27 @@
 //! partitions no longer written ([`compact`]). One engine writes a directory at a time
 //! (`DIR/.dragonfly.lock`).
 //!
-//! Cost: one validation and one walk per line, the column buffers of the open row groups
-//! (bounded by `buffer_mb` over all partitions), and the encoder's work when a row group
-//! ends; no allocation per value.
+//! ## Threads
+//! The sink's own thread only routes: it reads each line's partition fields and time and
+//! hands the line to the writer thread (`threads`, default the cores up to 4) that owns the
+//! partition — a new partition goes to the least loaded. Each writer validates, parses,
+//! encodes and writes its partitions, closes its files by age, and publishes what it has
+//! settled; its queue is bounded (4 batches), so a slow disk holds the pipeline back.
+//!
+//! Cost: per line, a walk over the top-level fields and a copy on the routing thread; one
+//! validation and one parse into columns on a writer; the column buffers of the open row
+//! groups (bounded by `buffer_mb`) and the encoder's work when a row group ends. Measured in
+//! docs/benchmarks.md: about 7 CPU-microseconds per Suricata event, most of it the parse and
+//! Parquet's encoder (levels, dictionaries, statistics), zstd a small part.
 
 pub mod columns;
 pub mod compact;
 pub mod manifest;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io;
+use std::ops::Range;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -100,6 +110,8 @@ pub struct Options {
     pub max_open_files: usize,
     /// JSON bytes held in open row groups over all partitions.
     pub buffer_bytes: usize,
+    /// Writer threads (each owns some partitions).
+    pub threads: usize,
 }
 
 impl Default for Options {
@@ -107,13 +119,17 @@ impl Default for Options {
         Options {
             partition_by: vec!["event_type".into(), "date".into()],
             compression: Compression::ZSTD(ZstdLevel::default()),
-            row_group_rows: 122_880,
-            row_group_bytes: 32 << 20,
+            row_group_rows: 65_536,
+            row_group_bytes: 16 << 20,
             file_rows: 10_000_000,
             file_bytes: 256 << 20,
             max_age: Duration::from_secs(300),
             max_open_files: 64,
             buffer_bytes: 256 << 20,
+            threads: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+                .clamp(1, 4),
         }
     }
 }
@@ -132,12 +148,12 @@ const OPTIONS: &[OptionDoc] = &[
     OptionDoc {
         name: "row_group_rows",
         kind: "number",
-        doc: "rows per row group (default 122880)",
+        doc: "rows per row group (default 65536)",
     },
     OptionDoc {
         name: "row_group_mb",
         kind: "number",
-        doc: "MB of JSON per row group (default 32)",
+        doc: "MB of JSON per row group (default 16)",
     },
     OptionDoc {
         name: "file_rows",
@@ -158,6 +174,11 @@ const OPTIONS: &[OptionDoc] = &[
         name: "max_open_files",
         kind: "number",
         doc: "partitions open at once; the least recently written closes (default 64)",
+    },
+    OptionDoc {
+        name: "threads",
+        kind: "number",
+        doc: "writer threads, each owning some partitions (default: the cores, at most 4)",
     },
     OptionDoc {
         name: "buffer_mb",
@@ -224,6 +245,7 @@ impl Options {
                 "max_age_s" => o.max_age = Duration::from_secs_f64(num(0.01)?),
                 "max_open_files" => o.max_open_files = num(1.0)? as usize,
                 "buffer_mb" => o.buffer_bytes = (num(0.001)? * 1048576.0) as usize,
+                "threads" => o.threads = (num(1.0)? as usize).min(64),
                 _ => {
                     return Err(UriError::BadOption(format!(
                         "parquet:// has no option '{k}' (it takes {})",
@@ -323,13 +345,80 @@ struct Writer {
     dropped: u64,
 }
 
-/// The open output (see the module doc).
-pub struct ParquetSink {
+/// Rows for one shard from one `write`: the lines (copied), each with its partition and time.
+struct Chunk {
+    write: u64,
+    bytes: Vec<u8>,
+    keys: Vec<u8>,
+    /// (line in `bytes`, partition key in `keys`, event time)
+    rows: Vec<(Range<usize>, Range<usize>, Option<i64>)>,
+}
+
+impl Chunk {
+    fn new(write: u64) -> Self {
+        Chunk {
+            write,
+            bytes: Vec::new(),
+            keys: Vec::new(),
+            rows: Vec::new(),
+        }
+    }
+}
+
+enum Msg {
+    Rows(Chunk),
+    Close(crossbeam_channel::Sender<()>),
+}
+
+/// What a shard tells the router, updated after every chunk and every tick.
+#[derive(Default)]
+struct ShardState {
+    /// Chunks handled so far.
+    chunks_done: u64,
+    /// The first write with rows in an open file or row group of this shard.
+    min_open: Option<u64>,
+    /// Whether it holds rows or open files.
+    open: bool,
+    closed: Vec<Entry>,
+    lost: Option<String>,
+    dropped: u64,
+}
+
+/// The router's end of a shard thread.
+struct ShardHandle {
+    tx: Option<crossbeam_channel::Sender<Msg>>,
+    state: Arc<std::sync::Mutex<ShardState>>,
+    /// The write index of every chunk sent and not yet known handled; `sent_base` chunks
+    /// before them were handled.
+    sent: VecDeque<u64>,
+    sent_base: u64,
+    thread: Option<std::thread::JoinHandle<()>>,
+    /// Rows routed to it (new partitions go to the least loaded shard).
+    load: u64,
+}
+
+/// One shard: the partitions it was given, their row groups and files (runs on its thread).
+struct Shard {
     w: Writer,
     parts: HashMap<Vec<u8>, Part>,
     scanner: Scanner,
+    state: Arc<std::sync::Mutex<ShardState>>,
+    chunks_done: u64,
+}
+
+/// The open output (see the module doc): routes lines to its shards; each shard thread
+/// parses, encodes and writes the partitions it owns.
+pub struct ParquetSink {
+    dir: PathBuf,
+    options: Options,
+    shards: Vec<ShardHandle>,
+    /// Which shard owns a partition (sticky; forgotten when it grows too big).
+    assign: HashMap<Vec<u8>, usize>,
     writes: u64,
     key_buf: Vec<u8>,
+    closed: Vec<Entry>,
+    lost: Option<String>,
+    dropped: u64,
     _lock: nix::fcntl::Flock<File>,
 }
 
@@ -342,18 +431,25 @@ fn widen(r: &mut Option<(i64, i64)>, t: (i64, i64)) {
 
 /// Percent-encode a partition value (see the module doc).
 pub fn encode_value(v: &[u8]) -> String {
+    let mut out = Vec::with_capacity(v.len());
+    encode_into(&mut out, v);
+    String::from_utf8(out).expect("percent-encoding gives ASCII")
+}
+
+/// [`encode_value`], appended to `out`.
+fn encode_into(out: &mut Vec<u8>, v: &[u8]) {
     if v.is_empty() || v.len() > MAX_VALUE {
-        return DEFAULT_PARTITION.to_string();
+        out.extend_from_slice(DEFAULT_PARTITION.as_bytes());
+        return;
     }
-    let mut s = String::with_capacity(v.len());
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
     for (i, &c) in v.iter().enumerate() {
         if c.is_ascii_alphanumeric() || c == b'-' || c == b'_' || (c == b'.' && i > 0) {
-            s.push(c as char);
+            out.push(c);
         } else {
-            s.push_str(&format!("%{c:02X}"));
+            out.extend_from_slice(&[b'%', HEX[(c >> 4) as usize], HEX[(c & 15) as usize]]);
         }
     }
-    s
 }
 
 impl ParquetSink {
@@ -387,34 +483,64 @@ impl ParquetSink {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
+        let n = options.threads.max(1);
+        let mut shard_options = options.clone();
+        shard_options.max_open_files = options.max_open_files.div_ceil(n);
+        shard_options.buffer_bytes = options.buffer_bytes / n;
+        let mut shards = Vec::with_capacity(n);
+        for k in 0..n {
+            let state = Arc::new(std::sync::Mutex::new(ShardState::default()));
+            let (tx, rx) = crossbeam_channel::bounded::<Msg>(4);
+            let mut shard = Shard {
+                w: Writer {
+                    dir: dir.to_path_buf(),
+                    props: shard_options.properties(),
+                    options: shard_options.clone(),
+                    run: format!(
+                        "{:x}{:04x}-{k}",
+                        std::process::id(),
+                        now.subsec_micros() & 0xffff
+                    ),
+                    seq: 0,
+                    closed: Vec::new(),
+                    lost: None,
+                    dropped: 0,
+                },
+                parts: HashMap::new(),
+                scanner: Scanner::new(),
+                state: state.clone(),
+                chunks_done: 0,
+            };
+            let thread = std::thread::Builder::new()
+                .name(format!("parquet-{k}"))
+                .spawn(move || shard.run(rx))?;
+            shards.push(ShardHandle {
+                tx: Some(tx),
+                state,
+                sent: VecDeque::new(),
+                sent_base: 0,
+                thread: Some(thread),
+                load: 0,
+            });
+        }
         Ok(ParquetSink {
-            w: Writer {
-                dir: dir.to_path_buf(),
-                props: options.properties(),
-                options,
-                run: format!(
-                    "{:x}{:04x}",
-                    std::process::id(),
-                    now.subsec_micros() & 0xffff
-                ),
-                seq: 0,
-                closed: Vec::new(),
-                lost: None,
-                dropped: 0,
-            },
-            parts: HashMap::new(),
-            scanner: Scanner::new(),
+            dir: dir.to_path_buf(),
+            options,
+            shards,
+            assign: HashMap::new(),
             writes: 0,
             key_buf: Vec::new(),
+            closed: Vec::new(),
+            lost: None,
+            dropped: 0,
             _lock: lock,
         })
     }
 
     /// The partition directory of a line (`key=value/...`), and its timestamp.
-    fn route(&mut self, line: &[u8], value: std::ops::Range<usize>) -> Option<i64> {
+    fn route(&mut self, v: &[u8]) -> Option<i64> {
         self.key_buf.clear();
-        let v = &line[value];
-        let keys = &self.w.options.partition_by;
+        let keys = &self.options.partition_by;
         let mut found: [Option<&[u8]>; 4] = [None; 4];
         let mut ts: Option<&[u8]> = None;
         let mut missing = keys.iter().filter(|k| *k != "date").count() + 1;
@@ -435,16 +561,18 @@ impl ParquetSink {
                 break;
             }
         }
-        let unquote = |v: &[u8]| -> Option<Vec<u8>> {
+        // borrowed when it has no escape (the common case: no allocation per line)
+        fn unquote(v: &[u8]) -> Option<std::borrow::Cow<'_, [u8]>> {
+            use std::borrow::Cow;
             match v.first()? {
-                b'"' if !v.contains(&b'\\') => Some(v[1..v.len() - 1].to_vec()),
+                b'"' if !v.contains(&b'\\') => Some(Cow::Borrowed(&v[1..v.len() - 1])),
                 b'"' => serde_json::from_slice::<String>(v)
                     .ok()
-                    .map(String::into_bytes),
+                    .map(|s| Cow::Owned(s.into_bytes())),
                 b'{' | b'[' | b'n' => None,
-                _ => Some(v.to_vec()),
+                _ => Some(Cow::Borrowed(v)),
             }
-        };
+        }
         let ts_text = ts.and_then(unquote);
         for (i, k) in keys.iter().enumerate() {
             if i > 0 {
@@ -462,30 +590,215 @@ impl ParquetSink {
                                 .enumerate()
                                 .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit())
                     })
-                    .map(|t| t[..10].to_vec())
+                    .map(|t| std::borrow::Cow::Borrowed(&t[..10]))
             } else {
                 found[i].and_then(unquote)
             };
-            self.key_buf
-                .extend_from_slice(encode_value(k.as_bytes()).as_bytes());
+            encode_into(&mut self.key_buf, k.as_bytes());
             self.key_buf.push(b'=');
             match value {
-                Some(v) => self.key_buf.extend_from_slice(encode_value(&v).as_bytes()),
+                Some(v) => encode_into(&mut self.key_buf, &v),
                 None => self.key_buf.extend_from_slice(DEFAULT_PARTITION.as_bytes()),
             }
         }
         ts_text.as_deref().and_then(manifest::parse_timestamp)
     }
 
-    fn drop_line(&mut self, why: &str) {
-        self.w.dropped += 1;
-        if self.w.lost.is_none() {
-            self.w.lost = Some(format!("{}: {why}", self.w.dir.display()));
+    /// The shard that owns the partition in `key_buf` (a new one goes to the least loaded).
+    fn shard_for(&mut self) -> usize {
+        if let Some(&k) = self.assign.get(&self.key_buf) {
+            return k;
         }
+        if self.assign.len() > self.options.max_open_files * 4 {
+            self.assign.clear();
+        }
+        let k = (0..self.shards.len())
+            .min_by_key(|&k| self.shards[k].load)
+            .unwrap_or(0);
+        self.assign.insert(self.key_buf.clone(), k);
+        k
+    }
+
+    /// Take in what the shards report: files closed (for the manifest), rows given up.
+    fn gather(&mut self) {
+        for h in &mut self.shards {
+            let mut st = h.state.lock().unwrap();
+            self.closed.append(&mut st.closed);
+            if let Some(l) = st.lost.take() {
+                self.lost.get_or_insert(l);
+            }
+            self.dropped += std::mem::take(&mut st.dropped);
+            while h.sent_base < st.chunks_done && h.sent.pop_front().is_some() {
+                h.sent_base += 1;
+            }
+        }
+    }
+
+    fn record(&mut self) -> io::Result<()> {
+        if self.closed.is_empty() {
+            return Ok(());
+        }
+        manifest::update(&self.dir, &self.closed, &[])?;
+        self.closed.clear();
+        Ok(())
+    }
+}
+
+impl Shard {
+    fn run(&mut self, rx: crossbeam_channel::Receiver<Msg>) {
+        loop {
+            match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(Msg::Rows(chunk)) => {
+                    self.rows(chunk);
+                    self.chunks_done += 1;
+                }
+                Ok(Msg::Close(reply)) => {
+                    self.close_all();
+                    let _ = reply.send(());
+                    return;
+                }
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                    self.close_all();
+                    return;
+                }
+            }
+            let max_age = self.w.options.max_age;
+            for p in self.parts.values_mut() {
+                if (p.file.is_some() || p.cols.rows() > 0) && p.since.elapsed() >= max_age {
+                    self.w.close(p);
+                }
+            }
+            self.publish();
+        }
+    }
+
+    fn close_all(&mut self) {
+        for p in self.parts.values_mut() {
+            self.w.close(p);
+        }
+        self.publish();
+    }
+
+    fn publish(&mut self) {
+        let min_open = self.parts.values().filter_map(|p| p.first_write).min();
+        let open = self
+            .parts
+            .values()
+            .any(|p| p.file.is_some() || p.cols.rows() > 0);
+        let mut st = self.state.lock().unwrap();
+        st.chunks_done = self.chunks_done;
+        st.min_open = min_open;
+        st.open = open;
+        st.closed.append(&mut self.w.closed);
+        if let Some(l) = self.w.lost.take() {
+            st.lost.get_or_insert(l);
+        }
+        st.dropped += std::mem::take(&mut self.w.dropped);
     }
 
     fn buffered(&self) -> usize {
         self.parts.values().map(|p| p.cols.bytes()).sum()
+    }
+
+    /// Validate, parse and append one chunk's rows to their partitions.
+    fn rows(&mut self, chunk: Chunk) {
+        let w = chunk.write;
+        for (line, key, ts) in &chunk.rows {
+            let line = &chunk.bytes[line.clone()];
+            let key = &chunk.keys[key.clone()];
+            let doc = match self.scanner.validate(line) {
+                Ok(d) => d,
+                Err(e) => {
+                    self.w.dropped += 1;
+                    let why = format!(
+                        "{}: a message is not JSON ({e}); dropped",
+                        self.w.dir.display()
+                    );
+                    self.w.lost.get_or_insert(why);
+                    continue;
+                }
+            };
+            if !self.parts.contains_key(key) {
+                self.parts.insert(
+                    key.to_vec(),
+                    Part {
+                        rel: String::from_utf8_lossy(key).into_owned(),
+                        cols: Columns::new(),
+                        file: None,
+                        group_ts: None,
+                        first_write: None,
+                        since: Instant::now(),
+                        last_write: w,
+                    },
+                );
+            }
+            let p = self.parts.get_mut(key).unwrap();
+            if p.first_write.is_none() {
+                p.first_write = Some(w);
+                p.since = Instant::now();
+            }
+            p.last_write = w;
+            let mut tries = 0;
+            loop {
+                match p.cols.append(line, doc.value.clone()) {
+                    Ok(()) => break,
+                    Err(AppendError::Conflict(c)) if tries < 8 => {
+                        tries += 1;
+                        // write out what fits the old schema; the column becomes text
+                        self.w.write_group(p);
+                        if !p.cols.make_json(&c.0) {
+                            let why = format!(
+                                "{}: a row with more than {} top-level fields; dropped",
+                                p.rel,
+                                columns::MAX_FIELDS
+                            );
+                            self.w.dropped += 1;
+                            self.w.lost.get_or_insert(why);
+                            break;
+                        }
+                        tracing::info!(partition = %p.rel, column = %c, "column types disagree: the column is JSON text from now on (a new file)");
+                    }
+                    Err(e) => {
+                        let why = format!("{}: {e:?}; dropped", p.rel);
+                        self.w.dropped += 1;
+                        self.w.lost.get_or_insert(why);
+                        break;
+                    }
+                }
+            }
+            if let Some(t) = *ts {
+                widen(&mut p.group_ts, (t, t));
+            }
+            if p.cols.rows() >= self.w.options.row_group_rows
+                || p.cols.bytes() >= self.w.options.row_group_bytes
+            {
+                self.w.write_group(p);
+            }
+            if p.file.is_none() && p.cols.rows() == 0 {
+                p.first_write = None;
+            }
+        }
+        self.evict();
+        if self.buffered() > self.w.options.buffer_bytes {
+            // the largest row groups go out first
+            let mut sizes: Vec<(Vec<u8>, usize)> = self
+                .parts
+                .iter()
+                .map(|(k, p)| (k.clone(), p.cols.bytes()))
+                .collect();
+            sizes.sort_by_key(|(_, b)| std::cmp::Reverse(*b));
+            let mut total: usize = sizes.iter().map(|(_, b)| b).sum();
+            for (k, b) in sizes {
+                if total <= self.w.options.buffer_bytes / 2 {
+                    break;
+                }
+                if let Some(p) = self.parts.get_mut(&k) {
+                    self.w.write_group(p);
+                }
+                total -= b;
+            }
+        }
     }
 
     /// Close the least recently written partitions while too many are open.
@@ -672,15 +985,6 @@ impl Writer {
         self.finish(p);
         p.first_write = None;
     }
-
-    fn record(&mut self) -> io::Result<()> {
-        if self.closed.is_empty() {
-            return Ok(());
-        }
-        manifest::update(&self.dir, &self.closed, &[])?;
-        self.closed.clear();
-        Ok(())
-    }
 }
 
 /// Create `rel`'s directories under `dir`, refusing any that is not a plain directory (a
@@ -712,152 +1016,116 @@ impl Sink for ParquetSink {
     fn write(&mut self, batch: &Batch) -> io::Result<()> {
         let w = self.writes;
         self.writes += 1;
+        let mut chunks: Vec<Option<Chunk>> = (0..self.shards.len()).map(|_| None).collect();
         for msg in batch.iter() {
             let line = msg.strip_suffix(b"\n").unwrap_or(msg);
-            let doc = match self.scanner.validate(line) {
-                Ok(d) => d,
-                Err(e) => {
-                    self.drop_line(&format!("a message is not JSON ({e}); dropped"));
-                    continue;
-                }
-            };
-            let ts = self.route(line, doc.value.clone());
-            if !self.parts.contains_key(&self.key_buf) {
-                self.parts.insert(
-                    self.key_buf.clone(),
-                    Part {
-                        rel: String::from_utf8_lossy(&self.key_buf).into_owned(),
-                        cols: Columns::new(),
-                        file: None,
-                        group_ts: None,
-                        first_write: None,
-                        since: Instant::now(),
-                        last_write: w,
-                    },
-                );
-            }
-            let p = self.parts.get_mut(&self.key_buf).unwrap();
-            if p.first_write.is_none() {
-                p.first_write = Some(w);
-                p.since = Instant::now();
-            }
-            p.last_write = w;
-            let mut tries = 0;
-            loop {
-                match p.cols.append(line, doc.value.clone()) {
-                    Ok(()) => break,
-                    Err(AppendError::Conflict(c)) if tries < 8 => {
-                        tries += 1;
-                        // write out what fits the old schema; the column becomes text
-                        self.w.write_group(p);
-                        if !p.cols.make_json(&c.0) {
-                            let why = format!(
-                                "{}: a row with more than {} top-level fields; dropped",
-                                p.rel,
-                                columns::MAX_FIELDS
-                            );
-                            self.w.dropped += 1;
-                            self.w.lost.get_or_insert(why);
-                            break;
-                        }
-                        tracing::info!(partition = %p.rel, column = %c, "column types disagree: the column is JSON text from now on (a new file)");
-                    }
-                    Err(e) => {
-                        let why = format!("{}: {e:?}; dropped", p.rel);
-                        self.w.dropped += 1;
-                        self.w.lost.get_or_insert(why);
-                        break;
-                    }
-                }
-            }
-            if let Some(t) = ts {
-                widen(&mut p.group_ts, (t, t));
-            }
-            if p.cols.rows() >= self.w.options.row_group_rows
-                || p.cols.bytes() >= self.w.options.row_group_bytes
-            {
-                self.w.write_group(p);
-            }
-            if p.file.is_none() && p.cols.rows() == 0 {
-                p.first_write = None;
-            }
-        }
-        self.evict();
-        if self.buffered() > self.w.options.buffer_bytes {
-            // the largest row groups go out first
-            let mut sizes: Vec<(Vec<u8>, usize)> = self
-                .parts
+            let start = line
                 .iter()
-                .map(|(k, p)| (k.clone(), p.cols.bytes()))
-                .collect();
-            sizes.sort_by_key(|(_, b)| std::cmp::Reverse(*b));
-            let mut total: usize = sizes.iter().map(|(_, b)| b).sum();
-            for (k, b) in sizes {
-                if total <= self.w.options.buffer_bytes / 2 {
-                    break;
-                }
-                if let Some(p) = self.parts.get_mut(&k) {
-                    self.w.write_group(p);
-                }
-                total -= b;
+                .position(|c| !c.is_ascii_whitespace())
+                .unwrap_or(line.len());
+            let ts = self.route(&line[start..]);
+            let k = self.shard_for();
+            self.shards[k].load += 1;
+            let c = chunks[k].get_or_insert_with(|| Chunk::new(w));
+            let l0 = c.bytes.len();
+            c.bytes.extend_from_slice(line);
+            let k0 = c.keys.len();
+            c.keys.extend_from_slice(&self.key_buf);
+            c.rows.push((l0..c.bytes.len(), k0..c.keys.len(), ts));
+        }
+        for (k, c) in chunks.into_iter().enumerate() {
+            let Some(c) = c else { continue };
+            let h = &mut self.shards[k];
+            let n = c.rows.len() as u64;
+            // blocks while the shard is busy: backpressure
+            let sent =
+                h.tx.as_ref()
+                    .is_some_and(|tx| tx.send(Msg::Rows(c)).is_ok());
+            if sent {
+                h.sent.push_back(w);
+            } else {
+                self.dropped += n;
+                self.lost.get_or_insert(format!(
+                    "{}: a writer thread has stopped; {n} rows dropped",
+                    self.dir.display()
+                ));
             }
         }
         Ok(())
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        let max_age = self.w.options.max_age;
-        for p in self.parts.values_mut() {
-            if (p.file.is_some() || p.cols.rows() > 0) && p.since.elapsed() >= max_age {
-                self.w.close(p);
-            }
-        }
-        if let Err(e) = self.w.record() {
+        self.gather();
+        if let Err(e) = self.record() {
             tracing::warn!("{e}; the manifest is updated at the next flush");
         }
-        match self.w.lost.take() {
+        match self.lost.take() {
             Some(m) => Err(io::Error::other(m)),
             None => Ok(()),
         }
     }
 
     fn close(&mut self) -> io::Result<()> {
-        for p in self.parts.values_mut() {
-            self.w.close(p);
+        let mut waits = Vec::new();
+        for h in &mut self.shards {
+            if let Some(tx) = h.tx.take() {
+                let (rtx, rrx) = crossbeam_channel::bounded(1);
+                if tx.send(Msg::Close(rtx)).is_ok() {
+                    waits.push(rrx);
+                }
+            }
         }
-        self.w.record()?;
-        match self.w.lost.take() {
+        for r in waits {
+            let _ = r.recv();
+        }
+        for h in &mut self.shards {
+            if let Some(t) = h.thread.take() {
+                let _ = t.join();
+            }
+        }
+        self.gather();
+        self.record()?;
+        match self.lost.take() {
             Some(m) => Err(io::Error::other(m)),
             None => Ok(()),
         }
     }
 
     fn take_dropped(&mut self) -> u64 {
-        std::mem::take(&mut self.w.dropped)
+        std::mem::take(&mut self.dropped)
     }
 
     fn settled_writes(&self) -> Option<u64> {
-        Some(
-            self.parts
-                .values()
-                .filter_map(|p| p.first_write)
-                .min()
-                .unwrap_or(self.writes),
-        )
+        let mut settled = self.writes;
+        for h in &self.shards {
+            let st = h.state.lock().unwrap();
+            if let Some(m) = st.min_open {
+                settled = settled.min(m);
+            }
+            // the first chunk it has not handled yet
+            let handled = st.chunks_done.saturating_sub(h.sent_base) as usize;
+            if let Some(&w) = h.sent.get(handled) {
+                settled = settled.min(w);
+            }
+        }
+        Some(settled)
     }
 
     fn pending(&self) -> bool {
-        self.parts
-            .values()
-            .any(|p| p.file.is_some() || p.cols.rows() > 0)
-            || !self.w.closed.is_empty()
+        !self.closed.is_empty()
+            || self.shards.iter().any(|h| {
+                let st = h.state.lock().unwrap();
+                st.open
+                    || !st.closed.is_empty()
+                    || st.chunks_done < h.sent_base + h.sent.len() as u64
+            })
     }
 
     fn hand_over(&self, uid: u32, gid: u32) -> io::Result<()> {
         use std::os::unix::fs::lchown;
         let named =
             |p: &Path, e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", p.display()));
-        let dir = &self.w.dir;
+        let dir = &self.dir;
         lchown(dir, Some(uid), Some(gid)).map_err(|e| named(dir, e))?;
         for name in [DIR_LOCK, manifest::MANIFEST, "_manifest.lock"] {
             let p = dir.join(name);
@@ -876,6 +1144,16 @@ impl Sink for ParquetSink {
             }
         }
         Ok(())
+    }
+}
+
+impl Drop for ParquetSink {
+    fn drop(&mut self) {
+        // not closed (a panic, an abandoned output): the shards close their files on their
+        // own when the channel goes; the next start lists them in the manifest
+        for h in &mut self.shards {
+            h.tx.take();
+        }
     }
 }
 
