@@ -23,7 +23,7 @@ fn every_input_scheme_and_option_is_in_the_reference() {
 }
 
 #[test]
-fn every_output_scheme_is_in_the_reference() {
+fn every_output_scheme_and_option_is_in_the_reference() {
     let doc = include_str!("../../../docs/configuration.md");
     let section = &doc[doc.find("## URI schemes").expect("a URI schemes section")..];
     for s in dragonfly_io::sinks::SCHEMES {
@@ -32,5 +32,13 @@ fn every_output_scheme_is_in_the_reference() {
             "docs/configuration.md does not describe {}:// (output)",
             s.name
         );
+        for o in s.options.iter().filter(|o| o.name != "*") {
+            assert!(
+                doc.contains(&format!("`{}`", o.name)),
+                "docs/configuration.md does not describe option '{}' of {}:// (output)",
+                o.name,
+                s.name
+            );
+        }
     }
 }

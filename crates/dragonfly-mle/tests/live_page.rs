@@ -92,7 +92,8 @@ fn the_live_page_shows_the_triage_pipeline_and_its_numbers_move() {
             ids.push(format!("{kind}:{}", x["tag"].as_str().unwrap()));
         }
     }
-    assert_eq!(ids.len(), 2 + 12 + 3, "{ids:?}");
+    // one input (and its filter), 12 analyzers, 4 outputs (findings, reports, alerts, archive)
+    assert_eq!(ids.len(), 2 + 12 + 4, "{ids:?}");
 
     let browser = Command::new("node")
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/live_page.js"))

@@ -405,3 +405,95 @@ fn the_triage_archive_holds_findings_and_alerts_and_the_readme_recipe_runs() {
     assert!(text.contains("10.1.3.77"), "{text}");
     assert!(text.contains("2025-03-10"), "{text}");
 }
+
+/// SIGTERM closes every open file: what the output accepted is in closed, readable files,
+/// listed in the manifest; no temporary file is left.
+#[test]
+fn sigterm_closes_every_open_file() {
+    let r = root("tail://in.json<", "max_age_s = 3600, row_group_rows = 100");
+    write_lines(&r.path().join("in.json"), &events(1000));
+    let e = spawn_logged(&r);
+    let dir = pq(&r);
+    let temp_exists = || {
+        let d = dir.join("event_type=dns/date=2025-03-10");
+        std::fs::read_dir(&d)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|f| f.file_name().to_string_lossy().starts_with(".part-"))
+    };
+    wait_for(LIMIT, "an open file", temp_exists);
+    assert!(
+        parquet_files(&dir).is_empty(),
+        "nothing closes before an hour"
+    );
+    let (s, err) = stop(e, Duration::from_secs(60));
+    assert!(s.success(), "{err}");
+    let got = check(&["readable", dir.to_str().unwrap()]);
+    assert_eq!(got["hidden"], 0, "{got}");
+    assert_eq!(
+        got["rows"],
+        r.final_stats()["outputs"]["out"]["events"],
+        "{got}"
+    );
+    assert!(got["rows"].as_u64().unwrap() >= 100, "{got}");
+}
+
+/// A full disk: the files that cannot be written are given up with a message naming them,
+/// their rows counted as dropped (rows in files + dropped = every event), the engine goes
+/// on; with space back the same events are all written. On a small tmpfs (root only).
+#[test]
+fn a_full_disk_gives_up_files_counted_and_writing_resumes() {
+    let Some(fs) = Tmpfs::mount("1m") else {
+        return;
+    };
+    let dir = fs.dir.path().join("pq");
+    let filler = fs.dir.path().join("filler");
+    std::fs::write(&filler, vec![b'f'; 1024 * 1024 - 96 * 1024]).unwrap();
+    let r = root("file://in.json", "row_group_rows = 200, file_rows = 1000");
+    let cfg = std::fs::read_to_string(r.path().join("config/config.lua")).unwrap();
+    r.config(&cfg.replace("parquet://pq", &format!("parquet://{}", dir.display())));
+    // rows that do not compress: 3000 x 200 random hex digits (~600 KB)
+    let mut x = 0x9e3779b97f4a7c15u64;
+    let lines: Vec<String> = (0..3000)
+        .map(|i| {
+            let pad: String = (0..25)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    format!("{x:016x}")
+                })
+                .collect::<String>()[..200]
+                .to_string();
+            format!(r#"{{"timestamp":"2025-03-10T09:00:00.000000+0000","event_type":"dns","seq":{i},"pad":"{pad}"}}"#)
+        })
+        .collect();
+    write_lines(&r.path().join("in.json"), &lines);
+    let out = r.run_to_eof(LIMIT);
+    assert_ok(&out);
+    let log = r.read_log("dragonfly-mle.log") + &String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("No space left on device"), "{log}");
+    assert!(log.contains(".part-"), "the message names the file: {log}");
+    let dropped = r.final_stats()["outputs"]["out"]["dropped"]
+        .as_u64()
+        .unwrap();
+    let first = check(&["readable", dir.to_str().unwrap()]);
+    assert!(dropped > 0, "{first}");
+    assert_eq!(first["rows"].as_u64().unwrap() + dropped, 3000, "{first}");
+    assert_eq!(
+        first["hidden"], 0,
+        "a given-up file was left behind: {first}"
+    );
+
+    // space returns: the same input again, every row written
+    std::fs::remove_file(&filler).unwrap();
+    let out = r.run_to_eof(LIMIT);
+    assert_ok(&out);
+    assert_eq!(r.final_stats()["outputs"]["out"]["dropped"], 0);
+    let second = check(&["readable", dir.to_str().unwrap()]);
+    assert_eq!(
+        second["rows"].as_u64().unwrap(),
+        first["rows"].as_u64().unwrap() + 3000
+    );
+}

@@ -161,7 +161,9 @@ def readable(d):
     if n != total:
         fail(f"DuckDB read {n} rows, pyarrow {total}")
     check_manifest(d, files, {})
-    hidden = [p for p in glob.glob(os.path.join(d, "**", ".*"), recursive=True)]
+    # temporary files of unfinished Parquet files (not the lock files)
+    hidden = [p for p in glob.glob(os.path.join(d, "**", ".*.tmp"), recursive=True)
+              if os.path.basename(p).startswith((".part-", ".compact-"))]
     print(json.dumps({"files": len(files), "rows": total, "distinct_seqs": len(seqs), "seqs": sorted(seqs),
                       "max_seq": max(seqs) if seqs else None, "hidden": len(hidden)}))
 

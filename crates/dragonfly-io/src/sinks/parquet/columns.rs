@@ -996,6 +996,58 @@ mod tests {
         assert_eq!(rows[0]["w"], v["w"]);
     }
 
+    /// Speed of the parse alone over the shared corpus, by event type (release:
+    /// `cargo test --release -p dragonfly-io parse_speed -- --ignored --nocapture`).
+    #[test]
+    #[ignore]
+    fn parse_speed() {
+        use std::io::Read;
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../../shared/data/eve-synth.json.gz"
+        );
+        let mut text = String::new();
+        flate2::read::MultiGzDecoder::new(std::fs::File::open(path).unwrap())
+            .read_to_string(&mut text)
+            .unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        let mut parts: HashMap<String, Columns> = HashMap::new();
+        let mut scanner = Scanner::new();
+        let t = std::time::Instant::now();
+        let mut n = 0;
+        for _ in 0..5 {
+            for l in &lines {
+                let doc = scanner.validate(l.as_bytes()).unwrap();
+                let et = l
+                    .split("\"event_type\":\"")
+                    .nth(1)
+                    .unwrap()
+                    .split('"')
+                    .next()
+                    .unwrap();
+                let c = parts.entry(et.to_string()).or_default();
+                c.append(l.as_bytes(), doc.value).unwrap();
+                if c.rows() >= 65536 {
+                    c.take();
+                }
+                n += 1;
+            }
+        }
+        let parse = t.elapsed();
+        let t = std::time::Instant::now();
+        for _ in 0..5 {
+            for l in &lines {
+                scanner.validate(l.as_bytes()).unwrap();
+            }
+        }
+        let validate = t.elapsed();
+        eprintln!(
+            "{n} events: validate+parse+take {:.2} us/event, of which validate {:.2}",
+            parse.as_secs_f64() * 1e6 / n as f64,
+            validate.as_secs_f64() * 1e6 / n as f64
+        );
+    }
+
     mod props {
         use super::*;
         use proptest::prelude::*;
