@@ -153,6 +153,7 @@ fn merge(dir: &Path, part: &str, files: &[String], entries: &[Entry]) -> io::Res
         let props = parquet::file::properties::WriterProperties::builder()
             .set_compression(parquet::basic::Compression::ZSTD(Default::default()))
             .set_statistics_enabled(parquet::file::properties::EnabledStatistics::Page)
+            .set_dictionary_enabled(false)
             .set_created_by(format!("dragonfly-mle {}", env!("CARGO_PKG_VERSION")))
             .build();
         use std::os::unix::fs::OpenOptionsExt;
