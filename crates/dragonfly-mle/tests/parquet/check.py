@@ -61,6 +61,17 @@ def read_rows(path):
     return [{k: decode_text_columns(v, fields[k]) for k, v in r.items()} for r in rows], t
 
 
+def check_index(f):
+    """Every column chunk has statistics, a column index and an offset index (the page index)."""
+    md = pq.ParquetFile(f).metadata
+    for g in range(md.num_row_groups):
+        rg = md.row_group(g)
+        for c in range(rg.num_columns):
+            col = rg.column(c)
+            if not (col.is_stats_set and col.has_column_index and col.has_offset_index):
+                fail(f"{f}: row group {g} column {col.path_in_schema} lacks statistics or the page index")
+
+
 def check_manifest(d, files, stats):
     m = json.load(open(os.path.join(d, "_manifest.json")))
     listed = {e["path"]: e for e in m}
@@ -95,6 +106,7 @@ def full(d, events_path):
     got = collections.Counter()
     stats = {}
     for f in files:
+        check_index(f)
         rows, _ = read_rows(f)
         part = dict(p.split("=", 1) for p in os.path.relpath(f, d).split(os.sep)[:-1])
         ts = []
