@@ -295,7 +295,8 @@ fn bucket(key: &[u8]) -> u8 {
     ((key.len() * 7 + first * 3 + last) & 63) as u8
 }
 
-fn skip_ws(b: &[u8], mut i: usize) -> usize {
+/// Past the whitespace at `b[i..]`.
+pub fn skip_ws(b: &[u8], mut i: usize) -> usize {
     while i < b.len() && ws(b[i]) {
         i += 1;
     }
@@ -487,8 +488,9 @@ pub fn skip(b: &[u8], i: usize) -> usize {
     }
 }
 
-/// The end (after the closing quote) of the string at `b[i]` in validated JSON.
-fn string_end(b: &[u8], i: usize) -> usize {
+/// The end (after the closing quote) of the string at `b[i]` in validated JSON, or the end
+/// of `b` (16 bytes at a time).
+pub fn string_end(b: &[u8], i: usize) -> usize {
     let mut j = i + 1;
     while j < b.len() {
         j += special(&b[j..]);

@@ -40,7 +40,7 @@ use arrow_array::{
 };
 use arrow_buffer::{BooleanBufferBuilder, Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
 use arrow_schema::{DataType, Field, Fields};
-use dragonfly_event::json::skip;
+use dragonfly_event::json::{skip, skip_ws as ws, string_end};
 
 /// Nesting below which values are kept as JSON text.
 pub const MAX_DEPTH: usize = 16;
@@ -388,36 +388,6 @@ fn quoted(key: &[u8]) -> Vec<u8> {
     q
 }
 
-/// Past whitespace.
-fn ws(b: &[u8], mut i: usize) -> usize {
-    while let Some(b' ' | b'\t' | b'\n' | b'\r') = b.get(i) {
-        i += 1;
-    }
-    i
-}
-
-/// The index after the string that starts at `b[i]` (`"`), or the end of `b`.
-fn string_end(b: &[u8], i: usize) -> usize {
-    let mut j = i + 1;
-    // most strings are short: look at the first bytes one by one
-    let short = b.len().min(j + 24);
-    while j < short {
-        match b[j] {
-            b'"' => return j + 1,
-            b'\\' => j += 2,
-            _ => j += 1,
-        }
-    }
-    while j < b.len() {
-        match memchr::memchr2(b'"', b'\\', &b[j..]) {
-            Some(k) if b[j + k] == b'"' => return j + k + 1,
-            Some(k) => j += k + 2,
-            None => break,
-        }
-    }
-    b.len()
-}
-
 /// An integer that fits an `i64` (no fraction, no exponent), exactly.
 #[inline]
 fn parse_i64(v: &[u8]) -> Option<i64> {
@@ -621,10 +591,7 @@ impl Col {
             }
             _ => {
                 // a number
-                let end = i + b[i..]
-                    .iter()
-                    .position(|c| !matches!(c, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E'))
-                    .unwrap_or(b.len() - i);
+                let end = skip(b, i).clamp(i, b.len());
                 let v = &b[i..end];
                 let int = parse_i64(v);
                 if let Col::Null(n) = *self {

@@ -150,12 +150,8 @@ fn merge(dir: &Path, part: &str, files: &[String], entries: &[Entry]) -> io::Res
     let tmp = pdir.join(format!(".compact-{name}.tmp"));
     let res = (|| -> io::Result<(u64, u64)> {
         let schema = schema_of(&dir.join(&files[0]))?;
-        let props = parquet::file::properties::WriterProperties::builder()
-            .set_compression(parquet::basic::Compression::ZSTD(Default::default()))
-            .set_statistics_enabled(parquet::file::properties::EnabledStatistics::Page)
-            .set_dictionary_enabled(false)
-            .set_created_by(format!("dragonfly-mle {}", env!("CARGO_PKG_VERSION")))
-            .build();
+        let props =
+            super::properties(parquet::basic::Compression::ZSTD(Default::default()), false).build();
         use std::os::unix::fs::OpenOptionsExt;
         let out = std::fs::OpenOptions::new()
             .create_new(true)
@@ -196,7 +192,7 @@ fn merge(dir: &Path, part: &str, files: &[String], entries: &[Entry]) -> io::Res
         Ok(r) => r,
         Err(e) => {
             let _ = std::fs::remove_file(&tmp);
-            return Err(io::Error::new(e.kind(), format!("{}: {e}", pdir.display())));
+            return Err(super::at(&pdir, e));
         }
     };
     let old: Vec<&Entry> = entries.iter().filter(|e| files.contains(&e.path)).collect();
@@ -214,7 +210,7 @@ fn merge(dir: &Path, part: &str, files: &[String], entries: &[Entry]) -> io::Res
         bytes,
         min_timestamp: min,
         max_timestamp: max,
-        closed: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        closed: manifest::now(),
         compacted_from: files
             .iter()
             .map(|f| f.rsplit('/').next().unwrap_or(f).to_string())

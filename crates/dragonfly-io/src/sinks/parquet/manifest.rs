@@ -32,6 +32,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::at;
+
 /// The manifest's name in the output directory.
 pub const MANIFEST: &str = "_manifest.json";
 const LOCK: &str = "_manifest.lock";
@@ -168,7 +170,8 @@ fn num_of(d: &[u8]) -> Option<i64> {
     })
 }
 
-fn now() -> String {
+/// Now, UTC, to the second (RFC 3339).
+pub(super) fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
@@ -176,17 +179,26 @@ fn now() -> String {
 struct Locked(#[allow(dead_code)] nix::fcntl::Flock<File>);
 
 fn lock(dir: &Path) -> io::Result<Locked> {
-    let path = dir.join(LOCK);
+    flock(&dir.join(LOCK), true).map(Locked)
+}
+
+/// An exclusive `flock` on `path` (created, never through a symbolic link); `wait`: block
+/// until it is free, else fail with `WouldBlock`.
+pub(super) fn flock(path: &Path, wait: bool) -> io::Result<nix::fcntl::Flock<File>> {
+    use nix::fcntl::FlockArg;
     let f = OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(&path)
-        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
-    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
-        .map(Locked)
-        .map_err(|(_, e)| io::Error::other(format!("{}: {e}", path.display())))
+        .open(path)
+        .map_err(|e| at(path, e))?;
+    let arg = if wait {
+        FlockArg::LockExclusive
+    } else {
+        FlockArg::LockExclusiveNonblock
+    };
+    nix::fcntl::Flock::lock(f, arg).map_err(|(_, e)| at(path, e.into()))
 }
 
 /// The entries on disk (none if there is no manifest yet).
@@ -206,7 +218,7 @@ pub fn read(dir: &Path) -> io::Result<Vec<Entry>> {
 
 fn write(dir: &Path, entries: &[Entry]) -> io::Result<()> {
     let tmp = dir.join(".manifest.json.tmp");
-    let named = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", tmp.display()));
+    let named = |e: io::Error| at(&tmp, e);
     let _ = std::fs::remove_file(&tmp);
     let mut f = OpenOptions::new()
         .create_new(true)
@@ -257,7 +269,7 @@ pub fn scan(dir: &Path) -> io::Result<(Vec<String>, Vec<PathBuf>)> {
                 tracing::warn!("{}: {e}; skipped", d.display());
                 continue;
             }
-            Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", d.display()))),
+            Err(e) => return Err(at(&d, e)),
         };
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();

@@ -277,12 +277,9 @@ impl Options {
     }
 
     fn properties(&self) -> WriterProperties {
-        WriterProperties::builder()
-            .set_compression(self.compression)
-            .set_statistics_enabled(EnabledStatistics::Page)
-            .set_dictionary_enabled(self.dictionary)
+        // row groups end where the sink says (row_group_rows / row_group_mb)
+        properties(self.compression, self.dictionary)
             .set_max_row_group_row_count(None)
-            .set_created_by(format!("dragonfly-mle {}", env!("CARGO_PKG_VERSION")))
             .build()
     }
 }
@@ -349,6 +346,13 @@ struct Part {
     since: Instant,
     /// The last write that added a row (least recently written closes first).
     last_write: u64,
+}
+
+impl Part {
+    /// Whether it holds rows or an open file.
+    fn is_open(&self) -> bool {
+        self.file.is_some() || self.cols.rows() > 0
+    }
 }
 
 /// What is shared by the partitions: where and how files are written.
@@ -442,6 +446,24 @@ pub struct ParquetSink {
     _lock: nix::fcntl::Flock<File>,
 }
 
+/// `e`, naming the path it is about.
+pub(super) fn at(path: &Path, e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+}
+
+/// What every file this output writes (and compaction) shares: page statistics (the page
+/// index), the compression and dictionary setting, the writer's name.
+pub(super) fn properties(
+    compression: Compression,
+    dictionary: bool,
+) -> parquet::file::properties::WriterPropertiesBuilder {
+    WriterProperties::builder()
+        .set_compression(compression)
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_dictionary_enabled(dictionary)
+        .set_created_by(format!("dragonfly-mle {}", env!("CARGO_PKG_VERSION")))
+}
+
 fn widen(r: &mut Option<(i64, i64)>, t: (i64, i64)) {
     *r = Some(match *r {
         None => t,
@@ -476,26 +498,19 @@ impl ParquetSink {
     /// Open `dir` (created if missing) for writing: take its lock, clean up what an earlier
     /// run left unfinished, bring the manifest in line with the files.
     pub fn open(dir: &Path, options: Options) -> io::Result<Self> {
-        let named = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", dir.display()));
-        std::fs::create_dir_all(dir).map_err(named)?;
-        let lock_path = dir.join(DIR_LOCK);
-        let f = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&lock_path)
-            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", lock_path.display())))?;
-        let lock = nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock)
-            .map_err(|(_, e)| {
-                io::Error::new(
-                    io::ErrorKind::WouldBlock,
-                    format!(
-                        "{}: another engine is writing Parquet files here ({e}); give each engine its own directory",
-                        dir.display()
-                    ),
-                )
-            })?;
+        std::fs::create_dir_all(dir).map_err(|e| at(dir, e))?;
+        let lock = manifest::flock(&dir.join(DIR_LOCK), false).map_err(|e| {
+            if e.kind() != io::ErrorKind::WouldBlock {
+                return e;
+            }
+            io::Error::new(
+                io::ErrorKind::WouldBlock,
+                format!(
+                    "{}: another engine is writing Parquet files here ({e}); give each engine its own directory",
+                    dir.display()
+                ),
+            )
+        })?;
         let (added, dropped) = manifest::reconcile(dir, true)?;
         if added + dropped > 0 {
             tracing::info!(dir = %dir.display(), added, dropped, "manifest brought in line with the files");
@@ -685,7 +700,7 @@ impl Shard {
             }
             let max_age = self.w.options.max_age;
             for p in self.parts.values_mut() {
-                if (p.file.is_some() || p.cols.rows() > 0) && p.since.elapsed() >= max_age {
+                if p.is_open() && p.since.elapsed() >= max_age {
                     self.w.close(p);
                 }
             }
@@ -702,10 +717,7 @@ impl Shard {
 
     fn publish(&mut self) {
         let min_open = self.parts.values().filter_map(|p| p.first_write).min();
-        let open = self
-            .parts
-            .values()
-            .any(|p| p.file.is_some() || p.cols.rows() > 0);
+        let open = self.parts.values().any(Part::is_open);
         let mut st = self.state.lock().unwrap();
         st.chunks_done = self.chunks_done;
         st.min_open = min_open;
@@ -827,7 +839,7 @@ impl Shard {
             let open: Vec<(&Vec<u8>, u64)> = self
                 .parts
                 .iter()
-                .filter(|(_, p)| p.file.is_some() || p.cols.rows() > 0)
+                .filter(|(_, p)| p.is_open())
                 .map(|(k, p)| (k, p.last_write))
                 .collect();
             if open.len() <= self.w.options.max_open_files {
@@ -843,7 +855,7 @@ impl Shard {
             let mut idle: Vec<(Vec<u8>, u64)> = self
                 .parts
                 .iter()
-                .filter(|(_, p)| p.file.is_none() && p.cols.rows() == 0)
+                .filter(|(_, p)| !p.is_open())
                 .map(|(k, p)| (k.clone(), p.last_write))
                 .collect();
             idle.sort_by_key(|(_, w)| *w);
@@ -916,8 +928,13 @@ impl Writer {
         if p.cols.rows() == 0 {
             p.first_write = None;
         }
+        self.lose(rows, format!("{what}: {why}; {rows} rows given up"));
+    }
+
+    /// Rows lost writing a file: counted, logged, reported by the next flush (which fails
+    /// the receipts still held).
+    fn lose(&mut self, rows: u64, msg: String) {
         self.dropped += rows;
-        let msg = format!("{what}: {why}; {rows} rows given up");
         tracing::error!("{msg}");
         self.lost.get_or_insert(msg);
     }
@@ -934,7 +951,7 @@ impl Writer {
             .write(true)
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(&tmp)
-            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", tmp.display())))?;
+            .map_err(|e| at(&tmp, e))?;
         let writer = ArrowWriter::try_new(file, schema.clone(), Some(self.props.clone()))
             .map_err(io::Error::other)?;
         Ok(OpenFile {
@@ -982,16 +999,16 @@ impl Writer {
                     bytes,
                     min_timestamp: ts.map(|t| manifest::rfc3339(t.0)),
                     max_timestamp: ts.map(|t| manifest::rfc3339(t.1)),
-                    closed: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    closed: manifest::now(),
                     compacted_from: Vec::new(),
                 });
             }
             Err(e) => {
                 let _ = std::fs::remove_file(&tmp);
-                self.dropped += rows;
-                let msg = format!("{}: {e}; {rows} rows given up", tmp.display());
-                tracing::error!("{msg}");
-                self.lost.get_or_insert(msg);
+                self.lose(
+                    rows,
+                    format!("{}: {e}; {rows} rows given up", tmp.display()),
+                );
             }
         }
         if p.cols.rows() == 0 {
@@ -1016,7 +1033,7 @@ fn make_dirs(dir: &Path, rel: &str) -> io::Result<()> {
         match std::fs::create_dir(&d) {
             Ok(()) => continue,
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", d.display()))),
+            Err(e) => return Err(at(&d, e)),
         }
         let m = std::fs::symlink_metadata(&d)?;
         if !m.file_type().is_dir() {
@@ -1143,8 +1160,7 @@ impl Sink for ParquetSink {
 
     fn hand_over(&self, uid: u32, gid: u32) -> io::Result<()> {
         use std::os::unix::fs::lchown;
-        let named =
-            |p: &Path, e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", p.display()));
+        let named = |p: &Path, e: io::Error| at(p, e);
         let dir = &self.dir;
         lchown(dir, Some(uid), Some(gid)).map_err(|e| named(dir, e))?;
         for name in [DIR_LOCK, manifest::MANIFEST, "_manifest.lock"] {
