@@ -497,3 +497,60 @@ fn a_full_disk_gives_up_files_counted_and_writing_resumes() {
         first["rows"].as_u64().unwrap() + 3000
     );
 }
+
+/// A row that can never be written (here an analyzer outputs a string, not an object) is
+/// dropped, counted and logged, but does not hold back the input's receipts: delivering it
+/// again would not help. The checkpoint reaches the end; the other rows are written.
+#[test]
+fn a_row_that_can_never_be_written_is_counted_without_holding_receipts() {
+    let r = Root::passthrough("tail://in.json<");
+    r.write(
+        "analyzer/pass.lua",
+        r#"
+function setup() end
+function loop(msg)
+  if msg.seq == 3 then dragonfly.output_event(default_output, "not an object")
+  else dragonfly.output_event(default_output, msg) end
+end
+"#,
+    );
+    let cfg = std::fs::read_to_string(r.path().join("config/config.lua")).unwrap();
+    r.config(
+        &cfg.replace(
+            r#"uri="tail://in.json<""#,
+            r#"uri="tail://in.json<", options = { checkpoint = "in.pos" }"#,
+        )
+        .replace(
+            r#"uri="file://out.json""#,
+            r#"uri="parquet://pq", options = { max_age_s = 0.3 }"#,
+        ),
+    );
+    write_lines(&r.path().join("in.json"), &events(10));
+    let size = std::fs::metadata(r.path().join("in.json")).unwrap().len();
+    let e = spawn_logged(&r);
+    let offset = || {
+        std::fs::read_to_string(r.path().join("in.pos"))
+            .ok()
+            .and_then(|s| {
+                s.split_whitespace()
+                    .nth(2)
+                    .map(|x| x.parse::<u64>().unwrap())
+            })
+            .unwrap_or(0)
+    };
+    wait_for(
+        Duration::from_secs(60),
+        "the checkpoint reaches the end",
+        || offset() == size,
+    );
+    let (s, err) = stop(e, Duration::from_secs(60));
+    assert!(s.success(), "{err}");
+    assert_eq!(r.final_stats()["outputs"]["out"]["dropped"], 1);
+    let got = check(&["readable", pq(&r).to_str().unwrap()]);
+    assert_eq!(got["rows"], 9, "{got}");
+    assert!(
+        stderr_log(&r).contains("a message is not a JSON object"),
+        "{}",
+        stderr_log(&r)
+    );
+}

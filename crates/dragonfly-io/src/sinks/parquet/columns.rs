@@ -734,6 +734,15 @@ pub enum AppendError {
     Conflict(Conflict),
 }
 
+impl std::fmt::Display for AppendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AppendError::NotAnObject => f.write_str("a message is not a JSON object"),
+            AppendError::Conflict(c) => write!(f, "column '{c}': its types keep disagreeing"),
+        }
+    }
+}
+
 impl Columns {
     /// No rows, no columns.
     pub fn new() -> Self {

@@ -366,6 +366,8 @@ struct Writer {
     closed: Vec<Entry>,
     /// Rows given up since the last flush, and why.
     lost: Option<String>,
+    /// Rows that can never be written (not JSON, not an object, ...) since the last flush.
+    rejected: Option<String>,
     dropped: u64,
 }
 
@@ -405,6 +407,7 @@ struct ShardState {
     open: bool,
     closed: Vec<Entry>,
     lost: Option<String>,
+    rejected: Option<String>,
     dropped: u64,
 }
 
@@ -442,6 +445,7 @@ pub struct ParquetSink {
     key_buf: Vec<u8>,
     closed: Vec<Entry>,
     lost: Option<String>,
+    rejected: Option<String>,
     dropped: u64,
     _lock: nix::fcntl::Flock<File>,
 }
@@ -539,6 +543,7 @@ impl ParquetSink {
                     seq: 0,
                     closed: Vec::new(),
                     lost: None,
+                    rejected: None,
                     dropped: 0,
                 },
                 parts: HashMap::new(),
@@ -567,6 +572,7 @@ impl ParquetSink {
             key_buf: Vec::new(),
             closed: Vec::new(),
             lost: None,
+            rejected: None,
             dropped: 0,
             _lock: lock,
         })
@@ -654,7 +660,8 @@ impl ParquetSink {
         k
     }
 
-    /// Take in what the shards report: files closed (for the manifest), rows given up.
+    /// Take in what the shards report: files closed (for the manifest), rows given up; log
+    /// the first row since the last time that can never be written.
     fn gather(&mut self) {
         for h in &mut self.shards {
             let mut st = h.state.lock().unwrap();
@@ -662,10 +669,18 @@ impl ParquetSink {
             if let Some(l) = st.lost.take() {
                 self.lost.get_or_insert(l);
             }
+            if let Some(r) = st.rejected.take() {
+                self.rejected.get_or_insert(r);
+            }
             self.dropped += std::mem::take(&mut st.dropped);
             while h.sent_base < st.chunks_done && h.sent.pop_front().is_some() {
                 h.sent_base += 1;
             }
+        }
+        if let Some(r) = self.rejected.take() {
+            tracing::warn!(
+                "{r}; dropped (counted in the output's dropped: the first since the last flush)"
+            );
         }
     }
 
@@ -726,6 +741,9 @@ impl Shard {
         if let Some(l) = self.w.lost.take() {
             st.lost.get_or_insert(l);
         }
+        if let Some(r) = self.w.rejected.take() {
+            st.rejected.get_or_insert(r);
+        }
         st.dropped += std::mem::take(&mut self.w.dropped);
     }
 
@@ -742,12 +760,8 @@ impl Shard {
             let doc = match self.scanner.validate(line) {
                 Ok(d) => d,
                 Err(e) => {
-                    self.w.dropped += 1;
-                    let why = format!(
-                        "{}: a message is not JSON ({e}); dropped",
-                        self.w.dir.display()
-                    );
-                    self.w.lost.get_or_insert(why);
+                    let why = format!("{}: a message is not JSON ({e})", self.w.dir.display());
+                    self.w.reject(why);
                     continue;
                 }
             };
@@ -780,21 +794,17 @@ impl Shard {
                         // write out what fits the old schema; the column becomes text
                         self.w.write_group(p);
                         if !p.cols.make_json(&c.0) {
-                            let why = format!(
-                                "{}: a row with more than {} top-level fields; dropped",
+                            self.w.reject(format!(
+                                "{}: a row with more than {} top-level fields",
                                 p.rel,
                                 columns::MAX_FIELDS
-                            );
-                            self.w.dropped += 1;
-                            self.w.lost.get_or_insert(why);
+                            ));
                             break;
                         }
                         tracing::info!(partition = %p.rel, column = %c, "column types disagree: the column is JSON text from now on (a new file)");
                     }
                     Err(e) => {
-                        let why = format!("{}: {e:?}; dropped", p.rel);
-                        self.w.dropped += 1;
-                        self.w.lost.get_or_insert(why);
+                        self.w.reject(format!("{}: {e}", p.rel));
                         break;
                     }
                 }
@@ -929,6 +939,14 @@ impl Writer {
             p.first_write = None;
         }
         self.lose(rows, format!("{what}: {why}; {rows} rows given up"));
+    }
+
+    /// A row that can never be written (not JSON, not an object, too many fields): counted
+    /// as dropped and logged at the next flush, which still succeeds — delivering it again
+    /// would not help, so its receipt is not held back.
+    fn reject(&mut self, why: String) {
+        self.dropped += 1;
+        self.rejected.get_or_insert(why);
     }
 
     /// Rows lost writing a file: counted, logged, reported by the next flush (which fails
