@@ -89,6 +89,18 @@ fn write_lines(path: &Path, lines: &[String]) {
     std::fs::write(path, lines.join("\n") + "\n").unwrap();
 }
 
+/// The offset a `tail://` checkpoint file records (0 before there is one).
+fn checkpoint_offset(pos: &Path) -> u64 {
+    std::fs::read_to_string(pos)
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(2)
+                .map(|x| x.parse::<u64>().unwrap())
+        })
+        .unwrap_or(0)
+}
+
 fn assert_ok(out: &std::process::Output) {
     assert!(
         out.status.success(),
@@ -181,16 +193,7 @@ fn receipts_wait_for_closed_files_and_sigkill_leaves_only_readable_files() {
             .unwrap_or(false)
     });
     let pos = r.path().join("eve.pos");
-    let offset = || {
-        std::fs::read_to_string(&pos)
-            .ok()
-            .and_then(|s| {
-                s.split_whitespace()
-                    .nth(2)
-                    .map(|x| x.parse::<u64>().unwrap())
-            })
-            .unwrap_or(0)
-    };
+    let offset = || checkpoint_offset(&pos);
     // lines before an offset
     let lines_before = |off: u64| {
         let text = std::fs::read(&eve).unwrap();
@@ -528,16 +531,7 @@ end
     write_lines(&r.path().join("in.json"), &events(10));
     let size = std::fs::metadata(r.path().join("in.json")).unwrap().len();
     let e = spawn_logged(&r);
-    let offset = || {
-        std::fs::read_to_string(r.path().join("in.pos"))
-            .ok()
-            .and_then(|s| {
-                s.split_whitespace()
-                    .nth(2)
-                    .map(|x| x.parse::<u64>().unwrap())
-            })
-            .unwrap_or(0)
-    };
+    let offset = || checkpoint_offset(&r.path().join("in.pos"));
     wait_for(
         Duration::from_secs(60),
         "the checkpoint reaches the end",
