@@ -69,12 +69,16 @@ fn logrotate_rotates_a_running_engines_output() {
     let child = r.spawn(&[]);
     let sock = r.path().join("in.sock");
     wait_for(T, "the socket", || sock.exists());
-    let send = |range: std::ops::Range<u32>| {
+    // one connection for the whole run, as Suricata's unix_stream output keeps: the engine
+    // keeps the order of one stream (separate connections are read on separate threads, so
+    // their lines may interleave either way)
+    let mut stream = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    let mut send = move |range: std::ops::Range<u32>| {
         use std::io::Write;
-        let mut s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
         for i in range {
-            writeln!(s, "{{\"seq\":{i}}}").unwrap();
+            writeln!(stream, "{{\"seq\":{i}}}").unwrap();
         }
+        stream.flush().unwrap();
     };
     send(0..100);
     wait_for(T, "the first 100", || r.lines("out.json").len() == 100);
@@ -113,6 +117,7 @@ fn logrotate_rotates_a_running_engines_output() {
     wait_for(T, "every line in one file or the other", || {
         r.lines("out.json").len() + r.lines("out.json.1").len() == total as usize
     });
+    drop(send); // the connection closes, as when Suricata stops
     let (status, err) = stop(child, T);
     assert!(status.success(), "{err}");
     let seq = |l: &String| -> u32 {
