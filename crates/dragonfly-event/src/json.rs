@@ -55,6 +55,17 @@ pub enum Kind {
     Null,
 }
 
+/// Whether `b` is UTF-8 (SIMD; the offset of the first bad byte if not).
+pub fn utf8(b: &[u8]) -> Result<(), ScanError> {
+    if simdutf8::basic::from_utf8(b).is_ok() {
+        return Ok(());
+    }
+    match simdutf8::compat::from_utf8(b) {
+        Ok(_) => Ok(()),
+        Err(e) => err(e.valid_up_to(), "invalid UTF-8"),
+    }
+}
+
 /// The kind of the value that starts at `b[0]` (None for garbage).
 pub fn kind(b: &[u8]) -> Option<Kind> {
     Some(match *b.first()? {
@@ -85,7 +96,7 @@ pub struct Doc {
 }
 
 /// Reusable scratch space for validation (one per thread or batch).
-#[derive(Default)]
+#[derive(Default, Debug)]
 pub struct Scanner {
     stack: Vec<u8>,
     keys: Keys,
@@ -94,7 +105,7 @@ pub struct Scanner {
 /// The keys of one object seen so far, to find a key that appears twice: up to [`Keys::FEW`]
 /// keys are compared as they come (only with keys of the same small hash), more are sorted
 /// once at the end, so that no object costs more than n log n comparisons.
-#[derive(Default)]
+#[derive(Default, Debug)]
 struct Keys {
     spans: Vec<(usize, usize, u8)>,
     mask: u64,
@@ -153,9 +164,7 @@ impl Scanner {
 
     /// Validate `line` as one JSON document.
     pub fn validate(&mut self, line: &[u8]) -> Result<Doc, ScanError> {
-        if let Err(e) = simdutf8::compat::from_utf8(line) {
-            return err(e.valid_up_to(), "invalid UTF-8");
-        }
+        utf8(line)?;
         let mut i = 0;
         while i < line.len() && ws(line[i]) {
             i += 1;
@@ -269,6 +278,12 @@ impl Scanner {
         Ok(skip_ws(b, j + 1))
     }
 
+    /// Validate the one value at `b[i]` (whitespace before it skipped by the caller, the
+    /// line's UTF-8 checked); returns its end. Nesting counts from this value.
+    pub fn value_at(&mut self, b: &[u8], i: usize) -> Result<usize, ScanError> {
+        self.value(b, i).map(|(end, _)| end)
+    }
+
     /// Whether the object at `b` (validated) has simple keys (none escaped, none twice):
     /// if so, the bits of its keys as in [`Doc::keys`] and how many fields it has.
     pub fn simple_keys(&mut self, b: &[u8]) -> Option<(u64, usize)> {
@@ -303,7 +318,8 @@ pub fn skip_ws(b: &[u8], mut i: usize) -> usize {
     i
 }
 
-fn literal(b: &[u8], i: usize, lit: &[u8]) -> Result<usize, ScanError> {
+/// The literal `lit` (`true`, `false`, `null`) at `b[i]`; returns its end.
+pub fn literal(b: &[u8], i: usize, lit: &[u8]) -> Result<usize, ScanError> {
     if b.get(i..i + lit.len()) == Some(lit) {
         Ok(i + lit.len())
     } else {
@@ -319,7 +335,7 @@ fn digits(b: &[u8], mut i: usize) -> usize {
 }
 
 /// A number at `b[i]`; returns its end. Values too large for a double are refused.
-fn number(b: &[u8], start: usize) -> Result<usize, ScanError> {
+pub fn number(b: &[u8], start: usize) -> Result<usize, ScanError> {
     let mut i = start;
     if b.get(i) == Some(&b'-') {
         i += 1;
@@ -396,8 +412,8 @@ fn special(b: &[u8]) -> usize {
 }
 
 /// A string at `b[i]` (the opening quote); returns its end (after the closing quote) and
-/// whether it contains an escape.
-fn string(b: &[u8], start: usize) -> Result<(usize, bool), ScanError> {
+/// whether it contains an escape. Checks everything but UTF-8 (checked once per line).
+pub fn string(b: &[u8], start: usize) -> Result<(usize, bool), ScanError> {
     let mut i = start + 1;
     let mut escaped = false;
     loop {

@@ -47,7 +47,7 @@
 //! ## Threads
 //! The sink's own thread only routes: it reads each line's partition fields and time and
 //! hands the line to the writer thread (`threads`, default the cores up to 4) that owns the
-//! partition — a new partition goes to the least loaded. Each writer validates, parses,
+//! partition — a new partition goes to the least loaded. Each writer parses (checking the JSON),
 //! encodes and writes its partitions, closes its files by age, and publishes what it has
 //! settled; its queue is bounded (4 batches), so a slow disk holds the pipeline back.
 //!
@@ -71,7 +71,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow_schema::SchemaRef;
-use dragonfly_event::json::{Fields as JsonFields, Scanner};
+use dragonfly_event::json::Fields as JsonFields;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
@@ -428,7 +428,6 @@ struct ShardHandle {
 struct Shard {
     w: Writer,
     parts: HashMap<Vec<u8>, Part>,
-    scanner: Scanner,
     state: Arc<std::sync::Mutex<ShardState>>,
     chunks_done: u64,
 }
@@ -547,7 +546,6 @@ impl ParquetSink {
                     dropped: 0,
                 },
                 parts: HashMap::new(),
-                scanner: Scanner::new(),
                 state: state.clone(),
                 chunks_done: 0,
             };
@@ -757,14 +755,6 @@ impl Shard {
         for (line, key, ts) in &chunk.rows {
             let line = &chunk.bytes[line.clone()];
             let key = &chunk.keys[key.clone()];
-            let doc = match self.scanner.validate(line) {
-                Ok(d) => d,
-                Err(e) => {
-                    let why = format!("{}: a message is not JSON ({e})", self.w.dir.display());
-                    self.w.reject(why);
-                    continue;
-                }
-            };
             if !self.parts.contains_key(key) {
                 self.parts.insert(
                     key.to_vec(),
@@ -787,7 +777,7 @@ impl Shard {
             p.last_write = w;
             let mut tries = 0;
             loop {
-                match p.cols.append(line, doc.value.clone()) {
+                match p.cols.append(line) {
                     Ok(()) => break,
                     Err(AppendError::Conflict(c)) if tries < 8 => {
                         tries += 1;
