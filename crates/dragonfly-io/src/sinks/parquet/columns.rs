@@ -198,9 +198,15 @@ impl Valid {
             len,
             nulls,
         } = std::mem::take(self);
+        if nulls == 0 {
+            // no bitmap handed over: keep the words' memory for the next rows
+            bits.clear();
+            self.bits = bits;
+            return None;
+        }
         // Arrow numbers bits from the least significant of each byte: little-endian words
         bits.iter_mut().for_each(|w| *w = w.to_le());
-        (nulls > 0).then(|| {
+        Some({
             NullBuffer::new(arrow_buffer::BooleanBuffer::new(
                 Buffer::from_vec(bits),
                 0,
@@ -208,6 +214,34 @@ impl Valid {
             ))
         })
     }
+    fn recycle(&mut self, nulls: Option<NullBuffer>) {
+        if let Some(n) = nulls {
+            reuse(&mut self.bits, n.into_inner().into_inner());
+        }
+    }
+    fn release(&mut self) {
+        self.bits.shrink_to_fit();
+    }
+}
+
+/// Put the memory of `b` (handed to Arrow by a `take`, now unshared) back under `into` if it
+/// is larger, keeping what `into` holds. A buffer still shared (or not from a `Vec` of `T`)
+/// is left alone: reuse is only ever of memory nothing else can see.
+fn reuse<T: arrow_buffer::ArrowNativeType>(into: &mut Vec<T>, b: Buffer) {
+    if let Ok(mut v) = b.into_vec::<T>() {
+        if v.capacity() > into.capacity() {
+            v.clear();
+            v.extend_from_slice(into);
+            *into = v;
+        }
+    }
+}
+
+/// The concrete array behind `a`, owned (its buffers unshared once `a` is dropped).
+fn owned<T: arrow_array::Array + Clone + 'static>(a: ArrayRef) -> Option<T> {
+    let t = a.as_any().downcast_ref::<T>()?.clone();
+    drop(a);
+    Some(t)
 }
 
 /// Strings (or JSON text): offsets into one byte buffer.
@@ -241,6 +275,19 @@ impl Text {
         self.offsets.truncate(n + 1);
         self.bytes.truncate(self.offsets[n] as usize);
         self.valid.truncate(n);
+    }
+    fn recycle(&mut self, a: ArrayRef) {
+        if let Some(a) = owned::<StringArray>(a) {
+            let (offsets, bytes, nulls) = a.into_parts();
+            reuse(&mut self.offsets, offsets.into_inner().into_inner());
+            reuse(&mut self.bytes, bytes);
+            self.valid.recycle(nulls);
+        }
+    }
+    fn release(&mut self) {
+        self.offsets.shrink_to_fit();
+        self.bytes.shrink_to_fit();
+        self.valid.release();
     }
     fn take(&mut self) -> ArrayRef {
         let offsets = std::mem::replace(&mut self.offsets, vec![0]);
@@ -431,6 +478,18 @@ impl Obj {
             .zip(&self.cols)
             .map(|(n, c)| c.field(n))
             .collect()
+    }
+
+    fn recycle(&mut self, arrays: Vec<ArrayRef>, nulls: Option<NullBuffer>) {
+        for (c, a) in self.cols.iter_mut().zip(arrays) {
+            c.recycle(a);
+        }
+        self.valid.recycle(nulls);
+    }
+
+    fn release(&mut self) {
+        self.cols.iter_mut().for_each(Col::release);
+        self.valid.release();
     }
 
     fn take(&mut self) -> (Fields, Vec<ArrayRef>, Option<NullBuffer>, usize) {
@@ -756,6 +815,66 @@ impl Col {
         }
     }
 
+    /// Take back the buffers of `a`, the array this column's last `take` made, once the
+    /// writer is done with it (see [`Columns::recycle`]). An array of another kind is left.
+    fn recycle(&mut self, a: ArrayRef) {
+        match self {
+            Col::Null(_) | Col::Bool(..) => {}
+            Col::Int(x, v) => {
+                if let Some(a) = owned::<Int64Array>(a) {
+                    let (_, values, nulls) = a.into_parts();
+                    reuse(x, values.into_inner());
+                    v.recycle(nulls);
+                }
+            }
+            Col::Float(x, v) => {
+                if let Some(a) = owned::<Float64Array>(a) {
+                    let (_, values, nulls) = a.into_parts();
+                    reuse(x, values.into_inner());
+                    v.recycle(nulls);
+                }
+            }
+            Col::Str(t) | Col::Json(t) => t.recycle(a),
+            Col::Struct(o) => {
+                if let Some(a) = owned::<StructArray>(a) {
+                    let (_, arrays, nulls) = a.into_parts();
+                    o.recycle(arrays, nulls);
+                }
+            }
+            Col::List(l) => {
+                if let Some(a) = owned::<ListArray>(a) {
+                    let (_, offsets, values, nulls) = a.into_parts();
+                    reuse(&mut l.offsets, offsets.into_inner().into_inner());
+                    l.item.recycle(values);
+                    l.valid.recycle(nulls);
+                }
+            }
+        }
+    }
+
+    /// Let go of the memory kept for rows to come.
+    fn release(&mut self) {
+        match self {
+            Col::Null(_) => {}
+            Col::Bool(_, v) => v.release(),
+            Col::Int(x, v) => {
+                x.shrink_to_fit();
+                v.release()
+            }
+            Col::Float(x, v) => {
+                x.shrink_to_fit();
+                v.release()
+            }
+            Col::Str(t) | Col::Json(t) => t.release(),
+            Col::Struct(o) => o.release(),
+            Col::List(l) => {
+                l.offsets.shrink_to_fit();
+                l.item.release();
+                l.valid.release()
+            }
+        }
+    }
+
     fn at_path(&mut self, path: &[Step]) -> Option<&mut Col> {
         let Some((first, rest)) = path.split_first() else {
             return Some(self);
@@ -776,6 +895,8 @@ impl Col {
 pub struct Columns {
     root: Col,
     bytes: usize,
+    /// JSON bytes of the row group whose buffers were taken back ([`Columns::recycle`]).
+    retained: usize,
     /// For JSON text and repeated keys (values checked whole) and for lines that are not
     /// objects (told apart: JSON or not).
     scanner: Scanner,
@@ -814,6 +935,7 @@ impl Columns {
         Columns {
             root: Col::Struct(Box::new(Obj::new(0, 0))),
             bytes: 0,
+            retained: 0,
             scanner: Scanner::new(),
         }
     }
@@ -826,6 +948,31 @@ impl Columns {
     /// Bytes of JSON appended since the last [`Columns::take`].
     pub fn bytes(&self) -> usize {
         self.bytes
+    }
+
+    /// About the memory the columns hold, in JSON bytes: the rows appended, or the row
+    /// group whose buffers were taken back for them, whichever is more.
+    pub fn held(&self) -> usize {
+        self.bytes.max(self.retained)
+    }
+
+    /// Take back the buffers of `batch` (made by [`Columns::take`], of `bytes` JSON bytes)
+    /// once the writer is done with it: the next rows fill memory already touched instead of
+    /// growing new allocations (fresh pages and copies cost about as much as the parse of
+    /// the values). Buffers still shared are left alone. [`Columns::release`] gives it up.
+    pub fn recycle(&mut self, batch: arrow_array::RecordBatch, bytes: usize) {
+        let Col::Struct(o) = &mut self.root else {
+            unreachable!("the root is an object")
+        };
+        let (_, arrays, _) = batch.into_parts();
+        o.recycle(arrays, None);
+        self.retained = bytes;
+    }
+
+    /// Give back the memory kept for rows to come (those appended stay).
+    pub fn release(&mut self) {
+        self.root.release();
+        self.retained = 0;
     }
 
     /// Append one line: a JSON object, optionally with whitespace around it (a line's
@@ -1109,6 +1256,53 @@ mod tests {
         assert_eq!(rows[0]["w"], v["w"]);
     }
 
+    /// A row group's buffers, taken back once written, hold the next one's values (the same
+    /// memory: the test fails if nothing is reused), and the values are those of the new rows.
+    #[test]
+    fn buffers_are_taken_back_and_filled_again() {
+        let mut c = Columns::new();
+        let row = |i: i64| {
+            format!(
+                r#"{{"s":"value {i}","n":{i},"f":{i}.5,"o":{{"p":"x{i}","q":[{i},{}]}},"z":{}}}"#,
+                i + 1,
+                if i % 2 == 0 { "null" } else { "\"odd\"" }
+            )
+        };
+        for i in 0..1000 {
+            append(&mut c, &row(i)).unwrap();
+        }
+        let first = c.take();
+        let values_at = |b: &arrow_array::RecordBatch| {
+            let s = b.column(0).as_any().downcast_ref::<StringArray>().unwrap();
+            s.values().as_ptr() as usize
+        };
+        let at = values_at(&first);
+        c.recycle(first, 1);
+        assert_eq!(c.held(), 1);
+        for i in 1000..1500 {
+            append(&mut c, &row(i)).unwrap();
+        }
+        let second = c.take();
+        assert_eq!(values_at(&second), at, "the strings' buffer was not reused");
+        let rows = json_of(&second);
+        assert_eq!(rows.len(), 500);
+        for (k, r) in rows.iter().enumerate() {
+            let i = 1000 + k as i64;
+            let want: serde_json::Value = serde_json::from_str(&row(i)).unwrap();
+            assert_eq!(r, &want, "row {i}");
+        }
+        // a batch still shared elsewhere is left alone (nothing reused, nothing broken)
+        append(&mut c, &row(7)).unwrap();
+        let third = c.take();
+        let kept = third.clone();
+        c.recycle(third, 1);
+        append(&mut c, &row(8)).unwrap();
+        assert_ne!(values_at(&c.take()), values_at(&kept));
+        assert_eq!(json_of(&kept)[0]["s"], "value 7");
+        c.release();
+        assert_eq!(c.held(), 0);
+    }
+
     /// Speed of the parse alone over the shared corpus, by event type (release:
     /// `cargo test --release -p dragonfly-io parse_speed -- --ignored --nocapture`).
     #[test]
@@ -1256,7 +1450,10 @@ mod tests {
                         match append(&mut c, &line) {
                             Ok(()) => break,
                             Err(AppendError::Conflict(p)) => {
-                                got.extend(json_of(&c.take()));
+                                // the writer's way: take, write, take the buffers back
+                                let batch = c.take();
+                                got.extend(json_of(&batch));
+                                c.recycle(batch, 0);
                                 prop_assert!(c.make_json(&p.0));
                             }
                             Err(e) => panic!("{e:?}"),

@@ -746,7 +746,7 @@ impl Shard {
     }
 
     fn buffered(&self) -> usize {
-        self.parts.values().map(|p| p.cols.bytes()).sum()
+        self.parts.values().map(|p| p.cols.held()).sum()
     }
 
     /// Validate, parse and append one chunk's rows to their partitions.
@@ -782,7 +782,7 @@ impl Shard {
                     Err(AppendError::Conflict(c)) if tries < 8 => {
                         tries += 1;
                         // write out what fits the old schema; the column becomes text
-                        self.w.write_group(p);
+                        self.w.write_group(p, false);
                         if !p.cols.make_json(&c.0) {
                             self.w.reject(format!(
                                 "{}: a row with more than {} top-level fields",
@@ -805,7 +805,8 @@ impl Shard {
             if p.cols.rows() >= self.w.options.row_group_rows
                 || p.cols.bytes() >= self.w.options.row_group_bytes
             {
-                self.w.write_group(p);
+                // a full row group: its buffers are kept for the next one
+                self.w.write_group(p, true);
             }
             if p.file.is_none() && p.cols.rows() == 0 {
                 p.first_write = None;
@@ -817,7 +818,7 @@ impl Shard {
             let mut sizes: Vec<(Vec<u8>, usize)> = self
                 .parts
                 .iter()
-                .map(|(k, p)| (k.clone(), p.cols.bytes()))
+                .map(|(k, p)| (k.clone(), p.cols.held()))
                 .collect();
             sizes.sort_by_key(|(_, b)| std::cmp::Reverse(*b));
             let mut total: usize = sizes.iter().map(|(_, b)| b).sum();
@@ -826,7 +827,8 @@ impl Shard {
                     break;
                 }
                 if let Some(p) = self.parts.get_mut(&k) {
-                    self.w.write_group(p);
+                    self.w.write_group(p, false);
+                    p.cols.release();
                 }
                 total -= b;
             }
@@ -871,8 +873,9 @@ impl Shard {
 
 impl Writer {
     /// Write the partition's rows as one row group (opening a file, or a new one when the
-    /// schema changed), then close the file if it is full.
-    fn write_group(&mut self, p: &mut Part) {
+    /// schema changed), then close the file if it is full. `keep`: the columns take back
+    /// the row group's buffers for the next one (a busy partition); else they let go.
+    fn write_group(&mut self, p: &mut Part, keep: bool) {
         if p.cols.rows() == 0 {
             return;
         }
@@ -891,6 +894,7 @@ impl Writer {
                 }
             }
         }
+        let bytes = p.cols.bytes();
         let batch = p.cols.take();
         let f = p.file.as_mut().unwrap();
         let res = f.writer.write(&batch).and_then(|_| f.writer.flush());
@@ -910,6 +914,12 @@ impl Writer {
                 let rows = batch.num_rows() as u64;
                 self.give_up(p, rows, &e.to_string());
             }
+        }
+        if keep {
+            p.cols.recycle(batch, bytes);
+        } else {
+            drop(batch);
+            p.cols.release();
         }
     }
 
@@ -1026,7 +1036,8 @@ impl Writer {
 
     /// Write out the partition's rows and close its file.
     fn close(&mut self, p: &mut Part) {
-        self.write_group(p);
+        self.write_group(p, false);
+        p.cols.release();
         self.finish(p);
         p.first_write = None;
     }
