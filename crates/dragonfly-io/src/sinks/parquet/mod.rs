@@ -52,10 +52,11 @@
 //! settled; its queue is bounded (4 batches), so a slow disk holds the pipeline back.
 //!
 //! Cost: per line, a walk over the top-level fields and a copy on the routing thread; one
-//! validation and one parse into columns on a writer; the column buffers of the open row
-//! groups (bounded by `buffer_mb`) and the encoder's work when a row group ends. Measured in
-//! docs/benchmarks.md: about 7 CPU-microseconds per Suricata event, most of it the parse and
-//! Parquet's encoder (levels, dictionaries, statistics), zstd a small part.
+//! parse into columns that checks the JSON as it goes on a writer; the column buffers of
+//! the open row groups (bounded by `buffer_mb`; a full row group's buffers are filled again
+//! by the next one, not grown anew) and the encoder's work when a row group ends. Measured in
+//! docs/benchmarks.md: about 4.5-5 CPU-microseconds per Suricata event on top of the
+//! pipeline, about 2 of them the parse and 2 Parquet's encoder with zstd.
 
 pub mod columns;
 pub mod compact;
