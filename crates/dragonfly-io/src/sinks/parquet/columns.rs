@@ -206,13 +206,11 @@ impl Valid {
         }
         // Arrow numbers bits from the least significant of each byte: little-endian words
         bits.iter_mut().for_each(|w| *w = w.to_le());
-        Some({
-            NullBuffer::new(arrow_buffer::BooleanBuffer::new(
-                Buffer::from_vec(bits),
-                0,
-                len,
-            ))
-        })
+        Some(NullBuffer::new(arrow_buffer::BooleanBuffer::new(
+            Buffer::from_vec(bits),
+            0,
+            len,
+        )))
     }
     fn recycle(&mut self, nulls: Option<NullBuffer>) {
         if let Some(n) = nulls {

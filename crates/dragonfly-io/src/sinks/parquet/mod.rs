@@ -750,7 +750,7 @@ impl Shard {
         self.parts.values().map(|p| p.cols.held()).sum()
     }
 
-    /// Validate, parse and append one chunk's rows to their partitions.
+    /// Parse (checking the JSON) and append one chunk's rows to their partitions.
     fn rows(&mut self, chunk: Chunk) {
         let w = chunk.write;
         for (line, key, ts) in &chunk.rows {
@@ -829,7 +829,6 @@ impl Shard {
                 }
                 if let Some(p) = self.parts.get_mut(&k) {
                     self.w.write_group(p, false);
-                    p.cols.release();
                 }
                 total -= b;
             }
@@ -875,10 +874,19 @@ impl Shard {
 impl Writer {
     /// Write the partition's rows as one row group (opening a file, or a new one when the
     /// schema changed), then close the file if it is full. `keep`: the columns take back
-    /// the row group's buffers for the next one (a busy partition); else they let go.
+    /// the row group's buffers for the next one (a busy partition); else they let go of
+    /// every buffer they keep.
     fn write_group(&mut self, p: &mut Part, keep: bool) {
+        match self.write_rows(p) {
+            Some((batch, bytes)) if keep => p.cols.recycle(batch, bytes),
+            _ => p.cols.release(),
+        }
+    }
+
+    /// [`Writer::write_group`]'s writing: the batch written and its JSON bytes, if any.
+    fn write_rows(&mut self, p: &mut Part) -> Option<(arrow_array::RecordBatch, usize)> {
         if p.cols.rows() == 0 {
-            return;
+            return None;
         }
         let schema = Arc::new(p.cols.schema());
         if p.file.as_ref().is_some_and(|f| f.schema != schema) {
@@ -891,7 +899,7 @@ impl Writer {
                     let rows = p.cols.rows() as u64;
                     let _ = p.cols.take();
                     self.give_up(p, rows, &e.to_string());
-                    return;
+                    return None;
                 }
             }
         }
@@ -916,12 +924,7 @@ impl Writer {
                 self.give_up(p, rows, &e.to_string());
             }
         }
-        if keep {
-            p.cols.recycle(batch, bytes);
-        } else {
-            drop(batch);
-            p.cols.release();
-        }
+        Some((batch, bytes))
     }
 
     /// Drop the open file and the rows in it (and `extra` more), counted, reported at the next
@@ -1038,7 +1041,6 @@ impl Writer {
     /// Write out the partition's rows and close its file.
     fn close(&mut self, p: &mut Part) {
         self.write_group(p, false);
-        p.cols.release();
         self.finish(p);
         p.first_write = None;
     }
