@@ -49,7 +49,10 @@
 //! hands the line to the writer thread (`threads`, default the cores up to 4) that owns the
 //! partition — a new partition goes to the least loaded. Each writer parses (checking the JSON),
 //! encodes and writes its partitions, closes its files by age, and publishes what it has
-//! settled; its queue is bounded (4 batches), so a slow disk holds the pipeline back.
+//! settled. Each writer's queue is bounded in bytes (`queue_mb`, default 16): a slow disk
+//! holds the pipeline back, while a writer busy encoding a row group does not stop the
+//! router from feeding the others (a queue of a few batches did: a fifth of the two cores
+//! time went idle in the benchmark).
 //!
 //! Cost: per line, a walk over the top-level fields and a copy on the routing thread; one
 //! parse into columns that checks the JSON as it goes on a writer; the column buffers of
@@ -111,6 +114,8 @@ pub struct Options {
     pub max_open_files: usize,
     /// JSON bytes held in open row groups over all partitions.
     pub buffer_bytes: usize,
+    /// Bytes of lines waiting for each writer thread.
+    pub queue_bytes: usize,
     /// Writer threads (each owns some partitions).
     pub threads: usize,
     /// Dictionary-encode columns.
@@ -129,6 +134,7 @@ impl Default for Options {
             max_age: Duration::from_secs(300),
             max_open_files: 64,
             buffer_bytes: 256 << 20,
+            queue_bytes: 16 << 20,
             threads: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(1)
@@ -194,6 +200,11 @@ const OPTIONS: &[OptionDoc] = &[
         kind: "number",
         doc: "MB of JSON held in row groups over all partitions (default 256)",
     },
+    OptionDoc {
+        name: "queue_mb",
+        kind: "number",
+        doc: "MB of lines waiting for each writer thread before the pipeline is held back (default 16: a writer busy with a row group does not stall the others)",
+    },
 ];
 
 impl Options {
@@ -254,6 +265,7 @@ impl Options {
                 "max_age_s" => o.max_age = Duration::from_secs_f64(num(0.01)?),
                 "max_open_files" => o.max_open_files = num(1.0)? as usize,
                 "buffer_mb" => o.buffer_bytes = (num(0.001)? * 1048576.0) as usize,
+                "queue_mb" => o.queue_bytes = (num(0.001)? * 1048576.0) as usize,
                 "threads" => o.threads = (num(1.0)? as usize).min(64),
                 "dictionary" => {
                     o.dictionary = match v.as_str() {
@@ -412,9 +424,48 @@ struct ShardState {
     dropped: u64,
 }
 
+/// Bytes of lines sent to a writer and not yet parsed. The router waits while a writer has
+/// more than its `queue_bytes` waiting: a slow disk holds the pipeline back, but a writer
+/// busy encoding a row group for a while (tens of milliseconds for a large one) does not
+/// stop the router from feeding the others. A count of batches would bound neither the
+/// memory (batches vary in size) nor the time a writer may be busy.
+#[derive(Default)]
+struct Queued {
+    bytes: std::sync::Mutex<usize>,
+    taken: std::sync::Condvar,
+}
+
+impl Queued {
+    /// Count `n` more bytes in, first waiting while more than `limit` wait (one chunk is
+    /// always let in, however large). False when the writer stops in the meantime.
+    fn admit(&self, n: usize, limit: usize, stopped: impl Fn() -> bool) -> bool {
+        let mut b = self.bytes.lock().unwrap();
+        while *b > 0 && *b + n > limit {
+            if stopped() {
+                return false;
+            }
+            b = self
+                .taken
+                .wait_timeout(b, Duration::from_millis(100))
+                .unwrap()
+                .0;
+        }
+        *b += n;
+        true
+    }
+
+    /// `n` bytes handled (or given up) by the writer.
+    fn done(&self, n: usize) {
+        let mut b = self.bytes.lock().unwrap();
+        *b = b.saturating_sub(n);
+        self.taken.notify_one();
+    }
+}
+
 /// The router's end of a shard thread.
 struct ShardHandle {
     tx: Option<crossbeam_channel::Sender<Msg>>,
+    queued: Arc<Queued>,
     state: Arc<std::sync::Mutex<ShardState>>,
     /// The write index of every chunk sent and not yet known handled; `sent_base` chunks
     /// before them were handled.
@@ -430,6 +481,7 @@ struct Shard {
     w: Writer,
     parts: HashMap<Vec<u8>, Part>,
     state: Arc<std::sync::Mutex<ShardState>>,
+    queued: Arc<Queued>,
     chunks_done: u64,
 }
 
@@ -529,7 +581,9 @@ impl ParquetSink {
         let mut shards = Vec::with_capacity(n);
         for k in 0..n {
             let state = Arc::new(std::sync::Mutex::new(ShardState::default()));
-            let (tx, rx) = crossbeam_channel::bounded::<Msg>(4);
+            let queued = Arc::new(Queued::default());
+            // bounded by bytes (`Queued`), not by count
+            let (tx, rx) = crossbeam_channel::unbounded::<Msg>();
             let mut shard = Shard {
                 w: Writer {
                     dir: dir.to_path_buf(),
@@ -548,6 +602,7 @@ impl ParquetSink {
                 },
                 parts: HashMap::new(),
                 state: state.clone(),
+                queued: queued.clone(),
                 chunks_done: 0,
             };
             let thread = std::thread::Builder::new()
@@ -555,6 +610,7 @@ impl ParquetSink {
                 .spawn(move || shard.run(rx))?;
             shards.push(ShardHandle {
                 tx: Some(tx),
+                queued,
                 state,
                 sent: VecDeque::new(),
                 sent_base: 0,
@@ -698,7 +754,9 @@ impl Shard {
         loop {
             match rx.recv_timeout(Duration::from_millis(100)) {
                 Ok(Msg::Rows(chunk)) => {
+                    let n = chunk.bytes.len();
                     self.rows(chunk);
+                    self.queued.done(n);
                     self.chunks_done += 1;
                 }
                 Ok(Msg::Close(reply)) => {
@@ -1096,9 +1154,13 @@ impl Sink for ParquetSink {
             let Some(c) = c else { continue };
             let h = &mut self.shards[k];
             let n = c.rows.len() as u64;
-            // blocks while the shard is busy: backpressure
-            let sent =
-                h.tx.as_ref()
+            // waits while the writer has a full queue: backpressure
+            let stopped = || h.thread.as_ref().is_none_or(|t| t.is_finished());
+            let sent = h
+                .queued
+                .admit(c.bytes.len(), self.options.queue_bytes, stopped)
+                && h.tx
+                    .as_ref()
                     .is_some_and(|tx| tx.send(Msg::Rows(c)).is_ok());
             if sent {
                 h.sent.push_back(w);
@@ -1230,6 +1292,32 @@ mod tests {
     }
 
     #[test]
+    fn a_full_queue_holds_the_router_until_the_writer_takes_from_it() {
+        let q = Arc::new(Queued::default());
+        // one chunk is let in whatever its size, then the queue is full
+        assert!(q.admit(3000, 1000, || false));
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let q2 = q.clone();
+        let waiting = std::thread::spawn(move || {
+            let ok = q2.admit(500, 1000, || false);
+            tx.send(()).unwrap();
+            ok
+        });
+        assert!(
+            rx.recv_timeout(Duration::from_millis(300)).is_err(),
+            "let in over the limit"
+        );
+        q.done(3000);
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("still waiting once the writer took its chunk");
+        assert!(waiting.join().unwrap());
+        assert!(q.admit(500, 1000, || false), "room for both");
+        assert_eq!(*q.bytes.lock().unwrap(), 1000);
+        // a writer that stopped never takes from its queue: the router gives up, not waits
+        assert!(!q.admit(1, 1000, || true));
+    }
+
+    #[test]
     fn options_are_checked() {
         let o = |k: &str, v: &str| Options::parse(&[(k.to_string(), v.to_string())]);
         assert!(o("compression", "snappy").is_ok());
@@ -1241,6 +1329,8 @@ mod tests {
         assert!(o("colour", "red").is_err());
         assert!(o("dictionary", "true").unwrap().dictionary);
         assert!(o("dictionary", "maybe").is_err());
+        assert_eq!(o("queue_mb", "2").unwrap().queue_bytes, 2 << 20);
+        assert!(o("queue_mb", "0").is_err());
         assert_eq!(o("partition_by", "").unwrap().partition_by.len(), 0);
         assert_eq!(
             o("partition_by", "event_type, src_ip")
