@@ -311,6 +311,7 @@ pub fn prometheus(stats: &Value) -> String {
                 | "dragonfly_store_memory_bytes"
                 | "dragonfly_queue_depth"
                 | "dragonfly_rss_bytes"
+                | "dragonfly_rss_peak_bytes"
                 | "dragonfly_worker_lua_bytes"
                 | "dragonfly_input_kafka_lag"
         ) {

@@ -122,6 +122,18 @@ impl WorkerGauges {
     }
 }
 
+/// The most resident memory this process has had, in bytes (Linux: `VmHWM` in
+/// /proc/self/status): what a memory limit has to allow, unlike the reading of the moment.
+pub fn rss_peak_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
 /// The resident memory of this process, in bytes (Linux: /proc/self/statm).
 pub fn rss_bytes() -> u64 {
     let pages = std::fs::read_to_string("/proc/self/statm")
@@ -401,6 +413,7 @@ impl Stats {
                 .map(|(i, w)| (i.to_string(), w.snapshot()))
                 .collect::<Map<String, Value>>(),
             "rss_bytes": rss_bytes(),
+            "rss_peak_bytes": rss_peak_bytes(),
             "reloads": l(&self.reloads),
             "reload_failures": l(&self.reload_failures),
             "dead_letters": l(&self.dead_letters),

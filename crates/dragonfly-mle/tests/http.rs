@@ -96,6 +96,9 @@ fn health_metrics_and_stats_are_served_and_nothing_else() {
             .unwrap_or_else(|| panic!("{prefix}: {metrics}"))
     };
     assert!(value("dragonfly_rss_bytes ") > 1e6);
+    // the high-water mark is read after the reading of the moment: never below it
+    assert!(value("dragonfly_rss_peak_bytes ") >= value("dragonfly_rss_bytes "));
+    assert!(metrics.contains("# TYPE dragonfly_rss_peak_bytes gauge"));
     assert!(value("dragonfly_worker_lua_bytes{worker=\"0\"} ") > 1e4);
     assert!(metrics.contains("# TYPE dragonfly_batch_seconds histogram"));
     let count = value("dragonfly_batch_seconds_count{worker=\"0\"} ");

@@ -560,3 +560,79 @@ end
         stderr_log(&r)
     );
 }
+
+/// A hostile schema: a line of 64 objects of 512 fields each (32k columns, 2 MB), then many
+/// narrow rows in its partition. Before the bound, every narrow row carried a null for each
+/// of those columns: 5 GB and a drain that never finished. Now the schema stops at 2048
+/// columns (an object that would cross it is JSON text; a row that cannot fit even so is
+/// dropped, counted and named), row groups shrink as the schema widens, and the run ends
+/// with every other row written exactly, in bounded memory. Under an 8 GiB address-space
+/// limit, so a regression cannot take the machine's memory.
+#[test]
+fn a_hostile_wide_schema_is_bounded_in_columns_and_memory() {
+    let object = |prefix: &str, n: usize| -> String {
+        (0..n)
+            .map(|k| {
+                let fields: Vec<String> = (0..512).map(|f| format!(r#""f{f}":{f}"#)).collect();
+                format!(r#""{prefix}{k}":{{{}}}"#, fields.join(","))
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let ev = |i: usize, extra: &str| {
+        format!(
+            r#"{{"timestamp":"2025-03-10T09:00:00.{i:06}+0000","event_type":"wide","seq":{i}{extra}}}"#
+        )
+    };
+    // 4 x 512 crosses 2048 in its last object: kept, that object as JSON text
+    let kept = ev(0, &format!(r#","w":{{{}}}"#, object("o", 4)));
+    // 64 x 512 at the top: cannot fit however many objects become text
+    let dropped = ev(1, &format!(",{}", object("t", 64)));
+    let mut lines = vec![kept, dropped];
+    lines.extend((2..20_002).map(|i| ev(i, "")));
+    let r = root("file://in.json", "");
+    write_lines(&r.path().join("in.json"), &lines);
+    let mut expected = lines.clone();
+    expected.remove(1);
+    write_lines(&r.path().join("expected.json"), &expected);
+
+    let mut args = vec![
+        "-r".to_string(),
+        r.path().display().to_string(),
+        "-l".to_string(),
+        r.logdir.display().to_string(),
+        "--exit-on-eof".to_string(),
+    ];
+    args.insert(0, BIN.to_string());
+    let child = Command::new("sh")
+        .arg("-c")
+        .arg(r#"ulimit -v 8388608 && exec "$@""#)
+        .arg("sh")
+        .args(&args)
+        .env("DRAGONFLY_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = wait_output(child, LIMIT);
+    assert_ok(&out);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("event_type=wide") && log.contains("2048 columns"),
+        "the dropped row is named: {log}"
+    );
+    let stats = r.final_stats();
+    assert_eq!(stats["outputs"]["out"]["dropped"], 1, "{stats}");
+    let peak = stats["rss_peak_bytes"].as_u64().unwrap();
+    assert!(peak < 1 << 30, "peak RSS {peak} bytes");
+    let got = check(&["readable", pq(&r).to_str().unwrap()]);
+    assert_eq!(got["rows"], 20_001, "{got}");
+    assert!(got["columns"].as_u64().unwrap() <= 2048, "{got}");
+    // every kept row exactly, the object past the bound as JSON text
+    let full = check(&[
+        "full",
+        pq(&r).to_str().unwrap(),
+        r.path().join("expected.json").to_str().unwrap(),
+    ]);
+    assert_eq!(full["rows"], 20_001, "{full}");
+}

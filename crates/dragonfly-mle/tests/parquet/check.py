@@ -5,7 +5,8 @@
                                         (pyarrow), per-event_type counts (DuckDB over the
                                         Hive partitions), the manifest, a time-range query
   check.py readable DIR                 every *.parquet opens and reads (pyarrow and DuckDB);
-                                        the manifest lists exactly those files
+                                        the manifest lists exactly those files; the most
+                                        (leaf) columns a file has
 Prints one JSON object on stdout (what it found); exits non-zero with a message on a mismatch.
 """
 import collections, datetime, glob, gzip, json, os, sys
@@ -160,10 +161,12 @@ def full(d, events_path):
 def readable(d):
     files = files_of(d)
     total = 0
+    columns = 0
     seqs = collections.Counter()
     for f in files:
         t = pq.read_table(f, partitioning=None)
         total += t.num_rows
+        columns = max(columns, pq.ParquetFile(f).metadata.num_columns)
         if "seq" in t.column_names:
             seqs.update(x for x in t.column("seq").to_pylist() if x is not None)
     n = 0
@@ -176,7 +179,8 @@ def readable(d):
     # temporary files of unfinished Parquet files (not the lock files)
     hidden = [p for p in glob.glob(os.path.join(d, "**", ".*.tmp"), recursive=True)
               if os.path.basename(p).startswith((".part-", ".compact-"))]
-    print(json.dumps({"files": len(files), "rows": total, "distinct_seqs": len(seqs), "seqs": sorted(seqs),
+    print(json.dumps({"files": len(files), "rows": total, "columns": columns,
+                      "distinct_seqs": len(seqs), "seqs": sorted(seqs),
                       "max_seq": max(seqs) if seqs else None, "hidden": len(hidden)}))
 
 

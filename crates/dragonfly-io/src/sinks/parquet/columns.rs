@@ -21,8 +21,11 @@
 //! ([`Columns::make_json`]) and appends the row again. JSON text is for good: the column stays
 //! text in later files of that partition, so its type never flips back and forth.
 //! Also JSON text: objects nested deeper than [`MAX_DEPTH`], objects with more than
-//! [`MAX_FIELDS`] keys (a hostile stream cannot make thousands of columns), and objects that
-//! have only ever been empty (`{}`: Parquet has no empty struct).
+//! [`MAX_FIELDS`] keys, an object whose new field would take the schema past
+//! [`MAX_COLUMNS`] columns in all (a hostile stream cannot make thousands of columns), and
+//! objects that have only ever been empty (`{}`: Parquet has no empty struct). The writer
+//! also ends a row group at [`GROUP_CELLS`] values (rows times columns), so a wide schema
+//! means smaller row groups rather than more memory.
 //!
 //! A key that appears twice in one object keeps its first value.
 //!
@@ -32,7 +35,10 @@
 //! Cost: one SIMD UTF-8 pass and one walk over each line that checks the grammar as it
 //! parses (no separate validation), no allocation per value beyond the column buffers
 //! themselves; a field is found by trying the next one in the previous row's order first
-//! (events of one kind keep their keys in order), then a hash lookup.
+//! (events of one kind keep their keys in order), then a hash lookup. A field a row lacks
+//! costs nothing then: its nulls are filled in when it next has a value (in bulk), or when
+//! the rows are taken, so a row costs its own fields, not the width of its partition's
+//! schema.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -49,6 +55,15 @@ use dragonfly_event::json::{literal, number, skip_ws as ws, string, utf8, ScanEr
 pub const MAX_DEPTH: usize = 16;
 /// Keys an object may have before it is kept as JSON text.
 pub const MAX_FIELDS: usize = 512;
+/// Columns a partition's schema may have in all (every field at every level): past it, an
+/// object that would add one is kept as JSON text. Suricata's widest events (`stats`) have
+/// ~450; without a bound one line of nested objects (512 keys each) could make hundreds of
+/// thousands, and every later row of its partition would carry a null in each.
+pub const MAX_COLUMNS: usize = 2048;
+/// Values (rows times columns) in a row group before it is written out: a partition with
+/// many columns writes smaller row groups, so the nulls a narrow row carries in a wide
+/// schema stay bounded in memory and in encoding work (16M: 65,536 rows up to 256 columns).
+pub const GROUP_CELLS: usize = 16 << 20;
 /// Field metadata key marking a column of JSON text.
 pub const JSON_METADATA: &str = "dragonfly:json";
 
@@ -89,6 +104,8 @@ fn syntax<T>(offset: usize, what: &'static str) -> Result<T, Bad> {
 struct Cx<'s> {
     sc: &'s mut Scanner,
     checked: bool,
+    /// Columns this row may still add ([`MAX_COLUMNS`]).
+    room: usize,
 }
 
 impl Cx<'_> {
@@ -171,6 +188,12 @@ impl Valid {
             self.nulls += 1;
         }
         self.len = i + 1;
+    }
+    /// `k` nulls more (the bits past `len` are always clear).
+    fn pad(&mut self, k: usize) {
+        self.len += k;
+        self.nulls += k;
+        self.bits.resize(self.len.div_ceil(64), 0);
     }
     fn len(&self) -> usize {
         self.len
@@ -269,6 +292,11 @@ impl Text {
         self.offsets.push(self.bytes.len() as i32);
         self.valid.push(false);
     }
+    fn pad(&mut self, k: usize) {
+        let end = self.bytes.len() as i32;
+        self.offsets.resize(self.offsets.len() + k, end);
+        self.valid.pad(k);
+    }
     fn truncate(&mut self, n: usize) {
         self.offsets.truncate(n + 1);
         self.bytes.truncate(self.offsets[n] as usize);
@@ -358,7 +386,6 @@ impl Obj {
     fn parse(&mut self, b: &[u8], i: usize, cx: &mut Cx) -> Result<usize, Bad> {
         let r = self.len;
         let mut next = 0usize;
-        let mut set = 0usize;
         let mut j = ws(b, i + 1);
         if b.get(j) == Some(&b'}') {
             j += 1;
@@ -386,9 +413,10 @@ impl Obj {
                     _ => match self.find(key, escaped) {
                         Some(i) => i,
                         None => {
-                            if self.cols.len() >= MAX_FIELDS {
+                            if self.cols.len() >= MAX_FIELDS || cx.room == 0 {
                                 return conflict();
                             }
+                            cx.room -= 1;
                             cx.before_change(b)?;
                             self.add(key, escaped, r)
                         }
@@ -396,10 +424,11 @@ impl Obj {
                 };
                 next = i + 1;
                 let col = &mut self.cols[i];
-                j = if col.len() != r {
+                j = if col.len() > r {
                     cx.sc.value_at(b, j)? // the key again in this object: the first value stays
                 } else {
-                    set += 1;
+                    // rows where the field was absent: nulls, filled in only now
+                    col.pad_to(r);
                     let depth = self.depth + 1;
                     at(col.parse(b, j, depth, cx), || {
                         Step::Field(self.names[i].clone())
@@ -414,13 +443,6 @@ impl Obj {
                     }
                     None => return syntax(j, "EOF while parsing an object"),
                     _ => return syntax(j, "expected ',' or '}'"),
-                }
-            }
-        }
-        if set < self.cols.len() {
-            for c in &mut self.cols {
-                if c.len() == r {
-                    c.push_null();
                 }
             }
         }
@@ -454,12 +476,10 @@ impl Obj {
         self.cols.len() - 1
     }
 
-    fn push_null(&mut self) {
-        for c in &mut self.cols {
-            c.push_null();
-        }
-        self.valid.push(false);
-        self.len += 1;
+    /// `k` null rows: the fields catch up when they next get a value, or at the take.
+    fn pad(&mut self, k: usize) {
+        self.valid.pad(k);
+        self.len += k;
     }
 
     fn truncate(&mut self, n: usize) {
@@ -491,6 +511,8 @@ impl Obj {
     }
 
     fn take(&mut self) -> (Fields, Vec<ArrayRef>, Option<NullBuffer>, usize) {
+        let len = self.len;
+        self.cols.iter_mut().for_each(|c| c.pad_to(len));
         let fields = self.fields();
         let arrays = self.cols.iter_mut().map(Col::take).collect();
         let len = std::mem::take(&mut self.len);
@@ -532,6 +554,15 @@ fn parse_i64(v: &[u8]) -> Option<i64> {
 }
 
 impl Col {
+    /// Columns in the file (an object that has only ever been `{}` is one, of JSON text).
+    fn leaves(&self) -> usize {
+        match self {
+            Col::Struct(o) if !o.cols.is_empty() => o.cols.iter().map(Col::leaves).sum(),
+            Col::List(l) => l.item.leaves(),
+            _ => 1,
+        }
+    }
+
     fn len(&self) -> usize {
         match self {
             Col::Null(n) => *n,
@@ -543,30 +574,48 @@ impl Col {
     }
 
     fn push_null(&mut self) {
+        self.pad(1)
+    }
+
+    /// Nulls up to row `r` (a field absent from the rows since its last value).
+    #[inline]
+    fn pad_to(&mut self, r: usize) {
+        let n = self.len();
+        if n < r {
+            self.pad(r - n)
+        }
+    }
+
+    fn pad(&mut self, k: usize) {
         match self {
-            Col::Null(n) => *n += 1,
+            Col::Null(n) => *n += k,
             Col::Bool(b, v) => {
-                b.append(false);
-                v.push(false)
+                b.append_n(k, false);
+                v.pad(k)
             }
             Col::Int(x, v) => {
-                x.push(0);
-                v.push(false)
+                x.resize(x.len() + k, 0);
+                v.pad(k)
             }
             Col::Float(x, v) => {
-                x.push(0.0);
-                v.push(false)
+                x.resize(x.len() + k, 0.0);
+                v.pad(k)
             }
-            Col::Str(t) | Col::Json(t) => t.push_null(),
-            Col::Struct(o) => o.push_null(),
+            Col::Str(t) | Col::Json(t) => t.pad(k),
+            Col::Struct(o) => o.pad(k),
             Col::List(l) => {
-                l.offsets.push(*l.offsets.last().unwrap());
-                l.valid.push(false)
+                let end = *l.offsets.last().unwrap();
+                l.offsets.resize(l.offsets.len() + k, end);
+                l.valid.pad(k)
             }
         }
     }
 
+    /// Only the first `n` rows (a column not yet padded that far is left as it is).
     fn truncate(&mut self, n: usize) {
+        if n >= self.len() {
+            return;
+        }
         match self {
             Col::Null(len) => *len = n.min(*len),
             Col::Bool(b, v) => {
@@ -794,7 +843,7 @@ impl Col {
                 let (fields, arrays, nulls, len) = o.take();
                 Arc::new(
                     StructArray::try_new_with_length(fields, arrays, nulls, len).expect(
-                        "struct columns have the struct's length (appends pad every field)",
+                        "struct columns have the struct's length (the take pads every field)",
                     ),
                 )
             }
@@ -895,6 +944,8 @@ pub struct Columns {
     bytes: usize,
     /// JSON bytes of the row group whose buffers were taken back ([`Columns::recycle`]).
     retained: usize,
+    /// Columns of the schema so far (counted again after any change to it).
+    width: usize,
     /// For JSON text and repeated keys (values checked whole) and for lines that are not
     /// objects (told apart: JSON or not).
     scanner: Scanner,
@@ -913,7 +964,8 @@ pub enum AppendError {
     NotJson(ScanError),
     /// The line is JSON but not an object (rows are objects).
     NotAnObject,
-    /// A column cannot take a value (see the module doc): rows so far are unchanged.
+    /// A column cannot take a value, or a new field would make its object or the schema
+    /// too wide (see the module doc): rows so far are unchanged.
     Conflict(Conflict),
 }
 
@@ -922,7 +974,11 @@ impl std::fmt::Display for AppendError {
         match self {
             AppendError::NotJson(e) => write!(f, "a message is not JSON ({e})"),
             AppendError::NotAnObject => f.write_str("a message is not a JSON object"),
-            AppendError::Conflict(c) => write!(f, "column '{c}': its types keep disagreeing"),
+            AppendError::Conflict(c) => write!(
+                f,
+                "column '{c}': its types keep disagreeing, or it would widen the schema past \
+                 {MAX_FIELDS} fields in an object or {MAX_COLUMNS} columns"
+            ),
         }
     }
 }
@@ -934,8 +990,27 @@ impl Columns {
             root: Col::Struct(Box::new(Obj::new(0, 0))),
             bytes: 0,
             retained: 0,
+            width: 0,
             scanner: Scanner::new(),
         }
+    }
+
+    fn count_width(&mut self) {
+        let Col::Struct(o) = &self.root else {
+            unreachable!("the root is an object")
+        };
+        self.width = o.cols.iter().map(Col::leaves).sum();
+    }
+
+    /// Columns of the schema so far (at most [`MAX_COLUMNS`] and a few: an object that only
+    /// ever was `{}` counts as one).
+    pub fn width(&self) -> usize {
+        self.width
+    }
+
+    /// Values held: rows times columns (the nulls of a narrow row in a wide schema count).
+    pub fn cells(&self) -> usize {
+        self.rows().saturating_mul(self.width)
     }
 
     /// Rows appended since the last [`Columns::take`].
@@ -951,7 +1026,10 @@ impl Columns {
     /// About the memory the columns hold, in JSON bytes: the rows appended, or the row
     /// group whose buffers were taken back for them, whichever is more.
     pub fn held(&self) -> usize {
-        self.bytes.max(self.retained)
+        // a value's slot (8 bytes for a number, 4 for a string's offset) beside the JSON
+        self.bytes
+            .max(self.retained)
+            .max(self.cells().saturating_mul(8))
     }
 
     /// Take back the buffers of `batch` (made by [`Columns::take`], of `bytes` JSON bytes)
@@ -993,6 +1071,7 @@ impl Columns {
         let mut cx = Cx {
             sc: &mut self.scanner,
             checked: false,
+            room: MAX_COLUMNS.saturating_sub(self.width),
         };
         let res = o.parse(line, start, &mut cx).and_then(|end| {
             let j = ws(line, end);
@@ -1002,7 +1081,7 @@ impl Columns {
                 syntax(j, "trailing characters")
             }
         });
-        match res {
+        let out = match res {
             Ok(end) => {
                 self.bytes += end - start;
                 Ok(())
@@ -1020,7 +1099,12 @@ impl Columns {
                     Bad::Syntax(e) => AppendError::NotJson(e),
                 })
             }
+        };
+        // every change to the schema checks the line first: only then can the width change
+        if cx.checked {
+            self.count_width();
         }
+        out
     }
 
     /// Make the column at `path` JSON text for good. Only while no rows are held (after
@@ -1032,6 +1116,7 @@ impl Columns {
         match self.root.at_path(path) {
             Some(c) => {
                 *c = Col::Json(Text::nulls(0));
+                self.count_width();
                 true
             }
             None => false,
@@ -1225,6 +1310,106 @@ mod tests {
             AppendError::Conflict(Conflict(vec![Step::Field("z".into())]))
         );
         assert_eq!(append(&mut c, "[1]"), Err(AppendError::NotAnObject));
+    }
+
+    /// A field a row lacks is filled in later (when it next has a value, or at the take):
+    /// the rows read back with nulls exactly where fields were absent, at every level, also
+    /// after a row refused midway and a repeated key.
+    #[test]
+    fn absent_fields_read_back_as_nulls() {
+        let mut c = Columns::new();
+        let rows = [
+            r#"{"a":1,"o":{"x":1,"y":"s"},"l":[{"p":1},{"q":2}]}"#,
+            r#"{"b":true}"#,
+            r#"{"o":{"y":"t"},"b":false}"#,
+            r#"{"a":2,"a":3,"l":[]}"#,
+        ];
+        for r in rows {
+            append(&mut c, r).unwrap();
+        }
+        // refused after the first field was set: that row is cut off again
+        assert!(matches!(
+            append(&mut c, r#"{"b":true,"o":{"x":"text"}}"#),
+            Err(AppendError::Conflict(_))
+        ));
+        append(&mut c, r#"{"o":{"x":5}}"#).unwrap();
+        assert_eq!(c.rows(), 5);
+        assert_eq!(c.width(), 6, "a, o.x, o.y, l[].p, l[].q, b");
+        let got = json_of(&c.take());
+        let null = serde_json::Value::Null;
+        let want = [
+            serde_json::json!({"a":1,"o":{"x":1,"y":"s"},"l":[{"p":1,"q":null},{"p":null,"q":2}],"b":null}),
+            serde_json::json!({"a":null,"o":null,"l":null,"b":true}),
+            serde_json::json!({"a":null,"o":{"x":null,"y":"t"},"l":null,"b":false}),
+            serde_json::json!({"a":2,"o":null,"l":[],"b":null}),
+            serde_json::json!({"a":null,"o":{"x":5,"y":null},"l":null,"b":null}),
+        ];
+        assert_eq!(got, want);
+        assert_eq!(got[1]["a"], null);
+        // and again after the take: the columns stay, the rows start over
+        append(&mut c, r#"{"b":true}"#).unwrap();
+        let got = json_of(&c.take());
+        assert_eq!(
+            got,
+            [serde_json::json!({"a":null,"o":null,"l":null,"b":true})]
+        );
+    }
+
+    /// Past MAX_COLUMNS an object that would add a column is a conflict at that object (its
+    /// caller makes it JSON text); the row then fits, every value exact; the width and the
+    /// cells (rows times columns) the writer bounds its row groups by are counted.
+    #[test]
+    fn the_schema_stops_at_max_columns() {
+        let object = |k: usize| {
+            let f: Vec<String> = (0..512).map(|i| format!(r#""f{i}":{i}"#)).collect();
+            format!(r#""o{k}":{{{}}}"#, f.join(","))
+        };
+        let objects: Vec<String> = (0..5).map(object).collect();
+        let line = format!(r#"{{"a":0,"w":{{{}}}}}"#, objects.join(","));
+        let mut c = Columns::new();
+        let mut made_text = Vec::new();
+        loop {
+            match append(&mut c, &line) {
+                Ok(()) => break,
+                Err(AppendError::Conflict(p)) => {
+                    made_text.push(p.to_string());
+                    assert!(c.make_json(&p.0));
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        // a(1) + w.o0..o2 (3 x 512) leave room for part of o3: o3, then o4, become text
+        assert_eq!(made_text, ["w.o3", "w.o4"]);
+        assert_eq!(c.width(), 1 + 3 * 512 + 2);
+        assert!(c.width() <= MAX_COLUMNS);
+        append(&mut c, r#"{"a":1}"#).unwrap();
+        assert_eq!(c.cells(), 2 * c.width());
+        assert!(c.held() >= c.cells() * 8);
+        let DataType::Struct(w) = c.schema().field_with_name("w").unwrap().data_type().clone()
+        else {
+            panic!("w is a struct")
+        };
+        let text: Vec<&str> = w
+            .iter()
+            .filter(|f| f.metadata().contains_key(JSON_METADATA))
+            .map(|f| f.name().as_str())
+            .collect();
+        assert_eq!(text, ["o3", "o4"]);
+        // (json_of reads JSON text back as values)
+        let rows = json_of(&c.take());
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(rows[0], v);
+        assert_eq!(rows[1]["w"], serde_json::Value::Null);
+        // a new top-level field past the bound: the row itself cannot become text
+        let fields: Vec<String> = (0..600).map(|i| format!(r#""t{i}":{i}"#)).collect();
+        let e = append(&mut c, &format!("{{{}}}", fields.join(","))).unwrap_err();
+        let AppendError::Conflict(p) = e else {
+            panic!("{e}")
+        };
+        assert!(p.0.is_empty(), "at the row: {p}");
+        assert!(AppendError::Conflict(p)
+            .to_string()
+            .contains("2048 columns"));
     }
 
     #[test]

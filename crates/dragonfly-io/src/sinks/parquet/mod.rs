@@ -18,7 +18,10 @@
 //! string where numbers were, an object where strings were) turns that field into a column
 //! of JSON text (field metadata `dragonfly:json`) in a new file, and it stays text in later
 //! files of the partition. Readers reading several files at once should merge schemas by
-//! name (DuckDB: `union_by_name = true`).
+//! name (DuckDB: `union_by_name = true`). A partition's schema has at most
+//! [`columns::MAX_COLUMNS`] columns (an object that would cross it is JSON text), and a row
+//! group also ends at [`columns::GROUP_CELLS`] values (rows times columns): the nulls a
+//! narrow row carries in a wide schema cost bounded memory and time.
 //!
 //! ## Files
 //! Written under a hidden temporary name (`.part-....parquet.tmp`) and renamed when complete
@@ -835,34 +838,37 @@ impl Shard {
             }
             p.last_write = w;
             let mut tries = 0;
-            loop {
+            let appended = loop {
                 match p.cols.append(line) {
-                    Ok(()) => break,
+                    Ok(()) => break true,
                     Err(AppendError::Conflict(c)) if tries < 8 => {
                         tries += 1;
                         // write out what fits the old schema; the column becomes text
                         self.w.write_group(p, false);
                         if !p.cols.make_json(&c.0) {
                             self.w.reject(format!(
-                                "{}: a row with more than {} top-level fields",
+                                "{}: a row that would make more than {} top-level fields or {} columns",
                                 p.rel,
-                                columns::MAX_FIELDS
+                                columns::MAX_FIELDS,
+                                columns::MAX_COLUMNS
                             ));
-                            break;
+                            break false;
                         }
-                        tracing::info!(partition = %p.rel, column = %c, "column types disagree: the column is JSON text from now on (a new file)");
+                        tracing::info!(partition = %p.rel, column = %c, "the column is JSON text from now on (a new file): its types disagree, or it would make the schema too wide");
                     }
                     Err(e) => {
                         self.w.reject(format!("{}: {e}", p.rel));
-                        break;
+                        break false;
                     }
                 }
-            }
-            if let Some(t) = *ts {
+            };
+            // the manifest's time range is the rows' written, not those dropped
+            if let (true, Some(t)) = (appended, *ts) {
                 widen(&mut p.group_ts, (t, t));
             }
             if p.cols.rows() >= self.w.options.row_group_rows
                 || p.cols.bytes() >= self.w.options.row_group_bytes
+                || p.cols.cells() >= columns::GROUP_CELLS
             {
                 // a full row group: its buffers are kept for the next one
                 self.w.write_group(p, true);
