@@ -106,6 +106,8 @@ struct Cx<'s> {
     checked: bool,
     /// Columns this row may still add ([`MAX_COLUMNS`]).
     room: usize,
+    /// Values this row's list elements hold ([`Columns::cells`]).
+    cells: usize,
 }
 
 impl Cx<'_> {
@@ -362,6 +364,8 @@ struct List {
     offsets: Vec<i32>,
     item: Col,
     valid: Valid,
+    /// Values one element makes (see [`Col::measure`]).
+    flat: usize,
 }
 
 fn unescape(raw: &[u8]) -> Option<String> {
@@ -554,12 +558,32 @@ fn parse_i64(v: &[u8]) -> Option<i64> {
 }
 
 impl Col {
-    /// Columns in the file (an object that has only ever been `{}` is one, of JSON text).
-    fn leaves(&self) -> usize {
+    /// Columns in the file (an object that has only ever been `{}` is one, of JSON text),
+    /// and the values one row of this column makes: one per column not under a list, and
+    /// a list's offset (its elements count their own, [`List::flat`], set here).
+    fn measure(&mut self) -> (usize, usize) {
         match self {
-            Col::Struct(o) if !o.cols.is_empty() => o.cols.iter().map(Col::leaves).sum(),
-            Col::List(l) => l.item.leaves(),
-            _ => 1,
+            Col::Struct(o) if !o.cols.is_empty() => o
+                .cols
+                .iter_mut()
+                .map(Col::measure)
+                .fold((0, 0), |(l, f), (l2, f2)| (l + l2, f + f2)),
+            Col::List(l) => {
+                let (leaves, flat) = l.item.measure();
+                l.flat = flat;
+                (leaves, 1)
+            }
+            _ => (1, 1),
+        }
+    }
+
+    /// Values this column holds as a field of `rows` rows (padded or not yet): one per
+    /// row for each column under it, and for a list its elements' own.
+    fn cells(&self, rows: usize) -> usize {
+        match self {
+            Col::Struct(o) if !o.cols.is_empty() => o.cols.iter().map(|c| c.cells(rows)).sum(),
+            Col::List(l) => rows + l.item.cells(l.item.len()),
+            _ => rows,
         }
     }
 
@@ -727,11 +751,13 @@ impl Col {
                             Col::Null(0)
                         },
                         valid: Valid::nulls(n),
+                        flat: 1, // measured once the row is in
                     }));
                 }
                 let Col::List(l) = self else {
                     return conflict();
                 };
+                let items = l.item.len();
                 let mut j = ws(b, i + 1);
                 if b.get(j) == Some(&b']') {
                     j += 1;
@@ -749,6 +775,8 @@ impl Col {
                         }
                     }
                 }
+                // each element holds a value in every column under the list's item
+                cx.cells += (l.item.len() - items) * l.flat.max(1);
                 l.offsets.push(l.item.len() as i32);
                 l.valid.push(true);
                 j
@@ -946,6 +974,10 @@ pub struct Columns {
     retained: usize,
     /// Columns of the schema so far (counted again after any change to it).
     width: usize,
+    /// Values a row makes outside its lists (measured with `width`).
+    flat: usize,
+    /// Values held: see [`Columns::cells`].
+    cells: usize,
     /// For JSON text and repeated keys (values checked whole) and for lines that are not
     /// objects (told apart: JSON or not).
     scanner: Scanner,
@@ -991,15 +1023,21 @@ impl Columns {
             bytes: 0,
             retained: 0,
             width: 0,
+            flat: 0,
+            cells: 0,
             scanner: Scanner::new(),
         }
     }
 
     fn count_width(&mut self) {
-        let Col::Struct(o) = &self.root else {
+        let Col::Struct(o) = &mut self.root else {
             unreachable!("the root is an object")
         };
-        self.width = o.cols.iter().map(Col::leaves).sum();
+        (self.width, self.flat) = o
+            .cols
+            .iter_mut()
+            .map(Col::measure)
+            .fold((0, 0), |(l, f), (l2, f2)| (l + l2, f + f2));
     }
 
     /// Columns of the schema so far (at most [`MAX_COLUMNS`] and a few: an object that only
@@ -1008,9 +1046,11 @@ impl Columns {
         self.width
     }
 
-    /// Values held: rows times columns (the nulls of a narrow row in a wide schema count).
+    /// Values held since the last take, nulls included: each row makes one per column
+    /// outside its lists, each list element one per column under the list (a narrow row in a
+    /// wide schema, or many small elements of a wide list item, count what they hold).
     pub fn cells(&self) -> usize {
-        self.rows().saturating_mul(self.width)
+        self.cells
     }
 
     /// Rows appended since the last [`Columns::take`].
@@ -1072,6 +1112,7 @@ impl Columns {
             sc: &mut self.scanner,
             checked: false,
             room: MAX_COLUMNS.saturating_sub(self.width),
+            cells: 0,
         };
         let res = o.parse(line, start, &mut cx).and_then(|end| {
             let j = ws(line, end);
@@ -1100,9 +1141,17 @@ impl Columns {
                 })
             }
         };
+        let (changed, list_cells) = (cx.checked, cx.cells);
         // every change to the schema checks the line first: only then can the width change
-        if cx.checked {
+        if changed {
             self.count_width();
+            // the row was counted with the widths before it: count every value again
+            let Col::Struct(o) = &self.root else {
+                unreachable!("the root is an object")
+            };
+            self.cells = o.cols.iter().map(|c| c.cells(o.len)).sum();
+        } else if out.is_ok() {
+            self.cells += self.flat + list_cells;
         }
         out
     }
@@ -1139,6 +1188,7 @@ impl Columns {
         };
         let (fields, arrays, _, len) = o.take();
         self.bytes = 0;
+        self.cells = 0;
         let schema = Arc::new(arrow_schema::Schema::new(fields));
         arrow_array::RecordBatch::try_new_with_options(
             schema,
@@ -1412,6 +1462,32 @@ mod tests {
             .contains("2048 columns"));
     }
 
+    /// Small elements of a list whose item is a wide object hold a value in each of its
+    /// columns: counted, so the writer's row groups stay bounded in memory.
+    #[test]
+    fn list_elements_count_the_values_they_hold() {
+        let wide: Vec<String> = (0..100).map(|i| format!(r#""k{i}":{i}"#)).collect();
+        let mut c = Columns::new();
+        append(
+            &mut c,
+            &format!(r#"{{"a":1,"l":[{{{}}}]}}"#, wide.join(",")),
+        )
+        .unwrap();
+        // a, l; each element: k0..k99
+        assert_eq!(c.cells(), 2 + 100);
+        let small = format!(r#"{{"a":2,"l":[{}]}}"#, vec![r#"{"k0":1}"#; 50].join(","));
+        append(&mut c, &small).unwrap();
+        assert_eq!(c.cells(), 102 + 2 + 50 * 100);
+        append(&mut c, r#"{"a":3}"#).unwrap();
+        assert_eq!(c.cells(), 5104 + 2);
+        assert!(c.held() >= c.cells() * 8);
+        let rows = json_of(&c.take());
+        assert_eq!(rows[1]["l"].as_array().unwrap().len(), 50);
+        assert_eq!(rows[1]["l"][49]["k0"], 1);
+        assert_eq!(rows[1]["l"][49]["k99"], serde_json::Value::Null);
+        assert_eq!(c.cells(), 0, "the take starts over");
+    }
+
     #[test]
     fn empty_objects_deep_nesting_many_keys_and_repeated_keys() {
         let mut c = Columns::new();
@@ -1630,7 +1706,12 @@ mod tests {
                 for r in &rows {
                     let line = serde_json::to_string(r).unwrap();
                     loop {
-                        match append(&mut c, &line) {
+                        let res = append(&mut c, &line);
+                        // the count kept row by row is the values held, counted afresh
+                        let Col::Struct(o) = &c.root else { unreachable!() };
+                        let all: usize = o.cols.iter().map(|x| x.cells(o.len)).sum();
+                        prop_assert_eq!(c.cells(), all);
+                        match res {
                             Ok(()) => break,
                             Err(AppendError::Conflict(p)) => {
                                 // the writer's way: take, write, take the buffers back

@@ -30,7 +30,9 @@
 //! `row_group_rows` rows or `row_group_mb` of JSON; a file closes at `file_rows` rows,
 //! `file_mb` of Parquet, after `max_age_s` seconds, when more than `max_open_files` are open
 //! (the least recently written closes), when its schema changes, and at shutdown.
-//! Column statistics and the page index are written for every column.
+//! Column statistics and the page index are written for every column (arrow-rs leaves out
+//! the column index of a field inside a list that is null in every element of a row group:
+//! it tells null pages by rows, not by values).
 //!
 //! ## Receipts
 //! An event counts as written when its file is closed and renamed: [`Sink::settled_writes`]
