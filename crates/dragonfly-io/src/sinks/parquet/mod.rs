@@ -63,8 +63,9 @@
 //! parse into columns that checks the JSON as it goes on a writer; the column buffers of
 //! the open row groups (bounded by `buffer_mb`; a full row group's buffers are filled again
 //! by the next one, not grown anew) and the encoder's work when a row group ends. Measured in
-//! docs/benchmarks.md: about 4.5-5 CPU-microseconds per Suricata event on top of the
-//! pipeline, about 2 of them the parse and 2 Parquet's encoder with zstd.
+//! docs/benchmarks.md: about 3.5-4 CPU-microseconds per Suricata event on top of the
+//! pipeline, about 1.4 of them the parse, 1 zstd and the rest arrow-rs's encoder and the
+//! routing.
 
 pub mod columns;
 pub mod compact;
