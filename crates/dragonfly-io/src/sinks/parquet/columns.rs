@@ -21,7 +21,7 @@
 //! ([`Columns::make_json`]) and appends the row again. JSON text is for good: the column stays
 //! text in later files of that partition, so its type never flips back and forth.
 //! Also JSON text: objects nested deeper than [`MAX_DEPTH`], objects with more than
-//! [`MAX_FIELDS`] keys, an object whose new field would take the schema past
+//! [`MAX_FIELDS`] keys or a key longer than [`MAX_NAME`] bytes, an object whose new field would take the schema past
 //! [`MAX_COLUMNS`] columns in all (a hostile stream cannot make thousands of columns), and
 //! objects that have only ever been empty (`{}`: Parquet has no empty struct). The writer
 //! also ends a row group at [`GROUP_CELLS`] values (rows times columns), so a wide schema
@@ -60,6 +60,9 @@ pub const MAX_FIELDS: usize = 512;
 /// ~450; without a bound one line of nested objects (512 keys each) could make hundreds of
 /// thousands, and every later row of its partition would carry a null in each.
 pub const MAX_COLUMNS: usize = 2048;
+/// Bytes a field's name may have (as written) before its object is kept as JSON text: a
+/// column's name is kept for as long as the partition and written in every file's footer.
+pub const MAX_NAME: usize = 256;
 /// Values (rows times columns) in a row group before it is written out: a partition with
 /// many columns writes smaller row groups, so the nulls a narrow row carries in a wide
 /// schema stay bounded in memory and in encoding work (16M: 65,536 rows up to 256 columns).
@@ -417,7 +420,8 @@ impl Obj {
                     _ => match self.find(key, escaped) {
                         Some(i) => i,
                         None => {
-                            if self.cols.len() >= MAX_FIELDS || cx.room == 0 {
+                            if self.cols.len() >= MAX_FIELDS || cx.room == 0 || key.len() > MAX_NAME
+                            {
                                 return conflict();
                             }
                             cx.room -= 1;
@@ -1009,7 +1013,8 @@ impl std::fmt::Display for AppendError {
             AppendError::Conflict(c) => write!(
                 f,
                 "column '{c}': its types keep disagreeing, or it would widen the schema past \
-                 {MAX_FIELDS} fields in an object or {MAX_COLUMNS} columns"
+                 {MAX_FIELDS} fields in an object or {MAX_COLUMNS} columns, or a field name \
+                 is longer than {MAX_NAME} bytes"
             ),
         }
     }
@@ -1460,6 +1465,32 @@ mod tests {
         assert!(AppendError::Conflict(p)
             .to_string()
             .contains("2048 columns"));
+    }
+
+    /// A field name longer than MAX_NAME makes its object JSON text (a column's name lives
+    /// as long as the partition); at the top the row cannot fit.
+    #[test]
+    fn long_field_names_are_not_columns() {
+        let long = "k".repeat(MAX_NAME + 1);
+        let line = format!(r#"{{"a":1,"o":{{"{long}":1,"b":2}}}}"#);
+        let mut c = Columns::new();
+        let Err(AppendError::Conflict(p)) = append(&mut c, &line) else {
+            panic!("a conflict")
+        };
+        assert_eq!(p.to_string(), "o");
+        assert!(c.make_json(&p.0));
+        append(&mut c, &line).unwrap();
+        let rows = json_of(&c.take());
+        assert_eq!(
+            rows[0],
+            serde_json::from_str::<serde_json::Value>(&line).unwrap()
+        );
+        let ok = "k".repeat(MAX_NAME);
+        append(&mut c, &format!(r#"{{"{ok}":1}}"#)).unwrap();
+        let Err(AppendError::Conflict(p)) = append(&mut c, &format!(r#"{{"{long}":1}}"#)) else {
+            panic!("a conflict")
+        };
+        assert!(p.0.is_empty());
     }
 
     /// Small elements of a list whose item is a wide object hold a value in each of its

@@ -850,10 +850,11 @@ impl Shard {
                         self.w.write_group(p, false);
                         if !p.cols.make_json(&c.0) {
                             self.w.reject(format!(
-                                "{}: a row that would make more than {} top-level fields or {} columns",
+                                "{}: a row that would make more than {} top-level fields or {} columns, or a top-level field name longer than {} bytes",
                                 p.rel,
                                 columns::MAX_FIELDS,
-                                columns::MAX_COLUMNS
+                                columns::MAX_COLUMNS,
+                                columns::MAX_NAME
                             ));
                             break false;
                         }
