@@ -21,9 +21,10 @@
 //! ([`Columns::make_json`]) and appends the row again. JSON text is for good: the column stays
 //! text in later files of that partition, so its type never flips back and forth.
 //! Also JSON text: objects nested deeper than [`MAX_DEPTH`], objects with more than
-//! [`MAX_FIELDS`] keys or a key longer than [`MAX_NAME`] bytes, an object whose new field would take the schema past
-//! [`MAX_COLUMNS`] columns in all (a hostile stream cannot make thousands of columns), and
-//! objects that have only ever been empty (`{}`: Parquet has no empty struct). The writer
+//! [`MAX_FIELDS`] keys or a key longer than [`MAX_NAME`] bytes, an object whose new field
+//! would take the schema past [`MAX_COLUMNS`] columns in all (a hostile stream cannot make
+//! thousands of columns), and objects that have only ever been empty (`{}`: Parquet has no
+//! empty struct). The writer
 //! also ends a row group at [`GROUP_CELLS`] values (rows times columns), so a wide schema
 //! means smaller row groups rather than more memory.
 //!
