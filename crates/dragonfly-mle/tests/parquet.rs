@@ -564,17 +564,20 @@ end
 /// Run the root to its input's end under an 8 GiB address-space limit (so a regression
 /// cannot take the machine's memory); the run must succeed.
 fn run_capped(r: &Root) -> std::process::Output {
-    let child = Command::new("sh")
+    let engine = r.command(&["--exit-on-eof"]);
+    let mut capped = Command::new("sh");
+    capped
         .arg("-c")
         .arg(r#"ulimit -v 8388608 && exec "$@""#)
         .arg("sh")
-        .arg(BIN)
-        .arg("-r")
-        .arg(r.path())
-        .arg("-l")
-        .arg(&r.logdir)
-        .arg("--exit-on-eof")
-        .env("DRAGONFLY_LOG", "info")
+        .arg(engine.get_program())
+        .args(engine.get_args());
+    for (k, v) in engine.get_envs() {
+        if let Some(v) = v {
+            capped.env(k, v);
+        }
+    }
+    let child = capped
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

@@ -485,6 +485,19 @@ impl Obj {
         self.cols.len() - 1
     }
 
+    /// Its columns and the values a row makes (see [`Col::measure`]).
+    fn measure(&mut self) -> (usize, usize) {
+        self.cols
+            .iter_mut()
+            .map(Col::measure)
+            .fold((0, 0), |(l, f), (l2, f2)| (l + l2, f + f2))
+    }
+
+    /// Values its fields hold over `rows` rows (see [`Col::cells`]).
+    fn cells(&self, rows: usize) -> usize {
+        self.cols.iter().map(|c| c.cells(rows)).sum()
+    }
+
     /// `k` null rows: the fields catch up when they next get a value, or at the take.
     fn pad(&mut self, k: usize) {
         self.valid.pad(k);
@@ -568,11 +581,7 @@ impl Col {
     /// a list's offset (its elements count their own, [`List::flat`], set here).
     fn measure(&mut self) -> (usize, usize) {
         match self {
-            Col::Struct(o) if !o.cols.is_empty() => o
-                .cols
-                .iter_mut()
-                .map(Col::measure)
-                .fold((0, 0), |(l, f), (l2, f2)| (l + l2, f + f2)),
+            Col::Struct(o) if !o.cols.is_empty() => o.measure(),
             Col::List(l) => {
                 let (leaves, flat) = l.item.measure();
                 l.flat = flat;
@@ -586,7 +595,7 @@ impl Col {
     /// row for each column under it, and for a list its elements' own.
     fn cells(&self, rows: usize) -> usize {
         match self {
-            Col::Struct(o) if !o.cols.is_empty() => o.cols.iter().map(|c| c.cells(rows)).sum(),
+            Col::Struct(o) if !o.cols.is_empty() => o.cells(rows),
             Col::List(l) => rows + l.item.cells(l.item.len()),
             _ => rows,
         }
@@ -1039,11 +1048,7 @@ impl Columns {
         let Col::Struct(o) = &mut self.root else {
             unreachable!("the root is an object")
         };
-        (self.width, self.flat) = o
-            .cols
-            .iter_mut()
-            .map(Col::measure)
-            .fold((0, 0), |(l, f), (l2, f2)| (l + l2, f + f2));
+        (self.width, self.flat) = o.measure();
     }
 
     /// Columns of the schema so far (at most [`MAX_COLUMNS`] and a few: an object that only
@@ -1155,7 +1160,7 @@ impl Columns {
             let Col::Struct(o) = &self.root else {
                 unreachable!("the root is an object")
             };
-            self.cells = o.cols.iter().map(|c| c.cells(o.len)).sum();
+            self.cells = o.cells(o.len);
         } else if out.is_ok() {
             self.cells += self.flat + list_cells;
         }
@@ -1741,8 +1746,7 @@ mod tests {
                         let res = append(&mut c, &line);
                         // the count kept row by row is the values held, counted afresh
                         let Col::Struct(o) = &c.root else { unreachable!() };
-                        let all: usize = o.cols.iter().map(|x| x.cells(o.len)).sum();
-                        prop_assert_eq!(c.cells(), all);
+                        prop_assert_eq!(c.cells(), o.cells(o.len));
                         match res {
                             Ok(()) => break,
                             Err(AppendError::Conflict(p)) => {

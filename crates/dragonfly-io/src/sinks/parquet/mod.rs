@@ -56,7 +56,7 @@
 //! encodes and writes its partitions, closes its files by age, and publishes what it has
 //! settled. Each writer's queue is bounded in bytes (`queue_mb`, default 16): a slow disk
 //! holds the pipeline back, while a writer busy encoding a row group does not stop the
-//! router from feeding the others (a queue of a few batches did: a fifth of the two cores
+//! router from feeding the others (a queue of a few batches did: a fifth of the two cores'
 //! time went idle in the benchmark).
 //!
 //! Cost: per line, a walk over the top-level fields and a copy on the routing thread; one
