@@ -158,10 +158,14 @@ pub struct Engine {
     pub lua_memory_mb: usize,
     /// Longest a script call may run, in milliseconds (0: no limit).
     pub script_timeout_ms: u64,
+    /// Longest loading the scripts and running every setup() may take, per runtime.
+    pub setup_timeout_ms: u64,
     /// Longest the engine waits for a Redis reply, in milliseconds (0: no limit).
     pub redis_timeout_ms: u64,
     /// How long a Redis read polls the socket before it blocks, in microseconds (0: never).
     pub redis_spin_us: u64,
+    /// Largest Redis reply accepted, in MiB.
+    pub redis_max_reply_mb: usize,
     /// Memory the embedded store may hold, in MiB (0: no limit).
     pub store_maxmemory_mb: u64,
     /// What the embedded store does at its limit (Redis's policy names).
@@ -461,8 +465,15 @@ pub const ENGINE_KEYS: &[Key<Engine>] = &[
         name: "script_timeout_ms",
         kind: int(0.0, 86400000.0),
         default: "1000",
-        doc: "longest one script call (loop, setup, timer) may run before it is stopped (0 = no limit)",
+        doc: "longest one script call (loop, a timer callback) may run before it is stopped (0 = no limit; setup() has setup_timeout_ms)",
         set: |e, v| e.script_timeout_ms = v.num() as u64,
+    },
+    Key {
+        name: "setup_timeout_ms",
+        kind: int(100.0, 3600000.0),
+        default: "60000",
+        doc: "longest loading every script and running every setup() may take per runtime, at start, at a reload and under --check (time in downloads and store calls counts); past it start-up (or the reload) fails naming the script",
+        set: |e, v| e.setup_timeout_ms = v.num() as u64,
     },
     Key {
         name: "redis_timeout_ms",
@@ -470,6 +481,13 @@ pub const ENGINE_KEYS: &[Key<Engine>] = &[
         default: "10000",
         doc: "longest wait for a Redis reply before the command fails and the connection is reopened (blocking commands wait their own time; 0 = no limit)",
         set: |e, v| e.redis_timeout_ms = v.num() as u64,
+    },
+    Key {
+        name: "redis_max_reply_mb",
+        kind: int(1.0, 4096.0),
+        default: "64",
+        doc: "largest Redis reply accepted, in MiB (its strings plus 64 bytes per element); a larger one fails the command and drops the connection",
+        set: |e, v| e.redis_max_reply_mb = v.num() as usize,
     },
     Key {
         name: "redis_spin_us",
@@ -521,8 +539,10 @@ impl Default for Engine {
             partition_key: "flow_id".into(),
             lua_memory_mb: 1024,
             script_timeout_ms: 1000,
+            setup_timeout_ms: 60000,
             redis_timeout_ms: 10000,
             redis_spin_us: 100,
+            redis_max_reply_mb: 64,
             store_maxmemory_mb: 0,
             store_maxmemory_policy: "noeviction".into(),
             dead_letter: "file://dead-letter.json".into(),
@@ -630,6 +650,47 @@ pub fn parse(source: &str, file: &str, root: &Path) -> Result<Config, ConfigErro
     }
 }
 
+/// Longest config.lua may run: its top level, and whatever reading its tables runs
+/// (metamethods). Past it, evaluation stops with an error instead of hanging start-up, a
+/// `--check` or a reload.
+pub const CONFIG_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Memory config.lua's Lua state may hold.
+pub const CONFIG_MEMORY: usize = 256 << 20;
+
+/// A Lua state for config.lua: the safe standard libraries, JIT off (a compiled loop never
+/// runs a hook; config.lua is small) and `jit` gone (so it cannot be turned back on), a
+/// memory limit ([`CONFIG_MEMORY`]) and a deadline ([`CONFIG_TIMEOUT`]) checked by a hook at
+/// every instruction (a config.lua runs a few thousand). Past the deadline the hook raises an
+/// error at every instruction, so a script that catches it with `pcall` and goes on is unwound
+/// to the top within a few instructions per `pcall` level.
+fn config_state() -> mlua::Result<Lua> {
+    use mlua::{HookTriggers, VmState};
+    let lua = Lua::new_with(StdLib::ALL_SAFE, LuaOptions::default())?;
+    lua.set_memory_limit(CONFIG_MEMORY)?;
+    lua.load(
+        "jit.off() jit.flush() jit = nil package.loaded.jit = nil
+         for k in pairs(package.preload) do if k:find('^jit') then package.preload[k] = nil end end",
+    )
+    .set_name("=config-setup")
+    .exec()?;
+    let deadline = std::time::Instant::now() + CONFIG_TIMEOUT;
+    lua.set_hook(HookTriggers::new().every_nth_instruction(1), move |_, _| {
+        if std::time::Instant::now() < deadline {
+            Ok(VmState::Continue)
+        } else {
+            Err(mlua::Error::runtime(timeout_message()))
+        }
+    })?;
+    Ok(lua)
+}
+
+fn timeout_message() -> String {
+    format!(
+        "config.lua ran longer than {} s (an endless loop?): stopped",
+        CONFIG_TIMEOUT.as_secs()
+    )
+}
+
 /// What parsed, and every error (Err: the source does not run at all).
 fn parse_partial(
     source: &str,
@@ -642,8 +703,7 @@ fn parse_partial(
         warnings: Vec::new(),
         root: root.to_path_buf(),
     };
-    let lua = Lua::new_with(StdLib::ALL_SAFE, LuaOptions::default())
-        .map_err(|e| ConfigErrors(vec![p.err(None, None, e.to_string())]))?;
+    let lua = config_state().map_err(|e| ConfigErrors(vec![p.err(None, None, e.to_string())]))?;
     if let Err(e) = lua.load(source).set_name(format!("@{file}")).exec() {
         let msg = e.to_string();
         let msg = msg.split("\nstack traceback:").next().unwrap_or(&msg);

@@ -128,7 +128,15 @@ pub struct Control {
     pub reopen: Arc<AtomicU64>,
     /// Hot reload requests (SIGUSR2, `POST /api/reload`) and their outcomes.
     pub reload: Arc<Reloads>,
+    /// `engine.drain_timeout_s` of the config started, in milliseconds: a stop signal ends
+    /// the process within it plus [`STOP_MARGIN`], whatever any thread is doing.
+    pub drain_timeout_ms: Arc<AtomicU64>,
 }
+
+/// How long past `engine.drain_timeout_s` a stop signal waits before it ends the process
+/// itself (the engine's own drain deadline comes first; this one holds when the engine's
+/// control thread cannot see the stop: a reload wedged in a script, a hung output).
+pub const STOP_MARGIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// How a hot reload went: whether the new scripts took over, and the outcome as JSON (for
 /// the log and the HTTP answer).

@@ -196,6 +196,9 @@ impl Plan {
         };
         let redis_timeout = (config.engine.redis_timeout_ms > 0)
             .then(|| Duration::from_millis(config.engine.redis_timeout_ms));
+        let reply_limits = dragonfly_store::resp::ReplyLimits {
+            max_bytes: config.engine.redis_max_reply_mb << 20,
+        };
         let spin = dragonfly_store::resp::spin_for(
             Duration::from_micros(config.engine.redis_spin_us),
             config.engine.workers,
@@ -215,18 +218,21 @@ impl Plan {
                     port: *port,
                 })
                 .with_timeout(redis_timeout)
-                .with_spin(spin),
+                .with_spin(spin)
+                .with_reply_limits(reply_limits),
             ),
             Store::Unix { path } => Backend::Redis(
                 RedisTarget::new(RedisAddr::Unix { path: path.clone() })
                     .with_timeout(redis_timeout)
-                    .with_spin(spin),
+                    .with_spin(spin)
+                    .with_reply_limits(reply_limits),
             ),
             Store::Cluster { nodes } => Backend::Redis(
                 RedisTarget::new(RedisAddr::Cluster {
                     nodes: nodes.clone(),
                 })
-                .with_timeout(redis_timeout),
+                .with_timeout(redis_timeout)
+                .with_reply_limits(reply_limits),
             ),
         };
         let snapshot = (!config.engine.store_snapshot.is_empty())
@@ -246,6 +252,7 @@ impl Plan {
             limits: Limits {
                 memory: config.engine.lua_memory_mb << 20,
                 script_timeout: Duration::from_millis(config.engine.script_timeout_ms),
+                setup_timeout: Duration::from_millis(config.engine.setup_timeout_ms),
             },
             lazy_events: config.engine.lazy_events,
             overlap: dragonfly_lua::runtime::Overlap {
@@ -298,10 +305,7 @@ impl Plan {
             }
         }
         let inputs = problems.len();
-        match Runtime::new(&self.runtime) {
-            Err(errs) => problems.extend(errs.iter().map(|e| e.to_string())),
-            Ok(mut rt) => problems.extend(rt.setup().iter().map(|e| format!("{e} (in setup)"))),
-        }
+        problems.extend(check_scripts(&self.runtime));
         match (problems.is_empty(), inputs > 0) {
             (true, _) => Ok(()),
             (false, true) => Err(EngineError::Open(problems)),
@@ -408,7 +412,7 @@ impl Plan {
                     }
                 }
             }
-            match FileSink::open(&p) {
+            match FileSink::open(&p, dragonfly_io::sinks::file::OUTPUT_MODE) {
                 Ok(s) => Some(Box::new(s)),
                 Err(e) => {
                     problems.push(format!("engine log {}: {e}", p.display()));
@@ -564,5 +568,38 @@ impl Prepared {
         } else {
             Err(EngineError::Open(problems))
         }
+    }
+}
+
+/// Load every script and run every `setup()` of `spec` on a thread of its own, as a worker
+/// would: every problem, one line each. A setup phase that runs past its budget and cannot be
+/// stopped (a loop LuaJIT compiled) is reported too, not waited for: the thread is left
+/// behind, parked by the watchdog.
+fn check_scripts(spec: &RuntimeSpec) -> Vec<String> {
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let spec_for = spec.clone();
+    let spawned = std::thread::Builder::new()
+        .name("check".into())
+        .spawn(move || {
+            let problems: Vec<String> = match Runtime::new(&spec_for) {
+                Err(errs) => errs.iter().map(|e| e.to_string()).collect(),
+                Ok(mut rt) => rt
+                    .setup()
+                    .iter()
+                    .map(|e| format!("{e} (in setup)"))
+                    .collect(),
+            };
+            let _ = tx.send(problems);
+        });
+    if let Err(e) = spawned {
+        return vec![format!("cannot start a thread to run the scripts: {e}")];
+    }
+    let limit = 2 * spec.limits.setup_timeout + crate::worker::READY_MARGIN;
+    match rx.recv_timeout(limit) {
+        Ok(problems) => problems,
+        Err(_) => vec![format!(
+            "the scripts did not finish loading and setup() within engine.setup_timeout_ms ({} ms, twice) and could not be stopped (a loop LuaJIT compiled?)",
+            spec.limits.setup_timeout.as_millis()
+        )],
     }
 }

@@ -225,12 +225,25 @@ impl Running {
             let h = spawn(format!("worker-{}", t.id), move || {
                 w.run(ready_tx, None, Some(gate_rx))
             });
-            match worker::wait_ready(&ready_rx, &template.status) {
-                Ok(Ok(())) => {}
-                Ok(Err(errs)) => problems.extend(errs.iter().map(|e| format!("{e} (in setup)"))),
-                Err(why) => problems.push(format!("worker {}: {why}", t.id)),
+            let reported =
+                match worker::wait_ready(&ready_rx, &template.status, &template.spec.limits) {
+                    Ok(Ok(())) => true,
+                    Ok(Err(errs)) => {
+                        problems.extend(errs.iter().map(|e| format!("{e} (in setup)")));
+                        true
+                    }
+                    Err(why) => {
+                        problems.push(format!("worker {}: {why}", t.id));
+                        false
+                    }
+                };
+            if reported {
+                fresh.push((template, h, gate_tx));
+            } else {
+                // parked by the watchdog, or still in a call no hook reaches: it is left
+                // behind (never joined, never handed work), so the reload is not held up
+                drop(h);
             }
-            fresh.push((template, h, gate_tx));
         }
         if !problems.is_empty() {
             // the new runtimes exit at their gates without touching a queue; the sinks opened

@@ -400,7 +400,11 @@ impl Running {
             self.workers[i] = spawn(format!("worker-{id}"), move || {
                 worker.run(ready_tx, resume, None)
             });
-            match worker::wait_ready(&ready_rx, &self.templates[i].status) {
+            match worker::wait_ready(
+                &ready_rx,
+                &self.templates[i].status,
+                &self.templates[i].spec.limits,
+            ) {
                 Ok(Ok(())) => {}
                 Ok(Err(errs)) => {
                     return Err(format!(

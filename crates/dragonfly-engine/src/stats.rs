@@ -324,7 +324,10 @@ impl Stats {
                     "timeouts": l(&i.filter.timeouts), "memory_errors": l(&i.filter.memory_errors),
                     "io_errors": l(&i.io.errors), "rotations": l(&i.io.rotations),
                     "truncations": l(&i.io.truncations), "overflow": l(&i.io.overflow),
-                    "refused": l(&i.io.refused),
+                    "refused": l(&i.io.refused), "evicted": l(&i.io.evicted),
+                    "idle_closed": l(&i.io.idle_closed),
+                    "partial_dropped": l(&i.io.partial_dropped),
+                    "not_followed": l(&i.io.not_followed),
                 }),
             );
             let lag = i.io.lag.lock().unwrap_or_else(|p| p.into_inner());

@@ -267,7 +267,7 @@ impl Prepared {
         work_queues.extend(queues);
         *stats.queues.lock().unwrap_or_else(|p| p.into_inner()) = work_queues;
         for (id, ready_rx) in readies.iter().enumerate() {
-            match worker::wait_ready(ready_rx, &templates[id].status) {
+            match worker::wait_ready(ready_rx, &templates[id].status, &templates[id].spec.limits) {
                 Ok(Ok(())) => {}
                 Ok(Err(errs)) => {
                     drop(work_txs);

@@ -70,26 +70,38 @@ pub struct WorkerStatus {
 
 /// Wait for a worker's start-up report. A worker whose runtime the watchdog parked while it
 /// ran what `setup()` handed on (an analyzer that never returns) never reports: that is an
-/// error too, not a wait forever.
+/// error too, not a wait forever; so is a report that has not come within the setup budget
+/// (twice `limits.setup_timeout`: the scripts' top level, then every `setup()`) and a margin.
 pub fn wait_ready(
     ready: &Receiver<Result<(), Vec<ScriptError>>>,
     status: &WorkerStatus,
+    limits: &dragonfly_lua::Limits,
 ) -> Result<Result<(), Vec<ScriptError>>, String> {
+    let deadline = Instant::now() + 2 * limits.setup_timeout + READY_MARGIN;
     loop {
         match ready.recv_timeout(std::time::Duration::from_millis(50)) {
             Ok(r) => return Ok(r),
             Err(RecvTimeoutError::Disconnected) => return Err("it died during start-up".into()),
             Err(RecvTimeoutError::Timeout) => {
                 if status.watched().is_some_and(|w| w.parked()) {
-                    return Err(
-                        "a script it ran at start-up (an event handed on by setup()) never returned and could not be stopped"
-                            .into(),
-                    );
+                    return Err(format!(
+                        "a script it ran at start-up (a script's top level, a setup(), or an event a setup() handed on) ran past its budget (engine.setup_timeout_ms = {}, or engine.script_timeout_ms) and could not be stopped",
+                        limits.setup_timeout.as_millis()
+                    ));
+                }
+                if Instant::now() >= deadline {
+                    return Err(format!(
+                        "its scripts did not finish loading and setup() within engine.setup_timeout_ms ({} ms, twice) and could not be stopped",
+                        limits.setup_timeout.as_millis()
+                    ));
                 }
             }
         }
     }
 }
+
+/// Past twice the setup budget, how much longer a worker's start-up report is waited for.
+pub const READY_MARGIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl WorkerStatus {
     fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -187,12 +199,13 @@ impl Worker {
                 return;
             }
         };
+        // seen from outside before setup() runs: a setup() parked by the watchdog is noticed
+        *WorkerStatus::lock(&self.status.watched) = rt.watched().cloned();
         let errs = rt.setup();
         if !errs.is_empty() {
             let _ = ready.send(Err(errs));
             return;
         }
-        *WorkerStatus::lock(&self.status.watched) = rt.watched().cloned();
         let mut chain = Chain {
             w: &self,
             rt,

@@ -6,10 +6,12 @@
 //! - [`Ack`], [`Receipt`], [`Watermark`]: delivery receipts for at-least-once inputs;
 //! - [`ratelimit`]: which occurrence of a repeated problem is worth a log line;
 //! - [`text`]: cutting text for log lines;
-//! - [`json`]: validating JSON lines and walking their fields without building values.
+//! - [`json`]: validating JSON lines and walking their fields without building values;
+//! - [`fsx`]: files the engine writes and reads back itself, never through a planted link.
 
 pub mod ack;
 pub mod batch;
+pub mod fsx;
 pub mod json;
 pub mod ratelimit;
 pub mod text;

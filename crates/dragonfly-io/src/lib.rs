@@ -13,7 +13,7 @@ pub mod sinks;
 pub mod sources;
 mod uri;
 
-pub use dragonfly_event::{ack, batch, ratelimit};
+pub use dragonfly_event::{ack, batch, fsx, ratelimit};
 pub use dragonfly_event::{Ack, Batch, Receipt, Watermark};
 pub use framing::{Frame, LineFramer};
 pub use sinks::{Destination, Sink};

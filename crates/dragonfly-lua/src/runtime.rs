@@ -29,8 +29,11 @@ const SANDBOX: &str = include_str!("sandbox.lua");
 pub struct Limits {
     /// Bytes the Lua state may hold (0: no limit).
     pub memory: usize,
-    /// Longest a script call may run (zero: no limit).
+    /// Longest a script call (`loop()`, a timer callback) may run (zero: no limit).
     pub script_timeout: std::time::Duration,
+    /// Longest loading every script (their top level) may take, and again running every
+    /// `setup()` (zero: no limit; the engine never sets zero).
+    pub setup_timeout: std::time::Duration,
 }
 
 impl Default for Limits {
@@ -38,6 +41,7 @@ impl Default for Limits {
         Self {
             memory: 1024 << 20,
             script_timeout: std::time::Duration::from_millis(1000),
+            setup_timeout: std::time::Duration::from_secs(60),
         }
     }
 }
@@ -380,10 +384,20 @@ impl Runtime {
                 })?;
             }
             let traceback = install_traceback(&lua)?;
-            let sandbox: Table = lua
-                .load(SANDBOX)
-                .set_name("=dragonfly-sandbox")
-                .call((lua.globals(), lazy.clone()))?;
+            let dirs = code_dirs(spec);
+            // (source, nil) or (nil, message): never raises, so the message stays a string
+            let read_code = lua.create_function(move |lua, (path, confine): (String, bool)| {
+                Ok(match read_code(&path, confine, &dirs) {
+                    Ok(bytes) => (Some(lua.create_string(bytes)?), None),
+                    Err(e) => (None, Some(e)),
+                })
+            })?;
+            let sandbox: Table = lua.load(SANDBOX).set_name("=dragonfly-sandbox").call((
+                lua.globals(),
+                lazy.clone(),
+                crate::libs::frozen(&lua)?,
+                read_code,
+            ))?;
             // SAFETY: fast::output_event follows the C function protocol (see fast.rs).
             let out_raw = unsafe { lua.create_c_function(fast::output_event)? };
             let chain: Table = lua.load(CHAIN).set_name("=dragonfly-chain").call((
@@ -421,8 +435,14 @@ impl Runtime {
             Ok((array_mt, chain, sandbox, probe, lazy_ctx))
         };
         let (array_mt, chain, sandbox, probe, lazy_ctx) = setup().map_err(runtime_error)?;
-        let active = (!spec.limits.script_timeout.is_zero())
-            .then(|| crate::watchdog::watch(state_ptr, out_ptr, spec.limits.script_timeout));
+        let active = Some(crate::watchdog::watch(
+            state_ptr,
+            out_ptr,
+            spec.limits.script_timeout,
+            spec.limits.setup_timeout,
+        ));
+        // the scripts' top level runs under the setup budget
+        let phase = SetupPhase::enter(active.as_deref(), &probe);
 
         let mut errors = Vec::new();
         let mut load = |s: &ScriptSpec| -> Option<Script> {
@@ -439,6 +459,7 @@ impl Runtime {
         };
         let filters: Vec<Option<Script>> = spec.filters.iter().map(&mut load).collect();
         let analyzers: Vec<Option<Script>> = spec.analyzers.iter().map(&mut load).collect();
+        drop(phase);
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -467,14 +488,17 @@ impl Runtime {
 
     /// Call every script's `setup()` (filters first, in config order), then take `io` away
     /// as the original did before the first `loop()`. Returns every failure.
-    /// `setup()` is trusted: it runs without the time limit (it may load models, download
-    /// lists), but with the memory limit.
+    /// `setup()` is trusted with the full library (it may load models, download lists), but
+    /// not with time: every `setup()` together may take [`Limits::setup_timeout`] (a call
+    /// past it fails with `setup timeout`, and the ones after it are not run), and memory is
+    /// limited as for any call.
     pub fn setup(&mut self) -> Vec<ScriptError> {
         let mut errors = Vec::new();
         let loops: Table = match self.chain.get("loops") {
             Ok(t) => t,
             Err(e) => return runtime_error(e),
         };
+        let phase = SetupPhase::enter(self.active.as_deref(), &self.probe);
         let nf = self.filters.len();
         for (n, s) in self
             .filters
@@ -501,12 +525,18 @@ impl Runtime {
                 Ok(())
             })();
             if let Err(e) = res {
+                let message = lua_message(&e);
+                let timed_out = message.contains(crate::watchdog::SETUP_TIMEOUT_TEXT);
                 errors.push(ScriptError {
                     script: s.display.clone(),
-                    message: lua_message(&e),
+                    message,
                 });
+                if timed_out {
+                    break;
+                }
             }
         }
+        drop(phase);
         // From here on, scripts run sealed (sandbox.lua): no io, no process control.
         let seal = || -> mlua::Result<()> {
             let seal: Function = self.sandbox.get("seal")?;
@@ -520,6 +550,7 @@ impl Runtime {
         if let Err(e) = seal() {
             errors.extend(runtime_error(e));
         }
+        self.lua.set_app_data(crate::libs::dragonfly::Sealed);
         self.lua.gc_collect().ok();
         errors
     }
@@ -865,6 +896,46 @@ impl Runtime {
     }
 }
 
+/// The setup phase of a runtime (loading scripts, `setup()`) while it lives: the runtime is
+/// busy for the watchdog under its setup budget, as one call.
+struct SetupPhase<'a> {
+    active: Option<&'a crate::watchdog::Active>,
+    probe: &'a Table,
+    _busy: Option<crate::watchdog::Busy>,
+}
+
+impl<'a> SetupPhase<'a> {
+    fn enter(active: Option<&'a crate::watchdog::Active>, probe: &'a Table) -> Self {
+        bump(probe);
+        let busy = active.map(|a| {
+            a.setup_phase(true);
+            // SAFETY: the Active outlives the guard (both borrowed from the runtime being
+            // built or set up, on its own thread), which is dropped on this thread.
+            unsafe { crate::watchdog::Busy::enter(a) }
+        });
+        SetupPhase {
+            active,
+            probe,
+            _busy: busy,
+        }
+    }
+}
+
+impl Drop for SetupPhase<'_> {
+    fn drop(&mut self) {
+        bump(self.probe);
+        if let Some(a) = self.active {
+            a.setup_phase(false);
+        }
+    }
+}
+
+/// A new call for the watchdog (chain.lua's call counter, `probe[1]`).
+fn bump(probe: &Table) {
+    let n: f64 = probe.raw_get(1).unwrap_or(0.0);
+    let _ = probe.raw_set(1, n + 1.0);
+}
+
 pub use dragonfly_event::text::truncate;
 
 /// A Lua error text without mlua's prefix and Rust-side traceback.
@@ -909,6 +980,79 @@ fn load_script(lua: &Lua, sandbox: &Table, s: &ScriptSpec) -> mlua::Result<Scrip
         display: s.display.clone(),
         env,
     })
+}
+
+/// Largest file `loadfile`, `dofile` and `require` read.
+pub const MAX_CODE_BYTES: u64 = 16 << 20;
+
+/// Where code may be loaded from once every `setup()` has run: `ROOT/analyzer`,
+/// `ROOT/filter`, `ROOT/lib` and the directory of every configured script, as canonical
+/// paths (those that exist).
+fn code_dirs(spec: &RuntimeSpec) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = ["analyzer", "filter", "lib"]
+        .iter()
+        .map(|d| spec.root.join(d))
+        .collect();
+    for s in spec.filters.iter().chain(&spec.analyzers) {
+        if let Some(parent) = spec.root.join(&s.display).parent() {
+            dirs.push(parent.to_path_buf());
+        }
+    }
+    let mut dirs: Vec<PathBuf> = dirs
+        .iter()
+        .filter_map(|d| std::fs::canonicalize(d).ok())
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    dirs
+}
+
+/// Read the Lua source file at `path` for `loadfile`/`dofile`/`require`: a regular file of
+/// at most [`MAX_CODE_BYTES`], and with `confine` (after setup()) one under `dirs`. The file
+/// is opened by its canonical path without following a link there, and never blocks (a FIFO
+/// is refused, not waited on). Messages name the path, never the contents.
+fn read_code(path: &str, confine: bool, dirs: &[PathBuf]) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let canon = std::fs::canonicalize(path).map_err(|e| format!("cannot open {path}: {e}"))?;
+    if confine && !dirs.iter().any(|d| canon.starts_with(d)) {
+        let list: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+        return Err(format!(
+            "{path}: code is loaded only from the script directories once setup() has run ({})",
+            if list.is_empty() {
+                "none exist".to_string()
+            } else {
+                list.join(", ")
+            }
+        ));
+    }
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(&canon)
+        .map_err(|e| format!("cannot open {path}: {e}"))?;
+    let meta = f
+        .metadata()
+        .map_err(|e| format!("cannot open {path}: {e}"))?;
+    if !meta.is_file() {
+        return Err(format!("{path}: not a regular file"));
+    }
+    if meta.len() > MAX_CODE_BYTES {
+        return Err(format!(
+            "{path}: {} bytes, more than a script may be ({MAX_CODE_BYTES})",
+            meta.len()
+        ));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    f.take(MAX_CODE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read {path}: {e}"))?;
+    if bytes.len() as u64 > MAX_CODE_BYTES {
+        return Err(format!(
+            "{path}: more than a script may be ({MAX_CODE_BYTES} bytes)"
+        ));
+    }
+    Ok(bytes)
 }
 
 fn set_package_path(lua: &Lua, root: &Path) -> mlua::Result<()> {

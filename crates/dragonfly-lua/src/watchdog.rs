@@ -57,7 +57,9 @@ pub struct Watched {
     park: AtomicBool,
     /// The runtime's thread is parked for good.
     parked: AtomicBool,
-    budget: Duration,
+    /// The budget of the call under way, in milliseconds (0: none): the runtime's script
+    /// budget, or its setup budget while scripts load and `setup()` runs.
+    budget_ms: AtomicU64,
     /// A thread of the runtime's Lua state (anchored in its registry) and its output state,
     /// for [`salvage`] once parked.
     lua_thread: usize,
@@ -186,7 +188,13 @@ pub(crate) struct Active {
     last_seq: Cell<f64>,
     first_seen: Cell<Instant>,
     timed_out: Cell<bool>,
+    /// Budgets of script calls and of the setup phase (zero: none).
+    script_budget: Duration,
+    setup_budget: Duration,
+    /// In the setup phase (loading scripts, `setup()`): its budget and message apply.
+    in_setup: Cell<bool>,
     message: std::ffi::CString,
+    setup_message: std::ffi::CString,
 }
 
 thread_local! {
@@ -295,11 +303,12 @@ fn watch_loop() {
         };
         let now = now_ms();
         for w in list {
-            if !w.busy.load(SeqCst) || w.native.load(SeqCst) || w.parked.load(SeqCst) {
+            let budget = w.budget_ms.load(SeqCst);
+            if budget == 0 || !w.busy.load(SeqCst) || w.native.load(SeqCst) || w.parked.load(SeqCst)
+            {
                 continue;
             }
             let seen = w.seen.load(Relaxed);
-            let budget = w.budget.as_millis() as u64;
             if now.saturating_sub(seen) > budget + 2 * tick.as_millis() as u64 {
                 w.park.store(true, SeqCst);
             }
@@ -312,11 +321,13 @@ fn watch_loop() {
     }
 }
 
-/// Watch the runtime whose Lua state is `state`, owned by the calling thread.
+/// Watch the runtime whose Lua state is `state`, owned by the calling thread: script calls
+/// get `budget`, the setup phase ([`Active::setup_phase`]) `setup_budget` (zero: none).
 pub(crate) fn watch(
     state: *mut ffi::lua_State,
     out: *mut crate::fast::OutState,
     budget: Duration,
+    setup_budget: Duration,
 ) -> Box<Active> {
     install_handler();
     let watched = Arc::new(Watched {
@@ -327,16 +338,21 @@ pub(crate) fn watch(
         seen: AtomicU64::new(now_ms()),
         park: AtomicBool::new(false),
         parked: AtomicBool::new(false),
-        budget,
+        budget_ms: AtomicU64::new(budget.as_millis() as u64),
         lua_thread: state as usize,
         out: out as usize,
     });
-    {
-        let tick = (budget / 4).clamp(Duration::from_millis(5), Duration::from_millis(250));
+    for b in [budget, setup_budget] {
+        if b.is_zero() {
+            continue;
+        }
+        let tick = (b / 4).clamp(Duration::from_millis(5), Duration::from_millis(250));
         let mut t = registry().tick.lock().unwrap_or_else(|e| e.into_inner());
         if tick < *t {
             *t = tick;
         }
+    }
+    {
         registry()
             .list
             .lock()
@@ -349,14 +365,34 @@ pub(crate) fn watch(
         last_seq: Cell::new(-1.0),
         first_seen: Cell::new(Instant::now()),
         timed_out: Cell::new(false),
+        script_budget: budget,
+        setup_budget,
+        in_setup: Cell::new(false),
         message: std::ffi::CString::new(format!("{TIMEOUT_TEXT} ({} ms)", budget.as_millis()))
             .expect("no NUL"),
+        setup_message: std::ffi::CString::new(format!(
+            "{SETUP_TIMEOUT_TEXT} ({} ms)",
+            setup_budget.as_millis()
+        ))
+        .expect("no NUL"),
     })
 }
 
 impl Active {
     pub(crate) fn watched(&self) -> &Arc<Watched> {
         &self.watched
+    }
+
+    /// Enter (`true`) or leave the setup phase: its budget and message apply until left.
+    /// Called on the runtime's thread, outside any call.
+    pub(crate) fn setup_phase(&self, on: bool) {
+        self.in_setup.set(on);
+        let b = if on {
+            self.setup_budget
+        } else {
+            self.script_budget
+        };
+        self.watched.budget_ms.store(b.as_millis() as u64, SeqCst);
     }
 }
 
@@ -460,6 +496,11 @@ unsafe extern "C-unwind" fn hook(state: *mut ffi::lua_State, _ar: *mut ffi::lua_
             ffi::lua_settop(state, -2);
             return;
         };
+        let budget = Duration::from_millis(a.watched.budget_ms.load(Relaxed));
+        if budget.is_zero() {
+            ffi::lua_sethook(state, None, 0, 0);
+            return;
+        }
         let now = Instant::now();
         if seq != a.last_seq.get() {
             a.last_seq.set(seq);
@@ -468,21 +509,29 @@ unsafe extern "C-unwind" fn hook(state: *mut ffi::lua_State, _ar: *mut ffi::lua_
             ffi::lua_sethook(state, None, 0, 0);
             return;
         }
-        if now.duration_since(a.first_seen.get()) < a.watched.budget && !a.timed_out.get() {
+        if now.duration_since(a.first_seen.get()) < budget && !a.timed_out.get() {
             ffi::lua_sethook(state, None, 0, 0);
             return;
         }
-        if a.timed_out.get() && now.duration_since(a.first_seen.get()) > 2 * a.watched.budget {
+        if a.timed_out.get() && now.duration_since(a.first_seen.get()) > 2 * budget {
             // the call went on after its timeout (its own pcall swallows the error): it
             // cannot be stopped from inside, so this thread stops for good (see the module doc)
             park_forever(&a.watched);
         }
         a.timed_out.set(true);
         ffi::lua_sethook(state, Some(hook), ffi::LUA_MASKCOUNT, STICKY_COUNT);
-        ffi::lua_pushstring(state, a.message.as_ptr());
+        let message = if a.in_setup.get() {
+            &a.setup_message
+        } else {
+            &a.message
+        };
+        ffi::lua_pushstring(state, message.as_ptr());
         ffi::lua_error(state);
     }
 }
 
 /// The start of the error a stopped call raises.
 pub const TIMEOUT_TEXT: &str = "script timeout: the call ran longer than engine.script_timeout_ms";
+/// The start of the error a stopped setup phase raises.
+pub const SETUP_TIMEOUT_TEXT: &str =
+    "setup timeout: loading the scripts or running setup() took longer than engine.setup_timeout_ms";

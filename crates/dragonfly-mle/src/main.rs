@@ -325,6 +325,10 @@ fn run(cli: Cli) -> Result<u8, Failure> {
     }
 
     let control = Control::default();
+    control.drain_timeout_ms.store(
+        (plan.config().engine.drain_timeout_s * 1000.0) as u64,
+        Ordering::SeqCst,
+    );
     privileges::handle_signals(&control)?;
 
     // a progress line for a run over files, at a terminal

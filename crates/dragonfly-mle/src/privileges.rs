@@ -29,6 +29,7 @@ pub fn handle_signals(control: &Control) -> anyhow::Result<()> {
                             );
                             std::process::exit(dragonfly_engine::exit::INTERNAL as i32);
                         }
+                        stop_deadline(&control);
                     }
                     SIGUSR2 => {
                         tracing::info!("signal {sig}: reloading config.lua and the scripts");
@@ -42,6 +43,32 @@ pub fn handle_signals(control: &Control) -> anyhow::Result<()> {
             }
         })?;
     Ok(())
+}
+
+/// After a stop signal: the process ends within `engine.drain_timeout_s` plus
+/// [`dragonfly_engine::STOP_MARGIN`] whatever any thread is doing. The engine's own drain
+/// deadline normally comes first; this one holds when nothing else can (the control thread
+/// wedged in a reload, an output that hangs before the drain starts).
+fn stop_deadline(control: &Control) {
+    let ms = control.drain_timeout_ms.load(Ordering::SeqCst);
+    let limit = std::time::Duration::from_millis(ms) + dragonfly_engine::STOP_MARGIN;
+    let spawned = std::thread::Builder::new()
+        .name("stop-deadline".into())
+        .spawn(move || {
+            std::thread::sleep(limit);
+            let _ = writeln!(
+                std::io::stderr(),
+                "dragonfly-mle: still running {:.1} s after the stop signal (engine.drain_timeout_s plus {} s): exiting without draining",
+                limit.as_secs_f64(),
+                dragonfly_engine::STOP_MARGIN.as_secs()
+            );
+            // SAFETY: _exit ends the process at once; nothing runs after it (no handler, no
+            // lock taken), which is the point: a wedged thread may hold any lock.
+            unsafe { libc::_exit(dragonfly_engine::exit::INTERNAL as i32) };
+        });
+    if let Err(e) = spawned {
+        tracing::error!("cannot start the stop deadline: {e}");
+    }
 }
 
 pub fn nobody() -> anyhow::Result<User> {

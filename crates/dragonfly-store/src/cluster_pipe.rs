@@ -150,6 +150,7 @@ impl Pipes {
         cmds: &[(&[u8], Option<u16>)],
         timeout: Option<Duration>,
         spin: Duration,
+        limits: crate::resp::ReplyLimits,
     ) -> Vec<Outcome> {
         let mut out: Vec<Outcome> = cmds.iter().map(|_| Outcome::Elsewhere).collect();
         let Some(map) = &self.map else {
@@ -177,6 +178,7 @@ impl Pipes {
                     match Resp::tcp(&node.0, node.1, Duration::from_secs(2)).and_then(|mut c| {
                         c.set_timeouts(timeout, timeout)?;
                         c.set_spin(spin);
+                        c.set_limits(limits);
                         Ok(c)
                     }) {
                         Ok(c) => e.insert(c),

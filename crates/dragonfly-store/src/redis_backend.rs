@@ -87,6 +87,8 @@ pub struct RedisTarget {
     pub timeout: Option<Duration>,
     /// How long a read polls before it blocks ([`crate::resp`]; zero: never).
     pub spin: Duration,
+    /// How large one reply may be ([`crate::resp::reader`]).
+    pub limits: crate::resp::ReplyLimits,
 }
 
 /// The default reply timeout (engine.redis_timeout_ms).
@@ -100,7 +102,15 @@ impl RedisTarget {
             counters: Arc::new(StoreCounters::default()),
             timeout: Some(DEFAULT_TIMEOUT),
             spin: crate::resp::DEFAULT_SPIN,
+            limits: crate::resp::ReplyLimits::default(),
         }
+    }
+
+    /// The same target refusing replies past `limits` (the connection is dropped and the
+    /// command fails).
+    pub fn with_reply_limits(mut self, limits: crate::resp::ReplyLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// The same target polling for up to `spin` before a read blocks (zero: never).
@@ -126,6 +136,7 @@ impl RedisTarget {
             let mut con = con?;
             con.set_timeouts(self.timeout, self.timeout)?;
             con.set_spin(self.spin);
+            con.set_limits(self.limits);
             Ok(Link::One(con))
         };
         match &self.addr {
@@ -183,6 +194,7 @@ impl RedisTarget {
             })
             .with_timeout(self.timeout)
             .with_spin(self.spin)
+            .with_reply_limits(self.limits)
         };
         for (h, p) in nodes {
             if let Ok(Reply::Bulk(text)) =
@@ -489,7 +501,12 @@ impl RedisConnection {
             cmds.push((&packed[start..end], slots.get(i).copied().flatten()));
             start = end;
         }
-        let outcomes = self.pipes.run(&cmds, self.target.timeout, self.target.spin);
+        let outcomes = self.pipes.run(
+            &cmds,
+            self.target.timeout,
+            self.target.spin,
+            self.target.limits,
+        );
         for ((cmd, _), (k, o)) in cmds.iter().zip(kinds.into_iter().zip(outcomes)) {
             let r = match o {
                 Outcome::Reply(r) => r,

@@ -1,5 +1,6 @@
 //! One connection to one Redis server: our own socket (TCP with TCP_NODELAY, or a unix
-//! socket), the `redis` crate's RESP parser, and a bounded busy-poll before a blocking read.
+//! socket), our own bounded RESP reader ([`reader`]: no reply may take more memory than
+//! `engine.redis_max_reply_mb`), and a bounded busy-poll before a blocking read.
 //!
 //! Why our own socket: a reply to a one-at-a-time command on loopback comes back in tens of
 //! microseconds, but a thread that sleeps in `read` until it does pays for being put to sleep
@@ -30,7 +31,11 @@ use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use redis::{Parser, RedisResult, Value};
+use redis::{RedisResult, Value};
+
+pub mod reader;
+
+pub use reader::ReplyLimits;
 
 /// How long a read polls before it blocks, unless configured (engine.redis_spin_us).
 pub const DEFAULT_SPIN: Duration = Duration::from_micros(100);
@@ -199,7 +204,8 @@ impl Read for Reader<'_> {
 /// A connection to one server.
 pub struct Resp {
     sock: Sock,
-    parser: Parser,
+    reader: reader::ReplyReader,
+    limits: ReplyLimits,
     poll: Poll,
     read_timeout: Option<Duration>,
     write_timeout: Option<Duration>,
@@ -231,7 +237,8 @@ impl Resp {
     fn new(sock: Sock) -> Self {
         Self {
             sock,
-            parser: Parser::new(),
+            reader: reader::ReplyReader::new(),
+            limits: ReplyLimits::default(),
             poll: Poll {
                 spin: DEFAULT_SPIN,
                 misses: 0,
@@ -295,15 +302,21 @@ impl Resp {
         Ok(())
     }
 
+    /// How large a reply may be (see [`reader`]).
+    pub fn set_limits(&mut self, limits: ReplyLimits) {
+        self.limits = limits;
+    }
+
     /// Read the next reply (an error reply is `Value::ServerError`). A signal does not cut
-    /// the wait short; the read timeout counts from the start of each read.
+    /// the wait short; the read timeout counts from the start of each read. A reply past the
+    /// limits is an `InvalidData` I/O error: the caller drops the connection.
     pub fn recv(&mut self) -> RedisResult<Value> {
-        let reader = Reader {
+        let mut src = Reader {
             sock: &mut self.sock,
             poll: &mut self.poll,
             timeout: self.read_timeout,
         };
-        self.parser.parse_value(reader)
+        Ok(self.reader.read(&mut src, self.limits)?)
     }
 
     /// One command and its reply.

@@ -14,6 +14,8 @@ use crate::Batch;
 /// retries (backpressure) until space returns.
 pub struct FileSink {
     path: PathBuf,
+    /// Permissions a file created (or re-created after rotation) gets.
+    mode: u32,
     file: File,
     pending: Vec<u8>,
     /// File length after the last complete flush.
@@ -34,36 +36,28 @@ pub fn is_storage_full(e: &io::Error) -> bool {
     )
 }
 
-/// Open `path` for appending, creating it (and its directory) if missing.
+/// Permissions of a file an output creates, unless its `mode` option says otherwise: the
+/// engine's owner reads and writes, its group reads, nobody else (events name hosts and
+/// users).
+pub const OUTPUT_MODE: u32 = 0o640;
+
+/// Open `path` for appending, creating it (and its directory) with permissions `mode` if
+/// missing (an existing file keeps its own).
 ///
 /// Never through a symbolic link (`O_NOFOLLOW`: one planted in a log directory that another
 /// user can write would make the engine, often root, append to any file), never a FIFO or a
 /// socket (opened non-blocking, then checked: a planted FIFO would block start-up). Regular
 /// files and character devices (`/dev/null`) are accepted.
-pub fn open_append(path: &Path) -> io::Result<File> {
+pub fn open_append(path: &Path, mode: u32) -> io::Result<File> {
     use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
     let named = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", path.display()));
-    let f = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open(path)
-        .map_err(|e| {
-            if e.raw_os_error() == Some(libc::ELOOP) {
-                io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!(
-                        "{}: is a symbolic link; refusing to write through it (replace it with the file itself)",
-                        path.display()
-                    ),
-                )
-            } else {
-                named(e)
-            }
-        })?;
+    let f = crate::fsx::open_no_link(
+        OpenOptions::new().create(true).append(true).mode(mode),
+        path,
+    )?;
     let t = f.metadata().map_err(named)?.file_type();
     if !(t.is_file() || t.is_char_device()) {
         return Err(io::Error::new(
@@ -78,12 +72,13 @@ pub fn open_append(path: &Path) -> io::Result<File> {
 }
 
 impl FileSink {
-    /// Open (create) `path` for appending (see [`open_append`]).
-    pub fn open(path: &Path) -> io::Result<Self> {
-        let file = open_append(path)?;
+    /// Open (create, with permissions `mode`) `path` for appending (see [`open_append`]).
+    pub fn open(path: &Path, mode: u32) -> io::Result<Self> {
+        let file = open_append(path, mode)?;
         let committed = file.metadata()?.len();
         Ok(Self {
             path: path.to_path_buf(),
+            mode,
             file,
             pending: Vec::with_capacity(FLUSH_AT),
             committed,
@@ -138,7 +133,7 @@ impl Sink for FileSink {
     }
 
     fn reopen(&mut self) -> io::Result<()> {
-        let f = open_append(&self.path)?;
+        let f = open_append(&self.path, self.mode)?;
         self.file = f;
         self.committed = self.file.metadata()?.len();
         self.write_pending()
@@ -159,18 +154,40 @@ impl Sink for FileSink {
 pub const FILE: super::SinkScheme = super::SinkScheme {
     name: "file",
     form: "file://PATH",
-    options: &[],
-    parse: |_, rest, logdir, _| {
+    options: &[crate::sources::OptionDoc {
+        name: "mode",
+        kind: "string (octal)",
+        doc: "permissions of the file when the output creates it (default \"0640\")",
+    }],
+    parse: |_, rest, logdir, options| {
         let p = crate::uri::path(rest);
+        let mode = match crate::sources::option(options, "mode") {
+            None => OUTPUT_MODE,
+            Some(m) => parse_mode(m)?,
+        };
         Ok(Box::new(FileOutput {
             path: if p.is_absolute() { p } else { logdir.join(p) },
+            mode,
         }))
     },
 };
 
+/// Octal permissions from config.lua (`"0644"`).
+pub(crate) fn parse_mode(v: &str) -> Result<u32, crate::UriError> {
+    u32::from_str_radix(v.trim_start_matches("0o"), 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| {
+            crate::UriError::BadOption(format!(
+                "mode '{v}' is not octal permissions (e.g. \"0640\")"
+            ))
+        })
+}
+
 #[derive(Debug)]
 struct FileOutput {
     path: PathBuf,
+    mode: u32,
 }
 
 impl super::Destination for FileOutput {
@@ -184,6 +201,6 @@ impl super::Destination for FileOutput {
         Some(&mut self.path)
     }
     fn open(&self) -> io::Result<Box<dyn Sink>> {
-        Ok(Box::new(FileSink::open(&self.path)?))
+        Ok(Box::new(FileSink::open(&self.path, self.mode)?))
     }
 }

@@ -134,15 +134,7 @@ pub fn parse(
                 .collect::<Vec<_>>()
                 .join(", "),
         })?;
-    // no options listed: none taken; `*` or named options: the scheme's parser checks them
-    if s.options.is_empty() {
-        if let Some((k, _)) = options.first() {
-            return Err(UriError::BadOption(format!(
-                "{}:// takes no options (got '{k}')",
-                s.name
-            )));
-        }
-    }
+    crate::sources::check_options(s.name, s.options, options)?;
     (s.parse)(uri, rest, logdir, options)
 }
 

@@ -61,8 +61,20 @@ pub struct InputCounters {
     pub overflow: AtomicU64,
     /// I/O errors.
     pub errors: AtomicU64,
-    /// Stream connections closed at once because [`MAX_CONNECTIONS`] were open.
+    /// Stream connections closed at once because [`MAX_CONNECTIONS`] were open and none
+    /// could make room.
     pub refused: AtomicU64,
+    /// Stream connections closed to make room for a new one at [`MAX_CONNECTIONS`] (the one
+    /// that had gone longest without a whole line).
+    pub evicted: AtomicU64,
+    /// Stream connections closed because no whole line came for the idle timeout.
+    pub idle_closed: AtomicU64,
+    /// Partial lines dropped because the partial lines of every connection together reached
+    /// the input's cap (the largest is dropped first).
+    pub partial_dropped: AtomicU64,
+    /// Times a followed path was found to be a symbolic link, a FIFO or anything but a
+    /// regular file, and was not opened.
+    pub not_followed: AtomicU64,
     /// Kafka: how far behind the end of each assigned partition the consumer is, in
     /// messages, as librdkafka last reported it (every second); empty for other inputs.
     pub lag: std::sync::Mutex<std::collections::BTreeMap<i32, i64>>,
@@ -193,24 +205,33 @@ pub fn parse(uri: &str, options: &[(String, String)]) -> Result<Box<dyn Source>,
             role: "as an input",
             supported: scheme_names(),
         })?;
-    if !s.options.iter().any(|o| o.name == "*") {
-        if let Some((k, _)) = options
-            .iter()
-            .find(|(k, _)| !s.options.iter().any(|o| o.name == k))
-        {
-            let known: Vec<&str> = s.options.iter().map(|o| o.name).collect();
-            return Err(UriError::BadOption(if known.is_empty() {
-                format!("{}:// takes no options (got '{k}')", s.name)
-            } else {
-                format!(
-                    "unknown option '{k}' for {}:// (known: {})",
-                    s.name,
-                    known.join(", ")
-                )
-            }));
-        }
-    }
+    check_options(s.name, s.options, options)?;
     (s.parse)(uri, rest, options)
+}
+
+/// Refuse an option a scheme does not list (unless it lists `*`: any, passed on to a client
+/// library), naming the ones it knows. Inputs and outputs both check here.
+pub(crate) fn check_options(
+    scheme: &str,
+    known: &[OptionDoc],
+    options: &[(String, String)],
+) -> Result<(), UriError> {
+    if known.iter().any(|o| o.name == "*") {
+        return Ok(());
+    }
+    match options
+        .iter()
+        .find(|(k, _)| !known.iter().any(|o| o.name == k))
+    {
+        None => Ok(()),
+        Some((k, _)) if known.is_empty() => Err(UriError::BadOption(format!(
+            "{scheme}:// takes no options (got '{k}')"
+        ))),
+        Some((k, _)) => Err(UriError::BadOption(format!(
+            "unknown option '{k}' for {scheme}:// (known: {})",
+            known.iter().map(|o| o.name).collect::<Vec<_>>().join(", ")
+        ))),
+    }
 }
 
 /// Accept connections until the engine stops, each read by `conn` on a thread of its own

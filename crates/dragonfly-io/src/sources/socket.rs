@@ -79,17 +79,7 @@ impl SocketOptions {
         let mut o = SocketOptions::default();
         for (k, v) in options {
             match k.as_str() {
-                "mode" => {
-                    let m = u32::from_str_radix(v.trim_start_matches("0o"), 8)
-                        .ok()
-                        .filter(|m| *m <= 0o777)
-                        .ok_or_else(|| {
-                            bad(format!(
-                                "mode '{v}' is not octal permissions (e.g. \"0660\")"
-                            ))
-                        })?;
-                    o.mode = Some(m);
-                }
+                "mode" => o.mode = Some(crate::sinks::file::parse_mode(v)?),
                 "owner" => o.owner = Some(v.clone()),
                 "group" => o.group = Some(v.clone()),
                 "buffer_mb" => {

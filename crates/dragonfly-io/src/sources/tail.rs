@@ -80,10 +80,27 @@ impl Checkpoint {
         }
     }
 
+    /// The position saved in `file`: none when there is no file. A file that is not a
+    /// regular file, is larger than [`MAX_CHECKPOINT_BYTES`] or does not hold a position is
+    /// refused (logged, never read into memory): the input starts as if there were none.
     fn load(file: &Path) -> Option<Position> {
-        let text = std::fs::read_to_string(file).ok()?;
+        let bytes = match crate::fsx::read_capped(file, MAX_CHECKPOINT_BYTES) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
+            Err(e) => {
+                tracing::error!(checkpoint = %file.display(),
+                    "refusing the checkpoint ({e}); the input starts as if there were none");
+                return None;
+            }
+        };
+        let text = String::from_utf8_lossy(&bytes);
         let mut it = text.split_whitespace().map(|w| w.parse::<u64>().ok());
-        Some((it.next()??, it.next()??, it.next()??))
+        let pos = (|| Some((it.next()??, it.next()??, it.next()??)))();
+        if pos.is_none() {
+            tracing::error!(checkpoint = %file.display(),
+                "the checkpoint does not hold a position; the input starts as if there were none");
+        }
+        pos
     }
 
     /// Hand over what the collector has, with a receipt for position `at`.
@@ -110,15 +127,50 @@ impl Checkpoint {
         }
         if self.done != self.written && (force || self.last_write.elapsed() >= WRITE_EVERY) {
             if let Some((dev, ino, off)) = self.done {
-                let tmp = self.file.with_extension("tmp");
-                std::fs::write(&tmp, format!("{dev} {ino} {off}\n"))?;
-                std::fs::rename(&tmp, &self.file)?;
+                crate::fsx::write_atomic(
+                    &self.file,
+                    format!("{dev} {ino} {off}\n").as_bytes(),
+                    0o640,
+                    false,
+                )?;
                 self.written = self.done;
                 self.last_write = Instant::now();
             }
         }
         Ok(())
     }
+}
+
+/// Largest checkpoint file read (one holds three numbers).
+pub const MAX_CHECKPOINT_BYTES: u64 = 4096;
+
+/// Open `path` for reading if it is a regular file, never through a link, never blocking.
+fn open_regular(path: &Path) -> io::Result<File> {
+    let f =
+        crate::fsx::open_no_link(std::fs::OpenOptions::new().read(true), path).map_err(|e| {
+            if e.kind() == io::ErrorKind::InvalidInput {
+                not_followed(path, "is a symbolic link")
+            } else {
+                e
+            }
+        })?;
+    if !f.metadata()?.is_file() {
+        return Err(not_followed(
+            path,
+            "is not a regular file (a FIFO, a socket, a device or a directory)",
+        ));
+    }
+    Ok(f)
+}
+
+fn not_followed(path: &Path, what: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!(
+            "{} {what}: tail:// follows regular files only, never through a link (name the file itself)",
+            path.display()
+        ),
+    )
 }
 
 struct Followed {
@@ -131,13 +183,16 @@ struct Followed {
 }
 
 impl Followed {
-    fn open(path: &PathBuf, at_end: bool, max_line: usize) -> io::Result<Self> {
+    fn open(path: &Path, at_end: bool, max_line: usize) -> io::Result<Self> {
         Self::open_at(path, if at_end { u64::MAX } else { 0 }, max_line)
     }
 
-    /// Open at `pos` (clamped to the file's length).
-    fn open_at(path: &PathBuf, pos: u64, max_line: usize) -> io::Result<Self> {
-        let mut file = File::open(path)?;
+    /// Open at `pos` (clamped to the file's length). Only a regular file is followed, and
+    /// never through a symbolic link at PATH (opened `O_NOFOLLOW|O_NONBLOCK`: a FIFO planted
+    /// there never blocks the input, a link to a file only root may read is not read as
+    /// root): anything else is an `InvalidInput` error naming the path.
+    fn open_at(path: &Path, pos: u64, max_line: usize) -> io::Result<Self> {
+        let mut file = open_regular(path)?;
         let meta = file.metadata()?;
         let pos = pos.min(meta.len());
         file.seek(SeekFrom::Start(pos))?;
@@ -286,6 +341,8 @@ impl Tail {
         };
         let mut retired: Option<(Followed, Instant)> = None;
         let mut missing_logged = false;
+        // the path is (still) something not followed: said and counted once per occurrence
+        let mut refused_logged = false;
 
         while !ctx.stopping() && !col.closed() {
             let mut progressed = false;
@@ -321,10 +378,20 @@ impl Tail {
                 }
             }
 
-            // Has PATH been renamed away, removed, or re-created?
-            match std::fs::metadata(&self.path) {
+            // Has PATH been renamed away, removed, or re-created? (lstat: a link put in its
+            // place is seen as a link, and not followed)
+            match std::fs::symlink_metadata(&self.path) {
+                Ok(meta) if !meta.is_file() => {
+                    if !refused_logged {
+                        refused_logged = true;
+                        let (n, _) = crate::ratelimit::bump(&ctx.counters.not_followed);
+                        tracing::error!(input = %ctx.tag, path = %self.path.display(), count = n,
+                            "the followed path is now a symbolic link, a FIFO or not a regular file: not following it (the file already open is read to its end)");
+                    }
+                }
                 Ok(meta) => {
                     missing_logged = false;
+                    refused_logged = false;
                     let same = current
                         .as_ref()
                         .is_some_and(|c| c.dev == meta.dev() && c.ino == meta.ino());
@@ -349,6 +416,13 @@ impl Tail {
                                     retired = Some((old, Instant::now() + ROTATE_GRACE));
                                 }
                                 progressed = true;
+                            }
+                            Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
+                                if !refused_logged {
+                                    refused_logged = true;
+                                    let (n, _) = crate::ratelimit::bump(&ctx.counters.not_followed);
+                                    tracing::error!(input = %ctx.tag, count = n, "{e}");
+                                }
                             }
                             Err(e) => io_error(&ctx, "cannot open rotated file", &e),
                         }
@@ -442,12 +516,19 @@ impl super::Source for TailInput {
         Ok(())
     }
     fn prepare(&self, max_line: usize) -> io::Result<Box<dyn super::Prepared>> {
-        Ok(Box::new(Tail::new(
+        let t = Tail::new(
             self.path.clone(),
             self.from_start,
             max_line,
             self.checkpoint.clone(),
-        )))
+        );
+        // a link, a FIFO or a directory at PATH is a start-up error, not a wait
+        if let Err(e) = &t.opened {
+            if e.kind() == io::ErrorKind::InvalidInput {
+                return Err(io::Error::new(e.kind(), e.to_string()));
+            }
+        }
+        Ok(Box::new(t))
     }
 }
 

@@ -23,6 +23,9 @@ pub fn array_mt(lua: &Lua) -> Table {
 pub fn install(lua: &Lua) -> mlua::Result<Table> {
     let mt = lua.create_table()?;
     mt.set("__name", "cjson.array")?;
+    // shared by every decoded array of every script: nobody may add a metamethod to it
+    mt.set_metatable(Some(super::read_only_mt(lua, "cjson.array_mt")?))?;
+    super::frozen(lua)?.raw_set(mt.clone(), true)?;
     lua.set_app_data(ArrayMt(mt.clone()));
 
     let m = lua.create_table()?;

@@ -191,7 +191,12 @@ pub fn install(lua: &Lua) -> mlua::Result<Table> {
 
     m.set(
         "http_get",
-        lua.create_function(|_, (url, filename): (String, String)| {
+        lua.create_function(|lua, (url, filename): (String, String)| {
+            if lua.app_data_ref::<Sealed>().is_some() {
+                return Err(mlua::Error::runtime(format!(
+                    "dragonfly.http_get({url}, {filename}): files are written in setup() only; once setup() has run a script writes no file"
+                )));
+            }
             crate::watchdog::native_io(|| http_get(&url, &filename))
                 .map_err(|e| mlua::Error::runtime(format!("dragonfly.http_get({url}): {e}")))
         })?,
@@ -267,11 +272,17 @@ fn http_agent() -> &'static ureq::Agent {
     })
 }
 
+/// Present in a runtime's app data once every `setup()` has run (the scripts are sealed).
+pub(crate) struct Sealed;
+
+/// Download `url` to `filename`, through `<filename>.part` created exclusively and never
+/// through a link planted at its name (dragonfly_event::fsx), renamed over `filename`.
 fn http_get(url: &str, filename: &str) -> Result<(), String> {
     let mut resp = http_agent().get(url).call().map_err(|e| e.to_string())?;
     let mut reader = resp.body_mut().with_config().limit(HTTP_MAX_BYTES).reader();
     let tmp = format!("{filename}.part");
-    let mut f = std::fs::File::create(&tmp).map_err(|e| format!("{tmp}: {e}"))?;
+    let mut f = dragonfly_event::fsx::create_exclusive(std::path::Path::new(&tmp), 0o644)
+        .map_err(|e| e.to_string())?;
     if let Err(e) = std::io::copy(&mut reader, &mut f) {
         let _ = std::fs::remove_file(&tmp);
         return Err(e.to_string());

@@ -23,18 +23,41 @@ pub enum Backend {
 }
 
 const PRELUDE: &str = r##"
+local frozen = ...
 local M = { _VERSION = "lua-hiredis 0.2.1 (dragonfly-mle)" }
 M.ERR_IO, M.ERR_OTHER, M.ERR_EOF, M.ERR_PROTOCOL = 1, 2, 3, 4
 M.REPLY_STRING, M.REPLY_ARRAY, M.REPLY_INTEGER = 1, 2, 3
 M.REPLY_NIL, M.REPLY_STATUS, M.REPLY_ERROR = 4, 5, 6
-local const_mt = { __tostring = function(t) return t.name end, __metatable = "lua-hiredis.const" }
-const_mt.__index = const_mt
-local function new_const(name, type) return setmetatable({ name = name, type = type }, const_mt) end
+-- constants are shared by every script (compared by identity): read-only, their fields
+-- (name, type) behind __index, so that no script can change what another compares against
+local function read_only(_, k)
+  error("cannot set '" .. tostring(k) .. "': hiredis constants are read-only", 2)
+end
+local function const_tostring(t) return t.name end
+local function new_const(name, type)
+  local c = setmetatable({}, { __index = { name = name, type = type }, __newindex = read_only,
+    __tostring = const_tostring, __metatable = "lua-hiredis.const" })
+  frozen[c] = true
+  return c
+end
 M.NIL = new_const("NIL", M.REPLY_NIL)
+-- status constants by name, made on first use; weak, so that a server answering with ever new
+-- status words cannot grow it without end (a constant somebody holds stays, and with it its
+-- identity)
+local statuses = setmetatable({}, { __mode = "v" })
 M.status = setmetatable({}, {
-  __index = function(t, k) local c = new_const(k, M.REPLY_STATUS); rawset(t, k, c); return c end,
+  __index = function(_, k)
+    local c = statuses[k]
+    if c == nil then
+      c = new_const(k, M.REPLY_STATUS)
+      statuses[k] = c
+    end
+    return c
+  end,
+  __newindex = read_only,
   __metatable = "lua-hiredis.status",
 })
+frozen[M.status] = true
 M.OK, M.QUEUED, M.PONG = M.status.OK, M.status.QUEUED, M.status.PONG
 M.unwrap_reply = function(reply, ...)
   if type(reply) ~= "table" then
@@ -267,8 +290,10 @@ end
 /// Install `hiredis` as a global (and in `package.loaded`), connecting to `backend`.
 pub fn install(lua: &Lua, backend: Backend) -> mlua::Result<Table> {
     let overlap = matches!(backend, Backend::Redis(_));
-    let (module, new_const): (Table, mlua::Function) =
-        lua.load(PRELUDE).set_name("=hiredis").eval()?;
+    let (module, new_const): (Table, mlua::Function) = lua
+        .load(PRELUDE)
+        .set_name("=hiredis")
+        .call(super::frozen(lua)?)?;
     lua.set_app_data(Consts {
         module: lua.create_registry_value(module.clone())?,
         new_const: lua.create_registry_value(new_const)?,

@@ -165,16 +165,16 @@ impl EmbeddedStore {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, &bytes.0)?;
-        std::fs::rename(&tmp, path)?;
+        // never through a link planted at the temporary's name (dragonfly_event::fsx)
+        dragonfly_event::fsx::write_atomic(path, &bytes.0, 0o600, true)?;
         Ok(bytes.1)
     }
 
     /// Load a snapshot written by [`EmbeddedStore::save`], replacing the keyspace; expired
     /// keys are dropped. A missing file is an empty store.
     pub fn load(&self, path: &std::path::Path) -> std::io::Result<usize> {
-        let bytes = match std::fs::read(path) {
+        // a regular file (not a link, a FIFO or a device), read whole
+        let bytes = match dragonfly_event::fsx::read_capped(path, u64::MAX) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
             Err(e) => return Err(e),

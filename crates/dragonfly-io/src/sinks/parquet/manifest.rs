@@ -201,10 +201,14 @@ pub(super) fn flock(path: &Path, wait: bool) -> io::Result<nix::fcntl::Flock<Fil
     nix::fcntl::Flock::lock(f, arg).map_err(|(_, e)| at(path, e.into()))
 }
 
+/// Largest manifest read (about four million entries).
+pub const MAX_MANIFEST_BYTES: u64 = 1 << 30;
+
 /// The entries on disk (none if there is no manifest yet).
 pub fn read(dir: &Path) -> io::Result<Vec<Entry>> {
     let path = dir.join(MANIFEST);
-    match std::fs::read(&path) {
+    // a regular file, not a link, a FIFO or a device planted in its place
+    match crate::fsx::read_capped(&path, MAX_MANIFEST_BYTES) {
         Ok(b) => serde_json::from_slice(&b).map_err(|e| {
             io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -212,7 +216,7 @@ pub fn read(dir: &Path) -> io::Result<Vec<Entry>> {
             )
         }),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) => Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
+        Err(e) => Err(e),
     }
 }
 
