@@ -306,6 +306,7 @@ impl Running {
                     traceback: None,
                     event: String::new(),
                     event_full: None,
+                    value_cut: 0,
                     input_index: *idx,
                 })
                 .collect();
@@ -344,6 +345,7 @@ impl Running {
                 traceback: None,
                 event: String::new(),
                 event_full: None,
+                value_cut: 0,
                 input_index: salvage.input_index,
             };
             self.stats.remember_error(

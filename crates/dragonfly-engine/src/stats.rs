@@ -169,6 +169,11 @@ pub struct Stats {
     pub routing_loops: AtomicU64,
     /// Records written to the dead-letter output.
     pub dead_letters: AtomicU64,
+    /// Dead-letter records left out because they came faster than their budget
+    /// ([`DeadLetterBudget`]); their failures are counted all the same.
+    pub dead_letters_dropped: AtomicU64,
+    /// What the dead letters may still write.
+    pub dead_letter_budget: Mutex<DeadLetterBudget>,
     /// Every queue between stages (set once the topology is built).
     pub queues: Mutex<Vec<QueueDepth>>,
     /// Per worker, by number (set once the topology is built).
@@ -187,7 +192,65 @@ pub struct Stats {
     pub embedded: Option<dragonfly_store::embedded::EmbeddedStore>,
 }
 
+/// How many bytes the dead letters may write: a token bucket refilled with twice the bytes
+/// the inputs read since it was last looked at, plus [`DeadLetterBudget::PER_SECOND`] per
+/// second (for failures no input line caused: timers), holding at most
+/// [`DeadLetterBudget::BURST`]. So dead letters never fill a disk faster than twice the input
+/// plus 1 MiB/s, whatever the scripts do; past the budget a record is left out and counted
+/// (`dead_letters_dropped`).
+#[derive(Debug)]
+pub struct DeadLetterBudget {
+    tokens: f64,
+    last: std::time::Instant,
+    input_seen: u64,
+}
+
+impl DeadLetterBudget {
+    /// Bytes per second the budget grows by on its own.
+    pub const PER_SECOND: f64 = (1 << 20) as f64;
+    /// Most bytes the budget holds.
+    pub const BURST: f64 = (16 << 20) as f64;
+    /// Dead-letter bytes allowed per input byte read.
+    pub const PER_INPUT_BYTE: f64 = 2.0;
+
+    fn new() -> Self {
+        Self {
+            tokens: Self::BURST,
+            last: std::time::Instant::now(),
+            input_seen: 0,
+        }
+    }
+
+    /// Spend `bytes` if the budget, refilled up to now with `input_total` bytes read in all,
+    /// holds them.
+    pub fn spend(&mut self, bytes: usize, input_total: u64) -> bool {
+        let now = std::time::Instant::now();
+        let read = input_total.saturating_sub(self.input_seen);
+        self.input_seen = input_total;
+        self.tokens = (self.tokens
+            + Self::PER_INPUT_BYTE * read as f64
+            + Self::PER_SECOND * now.duration_since(self.last).as_secs_f64())
+        .min(Self::BURST);
+        self.last = now;
+        if self.tokens >= bytes as f64 {
+            self.tokens -= bytes as f64;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 impl Stats {
+    /// Whether a dead-letter record of `bytes` may be written now ([`DeadLetterBudget`]).
+    pub fn dead_letter_allowed(&self, bytes: usize) -> bool {
+        let read: u64 = self.inputs.iter().map(|i| i.io.bytes.load(Relaxed)).sum();
+        self.dead_letter_budget
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .spend(bytes, read)
+    }
+
     /// Zeroed counters for these tags.
     pub fn new<'a>(
         inputs: impl Iterator<Item = &'a str>,
@@ -225,6 +288,8 @@ impl Stats {
             reloads: AtomicU64::new(0),
             reload_failures: AtomicU64::new(0),
             dead_letters: AtomicU64::new(0),
+            dead_letters_dropped: AtomicU64::new(0),
+            dead_letter_budget: Mutex::new(DeadLetterBudget::new()),
             store: None,
             embedded: None,
         }
@@ -420,6 +485,7 @@ impl Stats {
             "reloads": l(&self.reloads),
             "reload_failures": l(&self.reload_failures),
             "dead_letters": l(&self.dead_letters),
+            "dead_letters_dropped": l(&self.dead_letters_dropped),
             "log_events": l(&self.log_events),
             "stats_events": l(&self.stats_events),
             "final": final_line,

@@ -321,6 +321,7 @@ impl Chain<'_> {
                         traceback: None,
                         event: String::new(),
                         event_full: None,
+                        value_cut: 0,
                         input_index: Some(i),
                     };
                     self.dead_letter(&f, Some((input, batch)));
@@ -444,6 +445,12 @@ impl Chain<'_> {
 /// Add a dead-letter record for `f` to `out`: the script, the error, the time, the input line
 /// the chain started from (the event before any script ran), and, for analyzers and timers,
 /// the value as the failing script left it.
+///
+/// Bounded: the error and traceback come cut by the runtime, the value to
+/// [`dragonfly_lua::runtime::MAX_VALUE_BYTES`] (then it is a JSON string and `value_cut`
+/// says how many bytes went); the input line is embedded as it was read (no copy is parsed).
+/// A record the dead-letter budget cannot take ([`crate::stats::DeadLetterBudget`]) is left
+/// out and counted in `dead_letters_dropped`.
 pub fn dead_letter_record(
     stats: &Stats,
     f: &Failure,
@@ -473,23 +480,44 @@ pub fn dead_letter_record(
     if let Some(tag) = input_tag {
         rec.insert("input".into(), tag.into());
     }
-    // the input line (the event before any script ran) and, for analyzers and timers,
-    // the value as the failing script left it; both embedded as JSON when they are
-    let as_json = |bytes: &[u8]| -> serde_json::Value {
-        serde_json::from_slice(bytes).unwrap_or_else(|_| {
-            serde_json::Value::String(String::from_utf8_lossy(bytes).into_owned())
-        })
+    let value = if !matches!(f.caller, Caller::Filter(_)) || line.is_none() {
+        f.event_full.as_deref()
+    } else {
+        None
     };
-    if let Some(line) = line {
-        rec.insert("event".into(), as_json(line));
-    }
-    if !matches!(f.caller, Caller::Filter(_)) || line.is_none() {
-        if let Some(v) = &f.event_full {
-            rec.insert("value".into(), as_json(v.as_bytes()));
-        }
+    if f.value_cut > 0 && value.is_some() {
+        rec.insert("value_cut".into(), f.value_cut.into());
     }
     let mut bytes = serde_json::Value::Object(rec).to_string().into_bytes();
+    // the input line (the event before any script ran) and, for analyzers and timers, the
+    // value as the failing script left it: embedded as they are when they are JSON, as
+    // strings when not (or when cut)
+    let mut embed = |name: &str, raw: &[u8], as_is: bool| {
+        bytes.pop(); // the closing brace
+        bytes.extend_from_slice(format!(",\"{name}\":").as_bytes());
+        if as_is && dragonfly_event::json::Scanner::new().validate(raw).is_ok() {
+            bytes.extend_from_slice(raw.trim_ascii());
+        } else {
+            let text = serde_json::Value::String(String::from_utf8_lossy(raw).into_owned());
+            bytes.extend_from_slice(text.to_string().as_bytes());
+        }
+        bytes.push(b'}');
+    };
+    if let Some(line) = line {
+        embed("event", line, true);
+    }
+    if let Some(v) = value {
+        embed("value", v.as_bytes(), f.value_cut == 0);
+    }
     bytes.push(b'\n');
+    if !stats.dead_letter_allowed(bytes.len()) {
+        let (n, log) = dragonfly_io::ratelimit::bump(&stats.dead_letters_dropped);
+        if log {
+            tracing::warn!(count = n, bytes = bytes.len(), script = %f.error.script,
+                "a dead letter was left out: dead letters are coming faster than twice the input plus 1 MiB/s (the failure is counted all the same)");
+        }
+        return;
+    }
     out.push(&bytes);
     stats.dead_letters.fetch_add(1, Relaxed);
 }

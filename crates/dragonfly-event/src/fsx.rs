@@ -72,8 +72,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32, durable: bool) -> io::
 
 /// Open `path` with `options`, never through a symbolic link at its last component
 /// (`O_NOFOLLOW`) and never blocking on a FIFO (`O_NONBLOCK`, which regular files ignore).
-/// A link is an `InvalidInput` error saying so; other errors name the path.
-pub fn open_no_link(options: &mut OpenOptions, path: &Path) -> io::Result<File> {
+/// A link is an `InvalidInput` error saying so (`verb`: what was refused, "read", "write");
+/// other errors name the path.
+pub fn open_no_link(options: &mut OpenOptions, path: &Path, verb: &str) -> io::Result<File> {
     options
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open(path)
@@ -82,7 +83,7 @@ pub fn open_no_link(options: &mut OpenOptions, path: &Path) -> io::Result<File> 
                 io::Error::new(
                     io::ErrorKind::InvalidInput,
                     format!(
-                        "{}: is a symbolic link; not following it (name the file itself)",
+                        "{}: is a symbolic link; refusing to {verb} through it (replace it with the file itself)",
                         path.display()
                     ),
                 )
@@ -96,7 +97,7 @@ pub fn open_no_link(options: &mut OpenOptions, path: &Path) -> io::Result<File> 
 /// a link and without blocking. A link, a FIFO, a device or a directory is refused
 /// (`InvalidInput`), a larger file too (`InvalidData`), before anything is read.
 pub fn read_capped(path: &Path, max: u64) -> io::Result<Vec<u8>> {
-    let f = open_no_link(OpenOptions::new().read(true), path)?;
+    let f = open_no_link(OpenOptions::new().read(true), path, "read")?;
     let meta = f.metadata().map_err(|e| named(path, e))?;
     if !meta.is_file() {
         return Err(io::Error::new(

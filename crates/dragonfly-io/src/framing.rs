@@ -16,6 +16,9 @@ pub enum Frame<'a> {
     Oversized(usize),
 }
 
+/// Capacity a framer keeps for its partial line between lines.
+const KEEP: usize = 1 << 20;
+
 /// Splits a byte stream into lines. See the module documentation.
 #[derive(Debug)]
 pub struct LineFramer {
@@ -23,6 +26,8 @@ pub struct LineFramer {
     max: usize,
     /// Bytes of the current line already thrown away because it crossed `max`.
     discarding: Option<usize>,
+    /// The line being skipped was abandoned ([`LineFramer::abandon`]): no frame for it.
+    silent: bool,
 }
 
 impl LineFramer {
@@ -32,6 +37,7 @@ impl LineFramer {
             partial: Vec::new(),
             max: max_line.max(1),
             discarding: None,
+            silent: false,
         }
     }
 
@@ -48,7 +54,9 @@ impl LineFramer {
                     let (head, rest) = (&chunk[..pos], &chunk[pos + 1..]);
                     chunk = rest;
                     if let Some(dropped) = self.discarding.take() {
-                        out(Frame::Oversized(dropped + head.len()));
+                        if !std::mem::take(&mut self.silent) {
+                            out(Frame::Oversized(dropped + head.len()));
+                        }
                     } else if self.partial.is_empty() {
                         self.emit(head, out);
                     } else if self.partial.len() + head.len() > self.max {
@@ -60,7 +68,10 @@ impl LineFramer {
                         line.extend_from_slice(head);
                         self.emit(&line, out);
                         line.clear();
-                        self.partial = line; // keep the allocation
+                        // keep the allocation for the next line that crosses a read, but not
+                        // the buffer of a long one
+                        line.shrink_to(KEEP);
+                        self.partial = line;
                     }
                 }
                 None => {
@@ -82,7 +93,9 @@ impl LineFramer {
     /// The input ended: a last line without `\n` is still a line.
     pub fn finish(&mut self, out: &mut impl FnMut(Frame<'_>)) {
         if let Some(dropped) = self.discarding.take() {
-            out(Frame::Oversized(dropped));
+            if !std::mem::take(&mut self.silent) {
+                out(Frame::Oversized(dropped));
+            }
         } else if !self.partial.is_empty() {
             let line = std::mem::take(&mut self.partial);
             self.emit(&line, out);
@@ -93,6 +106,28 @@ impl LineFramer {
     pub fn reset(&mut self) {
         self.partial.clear();
         self.discarding = None;
+        self.silent = false;
+    }
+
+    /// Bytes of memory the partial line holds (what [`LineFramer::pending`] counts, less
+    /// what is being skipped without being kept).
+    pub fn buffered(&self) -> usize {
+        self.partial.len()
+    }
+
+    /// Drop the partial line (a budget shared with other streams is full): what is held is
+    /// freed and the rest of the line, up to its newline, is skipped without a frame (the
+    /// caller counts the drop). Returns the bytes dropped (0: there was no partial line).
+    pub fn abandon(&mut self) -> usize {
+        let n = self.partial.len();
+        if n == 0 {
+            return 0;
+        }
+        self.partial.clear();
+        self.partial.shrink_to(64 * 1024);
+        self.discarding = Some(n);
+        self.silent = true;
+        n
     }
 
     fn emit(&self, mut line: &[u8], out: &mut impl FnMut(Frame<'_>)) {

@@ -212,8 +212,11 @@ pub struct Failure {
     pub traceback: Option<String>,
     /// The event, as JSON, cut to a few hundred bytes.
     pub event: String,
-    /// The whole event as JSON, as the failing script left it.
+    /// The event as JSON, as the failing script left it: whole, or cut to
+    /// [`MAX_VALUE_BYTES`] (then `value_cut` says how many bytes went).
     pub event_full: Option<String>,
+    /// Bytes cut from the end of `event_full` (0: it is whole).
+    pub value_cut: usize,
     /// Index in the input batch of the event whose chain failed (none for timer calls).
     pub input_index: Option<usize>,
 }
@@ -245,6 +248,13 @@ pub struct Lines {
 
 /// Bytes of an event quoted in a failure.
 const EXCERPT: usize = 512;
+/// Longest error message a failure keeps (logs, the live page, dead letters): a script's
+/// `error()` may raise anything; the rest is cut, and the cut says how much.
+pub const MAX_ERROR_BYTES: usize = 2048;
+/// Longest traceback line a failure keeps.
+pub const MAX_TRACEBACK_BYTES: usize = 512;
+/// Most of the failing value a failure keeps, as JSON, for its dead letter.
+pub const MAX_VALUE_BYTES: usize = 64 * 1024;
 /// A hand-off chain longer than this for one event is a routing loop.
 pub const MAX_HOPS: usize = 10_000;
 
@@ -285,9 +295,7 @@ fn lua_message(e: &mlua::Error) -> String {
         other => other.to_string(),
     };
     let text = text.split("\nstack traceback:").next().unwrap_or(&text);
-    text.trim_start_matches("runtime error: ")
-        .trim()
-        .to_string()
+    capped(text.trim_start_matches("runtime error: ").trim())
 }
 
 fn runtime_error(e: mlua::Error) -> Vec<ScriptError> {
@@ -706,6 +714,7 @@ impl Runtime {
             traceback: None,
             event: String::new(),
             event_full: None,
+            value_cut: 0,
             input_index,
         });
     }
@@ -788,7 +797,10 @@ impl Runtime {
             let message = clean_message(&message);
             let value: Value = rec.raw_get(3).unwrap_or(Value::Nil);
             let pos: usize = rec.raw_get(4).unwrap_or(0);
-            let traceback: Option<String> = rec.raw_get(5).ok().flatten();
+            let mut traceback: Option<String> = rec.raw_get(5).ok().flatten();
+            if let Some(t) = traceback.as_mut() {
+                dragonfly_event::text::cut_marked(t, MAX_TRACEBACK_BYTES);
+            }
             let kind = FailureKind::of_message(&message);
             memory |= kind == FailureKind::Memory;
             let caller = Caller::from_who(who);
@@ -797,9 +809,20 @@ impl Runtime {
                 Caller::Analyzer(a) => self.analyzers.get(a),
             }
             .map(|s| s.display.clone());
-            let event_full = json::encode_to_vec(&self.lua, &value)
-                .ok()
-                .map(|b| String::from_utf8_lossy(&b).into_owned());
+            let mut value_cut = 0;
+            let event_full = json::encode_to_vec(&self.lua, &value).ok().map(|b| {
+                let mut s =
+                    String::from_utf8_lossy(&b[..b.len().min(MAX_VALUE_BYTES + 4)]).into_owned();
+                value_cut = b.len().saturating_sub(MAX_VALUE_BYTES);
+                if value_cut > 0 {
+                    let mut at = MAX_VALUE_BYTES.min(s.len());
+                    while !s.is_char_boundary(at) {
+                        at -= 1;
+                    }
+                    s.truncate(at);
+                }
+                s
+            });
             let mut event = event_full
                 .clone()
                 .unwrap_or_else(|| format!("<{}>", value.type_name()));
@@ -814,6 +837,7 @@ impl Runtime {
                 traceback,
                 event,
                 event_full,
+                value_cut,
                 input_index: pos.checked_sub(1),
             });
         }
@@ -938,13 +962,29 @@ fn bump(probe: &Table) {
 
 pub use dragonfly_event::text::truncate;
 
-/// A Lua error text without mlua's prefix and Rust-side traceback.
+/// A Lua error text without mlua's prefix and Rust-side traceback, cut to
+/// [`MAX_ERROR_BYTES`].
 pub(crate) fn clean_message(text: &str) -> String {
     let text = text.split("\nstack traceback:").next().unwrap_or(text);
-    text.trim_start_matches("runtime error: ")
-        .trim_start_matches("memory error: ")
-        .trim_end()
-        .to_string()
+    capped(
+        text.trim_start_matches("runtime error: ")
+            .trim_start_matches("memory error: ")
+            .trim_end(),
+    )
+}
+
+/// `text` cut to [`MAX_ERROR_BYTES`] on a character boundary, the cut marked with how much
+/// went (without copying more than is kept).
+fn capped(text: &str) -> String {
+    let mut end = text.len().min(MAX_ERROR_BYTES);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut s = text[..end].to_string();
+    if end < text.len() {
+        s.push_str(&format!(" ... [{} bytes cut]", text.len() - end));
+    }
+    s
 }
 
 fn is_memory_error(e: &mlua::Error) -> bool {

@@ -108,6 +108,13 @@ unsafe impl GlobalAlloc for Allocator {
     }
 }
 
+/// Give the calling thread's cached free memory back to the system (mimalloc's `mi_collect`
+/// with `force`): for threads that held a large buffer once and may sit idle afterwards.
+pub fn release() {
+    // SAFETY: mi_collect takes no pointers; it works on the calling thread's own heap.
+    unsafe { mi::mi_collect(true) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

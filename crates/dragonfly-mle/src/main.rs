@@ -186,6 +186,7 @@ fn main() -> ExitCode {
         .finish(std::io::stderr());
     let _ = STDERR.set(stderr.clone());
     dragonfly_engine::set_echo(|line| say!("{line}"));
+    dragonfly_io::set_release_memory(alloc::release);
     let env_filter = tracing_subscriber::EnvFilter::try_from_env("DRAGONFLY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter));
     // colours only for a person at a terminal (https://no-color.org: any non-empty NO_COLOR)

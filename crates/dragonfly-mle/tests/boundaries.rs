@@ -343,3 +343,291 @@ engine = {{ redis_max_reply_mb = 16 }}
     let peak = r.final_stats()["rss_peak_bytes"].as_u64().unwrap();
     assert!(peak < 512 << 20, "peak RSS {peak}");
 }
+
+/// A root reading stream input `uri` with `options`, writing what it gets to out.json; stats
+/// every 50 ms.
+fn stream_root(uri: &str, options: &str) -> Root {
+    let r = Root::passthrough(uri);
+    r.write("analyzer/pass.lua", PASS_READY);
+    let cfg = std::fs::read_to_string(r.path().join("config/config.lua")).unwrap();
+    r.config(&format!(
+        "{}\nengine = {{ stats_interval = 0.05 }}\n",
+        cfg.replace(
+            r#"default_analyzer="pass" }"#,
+            &format!(r#"default_analyzer="pass", options = {{ {options} }} }}"#),
+        )
+    ));
+    r
+}
+
+/// `/proc/PID/status` field `name` (kB) in MB.
+fn proc_mb(pid: u32, name: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
+/// The input's counter `name` from the last stats line.
+fn input_counter(r: &Root, name: &str) -> u64 {
+    r.lines("dragonfly-mle-stats.log")
+        .last()
+        .and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .and_then(|s| s["inputs"]["in"][name].as_u64())
+        .unwrap_or(0)
+}
+
+/// Start the engine with its address space capped (a failing limit must not take the
+/// machine with it).
+fn spawn_capped(r: &Root, gib: u64) -> std::process::Child {
+    use std::os::unix::process::CommandExt;
+    let mut c = r.command(&[]);
+    c.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        c.pre_exec(move || {
+            let lim = libc::rlimit {
+                rlim_cur: gib << 30,
+                rlim_max: gib << 30,
+            };
+            if libc::setrlimit(libc::RLIMIT_AS, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    c.spawn().unwrap()
+}
+
+/// 128 connections each sending 4 MB without a newline, then a real sender: the partial
+/// lines are held to `partial_mb` (the largest dropped and counted), the engine's memory stays
+/// far below what the senders sent, and the sender that comes last gets in (a quiet one is
+/// closed for it) and delivers every line.
+fn flood_of_partial_lines(r: Root, connect: impl Fn() -> Box<dyn Write + Send>) {
+    let child = spawn_capped(&r, 6);
+    wait_for(T, "engine start-up", || r.path().join("ready").exists());
+    let base = proc_mb(child.id(), "VmRSS:");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let senders: Vec<_> = (0..128)
+        .map(|_| {
+            let mut s = connect();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let chunk = vec![b'x'; 64 * 1024];
+                for _ in 0..64 {
+                    if s.write_all(&chunk).is_err() {
+                        return;
+                    }
+                }
+                // hold the connection, quiet, until the test ends
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            })
+        })
+        .collect();
+    wait_for(T, "a partial line dropped", || {
+        input_counter(&r, "partial_dropped") > 0
+    });
+    // quiet for a while: the next sender gets one of their places
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut real = connect();
+    for i in 0..100 {
+        writeln!(real, "{{\"seq\":{i}}}").unwrap();
+    }
+    real.flush().unwrap();
+    wait_for(T, "the real sender's lines", || {
+        r.lines("out.json").len() == 100
+    });
+    let peak = proc_mb(child.id(), "VmHWM:");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for s in senders {
+        s.join().unwrap();
+    }
+    drop(real);
+    let (status, err) = common::stop(child, T);
+    assert!(status.success(), "{err}");
+    let s = r.final_stats();
+    eprintln!(
+        "RSS {base:.0} MB at start, peak {peak:.0} MB for 512 MB of partial lines; {}",
+        s["inputs"]["in"]
+    );
+    assert!(peak < base + 160.0, "peak {peak:.0} MB, start {base:.0} MB");
+    assert!(s["inputs"]["in"]["evicted"].as_u64().unwrap() >= 1, "{s}");
+}
+
+#[test]
+fn a_flood_of_partial_lines_on_a_unix_stream_costs_the_budget_not_the_machine() {
+    let r = stream_root("unix://in.sock", "partial_mb = 16");
+    let path = r.path().join("in.sock");
+    flood_of_partial_lines(r, move || {
+        Box::new(std::os::unix::net::UnixStream::connect(&path).unwrap())
+    });
+}
+
+#[test]
+fn a_flood_of_partial_lines_on_syslog_tcp_costs_the_budget_not_the_machine() {
+    let port = dragonfly_testkit::free_port();
+    // (the real sender's lines are syslog messages whose body is the JSON event)
+    let r = stream_root(&format!("syslog://tcp:127.0.0.1:{port}"), "partial_mb = 16");
+    flood_of_partial_lines(r, move || {
+        Box::new(std::net::TcpStream::connect(("127.0.0.1", port)).unwrap())
+    });
+}
+
+/// 128 idle connections hold every place: they cost little memory, a new sender is let in
+/// (the quietest idle one is closed for it) and delivers, and idle connections are closed
+/// after `idle_timeout_s`.
+#[test]
+fn idle_connections_never_lock_a_sender_out_and_time_out() {
+    let r = stream_root("unix://in.sock", "idle_timeout_s = 4");
+    let child = spawn_capped(&r, 6);
+    wait_for(T, "engine start-up", || r.path().join("ready").exists());
+    let path = r.path().join("in.sock");
+    let base = proc_mb(child.id(), "VmRSS:");
+    let idle: Vec<_> = (0..128)
+        .map(|_| std::os::unix::net::UnixStream::connect(&path).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    let held = proc_mb(child.id(), "VmRSS:");
+    let mut real = std::os::unix::net::UnixStream::connect(&path).unwrap();
+    for i in 0..10 {
+        writeln!(real, "{{\"seq\":{i}}}").unwrap();
+    }
+    wait_for(T, "the sender's lines", || r.lines("out.json").len() == 10);
+    wait_for(T, "the idle connections to time out", || {
+        input_counter(&r, "idle_closed") >= 127
+    });
+    // an idle connection closed by the engine reads as end of file
+    let closed = idle
+        .iter()
+        .filter(|s| {
+            use std::io::Read;
+            s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+            matches!((&mut &**s).read(&mut [0u8; 1]), Ok(0))
+        })
+        .count();
+    assert_eq!(closed, 128);
+    let (status, err) = common::stop(child, T);
+    assert!(status.success(), "{err}");
+    let s = r.final_stats();
+    eprintln!(
+        "128 idle connections: RSS {base:.0} MB -> {held:.0} MB; {}",
+        s["inputs"]["in"]
+    );
+    assert!(
+        held < base + 48.0,
+        "128 idle connections took {:.0} MB",
+        held - base
+    );
+    assert_eq!(s["inputs"]["in"]["evicted"], 1, "{s}");
+    assert_eq!(s["inputs"]["in"]["refused"], 0, "{s}");
+}
+
+/// A root whose analyzer runs `body` on every event (failing it) and passes the rest on.
+fn failing_root(body: &str, events: u64) -> Root {
+    analyzer_root(
+        &format!("function setup() end\nfunction loop(msg)\n  {body}\n  dragonfly.output_event(default_output, msg)\nend\n"),
+        events,
+    )
+}
+
+#[test]
+fn dead_letters_are_bounded_in_size_and_never_outgrow_the_input() {
+    // a 100 KB error message; an analyzer that adds 3 MB to the event and fails: each record
+    // keeps a cut error and a cut value, marked, and the engine's memory stays small
+    for (body, events) in [
+        ("error(string.rep('E', 100000))", 300),
+        (
+            "msg.blob = string.rep('v', 3000000) error('after growing the event')",
+            300,
+        ),
+    ] {
+        let r = failing_root(body, events);
+        let out = r.run_to_eof(T);
+        let err = stderr_of(&out);
+        assert_eq!(out.status.code(), Some(3), "{body}: {err}");
+        let input = std::fs::metadata(r.path().join("in.json")).unwrap().len();
+        let dead = std::fs::metadata(r.log("dead-letter.json")).unwrap().len();
+        let s = r.final_stats();
+        let written = s["dead_letters"].as_u64().unwrap();
+        let dropped = s["dead_letters_dropped"].as_u64().unwrap();
+        eprintln!(
+            "{body}: input {input} B, dead letters {dead} B ({written} written, {dropped} left out), peak RSS {} MB",
+            s["rss_peak_bytes"].as_u64().unwrap() >> 20
+        );
+        // every failure is either written or counted as left out
+        assert_eq!(written + dropped, events, "{s}");
+        assert_eq!(s["analyzers"]["a"]["lua_errors"], events, "{s}");
+        // never more than twice the input plus the budget's burst (16 MiB) and its 1 MiB/s
+        assert!(dead <= 2 * input + (16 << 20) + (4 << 20), "{dead} bytes");
+        assert!(s["rss_peak_bytes"].as_u64().unwrap() < 1 << 30, "{s}");
+        let first: serde_json::Value =
+            serde_json::from_str(&r.lines("dead-letter.json")[0]).unwrap();
+        let line = r.lines("dead-letter.json")[0].len();
+        assert!(line < 80 * 1024, "a record of {line} bytes");
+        if body.starts_with("error") {
+            let e = first["error"].as_str().unwrap();
+            assert!(e.len() < 2200 && e.ends_with("bytes cut]"), "{e}");
+        } else {
+            assert!(first["value_cut"].as_u64().unwrap() > 2_900_000, "{first}");
+            assert!(first["value"].as_str().unwrap().len() <= 64 * 1024);
+        }
+    }
+}
+
+#[test]
+fn checkpoints_never_write_through_a_planted_link_nor_read_a_huge_or_special_file() {
+    let r = Root::passthrough("tail://in.json<");
+    let cfg = std::fs::read_to_string(r.path().join("config/config.lua")).unwrap();
+    r.config(&cfg.replace(
+        r#"default_analyzer="pass" }"#,
+        r#"default_analyzer="pass", options = { checkpoint = "state/in.pos" } }"#,
+    ));
+    std::fs::create_dir_all(r.path().join("state")).unwrap();
+    std::fs::write(r.path().join("in.json"), "{\"seq\":0}\n{\"seq\":1}\n").unwrap();
+    // a link planted at the checkpoint's temporary name, to a file the engine must not touch
+    let victim = r.path().join("victim");
+    std::fs::write(&victim, "precious\n").unwrap();
+    std::os::unix::fs::symlink(&victim, r.path().join("state/in.pos.tmp")).unwrap();
+    let child = r.spawn(&[]);
+    wait_for(T, "both events", || r.lines("out.json").len() == 2);
+    let (status, err) = stop(child, T);
+    assert!(status.success(), "{err}");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+    let pos = std::fs::read_to_string(r.path().join("state/in.pos")).unwrap();
+    assert!(pos.trim().ends_with(" 20"), "{pos}");
+    let meta = std::fs::symlink_metadata(r.path().join("state/in.pos")).unwrap();
+    assert!(meta.is_file());
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(meta.permissions().mode() & 0o007, 0, "not world-readable");
+
+    // a checkpoint that is a huge file, or a link to /dev/zero: refused by size or type (never
+    // read into memory), said, and the input starts as if there were none
+    for planted in ["huge", "zero"] {
+        std::fs::remove_file(r.log("out.json")).unwrap();
+        let ck = r.path().join("state/in.pos");
+        let _ = std::fs::remove_file(&ck);
+        match planted {
+            "huge" => {
+                let f = std::fs::File::create(&ck).unwrap();
+                f.set_len(8 << 30).unwrap();
+            }
+            _ => std::os::unix::fs::symlink("/dev/zero", &ck).unwrap(),
+        }
+        let child = r.spawn(&[]);
+        wait_for(T, "the events read again", || {
+            r.lines("out.json").len() == 2
+        });
+        let (status, err) = stop(child, T);
+        assert!(status.success(), "{planted}: {err}");
+        assert!(err.contains("refusing the checkpoint"), "{planted}: {err}");
+        let peak = r.final_stats()["rss_peak_bytes"].as_u64().unwrap();
+        assert!(peak < 256 << 20, "{planted}: peak {peak}");
+    }
+}

@@ -618,26 +618,6 @@ fn wait_spinning(child: &std::process::Child) {
     });
 }
 
-/// in.json (`n` events `{"seq":i}`) -> filter -> analyzer "a" running `a_lua` -> out.json.
-fn analyzer_root(a_lua: &str, n: u64) -> Root {
-    let r = Root::new();
-    r.write("filter/filter.lua", FILTER);
-    r.write("analyzer/a.lua", a_lua);
-    r.config(
-        r#"
-inputs = { { tag="in", uri="file://in.json", script="filter.lua", default_analyzer="a" } }
-analyzers = { { tag="a", script="a.lua", default_analyzer="", default_output="out" } }
-outputs = { { tag="out", uri="file://out.json" } }
-"#,
-    );
-    let mut text = String::new();
-    for i in 0..n {
-        text.push_str(&format!("{{\"seq\":{i}}}\n"));
-    }
-    r.write("in.json", &text);
-    r
-}
-
 fn errors_and_echo_root() -> Root {
     analyzer_root(
         r#"

@@ -166,10 +166,10 @@ end
     );
 }
 
-/// A peer that opens stream connections without end gets the first 128 served and the rest
-/// closed as they come (counted as `refused`): each connection costs a thread and a buffer, so
-/// an unbounded number would exhaust memory. Served connections keep delivering, and once
-/// they close new ones are served again.
+/// A peer that opens stream connections without end in a burst gets the first 128 served
+/// and the rest closed as they come (counted as `refused`: none of the open ones has been
+/// quiet long enough to give its place; tests/boundaries.rs has the eviction of quiet ones).
+/// Served connections keep delivering, and once they close new ones are served again.
 #[test]
 fn stream_connections_beyond_the_cap_are_refused_and_counted() {
     use std::io::{Read, Write};

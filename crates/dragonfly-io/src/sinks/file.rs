@@ -57,6 +57,7 @@ pub fn open_append(path: &Path, mode: u32) -> io::Result<File> {
     let f = crate::fsx::open_no_link(
         OpenOptions::new().create(true).append(true).mode(mode),
         path,
+        "write",
     )?;
     let t = f.metadata().map_err(named)?.file_type();
     if !(t.is_file() || t.is_char_device()) {

@@ -18,6 +18,7 @@ pub mod kafka;
 pub mod nats;
 pub mod redis;
 pub mod socket;
+pub mod stream;
 pub mod syslog;
 pub mod tail;
 pub mod unix;
@@ -80,9 +81,10 @@ pub struct InputCounters {
     pub lag: std::sync::Mutex<std::collections::BTreeMap<i32, i64>>,
 }
 
-/// Stream connections one input reads at a time (each has a thread and a read buffer); more
-/// are closed as they come and counted as `refused`, so a peer opening connections without
-/// end costs refusals, not memory.
+/// Stream connections one input reads at a time (each has a thread and a read buffer): at
+/// the cap, the quietest is closed to make room (`evicted`), or, when every one is delivering
+/// lines, the new one is closed as it comes (`refused`); so a peer opening connections
+/// without end costs closed connections, not memory, and never locks a real sender out.
 pub const MAX_CONNECTIONS: usize = 128;
 
 /// What a running source gets from the engine.
@@ -109,7 +111,7 @@ impl SourceCtx {
 }
 
 /// What the docs and messages say about one option of a scheme.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 pub struct OptionDoc {
     /// The option's name in `options = { ... }`.
     pub name: &'static str,
@@ -234,56 +236,6 @@ pub(crate) fn check_options(
     }
 }
 
-/// Accept connections until the engine stops, each read by `conn` on a thread of its own
-/// with its own context; then wait for them. `accept` is non-blocking.
-pub(crate) fn serve<S: Send + 'static>(
-    ctx: &SourceCtx,
-    mut accept: impl FnMut() -> std::io::Result<S>,
-    conn: fn(S, SourceCtx),
-) {
-    let mut conns: Vec<std::thread::JoinHandle<()>> = Vec::new();
-    while !ctx.stopping() {
-        match accept() {
-            Ok(stream) => {
-                conns.retain(|h| !h.is_finished());
-                if conns.len() >= MAX_CONNECTIONS {
-                    drop(stream);
-                    let (n, log) = ratelimit::bump(&ctx.counters.refused);
-                    if log {
-                        tracing::warn!(input = %ctx.tag, count = n,
-                            "{MAX_CONNECTIONS} connections are open: a new one was closed (refused)");
-                    }
-                    continue;
-                }
-                let conn_ctx = SourceCtx {
-                    tag: ctx.tag.clone(),
-                    counters: ctx.counters.clone(),
-                    shutdown: ctx.shutdown.clone(),
-                    max_line: ctx.max_line,
-                    batch_lines: ctx.batch_lines,
-                    out: ctx.out.clone_box(),
-                };
-                tracing::info!(input = %ctx.tag, "stream connection accepted");
-                conns.push(std::thread::spawn(move || {
-                    let tag = conn_ctx.tag.clone();
-                    conn(stream, conn_ctx);
-                    tracing::debug!(input = %tag, "stream connection closed");
-                }));
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                std::thread::sleep(std::time::Duration::from_millis(50));
-            }
-            Err(e) => {
-                io_error(ctx, "accept failed", &e);
-                std::thread::sleep(std::time::Duration::from_millis(50));
-            }
-        }
-    }
-    for h in conns {
-        let _ = h.join();
-    }
-}
-
 /// The value of option `name`, if given.
 pub(crate) fn option<'a>(options: &'a [(String, String)], name: &str) -> Option<&'a str> {
     options
@@ -303,6 +255,16 @@ impl Collector {
     pub fn new(ctx: &SourceCtx) -> Self {
         Self {
             batch: Batch::with_capacity(ctx.batch_lines, ctx.batch_lines * 800),
+            ctx_lines: ctx.batch_lines.max(1),
+            closed: false,
+        }
+    }
+
+    /// A collector that allocates only as lines come (one per stream connection: an idle
+    /// connection holds no batch).
+    pub fn lazy(ctx: &SourceCtx) -> Self {
+        Self {
+            batch: Batch::default(),
             ctx_lines: ctx.batch_lines.max(1),
             closed: false,
         }

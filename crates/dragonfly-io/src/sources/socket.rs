@@ -7,8 +7,12 @@
 //!   `"0666"`. Default: what the process's umask gives (`0755` for root with umask 022: only
 //!   root can connect).
 //! - `owner`, `group`: user and group (names or numbers) of the socket file.
-//! - `buffer_mb` (`ipc://`): memory the queued datagrams may hold (default 512); past it,
-//!   datagrams are dropped and counted as `overflow`.
+//! - `buffer_mb` (`ipc://`, `syslog://` datagrams): memory the queued datagrams may hold
+//!   (default 512); past it, datagrams are dropped and counted as `overflow`.
+//! - `partial_mb`, `idle_timeout_s` (stream inputs: `unix://`, `syslog://tcp:`): what the
+//!   partial lines of every connection may hold together (default 64), and how long a
+//!   connection may go without a whole line before it is closed (default 300): see
+//!   [`super::stream`].
 //!
 //! The mode is applied by the umask in force during `bind` (so the socket never exists with
 //! wider permissions), the owner with `lchown` (never through a link).
@@ -38,8 +42,36 @@ pub const SOCKET_OPTIONS: &[super::OptionDoc] = &[
     super::OptionDoc {
         name: "buffer_mb",
         kind: "number",
-        doc: "memory queued messages may hold (default 512)",
+        doc: "memory queued datagrams may hold (default 512)",
     },
+];
+
+/// The options of the stream socket inputs (`unix://`; `syslog://`, whose `buffer_mb` is for
+/// its datagram forms).
+pub const STREAM_OPTIONS: &[super::OptionDoc] = &[
+    SOCKET_OPTIONS[0],
+    SOCKET_OPTIONS[1],
+    SOCKET_OPTIONS[2],
+    super::OptionDoc {
+        name: "partial_mb",
+        kind: "number",
+        doc: "memory the partial lines of every connection may hold together; past it the largest is dropped (default 64)",
+    },
+    super::OptionDoc {
+        name: "idle_timeout_s",
+        kind: "number",
+        doc: "a connection without a whole line for this long is closed (default 300)",
+    },
+];
+
+/// [`STREAM_OPTIONS`] and `buffer_mb`: `syslog://`, stream or datagrams.
+pub const SYSLOG_OPTIONS: &[super::OptionDoc] = &[
+    SOCKET_OPTIONS[0],
+    SOCKET_OPTIONS[1],
+    SOCKET_OPTIONS[2],
+    SOCKET_OPTIONS[3],
+    STREAM_OPTIONS[3],
+    STREAM_OPTIONS[4],
 ];
 
 /// Default memory for queued datagrams of one socket input.
@@ -56,6 +88,8 @@ pub struct SocketOptions {
     pub group: Option<String>,
     /// Memory queued messages may hold, in MiB.
     pub buffer_mb: usize,
+    /// The limits of stream connections.
+    pub stream: super::stream::StreamOptions,
 }
 
 impl Default for SocketOptions {
@@ -65,6 +99,7 @@ impl Default for SocketOptions {
             owner: None,
             group: None,
             buffer_mb: DEFAULT_BUFFER_MB,
+            stream: Default::default(),
         }
     }
 }
@@ -89,9 +124,29 @@ impl SocketOptions {
                         .filter(|n| (1..=1 << 20).contains(n))
                         .ok_or_else(|| bad(format!("buffer_mb '{v}' is not a number of MiB")))?;
                 }
+                "partial_mb" => {
+                    o.stream.partial_bytes = v
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|n| (1..=1 << 20).contains(n))
+                        .ok_or_else(|| bad(format!("partial_mb '{v}' is not a number of MiB")))?
+                        << 20;
+                }
+                "idle_timeout_s" => {
+                    o.stream.idle_timeout = v
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|n| (0.1..=1e7).contains(n))
+                        .map(std::time::Duration::from_secs_f64)
+                        .ok_or_else(|| {
+                            bad(format!(
+                                "idle_timeout_s '{v}' is not a number of seconds (0.1 or more)"
+                            ))
+                        })?;
+                }
                 other => {
                     return Err(bad(format!(
-                        "unknown option '{other}' for a socket input (known: mode, owner, group, buffer_mb)"
+                        "unknown option '{other}' for a socket input (known: mode, owner, group, buffer_mb, partial_mb, idle_timeout_s)"
                     )))
                 }
             }

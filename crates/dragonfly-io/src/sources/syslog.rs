@@ -15,8 +15,8 @@
 //! A message that fits neither RFC is kept whole as `message`, header `{}`. Datagrams are read
 //! as the socket inputs read them: never blocking on the pipeline, held up to `buffer_mb`.
 
-use std::io::{self, Read};
-use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::io;
+use std::net::{TcpListener, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
@@ -32,7 +32,7 @@ pub const SYSLOG: super::SourceScheme = super::SourceScheme {
     form: "syslog://PATH | syslog://udp:HOST:PORT | syslog://tcp:HOST:PORT",
     finite: false,
     // mode, owner and group apply to the socket file of syslog://PATH
-    options: super::socket::SOCKET_OPTIONS,
+    options: super::socket::SYSLOG_OPTIONS,
     parse: |uri, rest, options| {
         let transport = if let Some(addr) = rest.strip_prefix("udp:") {
             Transport::Udp(addr.to_string())
@@ -101,6 +101,7 @@ impl super::Source for SyslogInput {
         };
         Ok(Box::new(Opened {
             sock,
+            stream: self.opts.stream,
             buffer_bytes: self.opts.buffer_mb << 20,
         }))
     }
@@ -114,12 +115,14 @@ enum Socket {
 
 struct Opened {
     sock: Socket,
+    stream: super::stream::StreamOptions,
     buffer_bytes: usize,
 }
 
 impl super::Prepared for Opened {
     fn run(self: Box<Self>, mut ctx: SourceCtx) {
         let forwarder = super::ipc::buffered(&mut ctx, self.buffer_bytes);
+        let stream = self.stream;
         match self.sock {
             Socket::Unix(s, path) => {
                 let _ = s.set_read_timeout(Some(Duration::from_millis(100)));
@@ -130,7 +133,7 @@ impl super::Prepared for Opened {
                 let _ = s.set_read_timeout(Some(Duration::from_millis(100)));
                 datagrams(&mut ctx, s.as_raw_fd());
             }
-            Socket::Tcp(l) => listen(l, &mut ctx),
+            Socket::Tcp(l) => listen(l, &mut ctx, stream),
         }
         drop(ctx);
         let _ = forwarder.join();
@@ -173,97 +176,132 @@ fn datagrams(ctx: &mut SourceCtx, fd: std::os::fd::RawFd) {
     col.flush(ctx);
 }
 
-fn listen(l: TcpListener, ctx: &mut SourceCtx) {
-    super::serve(ctx, || l.accept().map(|(s, _)| s), connection);
+fn listen(l: TcpListener, ctx: &mut SourceCtx, opts: super::stream::StreamOptions) {
+    super::stream::serve(
+        ctx,
+        opts,
+        move || tokio::net::TcpListener::from_std(l),
+        |ctx| TcpFraming::new(ctx.max_line),
+    );
 }
 
-/// One TCP connection: octet-counted or newline-ended messages (RFC 6587). Never holds more
-/// than about `max_line_bytes` of one message: a longer one (a line with no newline, a count
-/// past the maximum) is counted as `oversized` and skipped as it streams by.
-fn connection(mut s: TcpStream, mut ctx: SourceCtx) {
-    let _ = s.set_nonblocking(false);
-    let _ = s.set_read_timeout(Some(Duration::from_millis(100)));
-    let mut col = Collector::new(&ctx);
-    let mut pending: Vec<u8> = Vec::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut out = Vec::new();
-    // bytes still to drop of an oversized message: a count, or "until a newline"
-    let mut skip = Skip::None;
-    loop {
-        if ctx.stopping() || col.closed() {
-            break;
-        }
-        match s.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                let mut data = &buf[..n];
-                match skip {
-                    Skip::Bytes(left) => {
-                        let k = left.min(data.len());
-                        data = &data[k..];
-                        skip = if left > k {
-                            Skip::Bytes(left - k)
-                        } else {
-                            Skip::None
-                        };
-                    }
-                    Skip::Line => match memchr::memchr(b'\n', data) {
-                        Some(i) => {
-                            data = &data[i + 1..];
-                            skip = Skip::None;
-                        }
-                        None => data = &[],
-                    },
-                    Skip::None => {}
-                }
-                pending.extend_from_slice(data);
-                let mut used = 0;
-                while let Some((msg, next)) = next_frame(&pending[used..], ctx.max_line) {
-                    match msg {
-                        Some(m) => {
-                            to_event(m, &mut out);
-                            col.message(&mut ctx, &out);
-                        }
-                        None => col.frame(&mut ctx, crate::Frame::Oversized(next)),
-                    }
-                    used += next;
-                }
-                pending.drain(..used);
-                if let Some((len, start)) = oversized_count(&pending, ctx.max_line) {
-                    // an octet count past the maximum: drop it as it arrives
-                    col.frame(&mut ctx, crate::Frame::Oversized(len));
-                    let have = pending.len() - start;
-                    skip = Skip::Bytes(len - have);
-                    pending.clear();
-                } else if pending.len() > ctx.max_line + 16 {
-                    // a line with no newline in sight
-                    col.frame(&mut ctx, crate::Frame::Oversized(pending.len()));
-                    pending.clear();
-                    skip = Skip::Line;
-                }
-                col.flush(&mut ctx);
-            }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                col.flush(&mut ctx);
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => {
-                io_error(&ctx, "read failed", &e);
-                break;
-            }
+/// One TCP connection's framing: octet-counted or newline-ended messages (RFC 6587). Never
+/// holds more than about `max_line_bytes` of one message: a longer one (a line with no
+/// newline, a count past the maximum) is counted as `oversized` and skipped as it streams
+/// by. The bytes of a newline-ended message still arriving are scanned once, not again on
+/// every read.
+struct TcpFraming {
+    max: usize,
+    pending: Vec<u8>,
+    /// Bytes at the start of `pending` known to hold no newline.
+    scanned: usize,
+    /// Bytes still to drop of a message being skipped: a count, or "until a newline".
+    skip: Skip,
+    out: Vec<u8>,
+}
+
+impl TcpFraming {
+    fn new(max: usize) -> Self {
+        Self {
+            max,
+            pending: Vec::new(),
+            scanned: 0,
+            skip: Skip::None,
+            out: Vec::new(),
         }
     }
-    // what is left without a newline at the end of the stream is the last message
-    if skip == Skip::None && !pending.is_empty() && !pending.iter().all(u8::is_ascii_whitespace) {
-        to_event(&pending, &mut out);
-        col.message(&mut ctx, &out);
+}
+
+impl super::stream::Framing for TcpFraming {
+    fn push(&mut self, mut data: &[u8], col: &mut Collector, ctx: &mut SourceCtx) -> bool {
+        match self.skip {
+            Skip::Bytes(left) => {
+                let k = left.min(data.len());
+                data = &data[k..];
+                self.skip = if left > k {
+                    Skip::Bytes(left - k)
+                } else {
+                    Skip::None
+                };
+            }
+            Skip::Line => match memchr::memchr(b'\n', data) {
+                Some(i) => {
+                    data = &data[i + 1..];
+                    self.skip = Skip::None;
+                }
+                None => data = &[],
+            },
+            Skip::None => {}
+        }
+        self.pending.extend_from_slice(data);
+        let mut used = 0;
+        let mut messages = false;
+        while let Some((msg, next)) = next_frame(&self.pending[used..], self.max, self.scanned) {
+            self.scanned = 0;
+            match msg {
+                Some(m) => {
+                    to_event(m, &mut self.out);
+                    col.message(ctx, &self.out);
+                    messages = true;
+                }
+                None => col.frame(ctx, crate::Frame::Oversized(next)),
+            }
+            used += next;
+        }
+        self.pending.drain(..used);
+        // what is left holds no newline: the next read scans only what it adds
+        self.scanned = self.pending.len();
+        if let Some((len, start)) = oversized_count(&self.pending, self.max) {
+            // an octet count past the maximum: drop it as it arrives
+            col.frame(ctx, crate::Frame::Oversized(len));
+            let have = self.pending.len() - start;
+            self.skip = Skip::Bytes(len - have);
+            self.pending.clear();
+            self.scanned = 0;
+        } else if self.pending.len() > self.max + 16 {
+            // a line with no newline in sight
+            col.frame(ctx, crate::Frame::Oversized(self.pending.len()));
+            self.pending.clear();
+            self.scanned = 0;
+            self.skip = Skip::Line;
+        }
+        if self.pending.capacity() > (1 << 20).max(4 * self.pending.len()) {
+            // a long message came and went: give its buffer back
+            self.pending
+                .shrink_to((2 * self.pending.len()).max(64 * 1024));
+        }
+        messages
     }
-    col.flush(&mut ctx);
+
+    fn held(&self) -> usize {
+        self.pending.len()
+    }
+
+    fn abandon(&mut self) -> usize {
+        let dropped = self.pending.len();
+        if dropped == 0 {
+            return 0;
+        }
+        self.skip = match octet_count(&self.pending) {
+            Some((len, start)) => Skip::Bytes(len.saturating_sub(self.pending.len() - start)),
+            None => Skip::Line,
+        };
+        self.pending.clear();
+        self.pending.shrink_to(64 * 1024);
+        self.scanned = 0;
+        dropped
+    }
+
+    fn finish(&mut self, col: &mut Collector, ctx: &mut SourceCtx) {
+        // what is left without a newline at the end of the stream is the last message
+        if self.skip == Skip::None
+            && !self.pending.is_empty()
+            && !self.pending.iter().all(u8::is_ascii_whitespace)
+        {
+            to_event(&self.pending, &mut self.out);
+            col.message(ctx, &self.out);
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -273,31 +311,35 @@ enum Skip {
     Line,
 }
 
-/// An incomplete octet-counted message whose count is past `max`: (count, where it starts).
-fn oversized_count(b: &[u8], max: usize) -> Option<(usize, usize)> {
+/// The octet count at the start of `b` (`LEN SP`): (count, where the message starts).
+fn octet_count(b: &[u8]) -> Option<(usize, usize)> {
     let digits = b.iter().take_while(|c| c.is_ascii_digit()).count();
     if digits == 0 || digits > 9 || b.get(digits) != Some(&b' ') {
         return None;
     }
     let len: usize = std::str::from_utf8(&b[..digits]).ok()?.parse().ok()?;
-    (len > max).then_some((len, digits + 1))
+    Some((len, digits + 1))
+}
+
+/// An incomplete octet-counted message whose count is past `max`: (count, where it starts).
+fn oversized_count(b: &[u8], max: usize) -> Option<(usize, usize)> {
+    octet_count(b).filter(|&(len, _)| len > max)
 }
 
 /// The next message of a TCP stream: `(message, bytes used)`, or None when it is incomplete.
-/// A message over `max` bytes is `(None, its length)`, skipped.
-fn next_frame(b: &[u8], max: usize) -> Option<(Option<&[u8]>, usize)> {
+/// A message over `max` bytes is `(None, its length)`, skipped. The first `scanned` bytes
+/// are known to hold no newline (a newline-ended message whose start was seen before).
+fn next_frame(b: &[u8], max: usize, scanned: usize) -> Option<(Option<&[u8]>, usize)> {
     // octet counting: digits, one space, that many bytes
-    let digits = b.iter().take_while(|c| c.is_ascii_digit()).count();
-    if digits > 0 && digits <= 9 && b.get(digits) == Some(&b' ') {
-        let len: usize = std::str::from_utf8(&b[..digits]).ok()?.parse().ok()?;
-        let start = digits + 1;
+    if let Some((len, start)) = octet_count(b) {
         if len > max {
             return (b.len() >= start + len).then_some((None, start + len));
         }
         return (b.len() >= start + len).then(|| (Some(&b[start..start + len]), start + len));
     }
     // newline ended
-    let end = memchr::memchr(b'\n', b)?;
+    let from = scanned.min(b.len());
+    let end = from + memchr::memchr(b'\n', &b[from..])?;
     if end > max {
         return Some((None, end + 1));
     }
@@ -534,14 +576,14 @@ mod tests {
     #[test]
     fn tcp_frames_octet_counted_and_newline_ended() {
         let b = b"11 <13>1 - - -<14>hi\r\nrest";
-        let (m, n) = next_frame(b, 1000).unwrap();
+        let (m, n) = next_frame(b, 1000, 0).unwrap();
         assert_eq!(m.unwrap(), b"<13>1 - - -");
-        let (m, n2) = next_frame(&b[n..], 1000).unwrap();
+        let (m, n2) = next_frame(&b[n..], 1000, 0).unwrap();
         assert_eq!(m.unwrap(), b"<14>hi");
-        assert!(next_frame(&b[n + n2..], 1000).is_none(), "incomplete");
-        assert!(next_frame(b"3 ab", 1000).is_none(), "incomplete count");
+        assert!(next_frame(&b[n + n2..], 1000, 0).is_none(), "incomplete");
+        assert!(next_frame(b"3 ab", 1000, 0).is_none(), "incomplete count");
         // over the maximum: skipped whole
-        assert_eq!(next_frame(b"5 hello", 3), Some((None, 7)));
+        assert_eq!(next_frame(b"5 hello", 3, 0), Some((None, 7)));
     }
 
     proptest::proptest! {
@@ -550,7 +592,7 @@ mod tests {
             let mut out = Vec::new();
             to_event(&b, &mut out);
             proptest::prop_assert!(serde_json::from_slice::<Value>(&out).is_ok());
-            let _ = next_frame(&b, 100);
+            let _ = next_frame(&b, 100, 0);
         }
     }
 }

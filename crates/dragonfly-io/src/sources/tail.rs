@@ -146,8 +146,8 @@ pub const MAX_CHECKPOINT_BYTES: u64 = 4096;
 
 /// Open `path` for reading if it is a regular file, never through a link, never blocking.
 fn open_regular(path: &Path) -> io::Result<File> {
-    let f =
-        crate::fsx::open_no_link(std::fs::OpenOptions::new().read(true), path).map_err(|e| {
+    let f = crate::fsx::open_no_link(std::fs::OpenOptions::new().read(true), path, "read")
+        .map_err(|e| {
             if e.kind() == io::ErrorKind::InvalidInput {
                 not_followed(path, "is a symbolic link")
             } else {

@@ -1,19 +1,20 @@
 //! `unix://PATH`: listen on a unix stream socket at PATH; newline-delimited JSON per
 //! connection. This is what Suricata's `unix_stream` eve output connects to. Frames are cut at
-//! newlines, never at read boundaries, so split and merged writes both arrive whole.
+//! newlines, never at read boundaries, so split and merged writes both arrive whole. What
+//! the connections may cost together, and who gives way to a new one: [`super::stream`].
 
-use std::io::{self, Read};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::io;
+use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use super::{feed, finish, io_error, Collector, SourceCtx};
+use super::SourceCtx;
 use crate::LineFramer;
 
 /// A listening stream socket.
 pub struct UnixSource {
     listener: UnixListener,
     path: PathBuf,
+    stream: super::stream::StreamOptions,
 }
 
 pub(crate) fn bind(path: &Path, opts: &super::socket::SocketOptions) -> io::Result<UnixSource> {
@@ -26,50 +27,27 @@ pub(crate) fn bind(path: &Path, opts: &super::socket::SocketOptions) -> io::Resu
     Ok(UnixSource {
         listener,
         path: path.to_path_buf(),
+        stream: opts.stream,
     })
 }
 
 impl UnixSource {
-    /// Accept and read until the engine stops.
+    /// Accept and read until the engine stops: every connection on this one thread
+    /// ([`super::stream::serve`]).
     pub fn run(self, ctx: SourceCtx) {
-        super::serve(&ctx, || self.listener.accept().map(|(s, _)| s), connection);
-        let _ = std::fs::remove_file(&self.path);
+        let UnixSource {
+            listener,
+            path,
+            stream,
+        } = self;
+        super::stream::serve(
+            &ctx,
+            stream,
+            move || tokio::net::UnixListener::from_std(listener),
+            |ctx| LineFramer::new(ctx.max_line),
+        );
+        let _ = std::fs::remove_file(&path);
     }
-}
-
-fn connection(mut stream: UnixStream, mut ctx: SourceCtx) {
-    let _ = stream.set_nonblocking(false);
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(100)));
-    let mut framer = LineFramer::new(ctx.max_line);
-    let mut col = Collector::new(&ctx);
-    let mut buf = vec![0u8; 256 * 1024];
-    while !ctx.stopping() && !col.closed() {
-        match stream.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                feed(&mut framer, &mut col, &mut ctx, &buf[..n]);
-                if n < buf.len() {
-                    col.flush(&mut ctx);
-                }
-            }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock
-                        | io::ErrorKind::TimedOut
-                        | io::ErrorKind::Interrupted
-                ) =>
-            {
-                col.flush(&mut ctx)
-            }
-            Err(e) => {
-                io_error(&ctx, "stream read failed", &e);
-                break;
-            }
-        }
-    }
-    finish(&mut framer, &mut col, &mut ctx);
-    col.flush(&mut ctx);
 }
 
 /// `unix://PATH`: a unix stream socket listened on here, newline-delimited events.
@@ -77,7 +55,7 @@ pub const UNIX: super::SourceScheme = super::SourceScheme {
     name: "unix",
     form: "unix://PATH",
     finite: false,
-    options: super::socket::SOCKET_OPTIONS,
+    options: super::socket::STREAM_OPTIONS,
     parse: |_, rest, options| {
         Ok(Box::new(UnixInput {
             path: crate::uri::path(rest),
