@@ -15,9 +15,11 @@
 //!
 //! Guarantees: the socket is bound at start-up, before privileges are dropped (a bad or busy
 //! address is a start-up error naming `engine.http`); the listener runs on a thread of its own
-//! (one tokio current-thread runtime), so a slow or hostile client never holds a worker. Each
-//! request builds the record from the live counters (atomic loads, no lock held across I/O).
-//! Cost: nothing until a request comes; a request walks the counters once.
+//! (one tokio current-thread runtime), so a slow or hostile client never holds a worker, and
+//! it survives its clients ([`serve`]: a header timeout, a connection cap that closes the
+//! oldest, accept errors that back off; it never panics). Each request builds the record
+//! from the live counters (atomic loads, no lock held across I/O). Cost: nothing until a
+//! request comes; a request walks the counters once.
 
 use std::fmt::Write;
 use std::net::{SocketAddr, TcpListener};
@@ -137,7 +139,7 @@ impl HttpListener {
             .name("http".into())
             .spawn(move || {
                 let rt = match tokio::runtime::Builder::new_current_thread()
-                    .enable_io()
+                    .enable_all()
                     .build()
                 {
                     Ok(rt) => rt,
@@ -154,12 +156,76 @@ impl HttpListener {
                             return;
                         }
                     };
-                    let app = router(stats, self.analyzers, self.pipeline, reloads);
-                    if let Err(e) = axum::serve(listener, app).await {
-                        tracing::error!("engine.http: {addr}: {e}");
-                    }
+                    let app = router(stats.clone(), self.analyzers, self.pipeline, reloads);
+                    serve(listener, app, stats).await;
                 });
             })
+    }
+}
+
+/// Most connections served at once; a new one past it closes the oldest (see [`serve`]).
+pub const MAX_CONNECTIONS: usize = 256;
+/// Longest a client may take to send a request's headers, counted from when the connection
+/// is ready for them (accepted, or done with the previous request).
+pub const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// Largest request head accepted.
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+/// How long accepting pauses after an error that is not the client's (out of descriptors).
+const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Accept and serve HTTP/1 connections, each a task on this thread, until the process ends.
+///
+/// The listener survives its clients: a client that does not send its headers within
+/// [`HEADER_TIMEOUT`] is closed (slowloris); at [`MAX_CONNECTIONS`] the oldest connection is
+/// closed for a new one, so a flood of idle connections can never keep `/health` or
+/// `/metrics` from being answered; an accept error (out of file descriptors) closes the oldest
+/// connection to free one, waits [`ACCEPT_BACKOFF`] and goes on — it never ends the
+/// listener. Counted: `http_connections_closed` (timeouts, refusals, closed to make room) and
+/// `http_accept_errors`.
+async fn serve(listener: tokio::net::TcpListener, app: Router, stats: Arc<Stats>) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use std::collections::VecDeque;
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut open: VecDeque<tokio::task::JoinHandle<()>> = VecDeque::new();
+    loop {
+        let stream = match listener.accept().await {
+            Ok((s, _)) => s,
+            Err(e) => {
+                let (n, log) = dragonfly_io::ratelimit::bump(&stats.http_accept_errors);
+                if log {
+                    tracing::error!(count = n, "engine.http: accept failed: {e}; closing the oldest connection and going on");
+                }
+                open.retain(|t| !t.is_finished());
+                if let Some(oldest) = open.pop_front() {
+                    oldest.abort();
+                    stats.http_connections_closed.fetch_add(1, Relaxed);
+                }
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
+        };
+        open.retain(|t| !t.is_finished());
+        while open.len() >= MAX_CONNECTIONS {
+            if let Some(oldest) = open.pop_front() {
+                oldest.abort();
+                stats.http_connections_closed.fetch_add(1, Relaxed);
+            }
+        }
+        let svc = hyper_util::service::TowerToHyperService::new(app.clone());
+        let stats = stats.clone();
+        open.push_back(tokio::spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .max_buf_size(MAX_HEADER_BYTES.max(8192))
+                .serve_connection(TokioIo::new(stream), svc);
+            // errors are the client's: a timeout (counted), a reset, a bad request
+            if let Err(e) = conn.await {
+                if e.is_timeout() {
+                    stats.http_connections_closed.fetch_add(1, Relaxed);
+                }
+            }
+        }));
     }
 }
 

@@ -174,6 +174,11 @@ pub struct Stats {
     pub dead_letters_dropped: AtomicU64,
     /// What the dead letters may still write.
     pub dead_letter_budget: Mutex<DeadLetterBudget>,
+    /// HTTP connections the listener closed: headers not sent in time, or the oldest closed
+    /// to make room for a new one (see [`crate::http`]).
+    pub http_connections_closed: AtomicU64,
+    /// HTTP accepts that failed (out of file descriptors); the listener went on.
+    pub http_accept_errors: AtomicU64,
     /// Every queue between stages (set once the topology is built).
     pub queues: Mutex<Vec<QueueDepth>>,
     /// Per worker, by number (set once the topology is built).
@@ -290,6 +295,8 @@ impl Stats {
             dead_letters: AtomicU64::new(0),
             dead_letters_dropped: AtomicU64::new(0),
             dead_letter_budget: Mutex::new(DeadLetterBudget::new()),
+            http_connections_closed: AtomicU64::new(0),
+            http_accept_errors: AtomicU64::new(0),
             store: None,
             embedded: None,
         }
@@ -486,6 +493,8 @@ impl Stats {
             "reload_failures": l(&self.reload_failures),
             "dead_letters": l(&self.dead_letters),
             "dead_letters_dropped": l(&self.dead_letters_dropped),
+            "http_connections_closed": l(&self.http_connections_closed),
+            "http_accept_errors": l(&self.http_accept_errors),
             "log_events": l(&self.log_events),
             "stats_events": l(&self.stats_events),
             "final": final_line,

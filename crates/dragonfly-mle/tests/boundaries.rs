@@ -631,3 +631,134 @@ fn checkpoints_never_write_through_a_planted_link_nor_read_a_huge_or_special_fil
         assert!(peak < 256 << 20, "{planted}: peak {peak}");
     }
 }
+
+/// A root with the HTTP listener on `port` and a unix socket input (the engine keeps
+/// running), its descriptors capped at `nofile`.
+fn http_engine(port: u16, nofile: u64) -> (Root, std::process::Child) {
+    use std::os::unix::process::CommandExt;
+    let r = stream_root("unix://in.sock", "");
+    let cfg = std::fs::read_to_string(r.path().join("config/config.lua")).unwrap();
+    r.config(&cfg.replace(
+        "engine = { stats_interval = 0.05 }",
+        &format!("engine = {{ stats_interval = 0.05, http = \"127.0.0.1:{port}\" }}"),
+    ));
+    let mut c = r.command(&[]);
+    c.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        c.pre_exec(move || {
+            let lim = libc::rlimit {
+                rlim_cur: nofile,
+                rlim_max: nofile,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = c.spawn().unwrap();
+    wait_for(T, "engine start-up", || r.path().join("ready").exists());
+    wait_for(T, "the listener", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    (r, child)
+}
+
+/// `/health` answered within `limit`.
+fn health_within(port: u16, limit: Duration) -> bool {
+    use std::io::Read;
+    let t = Instant::now();
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    s.set_read_timeout(Some(limit)).unwrap();
+    if s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    text.starts_with("HTTP/1.1 200") && t.elapsed() <= limit
+}
+
+#[test]
+fn the_http_listener_survives_running_out_of_descriptors() {
+    let port = dragonfly_testkit::free_port();
+    // far fewer descriptors than the idle connections that come
+    let (r, child) = http_engine(port, 96);
+    let idle: Vec<_> = (0..300)
+        .filter_map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).ok())
+        .collect();
+    // it still answers, again and again
+    for _ in 0..5 {
+        wait_for(T, "/health answered", || {
+            health_within(port, Duration::from_secs(3))
+        });
+    }
+    drop(idle);
+    let (status, err) = stop(child, T);
+    assert!(status.success(), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let s = r.final_stats();
+    eprintln!(
+        "accept errors {}, closed {}",
+        s["http_accept_errors"], s["http_connections_closed"]
+    );
+    assert!(s["http_connections_closed"].as_u64().unwrap() > 0, "{s}");
+}
+
+#[test]
+fn slowloris_connections_are_closed_and_health_keeps_answering() {
+    let port = dragonfly_testkit::free_port();
+    let (r, child) = http_engine(port, 4096);
+    // 3,000 connections sending their headers a byte at a time
+    let mut slow: Vec<std::net::TcpStream> = (0..3000)
+        .filter_map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).ok())
+        .collect();
+    let header = b"GET /metrics HTTP/1.1\r\nHost: slow\r\nX-Pad: aaaaaaaaaaaaaaaaaaaaaaaaaa";
+    let mut answered = 0;
+    let t = Instant::now();
+    let mut at = 0;
+    while t.elapsed() < Duration::from_secs(8) {
+        let b = header[at % header.len()];
+        at += 1;
+        for s in &mut slow {
+            let _ = s.write_all(&[b]);
+        }
+        if health_within(port, Duration::from_secs(2)) {
+            answered += 1;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // every slow connection was closed (headers not sent in time, or closed to make room)
+    let open = slow
+        .iter()
+        .filter(|s| {
+            use std::io::Read;
+            s.set_read_timeout(Some(Duration::from_millis(5))).unwrap();
+            // a closed connection reads as end of file, or was reset
+            let got = (&mut &**s).read(&mut [0u8; 64]);
+            !matches!(got, Ok(0))
+                && !got
+                    .as_ref()
+                    .is_err_and(|e| e.kind() != std::io::ErrorKind::WouldBlock)
+        })
+        .count();
+    drop(slow);
+    let (status, err) = stop(child, T);
+    assert!(status.success(), "{err}");
+    let s = r.final_stats();
+    eprintln!(
+        "/health answered {answered} times during the flood; closed {}",
+        s["http_connections_closed"]
+    );
+    assert!(answered >= 20, "/health answered {answered} times");
+    assert_eq!(open, 0);
+    assert!(
+        s["http_connections_closed"].as_u64().unwrap() >= 2700,
+        "{s}"
+    );
+}

@@ -37,6 +37,8 @@ fn the_systemd_unit_verifies() {
         "Restart=on-failure",
         "RestartPreventExitStatus=2",
         "ExecReload=/bin/kill -USR2 $MAINPID",
+        // more descriptors than systemd's default 1024 (the HTTP listener alone may hold 256)
+        "LimitNOFILE=65536",
     ] {
         assert!(unit.contains(want), "{want}");
     }
@@ -70,7 +72,7 @@ fn logrotate_rotates_a_running_engines_output() {
     let sock = r.path().join("in.sock");
     wait_for(T, "the socket", || sock.exists());
     // one connection for the whole run, as Suricata's unix_stream output keeps: the engine
-    // keeps the order of one stream (separate connections are read on separate threads, so
+    // keeps the order of one stream (separate connections are read as separate tasks, so
     // their lines may interleave either way)
     let mut stream = std::os::unix::net::UnixStream::connect(&sock).unwrap();
     let mut send = move |range: std::ops::Range<u32>| {
