@@ -762,3 +762,53 @@ fn slowloris_connections_are_closed_and_health_keeps_answering() {
         "{s}"
     );
 }
+
+/// A writer that renames its file every 10 ms (over the previous `.1`: each rotated file is
+/// gone at the next rotation) and writes on in a new one: the tail reads every file to its
+/// end before it lets it go, and finds each new one as it appears: no line lost.
+#[test]
+fn a_file_rotated_every_10_ms_loses_no_line() {
+    const N: u64 = 100_000;
+    let r = Root::passthrough("tail://eve.json<");
+    r.write("analyzer/pass.lua", PASS_READY);
+    let eve = r.path().join("eve.json");
+    std::fs::write(&eve, "").unwrap();
+    let child = r.spawn(&[]);
+    wait_for(T, "engine start-up", || r.path().join("ready").exists());
+    let rotated = r.path().join("eve.json.1");
+    let mut f = std::fs::OpenOptions::new().append(true).open(&eve).unwrap();
+    let mut last = Instant::now();
+    let mut rotations = 0;
+    for i in 0..N {
+        writeln!(f, "{{\"seq\":{i}}}").unwrap();
+        if i % 50 == 0 {
+            std::thread::sleep(Duration::from_micros(300));
+        }
+        if last.elapsed() >= Duration::from_millis(10) {
+            std::fs::rename(&eve, &rotated).unwrap();
+            f = std::fs::File::create(&eve).unwrap();
+            last = Instant::now();
+            rotations += 1;
+        }
+    }
+    drop(f);
+    let got = || r.lines("out.json").len() as u64;
+    let t = Instant::now();
+    while got() < N && t.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (status, err) = stop(child, T);
+    assert!(status.success(), "{err}");
+    let lines = r.lines("out.json");
+    let mut seen = seqs(&lines);
+    seen.sort_unstable();
+    seen.dedup();
+    eprintln!(
+        "{rotations} rotations: {} lines out, {} distinct of {N}",
+        lines.len(),
+        seen.len()
+    );
+    assert!(rotations > 30, "{rotations}");
+    assert_eq!(seen.len() as u64, N, "lines lost");
+    assert_eq!(lines.len() as u64, N, "lines repeated");
+}

@@ -2,9 +2,13 @@
 //!
 //! - Starts at the end of the file, or at the beginning with the `<` suffix. A file that does
 //!   not exist yet is waited for and then read from its beginning.
-//! - Rename rotation (logrotate `create`): when PATH names a new inode, the old file is still
-//!   read for a grace period (the writer may not have reopened yet), then closed, and the new
-//!   file is read from its beginning.
+//! - Rename rotation (logrotate `create`, Suricata): a watcher thread follows PATH's directory
+//!   (inotify) and opens every file that appears at PATH the moment it does — and one renamed
+//!   away before the reader had it, under its new name — so that no file is missed however
+//!   fast the writer rotates. A file that left PATH is read to its end and on for a grace
+//!   period (the writer may not have reopened yet; up to [`MAX_RETIRED`] such files at once),
+//!   then closed; each new file is read from its beginning. Where inotify is not available
+//!   (some network file systems), PATH is looked at every poll instead.
 //! - Copytruncate: when the file shrinks below our offset, or its first bytes change (it was
 //!   truncated and refilled between two polls), reading restarts at 0.
 //! - A removed file is read to its end and the input waits for it to come back.
@@ -34,6 +38,9 @@ use crate::LineFramer;
 const POLL: Duration = Duration::from_millis(50);
 /// How long a rotated-away file keeps being read.
 const ROTATE_GRACE: Duration = Duration::from_secs(2);
+/// Files rotated away that are still read at once; past it, the oldest is read to its end
+/// and closed.
+pub const MAX_RETIRED: usize = 64;
 /// Bytes at the head of the file remembered to notice truncate-and-refill.
 const FINGERPRINT: usize = 128;
 const CHUNK: usize = 256 * 1024;
@@ -139,6 +146,97 @@ impl Checkpoint {
         }
         Ok(())
     }
+}
+
+/// A file the watcher opened: at PATH now, or renamed away from it before the reader had it.
+enum Found {
+    AtPath(Followed),
+    Away(Followed),
+}
+
+/// Watch PATH's directory and open each file the moment it appears at PATH (created, or
+/// renamed there) — and one renamed away from PATH, under its new name — sending it to the
+/// reader. None when inotify cannot watch the directory (the reader's poll finds new files
+/// then, as it always also does).
+fn watch(
+    path: &Path,
+    max_line: usize,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Option<(Receiver<Found>, std::thread::JoinHandle<()>)> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+    use std::os::fd::AsFd;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let base = path.file_name()?.to_os_string();
+    let ino = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).ok()?;
+    ino.add_watch(
+        &dir,
+        AddWatchFlags::IN_CREATE
+            | AddWatchFlags::IN_MOVED_TO
+            | AddWatchFlags::IN_MOVED_FROM
+            | AddWatchFlags::IN_ONLYDIR,
+    )
+    .ok()?;
+    let (tx, rx) = unbounded();
+    let path = path.to_path_buf();
+    let h = std::thread::Builder::new()
+        .name("tail-watch".into())
+        .spawn(move || {
+            // cookies of renames away from PATH, so that their other half names the file
+            let mut away: Vec<u32> = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let mut fds = [PollFd::new(ino.as_fd(), PollFlags::POLLIN)];
+                match poll(&mut fds, PollTimeout::from(100u16)) {
+                    Ok(0) => continue,
+                    Ok(_) => {}
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    Err(_) => return,
+                }
+                let Ok(events) = ino.read_events() else {
+                    continue;
+                };
+                for ev in events {
+                    let Some(name) = ev.name.as_ref() else {
+                        continue;
+                    };
+                    let at_path = *name == base;
+                    let found = if at_path
+                        && ev
+                            .mask
+                            .intersects(AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO)
+                    {
+                        Followed::open_at(&path, 0, max_line)
+                            .ok()
+                            .map(Found::AtPath)
+                    } else if at_path && ev.mask.contains(AddWatchFlags::IN_MOVED_FROM) {
+                        away.push(ev.cookie);
+                        if away.len() > 64 {
+                            away.remove(0);
+                        }
+                        None
+                    } else if ev.mask.contains(AddWatchFlags::IN_MOVED_TO)
+                        && away.contains(&ev.cookie)
+                    {
+                        away.retain(|&c| c != ev.cookie);
+                        Followed::open_at(&dir.join(name), 0, max_line)
+                            .ok()
+                            .map(Found::Away)
+                    } else {
+                        None
+                    };
+                    if let Some(f) = found {
+                        if tx.send(f).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        })
+        .ok()?;
+    Some((rx, h))
 }
 
 /// Largest checkpoint file read (one holds three numbers).
@@ -339,26 +437,46 @@ impl Tail {
                 None
             }
         };
-        let mut retired: Option<(Followed, Instant)> = None;
+        let mut retired: Vec<(Followed, Instant)> = Vec::new();
         let mut missing_logged = false;
         // the path is (still) something not followed: said and counted once per occurrence
         let mut refused_logged = false;
+        let watch_stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let watcher = watch(&self.path, ctx.max_line, watch_stop.clone());
+        let found_rx = watcher.as_ref().map(|(rx, _)| rx.clone());
 
         while !ctx.stopping() && !col.closed() {
             let mut progressed = false;
 
-            // A file rotated away: keep reading it for a while, then finish it.
-            if let Some((old, until)) = retired.as_mut() {
+            // files the watcher opened as they appeared, in order
+            if let Some(rx) = &found_rx {
+                while let Ok(found) = rx.try_recv() {
+                    progressed |= take(
+                        &self.path,
+                        found,
+                        &mut current,
+                        &mut retired,
+                        &mut col,
+                        &mut ctx,
+                        &mut ck,
+                    );
+                }
+            }
+
+            // Files rotated away: each read to its end, and on for a while, then finished.
+            let now = Instant::now();
+            let mut k = 0;
+            while k < retired.len() {
+                let (old, until) = &mut retired[k];
                 match old.drain(&mut col, &mut ctx, &mut buf, &mut ck) {
                     Ok(n) => progressed |= n > 0,
                     Err(e) => io_error(&ctx, "read of rotated file failed", &e),
                 }
-                if Instant::now() >= *until {
-                    let (mut old, _) = retired.take().expect("checked above");
-                    finish(&mut old.framer, &mut col, &mut ctx);
-                    if let Some(ck) = ck.as_mut() {
-                        ck.emit(&mut col, &mut ctx, (old.dev, old.ino, old.pos));
-                    }
+                if now >= *until {
+                    let (old, _) = retired.remove(k);
+                    finish_file(old, &mut col, &mut ctx, &mut ck);
+                } else {
+                    k += 1;
                 }
             }
 
@@ -379,7 +497,7 @@ impl Tail {
             }
 
             // Has PATH been renamed away, removed, or re-created? (lstat: a link put in its
-            // place is seen as a link, and not followed)
+            // place is seen as a link, and not followed). The watcher usually said so first.
             match std::fs::symlink_metadata(&self.path) {
                 Ok(meta) if !meta.is_file() => {
                     if !refused_logged {
@@ -392,30 +510,22 @@ impl Tail {
                 Ok(meta) => {
                     missing_logged = false;
                     refused_logged = false;
-                    let same = current
-                        .as_ref()
-                        .is_some_and(|c| c.dev == meta.dev() && c.ino == meta.ino());
-                    if !same {
+                    let known = current
+                        .iter()
+                        .chain(retired.iter().map(|(f, _)| f))
+                        .any(|c| c.dev == meta.dev() && c.ino == meta.ino());
+                    if !known {
                         match Followed::open(&self.path, false, ctx.max_line) {
                             Ok(new) => {
-                                if let Some(old) = current.replace(new) {
-                                    ctx.counters.rotations.fetch_add(1, Ordering::Relaxed);
-                                    tracing::info!(input = %ctx.tag, path = %self.path.display(),
-                                        "file was rotated; reading the new one from its beginning");
-                                    if let Some((mut older, _)) = retired.take() {
-                                        let _ = older.drain(&mut col, &mut ctx, &mut buf, &mut ck);
-                                        finish(&mut older.framer, &mut col, &mut ctx);
-                                        if let Some(ck) = ck.as_mut() {
-                                            ck.emit(
-                                                &mut col,
-                                                &mut ctx,
-                                                (older.dev, older.ino, older.pos),
-                                            );
-                                        }
-                                    }
-                                    retired = Some((old, Instant::now() + ROTATE_GRACE));
-                                }
-                                progressed = true;
+                                progressed |= take(
+                                    &self.path,
+                                    Found::AtPath(new),
+                                    &mut current,
+                                    &mut retired,
+                                    &mut col,
+                                    &mut ctx,
+                                    &mut ck,
+                                );
                             }
                             Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
                                 if !refused_logged {
@@ -445,8 +555,34 @@ impl Tail {
             }
             if !progressed {
                 col.flush(&mut ctx);
-                std::thread::sleep(POLL);
+                // wake as soon as the watcher opens a file, else after a poll's time
+                match &found_rx {
+                    Some(rx) => {
+                        if let Ok(found) = rx.recv_timeout(POLL) {
+                            take(
+                                &self.path,
+                                found,
+                                &mut current,
+                                &mut retired,
+                                &mut col,
+                                &mut ctx,
+                                &mut ck,
+                            );
+                        }
+                    }
+                    None => std::thread::sleep(POLL),
+                }
             }
+        }
+        watch_stop.store(true, Ordering::Relaxed);
+        // what is still open is read to its end
+        for (old, _) in retired {
+            finish_file(old, &mut col, &mut ctx, &mut ck);
+        }
+        drop(found_rx);
+        if let Some((rx, h)) = watcher {
+            drop(rx);
+            let _ = h.join();
         }
         col.flush(&mut ctx);
         if let Some(ck) = ck.as_mut() {
@@ -461,6 +597,64 @@ impl Tail {
             }
         }
     }
+}
+
+/// Read `old` to its end and close it: its last line without a newline is a line.
+fn finish_file(
+    mut old: Followed,
+    col: &mut Collector,
+    ctx: &mut SourceCtx,
+    ck: &mut Option<Checkpoint>,
+) {
+    let mut buf = vec![0u8; 64 * 1024];
+    if let Err(e) = old.drain(col, ctx, &mut buf, ck) {
+        io_error(ctx, "read of rotated file failed", &e);
+    }
+    finish(&mut old.framer, col, ctx);
+    if let Some(ck) = ck.as_mut() {
+        ck.emit(col, ctx, (old.dev, old.ino, old.pos));
+    }
+}
+
+/// A file found at `path` (the new current file: the one before it is retired) or renamed
+/// away from it (retired at once); one already open is let go. True when something changed.
+fn take(
+    path: &Path,
+    found: Found,
+    current: &mut Option<Followed>,
+    retired: &mut Vec<(Followed, Instant)>,
+    col: &mut Collector,
+    ctx: &mut SourceCtx,
+    ck: &mut Option<Checkpoint>,
+) -> bool {
+    let (f, at_path) = match found {
+        Found::AtPath(f) => (f, true),
+        Found::Away(f) => (f, false),
+    };
+    let known = current
+        .iter()
+        .chain(retired.iter().map(|(r, _)| r))
+        .any(|c| c.dev == f.dev && c.ino == f.ino);
+    if known {
+        return false;
+    }
+    let until = Instant::now() + ROTATE_GRACE;
+    if at_path {
+        if let Some(old) = current.replace(f) {
+            ctx.counters.rotations.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(input = %ctx.tag, path = %path.display(),
+                "file was rotated; reading the new one from its beginning");
+            retired.push((old, until));
+        }
+    } else {
+        ctx.counters.rotations.fetch_add(1, Ordering::Relaxed);
+        retired.push((f, until));
+    }
+    while retired.len() > MAX_RETIRED {
+        let (old, _) = retired.remove(0);
+        finish_file(old, col, ctx, ck);
+    }
+    true
 }
 
 /// `tail://PATH` (from the end) or `tail://PATH<` (from the beginning): follow a file across
