@@ -74,6 +74,8 @@ pub struct Summary {
     pub script_failures: u64,
     /// Dead-letter records written.
     pub dead_letters: u64,
+    /// Events the outputs dropped (could never write), all outputs together.
+    pub output_drops: u64,
     /// Why the engine stopped early, if it did.
     pub abnormal: Option<String>,
 }
@@ -85,6 +87,8 @@ impl Summary {
             exit::INTERNAL
         } else if self.script_failures > 0 {
             exit::SCRIPT_FAILURES
+        } else if self.output_drops > 0 {
+            exit::DROPPED
         } else {
             exit::OK
         }
@@ -235,6 +239,12 @@ impl Running {
         Summary {
             script_failures: self.stats.script_failures(),
             dead_letters: self.stats.dead_letters.load(Ordering::Relaxed),
+            output_drops: self
+                .stats
+                .outputs
+                .iter()
+                .map(|o| o.c.dropped.load(Ordering::Relaxed))
+                .sum(),
             stats,
             logdir: self.logdir.clone(),
             outputs: std::mem::take(&mut self.outputs),

@@ -392,6 +392,12 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             summary.dead_letters
         );
     }
+    if summary.output_drops > 0 {
+        say!(
+            "  {} events were dropped by outputs that could not write them (see each output's \"dropped\" in the stats and the engine log)",
+            summary.output_drops
+        );
+    }
     if let Some(why) = &summary.abnormal {
         say!("dragonfly-mle: stopped abnormally: {why}");
     }

@@ -64,6 +64,9 @@ the run finished, but some events failed in a script (see the dead letters)
 .TP
 \fB4\fR
 the engine stopped abnormally (an internal failure, or a drain that did not finish)
+.TP
+\fB5\fR
+the run finished, but an output dropped events it could never write (counted in its \fBdropped\fR)
 .SH FILES
 .TP
 \fILOGDIR\fB/dragonfly\-mle.log\fR

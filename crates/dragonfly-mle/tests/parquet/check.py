@@ -55,11 +55,24 @@ def canon(v):
     return json.dumps(norm(v), sort_keys=True, ensure_ascii=False)
 
 
+OVERFLOW = "dragonfly_overflow"
+
+
 def read_rows(path):
+    """Rows as the events they were: JSON-text columns decoded, and the fields that had no
+    room as columns (the dragonfly_overflow object) put back at the top."""
     t = pq.read_table(path, partitioning=None)
     rows = t.to_pylist()
     fields = {f.name: f for f in t.schema}
-    return [{k: decode_text_columns(v, fields[k]) for k, v in r.items()} for r in rows], t
+    out = []
+    for r in rows:
+        row = {k: decode_text_columns(v, fields[k]) for k, v in r.items()}
+        extra = row.pop(OVERFLOW, None)
+        if extra:
+            for k, v in extra.items():
+                row.setdefault(k, v)
+        out.append(row)
+    return out, t
 
 
 def check_index(f):

@@ -68,6 +68,11 @@ pub const MAX_NAME: usize = 256;
 /// many columns writes smaller row groups, so the nulls a narrow row carries in a wide
 /// schema stay bounded in memory and in encoding work (16M: 65,536 rows up to 256 columns).
 pub const GROUP_CELLS: usize = 16 << 20;
+/// The column a row's top-level fields go to when there is no room for them as columns of
+/// their own (past [`MAX_FIELDS`] at the top, past [`MAX_COLUMNS`], or a name longer than
+/// [`MAX_NAME`]): JSON text of one object holding those fields as written, in order; null in
+/// rows where everything fit. The row is kept whole.
+pub const OVERFLOW: &str = "dragonfly_overflow";
 /// Field metadata key marking a column of JSON text.
 pub const JSON_METADATA: &str = "dragonfly:json";
 
@@ -112,6 +117,11 @@ struct Cx<'s> {
     room: usize,
     /// Values this row's list elements hold ([`Columns::cells`]).
     cells: usize,
+    /// Fields of this row kept as JSON text for want of room: folded into the overflow
+    /// column, or (new fields) made text in place.
+    folded: usize,
+    /// The last conflict was for want of room (fields, columns, a long name), not of type.
+    no_room: bool,
 }
 
 impl Cx<'_> {
@@ -394,6 +404,8 @@ impl Obj {
     fn parse(&mut self, b: &[u8], i: usize, cx: &mut Cx) -> Result<usize, Bad> {
         let r = self.len;
         let mut next = 0usize;
+        // the row's fields that found no room (at the top only): (key as written, value)
+        let mut folded: Vec<(std::ops::Range<usize>, std::ops::Range<usize>)> = Vec::new();
         let mut j = ws(b, i + 1);
         if b.get(j) == Some(&b'}') {
             j += 1;
@@ -402,6 +414,7 @@ impl Obj {
                 if b.get(j) != Some(&b'"') {
                     return syntax(j, "expected a key");
                 }
+                let kstart = j;
                 let (kend, escaped) = string(b, j)?;
                 let key = &b[j + 1..kend - 1];
                 j = ws(b, kend);
@@ -416,32 +429,62 @@ impl Obj {
                     // length and first byte before the bytes (most misses end there)
                     n.len() == key.len() && n.first() == key.first() && n == key
                 });
-                let i = match near {
-                    Some(i) if !escaped => i,
+                // a column added for this key in this row, and the room before it
+                let mut added = None;
+                let found = match near {
+                    Some(i) if !escaped => Some(i),
                     _ => match self.find(key, escaped) {
-                        Some(i) => i,
+                        Some(i) => Some(i),
                         None => {
                             if self.cols.len() >= MAX_FIELDS || cx.room == 0 || key.len() > MAX_NAME
                             {
-                                return conflict();
+                                if self.depth > 0 {
+                                    cx.no_room = true;
+                                    return conflict();
+                                }
+                                // no room for it as a column: it goes to the row's overflow
+                                None
+                            } else {
+                                added = Some(cx.room);
+                                cx.room -= 1;
+                                cx.before_change(b)?;
+                                Some(self.add(key, escaped, r))
                             }
-                            cx.room -= 1;
-                            cx.before_change(b)?;
-                            self.add(key, escaped, r)
                         }
                     },
                 };
-                next = i + 1;
-                let col = &mut self.cols[i];
-                j = if col.len() > r {
-                    cx.sc.value_at(b, j)? // the key again in this object: the first value stays
-                } else {
-                    // rows where the field was absent: nulls, filled in only now
-                    col.pad_to(r);
-                    let depth = self.depth + 1;
-                    at(col.parse(b, j, depth, cx), || {
-                        Step::Field(self.names[i].clone())
-                    })?
+                j = match found {
+                    None => {
+                        let end = cx.sc.value_at(b, j)?;
+                        folded.push((kstart..kend, j..end));
+                        end
+                    }
+                    Some(i) => {
+                        next = i + 1;
+                        let col = &mut self.cols[i];
+                        if col.len() > r {
+                            cx.sc.value_at(b, j)? // the key again in this object: the first value stays
+                        } else {
+                            // rows where the field was absent: nulls, filled in only now
+                            col.pad_to(r);
+                            let depth = self.depth + 1;
+                            cx.no_room = false;
+                            let parsed = at(col.parse(b, j, depth, cx), || {
+                                Step::Field(self.names[i].clone())
+                            });
+                            match (parsed, added) {
+                                // a top-level field new in this row whose value needs more
+                                // columns than there is room for (its earlier rows are all
+                                // null): what did not fit becomes JSON text now, no retry
+                                (Err(Bad::Conflict(c)), Some(_))
+                                    if self.depth == 0 && cx.no_room =>
+                                {
+                                    self.text_in_place(b, i, j, r, c, cx)?
+                                }
+                                (p, _) => p?,
+                            }
+                        }
+                    }
                 };
                 j = ws(b, j);
                 match b.get(j) {
@@ -455,9 +498,62 @@ impl Obj {
                 }
             }
         }
+        if !folded.is_empty() {
+            self.fold(b, r, &folded, cx)?;
+        }
         self.valid.push(true);
         self.len += 1;
         Ok(j)
+    }
+
+    /// Write the fields of row `r` that found no room as columns into the [`OVERFLOW`]
+    /// column, as one JSON object of them as written (added past [`MAX_COLUMNS`] if need be:
+    /// the schema's one column beyond it).
+    fn fold(
+        &mut self,
+        b: &[u8],
+        r: usize,
+        folded: &[(std::ops::Range<usize>, std::ops::Range<usize>)],
+        cx: &mut Cx,
+    ) -> Result<(), Bad> {
+        let i = match self.find(OVERFLOW.as_bytes(), false) {
+            Some(i) => i,
+            None => {
+                cx.before_change(b)?;
+                let i = self.add(OVERFLOW.as_bytes(), false, r);
+                self.cols[i] = Col::Json(Text::nulls(r));
+                i
+            }
+        };
+        let Col::Json(t) = &mut self.cols[i] else {
+            // a field of that very name came as something else: make it text, then again
+            return Err(Bad::Conflict(Conflict(vec![Step::Field(OVERFLOW.into())])));
+        };
+        if t.valid.len() > r {
+            // the row had a field of that name itself: it stays, with what did not fit lost
+            // to the count below (rare by choice of name)
+            return Err(Bad::Conflict(Conflict(vec![Step::Field(OVERFLOW.into())])));
+        }
+        t.pad(r - t.valid.len());
+        let mut text = Vec::with_capacity(
+            2 + folded
+                .iter()
+                .map(|(k, v)| k.len() + v.len() + 2)
+                .sum::<usize>(),
+        );
+        text.push(b'{');
+        for (n, (k, v)) in folded.iter().enumerate() {
+            if n > 0 {
+                text.push(b',');
+            }
+            text.extend_from_slice(&b[k.clone()]);
+            text.push(b':');
+            text.extend_from_slice(&b[v.clone()]);
+        }
+        text.push(b'}');
+        t.push(&text);
+        cx.folded += folded.len();
+        Ok(())
     }
 
     fn find(&self, key: &[u8], escaped: bool) -> Option<usize> {
@@ -483,6 +579,44 @@ impl Obj {
             Col::Null(len)
         });
         self.cols.len() - 1
+    }
+
+    /// Field `i` of the root, added in row `r` (its earlier rows are null), could not take
+    /// its value at `b[j]` for want of room (`c`, from the field down): make the object that
+    /// did not fit JSON text in place — the field's whole value if it was the field's own
+    /// object — and parse the value again, until it fits. Returns the index after the value.
+    fn text_in_place(
+        &mut self,
+        b: &[u8],
+        i: usize,
+        j: usize,
+        r: usize,
+        mut c: Conflict,
+        cx: &mut Cx,
+    ) -> Result<usize, Bad> {
+        let depth = self.depth + 1;
+        // each round makes one object text: at most one per level of nesting (and a few)
+        for _ in 0..=MAX_DEPTH * 2 {
+            let below = c.0.get(1..).unwrap_or(&[]);
+            let Some(col) = self.cols[i].at_path(below) else {
+                break;
+            };
+            *col = Col::Json(Text::nulls(col.len()));
+            cx.folded += 1;
+            // what the text took back
+            let (width, _) = self.measure();
+            cx.room = MAX_COLUMNS.saturating_sub(width);
+            cx.no_room = false;
+            self.cols[i].truncate(r);
+            self.cols[i].pad_to(r);
+            match at(self.cols[i].parse(b, j, depth, cx), || {
+                Step::Field(self.names[i].clone())
+            }) {
+                Err(Bad::Conflict(again)) if cx.no_room => c = again,
+                other => return other,
+            }
+        }
+        Err(Bad::Conflict(c))
     }
 
     /// Its columns and the values a row makes (see [`Col::measure`]).
@@ -995,6 +1129,9 @@ pub struct Columns {
     /// For JSON text and repeated keys (values checked whole) and for lines that are not
     /// objects (told apart: JSON or not).
     scanner: Scanner,
+    /// Fields kept as JSON text for want of room (folded into [`OVERFLOW`], or made text in
+    /// place) since the last [`Columns::take_folded`].
+    folded: u64,
 }
 
 impl Default for Columns {
@@ -1041,7 +1178,14 @@ impl Columns {
             flat: 0,
             cells: 0,
             scanner: Scanner::new(),
+            folded: 0,
         }
+    }
+
+    /// Fields kept as JSON text for want of room since the last call (see
+    /// [`Columns::append`]).
+    pub fn take_folded(&mut self) -> u64 {
+        std::mem::take(&mut self.folded)
     }
 
     fn count_width(&mut self) {
@@ -1124,6 +1268,8 @@ impl Columns {
             checked: false,
             room: MAX_COLUMNS.saturating_sub(self.width),
             cells: 0,
+            folded: 0,
+            no_room: false,
         };
         let res = o.parse(line, start, &mut cx).and_then(|end| {
             let j = ws(line, end);
@@ -1136,6 +1282,7 @@ impl Columns {
         let out = match res {
             Ok(end) => {
                 self.bytes += end - start;
+                self.folded += cx.folded as u64;
                 Ok(())
             }
             Err(e) => {
@@ -1416,9 +1563,11 @@ mod tests {
         );
     }
 
-    /// Past MAX_COLUMNS an object that would add a column is a conflict at that object (its
-    /// caller makes it JSON text); the row then fits, every value exact; the width and the
-    /// cells (rows times columns) the writer bounds its row groups by are counted.
+    /// Past MAX_COLUMNS an object that would add a column becomes JSON text: at once when
+    /// its column is new in the row (earlier rows are null there), else by a conflict at that
+    /// object whose caller makes it text. Top-level fields with no room go to the overflow
+    /// column. Every row fits, every value exact; the width and the cells (rows times
+    /// columns) the writer bounds its row groups by are counted.
     #[test]
     fn the_schema_stops_at_max_columns() {
         let object = |k: usize| {
@@ -1428,19 +1577,9 @@ mod tests {
         let objects: Vec<String> = (0..5).map(object).collect();
         let line = format!(r#"{{"a":0,"w":{{{}}}}}"#, objects.join(","));
         let mut c = Columns::new();
-        let mut made_text = Vec::new();
-        loop {
-            match append(&mut c, &line) {
-                Ok(()) => break,
-                Err(AppendError::Conflict(p)) => {
-                    made_text.push(p.to_string());
-                    assert!(c.make_json(&p.0));
-                }
-                Err(e) => panic!("{e}"),
-            }
-        }
         // a(1) + w.o0..o2 (3 x 512) leave room for part of o3: o3, then o4, become text
-        assert_eq!(made_text, ["w.o3", "w.o4"]);
+        append(&mut c, &line).unwrap();
+        assert_eq!(c.take_folded(), 2);
         assert_eq!(c.width(), 1 + 3 * 512 + 2);
         assert!(c.width() <= MAX_COLUMNS);
         append(&mut c, r#"{"a":1}"#).unwrap();
@@ -1461,31 +1600,39 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(rows[0], v);
         assert_eq!(rows[1]["w"], serde_json::Value::Null);
-        // a new top-level field past the bound: the row itself cannot become text
+        // new top-level fields past the bound: as many columns as there is room for, the
+        // rest in the overflow column; the row is whole
         let fields: Vec<String> = (0..600).map(|i| format!(r#""t{i}":{i}"#)).collect();
-        let e = append(&mut c, &format!("{{{}}}", fields.join(","))).unwrap_err();
-        let AppendError::Conflict(p) = e else {
-            panic!("{e}")
-        };
-        assert!(p.0.is_empty(), "at the row: {p}");
-        assert!(AppendError::Conflict(p)
-            .to_string()
-            .contains("2048 columns"));
+        let wide = format!("{{{}}}", fields.join(","));
+        append(&mut c, &wide).unwrap();
+        let room = MAX_COLUMNS - (1 + 3 * 512 + 2);
+        assert_eq!(c.take_folded(), 600 - room as u64);
+        assert_eq!(
+            c.width(),
+            MAX_COLUMNS + 1,
+            "the overflow column past the bound"
+        );
+        let rows = json_of(&c.take());
+        let mut row = rows[0].as_object().unwrap().clone();
+        let extra = row.remove(OVERFLOW).unwrap();
+        assert_eq!(extra.as_object().unwrap().len(), 600 - room);
+        row.extend(extra.as_object().unwrap().clone());
+        row.retain(|_, v| !v.is_null());
+        assert_eq!(
+            serde_json::Value::Object(row),
+            serde_json::from_str::<serde_json::Value>(&wide).unwrap()
+        );
     }
 
     /// A field name longer than MAX_NAME makes its object JSON text (a column's name lives
-    /// as long as the partition); at the top the row cannot fit.
+    /// as long as the partition); at the top, the field goes to the overflow column.
     #[test]
     fn long_field_names_are_not_columns() {
         let long = "k".repeat(MAX_NAME + 1);
         let line = format!(r#"{{"a":1,"o":{{"{long}":1,"b":2}}}}"#);
         let mut c = Columns::new();
-        let Err(AppendError::Conflict(p)) = append(&mut c, &line) else {
-            panic!("a conflict")
-        };
-        assert_eq!(p.to_string(), "o");
-        assert!(c.make_json(&p.0));
         append(&mut c, &line).unwrap();
+        assert_eq!(c.take_folded(), 1);
         let rows = json_of(&c.take());
         assert_eq!(
             rows[0],
@@ -1493,10 +1640,11 @@ mod tests {
         );
         let ok = "k".repeat(MAX_NAME);
         append(&mut c, &format!(r#"{{"{ok}":1}}"#)).unwrap();
-        let Err(AppendError::Conflict(p)) = append(&mut c, &format!(r#"{{"{long}":1}}"#)) else {
-            panic!("a conflict")
-        };
-        assert!(p.0.is_empty());
+        append(&mut c, &format!(r#"{{"{long}":1}}"#)).unwrap();
+        assert_eq!(c.take_folded(), 1);
+        let rows = json_of(&c.take());
+        assert_eq!(rows[1][OVERFLOW], serde_json::json!({ long: 1 }));
+        assert_eq!(rows[0][OVERFLOW], serde_json::Value::Null);
     }
 
     /// Small elements of a list whose item is a wide object hold a value in each of its
@@ -1535,21 +1683,28 @@ mod tests {
             .map(|i| format!("\"f{i}\":{i}"))
             .collect();
         let many = format!("{{\"w\":{{{}}}}}", many.join(","));
-        let e = append(&mut c, &many).unwrap_err();
-        let AppendError::Conflict(p) = e else {
-            panic!()
-        };
-        assert_eq!(p.to_string(), "w");
+        // w is new: too many keys make it JSON text at once
+        append(&mut c, &many).unwrap();
+        assert_eq!(c.take_folded(), 1);
         let rows = json_of(&c.take());
         assert_eq!(rows[0]["e"], serde_json::json!({}));
         assert_eq!(rows[0]["k"], serde_json::json!(1));
         let v: serde_json::Value = serde_json::from_str(&deep).unwrap();
         assert_eq!(rows[1]["d"], v["d"]);
-        assert!(c.make_json(&p.0));
-        append(&mut c, &many).unwrap();
-        let rows = json_of(&c.take());
         let v: serde_json::Value = serde_json::from_str(&many).unwrap();
-        assert_eq!(rows[0]["w"], v["w"]);
+        assert_eq!(rows[2]["w"], v["w"]);
+        // an object that already has typed columns and gains too many keys: a conflict at
+        // it, which the writer resolves by making it text (rows so far written out first)
+        let mut c = Columns::new();
+        append(&mut c, r#"{"x":{"f0":1}}"#).unwrap();
+        let many_x = many.replacen("\"w\"", "\"x\"", 1);
+        let Err(AppendError::Conflict(p)) = append(&mut c, &many_x) else {
+            panic!("a conflict")
+        };
+        assert_eq!(p.to_string(), "x");
+        c.take();
+        assert!(c.make_json(&p.0));
+        append(&mut c, &many_x).unwrap();
     }
 
     /// A row group's buffers, taken back once written, hold the next one's values (the same

@@ -156,6 +156,7 @@ fn merge(dir: &Path, part: &str, files: &[String], entries: &[Entry]) -> io::Res
         let out = std::fs::OpenOptions::new()
             .create_new(true)
             .write(true)
+            .mode(crate::sinks::file::OUTPUT_MODE)
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(&tmp)?;
         let mut w = ArrowWriter::try_new(out, Arc::clone(&schema), Some(props))

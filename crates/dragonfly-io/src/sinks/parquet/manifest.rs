@@ -227,6 +227,7 @@ fn write(dir: &Path, entries: &[Entry]) -> io::Result<()> {
     let mut f = OpenOptions::new()
         .create_new(true)
         .write(true)
+        .mode(crate::sinks::file::OUTPUT_MODE)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(&tmp)
         .map_err(named)?;

@@ -388,6 +388,8 @@ struct Writer {
     /// Rows that can never be written (not JSON, not an object, ...) since the last flush.
     rejected: Option<String>,
     dropped: u64,
+    /// Rows that had top-level fields folded into the overflow column (for the log's rate).
+    folded_rows: u64,
 }
 
 /// Rows for one shard from one `write`: the lines (copied), each with its partition and time.
@@ -605,6 +607,7 @@ impl ParquetSink {
                     lost: None,
                     rejected: None,
                     dropped: 0,
+                    folded_rows: 0,
                 },
                 parts: HashMap::new(),
                 state: state.clone(),
@@ -843,7 +846,19 @@ impl Shard {
             let mut tries = 0;
             let appended = loop {
                 match p.cols.append(line) {
-                    Ok(()) => break true,
+                    Ok(()) => {
+                        let folded = p.cols.take_folded();
+                        if folded > 0 {
+                            self.w.folded_rows += 1;
+                            let n = self.w.folded_rows;
+                            if crate::ratelimit::should_log(n) {
+                                tracing::warn!(partition = %p.rel, fields = folded, rows = n,
+                                    "fields with no room as typed columns (past {} fields in an object, {} columns, or a name over {} bytes) are kept as JSON text: a new object as its own text column, a top-level field past the bound in the {} column",
+                                    columns::MAX_FIELDS, columns::MAX_COLUMNS, columns::MAX_NAME, columns::OVERFLOW);
+                            }
+                        }
+                        break true;
+                    }
                     Err(AppendError::Conflict(c)) if tries < 8 => {
                         tries += 1;
                         // write out what fits the old schema; the column becomes text
@@ -1039,6 +1054,7 @@ impl Writer {
         let file = OpenOptions::new()
             .create_new(true)
             .write(true)
+            .mode(crate::sinks::file::OUTPUT_MODE)
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(&tmp)
             .map_err(|e| at(&tmp, e))?;
