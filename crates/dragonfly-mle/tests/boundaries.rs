@@ -221,6 +221,12 @@ fn a_fifo_or_a_link_at_a_followed_path_is_refused_never_waited_on_or_followed() 
     assert!(status.success());
     let out = r.read_log("out.json");
     assert!(!out.contains("TOKEN"), "{out}");
+    // what the engine creates is not for everyone to read
+    use std::os::unix::fs::PermissionsExt;
+    for f in ["out.json", "dragonfly-mle.log", "dragonfly-mle-stats.log"] {
+        let mode = std::fs::metadata(r.log(f)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o640, "{f}: {mode:o}");
+    }
 }
 
 /// A fake Redis on 127.0.0.1: PING is PONG, `GET bomb` declares a 4 GiB string and then
