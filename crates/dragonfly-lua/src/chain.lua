@@ -418,6 +418,14 @@ local function run_overlapped(filter, who, events, n, from)
         c.wud, c.wt = ud, t
       elseif tag == BLOCKED then
         c.blocked = true
+      else
+        -- the script itself yielded (coroutine.yield outside a coroutine of its own): in the
+        -- plain path that is an error, so it is one here; the event's run ends with it
+        record(c.who or who, "attempt to yield from outside a coroutine " ..
+          "(loop() runs its event in a coroutine of the engine's)", nil)
+        abandon(c)
+        inflight = inflight - 1
+        live[c.i] = nil
       end
     elseif wh <= wt then
       -- nothing can run: take the oldest reply. Its connection sends what it has queued if

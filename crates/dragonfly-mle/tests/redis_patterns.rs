@@ -278,7 +278,8 @@ fn concurrency_keeps_each_flows_order_and_exact_counters() {
 }
 
 /// With `concurrency`, events whose script fails, loops (hands the event to itself until the
-/// hop limit cuts it) or runs away uninterruptibly (its runtime is given up and replaced) cost
+/// hop limit cuts it), yields into the engine's scheduler (`coroutine.yield` of its own) or
+/// runs away uninterruptibly (its runtime is given up and replaced) cost
 /// their own event and, for a runaway, the events in flight beside it — each to the dead
 /// letters: every event comes out or is a dead letter, exactly once, no event runs twice
 /// (each output's `RPUSH` applied once, none for the others), and the run ends normally.
@@ -289,6 +290,8 @@ function setup() conn = assert(hiredis.connect()) end
 function loop(msg)
   if msg.seq % 10 == 1 then error("boom " .. msg.seq) end
   if msg.seq % 10 == 2 then dragonfly.analyze_event("rough", msg) return end
+  -- a yield of the script's own, into the engine's scheduler: an error for this event only
+  if msg.seq % 10 == 4 then coroutine.yield("hijack") end
   conn:command("INCR", "rough:calls")
   if msg.seq % 1000 == 3 then
     local t = dragonfly.clock() + 5
@@ -362,6 +365,13 @@ engine = {{ script_timeout_ms = 50, dead_letter = "file://dead.json" }}
             "{s}: {why}"
         );
     }
+    for s in (0..EVENTS as i64).filter(|s| s % 10 == 4) {
+        let why = reason(s);
+        assert!(
+            why.contains("attempt to yield") || why.contains(DROPPED),
+            "{s}: {why}"
+        );
+    }
     assert!(dead
         .iter()
         .any(|d| d["error"].as_str().unwrap().contains("boom")));
@@ -380,6 +390,7 @@ engine = {{ script_timeout_ms = 50, dead_letter = "file://dead.json" }}
             let s = seq(&d["event"]);
             s % 10 == 1
                 || s % 10 == 2
+                || s % 10 == 4
                 || s % 1000 == 3
                 || d["error"].as_str().unwrap().contains(DROPPED)
         }),
