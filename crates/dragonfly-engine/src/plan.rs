@@ -303,6 +303,22 @@ impl Plan {
                     ));
                 }
             }
+            // a followed file must be a regular file, not a link or a FIFO (as at start)
+            if src.scheme().name == "tail" {
+                if let Ok(m) = std::fs::symlink_metadata(&path) {
+                    if !m.is_file() {
+                        problems.push(format!(
+                            "{entry}: {} is {}: tail:// follows regular files only, never through a link",
+                            path.display(),
+                            if m.file_type().is_symlink() {
+                                "a symbolic link"
+                            } else {
+                                "not a regular file (a FIFO, a socket, a device or a directory)"
+                            }
+                        ));
+                    }
+                }
+            }
         }
         let inputs = problems.len();
         problems.extend(check_scripts(&self.runtime));

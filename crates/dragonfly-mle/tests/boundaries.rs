@@ -190,6 +190,11 @@ fn a_fifo_or_a_link_at_a_followed_path_is_refused_never_waited_on_or_followed() 
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("is not a regular file"), "{err}");
     assert!(t.elapsed() < Duration::from_secs(10));
+    // --check says so too (it must not pass what the start refuses)
+    let out = wait_output(start(&r, &["--check"]), T);
+    let err = stderr_of(&out);
+    assert_ne!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("not a regular file"), "{err}");
 
     std::fs::remove_file(&path).unwrap();
     let secret = r.path().join("secret");
@@ -199,6 +204,8 @@ fn a_fifo_or_a_link_at_a_followed_path_is_refused_never_waited_on_or_followed() 
     let err = stderr_of(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("is a symbolic link"), "{err}");
+    let out = wait_output(start(&r, &["--check"]), T);
+    assert!(stderr_of(&out).contains("is a symbolic link"));
 
     // replaced by a link after start: not followed, counted, nothing of it read
     std::fs::remove_file(&path).unwrap();
