@@ -394,9 +394,9 @@ fn input_counter(r: &Root, name: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// Start the engine with its address space capped (a failing limit must not take the
-/// machine with it).
-fn spawn_capped(r: &Root, gib: u64) -> std::process::Child {
+/// Start the engine (no stdout, stderr piped) with resource `what` (`libc::RLIMIT_*`) limited
+/// to `value`: a failing limit must not take the machine with it.
+fn spawn_limited(r: &Root, what: libc::__rlimit_resource_t, value: u64) -> std::process::Child {
     use std::os::unix::process::CommandExt;
     let mut c = r.command(&[]);
     c.stdout(std::process::Stdio::null())
@@ -405,16 +405,21 @@ fn spawn_capped(r: &Root, gib: u64) -> std::process::Child {
     unsafe {
         c.pre_exec(move || {
             let lim = libc::rlimit {
-                rlim_cur: gib << 30,
-                rlim_max: gib << 30,
+                rlim_cur: value,
+                rlim_max: value,
             };
-            if libc::setrlimit(libc::RLIMIT_AS, &lim) != 0 {
+            if libc::setrlimit(what, &lim) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
         });
     }
     c.spawn().unwrap()
+}
+
+/// Start the engine with its address space capped at `gib` GiB.
+fn spawn_capped(r: &Root, gib: u64) -> std::process::Child {
+    spawn_limited(r, libc::RLIMIT_AS, gib << 30)
 }
 
 /// 128 connections each sending 4 MB without a newline, then a real sender: the partial
@@ -648,30 +653,13 @@ fn checkpoints_never_write_through_a_planted_link_nor_read_a_huge_or_special_fil
 /// A root with the HTTP listener on `port` and a unix socket input (the engine keeps
 /// running), its descriptors capped at `nofile`.
 fn http_engine(port: u16, nofile: u64) -> (Root, std::process::Child) {
-    use std::os::unix::process::CommandExt;
     let r = stream_root("unix://in.sock", "");
     let cfg = std::fs::read_to_string(r.path().join("config/config.lua")).unwrap();
     r.config(&cfg.replace(
         "engine = { stats_interval = 0.05 }",
         &format!("engine = {{ stats_interval = 0.05, http = \"127.0.0.1:{port}\" }}"),
     ));
-    let mut c = r.command(&[]);
-    c.stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped());
-    // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
-    unsafe {
-        c.pre_exec(move || {
-            let lim = libc::rlimit {
-                rlim_cur: nofile,
-                rlim_max: nofile,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let child = c.spawn().unwrap();
+    let child = spawn_limited(&r, libc::RLIMIT_NOFILE, nofile);
     wait_for(T, "engine start-up", || r.path().join("ready").exists());
     wait_for(T, "the listener", || {
         std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()

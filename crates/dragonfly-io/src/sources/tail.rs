@@ -444,13 +444,15 @@ impl Tail {
         let watch_stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let watcher = watch(&self.path, ctx.max_line, watch_stop.clone());
         let found_rx = watcher.as_ref().map(|(rx, _)| rx.clone());
+        let mut woke_for: Option<Found> = None;
 
         while !ctx.stopping() && !col.closed() {
             let mut progressed = false;
 
-            // files the watcher opened as they appeared, in order
+            // files the watcher opened as they appeared, in order (the one the wait below
+            // woke for first)
             if let Some(rx) = &found_rx {
-                while let Ok(found) = rx.try_recv() {
+                for found in woke_for.take().into_iter().chain(rx.try_iter()) {
                     progressed |= take(
                         &self.path,
                         found,
@@ -557,19 +559,7 @@ impl Tail {
                 col.flush(&mut ctx);
                 // wake as soon as the watcher opens a file, else after a poll's time
                 match &found_rx {
-                    Some(rx) => {
-                        if let Ok(found) = rx.recv_timeout(POLL) {
-                            take(
-                                &self.path,
-                                found,
-                                &mut current,
-                                &mut retired,
-                                &mut col,
-                                &mut ctx,
-                                &mut ck,
-                            );
-                        }
-                    }
+                    Some(rx) => woke_for = rx.recv_timeout(POLL).ok(),
                     None => std::thread::sleep(POLL),
                 }
             }
