@@ -229,8 +229,9 @@ async fn serve(listener: tokio::net::TcpListener, app: Router, stats: Arc<Stats>
     }
 }
 
-/// How long `POST /api/reload` waits for the engine to have handled the request.
-const RELOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
+/// How long `POST /api/reload` waits for the engine to have handled the request: longer than a
+/// reload may take (config.lua's 10 s, twice the default setup budget and a margin).
+const RELOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(180);
 
 fn router(
     stats: Arc<Stats>,
