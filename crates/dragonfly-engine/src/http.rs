@@ -447,6 +447,21 @@ pub fn prometheus(stats: &Value) -> String {
             samples,
         );
     }
+    if let Some(unknown) = stats.get("unknown_tags").and_then(Value::as_object) {
+        let samples = unknown
+            .iter()
+            .filter_map(|(k, n)| {
+                let (kind, tag) = k.split_once(':').unwrap_or(("", k));
+                let labels = format!("{{kind=\"{}\",tag=\"{}\"}}", label(kind), label(tag));
+                Some((labels, n.as_f64()?))
+            })
+            .collect();
+        family(
+            "dragonfly_unknown_tag_events".into(),
+            "events scripts sent to a tag config.lua does not define, dropped (stats record: unknown_tags.<kind>:<tag>)",
+            samples,
+        );
+    }
     if let Some(inputs) = stats.get("inputs").and_then(Value::as_object) {
         let lag = inputs
             .iter()

@@ -56,8 +56,9 @@ pub mod exit {
     /// The engine stopped abnormally: an internal failure (a panic, a thread that died) or a
     /// drain that did not finish within `engine.drain_timeout_s`.
     pub const INTERNAL: u8 = 4;
-    /// The run finished, but an output dropped events it could never write (a Parquet row
-    /// that is not a JSON object, ...): counted in that output's `dropped`.
+    /// The run finished, but events were dropped: an output could never write them (a
+    /// Parquet row that is not a JSON object, ...: counted in that output's `dropped`), or a
+    /// script sent them to a tag config.lua does not define (counted in `unknown_tags`).
     pub const DROPPED: u8 = 5;
 }
 

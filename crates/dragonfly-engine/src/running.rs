@@ -76,6 +76,8 @@ pub struct Summary {
     pub dead_letters: u64,
     /// Events the outputs dropped (could never write), all outputs together.
     pub output_drops: u64,
+    /// Events scripts sent to tags config.lua does not define (dropped), all together.
+    pub unknown_tag_events: u64,
     /// Why the engine stopped early, if it did.
     pub abnormal: Option<String>,
 }
@@ -87,7 +89,7 @@ impl Summary {
             exit::INTERNAL
         } else if self.script_failures > 0 {
             exit::SCRIPT_FAILURES
-        } else if self.output_drops > 0 {
+        } else if self.output_drops > 0 || self.unknown_tag_events > 0 {
             exit::DROPPED
         } else {
             exit::OK
@@ -245,6 +247,7 @@ impl Running {
                 .iter()
                 .map(|o| o.c.dropped.load(Ordering::Relaxed))
                 .sum(),
+            unknown_tag_events: self.stats.unknown_tag_events(),
             stats,
             logdir: self.logdir.clone(),
             outputs: std::mem::take(&mut self.outputs),

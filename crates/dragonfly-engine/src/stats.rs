@@ -302,6 +302,15 @@ impl Stats {
         }
     }
 
+    /// Events sent to tags that name nothing, all tags together.
+    pub fn unknown_tag_events(&self) -> u64 {
+        self.unknown_tags
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .sum()
+    }
+
     /// Count an event sent to a tag that names nothing; true the first time for that tag.
     pub fn unknown_tag(&self, what: &str, tag: &str) -> bool {
         let mut m = self.unknown_tags.lock().unwrap_or_else(|p| p.into_inner());

@@ -379,10 +379,7 @@ impl Chain<'_> {
             self.dead_letter(&f, batch);
         }
         for (tag, kind) in res.unknown {
-            let what = match kind {
-                TagKind::Analyzer => "analyzer",
-                TagKind::Output => "output",
-            };
+            let what = kind.name();
             let first = stats.unknown_tag(what, &tag);
             if first && self.unknown_seen.insert((tag.clone(), kind)) {
                 self.w.log.unknown_tag(what, &tag);

@@ -19,10 +19,23 @@ pub struct TimerRequest {
 /// Which table a tag was looked up in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TagKind {
-    /// Routed with `analyze_event`/`timer_event`.
+    /// Routed with `analyze_event`.
     Analyzer,
     /// Routed with `output_event`.
     Output,
+    /// Asked for with `timer_event`.
+    Timer,
+}
+
+impl TagKind {
+    /// Its name in counters and messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            TagKind::Analyzer => "analyzer",
+            TagKind::Output => "output",
+            TagKind::Timer => "timer",
+        }
+    }
 }
 
 /// Filled by the `dragonfly.*` calls of one runtime; drained by the engine.

@@ -252,6 +252,20 @@ fn report(f: &Failure) -> u8 {
     }
 }
 
+/// `kind 'tag' (N), ...` from the stats record's `unknown_tags` (`"kind:tag": N`).
+pub(crate) fn unknown_tags(stats: &serde_json::Value) -> String {
+    stats["unknown_tags"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, n)| {
+            let (kind, tag) = k.split_once(':').unwrap_or(("", k));
+            format!("{kind} '{tag}' ({n})")
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn absolute(p: &Path) -> anyhow::Result<PathBuf> {
     Ok(if p.is_absolute() {
         p.to_path_buf()
@@ -390,6 +404,13 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             "  {} events failed in a script; {} dead letters written",
             summary.script_failures,
             summary.dead_letters
+        );
+    }
+    if summary.unknown_tag_events > 0 {
+        say!(
+            "  {} events were sent to tags config.lua does not define, and dropped: {}",
+            summary.unknown_tag_events,
+            unknown_tags(&summary.stats)
         );
     }
     if summary.output_drops > 0 {

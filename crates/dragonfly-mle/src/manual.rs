@@ -66,7 +66,7 @@ the run finished, but some events failed in a script (see the dead letters)
 the engine stopped abnormally (an internal failure, or a drain that did not finish)
 .TP
 \fB5\fR
-the run finished, but an output dropped events it could never write (counted in its \fBdropped\fR)
+the run finished, but events were dropped: an output could never write them (counted in its \fBdropped\fR), or a script sent them to a tag config.lua does not define (\fBunknown_tags\fR)
 .SH FILES
 .TP
 \fILOGDIR\fB/dragonfly\-mle.log\fR

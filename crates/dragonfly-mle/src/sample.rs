@@ -98,6 +98,15 @@ pub fn run(mut config: Config, options: Options, sample: &Path) -> Result<u8, En
             d["event"]
         );
     }
+    let unknown = s["unknown_tags"].as_object().map_or(0, |m| m.len());
+    let _ = writeln!(out, "== unknown tags: {unknown}");
+    if unknown > 0 {
+        let _ = writeln!(
+            out,
+            "events sent to tags config.lua does not define (dropped): {}",
+            crate::unknown_tags(s)
+        );
+    }
     let _ = writeln!(out, "== per script");
     for (tag, v) in s["inputs"].as_object().into_iter().flatten() {
         let _ = writeln!(

@@ -303,7 +303,10 @@ analyzers = { { tag="a", script="a.lua" }, { tag="b", script="b.lua" } }
 outputs = { { tag="out", uri="file://out.json" } }
 "#,
     );
-    let err = run_ok(&r, LIMIT);
+    let run = r.run_to_eof(LIMIT);
+    let err = String::from_utf8_lossy(&run.stderr).into_owned();
+    // events sent to undefined tags were dropped: not a clean exit
+    assert_eq!(run.status.code(), Some(5), "{err}");
     let out = r.lines("out.json");
     assert_eq!(out.len(), 2);
     let a: serde_json::Value = serde_json::from_str(&out[0]).unwrap();

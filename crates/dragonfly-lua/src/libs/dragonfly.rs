@@ -128,7 +128,7 @@ pub fn install(lua: &Lua) -> mlua::Result<Table> {
                         value,
                     });
                 }
-                None => mailbox(lua).unknown.push((tag, TagKind::Analyzer)),
+                None => mailbox(lua).unknown.push((tag, TagKind::Timer)),
             }
             Ok(())
         })?,
