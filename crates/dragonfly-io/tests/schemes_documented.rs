@@ -42,3 +42,30 @@ fn every_output_scheme_and_option_is_in_the_reference() {
         }
     }
 }
+
+/// The README's diagram names every input and every output scheme (it is the first thing a
+/// reader sees of them).
+#[test]
+fn the_readme_diagram_names_every_scheme() {
+    let readme = include_str!("../../../README.md");
+    let start = readme.find("source (").expect("the diagram");
+    let diagram = &readme[start..start + readme[start..].find("```").expect("its end")];
+    let words: Vec<&str> = diagram
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .collect();
+    for s in dragonfly_io::sources::SCHEMES {
+        assert!(
+            words.contains(&s.name),
+            "README's diagram lacks input {}",
+            s.name
+        );
+    }
+    for s in dragonfly_io::sinks::SCHEMES {
+        assert!(
+            words.contains(&s.name),
+            "README's diagram lacks output {}",
+            s.name
+        );
+    }
+}

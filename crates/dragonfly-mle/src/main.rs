@@ -132,7 +132,7 @@ struct Cli {
     /// With --check: run the pipeline on the events in FILE (through the first input's filter), outputs captured, a fresh embedded store; print what each output got and every script error.
     #[arg(long, value_name = "FILE", requires = "check")]
     sample: Option<PathBuf>,
-    /// When every input is finite (file://, zfile://): drain, flush and exit 0 once all are read.
+    /// When every input is finite (file://, zfile://): drain, flush and exit once all are read (0; 3 when a script failed, 5 when events were dropped: see EXIT STATUS).
     #[arg(long = "exit-on-eof")]
     exit_on_eof: bool,
     #[command(subcommand)]

@@ -16,19 +16,18 @@ inputs, analyzers, outputs, the store and the engine's settings (also \fBscripts
 filter scripts, one per input: \fBloop(msg)\fR hands events on with \fBdragonfly.analyze_event\fR
 .TP
 \fBanalyzer/\fR
-analyzer scripts: \fBsetup()\fR once, \fBloop(msg)\fR per event, \fBtimer_event(msg)\fR for timers
+analyzer scripts: \fBsetup()\fR once, \fBloop(msg)\fR per event and per timer a script set
+with \fBdragonfly.timer_event\fR (the timer's value arrives in \fBloop\fR)
 .TP
 \fBwww/\fItag\fB.json\fR
 analyzer descriptions served at /api/analyzers
 .SH CONFIGURATION
-config.lua is Lua. It sets \fBinputs\fR (\fItag\fR, \fIuri\fR: file://, zfile://, tail://,
-ipc://, unix://, redis://, kafka://, nats://, syslog://; \fIscript\fR, \fIdefault_analyzer\fR),
-\fBanalyzers\fR (\fItag\fR, \fIscript\fR, \fIdefault_analyzer\fR, \fIdefault_output\fR,
-\fIconcurrency\fR), \fBoutputs\fR (\fItag\fR, \fIuri\fR), the store (\fBredis_host\fR and
-\fBredis_port\fR, \fBredis_cluster\fR, or nothing for the embedded store), \fBmodules\fR and
-\fBengine\fR = { workers, batch_lines, queue_batches, lua_memory_mb, script_timeout_ms,
-redis_timeout_ms, redis_spin_us, store_maxmemory_mb, store_maxmemory_policy, dead_letter,
-http, ... }. \fB\-\-check\fR reports every problem at once.
+config.lua is Lua. It sets \fBinputs\fR (\fItag\fR, \fIuri\fR: @INPUTS@; \fIscript\fR,
+\fIdefault_analyzer\fR, \fIoptions\fR), \fBanalyzers\fR (\fItag\fR, \fIscript\fR,
+\fIdefault_analyzer\fR, \fIdefault_output\fR, \fIconcurrency\fR), \fBoutputs\fR (\fItag\fR,
+\fIuri\fR: @OUTPUTS@; \fIoptions\fR), the store (\fBredis_host\fR and \fBredis_port\fR,
+\fBredis_cluster\fR, or nothing for the embedded store), \fBmodules\fR and \fBengine\fR = {
+@ENGINE@ }. \fB\-\-check\fR reports every problem at once.
 .SH "LUA API"
 \fBdragonfly.analyze_event\fR(\fItag\fR, \fImsg\fR), \fBdragonfly.output_event\fR(\fItag\fR,
 \fImsg\fR), \fBdragonfly.log_event\fR, \fBdragonfly.stats_event\fR, \fBdragonfly.timer_event\fR,
@@ -82,6 +81,45 @@ redis\-server(1), suricata(1); the project's docs/: configuration.md, lua\-api.m
 operations.md, scaling.md.
 "#;
 
+/// [`EXTRA`] with the lists that come from the code: the input and output schemes (their
+/// registries) and the `engine` keys (config's table), so the page cannot fall behind them.
+fn extra() -> String {
+    let schemes = |names: Vec<&str>| {
+        names
+            .iter()
+            .map(|n| format!("{n}://"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    EXTRA
+        .replace(
+            "@INPUTS@",
+            &schemes(
+                dragonfly_io::sources::SCHEMES
+                    .iter()
+                    .map(|s| s.name)
+                    .collect(),
+            ),
+        )
+        .replace(
+            "@OUTPUTS@",
+            &schemes(
+                dragonfly_io::sinks::SCHEMES
+                    .iter()
+                    .map(|s| s.name)
+                    .collect(),
+            ),
+        )
+        .replace(
+            "@ENGINE@",
+            &dragonfly_config::ENGINE_KEYS
+                .iter()
+                .map(|k| k.name)
+                .collect::<Vec<_>>()
+                .join(", "),
+        )
+}
+
 /// Write the manual page (roff) for `cmd` to stdout.
 pub fn man(cmd: clap::Command) -> std::io::Result<()> {
     let man = clap_mangen::Man::new(cmd);
@@ -92,7 +130,7 @@ pub fn man(cmd: clap::Command) -> std::io::Result<()> {
     man.render_description_section(&mut out)?;
     man.render_options_section(&mut out)?;
     man.render_subcommands_section(&mut out)?;
-    out.extend_from_slice(EXTRA.as_bytes());
+    out.extend_from_slice(extra().as_bytes());
     man.render_version_section(&mut out)?;
     std::io::stdout().lock().write_all(&out)
 }

@@ -40,6 +40,27 @@ fn the_manual_page_has_every_option_and_the_original_sections() {
         assert!(roff.contains(&format!("\\-\\-{option}")), "--{option}");
     }
     assert!(roff.contains("SIGUSR2"));
+    // what the code knows is listed: every scheme, every engine key; timers arrive in loop()
+    let names = dragonfly_io::sources::SCHEMES
+        .iter()
+        .map(|s| s.name)
+        .chain(dragonfly_io::sinks::SCHEMES.iter().map(|s| s.name));
+    for s in names {
+        assert!(roff.contains(&format!("{s}://")), "{s}://");
+    }
+    for k in dragonfly_config::ENGINE_KEYS {
+        assert!(roff.contains(k.name), "engine.{}", k.name);
+    }
+    assert!(
+        !roff.contains("timer_event(msg)"),
+        "timers arrive in loop()"
+    );
+    // --help says what --exit-on-eof really exits with
+    let help = run(&["--help"]);
+    assert!(
+        help.contains("3 when a script failed, 5 when events were dropped"),
+        "{help}"
+    );
     // man(1) renders it without complaint, where it is installed
     if Command::new("man").arg("--version").output().is_ok() {
         let page = std::env::temp_dir().join(format!("dragonfly-mle-{}.1", std::process::id()));

@@ -206,7 +206,9 @@ pub fn install(lua: &Lua) -> mlua::Result<Table> {
     Ok(m)
 }
 
-/// Seconds since the epoch of an ISO 8601 / Suricata timestamp (`2026-11-27T21:53:04.123456+0000`).
+/// Whole seconds since the epoch of an ISO 8601 / Suricata timestamp
+/// (`2026-11-27T21:53:04.123456+0000`): the fraction is dropped (toward the past, as the
+/// original's `strptime` did), a time zone offset applied.
 pub fn date2epoch(s: &str) -> Option<i64> {
     use chrono::{DateTime, NaiveDate, NaiveDateTime};
     let s = s.trim();
@@ -301,6 +303,12 @@ mod tests {
             date2epoch("2026-11-27T21:53:04.123456+0000"),
             Some(1795816384)
         );
+        // whole seconds: the fraction is dropped, never rounded up (lua-api.md)
+        assert_eq!(
+            date2epoch("2026-11-27T21:53:04.999999+0000"),
+            Some(1795816384)
+        );
+        assert_eq!(date2epoch("1969-12-31T23:59:59.5Z"), Some(-1));
         assert_eq!(date2epoch("2026-11-27T22:53:04+0100"), Some(1795816384));
         assert_eq!(date2epoch("2026-11-27T21:53:04Z"), Some(1795816384));
         assert_eq!(date2epoch("1970-01-02"), Some(86400));
