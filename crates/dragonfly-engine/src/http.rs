@@ -3,8 +3,9 @@
 //! and orchestration.
 //!
 //! Routes (anything else is 404, another method on a route 405): `GET /` (the live page,
-//! page.html, compiled in), `/health` (the engine is live and its inputs are open:
-//! `{"status":"live","ready":true}`), `/metrics` (every counter of the stats record in the
+//! page.html, compiled in), `/health` (200 when every `setup()` ran and every input is
+//! open, 503 otherwise; the body names each input's state and why it is not ready:
+//! `{"status":"live","ready":true,"inputs":{"eve":{"ready":true,"state":"following"}}}`), `/metrics` (every counter of the stats record in the
 //! Prometheus text format: per input, analyzer and output, the store, queue depths, the
 //! totals), `/api/stats` (the stats record as JSON, as the stats log writes it),
 //! `/api/pipeline` (the configured graph), `/api/errors` (the last script failures),
@@ -287,20 +288,21 @@ fn router(
         .route("/api/analyzers", fixed_json(analyzers))
         .route(
             "/health",
-            // live as soon as it answers; ready (200) once every setup() ran and the inputs
-            // are open, 503 before
+            // live as soon as it answers; ready (200) once every setup() ran and every
+            // input is open, 503 before or while one is not (its state says why)
             get(move || {
-                let ready = health.ready.load(std::sync::atomic::Ordering::SeqCst);
+                let (ready, body) = health.health();
                 async move {
-                    let (code, body) = if ready {
-                        (StatusCode::OK, r#"{"status":"live","ready":true}"#)
+                    let code = if ready {
+                        StatusCode::OK
                     } else {
-                        (
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            r#"{"status":"live","ready":false}"#,
-                        )
+                        StatusCode::SERVICE_UNAVAILABLE
                     };
-                    (code, [(header::CONTENT_TYPE, "application/json")], body)
+                    (
+                        code,
+                        [(header::CONTENT_TYPE, "application/json")],
+                        body.to_string(),
+                    )
                 }
             }),
         )

@@ -386,6 +386,29 @@ impl Stats {
         [input, analyzer, output, errors]
     }
 
+    /// `/health`: ready when every `setup()` ran and every input is open (a file read,
+    /// followed or ended, a socket listening, a broker consumed); each input's state, and
+    /// why it is not ready.
+    pub fn health(&self) -> (bool, Value) {
+        let started = self.ready.load(std::sync::atomic::Ordering::SeqCst);
+        let mut all = started;
+        let mut inputs = Map::new();
+        for i in &self.inputs {
+            let st = i.io.state.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            all &= st.ready;
+            let mut o = json!({"ready": st.ready, "state": st.what});
+            if !st.reason.is_empty() {
+                o["reason"] = json!(st.reason);
+            }
+            inputs.insert(i.tag.clone(), o);
+        }
+        let mut body = json!({"status": "live", "ready": all, "inputs": inputs});
+        if !started {
+            body["reason"] = json!("starting: setup() runs and inputs open");
+        }
+        (all, body)
+    }
+
     /// The stats record: the original's `time` and `operations`, then per-stage detail.
     pub fn snapshot(&self, final_line: bool) -> Value {
         let l = |a: &AtomicU64| a.load(Relaxed);
@@ -411,6 +434,14 @@ impl Stats {
                     "not_followed": l(&i.io.not_followed),
                 }),
             );
+            let st = i.io.state.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            if let Some(Value::Object(o)) = inputs.get_mut(&i.tag) {
+                o.insert("state".into(), json!(st.what));
+                o.insert("ready".into(), json!(st.ready));
+                if !st.reason.is_empty() {
+                    o.insert("reason".into(), json!(st.reason));
+                }
+            }
             let lag = i.io.lag.lock().unwrap_or_else(|p| p.into_inner());
             if !lag.is_empty() {
                 if let Some(Value::Object(o)) = inputs.get_mut(&i.tag) {

@@ -28,6 +28,8 @@ fn health_metrics_and_stats_are_served_and_nothing_else() {
     wait_for(T, "the listener", || {
         TcpStream::connect(("127.0.0.1", port)).is_ok()
     });
+    // ready once the input listens too (its thread says so just after setup)
+    wait_for(T, "ready", || request(port, "GET", "/health").0 == 200);
     let (code, body) = request(port, "GET", "/health");
     assert_eq!(code, 200, "{body}");
     let h: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -225,11 +227,16 @@ function loop(msg) dragonfly.output_event(default_output, msg) end"#,
         TcpStream::connect(("127.0.0.1", port)).is_ok()
     });
     let (code, body) = request(port, "GET", "/health");
-    assert_eq!(
-        (code, body.as_str()),
-        (503, r#"{"status":"live","ready":false}"#)
-    );
+    assert_eq!(code, 503, "{body}");
+    let h: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(h["status"], "live", "{body}");
+    assert_eq!(h["ready"], false, "{body}");
+    assert!(h["reason"].as_str().unwrap().contains("setup()"), "{body}");
     wait_for(T, "ready", || request(port, "GET", "/health").0 == 200);
+    let (_, body) = request(port, "GET", "/health");
+    let h: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(h["inputs"]["in"]["state"], "listening", "{body}");
+    assert_eq!(h["inputs"]["in"]["ready"], true, "{body}");
     assert!(r.path().join("ready").exists());
     let (status, err) = stop(child, T);
     assert!(status.success(), "{err}");

@@ -75,10 +75,7 @@ fn events_sent_to_undefined_tags_are_counted_shown_and_not_a_clean_exit() {
 fn metrics_and_the_live_page_show_events_sent_to_undefined_tags() {
     let port = dragonfly_testkit::free_port();
     let r = misrouted_root("unix://in.sock");
-    let cfg = std::fs::read_to_string(r.path().join("config/config.lua")).unwrap();
-    r.config(&format!(
-        "{cfg}\nengine = {{ http = \"127.0.0.1:{port}\" }}\n"
-    ));
+    with_http(&r, port);
     let child = r.spawn(&[]);
     let sock = r.path().join("in.sock");
     wait_for(T, "the socket", || sock.exists());
@@ -117,4 +114,119 @@ fn a_dead_letter_holds_the_input_line_byte_for_byte() {
         "the input line as it came: {}",
         dead[0]
     );
+}
+
+/// `r`'s config.lua with the HTTP listener on `port`.
+fn with_http(r: &Root, port: u16) {
+    let cfg = std::fs::read_to_string(r.path().join("config/config.lua")).unwrap();
+    r.config(&format!(
+        "{cfg}\nengine = {{ http = \"127.0.0.1:{port}\" }}\n"
+    ));
+}
+
+/// `/health` once input "in" is in `state` (the listener up first).
+fn health_once(port: u16, state: &str) -> (u16, serde_json::Value) {
+    wait_for(T, "the listener", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    wait_for(T, state, || {
+        health(port).1["inputs"]["in"]["state"] == state
+    });
+    health(port)
+}
+
+/// `/health`'s answer: the code and the body as JSON.
+fn health(port: u16) -> (u16, serde_json::Value) {
+    let (code, body) = request(port, "GET", "/health");
+    (code, serde_json::from_str(&body).unwrap_or_default())
+}
+
+/// An engine that cannot read its input is not ready: `/health` says 503 and why, the log
+/// says it once (not at every retry), and once the file can be read it is ready and reads it.
+/// Run as the unprivileged user (`-p`) with eve.json created root-only after the start, as
+/// Suricata does when it starts second.
+#[test]
+fn health_says_when_an_input_cannot_be_read_and_why() {
+    use std::os::unix::fs::PermissionsExt;
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("not root: -p cannot be tested here");
+        return;
+    }
+    let port = dragonfly_testkit::free_port();
+    let r = Root::passthrough("tail://eve.json");
+    std::fs::set_permissions(r.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    with_http(&r, port);
+    std::fs::create_dir_all(&r.logdir).unwrap();
+    let err_log = std::fs::File::create(r.logdir.join("stderr.log")).unwrap();
+    let child = r
+        .command(&["-p"])
+        .stdout(std::process::Stdio::null())
+        .stderr(err_log)
+        .spawn()
+        .unwrap();
+    // no file yet: waiting for it, not ready
+    let (code, h) = health_once(port, "waiting");
+    assert_eq!(code, 503, "{h}");
+    assert_eq!(h["ready"], false, "{h}");
+    assert!(
+        h["inputs"]["in"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("does not exist yet"),
+        "{h}"
+    );
+    // the file comes, readable only by root: the engine (nobody) cannot open it
+    let eve = r.path().join("eve.json");
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&eve)
+            .unwrap();
+        f.write_all(b"{\"seq\":1}\n").unwrap();
+    }
+    let (code, h) = health_once(port, "error");
+    assert_eq!(code, 503, "{h}");
+    let reason = h["inputs"]["in"]["reason"].as_str().unwrap().to_string();
+    assert!(
+        reason.contains("eve.json") && reason.contains("ermission denied"),
+        "{h}"
+    );
+    // the stats say it too
+    let (_, stats) = request(port, "GET", "/api/stats");
+    let stats: serde_json::Value = serde_json::from_str(&stats).unwrap();
+    assert_eq!(stats["inputs"]["in"]["state"], "error", "{stats}");
+    assert_eq!(stats["inputs"]["in"]["ready"], false, "{stats}");
+    // a second of retries (every 50 ms) is one line in the log, not twenty
+    std::thread::sleep(Duration::from_secs(1));
+    let log = r.read_log("stderr.log");
+    assert_eq!(log.matches("ermission denied").count(), 1, "{log}");
+    assert!(!log.contains("rotated"), "{log}");
+
+    // readable now: ready, and the event is read
+    std::fs::set_permissions(&eve, std::fs::Permissions::from_mode(0o644)).unwrap();
+    wait_for(T, "ready", || health(port).0 == 200);
+    let (_, h) = health(port);
+    assert_eq!(h["inputs"]["in"]["state"], "following", "{h}");
+    wait_for(T, "the event", || r.lines("out.json").len() == 1);
+    let (status, _) = stop(child, T);
+    assert!(status.success());
+}
+
+/// A network input whose server cannot be reached is not ready either, and says why.
+#[test]
+fn health_says_when_a_redis_input_cannot_reach_its_server() {
+    let port = dragonfly_testkit::free_port();
+    let nothing = dragonfly_testkit::free_port();
+    let r = Root::passthrough(&format!("redis://127.0.0.1:{nothing}/eve"));
+    with_http(&r, port);
+    let child = r.spawn(&[]);
+    let (code, h) = health_once(port, "error");
+    assert_eq!(code, 503, "{h}");
+    let reason = h["inputs"]["in"]["reason"].as_str().unwrap();
+    assert!(reason.contains(&format!("127.0.0.1:{nothing}")), "{h}");
+    let (status, err) = stop(child, T);
+    assert!(status.success(), "{err}");
 }

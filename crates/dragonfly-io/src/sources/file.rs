@@ -25,6 +25,7 @@ pub(crate) fn run(mut reader: Box<dyn Read + Send>, mut ctx: SourceCtx) {
     let mut framer = LineFramer::new(ctx.max_line);
     let mut col = Collector::new(&ctx);
     let mut buf = vec![0u8; CHUNK];
+    ctx.ready("reading");
     loop {
         if ctx.stopping() || col.closed() {
             break;
@@ -44,6 +45,7 @@ pub(crate) fn run(mut reader: Box<dyn Read + Send>, mut ctx: SourceCtx) {
         }
     }
     col.flush(&mut ctx);
+    ctx.ready("ended");
     tracing::info!(input = %ctx.tag, "input ended");
 }
 

@@ -136,6 +136,7 @@ impl IpcSource {
     /// Receive until the engine stops.
     pub fn run(self, mut ctx: SourceCtx) {
         let forwarder = buffered(&mut ctx, self.buffer_bytes);
+        ctx.ready("listening");
         self.read(&mut ctx);
         drop(ctx);
         let _ = forwarder.join();

@@ -179,6 +179,7 @@ impl KafkaSource {
         let consumer = match self.consumer(&tracker, &ctx.counters) {
             Ok(c) => c,
             Err(e) => {
+                ctx.not_ready(format!("kafka {}: {e}", self.uri.brokers));
                 io_error(
                     &ctx,
                     &format!("kafka {}", self.uri.brokers),
@@ -188,6 +189,8 @@ impl KafkaSource {
             }
         };
         let mut col = Collector::manual(&ctx);
+        ctx.ready("consuming");
+        let mut healthy = true;
         let mut next_id = 0u64;
         let mut last_commit = Instant::now();
         let commit_every = Duration::from_millis(self.uri.commit_ms);
@@ -199,12 +202,18 @@ impl KafkaSource {
             while got < ctx.batch_lines.max(1) {
                 match consumer.poll(wait) {
                     Some(Ok(m)) => {
+                        if !healthy {
+                            healthy = true;
+                            ctx.ready("consuming");
+                        }
                         got += 1;
                         wait = Duration::ZERO;
                         open.insert(m.partition(), m.offset() + 1);
                         col.message(&mut ctx, m.payload().unwrap_or_default());
                     }
                     Some(Err(e)) => {
+                        healthy = false;
+                        ctx.not_ready(format!("kafka {}: {e}", self.uri.topic));
                         io_error(
                             &ctx,
                             &format!("kafka {}", self.uri.topic),

@@ -79,6 +79,30 @@ pub struct InputCounters {
     /// Kafka: how far behind the end of each assigned partition the consumer is, in
     /// messages, as librdkafka last reported it (every second); empty for other inputs.
     pub lag: std::sync::Mutex<std::collections::BTreeMap<i32, i64>>,
+    /// Whether the input can take events now, and if not why (`/health`, the live page).
+    pub state: std::sync::Mutex<InputState>,
+}
+
+/// What an input is doing, as `/health` and the live page show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputState {
+    /// It is open (reading, following, listening, subscribed) or has ended.
+    pub ready: bool,
+    /// One word: `starting`, `reading`, `following`, `listening`, `consuming`, `ended`,
+    /// `waiting`, `error`.
+    pub what: &'static str,
+    /// Why it is not ready (empty when it is).
+    pub reason: String,
+}
+
+impl Default for InputState {
+    fn default() -> Self {
+        Self {
+            ready: false,
+            what: "starting",
+            reason: String::new(),
+        }
+    }
 }
 
 /// Stream connections one input reads at a time (each has a thread and a read buffer): at
@@ -107,6 +131,63 @@ impl SourceCtx {
     /// The engine is stopping.
     pub fn stopping(&self) -> bool {
         self.shutdown.load(Ordering::Relaxed)
+    }
+
+    /// The input can take events (`what`: reading, following, listening, ...). Said in the
+    /// log when it was not before.
+    pub fn ready(&self, what: &'static str) {
+        let mut st = self
+            .counters
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if !st.ready && !st.reason.is_empty() {
+            tracing::info!(input = %self.tag, "{what} again");
+        }
+        *st = InputState {
+            ready: true,
+            what,
+            reason: String::new(),
+        };
+    }
+
+    /// The input cannot take events now, for `reason` (state only: for sources that log and
+    /// count their failures themselves).
+    pub fn not_ready(&self, reason: String) {
+        let mut st = self
+            .counters
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        *st = InputState {
+            ready: false,
+            what: "error",
+            reason,
+        };
+    }
+
+    /// The input cannot take events (`what`: waiting, error), for `reason`. Logged when the
+    /// reason is new (not at every retry); counted as an I/O error when it is an error.
+    pub fn blind(&self, what: &'static str, reason: String) {
+        let mut st = self
+            .counters
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if st.reason == reason && !st.ready {
+            return;
+        }
+        if what == "error" {
+            self.counters.errors.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(input = %self.tag, "{reason}; the input is not ready until this changes");
+        } else {
+            tracing::warn!(input = %self.tag, "{reason}");
+        }
+        *st = InputState {
+            ready: false,
+            what,
+            reason,
+        };
     }
 }
 

@@ -36,7 +36,10 @@ impl NatsSource {
     pub fn run(self, mut ctx: SourceCtx) {
         let rt = match NatsUri::runtime() {
             Ok(rt) => rt,
-            Err(e) => return io_error(&ctx, "nats: starting the I/O runtime", &e),
+            Err(e) => {
+                ctx.not_ready(format!("nats: starting the I/O runtime: {e}"));
+                return io_error(&ctx, "nats: starting the I/O runtime", &e);
+            }
         };
         let jet = self.uri.stream.is_some();
         let mut col = if jet {
@@ -69,6 +72,7 @@ impl NatsSource {
             });
             col.flush(&mut ctx);
             if let Err(e) = res {
+                ctx.not_ready(format!("nats {}: {e}", self.uri.server));
                 io_error(
                     &ctx,
                     &format!("nats {}", self.uri.server),
@@ -116,6 +120,7 @@ impl NatsSource {
         // the server has the subscription once a round trip after it has completed
         client.flush().await?;
         tracing::info!(input = %ctx.tag, subject = %self.uri.subject, "subscribed");
+        ctx.ready("subscribed");
         while !ctx.stopping() && !col.closed() {
             match tokio::time::timeout(Duration::from_millis(200), sub.next()).await {
                 Ok(Some(m)) => {
@@ -168,6 +173,7 @@ impl NatsSource {
             )
             .await?;
         tracing::info!(input = %ctx.tag, stream = %name, durable = %durable, "JetStream consumer ready");
+        ctx.ready("consuming");
         while !ctx.stopping() && !col.closed() {
             settle(rx, waiting).await;
             let mut batch = consumer

@@ -101,11 +101,9 @@ impl RedisSource {
             };
             col.flush(&mut ctx);
             if let Err(e) = res {
-                io_error(
-                    &ctx,
-                    &format!("redis {}:{}", self.uri.host, self.uri.port),
-                    &std::io::Error::other(e.to_string()),
-                );
+                let what = format!("redis {}:{}", self.uri.host, self.uri.port);
+                ctx.not_ready(format!("{what}: {e}"));
+                io_error(&ctx, &what, &std::io::Error::other(e.to_string()));
                 let deadline = std::time::Instant::now() + backoff;
                 while std::time::Instant::now() < deadline && !ctx.stopping() {
                     std::thread::sleep(Duration::from_millis(50));
@@ -152,6 +150,7 @@ impl RedisSource {
         r: &mut Reliable,
     ) -> redis::RedisResult<()> {
         let mut con = self.uri.connect()?;
+        ctx.ready("consuming");
         // our side first: take from KEY's consuming end, push onto the processing list's
         // left, so its right end holds the oldest
         let from = match self.uri.mode {
@@ -215,6 +214,7 @@ impl RedisSource {
 
     fn pop(&self, ctx: &mut SourceCtx, col: &mut Collector) -> redis::RedisResult<()> {
         let mut con = self.uri.connect()?;
+        ctx.ready("consuming");
         let (block, take) = match self.uri.mode {
             RedisMode::List => ("BRPOP", "RPOP"),
             _ => ("BLPOP", "LPOP"),
@@ -247,6 +247,7 @@ impl RedisSource {
         con.set_read_timeout(Some(Duration::from_millis(200)))?;
         let mut sub = con.as_pubsub();
         sub.subscribe(&self.uri.key)?;
+        ctx.ready("subscribed");
         while !ctx.stopping() && !col.closed() {
             match sub.get_message() {
                 Ok(m) => {

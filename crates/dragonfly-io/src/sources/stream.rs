@@ -350,10 +350,11 @@ pub(crate) fn serve<L: Accept, F: Framing + 'static>(
         let listener = match listen() {
             Ok(l) => l,
             Err(e) => {
-                super::io_error(ctx, "cannot listen", &e);
+                ctx.blind("error", format!("cannot listen: {e}"));
                 return;
             }
         };
+        ctx.ready("listening");
         let streams = Streams::new(opts, ctx.max_line);
         let buf = Rc::new(RefCell::new(vec![0u8; READ_BUF]));
         let mut tasks = Vec::new();

@@ -123,6 +123,9 @@ impl super::Prepared for Opened {
     fn run(self: Box<Self>, mut ctx: SourceCtx) {
         let forwarder = super::ipc::buffered(&mut ctx, self.buffer_bytes);
         let stream = self.stream;
+        if !matches!(self.sock, Socket::Tcp(_)) {
+            ctx.ready("listening");
+        }
         match self.sock {
             Socket::Unix(s, path) => {
                 let _ = s.set_read_timeout(Some(Duration::from_millis(100)));

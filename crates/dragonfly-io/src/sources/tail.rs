@@ -426,14 +426,12 @@ impl Tail {
         };
         let mut buf = vec![0u8; chunk];
         let mut current = match self.opened {
-            Ok(f) => Some(f),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                tracing::warn!(input = %ctx.tag, path = %self.path.display(),
-                    "file does not exist yet; waiting for it");
-                None
+            Ok(f) => {
+                ctx.ready("following");
+                Some(f)
             }
             Err(e) => {
-                io_error(&ctx, &format!("cannot open {}", self.path.display()), &e);
+                cannot_open(&self.path, &ctx, &e);
                 None
             }
         };
@@ -502,7 +500,16 @@ impl Tail {
             // place is seen as a link, and not followed). The watcher usually said so first.
             match std::fs::symlink_metadata(&self.path) {
                 Ok(meta) if !meta.is_file() => {
-                    if !refused_logged {
+                    if current.is_none() {
+                        ctx.blind(
+                            "error",
+                            not_followed(
+                                &self.path,
+                                "is a symbolic link, a FIFO or not a regular file",
+                            )
+                            .to_string(),
+                        );
+                    } else if !refused_logged {
                         refused_logged = true;
                         let (n, _) = crate::ratelimit::bump(&ctx.counters.not_followed);
                         tracing::error!(input = %ctx.tag, path = %self.path.display(), count = n,
@@ -529,6 +536,7 @@ impl Tail {
                                     &mut ck,
                                 );
                             }
+                            Err(e) if current.is_none() => cannot_open(&self.path, &ctx, &e),
                             Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
                                 if !refused_logged {
                                     refused_logged = true;
@@ -536,9 +544,19 @@ impl Tail {
                                     tracing::error!(input = %ctx.tag, count = n, "{e}");
                                 }
                             }
-                            Err(e) => io_error(&ctx, "cannot open rotated file", &e),
+                            Err(e) => io_error(
+                                &ctx,
+                                &format!(
+                                    "cannot open the new file at {} (the one open is read on)",
+                                    self.path.display()
+                                ),
+                                &e,
+                            ),
                         }
                     }
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound && current.is_none() => {
+                    cannot_open(&self.path, &ctx, &e)
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     if !missing_logged {
@@ -606,6 +624,21 @@ fn finish_file(
     }
 }
 
+/// `path` cannot be opened and nothing else is: the input is not ready, for that reason
+/// (said once per reason, then counted).
+fn cannot_open(path: &Path, ctx: &SourceCtx, e: &io::Error) {
+    if e.kind() == io::ErrorKind::NotFound {
+        ctx.blind(
+            "waiting",
+            format!("{} does not exist yet; waiting for it", path.display()),
+        );
+    } else if e.kind() == io::ErrorKind::InvalidInput {
+        ctx.blind("error", e.to_string());
+    } else {
+        ctx.blind("error", format!("cannot open {}: {e}", path.display()));
+    }
+}
+
 /// A file found at `path` (the new current file: the one before it is retired) or renamed
 /// away from it (retired at once); one already open is let go. True when something changed.
 fn take(
@@ -630,6 +663,7 @@ fn take(
     }
     let until = Instant::now() + ROTATE_GRACE;
     if at_path {
+        ctx.ready("following");
         if let Some(old) = current.replace(f) {
             ctx.counters.rotations.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(input = %ctx.tag, path = %path.display(),
