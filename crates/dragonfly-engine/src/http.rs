@@ -5,9 +5,10 @@
 //! Routes (anything else is 404, another method on a route 405): `GET /` (the live page,
 //! page.html, compiled in), `/health` (200 when every `setup()` ran and every input is
 //! open, 503 otherwise; the body names each input's state and why it is not ready:
-//! `{"status":"live","ready":true,"inputs":{"eve":{"ready":true,"state":"following"}}}`), `/metrics` (every counter of the stats record in the
-//! Prometheus text format: per input, analyzer and output, the store, queue depths, the
-//! totals), `/api/stats` (the stats record as JSON, as the stats log writes it),
+//! `{"status":"live","ready":true,"inputs":{"eve":{"ready":true,"state":"following"}}}`),
+//! `/metrics` (every number of the stats record in the Prometheus text format, named as
+//! Prometheus asks, with the build and the standard process metrics: [`crate::metrics`]),
+//! `/api/stats` (the stats record as JSON, as the stats log writes it),
 //! `/api/pipeline` (the configured graph), `/api/errors` (the last script failures),
 //! `/api/analyzers` (each analyzer's configuration and its `www/<tag>.json` description, as
 //! the original served them, read at start-up), and `POST /api/reload` (a hot reload,
@@ -22,7 +23,6 @@
 //! from the live counters (atomic loads, no lock held across I/O). Cost: nothing until a
 //! request comes; a request walks the counters once.
 
-use std::fmt::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 
@@ -308,7 +308,11 @@ fn router(
         )
         .route(
             "/metrics",
-            from_stats(stats.clone(), "text/plain; version=0.0.4", prometheus),
+            from_stats(
+                stats.clone(),
+                "text/plain; version=0.0.4",
+                crate::metrics::render,
+            ),
         )
         .route(
             "/api/stats",
@@ -340,259 +344,4 @@ fn from_stats(
             )
         }
     })
-}
-
-/// A Prometheus metric name from parts of the stats record: letters, digits and `_` only.
-fn metric_name(parts: &[&str]) -> String {
-    let mut name = String::from("dragonfly");
-    for p in parts {
-        name.push('_');
-        name.extend(
-            p.chars()
-                .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }),
-        );
-    }
-    name
-}
-
-/// A label value, escaped as the text format asks (backslash, quote, newline).
-fn label(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-/// The stats record as Prometheus text: `inputs.<tag>.<field>` becomes
-/// `dragonfly_input_<field>{input="<tag>"}` (analyzers and outputs alike), `store.<field>`
-/// `dragonfly_store_<field>{backend="..."}`, `operations.<kind>` `dragonfly_operations_<kind>`,
-/// and every other number at the top `dragonfly_<name>`. Counters, except the embedded
-/// store's `keys` (a gauge).
-pub fn prometheus(stats: &Value) -> String {
-    let mut out = String::new();
-    let mut family = |name: String, help: &str, samples: Vec<(String, f64)>| {
-        if samples.is_empty() {
-            return;
-        }
-        // every number of the record only goes up, but the store's key count and queue depths
-        let kind = if matches!(
-            name.as_str(),
-            "dragonfly_store_keys"
-                | "dragonfly_store_memory_bytes"
-                | "dragonfly_queue_depth"
-                | "dragonfly_rss_bytes"
-                | "dragonfly_rss_peak_bytes"
-                | "dragonfly_worker_lua_bytes"
-                | "dragonfly_input_kafka_lag"
-        ) {
-            "gauge"
-        } else {
-            "counter"
-        };
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} {kind}");
-        for (labels, v) in samples {
-            let _ = writeln!(out, "{name}{labels} {v}");
-        }
-    };
-    for (section, one) in [
-        ("inputs", "input"),
-        ("analyzers", "analyzer"),
-        ("outputs", "output"),
-    ] {
-        let Some(tags) = stats.get(section).and_then(Value::as_object) else {
-            continue;
-        };
-        // one family per field, one sample per tag
-        let mut fields: Vec<&str> = Vec::new();
-        for t in tags.values().filter_map(Value::as_object) {
-            for (k, v) in t {
-                if v.is_number() && !fields.contains(&k.as_str()) {
-                    fields.push(k);
-                }
-            }
-        }
-        for f in fields {
-            let samples = tags
-                .iter()
-                .filter_map(|(tag, t)| {
-                    let v = t.get(f)?.as_f64()?;
-                    Some((format!("{{{one}=\"{}\"}}", label(tag)), v))
-                })
-                .collect();
-            family(
-                metric_name(&[one, f]),
-                &format!("{f} per {one} (stats record: {section}.<tag>.{f})"),
-                samples,
-            );
-        }
-    }
-    if let Some(store) = stats.get("store").and_then(Value::as_object) {
-        let backend = store.get("backend").and_then(Value::as_str).unwrap_or("");
-        for (k, v) in store {
-            if let Some(v) = v.as_f64() {
-                family(
-                    metric_name(&["store", k]),
-                    &format!("store {k} (stats record: store.{k})"),
-                    vec![(format!("{{backend=\"{}\"}}", label(backend)), v)],
-                );
-            }
-        }
-    }
-    if let Some(queues) = stats.get("queues").and_then(Value::as_object) {
-        let samples = queues
-            .iter()
-            .filter_map(|(q, n)| Some((format!("{{queue=\"{}\"}}", label(q)), n.as_f64()?)))
-            .collect();
-        family(
-            "dragonfly_queue_depth".into(),
-            "batches waiting in a queue between stages (stats record: queues.<name>)",
-            samples,
-        );
-    }
-    if let Some(unknown) = stats.get("unknown_tags").and_then(Value::as_object) {
-        let samples = unknown
-            .iter()
-            .filter_map(|(k, n)| {
-                let (kind, tag) = k.split_once(':').unwrap_or(("", k));
-                let labels = format!("{{kind=\"{}\",tag=\"{}\"}}", label(kind), label(tag));
-                Some((labels, n.as_f64()?))
-            })
-            .collect();
-        family(
-            "dragonfly_unknown_tag_events".into(),
-            "events scripts sent to a tag config.lua does not define, dropped (stats record: unknown_tags.<kind>:<tag>)",
-            samples,
-        );
-    }
-    if let Some(inputs) = stats.get("inputs").and_then(Value::as_object) {
-        let lag = inputs
-            .iter()
-            .flat_map(|(tag, i)| {
-                i.get("kafka_lag")
-                    .and_then(Value::as_object)
-                    .into_iter()
-                    .flatten()
-                    .filter_map(move |(p, n)| {
-                        let labels =
-                            format!("{{input=\"{}\",partition=\"{}\"}}", label(tag), label(p));
-                        Some((labels, n.as_f64()?))
-                    })
-            })
-            .collect();
-        family(
-            "dragonfly_input_kafka_lag".into(),
-            "messages a Kafka input is behind the end of each assigned partition (stats record: inputs.<tag>.kafka_lag.<partition>)",
-            lag,
-        );
-    }
-    let mut hist = String::new();
-    if let Some(workers) = stats.get("workers").and_then(Value::as_object) {
-        let lua = workers
-            .iter()
-            .filter_map(|(w, v)| {
-                Some((
-                    format!("{{worker=\"{}\"}}", label(w)),
-                    v["lua_bytes"].as_f64()?,
-                ))
-            })
-            .collect();
-        family(
-            "dragonfly_worker_lua_bytes".into(),
-            "bytes the worker's Lua runtime holds (stats record: workers.<n>.lua_bytes)",
-            lua,
-        );
-        // one histogram: buckets, sum and count per worker
-        let name = "dragonfly_batch_seconds";
-        let _ = writeln!(
-            hist,
-            "# HELP {name} time a worker takes for one batch, from its queue to its outputs"
-        );
-        let _ = writeln!(hist, "# TYPE {name} histogram");
-        for (w, v) in workers {
-            let h = &v["batch_seconds"];
-            let w = label(w);
-            for (le, n) in h["buckets"].as_object().into_iter().flatten() {
-                let _ = writeln!(hist, "{name}_bucket{{worker=\"{w}\",le=\"{le}\"}} {n}");
-            }
-            let _ = writeln!(hist, "{name}_sum{{worker=\"{w}\"}} {}", h["sum"]);
-            let _ = writeln!(hist, "{name}_count{{worker=\"{w}\"}} {}", h["count"]);
-        }
-    }
-    if let Some(ops) = stats.get("operations").and_then(Value::as_object) {
-        for (k, v) in ops {
-            if let Some(v) = v.as_f64() {
-                family(
-                    metric_name(&["operations", k]),
-                    &format!("{k} operations (stats record: operations.{k})"),
-                    vec![(String::new(), v)],
-                );
-            }
-        }
-    }
-    if let Some(top) = stats.as_object() {
-        for (k, v) in top {
-            if let Some(v) = v.as_f64() {
-                family(
-                    metric_name(&[k]),
-                    &format!("{k} (stats record: {k})"),
-                    vec![(String::new(), v)],
-                );
-            }
-        }
-    }
-    out.push_str(&hist);
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stats_become_prometheus_text() {
-        let stats = serde_json::json!({
-            "time": "2026-11-29T12:00:00Z",
-            "operations": { "input": 3, "analyzer": 6, "output": 3 },
-            "errors": 1,
-            "inputs": {
-                "eve": { "lines": 3, "bytes": 30, "kafka_lag": { "0": 5, "3": 0 } },
-                "we\"ird\n": { "lines": 1 },
-            },
-            "analyzers": { "hello": { "events": 3 } },
-            "outputs": { "out": { "events": 3, "dropped": 0 } },
-            "store": { "backend": "redis 127.0.0.1:6379", "commands": 9, "keys": 4 },
-            "final": true,
-        });
-        let text = prometheus(&stats);
-        for line in [
-            "# TYPE dragonfly_input_kafka_lag gauge",
-            "dragonfly_input_kafka_lag{input=\"eve\",partition=\"0\"} 5",
-            "dragonfly_input_kafka_lag{input=\"eve\",partition=\"3\"} 0",
-            "# TYPE dragonfly_input_lines counter",
-            "dragonfly_input_lines{input=\"eve\"} 3",
-            "dragonfly_input_lines{input=\"we\\\"ird\\n\"} 1",
-            "dragonfly_input_bytes{input=\"eve\"} 30",
-            "dragonfly_analyzer_events{analyzer=\"hello\"} 3",
-            "dragonfly_output_dropped{output=\"out\"} 0",
-            "dragonfly_store_commands{backend=\"redis 127.0.0.1:6379\"} 9",
-            "# TYPE dragonfly_store_keys gauge",
-            "# TYPE dragonfly_store_commands counter",
-            "dragonfly_operations_input 3",
-            "dragonfly_errors 1",
-        ] {
-            assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
-        }
-        // strings and booleans are not metrics
-        assert!(!text.contains("dragonfly_time"), "{text}");
-        assert!(!text.contains("dragonfly_final"), "{text}");
-        // every sample line is NAME{LABELS} VALUE or NAME VALUE, with a valid name
-        for l in text.lines().filter(|l| !l.starts_with('#')) {
-            let name: String = l.chars().take_while(|c| *c != '{' && *c != ' ').collect();
-            assert!(
-                name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
-                "{l}"
-            );
-            assert!(l.rsplit(' ').next().unwrap().parse::<f64>().is_ok(), "{l}");
-        }
-    }
 }

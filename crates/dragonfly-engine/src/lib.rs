@@ -18,6 +18,7 @@
 
 pub mod enginelog;
 pub mod http;
+pub mod metrics;
 pub mod partition;
 mod plan;
 mod reload;

@@ -323,7 +323,7 @@ impl Running {
         for (i, h, rx, describe) in reopened {
             old_sinks.push(std::mem::replace(&mut self.output_threads[i], h));
             let tag = &config.outputs[i].tag;
-            let name = format!("output '{tag}'");
+            let name = format!("output:{tag}");
             let mut queues = self.stats.queues.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(q) = queues.iter_mut().find(|q| q.0 == name) {
                 *q = depth(name, rx);

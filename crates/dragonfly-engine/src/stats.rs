@@ -145,7 +145,8 @@ pub fn rss_bytes() -> u64 {
     pages * page.max(0) as u64
 }
 
-/// A queue between stages: its name and how many batches wait in it now.
+/// A queue between stages: its name (`worker:<n>`, `output:<tag>`, `dead_letters`: the
+/// stage, then its tag) and how many batches wait in it now.
 pub type QueueDepth = (String, Box<dyn Fn() -> usize + Send + Sync>);
 
 /// Script failures the live page shows (the newest last).

@@ -190,7 +190,7 @@ impl Prepared {
                 Some(log.clone()),
                 &own_done,
             );
-            queues.push(depth("dead letters".to_string(), rx));
+            queues.push(depth("dead_letters".to_string(), rx));
             own_threads.push(h);
             tx
         });
@@ -209,7 +209,7 @@ impl Prepared {
                 &outputs_done,
             );
             sink_senders.push(tx);
-            queues.push(depth(format!("output '{tag}'"), rx));
+            queues.push(depth(format!("output:{tag}"), rx));
             output_threads.push(h);
         }
         let worker_sinks = WorkerSinks {
@@ -239,7 +239,7 @@ impl Prepared {
         for id in 0..n_workers {
             let (work_tx, work_rx) = bounded::<WorkItem>(engine.queue_batches);
             work_txs.push(work_tx);
-            work_queues.push(depth(format!("worker {id}"), work_rx.clone()));
+            work_queues.push(depth(format!("worker:{id}"), work_rx.clone()));
             let (ready_tx, ready_rx) = bounded(1);
             readies.push(ready_rx);
             let gauges = Arc::new(crate::stats::WorkerGauges::default());

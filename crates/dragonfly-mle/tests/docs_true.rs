@@ -61,3 +61,25 @@ fn the_docs_do_not_promise_what_is_there_nor_claim_what_is_not() {
         }
     }
 }
+
+/// docs/operations.md names every family `/metrics` exports, as it is spelled, and no name
+/// that is gone.
+#[test]
+fn the_operations_guide_lists_every_metric_family() {
+    let doc = repo_file("docs/operations.md");
+    let names = dragonfly_engine::metrics::family_names();
+    for name in &names {
+        assert!(
+            doc.contains(&format!("`{name}`")),
+            "docs/operations.md does not list {name}"
+        );
+    }
+    for gone in [
+        "dragonfly_rss_bytes",
+        "dragonfly_input_lines`",
+        "dragonfly_errors`",
+        "queue=",
+    ] {
+        assert!(!doc.contains(gone), "docs/operations.md still says {gone}");
+    }
+}

@@ -38,12 +38,12 @@ fn health_metrics_and_stats_are_served_and_nothing_else() {
     let (code, body) = request(port, "GET", "/metrics");
     assert_eq!(code, 200);
     assert!(
-        body.contains("# TYPE dragonfly_input_lines counter"),
+        body.contains("# TYPE dragonfly_input_lines_total counter"),
         "{body}"
     );
     assert!(
         body.lines()
-            .any(|l| l == "dragonfly_input_lines{input=\"in\"} 0"),
+            .any(|l| l == "dragonfly_input_lines_total{tag=\"in\"} 0"),
         "{body}"
     );
 
@@ -56,10 +56,10 @@ fn health_metrics_and_stats_are_served_and_nothing_else() {
     wait_for(T, "5 events in the metrics", || {
         let (_, body) = request(port, "GET", "/metrics");
         body.lines()
-            .any(|l| l == "dragonfly_input_lines{input=\"in\"} 5")
+            .any(|l| l == "dragonfly_input_lines_total{tag=\"in\"} 5")
             && body
                 .lines()
-                .any(|l| l == "dragonfly_output_events{output=\"out\"} 5")
+                .any(|l| l == "dragonfly_output_events_total{tag=\"out\"} 5")
     });
     let (code, body) = request(port, "GET", "/api/stats");
     assert_eq!(code, 200);
@@ -86,7 +86,7 @@ fn health_metrics_and_stats_are_served_and_nothing_else() {
     let (_, metrics) = request(port, "GET", "/metrics");
     assert!(
         metrics.contains("# TYPE dragonfly_queue_depth gauge")
-            && metrics.contains("dragonfly_queue_depth{queue=\"worker 0\"} 0"),
+            && metrics.contains("dragonfly_queue_depth{stage=\"worker\",tag=\"0\"} 0"),
         "{metrics}"
     );
     // the process's memory, each runtime's, and how long batches take (a histogram)
@@ -97,10 +97,15 @@ fn health_metrics_and_stats_are_served_and_nothing_else() {
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or_else(|| panic!("{prefix}: {metrics}"))
     };
-    assert!(value("dragonfly_rss_bytes ") > 1e6);
+    assert!(value("process_resident_memory_bytes ") > 1e6);
     // the high-water mark is read after the reading of the moment: never below it
-    assert!(value("dragonfly_rss_peak_bytes ") >= value("dragonfly_rss_bytes "));
-    assert!(metrics.contains("# TYPE dragonfly_rss_peak_bytes gauge"));
+    assert!(
+        value("dragonfly_resident_memory_peak_bytes ") >= value("process_resident_memory_bytes ")
+    );
+    assert!(metrics.contains("# TYPE dragonfly_resident_memory_peak_bytes gauge"));
+    assert!(value("process_open_fds ") >= 3.0);
+    assert!(value("process_cpu_seconds_total ") > 0.0);
+    assert_eq!(value("dragonfly_input_ready{tag=\"in\"} "), 1.0);
     assert!(value("dragonfly_worker_lua_bytes{worker=\"0\"} ") > 1e4);
     assert!(metrics.contains("# TYPE dragonfly_batch_seconds histogram"));
     let count = value("dragonfly_batch_seconds_count{worker=\"0\"} ");

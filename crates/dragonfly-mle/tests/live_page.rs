@@ -116,6 +116,8 @@ fn the_live_page_shows_the_triage_pipeline_and_its_numbers_move() {
         String::from_utf8_lossy(&out.stderr)
     );
     eprintln!("live page: {seen}");
+    // the input's state as the page shows it
+    assert!(seen.contains("\"state\":\"listening\""), "{seen}");
     assert!(status.success(), "{err}");
     assert!(dir.path().join("page.png").exists());
 }

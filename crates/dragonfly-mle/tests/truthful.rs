@@ -83,13 +83,13 @@ fn metrics_and_the_live_page_show_events_sent_to_undefined_tags() {
     for i in 0..6 {
         writeln!(s, "{{\"seq\":{i}}}").unwrap();
     }
-    let metric = "dragonfly_unknown_tag_events{kind=\"output\",tag=\"report\"} 6";
+    let metric = "dragonfly_unknown_tag_events_total{kind=\"output\",tag=\"report\"} 6";
     wait_for(T, "the metric", || {
         request(port, "GET", "/metrics").1.contains(metric)
     });
     let (_, metrics) = request(port, "GET", "/metrics");
     assert!(
-        metrics.contains("dragonfly_unknown_tag_events{kind=\"analyzer\",tag=\"nobody\"} 2"),
+        metrics.contains("dragonfly_unknown_tag_events_total{kind=\"analyzer\",tag=\"nobody\"} 2"),
         "{metrics}"
     );
     let (code, page) = request(port, "GET", "/");

@@ -3,8 +3,10 @@
 pub mod cluster;
 pub mod kafka;
 pub mod nats;
+pub mod prometheus;
 pub use kafka::KafkaBroker;
 pub use nats::NatsServer;
+pub use prometheus::PrometheusServer;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

@@ -38,9 +38,11 @@ async function main() {
       later = await total();
     }
     const rate = await page.textContent(`[data-node="${ids[0]}"] [data-k="rate"]`);
+    // the first node is an input: it says what it is doing (or why it cannot)
+    const state = await page.textContent(`[data-node="${ids[0]}"] [data-k="state"]`);
     const status = await page.textContent("#status");
     if (process.env.SCREENSHOT) await page.screenshot({ path: process.env.SCREENSHOT, fullPage: true });
-    console.log(JSON.stringify({ first, later, rate, status, errors }));
+    console.log(JSON.stringify({ first, later, rate, state, status, errors }));
     if (errors.length) throw new Error("page errors: " + errors.join("; "));
     if (!(first > 0 && later > first)) throw new Error(`numbers did not move: ${first} -> ${later}`);
   } finally {
