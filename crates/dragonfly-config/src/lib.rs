@@ -55,6 +55,9 @@ impl fmt::Display for ConfigErrors {
 /// One entry of `inputs`: where events come from and the filter script they go through.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Input {
+    /// Where it is in config.lua, for messages: `inputs[2] (tag "eve")` (its real position,
+    /// whatever entries before it failed).
+    pub entry: String,
     /// Name, unique among inputs (logs, stats).
     pub tag: String,
     /// Where events come from (`file://`, `tail://`, ...).
@@ -73,6 +76,8 @@ pub struct Input {
 /// One entry of `analyzers`: a script that events are routed to by tag.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Analyzer {
+    /// Where it is in config.lua, for messages: `analyzers[3] (tag "dga")`.
+    pub entry: String,
     /// Name, unique among analyzers; `dragonfly.analyze_event(tag, ...)` routes here.
     pub tag: String,
     /// The script as written in config.lua.
@@ -91,6 +96,8 @@ pub struct Analyzer {
 /// One entry of `outputs`: where `dragonfly.output_event(tag, ...)` writes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Output {
+    /// Where it is in config.lua, for messages: `outputs[1] (tag "alerts")`.
+    pub entry: String,
     /// Name, unique among outputs; `dragonfly.output_event(tag, ...)` writes here.
     pub tag: String,
     /// Where lines go.
@@ -102,6 +109,8 @@ pub struct Output {
 #[derive(Debug, Clone, PartialEq)]
 /// One entry of `modules`: a Redis module the store must have loaded.
 pub struct Module {
+    /// Where it is in config.lua, for messages: `modules[1] (tag "redisml")`.
+    pub entry: String,
     /// Name, for messages.
     pub tag: String,
     /// The module file (checked with `MODULE LIST`).
@@ -723,6 +732,7 @@ fn parse_partial(
         |p, entry, t| {
             let f = MODULE_FIELDS;
             Some(Module {
+                entry: entry.to_string(),
                 tag: p.string(entry, t, "tag", required(f, "tag"))?,
                 module: p.string(entry, t, "module", required(f, "module"))?,
             })
@@ -749,6 +759,7 @@ fn parse_partial(
             let script_path = script.as_ref().and_then(|s| p.script(entry, "filter", s));
             let options = p.options(entry, t);
             Some(Input {
+                entry: entry.to_string(),
                 tag: tag?,
                 uri: uri?,
                 script: script?,
@@ -781,6 +792,7 @@ fn parse_partial(
             let script_path = script.as_ref().and_then(|s| p.script(entry, "analyzer", s));
             let concurrency = p.concurrency(entry, t);
             Some(Analyzer {
+                entry: entry.to_string(),
                 tag: tag?,
                 script: script?,
                 script_path: script_path?,
@@ -801,6 +813,7 @@ fn parse_partial(
             let uri = p.string(entry, t, "uri", required(f, "uri"));
             let options = p.options(entry, t);
             Some(Output {
+                entry: entry.to_string(),
                 tag: tag?,
                 uri: uri?,
                 options,
@@ -1198,43 +1211,61 @@ impl Parser {
                 Err(msg) => self.push(Some("engine"), Some(key.name), msg),
             }
         }
+        if !e.http.is_empty() {
+            let port = e.http.rsplit_once(':').map(|(h, p)| (h, p.parse::<u16>()));
+            if !matches!(port, Some((h, Ok(_))) if !h.is_empty()) {
+                self.push(
+                    Some("engine"),
+                    Some("http"),
+                    format!(
+                        "\"{}\" is not an address to listen on: expected HOST:PORT, a port from 0 to 65535 (e.g. \"127.0.0.1:7070\")",
+                        e.http
+                    ),
+                );
+                // (not kept: nothing later tries it again)
+                e.http.clear();
+            }
+        }
         e
     }
 
     fn check_tags(&mut self, inputs: &[Input], analyzers: &[Analyzer], outputs: &[Output]) {
-        let dup = |list: &str, tags: Vec<&str>, p: &mut Self| {
+        // (entry, tag): entries name their real place, whatever failed before them
+        let dup = |tags: Vec<(&str, &str)>, p: &mut Self| {
             let mut seen = std::collections::HashSet::new();
-            for (i, t) in tags.iter().enumerate() {
-                if !seen.insert(*t) {
-                    p.push(
-                        Some(&format!("{list}[{}] (tag \"{t}\")", i + 1)),
-                        Some("tag"),
-                        "duplicate tag",
-                    );
+            for (entry, t) in tags {
+                if !seen.insert(t) {
+                    p.push(Some(entry), Some("tag"), "duplicate tag");
                 }
             }
         };
         dup(
-            "inputs",
-            inputs.iter().map(|i| i.tag.as_str()).collect(),
+            inputs
+                .iter()
+                .map(|i| (i.entry.as_str(), i.tag.as_str()))
+                .collect(),
             self,
         );
         dup(
-            "analyzers",
-            analyzers.iter().map(|i| i.tag.as_str()).collect(),
+            analyzers
+                .iter()
+                .map(|i| (i.entry.as_str(), i.tag.as_str()))
+                .collect(),
             self,
         );
         dup(
-            "outputs",
-            outputs.iter().map(|i| i.tag.as_str()).collect(),
+            outputs
+                .iter()
+                .map(|i| (i.entry.as_str(), i.tag.as_str()))
+                .collect(),
             self,
         );
         let atags: Vec<&str> = analyzers.iter().map(|a| a.tag.as_str()).collect();
         let otags: Vec<&str> = outputs.iter().map(|o| o.tag.as_str()).collect();
-        for (i, inp) in inputs.iter().enumerate() {
+        for inp in inputs {
             if !inp.default_analyzer.is_empty() && !atags.contains(&inp.default_analyzer.as_str()) {
                 self.push(
-                    Some(&format!("inputs[{}] (tag \"{}\")", i + 1, inp.tag)),
+                    Some(&inp.entry),
                     Some("default_analyzer"),
                     format!(
                         "names no analyzer: '{}' (analyzers: {})",
@@ -1244,11 +1275,11 @@ impl Parser {
                 );
             }
         }
-        for (i, a) in analyzers.iter().enumerate() {
-            let entry = format!("analyzers[{}] (tag \"{}\")", i + 1, a.tag);
+        for a in analyzers {
+            let entry = a.entry.as_str();
             if !a.default_analyzer.is_empty() && !atags.contains(&a.default_analyzer.as_str()) {
                 self.push(
-                    Some(&entry),
+                    Some(entry),
                     Some("default_analyzer"),
                     format!(
                         "names no analyzer: '{}' (analyzers: {})",
@@ -1259,7 +1290,7 @@ impl Parser {
             }
             if !a.default_output.is_empty() && !otags.contains(&a.default_output.as_str()) {
                 self.push(
-                    Some(&entry),
+                    Some(entry),
                     Some("default_output"),
                     format!(
                         "names no output: '{}' (outputs: {})",

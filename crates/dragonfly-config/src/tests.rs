@@ -368,3 +368,46 @@ mod fuzz {
         }
     }
 }
+
+/// An entry after a broken one is named by its own place in config.lua, not by its place
+/// among the entries that parsed.
+#[test]
+fn entries_keep_their_real_index_after_a_broken_one() {
+    let d = root_with(&["filter/filter.lua", "analyzer/a.lua"]);
+    let src = r#"
+inputs = {
+  { tag="broken", script="filter.lua", default_analyzer="a" },
+  { tag="eve", uri="file://eve.json", script="filter.lua", default_analyzer="nobody" },
+  { tag="eve", uri="file://eve2.json", script="filter.lua", default_analyzer="a" },
+}
+analyzers = { { tag="a", script="a.lua", default_analyzer="", default_output="o" } }
+outputs = { { uri="file://x" }, { tag="o", uri="file://o.json" } }
+"#;
+    let (c, errors) = parse_partial(src, "config.lua", d.path()).unwrap();
+    let text: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+    let all = text.join("\n");
+    assert!(
+        all.contains("inputs[2] (tag \"eve\"): field 'default_analyzer'"),
+        "{all}"
+    );
+    assert!(
+        all.contains("inputs[3] (tag \"eve\"): field 'tag'"),
+        "{all}"
+    );
+    assert_eq!(c.inputs[0].entry, "inputs[2] (tag \"eve\")");
+    assert_eq!(c.outputs[0].entry, "outputs[2] (tag \"o\")");
+}
+
+#[test]
+fn the_http_address_must_be_one_to_listen_on() {
+    let d = root_with(&["filter/filter.lua", "analyzer/hello.lua", "analyzer/w.lua"]);
+    for bad in ["127.0.0.1:99999", "127.0.0.1", ":7070", "localhost:http"] {
+        let src = format!("{GOOD}\nengine = {{ http = \"{bad}\" }}\n");
+        let e = parse(&src, "config.lua", d.path()).unwrap_err().to_string();
+        assert!(e.contains("engine: field 'http'"), "{bad}: {e}");
+    }
+    for good in ["127.0.0.1:7070", "[::1]:0", "localhost:9000", ""] {
+        let src = format!("{GOOD}\nengine = {{ http = \"{good}\" }}\n");
+        assert!(parse(&src, "config.lua", d.path()).is_ok(), "{good}");
+    }
+}

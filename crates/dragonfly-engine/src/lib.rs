@@ -16,6 +16,7 @@
 //! `worker.rs` (one Lua runtime running the chain), `sinks.rs` (one thread per output),
 //! `partition.rs`, `stats.rs`, `enginelog.rs`, `store.rs` (store checks and snapshots).
 
+mod check;
 pub mod enginelog;
 pub mod http;
 pub mod metrics;

@@ -9,7 +9,7 @@ use dragonfly_config::{Config, Store};
 use dragonfly_io::sinks::file::FileSink;
 use dragonfly_io::sources::Prepared as PreparedSource;
 use dragonfly_io::{Destination, Sink, Source, UriError};
-use dragonfly_lua::{Backend, Limits, Runtime, RuntimeSpec, ScriptKind, ScriptSpec};
+use dragonfly_lua::{Backend, Limits, RuntimeSpec, ScriptKind, ScriptSpec};
 use dragonfly_store::embedded::EmbeddedStore;
 use dragonfly_store::redis_backend::{RedisAddr, RedisTarget};
 use std::time::Duration;
@@ -75,8 +75,41 @@ fn display_path(root: &Path, p: &Path) -> String {
 impl Plan {
     /// Read the scripts and understand every URI of `config`; every problem is reported at once.
     pub fn new(config: Config, options: Options) -> Result<Plan, EngineError> {
+        let (plan, problems) = Self::build(config, options);
+        if problems.is_empty() {
+            Ok(plan)
+        } else {
+            Err(EngineError::Config(problems))
+        }
+    }
+
+    /// What [`Plan::new`] makes of `config`, and every problem it found: an input or output
+    /// whose URI is wrong, or a script that cannot be read, is left out (of the plan and its
+    /// config), so that `--check` can go on and check everything else in the same run.
+    pub fn build(mut config: Config, options: Options) -> (Plan, Vec<String>) {
+        // an entry's URI or its options, named by the field that is wrong
+        fn uri_problem(entry: &str, e: &UriError) -> String {
+            match e {
+                UriError::BadOption(_) => format!("{entry}: field 'options': {e}"),
+                _ => format!("{entry}: field 'uri': {e}"),
+            }
+        }
         let mut problems = Vec::new();
         let file = config.file.clone();
+        let mut sources = Vec::new();
+        config.inputs.retain(|inp| {
+            let entry = format!("{file}: {}", inp.entry);
+            match dragonfly_io::sources::parse(&inp.uri, &inp.options) {
+                Ok(s) => {
+                    sources.push(s);
+                    true
+                }
+                Err(e) => {
+                    problems.push(uri_problem(&entry, &e));
+                    false
+                }
+            }
+        });
         let mut read = |tag: &str, kind: ScriptKind, path: &Path, da: &str, dout: &str| {
             match std::fs::read_to_string(path) {
                 Ok(src) => Some(ScriptSpec {
@@ -119,35 +152,23 @@ impl Plan {
                 )
             })
             .collect();
-        let mut sources = Vec::new();
-        for (i, inp) in config.inputs.iter().enumerate() {
-            let entry = format!("{file}: inputs[{}] (tag \"{}\")", i + 1, inp.tag);
-            match dragonfly_io::sources::parse(&inp.uri, &inp.options) {
-                Ok(s) => sources.push(s),
-                Err(e @ UriError::BadOption(_)) => {
-                    problems.push(format!("{entry}: field 'options': {e}"))
-                }
-                Err(e) => problems.push(format!("{entry}: field 'uri': {e}")),
-            }
-        }
         let mut sinks = Vec::new();
-        for (i, out) in config.outputs.iter().enumerate() {
-            let entry = format!("{file}: outputs[{}] (tag \"{}\")", i + 1, out.tag);
+        config.outputs.retain(|out| {
+            let entry = format!("{file}: {}", out.entry);
             match dragonfly_io::sinks::parse(&out.uri, &options.logdir, &out.options) {
-                Ok(s) => sinks.push(s),
-                Err(e @ UriError::BadOption(_)) => {
-                    problems.push(format!("{entry}: field 'options': {e}"))
+                Ok(s) => {
+                    sinks.push(s);
+                    true
                 }
-                Err(e) => problems.push(format!("{entry}: field 'uri': {e}")),
+                Err(e) => {
+                    problems.push(uri_problem(&entry, &e));
+                    false
+                }
             }
-        }
+        });
         if options.chroot {
             for (i, s) in sources.iter_mut().enumerate() {
-                let what = format!(
-                    "{file}: inputs[{}] (tag \"{}\"):",
-                    i + 1,
-                    config.inputs[i].tag
-                );
+                let what = format!("{file}: {}:", config.inputs[i].entry);
                 if let Err(e) =
                     s.confine(&mut |kind, p| confine(&options.root, &format!("{what} {kind}"), p))
                 {
@@ -155,11 +176,7 @@ impl Plan {
                 }
             }
             for (i, s) in sinks.iter_mut().enumerate() {
-                let what = format!(
-                    "{file}: outputs[{}] (tag \"{}\"): file",
-                    i + 1,
-                    config.outputs[i].tag
-                );
+                let what = format!("{file}: {}: file", config.outputs[i].entry);
                 if let Some(p) = s.reopened_path() {
                     match confine(&options.root, &what, p) {
                         Ok(rel) => *p = rel,
@@ -240,9 +257,6 @@ impl Plan {
         if snapshot.is_some() && !matches!(backend, Backend::Embedded(_)) {
             tracing::warn!("engine.store_snapshot applies to the embedded store only; it is ignored with redis_host set");
         }
-        if !problems.is_empty() {
-            return Err(EngineError::Config(problems));
-        }
         let runtime = RuntimeSpec {
             root: options.root.clone(),
             filters,
@@ -260,7 +274,7 @@ impl Plan {
                 partition_key: config.engine.partition_key.clone(),
             },
         };
-        Ok(Plan {
+        let plan = Plan {
             config,
             options,
             runtime,
@@ -268,7 +282,8 @@ impl Plan {
             sinks,
             dead_letter,
             snapshot,
-        })
+        };
+        (plan, problems)
     }
 
     /// The store scripts reach through `hiredis.connect()`.
@@ -279,54 +294,6 @@ impl Plan {
     /// The configuration.
     pub fn config(&self) -> &Config {
         &self.config
-    }
-
-    /// `--check`: build a runtime and run every `setup()`, without any input or output, and
-    /// check that every file a finite input reads (file://, zfile://) can be opened and that
-    /// the directory of every other input file (tail://, a socket) exists. Every problem
-    /// found, at once: an `Open` error when an input is among them, else `Setup`.
-    pub fn check(&self) -> Result<(), EngineError> {
-        let mut problems: Vec<String> = Vec::new();
-        for (src, inp) in self.sources.iter().zip(&self.config.inputs) {
-            let Some(path) = src.path() else { continue };
-            let path = self.options.root.join(path);
-            let entry = format!("input '{}' ({})", inp.tag, inp.uri);
-            if src.scheme().finite {
-                if let Err(e) = std::fs::File::open(&path) {
-                    problems.push(format!("{entry}: {}: {e}", path.display()));
-                }
-            } else if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                if !dir.is_dir() {
-                    problems.push(format!(
-                        "{entry}: directory {} does not exist",
-                        dir.display()
-                    ));
-                }
-            }
-            // a followed file must be a regular file, not a link or a FIFO (as at start)
-            if src.scheme().name == "tail" {
-                if let Ok(m) = std::fs::symlink_metadata(&path) {
-                    if !m.is_file() {
-                        problems.push(format!(
-                            "{entry}: {} is {}: tail:// follows regular files only, never through a link",
-                            path.display(),
-                            if m.file_type().is_symlink() {
-                                "a symbolic link"
-                            } else {
-                                "not a regular file (a FIFO, a socket, a device or a directory)"
-                            }
-                        ));
-                    }
-                }
-            }
-        }
-        let inputs = problems.len();
-        problems.extend(check_scripts(&self.runtime));
-        match (problems.is_empty(), inputs > 0) {
-            (true, _) => Ok(()),
-            (false, true) => Err(EngineError::Open(problems)),
-            (false, false) => Err(EngineError::Setup(problems)),
-        }
     }
 
     /// Whether every input ends by itself.
@@ -347,30 +314,30 @@ impl Plan {
         // The directories of state files (checkpoints, the store snapshot) must exist: the
         // files are written later, by then perhaps as `nobody` or inside a chroot.
         let mut state_dirs = Vec::new();
-        let state_files = self
-            .sources
-            .iter()
-            .zip(&self.config.inputs)
-            .filter_map(|(s, i)| {
-                s.checkpoint()
-                    .map(|c| (format!("input '{}': checkpoint", i.tag), c.to_path_buf()))
-            })
-            .chain(
-                self.snapshot
-                    .iter()
-                    .map(|p| ("engine.store_snapshot".to_string(), p.clone())),
-            );
-        for (what, file) in state_files {
+        for (what, file) in self.state_files() {
             let file = self.options.root.join(file);
             let Some(dir) = file.parent().map(Path::to_path_buf) else {
                 continue;
             };
             let existed = dir.is_dir();
             match std::fs::create_dir_all(&dir) {
+                // one that was there must take files from this user (with -p: root here;
+                // hand_over checks the unprivileged user)
+                Ok(()) if existed => match dragonfly_io::preflight::dir_usable(&dir) {
+                    Ok(_) => state_dirs.push(StateDir {
+                        what,
+                        dir,
+                        created: false,
+                    }),
+                    Err(e) => problems.push(format!(
+                        "{what} {}: {e}: the file could never be saved",
+                        file.display()
+                    )),
+                },
                 Ok(()) => state_dirs.push(StateDir {
                     what,
                     dir,
-                    created: !existed,
+                    created: true,
                 }),
                 Err(e) => problems.push(format!(
                     "{what} {}: cannot create its directory {}: {e}",
@@ -394,6 +361,11 @@ impl Plan {
                 Ok(p) => sources.push(p),
                 Err(e) => problems.push(format!("input '{}' ({}): {e}", inp.tag, inp.uri)),
             }
+        }
+        // a directory the outputs need is made for them, and said when it is outside LOGDIR
+        // (--check warns about it, and refuses it with --strict)
+        for w in self.preflight_outputs().warnings {
+            tracing::warn!("{w}");
         }
         let mut sinks = Vec::new();
         for (spec, out) in self.sinks.iter().zip(&self.config.outputs) {
@@ -531,6 +503,18 @@ fn libc_o_directory_nofollow() -> i32 {
 }
 
 impl Prepared {
+    /// What the running engine needs as the user it now runs as (called after `-p` dropped
+    /// privileges): problems that would leave it blind or unable to save its state (see
+    /// [`Plan::check_as_runner`]).
+    pub fn check_as_runner(&self) -> Result<(), EngineError> {
+        let found = self.plan.check_as_runner();
+        if found.problems.is_empty() {
+            Ok(())
+        } else {
+            Err(EngineError::Open(found.problems))
+        }
+    }
+
     /// Before dropping privileges to `uid`/`gid` (`-p`): give every file the engine opened for
     /// writing (outputs, its logs, the dead letters) and LOGDIR to that user, by descriptor,
     /// so they keep working and can be reopened after rotation; and make sure every directory
@@ -584,38 +568,5 @@ impl Prepared {
         } else {
             Err(EngineError::Open(problems))
         }
-    }
-}
-
-/// Load every script and run every `setup()` of `spec` on a thread of its own, as a worker
-/// would: every problem, one line each. A setup phase that runs past its budget and cannot be
-/// stopped (a loop LuaJIT compiled) is reported too, not waited for: the thread is left
-/// behind, parked by the watchdog.
-fn check_scripts(spec: &RuntimeSpec) -> Vec<String> {
-    let (tx, rx) = crossbeam_channel::bounded(1);
-    let spec_for = spec.clone();
-    let spawned = std::thread::Builder::new()
-        .name("check".into())
-        .spawn(move || {
-            let problems: Vec<String> = match Runtime::new(&spec_for) {
-                Err(errs) => errs.iter().map(|e| e.to_string()).collect(),
-                Ok(mut rt) => rt
-                    .setup()
-                    .iter()
-                    .map(|e| format!("{e} (in setup)"))
-                    .collect(),
-            };
-            let _ = tx.send(problems);
-        });
-    if let Err(e) = spawned {
-        return vec![format!("cannot start a thread to run the scripts: {e}")];
-    }
-    let limit = 2 * spec.limits.setup_timeout + crate::worker::READY_MARGIN;
-    match rx.recv_timeout(limit) {
-        Ok(problems) => problems,
-        Err(_) => vec![format!(
-            "the scripts did not finish loading and setup() within engine.setup_timeout_ms ({} ms, twice) and could not be stopped (a loop LuaJIT compiled?)",
-            spec.limits.setup_timeout.as_millis()
-        )],
     }
 }

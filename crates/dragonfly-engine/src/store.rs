@@ -23,8 +23,8 @@ fn args(words: &[&str]) -> Vec<Vec<u8>> {
 /// time, so the engine does not try; it says how to start redis-server instead.
 pub fn check_modules(config: &Config, backend: &Backend) -> Vec<String> {
     let mut problems = Vec::new();
-    for (i, m) in config.modules.iter().enumerate() {
-        let entry = format!("{}: modules[{}] (tag \"{}\")", config.file, i + 1, m.tag);
+    for m in &config.modules {
+        let entry = format!("{}: {}", config.file, m.entry);
         let probe = probe_command(&m.tag, &m.module);
         match backend {
             Backend::Embedded(db) => {

@@ -8,6 +8,7 @@ pub mod fieldkey;
 pub mod framing;
 pub mod kafka_uri;
 pub mod nats_uri;
+pub mod preflight;
 pub mod redis_uri;
 pub mod sinks;
 pub mod sources;

@@ -6,6 +6,7 @@
 static GLOBAL: alloc::Allocator = alloc::Allocator;
 
 mod alloc;
+mod check;
 mod manual;
 mod model_cmd;
 #[cfg(feature = "parquet")]
@@ -123,10 +124,10 @@ struct Cli {
     /// chroot() into ROOT after start-up (files and sockets are opened first).
     #[arg(short = 'c', long = "chroot")]
     chroot: bool,
-    /// Load config.lua and every script, run each setup(), check that input files can be read; report every problem; run nothing.
+    /// Check everything a start would that changes nothing, as the user the engine runs as (with -p, after dropping to nobody): config.lua, inputs, outputs, state and log directories, the HTTP address, every script and setup(); report every problem at once; run nothing.
     #[arg(long)]
     check: bool,
-    /// Treat config.lua's warnings (unknown keys, ...) as errors.
+    /// Treat warnings as errors: config.lua's (unknown keys, ...), and with --check an output directory outside LOGDIR the start would create.
     #[arg(long)]
     strict: bool,
     /// With --check: run the pipeline on the events in FILE (through the first input's filter), outputs captured, a fresh embedded store; print what each output got and every script error.
@@ -307,6 +308,39 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             tracing::warn!("{w}");
         }
     }
+    if cli.check && sample.is_none() {
+        let summary = config.as_ref().map(|c| {
+            format!(
+                "{}: OK ({} inputs, {} analyzers, {} outputs",
+                root.join(&c.file).display(),
+                c.inputs.len(),
+                c.analyzers.len(),
+                c.outputs.len()
+            )
+        });
+        let checked = check::run(config, problems, options, cli.drop_privileges, cli.strict)?;
+        for w in &checked.warnings {
+            say!("dragonfly-mle: warning: {w}");
+        }
+        for (kind, list) in [
+            ("config error", &checked.config),
+            ("start-up error", &checked.start),
+            ("script error", &checked.scripts),
+        ] {
+            for p in list {
+                say!("dragonfly-mle: {kind}: {p}");
+            }
+        }
+        let code = checked.exit_code();
+        if let (exit::OK, Some(summary)) = (code, summary) {
+            let warned = match checked.warnings.len() {
+                0 => String::new(),
+                n => format!("; {n} warnings"),
+            };
+            let _ = writeln!(std::io::stdout(), "{summary}{warned})");
+        }
+        return Ok(code);
+    }
     let plan = match config {
         Some(config) if problems.is_empty() => {
             if let Some(sample) = &sample {
@@ -322,22 +356,6 @@ fn run(cli: Cli) -> Result<u8, Failure> {
         }
         None => return Err(Failure::Engine(EngineError::Config(problems))),
     };
-
-    if cli.check {
-        plan.check()?;
-        {
-            let c = plan.config();
-            let _ = writeln!(
-                std::io::stdout(),
-                "{}: OK ({} inputs, {} analyzers, {} outputs)",
-                root.join(&c.file).display(),
-                c.inputs.len(),
-                c.analyzers.len(),
-                c.outputs.len()
-            );
-            return Ok(exit::OK);
-        }
-    }
 
     let control = Control::default();
     control.drain_timeout_ms.store(
@@ -372,6 +390,8 @@ fn run(cli: Cli) -> Result<u8, Failure> {
     }
     if let Some(user) = &nobody {
         privileges::drop_to(user)?;
+        // what --check -p checks as that user, the start refuses too
+        prepared.check_as_runner()?;
     }
 
     let running = prepared.start(runtime_root, control.clone())?;

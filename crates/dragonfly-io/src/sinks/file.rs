@@ -204,4 +204,7 @@ impl super::Destination for FileOutput {
     fn open(&self) -> io::Result<Box<dyn Sink>> {
         Ok(Box::new(FileSink::open(&self.path, self.mode)?))
     }
+    fn on_disk(&self) -> Option<super::OnDisk<'_>> {
+        Some(super::OnDisk::File(&self.path))
+    }
 }

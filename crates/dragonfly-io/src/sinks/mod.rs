@@ -101,6 +101,19 @@ pub trait Destination: std::fmt::Debug + Send + Sync {
     }
     /// Open the destination: done before privileges are dropped or the process is chrooted.
     fn open(&self) -> io::Result<Box<dyn Sink>>;
+    /// What it makes on disk, for `--check` (network outputs: nothing).
+    fn on_disk(&self) -> Option<OnDisk<'_>> {
+        None
+    }
+}
+
+/// What an output makes on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnDisk<'a> {
+    /// A file it appends to (its directory is created when missing).
+    File(&'a Path),
+    /// A directory it writes files into (created when missing).
+    Dir(&'a Path),
 }
 
 /// Every output scheme.

@@ -97,6 +97,11 @@ impl super::Source for FileInput {
     fn prepare(&self, _max_line: usize) -> io::Result<Box<dyn super::Prepared>> {
         Ok(Box::new(Opened(open(&self.path, self.gzip)?)))
     }
+    fn check(&self, found: &mut crate::preflight::Findings, what: &str) {
+        if let Err(e) = std::fs::File::open(&self.path) {
+            found.problem(format!("{what}: {}: {e}", self.path.display()));
+        }
+    }
 }
 
 struct Opened(Box<dyn Read + Send>);

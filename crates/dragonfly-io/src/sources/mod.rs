@@ -247,6 +247,13 @@ pub trait Source: std::fmt::Debug + Send {
     /// Work that must happen before privileges are dropped or the process is chrooted:
     /// sockets are bound and files opened here.
     fn prepare(&self, max_line: usize) -> std::io::Result<Box<dyn Prepared>>;
+    /// What [`Source::prepare`] would find, found without opening or binding anything
+    /// (`--check`); `what` names the input in messages. Network clients check nothing: they
+    /// connect when they run, and retry.
+    fn check(&self, _found: &mut crate::preflight::Findings, _what: &str) {}
+    /// What the running input needs as the user it runs as (after `-p` drops privileges): a
+    /// followed file is opened again after each rotation.
+    fn check_as_runner(&self, _found: &mut crate::preflight::Findings, _what: &str) {}
 }
 
 /// A source with its file opened or socket bound, ready to run on its own thread.

@@ -80,6 +80,17 @@ impl super::Source for SyslogInput {
             _ => None,
         }
     }
+    fn check(&self, found: &mut crate::preflight::Findings, what: &str) {
+        match &self.transport {
+            Transport::Unix(p) => {
+                if let Err(e) = crate::preflight::socket_bindable(p) {
+                    found.problem(format!("{what}: {e}"));
+                }
+            }
+            Transport::Udp(a) => crate::preflight::listen_address(a, true, found, what),
+            Transport::Tcp(a) => crate::preflight::listen_address(a, false, found, what),
+        }
+    }
     fn prepare(&self, _max_line: usize) -> io::Result<Box<dyn super::Prepared>> {
         let named = |a: &str, e: io::Error| io::Error::new(e.kind(), format!("bind {a}: {e}"));
         let sock = match &self.transport {

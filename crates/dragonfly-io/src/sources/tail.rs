@@ -733,6 +733,33 @@ impl super::Source for TailInput {
         }
         Ok(())
     }
+    fn check(&self, found: &mut crate::preflight::Findings, what: &str) {
+        // a followed file must be a regular file, not a link or a FIFO (as at start)
+        if let Ok(m) = std::fs::symlink_metadata(&self.path) {
+            if !m.is_file() {
+                found.problem(format!(
+                    "{what}: {} is {}: tail:// follows regular files only, never through a link",
+                    self.path.display(),
+                    if m.file_type().is_symlink() {
+                        "a symbolic link"
+                    } else {
+                        "not a regular file (a FIFO, a socket, a device or a directory)"
+                    }
+                ));
+                return;
+            }
+        }
+        if let Err(e) = crate::preflight::file_readable(&self.path) {
+            found.problem(format!("{what}: {e}"));
+        }
+    }
+    fn check_as_runner(&self, found: &mut crate::preflight::Findings, what: &str) {
+        if let Err(e) = crate::preflight::file_readable(&self.path) {
+            found.problem(format!(
+                "{what}: {e} — as the user the engine runs as, which opens the file again after each rotation"
+            ));
+        }
+    }
     fn prepare(&self, max_line: usize) -> io::Result<Box<dyn super::Prepared>> {
         let t = Tail::new(
             self.path.clone(),
@@ -740,9 +767,13 @@ impl super::Source for TailInput {
             max_line,
             self.checkpoint.clone(),
         );
-        // a link, a FIFO or a directory at PATH is a start-up error, not a wait
+        // a link, a FIFO or a directory at PATH, or a file this user may not read, is a
+        // start-up error, not a wait (a file that is not there yet is waited for)
         if let Err(e) = &t.opened {
-            if e.kind() == io::ErrorKind::InvalidInput {
+            if matches!(
+                e.kind(),
+                io::ErrorKind::InvalidInput | io::ErrorKind::PermissionDenied
+            ) {
                 return Err(io::Error::new(e.kind(), e.to_string()));
             }
         }

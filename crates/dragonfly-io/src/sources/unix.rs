@@ -80,6 +80,11 @@ impl super::Source for UnixInput {
     fn prepare(&self, _max_line: usize) -> io::Result<Box<dyn super::Prepared>> {
         Ok(Box::new(bind(&self.path, &self.opts)?))
     }
+    fn check(&self, found: &mut crate::preflight::Findings, what: &str) {
+        if let Err(e) = crate::preflight::socket_bindable(&self.path) {
+            found.problem(format!("{what}: {e}"));
+        }
+    }
 }
 
 impl super::Prepared for UnixSource {

@@ -340,6 +340,9 @@ impl super::Destination for ParquetOutput {
             self.options.clone(),
         )?))
     }
+    fn on_disk(&self) -> Option<super::OnDisk<'_>> {
+        Some(super::OnDisk::Dir(&self.dir))
+    }
 }
 
 /// A file being written.
