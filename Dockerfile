@@ -15,10 +15,21 @@ ARG BASE_IMAGE=docker.io/library/debian:bookworm-slim
 ARG BIN_FROM=build
 ARG REDIS_IMAGE=docker.io/library/redis:7-bookworm
 
-# 1. build: the engine and the Redis module from source
+# 1. build: the engine and the Redis module from source. RUST_IMAGE is any Debian bookworm
+#    with a Rust toolchain where these point (the official image's own settings); where no
+#    registry is reachable, a bare Debian with the host's toolchain mounted into the build:
+#      podman build --build-arg RUST_IMAGE=localhost/debian:bookworm-slim \
+#        --build-arg BASE_IMAGE=localhost/debian:bookworm-slim --build-arg BIN_FROM=build \
+#        --volume ~/.rustup:/usr/local/rustup:ro --volume ~/.cargo/bin:/usr/local/cargo/bin:ro \
+#        -t dragonfly-mle .
+#    (scripts/container-build does this, and tests/container.rs runs what it made)
 FROM ${RUST_IMAGE} AS build
+ENV RUSTUP_HOME=/usr/local/rustup CARGO_HOME=/usr/local/cargo PATH=/usr/local/cargo/bin:$PATH
+# behind a TLS-inspecting proxy, crates.io needs its CA: mount a bundle into the build and name
+# it (--volume /etc/ssl/certs:/host-certs:ro --build-arg CARGO_HTTP_CAINFO=/host-certs/ca-certificates.crt)
+ARG CARGO_HTTP_CAINFO
 RUN apt-get update \
- && apt-get install -y --no-install-recommends g++ make libclang-dev \
+ && apt-get install -y --no-install-recommends ca-certificates gcc g++ make libclang-dev libc6-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .

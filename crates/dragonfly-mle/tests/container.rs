@@ -23,17 +23,20 @@ fn podman(args: &[&str]) -> std::process::Output {
 
 /// Removes the container, the image and the build's intermediate (untagged) images,
 /// whatever happens.
-struct Cleanup(String);
+struct Cleanup(String, &'static str);
 impl Drop for Cleanup {
     fn drop(&mut self) {
         let _ = podman(&["rm", "-f", &self.0]);
-        let _ = podman(&["rmi", "-f", IMAGE]);
+        let _ = podman(&["rmi", "-f", self.1]);
         let _ = podman(&["image", "prune", "-f"]);
     }
 }
 
-#[test]
-fn the_container_follows_a_mounted_eve_json_and_stops_cleanly() {
+/// One podman build at a time: a test's clean-up prunes the untagged images another build
+/// may be making.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn have_podman_and_base() -> bool {
     let have = |args: &[&str]| {
         Command::new("podman")
             .args(args)
@@ -42,8 +45,17 @@ fn the_container_follows_a_mounted_eve_json_and_stops_cleanly() {
     };
     if !have(&["--version"]) || !have(&["image", "exists", BASE]) {
         eprintln!("skipped: needs podman and the local base image {BASE} (scripts/container-base)");
+        return false;
+    }
+    true
+}
+
+#[test]
+fn the_container_follows_a_mounted_eve_json_and_stops_cleanly() {
+    if !have_podman_and_base() {
         return;
     }
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     // the binary and the module this build made, stripped, as the build context's dist/
     let dist = repo.join("dist");
@@ -59,7 +71,7 @@ fn the_container_follows_a_mounted_eve_json_and_stops_cleanly() {
         assert!(st.success(), "strip {f}");
     }
     let name = format!("dragonfly-test-{}", std::process::id());
-    let _cleanup = Cleanup(name.clone());
+    let _cleanup = Cleanup(name.clone(), IMAGE);
     let out = Command::new("podman")
         .args(["--runtime", "runc", "--cgroup-manager=cgroupfs", "build"])
         .args(["--build-arg", "BIN_FROM=prebuilt"])
@@ -73,7 +85,40 @@ fn the_container_follows_a_mounted_eve_json_and_stops_cleanly() {
         "podman build: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    follows_a_mounted_eve_json_and_stops_cleanly(IMAGE, &name);
+}
 
+/// The whole Dockerfile, its build stage included, as `docker build .` runs it: on the local
+/// Debian base with this machine's Rust toolchain mounted into the build
+/// (scripts/container-build), from the committed tree; its image then runs as above.
+#[test]
+fn the_whole_dockerfile_builds_from_source_and_its_image_runs() {
+    const BUILT: &str = "localhost/dragonfly-mle:built-test";
+    if !have_podman_and_base() {
+        return;
+    }
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let name = format!("dragonfly-built-{}", std::process::id());
+    let _cleanup = Cleanup(name.clone(), BUILT);
+    let out = Command::new(repo.join("scripts/container-build"))
+        .arg(BUILT)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "scripts/container-build: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    follows_a_mounted_eve_json_and_stops_cleanly(BUILT, &name);
+}
+
+/// Run `image` as `name` on a mounted log directory to which Suricata's eve.json is then
+/// written, and a mounted results directory: every event comes out, written by the image's
+/// user (10001); `podman stop` drains and the engine exits 0.
+fn follows_a_mounted_eve_json_and_stops_cleanly(image: &str, name: &str) {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("log");
     let results = dir.path().join("results");
@@ -86,7 +131,7 @@ fn the_container_follows_a_mounted_eve_json_and_stops_cleanly() {
         "run",
         "-d",
         "--name",
-        &name,
+        name,
         "--ulimit",
         "nofile=1024:1024",
         "--ulimit",
@@ -95,7 +140,7 @@ fn the_container_follows_a_mounted_eve_json_and_stops_cleanly() {
         &format!("{}:/opt/dragonfly/log:ro", log.display()),
         "-v",
         &format!("{}:/opt/dragonfly/results", results.display()),
-        IMAGE,
+        image,
     ]);
     assert!(out.status.success(), "podman run: {out:?}");
     // Suricata writes its eve.json after the engine started
@@ -113,10 +158,10 @@ fn the_container_follows_a_mounted_eve_json_and_stops_cleanly() {
         "every event in the results",
         || lines() == n,
     );
-    let stop = podman(&["stop", "-t", "30", &name]);
+    let stop = podman(&["stop", "-t", "30", name]);
     assert!(stop.status.success(), "{stop:?}");
-    let code = podman(&["inspect", &name, "--format", "{{.State.ExitCode}}"]);
-    let logs = podman(&["logs", &name]);
+    let code = podman(&["inspect", name, "--format", "{{.State.ExitCode}}"]);
+    let logs = podman(&["logs", name]);
     assert_eq!(
         String::from_utf8_lossy(&code.stdout).trim(),
         "0",

@@ -159,7 +159,7 @@ fn the_suricata_doc_shows_the_snippets_the_live_test_runs() {
 }
 
 /// `scripts/install PREFIX` (on the binary and module `cargo build --release` made): a
-/// stripped binary that runs the installed quick start, the Redis module redis-server loads,
+/// stripped binary that runs the installed quick start, the sensor root the unit runs, the Redis module redis-server loads,
 /// the man page man(1) renders, completions, the unit pointing at PREFIX, logrotate.
 #[test]
 fn scripts_install_puts_a_working_engine_under_a_prefix() {
@@ -176,11 +176,11 @@ fn scripts_install_puts_a_working_engine_under_a_prefix() {
     assert!(size < 40 << 20, "stripped: {size} bytes");
     let v = Command::new(&bin).arg("-V").output().unwrap();
     assert!(String::from_utf8_lossy(&v.stdout).starts_with("dragonfly-mle "));
-    // the quick start, from the installed root
+    // the quick start, installed to run by hand
     let logs = tempfile::tempdir().unwrap();
     let run = Command::new(&bin)
         .arg("-r")
-        .arg(p.join("dragonfly-mle"))
+        .arg(p.join("share/dragonfly-mle/quickstart"))
         .arg("-l")
         .arg(logs.path())
         .arg("--exit-on-eof")
@@ -212,6 +212,17 @@ fn scripts_install_puts_a_working_engine_under_a_prefix() {
         "etc/logrotate.d/dragonfly-mle",
     ] {
         assert!(p.join(f).is_file(), "{f}");
+    }
+    // the root the unit runs follows Suricata's eve.json, its position in the unit's
+    // StateDirectory, with the quick start's scripts
+    let config = std::fs::read_to_string(p.join("dragonfly-mle/config/config.lua")).unwrap();
+    assert!(
+        config.contains(r#"uri="tail:///var/log/suricata/eve.json""#)
+            && config.contains(r#"checkpoint = "/var/lib/dragonfly-mle/eve.checkpoint""#),
+        "{config}"
+    );
+    for f in ["filter/filter.lua", "analyzer/hello-world.lua"] {
+        assert!(p.join("dragonfly-mle").join(f).is_file(), "{f}");
     }
     let unit = std::fs::read_to_string(p.join("lib/systemd/system/dragonfly-mle.service")).unwrap();
     assert!(

@@ -4,8 +4,9 @@
 //!   not exist yet is waited for and then read from its beginning.
 //! - Rename rotation (logrotate `create`, Suricata): a watcher thread follows PATH's directory
 //!   (inotify) and opens every file that appears at PATH the moment it does — and one renamed
-//!   away before the reader had it, under its new name — so that no file is missed however
-//!   fast the writer rotates. A file that left PATH is read to its end and on for a grace
+//!   away before the reader had it, under its new name — so that no file is missed as long as
+//!   the watcher thread runs once while the file is at either name (a file renamed twice
+//!   before that, as 10 ms rotations on a saturated machine may do, is missed whole). A file that left PATH is read to its end and on for a grace
 //!   period (the writer may not have reopened yet; up to [`MAX_RETIRED`] such files at once),
 //!   then closed; each new file is read from its beginning. Where inotify is not available
 //!   (some network file systems), PATH is looked at every poll instead.
