@@ -61,18 +61,16 @@ pub(crate) fn run(
     let (plan, problems) = Plan::build(config, options);
     c.config.extend(problems);
     let mut found = plan.preflight();
+    // the user is looked up before the chroot hides /etc/passwd, as at start
+    let user = drop_privileges.then(privileges::nobody).transpose()?;
     let mut scripts_root: PathBuf = root.clone();
-    if drop_privileges {
-        let user = privileges::nobody()?;
-        if chroot {
-            privileges::chroot(&root)?;
-            scripts_root = PathBuf::from("/");
-        }
-        privileges::drop_to(&user)?;
-        found.extend(plan.check_as_runner());
-    } else if chroot {
+    if chroot {
         privileges::chroot(&root)?;
         scripts_root = PathBuf::from("/");
+    }
+    if let Some(user) = user {
+        privileges::drop_to(&user)?;
+        found.extend(plan.check_as_runner());
     }
     c.start = found.problems;
     if strict {
