@@ -1,8 +1,8 @@
-//! Which worker gets which event: the value of a top-level field (by default `flow_id`), read
-//! from the raw line without parsing it, hashed over the workers. Events with equal values go
+//! Which worker gets which event: the value of a top-level field (by default `flow_id`, never one
+//! inside a nested object), read from the raw line without parsing it, hashed over the workers. Events with equal values go
 //! to the same worker, in input order; events without the field go to worker 0.
 
-use dragonfly_io::fieldkey::FieldKey;
+use dragonfly_event::json::FieldKey;
 use dragonfly_io::Batch;
 
 /// Picks a worker for each line by the value of one top-level field.
@@ -83,5 +83,19 @@ mod tests {
             s.key.raw(br#"{"src_ip":"10.0.0.1","x":1}"#),
             Some(&br#""10.0.0.1""#[..])
         );
+    }
+
+    #[test]
+    fn the_key_is_read_from_the_top_level_only() {
+        let p = Partitioner::new("flow_id", 64);
+        let top = p.worker_of(br#"{"flow_id":2}"#);
+        assert_ne!(
+            top,
+            p.worker_of(br#"{"flow_id":1}"#),
+            "pick keys that differ"
+        );
+        assert_eq!(p.worker_of(br#"{"a":{"flow_id":1},"flow_id":2}"#), top);
+        // only a nested key: as if the field were missing
+        assert_eq!(p.worker_of(br#"{"a":{"flow_id":2}}"#), 0);
     }
 }

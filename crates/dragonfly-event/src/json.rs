@@ -604,6 +604,46 @@ impl Iterator for Fields<'_> {
     }
 }
 
+/// The value of one top-level field of a raw line, found without parsing the line: used to
+/// partition events over workers and to key Kafka records (`flow_id`, `src_ip`, ...).
+///
+/// Only the object's own fields are looked at ([`Fields`]): a nested object that holds the
+/// same key is skipped whole (`{"a":{"flow_id":1},"flow_id":2}` gives `2`). Keys compare
+/// byte for byte as written, so a key spelled with an escape does not match; the first
+/// field with the key wins. On a line that is not a JSON object the answer is `None` or
+/// meaningless bytes of the line, never a panic. Cost: about the bytes before the field.
+#[derive(Debug, Clone)]
+pub struct FieldKey {
+    key: Box<[u8]>,
+}
+
+impl FieldKey {
+    /// A lookup of the top-level field `key`.
+    pub fn new(key: &str) -> Self {
+        Self {
+            key: key.as_bytes().into(),
+        }
+    }
+
+    /// The raw bytes of the field's value: a number as written, a string with its quotes.
+    pub fn raw<'a>(&self, line: &'a [u8]) -> Option<&'a [u8]> {
+        let obj = &line[skip_ws(line, 0)..];
+        Fields::new(obj)
+            .find(|f| obj[f.key.clone()] == *self.key)
+            .map(|f| &obj[f.value])
+    }
+
+    /// The value without the quotes of a string.
+    pub fn value<'a>(&self, line: &'a [u8]) -> Option<&'a [u8]> {
+        let v = self.raw(line)?;
+        Some(
+            v.strip_prefix(b"\"")
+                .and_then(|s| s.strip_suffix(b"\""))
+                .unwrap_or(v),
+        )
+    }
+}
+
 /// The elements of the validated array at the start of `b`, in order.
 pub struct Elements<'a> {
     b: &'a [u8],
@@ -667,6 +707,44 @@ pub fn small_integer(b: &[u8]) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn field_key_reads_the_top_level_only() {
+        let k = FieldKey::new("flow_id");
+        assert_eq!(
+            k.raw(br#"{"a":1,"flow_id": 1251312473193421,"b":2}"#),
+            Some(&b"1251312473193421"[..])
+        );
+        assert_eq!(k.raw(br#"  {"flow_id":7}"#), Some(&b"7"[..]));
+        assert_eq!(k.raw(br#"{"x":1}"#), None);
+        // a nested object with the key is skipped, as is a string value holding it
+        assert_eq!(
+            k.raw(br#"{"a":{"flow_id":1},"s":"\"flow_id\":3","flow_id":2}"#),
+            Some(&b"2"[..])
+        );
+        assert_eq!(k.raw(br#"{"a":{"flow_id":1}}"#), None);
+        assert_eq!(k.raw(br#"[{"flow_id":1}]"#), None);
+        let ip = FieldKey::new("src_ip");
+        assert_eq!(
+            ip.raw(br#"{"src_ip":"10.0.0.1","x":1}"#),
+            Some(&b"\"10.0.0.1\""[..])
+        );
+        assert_eq!(
+            ip.value(br#"{"src_ip":"10.0.0.1","x":1}"#),
+            Some(&b"10.0.0.1"[..])
+        );
+        // garbage: no panic
+        for junk in [
+            &b"{"[..],
+            b"{\"",
+            b"{\"flow_id\"",
+            b"{\"flow_id\":",
+            b"}{",
+            b"",
+        ] {
+            let _ = k.raw(junk);
+        }
+    }
 
     fn ok(s: &str) -> bool {
         Scanner::new().validate(s.as_bytes()).is_ok()

@@ -4,7 +4,6 @@
 //! Sources turn bytes into [`Batch`]es of raw lines and hand them to an [`Emit`] supplied by the
 //! engine (which decides which worker gets which line); sinks write batches of encoded messages.
 
-pub mod fieldkey;
 pub mod framing;
 pub mod kafka_uri;
 pub mod nats_uri;

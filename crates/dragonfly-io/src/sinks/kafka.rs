@@ -18,7 +18,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientContext;
 
 use super::Sink;
-use crate::fieldkey::FieldKey;
+use dragonfly_event::json::FieldKey;
 use crate::kafka_uri::KafkaUri;
 use crate::Batch;
 
