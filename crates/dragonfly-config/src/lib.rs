@@ -129,8 +129,7 @@ pub enum Store {
         /// TCP port.
         port: u16,
     },
-    /// `redis_port <= 0`: `redis_host` is a unix socket path.
-    /// A unix socket path.
+    /// `redis_port <= 0`: a Redis server over the unix socket at `redis_host`.
     Unix {
         /// The socket's path (`redis_host` with `redis_port <= 0`).
         path: String,

@@ -1,3 +1,8 @@
+//! What every scheme's URI parser shares: the [`UriError`] a config error shows, splitting
+//! `scheme://rest`, paths, `HOST:PORT` with the query string (`?name=value&...`), and the
+//! message for a bad query parameter. The schemes' own parsers are beside their sources and
+//! sinks (`kafka_uri`, `nats_uri`, `redis_uri`, each module's `parse`).
+
 use std::path::PathBuf;
 
 /// A URI in config.lua that cannot be used.

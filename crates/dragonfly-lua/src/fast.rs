@@ -53,6 +53,10 @@ pub unsafe fn register(state: *mut ffi::lua_State, out: *mut OutState, mt_idx: c
     }
 }
 
+/// Push the registry entry keyed by the address of `k`.
+///
+/// # Safety
+/// `state` is the running Lua state on its own thread; pushes one value.
 unsafe fn registry_get(state: *mut ffi::lua_State, k: &'static u8) {
     unsafe {
         ffi::lua_pushlightuserdata(state, key(k));
@@ -60,6 +64,11 @@ unsafe fn registry_get(state: *mut ffi::lua_State, k: &'static u8) {
     }
 }
 
+/// The bytes of the string at stack index `idx`.
+///
+/// # Safety
+/// The value at `idx` is a string (checked by the caller); the slice is valid while that value
+/// stays on the stack, and the caller must not keep it longer.
 pub(crate) unsafe fn bytes<'a>(state: *mut ffi::lua_State, idx: c_int) -> &'a [u8] {
     let mut len = 0usize;
     // SAFETY: only called on values of type string, for which lua_tolstring converts nothing
@@ -89,6 +98,12 @@ pub unsafe extern "C-unwind" fn output_event(state: *mut ffi::lua_State) -> c_in
     }
 }
 
+/// The work of [`output_event`]: `None` when the line is written (or the tag counted as
+/// unknown), the error message otherwise.
+///
+/// # Safety
+/// As [`output_event`]: called inside a Lua call on a state prepared by [`register`], whose
+/// runtime's `OutState` is registered and not otherwise borrowed during the call.
 unsafe fn output_inner(state: *mut ffi::lua_State) -> Option<String> {
     unsafe {
         if ffi::lua_type(state, 1) != ffi::LUA_TSTRING {
@@ -156,6 +171,12 @@ pub(crate) unsafe fn encode_value(
     }
 }
 
+/// Encode the table at `idx` (a lazy proxy through the lazy encoder), as an array when it
+/// has cjson's array metatable or only positive integer keys.
+///
+/// # Safety
+/// As [`encode_value`]: `idx` and `mt` are valid absolute indices of the running state; the
+/// stack is left as it was.
 unsafe fn encode_table(
     state: *mut ffi::lua_State,
     idx: c_int,
@@ -331,6 +352,9 @@ pub(crate) unsafe fn encode_other_pairs(
 }
 
 /// Write `,"key":value` for the key at `k` and the value at `k + 1`.
+///
+/// # Safety
+/// `k` and `k + 1` and `mt` are valid absolute indices of the running state.
 unsafe fn write_pair(
     state: *mut ffi::lua_State,
     k: c_int,
@@ -388,6 +412,10 @@ pub unsafe fn decode_batch(
 
 /// Push a new array holding, at i + 1, what `push` pushed for line i: a hole where it failed
 /// (JSON null is a light userdata, so nil marks a line that is not JSON); returns the failures.
+///
+/// # Safety
+/// `state` is the running Lua state; `push` pushes exactly one value on success and nothing on
+/// failure. Pushes the array.
 unsafe fn batch_into_array(
     state: *mut ffi::lua_State,
     batch: &Batch,
@@ -411,6 +439,9 @@ unsafe fn batch_into_array(
 }
 
 /// Decode one JSON document onto the stack (nothing pushed on error).
+///
+/// # Safety
+/// `mt` is the absolute stack index of cjson's array metatable on the running state.
 unsafe fn push_json_checked(
     state: *mut ffi::lua_State,
     mt: c_int,

@@ -187,6 +187,10 @@ impl<'a> View<'a> {
 }
 
 /// The state in the metatable at `mt`, if it is a proxy's.
+///
+/// # Safety
+/// `state` is the running Lua state on its own thread (module doc, Soundness); `mt` is a valid
+/// stack index. Uses one stack slot and leaves the stack as it was.
 unsafe fn state_of(state: *mut ffi::lua_State, mt: c_int) -> Option<*mut State> {
     unsafe {
         ffi::lua_rawgeti(state, mt, M_STATE as _);
@@ -212,11 +216,18 @@ pub(crate) unsafe fn lazy_state(state: *mut ffi::lua_State, mt: c_int) -> Option
 
 /// The view of proxy `t` whose metatable is at `mt` (None if it is not one, or corrupt).
 /// The bytes stay valid while the metatable is reachable (it anchors the string).
+///
+/// # Safety
+/// As [`state_of`]; `t` is the stack index of the table whose metatable is at `mt`.
 unsafe fn view<'a>(state: *mut ffi::lua_State, t: c_int, mt: c_int) -> Option<View<'a>> {
     unsafe { view_of(state, state_of(state, mt)?, t) }
 }
 
 /// Which view of the state at `p` proxy `t` has.
+///
+/// # Safety
+/// `p` is a [`State`] checked by [`state_of`] (or made by [`push_meta`]) and anchored on the
+/// stack; `t` is a valid stack index. The pointer returned is valid as long as `p` is.
 unsafe fn core_of(state: *mut ffi::lua_State, p: *mut State, t: c_int) -> *mut Core {
     unsafe {
         // SAFETY: a State checked by state_of (aligned: Lua aligns userdata for any C type)
@@ -234,6 +245,10 @@ unsafe fn core_of(state: *mut ffi::lua_State, p: *mut State, t: c_int) -> *mut C
 
 /// Proxy `t`'s view of the state at `p` (checked by [`state_of`]), None if its range is
 /// corrupt.
+///
+/// # Safety
+/// As [`core_of`]; the `View` borrows the string anchored by the same metatable, so it must not
+/// outlive the stack frame that keeps that metatable reachable.
 unsafe fn view_of<'a>(state: *mut ffi::lua_State, p: *mut State, t: c_int) -> Option<View<'a>> {
     unsafe {
         // SAFETY: checked by state_of; the userdata is anchored by the metatable, and Lua
@@ -261,6 +276,11 @@ unsafe fn view_of<'a>(state: *mut ffi::lua_State, p: *mut State, t: c_int) -> Op
     }
 }
 
+/// Whether field `ord` of `v`'s object was decoded (read, written or deleted).
+///
+/// # Safety
+/// `mt` is the stack index of `v`'s metatable, on the running state; the stack is left as it
+/// was.
 unsafe fn decoded(state: *mut ffi::lua_State, mt: c_int, v: &View, ord: usize) -> bool {
     if v.full {
         return true;
@@ -283,6 +303,11 @@ unsafe fn decoded(state: *mut ffi::lua_State, mt: c_int, v: &View, ord: usize) -
     }
 }
 
+/// Mark field `ord` of `v`'s object decoded.
+///
+/// # Safety
+/// `mt` is the stack index of `v`'s metatable and `v` a view made from it, on the running
+/// state (it writes through `v.core`); the stack is left as it was.
 unsafe fn mark(state: *mut ffi::lua_State, mt: c_int, v: &mut View, ord: usize) {
     unsafe {
         if ord < MASK_BITS {
@@ -300,6 +325,10 @@ unsafe fn mark(state: *mut ffi::lua_State, mt: c_int, v: &mut View, ord: usize) 
 }
 
 /// Note where decoded field `ord` (just marked) starts, while there is room.
+///
+/// # Safety
+/// `v.core` points into a live [`State`] (a view made by [`view_of`] whose metatable is still
+/// reachable), and no other reference to that core is live.
 unsafe fn remember(v: &View, ord: usize, at: usize) {
     unsafe {
         let st = &mut *v.core;
@@ -315,6 +344,9 @@ unsafe fn remember(v: &View, ord: usize, at: usize) {
 }
 
 /// Push the table in metatable slot `slot`, made (empty) if there is none yet.
+///
+/// # Safety
+/// `mt` is the stack index of a proxy's metatable on the running state; pushes one value.
 unsafe fn slot_table(state: *mut ffi::lua_State, mt: c_int, slot: c_int) {
     unsafe {
         ffi::lua_rawgeti(state, mt, slot as _);
@@ -353,6 +385,11 @@ pub unsafe fn push_proxy(
 }
 
 /// Push a new proxy metatable with a fresh state over `root[start..end]` (see [`push_proxy`]).
+///
+/// # Safety
+/// `ctx` is the lazy context table's index and `root_idx` the index of the string that
+/// `start..end` lies in, both on the running state; pushes the metatable. The `State` returned
+/// lives while that metatable is reachable.
 unsafe fn push_meta(
     state: *mut ffi::lua_State,
     ctx: c_int,
@@ -401,6 +438,10 @@ unsafe fn push_meta(
 }
 
 /// Push `b` (validated JSON) decoded whole, as the eager path does.
+///
+/// # Safety
+/// `ctx` is the lazy context table's stack index on the running state and `b` was validated;
+/// pushes one value.
 unsafe fn push_eager(state: *mut ffi::lua_State, ctx: c_int, b: &[u8]) {
     unsafe {
         ffi::lua_rawgeti(state, ctx, C_ARRAY_MT as _);
@@ -486,6 +527,10 @@ fn number(b: &[u8]) -> f64 {
 
 /// Push the value of field `f` of `v`'s object (the root string at `root_idx`); only from the
 /// lazy C closures (the context is their upvalue).
+///
+/// # Safety
+/// Called from a lazy C closure (its upvalue is the context); `root_idx` is the stack index of
+/// the string `v` borrows, and `f` a field of `v`'s object. Pushes one value.
 unsafe fn push_field(state: *mut ffi::lua_State, root_idx: c_int, v: &View, f: &scan::Field) {
     unsafe {
         let at = v.start + f.value.start..v.start + f.value.end;
@@ -638,6 +683,12 @@ pub unsafe extern "C-unwind" fn materialize(state: *mut ffi::lua_State) -> c_int
     }
 }
 
+/// Copy the table in metatable slot `slot` of `from` (if any) into the same slot of `to`.
+///
+/// # Safety
+/// `from` and `to` are absolute stack indices of proxy metatables on the running state, with
+/// room for five more values (a C function's guaranteed 20 are enough); the stack is left as
+/// it was.
 unsafe fn copy_list(state: *mut ffi::lua_State, from: c_int, to: c_int, slot: c_int) {
     unsafe {
         ffi::lua_rawgeti(state, from, slot as _);
@@ -715,6 +766,9 @@ pub unsafe extern "C-unwind" fn clone(state: *mut ffi::lua_State) -> c_int {
 }
 
 /// Drop the view listed for table address `a`, if any.
+///
+/// # Safety
+/// `p` is a live [`State`] (checked by [`state_of`]) and no reference into it is live.
 unsafe fn forget(p: *mut State, a: usize) {
     unsafe {
         let st = &mut *p;
@@ -731,6 +785,11 @@ unsafe fn forget(p: *mut State, a: usize) {
 /// point `v` at a view of `t`'s own — its entry, or a new one (a copy of the common view) —
 /// or, when there is no room or `private` asks for it (a change to the lists the metatable
 /// holds), give `t` a metatable and state of its own ([`split`]).
+///
+/// # Safety
+/// `t` is the proxy's stack index and `*mt` its metatable's, `v` a view made from them, on the
+/// running state inside a lazy C function; after the call, `*mt` and `v` are what the proxy
+/// must use (the old ones may no longer be its own).
 unsafe fn own(state: *mut ffi::lua_State, t: c_int, mt: &mut c_int, v: &mut View, private: bool) {
     unsafe {
         let p = v.state;
@@ -757,6 +816,10 @@ unsafe fn own(state: *mut ffi::lua_State, t: c_int, mt: &mut c_int, v: &mut View
 
 /// Give proxy `t` (metatable at `mt`, view `v`) a metatable and state of its own, with its
 /// view as the only one, and point `mt` and `v` at them.
+///
+/// # Safety
+/// As [`own`]: `t`, `*mt` and `v` belong together; `*mt` is replaced by the index of the new
+/// metatable, which stays on the stack (the caller's frame pops it).
 unsafe fn split(state: *mut ffi::lua_State, t: c_int, mt: &mut c_int, v: &mut View) {
     unsafe {
         ffi::lua_rawgeti(state, *mt, M_RAW as _);
@@ -855,6 +918,10 @@ pub unsafe fn push_line(
 }
 
 /// Whether the proxy with metatable `mt` has nothing decoded, added or stored.
+///
+/// # Safety
+/// `t` is the proxy's stack index and `v` its view, on the running state; the stack is left as
+/// it was.
 unsafe fn clean(state: *mut ffi::lua_State, t: c_int, v: &View) -> bool {
     unsafe {
         if v.mask != 0 || v.full {
@@ -874,6 +941,10 @@ unsafe fn clean(state: *mut ffi::lua_State, t: c_int, v: &View) -> bool {
 
 /// Whether the Lua value at `idx` equals the JSON value `raw` (at `root[at..]`), so the raw
 /// bytes can stand for it.
+///
+/// # Safety
+/// `idx` and `array_mt` are valid stack indices of the running state and `at` a range of a
+/// validated value in `root`; the stack is left as it was.
 unsafe fn same(
     state: *mut ffi::lua_State,
     idx: c_int,
@@ -1000,6 +1071,10 @@ fn body_end(obj: &[u8]) -> usize {
 
 /// Write original field `f` of `v`, whose current value is at `val`: its bytes if the value
 /// still equals them (number text and escapes kept), else its key and the value encoded.
+///
+/// # Safety
+/// `val` and `array_mt` are valid stack indices of the running state, `f` a field of `v`'s
+/// object, and `v` a view whose metatable is reachable.
 unsafe fn write_field(
     state: *mut ffi::lua_State,
     val: c_int,
@@ -1039,6 +1114,9 @@ pub fn encode_walking_every_field(on: bool) {
 /// (its bytes if its value is unchanged, else its key and the value encoded), the bytes
 /// between and after them up to the last field's end. Returns where it stopped (None, having
 /// written nothing, when the proxy does not qualify; the general walk then does the work).
+///
+/// # Safety
+/// As [`write_field`]; `t` is the stack index of the proxy `v` was made from.
 unsafe fn encode_near(
     state: *mut ffi::lua_State,
     t: c_int,
@@ -1095,6 +1173,12 @@ unsafe fn encode_near(
     }
 }
 
+/// Encode a proxy that decoded or added something: its original fields in order, then its
+/// added keys, then any other key, sorted.
+///
+/// # Safety
+/// `t` and `mt` are the proxy's and its metatable's stack indices, `v` its view, `array_mt`
+/// cjson's array metatable's index, all on the running state.
 unsafe fn encode_dirty(
     state: *mut ffi::lua_State,
     t: c_int,
@@ -1237,6 +1321,10 @@ unsafe fn encode_dirty(
 
 /// Whether no original field is left and the table holds only positive integer keys (at
 /// least one).
+///
+/// # Safety
+/// `t` and `mt` are the proxy's and its metatable's stack indices and `v` its view, on the
+/// running state; the stack is left as it was.
 unsafe fn only_integer_keys(state: *mut ffi::lua_State, t: c_int, mt: c_int, v: &View) -> bool {
     unsafe {
         if !v.full && v.lists & HAS_EXTRA == 0 && v.mask.count_ones() < v.fields {

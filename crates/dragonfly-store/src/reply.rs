@@ -1,3 +1,8 @@
+//! The replies of store commands, one type for both backends: the embedded store builds them,
+//! the Redis backend reads them off the wire (`resp`), and the Lua libraries turn them into
+//! hiredis-shaped values. Its shapes are RESP2's, as hiredis shows them: the Redis backend
+//! flattens RESP3 values (a set or a map into an array, a double into a bulk string).
+
 /// A reply as Redis (RESP2) gives it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Reply {

@@ -1,4 +1,4 @@
-//! Options of the socket inputs (`ipc://`, `unix://`): who may connect, and how much memory a
+//! Options of the socket inputs (`ipc://`, `unix://`, `syslog://`): who may connect, and how much memory a
 //! burst may take while the pipeline catches up.
 //!
 //! `options = { mode = "0660", owner = "root", group = "suricata", buffer_mb = 512 }`:
