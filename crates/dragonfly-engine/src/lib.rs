@@ -30,6 +30,7 @@ pub mod store;
 mod topology;
 pub mod worker;
 
+use dragonfly_event::sync::Locked;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
@@ -180,7 +181,7 @@ impl Reloads {
 
     /// Generation `generation` (and every one before it) was handled with `outcome`.
     pub fn finish(&self, generation: u64, outcome: Reloaded) {
-        let mut d = self.done.lock().unwrap_or_else(|p| p.into_inner());
+        let mut d = self.done.locked();
         *d = (generation, outcome);
         self.finished.notify_all();
     }
@@ -188,7 +189,7 @@ impl Reloads {
     /// Wait up to `limit` for generation `generation` to be handled; its outcome.
     pub fn wait(&self, generation: u64, limit: std::time::Duration) -> Option<Reloaded> {
         let deadline = std::time::Instant::now() + limit;
-        let mut d = self.done.lock().unwrap_or_else(|p| p.into_inner());
+        let mut d = self.done.locked();
         while d.0 < generation {
             let left = deadline.checked_duration_since(std::time::Instant::now())?;
             d = self

@@ -21,6 +21,7 @@
 //! Cost: a second set of runtimes while the new ones set up; each worker pauses for as long
 //! as its queue takes to drain before the handover.
 
+use dragonfly_event::sync::Locked;
 use std::time::Duration;
 
 use crossbeam_channel::bounded;
@@ -324,7 +325,7 @@ impl Running {
             old_sinks.push(std::mem::replace(&mut self.output_threads[i], h));
             let tag = &config.outputs[i].tag;
             let name = format!("output:{tag}");
-            let mut queues = self.stats.queues.lock().unwrap_or_else(|p| p.into_inner());
+            let mut queues = self.stats.queues.locked();
             if let Some(q) = queues.iter_mut().find(|q| q.0 == name) {
                 *q = depth(name, rx);
             }

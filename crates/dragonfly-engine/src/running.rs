@@ -2,6 +2,7 @@
 //! threads that died), then the drain at shutdown — inputs stop, every queue empties, timers
 //! fire once, outputs flush — within `engine.drain_timeout_s`.
 
+use dragonfly_event::sync::Locked;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -272,7 +273,7 @@ impl Running {
             // SAFETY: parked() is true; each runtime is salvaged once (its status is cleared
             // below, and the replacement sets its own).
             let salvage = unsafe { dragonfly_lua::watchdog::salvage(&w) };
-            *t.status.watched.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            *t.status.watched.locked() = None;
             self.parked += 1;
             let inflight = t.status.take_inflight();
             for (o, mut b) in salvage.outputs.into_iter().enumerate() {

@@ -1,5 +1,6 @@
 //! Counters of every stage, and the stats line written to dragonfly-mle-stats.log.
 
+use dragonfly_event::sync::Locked;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -251,10 +252,7 @@ impl Stats {
     /// Whether a dead-letter record of `bytes` may be written now ([`DeadLetterBudget`]).
     pub fn dead_letter_allowed(&self, bytes: usize) -> bool {
         let read: u64 = self.inputs.iter().map(|i| i.io.bytes.load(Relaxed)).sum();
-        self.dead_letter_budget
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .spend(bytes, read)
+        self.dead_letter_budget.locked().spend(bytes, read)
     }
 
     /// Zeroed counters for these tags.
@@ -305,16 +303,12 @@ impl Stats {
 
     /// Events sent to tags that name nothing, all tags together.
     pub fn unknown_tag_events(&self) -> u64 {
-        self.unknown_tags
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .sum()
+        self.unknown_tags.locked().values().sum()
     }
 
     /// Count an event sent to a tag that names nothing; true the first time for that tag.
     pub fn unknown_tag(&self, what: &str, tag: &str) -> bool {
-        let mut m = self.unknown_tags.lock().unwrap_or_else(|p| p.into_inner());
+        let mut m = self.unknown_tags.locked();
         let n = m.entry(format!("{what}:{tag}")).or_insert(0);
         *n += 1;
         *n == 1
@@ -330,8 +324,7 @@ impl Stats {
     /// Each queue's name and how many batches wait in it now.
     pub fn queue_depths(&self) -> Vec<(String, usize)> {
         self.queues
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .locked()
             .iter()
             .map(|(name, len)| (name.clone(), len()))
             .collect()
@@ -348,7 +341,7 @@ impl Stats {
             event.truncate(cut);
             event.push_str("...");
         }
-        let mut q = self.recent_errors.lock().unwrap_or_else(|p| p.into_inner());
+        let mut q = self.recent_errors.locked();
         if q.len() >= RECENT_ERRORS {
             q.pop_front();
         }
@@ -360,14 +353,7 @@ impl Stats {
 
     /// The failures [`Stats::remember_error`] kept, oldest first.
     pub fn recent_errors(&self) -> Value {
-        Value::Array(
-            self.recent_errors
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .iter()
-                .cloned()
-                .collect(),
-        )
+        Value::Array(self.recent_errors.locked().iter().cloned().collect())
     }
 
     /// Events in (input lines), through analyzers, out, and errors so far (cheap: counters
@@ -395,7 +381,7 @@ impl Stats {
         let mut all = started;
         let mut inputs = Map::new();
         for i in &self.inputs {
-            let st = i.io.state.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            let st = i.io.state.locked().clone();
             all &= st.ready;
             let mut o = json!({"ready": st.ready, "state": st.what});
             if !st.reason.is_empty() {
@@ -435,7 +421,7 @@ impl Stats {
                     "not_followed": l(&i.io.not_followed),
                 }),
             );
-            let st = i.io.state.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            let st = i.io.state.locked().clone();
             if let Some(Value::Object(o)) = inputs.get_mut(&i.tag) {
                 o.insert("state".into(), json!(st.what));
                 o.insert("ready".into(), json!(st.ready));
@@ -443,7 +429,7 @@ impl Stats {
                     o.insert("reason".into(), json!(st.reason));
                 }
             }
-            let lag = i.io.lag.lock().unwrap_or_else(|p| p.into_inner());
+            let lag = i.io.lag.locked();
             if !lag.is_empty() {
                 if let Some(Value::Object(o)) = inputs.get_mut(&i.tag) {
                     o.insert(
@@ -482,8 +468,7 @@ impl Stats {
         }
         let unknown: Map<String, Value> = self
             .unknown_tags
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .locked()
             .iter()
             .map(|(k, v)| (k.clone(), json!(v)))
             .collect();
@@ -522,8 +507,7 @@ impl Stats {
                 .collect::<Map<String, Value>>(),
             "workers": self
                 .workers
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
+                .locked()
                 .iter()
                 .enumerate()
                 .map(|(i, w)| (i.to_string(), w.snapshot()))

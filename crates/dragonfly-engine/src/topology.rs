@@ -3,6 +3,7 @@
 //! `setup()` before anything is read), and last the inputs, which hand their batches to the
 //! workers split by partition key.
 
+use dragonfly_event::sync::Locked;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -243,11 +244,7 @@ impl Prepared {
             let (ready_tx, ready_rx) = bounded(1);
             readies.push(ready_rx);
             let gauges = Arc::new(crate::stats::WorkerGauges::default());
-            stats
-                .workers
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(gauges.clone());
+            stats.workers.locked().push(gauges.clone());
             let worker = Worker {
                 id,
                 spec: spec.clone(),
@@ -265,7 +262,7 @@ impl Prepared {
         }
         drop(worker_sinks);
         work_queues.extend(queues);
-        *stats.queues.lock().unwrap_or_else(|p| p.into_inner()) = work_queues;
+        *stats.queues.locked() = work_queues;
         for (id, ready_rx) in readies.iter().enumerate() {
             match worker::wait_ready(ready_rx, &templates[id].status, &templates[id].spec.limits) {
                 Ok(Ok(())) => {}

@@ -4,6 +4,7 @@
 //! hand-off, no JSON round trip), and only encoded output lines leave it, one channel
 //! operation per output per input batch.
 
+use dragonfly_event::sync::Locked;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashSet};
 use std::sync::atomic::Ordering::Relaxed;
@@ -105,7 +106,7 @@ pub const READY_MARGIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl WorkerStatus {
     fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-        m.lock().unwrap_or_else(|p| p.into_inner())
+        m.locked()
     }
     /// The watchdog's view of the runtime, once it runs.
     pub fn watched(&self) -> Option<Arc<dragonfly_lua::watchdog::Watched>> {
@@ -175,6 +176,7 @@ struct Chain<'a> {
     acks: Vec<dragonfly_io::Ack>,
     /// Dead-letter records waiting for the next flush.
     dead: Batch,
+    #[cfg(feature = "test-hooks")]
     panic_on_first_batch: bool,
 }
 
@@ -215,6 +217,7 @@ impl Worker {
             draining: false,
             acks: Vec::new(),
             dead: Batch::default(),
+            #[cfg(feature = "test-hooks")]
             panic_on_first_batch: false,
         };
         // Anything setup() emitted (hand-offs, log lines, outputs) goes out first.
@@ -233,9 +236,13 @@ impl Worker {
         if let Some((inflight, from)) = resume {
             chain.run_lines(inflight, from);
         }
-        // Test hook (tests/hardening.rs): a worker that panics on its first batch, to check
-        // that a panic is logged once and the engine stops cleanly, exiting non-zero.
-        chain.panic_on_first_batch = std::env::var_os("DRAGONFLY_TEST_PANIC_IN_WORKER").is_some();
+        // Test hook (tests/hardening.rs, feature `test-hooks`): a worker that panics on its
+        // first batch, to check that a panic is logged once and the engine stops non-zero.
+        #[cfg(feature = "test-hooks")]
+        {
+            chain.panic_on_first_batch =
+                std::env::var_os("DRAGONFLY_TEST_PANIC_IN_WORKER").is_some();
+        }
         chain.run();
     }
 }
@@ -249,6 +256,7 @@ impl Chain<'_> {
             };
             match next {
                 Ok(WorkItem::Lines { input, mut batch }) => {
+                    #[cfg(feature = "test-hooks")]
                     if self.panic_on_first_batch {
                         panic!("test panic (DRAGONFLY_TEST_PANIC_IN_WORKER)");
                     }

@@ -7,13 +7,15 @@
 //! - [`ratelimit`]: which occurrence of a repeated problem is worth a log line;
 //! - [`text`]: cutting text for log lines;
 //! - [`json`]: validating JSON lines and walking their fields without building values;
-//! - [`fsx`]: files the engine writes and reads back itself, never through a planted link.
+//! - [`fsx`]: files the engine writes and reads back itself, never through a planted link;
+//! - [`sync`]: locks taken one way, whether or not a panicking thread poisoned them.
 
 pub mod ack;
 pub mod batch;
 pub mod fsx;
 pub mod json;
 pub mod ratelimit;
+pub mod sync;
 pub mod text;
 
 pub use ack::{Ack, Receipt, Watermark};

@@ -30,6 +30,7 @@
 //! Cost: three table stores per script call (the counter, the caller, the batch position), one
 //! atomic store per batch, and one signal and hook call per busy runtime per tick.
 
+use dragonfly_event::sync::Locked;
 use std::cell::Cell;
 use std::ffi::c_int;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
@@ -294,10 +295,10 @@ fn install_handler() {
 
 fn watch_loop() {
     loop {
-        let tick = *registry().tick.lock().unwrap_or_else(|e| e.into_inner());
+        let tick = *registry().tick.locked();
         std::thread::sleep(tick);
         let list: Vec<Arc<Watched>> = {
-            let mut l = registry().list.lock().unwrap_or_else(|e| e.into_inner());
+            let mut l = registry().list.locked();
             l.retain(|w| w.strong_count() > 0);
             l.iter().filter_map(Weak::upgrade).collect()
         };
@@ -347,17 +348,13 @@ pub(crate) fn watch(
             continue;
         }
         let tick = (b / 4).clamp(Duration::from_millis(5), Duration::from_millis(250));
-        let mut t = registry().tick.lock().unwrap_or_else(|e| e.into_inner());
+        let mut t = registry().tick.locked();
         if tick < *t {
             *t = tick;
         }
     }
     {
-        registry()
-            .list
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(Arc::downgrade(&watched));
+        registry().list.locked().push(Arc::downgrade(&watched));
     }
     Box::new(Active {
         state,

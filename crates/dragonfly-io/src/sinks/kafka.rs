@@ -7,6 +7,7 @@
 //! still fails is counted as dropped and makes the flush fail, so the inputs whose events
 //! these were do not commit them (see [`crate::ack`]).
 
+use dragonfly_event::sync::Locked;
 use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -18,9 +19,9 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientContext;
 
 use super::Sink;
-use dragonfly_event::json::FieldKey;
 use crate::kafka_uri::KafkaUri;
 use crate::Batch;
+use dragonfly_event::json::FieldKey;
 
 /// Rounds of producing failed records again before giving up on them.
 pub const RETRIES: usize = 3;
@@ -43,7 +44,7 @@ impl ProducerContext for Reports {
 
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
         if let Err((e, m)) = result {
-            let mut f = self.failed.lock().unwrap();
+            let mut f = self.failed.locked();
             f.records.push((
                 m.payload().unwrap_or_default().to_vec(),
                 m.key().map(<[u8]>::to_vec),
@@ -135,7 +136,7 @@ impl Sink for KafkaSink {
     fn flush(&mut self) -> io::Result<()> {
         self.settle();
         for round in 0..=RETRIES {
-            let failed = std::mem::take(&mut *self.failed.lock().unwrap());
+            let failed = std::mem::take(&mut *self.failed.locked());
             if failed.records.is_empty() {
                 return Ok(());
             }

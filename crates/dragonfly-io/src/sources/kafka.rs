@@ -11,6 +11,7 @@
 //! again: duplicates are bounded by what arrives within one commit interval (plus batches
 //! in flight), and nothing is lost.
 
+use dragonfly_event::sync::Locked;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -21,7 +22,7 @@ use rdkafka::error::KafkaResult;
 use rdkafka::message::Message;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
-use super::{io_error, Collector, SourceCtx};
+use super::{await_receipts, io_error, Collector, SourceCtx};
 use crate::ack::{Ack, Receipt, Watermark};
 use crate::kafka_uri::KafkaUri;
 
@@ -106,7 +107,7 @@ impl ClientContext for Ctx {
             .filter(|(p, part)| **p >= 0 && part.consumer_lag >= 0)
             .map(|(p, part)| (*p, part.consumer_lag))
             .collect();
-        *self.counters.lag.lock().unwrap_or_else(|p| p.into_inner()) = lag;
+        *self.counters.lag.locked() = lag;
     }
 }
 
@@ -118,7 +119,7 @@ impl ConsumerContext for Ctx {
             // waits for us.
             let deadline = Instant::now() + REVOKE_WAIT;
             loop {
-                let mut t = self.tracker.lock().unwrap();
+                let mut t = self.tracker.locked();
                 let offsets = t.collect();
                 t.ready.extend(offsets);
                 let busy = tpl.elements().iter().any(|e| {
@@ -132,7 +133,7 @@ impl ConsumerContext for Ctx {
                 drop(t);
                 std::thread::sleep(Duration::from_millis(10));
             }
-            let mut t = self.tracker.lock().unwrap();
+            let mut t = self.tracker.locked();
             // what is done so far is committed before another member takes over
             t.commit(consumer, CommitMode::Sync);
             for e in tpl.elements() {
@@ -144,7 +145,7 @@ impl ConsumerContext for Ctx {
 
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
-            let mut t = self.tracker.lock().unwrap();
+            let mut t = self.tracker.locked();
             for e in tpl.elements() {
                 t.marks.insert(e.partition(), Watermark::default());
             }
@@ -160,7 +161,6 @@ impl ConsumerContext for Ctx {
     }
 }
 
-const SHUTDOWN_WAIT: Duration = Duration::from_secs(30);
 /// How long a revoked partition's in-flight batches may take to finish before it is handed on.
 const REVOKE_WAIT: Duration = Duration::from_secs(5);
 
@@ -229,29 +229,26 @@ impl KafkaSource {
                 self.emit(&mut col, &mut ctx, &tracker, &tx, next_id, &mut open);
             }
             if last_commit.elapsed() >= commit_every {
-                tracker.lock().unwrap().commit(&consumer, CommitMode::Async);
+                tracker.locked().commit(&consumer, CommitMode::Async);
                 last_commit = Instant::now();
             }
         }
         // Shutdown: read nothing more; wait until what was read has been written, commit it.
-        let deadline = Instant::now() + SHUTDOWN_WAIT;
-        loop {
-            let mut t = tracker.lock().unwrap();
+        await_receipts(Duration::from_millis(20), || {
+            let mut t = tracker.locked();
             t.commit(&consumer, CommitMode::Sync);
-            if t.pending() == 0
-                || Instant::now() > deadline
-                || t.marks.values().any(Watermark::is_failed)
-            {
-                if t.pending() > 0 {
-                    tracing::warn!(topic = %self.uri.topic, batches = t.pending(),
-                        "stopping with batches not confirmed by every output: they are read again on restart");
-                }
-                break;
+            if t.pending() == 0 || t.marks.values().any(Watermark::is_failed) {
+                return true;
             }
             drop(t);
             // keep serving the group (heartbeats) while waiting
             let _ = consumer.poll(Duration::ZERO);
-            std::thread::sleep(Duration::from_millis(20));
+            false
+        });
+        let pending = tracker.locked().pending();
+        if pending > 0 {
+            tracing::warn!(topic = %self.uri.topic, batches = pending,
+                "stopping with batches not confirmed by every output: they are read again on restart");
         }
         consumer.unsubscribe();
     }
@@ -290,7 +287,7 @@ impl KafkaSource {
         open: &mut HashMap<i32, i64>,
     ) {
         {
-            let mut t = tracker.lock().unwrap();
+            let mut t = tracker.locked();
             let parts: Vec<i32> = open.keys().copied().collect();
             for (&p, &end) in open.iter() {
                 t.marks.entry(p).or_default().emitted(id, end as u64);

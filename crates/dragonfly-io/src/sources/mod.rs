@@ -23,9 +23,11 @@ pub mod syslog;
 pub mod tail;
 pub mod unix;
 
+use dragonfly_event::sync::Locked;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::framing::{Frame, LineFramer};
 use crate::ratelimit;
@@ -136,11 +138,7 @@ impl SourceCtx {
     /// The input can take events (`what`: reading, following, listening, ...). Said in the
     /// log when it was not before.
     pub fn ready(&self, what: &'static str) {
-        let mut st = self
-            .counters
-            .state
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut st = self.counters.state.locked();
         if !st.ready && !st.reason.is_empty() {
             tracing::info!(input = %self.tag, "{what} again");
         }
@@ -154,11 +152,7 @@ impl SourceCtx {
     /// The input cannot take events now, for `reason` (state only: for sources that log and
     /// count their failures themselves).
     pub fn not_ready(&self, reason: String) {
-        let mut st = self
-            .counters
-            .state
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut st = self.counters.state.locked();
         *st = InputState {
             ready: false,
             what: "error",
@@ -169,11 +163,7 @@ impl SourceCtx {
     /// The input cannot take events (`what`: waiting, error), for `reason`. Logged when the
     /// reason is new (not at every retry); counted as an I/O error when it is an error.
     pub fn blind(&self, what: &'static str, reason: String) {
-        let mut st = self
-            .counters
-            .state
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut st = self.counters.state.locked();
         if st.reason == reason && !st.ready {
             return;
         }
@@ -188,6 +178,49 @@ impl SourceCtx {
             what,
             reason,
         };
+    }
+}
+
+/// The reconnect delay of the network sources (Redis, NATS): 100 ms after the first failure,
+/// doubling up to 5 s, back to 100 ms once a session works. A stop cuts the wait short (it is
+/// slept in steps of 50 ms).
+pub(crate) struct Backoff(Duration);
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(100);
+    const MAX: Duration = Duration::from_secs(5);
+
+    pub(crate) fn new() -> Self {
+        Self(Self::FIRST)
+    }
+
+    /// A session failed: wait the current delay (less if the engine stops), then double it.
+    pub(crate) fn wait(&mut self, ctx: &SourceCtx) {
+        let deadline = Instant::now() + self.0;
+        while Instant::now() < deadline && !ctx.stopping() {
+            std::thread::sleep(Duration::from_millis(50).min(self.0));
+        }
+        self.0 = (self.0 * 2).min(Self::MAX);
+    }
+
+    /// A session worked: the next failure waits the first delay again.
+    pub(crate) fn reset(&mut self) {
+        self.0 = Self::FIRST;
+    }
+}
+
+/// How long a source with receipts (tail checkpoints, Redis processing lists, Kafka commits,
+/// JetStream acks) waits at shutdown for every output to confirm what it read. What is not
+/// confirmed by then is read again on the next start (or redelivered by the server).
+pub const RECEIPT_WAIT: Duration = Duration::from_secs(30);
+
+/// At shutdown: call `settled` every `step` until it says there is nothing more to wait for
+/// (everything confirmed, or a receipt failed), for at most [`RECEIPT_WAIT`]. `settled` does
+/// the source's own work of each round (save a checkpoint, commit, ack).
+pub(crate) fn await_receipts(step: Duration, mut settled: impl FnMut() -> bool) {
+    let deadline = Instant::now() + RECEIPT_WAIT;
+    while !settled() && Instant::now() < deadline {
+        std::thread::sleep(step);
     }
 }
 

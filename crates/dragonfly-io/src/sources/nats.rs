@@ -10,13 +10,13 @@
 //! share its messages. The stream is created (capturing SUBJECT) if it does not exist.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::pull, AckKind};
 use crossbeam_channel::{unbounded, Receiver};
 use futures_util::{FutureExt, StreamExt};
 
-use super::{io_error, Collector, SourceCtx};
+use super::{await_receipts, io_error, Backoff, Collector, SourceCtx};
 use crate::ack::{Ack, Receipt};
 use crate::nats_uri::NatsUri;
 
@@ -28,8 +28,6 @@ pub struct NatsSource {
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 impl NatsSource {
     /// Consume until the engine stops.
@@ -51,7 +49,7 @@ impl NatsSource {
         // JetStream messages waiting for their batch's receipt
         let mut waiting: HashMap<u64, Vec<jetstream::Message>> = HashMap::new();
         let mut next_id = 0u64;
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::new();
         while !ctx.stopping() && !col.closed() {
             let res: Result<(), BoxError> = rt.block_on(async {
                 let client = async_nats::connect(self.uri.url()).await?;
@@ -78,23 +76,16 @@ impl NatsSource {
                     &format!("nats {}", self.uri.server),
                     &std::io::Error::other(e.to_string()),
                 );
-                let deadline = Instant::now() + backoff;
-                while Instant::now() < deadline && !ctx.stopping() {
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                backoff = (backoff * 2).min(BACKOFF_MAX);
+                backoff.wait(&ctx);
             } else {
-                backoff = Duration::from_millis(100);
+                backoff.reset();
             }
         }
         if jet {
             // shutdown: ack what the outputs confirm while the engine drains
-            let deadline = Instant::now() + Duration::from_secs(30);
-            rt.block_on(async {
-                while !waiting.is_empty() && Instant::now() < deadline {
-                    settle(&rx, &mut waiting).await;
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
+            await_receipts(Duration::from_millis(20), || {
+                rt.block_on(settle(&rx, &mut waiting));
+                waiting.is_empty()
             });
             if !waiting.is_empty() {
                 tracing::warn!(input = %ctx.tag, batches = waiting.len(),

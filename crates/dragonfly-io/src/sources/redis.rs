@@ -10,11 +10,11 @@
 //! moved back to the head of KEY, oldest first, and read again. Each engine needs its own
 //! NAME; a channel cannot be acknowledged (pub/sub keeps nothing).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crossbeam_channel::{unbounded, Receiver, Sender};
 
-use super::{io_error, Collector, SourceCtx};
+use super::{await_receipts, io_error, Backoff, Collector, SourceCtx};
 use crate::ack::{Ack, Receipt, Watermark};
 use crate::redis_uri::{RedisMode, RedisUri};
 
@@ -62,8 +62,6 @@ pub struct RedisSource {
     pub uri: RedisUri,
 }
 
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
-
 impl RedisSource {
     /// Consume until the engine stops.
     pub fn run(self, mut ctx: SourceCtx) {
@@ -92,7 +90,7 @@ impl RedisSource {
             Some(_) => Collector::manual(&ctx),
             None => Collector::new(&ctx),
         };
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::new();
         while !ctx.stopping() && !col.closed() {
             let res = match (&mut reliable, self.uri.mode) {
                 (_, RedisMode::Channel) => self.subscribe(&mut ctx, &mut col),
@@ -104,13 +102,9 @@ impl RedisSource {
                 let what = format!("redis {}:{}", self.uri.host, self.uri.port);
                 ctx.not_ready(format!("{what}: {e}"));
                 io_error(&ctx, &what, &std::io::Error::other(e.to_string()));
-                let deadline = std::time::Instant::now() + backoff;
-                while std::time::Instant::now() < deadline && !ctx.stopping() {
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                backoff = (backoff * 2).min(BACKOFF_MAX);
+                backoff.wait(&ctx);
             } else {
-                backoff = Duration::from_millis(100);
+                backoff.reset();
             }
         }
         col.flush(&mut ctx);
@@ -121,9 +115,11 @@ impl RedisSource {
 
     /// Shutdown: wait (bounded) until what was taken is written, and remove it.
     fn finish(&self, r: &mut Reliable) {
-        let deadline = Instant::now() + Duration::from_secs(30);
         let mut con = None;
-        while Instant::now() < deadline && !r.marks.is_failed() {
+        await_receipts(Duration::from_millis(20), || {
+            if r.marks.is_failed() {
+                return true;
+            }
             if con.is_none() {
                 con = self.uri.connect().ok();
             }
@@ -132,10 +128,10 @@ impl RedisSource {
                     con = None;
                 }
             }
-            if r.marks.pending() == 0 {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+            r.marks.pending() == 0
+        });
+        if r.marks.pending() == 0 {
+            return;
         }
         tracing::warn!(processing = %r.processing, batches = r.marks.pending(),
             "stopping with events not confirmed by every output: they stay on the processing list");

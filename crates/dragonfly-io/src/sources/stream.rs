@@ -25,6 +25,7 @@
 //! Cost: one thread per input; a few atomic operations per read; a short lock when a
 //! partial line grows past the budget or a connection comes or goes.
 
+use dragonfly_event::sync::Locked;
 use std::cell::RefCell;
 use std::io;
 use std::rc::Rc;
@@ -107,7 +108,7 @@ impl Streams {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Conn>>> {
-        self.conns.lock().unwrap_or_else(|p| p.into_inner())
+        self.conns.locked()
     }
 
     /// Bytes the partial lines of every connection hold now.

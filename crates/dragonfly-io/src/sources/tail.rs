@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{unbounded, Receiver, Sender};
 
-use super::{feed, finish, io_error, Collector, SourceCtx};
+use super::{await_receipts, feed, finish, io_error, Collector, SourceCtx};
 use crate::ack::{Ack, Receipt, Watermark};
 use crate::LineFramer;
 
@@ -596,11 +596,13 @@ impl Tail {
         col.flush(&mut ctx);
         if let Some(ck) = ck.as_mut() {
             // shutdown: wait (bounded) until what was read has been written, then save it
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while ck.marks.pending() > 0 && !ck.marks.is_failed() && Instant::now() < deadline {
+            await_receipts(Duration::from_millis(10), || {
+                if ck.marks.pending() == 0 || ck.marks.is_failed() {
+                    return true;
+                }
                 let _ = ck.settle(false);
-                std::thread::sleep(Duration::from_millis(10));
-            }
+                false
+            });
             if let Err(e) = ck.settle(true) {
                 io_error(&ctx, "writing the checkpoint failed", &e);
             }

@@ -21,6 +21,7 @@ mod snapshot;
 mod strings;
 mod zsets;
 
+use dragonfly_event::sync::Locked;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -147,7 +148,7 @@ impl EmbeddedStore {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Db> {
-        self.db.lock().unwrap_or_else(|p| p.into_inner())
+        self.db.locked()
     }
 
     /// Run one command outside any connection (tests, tools).
@@ -203,7 +204,7 @@ pub struct EmbeddedConnection {
 
 impl Connection for EmbeddedConnection {
     fn command(&mut self, args: &[Vec<u8>]) -> Reply {
-        let mut db = self.db.lock().unwrap_or_else(|p| p.into_inner());
+        let mut db = self.db.locked();
         db.execute(args)
     }
 

@@ -71,6 +71,7 @@ pub mod columns;
 pub mod compact;
 pub mod manifest;
 
+use dragonfly_event::sync::Locked;
 use std::collections::{HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -450,7 +451,7 @@ impl Queued {
     /// Count `n` more bytes in, first waiting while more than `limit` wait (one chunk is
     /// always let in, however large). False when the writer stops in the meantime.
     fn admit(&self, n: usize, limit: usize, stopped: impl Fn() -> bool) -> bool {
-        let mut b = self.bytes.lock().unwrap();
+        let mut b = self.bytes.locked();
         while *b > 0 && *b + n > limit {
             if stopped() {
                 return false;
@@ -467,7 +468,7 @@ impl Queued {
 
     /// `n` bytes handled (or given up) by the writer.
     fn done(&self, n: usize) {
-        let mut b = self.bytes.lock().unwrap();
+        let mut b = self.bytes.locked();
         *b = b.saturating_sub(n);
         self.taken.notify_one();
     }
@@ -731,7 +732,7 @@ impl ParquetSink {
     /// the first row since the last time that can never be written.
     fn gather(&mut self) {
         for h in &mut self.shards {
-            let mut st = h.state.lock().unwrap();
+            let mut st = h.state.locked();
             self.closed.append(&mut st.closed);
             if let Some(l) = st.lost.take() {
                 self.lost.get_or_insert(l);
@@ -802,7 +803,7 @@ impl Shard {
     fn publish(&mut self) {
         let min_open = self.parts.values().filter_map(|p| p.first_write).min();
         let open = self.parts.values().any(Part::is_open);
-        let mut st = self.state.lock().unwrap();
+        let mut st = self.state.locked();
         st.chunks_done = self.chunks_done;
         st.min_open = min_open;
         st.open = open;
@@ -1248,7 +1249,7 @@ impl Sink for ParquetSink {
     fn settled_writes(&self) -> Option<u64> {
         let mut settled = self.writes;
         for h in &self.shards {
-            let st = h.state.lock().unwrap();
+            let st = h.state.locked();
             if let Some(m) = st.min_open {
                 settled = settled.min(m);
             }
@@ -1264,7 +1265,7 @@ impl Sink for ParquetSink {
     fn pending(&self) -> bool {
         !self.closed.is_empty()
             || self.shards.iter().any(|h| {
-                let st = h.state.lock().unwrap();
+                let st = h.state.locked();
                 st.open
                     || !st.closed.is_empty()
                     || st.chunks_done < h.sent_base + h.sent.len() as u64
@@ -1341,7 +1342,7 @@ mod tests {
             .expect("still waiting once the writer took its chunk");
         assert!(waiting.join().unwrap());
         assert!(q.admit(500, 1000, || false), "room for both");
-        assert_eq!(*q.bytes.lock().unwrap(), 1000);
+        assert_eq!(*q.bytes.locked(), 1000);
         // a writer that stopped never takes from its queue: the router gives up, not waits
         assert!(!q.admit(1, 1000, || true));
     }
