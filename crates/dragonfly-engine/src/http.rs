@@ -316,7 +316,9 @@ fn router(
         )
         .route(
             "/api/stats",
-            from_stats(stats, "application/json", |v| v.to_string()),
+            from_stats(stats, "application/json", |r| {
+                serde_json::to_string(r).unwrap_or_default()
+            }),
         )
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n").into_response() })
 }
@@ -333,7 +335,7 @@ fn fixed_json(body: String) -> MethodRouter {
 fn from_stats(
     stats: Arc<Stats>,
     content_type: &'static str,
-    render: fn(&Value) -> String,
+    render: fn(&crate::record::StatsRecord) -> String,
 ) -> MethodRouter {
     get(move || {
         let s = stats.clone();

@@ -22,6 +22,7 @@ pub mod http;
 pub mod metrics;
 pub mod partition;
 mod plan;
+pub mod record;
 mod reload;
 mod running;
 pub mod sinks;

@@ -1,135 +1,48 @@
 //! `GET /metrics`: the stats record in the Prometheus text format, named as Prometheus asks.
 //!
-//! Behaviour: every number of the stats record is one sample of a family named from the
-//! tables below — counters end in `_total`, a unit is the name's last word (`_bytes`,
-//! `_seconds`), labels carry plain values (`tag` for an input, analyzer or output's tag;
-//! `stage` and `tag` for a queue; `backend` and `address` for the store; `kind` and `tag` for
-//! events sent to an undefined tag). Besides the record: `dragonfly_build_info{version}` and
-//! the standard `process_*` family (resident and virtual memory, CPU seconds, start time,
-//! open and maximum file descriptors) that every Prometheus client library exports, read
-//! from `/proc/self` at the scrape. A unit test keeps every number of the record in a table,
-//! so nothing the stats log counts is missing here.
+//! Behaviour: every number of the stats record is one sample of a family declared beside its
+//! field in [`crate::record`] — counters end in `_total`, a unit is the name's last word
+//! (`_bytes`, `_seconds`), labels carry plain values (`tag` for an input, analyzer or
+//! output's tag; `stage` and `tag` for a queue; `backend` and `address` for the store; `kind`
+//! and `tag` for events sent to an undefined tag). Besides the record:
+//! `dragonfly_build_info{version}` and the standard `process_*` family (resident and virtual
+//! memory, CPU seconds, start time, open and maximum file descriptors) that every Prometheus
+//! client library exports, read from `/proc/self` at the scrape. A unit test walks the
+//! record's JSON, so nothing the stats log counts is missing here.
 //!
 //! Cost: one walk of the record and four small `/proc` reads per scrape; nothing between.
 
 use std::fmt::Write;
 
-use serde_json::{Map, Value};
+use crate::record::{
+    AnalyzerRecord, InputRecord, Metric, MetricKind, OutputRecord, StatsRecord, StoreRecord,
+    WorkerRecord,
+};
+use MetricKind::{Counter, Gauge};
 
-/// A family's type.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Kind {
-    Counter,
-    Gauge,
-}
-use Kind::{Counter, Gauge};
-
-impl Kind {
-    fn as_str(self) -> &'static str {
-        match self {
-            Counter => "counter",
-            Gauge => "gauge",
-        }
-    }
-}
-
-/// One number of the stats record as a metric: its key in the record, the family's name,
-/// type and help.
-type Field = (&'static str, &'static str, Kind, &'static str);
-
-/// `inputs.<tag>.<key>` (the source's counters and its filter's), label `tag`.
-#[rustfmt::skip]
-const INPUT: &[Field] = &[
-    ("lines", "dragonfly_input_lines_total", Counter, "lines (messages, datagrams) the input handed to the pipeline"),
-    ("bytes", "dragonfly_input_bytes_total", Counter, "bytes of those lines"),
-    ("events", "dragonfly_input_events_total", Counter, "events handed to the input's filter"),
-    ("malformed", "dragonfly_input_malformed_total", Counter, "lines that were not a JSON object"),
-    ("empty", "dragonfly_input_empty_total", Counter, "empty lines, skipped"),
-    ("oversized", "dragonfly_input_oversized_total", Counter, "lines longer than engine.max_line_bytes, skipped whole"),
-    ("truncated", "dragonfly_input_truncated_total", Counter, "datagrams larger than the receive buffer, skipped"),
-    ("lua_errors", "dragonfly_input_lua_errors_total", Counter, "filter calls that failed, every kind (dead letters)"),
-    ("timeouts", "dragonfly_input_timeouts_total", Counter, "filter calls stopped at engine.script_timeout_ms"),
-    ("memory_errors", "dragonfly_input_memory_errors_total", Counter, "filter calls that hit engine.lua_memory_mb"),
-    ("io_errors", "dragonfly_input_io_errors_total", Counter, "read, open, listen and connect failures (episodes)"),
-    ("rotations", "dragonfly_input_rotations_total", Counter, "times a tailed file was rotated (renamed away and re-created)"),
-    ("truncations", "dragonfly_input_truncations_total", Counter, "times a tailed file was truncated or replaced in place"),
-    ("overflow", "dragonfly_input_overflow_total", Counter, "messages dropped because the input's buffer (buffer_mb) was full"),
-    ("refused", "dragonfly_input_refused_total", Counter, "stream connections closed at once: at the cap and none could make room"),
-    ("evicted", "dragonfly_input_evicted_total", Counter, "quiet stream connections closed to make room for a new one"),
-    ("idle_closed", "dragonfly_input_idle_closed_total", Counter, "stream connections closed after idle_timeout_s without a whole line"),
-    ("partial_dropped", "dragonfly_input_partial_dropped_total", Counter, "partial lines dropped at partial_mb"),
-    ("not_followed", "dragonfly_input_not_followed_total", Counter, "followed paths that were a link, a FIFO or not a regular file"),
-    ("ready", "dragonfly_input_ready", Gauge, "1 when the input can take events, 0 when it cannot (/health says why)"),
-];
-
-/// `analyzers.<tag>.<key>`, label `tag`.
-#[rustfmt::skip]
-const ANALYZER: &[Field] = &[
-    ("events", "dragonfly_analyzer_events_total", Counter, "events handed to the analyzer"),
-    ("lua_errors", "dragonfly_analyzer_lua_errors_total", Counter, "analyzer calls that failed, every kind (dead letters)"),
-    ("timeouts", "dragonfly_analyzer_timeouts_total", Counter, "analyzer calls stopped at engine.script_timeout_ms"),
-    ("memory_errors", "dragonfly_analyzer_memory_errors_total", Counter, "analyzer calls that hit engine.lua_memory_mb"),
-    ("timers_fired", "dragonfly_analyzer_timers_fired_total", Counter, "timer callbacks run"),
-    ("timers_dropped", "dragonfly_analyzer_timers_dropped_total", Counter, "timers still pending at exit that could not fire"),
-];
-
-/// `outputs.<tag>.<key>`, label `tag`.
-#[rustfmt::skip]
-const OUTPUT: &[Field] = &[
-    ("events", "dragonfly_output_events_total", Counter, "events written"),
-    ("bytes", "dragonfly_output_bytes_total", Counter, "bytes the output wrote"),
-    ("errors", "dragonfly_output_errors_total", Counter, "write or flush failures (episodes)"),
-    ("dropped", "dragonfly_output_dropped_total", Counter, "events the output could never write, dropped"),
-];
-
-/// `store.<key>`, labels `backend` and `address`.
-#[rustfmt::skip]
-const STORE: &[Field] = &[
-    ("commands", "dragonfly_store_commands_total", Counter, "commands the store answered"),
-    ("connection_errors", "dragonfly_store_connection_errors_total", Counter, "connections lost or refused while the engine ran"),
-    ("reconnects", "dragonfly_store_reconnects_total", Counter, "reconnections after a loss"),
-    ("timeouts", "dragonfly_store_timeouts_total", Counter, "commands whose reply did not come in time (each also a connection error)"),
-    ("keys", "dragonfly_store_keys", Gauge, "keys the embedded store holds"),
-    ("memory_bytes", "dragonfly_store_memory_bytes", Gauge, "bytes the embedded store holds (estimated)"),
-    ("evicted_keys", "dragonfly_store_evicted_keys_total", Counter, "keys the embedded store evicted at its limit"),
-    ("oom_rejections", "dragonfly_store_oom_rejections_total", Counter, "writes the embedded store refused at its limit"),
-];
-
-/// Numbers at the top of the record, no label. `rss_bytes` is `process_resident_memory_bytes`.
-#[rustfmt::skip]
-const TOP: &[Field] = &[
-    ("errors", "dragonfly_errors_total", Counter, "errors of every kind: script failures, malformed lines, input and output errors"),
-    ("routing_loops", "dragonfly_routing_loops_total", Counter, "analyzer hand-offs cut because one event bounced between analyzers too often"),
-    ("reloads", "dragonfly_reloads_total", Counter, "hot reloads done"),
-    ("reload_failures", "dragonfly_reload_failures_total", Counter, "hot reloads refused (the running pipeline kept)"),
-    ("dead_letters", "dragonfly_dead_letters_total", Counter, "dead letters written"),
-    ("dead_letters_dropped", "dragonfly_dead_letters_dropped_total", Counter, "dead letters left out because they came faster than their byte budget (their failures are counted all the same)"),
-    ("http_connections_closed", "dragonfly_http_connections_closed_total", Counter, "HTTP connections closed: header timeouts, the connection cap"),
-    ("http_accept_errors", "dragonfly_http_accept_errors_total", Counter, "HTTP accepts that failed (out of file descriptors)"),
-    ("log_events", "dragonfly_log_events_total", Counter, "log_event records scripts wrote"),
-    ("stats_events", "dragonfly_stats_events_total", Counter, "stats_event records scripts wrote"),
-    ("rss_peak_bytes", "dragonfly_resident_memory_peak_bytes", Gauge, "the most resident memory the process has had (VmHWM): what a memory limit must allow"),
-    ("rss_bytes", "", Gauge, "see process_resident_memory_bytes"),
-];
-
-/// The families' names from the tables and the other families, for the docs test.
+/// The families' names from the record and the other families, for the docs test.
 pub fn family_names() -> Vec<&'static str> {
-    let mut v: Vec<&str> = [INPUT, ANALYZER, OUTPUT, STORE, TOP]
-        .iter()
-        .flat_map(|t| t.iter().map(|f| f.1))
-        .filter(|n| !n.is_empty())
-        .collect();
+    let mut v: Vec<&str> = [
+        InputRecord::METRICS,
+        AnalyzerRecord::METRICS,
+        OutputRecord::METRICS,
+        StoreRecord::METRICS,
+        WorkerRecord::METRICS,
+        StatsRecord::METRICS,
+    ]
+    .iter()
+    .flat_map(|t| t.iter().map(|m| m.name))
+    .collect();
     v.extend(OTHER);
     v
 }
 
-/// Families not from a table.
+/// Families not declared on a field of the record.
 const OTHER: &[&str] = &[
     "dragonfly_input_kafka_lag_messages",
     "dragonfly_operations_total",
     "dragonfly_queue_depth",
     "dragonfly_unknown_tag_events_total",
-    "dragonfly_worker_lua_bytes",
     "dragonfly_batch_seconds",
     "dragonfly_build_info",
     "process_resident_memory_bytes",
@@ -159,19 +72,13 @@ fn labels(pairs: &[(&str, &str)]) -> String {
     format!("{{{}}}", inner.join(","))
 }
 
-/// A number of the record (a boolean is 1 or 0).
-fn number(v: &Value) -> Option<f64> {
-    v.as_f64()
-        .or_else(|| v.as_bool().map(|b| f64::from(u8::from(b))))
-}
-
 /// The text being written.
 #[derive(Default)]
 struct Text(String);
 
 impl Text {
     /// One family: HELP, TYPE, its samples (nothing when it has none).
-    fn family(&mut self, name: &str, kind: Kind, help: &str, samples: &[(String, f64)]) {
+    fn family(&mut self, name: &str, kind: MetricKind, help: &str, samples: &[(String, f64)]) {
         if samples.is_empty() || name.is_empty() {
             return;
         }
@@ -182,21 +89,26 @@ impl Text {
         }
     }
 
-    /// A section of per-tag objects (`inputs`, ...): one family per field, a sample per tag.
-    fn per_tag(&mut self, section: Option<&Map<String, Value>>, table: &[Field]) {
-        let Some(tags) = section else { return };
-        for (key, name, kind, help) in table {
-            let samples: Vec<(String, f64)> = tags
+    /// Parts of the record with their labels (one per tag, ...): one family per metric of
+    /// `metrics`, a sample per part that has it.
+    fn parts<'a>(
+        &mut self,
+        metrics: &'static [Metric],
+        parts: impl Iterator<Item = (String, Vec<(&'static Metric, Option<f64>)>)> + 'a,
+    ) {
+        let parts: Vec<_> = parts.collect();
+        for (i, m) in metrics.iter().enumerate() {
+            let samples: Vec<(String, f64)> = parts
                 .iter()
-                .filter_map(|(tag, o)| Some((labels(&[("tag", tag)]), number(o.get(*key)?)?)))
+                .filter_map(|(l, s)| Some((l.clone(), s.get(i)?.1?)))
                 .collect();
-            self.family(name, *kind, help, &samples);
+            self.family(m.name, m.kind, m.help, &samples);
         }
     }
 }
 
 /// The stats record's families, then the build's and the process's.
-pub fn render(stats: &Value) -> String {
+pub fn render(stats: &StatsRecord) -> String {
     let mut t = Text::default();
     record(&mut t, stats);
     let _ = writeln!(
@@ -209,20 +121,19 @@ pub fn render(stats: &Value) -> String {
 }
 
 /// The families of the stats record.
-fn record(t: &mut Text, stats: &Value) {
-    let section = |k: &str| stats.get(k).and_then(Value::as_object);
-    t.per_tag(section("inputs"), INPUT);
-    let lag: Vec<(String, f64)> = section("inputs")
-        .into_iter()
-        .flatten()
+fn record(t: &mut Text, r: &StatsRecord) {
+    let tag = |tag: &str| labels(&[("tag", tag)]);
+    t.parts(
+        InputRecord::METRICS,
+        r.inputs.iter().map(|(k, v)| (tag(k), v.samples())),
+    );
+    let lag: Vec<(String, f64)> = r
+        .inputs
+        .iter()
         .flat_map(|(tag, i)| {
-            i.get("kafka_lag")
-                .and_then(Value::as_object)
-                .into_iter()
-                .flatten()
-                .filter_map(move |(p, n)| {
-                    Some((labels(&[("tag", tag), ("partition", p)]), n.as_f64()?))
-                })
+            i.kafka_lag
+                .iter()
+                .map(move |(p, n)| (labels(&[("tag", tag), ("partition", p)]), *n as f64))
         })
         .collect();
     t.family(
@@ -231,45 +142,52 @@ fn record(t: &mut Text, stats: &Value) {
         "messages a Kafka input is behind the end of each assigned partition, as librdkafka last reported it",
         &lag,
     );
-    t.per_tag(section("analyzers"), ANALYZER);
-    t.per_tag(section("outputs"), OUTPUT);
-    if let Some(store) = section("store") {
-        let backend = store.get("backend").and_then(Value::as_str).unwrap_or("");
-        // "redis 127.0.0.1:6379": the kind, then where
-        let (kind, address) = backend.split_once(' ').unwrap_or((backend, ""));
-        let l = if address.is_empty() {
-            labels(&[("backend", kind)])
-        } else {
-            labels(&[("backend", kind), ("address", address)])
-        };
-        for (key, name, kind, help) in STORE {
-            if let Some(v) = store.get(*key).and_then(number) {
-                t.family(name, *kind, help, &[(l.clone(), v)]);
-            }
-        }
-    }
-    let ops: Vec<(String, f64)> = section("operations")
-        .into_iter()
-        .flatten()
-        .filter_map(|(k, v)| Some((labels(&[("stage", k)]), v.as_f64()?)))
-        .collect();
+    t.parts(
+        AnalyzerRecord::METRICS,
+        r.analyzers.iter().map(|(k, v)| (tag(k), v.samples())),
+    );
+    t.parts(
+        OutputRecord::METRICS,
+        r.outputs.iter().map(|(k, v)| (tag(k), v.samples())),
+    );
+    // "redis 127.0.0.1:6379": the kind, then where
+    let backend = r.store.backend.as_str();
+    let (kind, address) = backend.split_once(' ').unwrap_or((backend, ""));
+    let store = if address.is_empty() {
+        labels(&[("backend", kind)])
+    } else {
+        labels(&[("backend", kind), ("address", address)])
+    };
+    t.parts(
+        StoreRecord::METRICS,
+        std::iter::once((store, r.store.samples())),
+    );
+    let ops = r.operations;
+    let ops: Vec<(String, f64)> = [
+        ("input", ops.input),
+        ("analyzer", ops.analyzer),
+        ("output", ops.output),
+    ]
+    .iter()
+    .map(|(k, v)| (labels(&[("stage", k)]), *v as f64))
+    .collect();
     t.family(
         "dragonfly_operations_total",
         Counter,
         "events in at the inputs, analyzer calls, events out at the outputs (stage)",
         &ops,
     );
-    let queues: Vec<(String, f64)> = section("queues")
-        .into_iter()
-        .flatten()
-        .filter_map(|(q, n)| {
+    let queues: Vec<(String, f64)> = r
+        .queues
+        .iter()
+        .map(|(q, n)| {
             let (stage, tag) = q.split_once(':').unwrap_or((q, ""));
             let l = if tag.is_empty() {
                 labels(&[("stage", stage)])
             } else {
                 labels(&[("stage", stage), ("tag", tag)])
             };
-            Some((l, n.as_f64()?))
+            (l, *n as f64)
         })
         .collect();
     t.family(
@@ -278,12 +196,12 @@ fn record(t: &mut Text, stats: &Value) {
         "batches waiting before a stage: each worker, each output, the dead letters",
         &queues,
     );
-    let unknown: Vec<(String, f64)> = section("unknown_tags")
-        .into_iter()
-        .flatten()
-        .filter_map(|(k, n)| {
+    let unknown: Vec<(String, f64)> = r
+        .unknown_tags
+        .iter()
+        .map(|(k, n)| {
             let (kind, tag) = k.split_once(':').unwrap_or(("", k));
-            Some((labels(&[("kind", kind), ("tag", tag)]), n.as_f64()?))
+            (labels(&[("kind", kind), ("tag", tag)]), *n as f64)
         })
         .collect();
     t.family(
@@ -292,39 +210,32 @@ fn record(t: &mut Text, stats: &Value) {
         "events scripts sent to an output, analyzer or timer tag config.lua does not define, dropped",
         &unknown,
     );
-    let workers = section("workers");
-    let lua: Vec<(String, f64)> = workers
-        .into_iter()
-        .flatten()
-        .filter_map(|(w, v)| Some((labels(&[("worker", w)]), v["lua_bytes"].as_f64()?)))
-        .collect();
-    t.family(
-        "dragonfly_worker_lua_bytes",
-        Gauge,
-        "bytes the worker's Lua runtime holds",
-        &lua,
+    t.parts(
+        WorkerRecord::METRICS,
+        r.workers
+            .iter()
+            .map(|(w, v)| (labels(&[("worker", w)]), v.samples())),
     );
-    if let Some(workers) = workers.filter(|w| !w.is_empty()) {
+    if !r.workers.is_empty() {
         let name = "dragonfly_batch_seconds";
         let _ = writeln!(
             t.0,
             "# HELP {name} time a worker takes for one batch, from its queue to its outputs\n# TYPE {name} histogram"
         );
-        for (w, v) in workers {
-            let h = &v["batch_seconds"];
+        for (w, v) in &r.workers {
+            let h = &v.batch_seconds;
             let w = label(w);
-            for (le, n) in h["buckets"].as_object().into_iter().flatten() {
+            for (le, n) in &h.buckets {
                 let _ = writeln!(t.0, "{name}_bucket{{worker=\"{w}\",le=\"{le}\"}} {n}");
             }
-            let _ = writeln!(t.0, "{name}_sum{{worker=\"{w}\"}} {}", h["sum"]);
-            let _ = writeln!(t.0, "{name}_count{{worker=\"{w}\"}} {}", h["count"]);
+            let _ = writeln!(t.0, "{name}_sum{{worker=\"{w}\"}} {}", h.sum);
+            let _ = writeln!(t.0, "{name}_count{{worker=\"{w}\"}} {}", h.count);
         }
     }
-    for (key, name, kind, help) in TOP {
-        if let Some(v) = stats.get(*key).and_then(Value::as_f64) {
-            t.family(name, *kind, help, &[(String::new(), v)]);
-        }
-    }
+    t.parts(
+        StatsRecord::METRICS,
+        std::iter::once((String::new(), r.samples())),
+    );
 }
 
 /// The standard process metrics (as the Prometheus client libraries export them), from
@@ -431,7 +342,7 @@ mod tests {
             "rss_bytes": 1000, "rss_peak_bytes": 2000,
             "final": true,
         });
-        render(&stats)
+        render(&serde_json::from_value(stats).unwrap())
     }
 
     #[test]
@@ -539,17 +450,18 @@ mod tests {
         embedded.embedded = Some(dragonfly_store::embedded::EmbeddedStore::new());
         let mut redis = stats();
         redis.store = Some(("redis 127.0.0.1:1".into(), Default::default()));
-        let keys = |t: &[Field]| t.iter().map(|f| f.0).collect::<Vec<_>>();
-        for (k, v) in redis.snapshot(false)["store"].as_object().unwrap() {
+        let keys = |t: &[Metric]| t.iter().map(|m| m.key).collect::<Vec<_>>();
+        let json = |r: StatsRecord| serde_json::to_value(r).unwrap();
+        for (k, v) in json(redis.snapshot(false))["store"].as_object().unwrap() {
             if v.is_number() {
                 assert!(
-                    keys(STORE).contains(&k.as_str()),
+                    keys(StoreRecord::METRICS).contains(&k.as_str()),
                     "store.{k} is not a metric"
                 );
             }
         }
-        let record = embedded.snapshot(false);
-        let check = |section: &str, table: &[Field]| {
+        let record = json(embedded.snapshot(false));
+        let check = |section: &str, table: &[Metric]| {
             for (k, v) in record[section]
                 .as_object()
                 .unwrap()
@@ -567,20 +479,23 @@ mod tests {
                 }
             }
         };
-        check("inputs", INPUT);
-        check("analyzers", ANALYZER);
-        check("outputs", OUTPUT);
+        check("inputs", InputRecord::METRICS);
+        check("analyzers", AnalyzerRecord::METRICS);
+        check("outputs", OutputRecord::METRICS);
         for (k, v) in record["store"].as_object().unwrap() {
             if v.is_number() {
                 assert!(
-                    keys(STORE).contains(&k.as_str()),
+                    keys(StoreRecord::METRICS).contains(&k.as_str()),
                     "store.{k} is not a metric"
                 );
             }
         }
         for (k, v) in record.as_object().unwrap() {
-            if v.is_number() {
-                assert!(keys(TOP).contains(&k.as_str()), "{k} is not a metric");
+            if v.is_number() && k != "rss_bytes" {
+                assert!(
+                    keys(StatsRecord::METRICS).contains(&k.as_str()),
+                    "{k} is not a metric"
+                );
             }
         }
     }

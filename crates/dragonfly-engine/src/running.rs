@@ -66,7 +66,7 @@ pub(crate) struct ReloadBase {
 /// What a run did, for the CLI's last words.
 pub struct Summary {
     /// The final stats record.
-    pub stats: serde_json::Value,
+    pub stats: crate::record::StatsRecord,
     /// LOGDIR.
     pub logdir: PathBuf,
     /// Each output's tag and where it wrote.
@@ -111,7 +111,7 @@ impl Running {
     }
 
     fn write_stats(&self, final_line: bool) {
-        let mut line = self.stats.snapshot(final_line).to_string().into_bytes();
+        let mut line = serde_json::to_vec(&self.stats.snapshot(final_line)).unwrap_or_default();
         line.push(b'\n');
         let mut b = Batch::default();
         b.push(&line);

@@ -9,6 +9,10 @@ use dragonfly_io::InputCounters;
 use dragonfly_store::redis_backend::StoreCounters;
 use serde_json::{json, Map, Value};
 
+use crate::record::{
+    AnalyzerRecord, Histogram, InputRecord, OutputRecord, StatsRecord, StoreRecord, WorkerRecord,
+};
+
 /// Counters of an input's filter script.
 #[derive(Debug, Default)]
 pub struct FilterCounters {
@@ -100,26 +104,26 @@ impl WorkerGauges {
         self.sum_us.fetch_add(d.as_micros() as u64, Relaxed);
     }
 
-    fn snapshot(&self) -> Value {
+    fn snapshot(&self) -> WorkerRecord {
         let l = |a: &AtomicU64| a.load(Relaxed);
         // cumulative, as Prometheus histograms count
         let mut acc = 0;
-        let mut buckets = Map::new();
+        let mut buckets = crate::record::Tagged::new();
         for (i, b) in BATCH_BUCKETS.iter().enumerate() {
             acc += l(&self.buckets[i]);
-            buckets.insert(b.to_string(), json!(acc));
+            buckets.insert(b.to_string(), acc);
         }
         acc += l(&self.buckets[BATCH_BUCKETS.len()]);
-        buckets.insert("+Inf".into(), json!(acc));
-        json!({
-            "lua_bytes": l(&self.lua_bytes),
-            "batches": acc,
-            "batch_seconds": {
-                "buckets": buckets,
-                "sum": l(&self.sum_us) as f64 / 1e6,
-                "count": acc,
+        buckets.insert("+Inf".into(), acc);
+        WorkerRecord {
+            lua_bytes: l(&self.lua_bytes),
+            batches: acc,
+            batch_seconds: Histogram {
+                buckets,
+                sum: l(&self.sum_us) as f64 / 1e6,
+                count: acc,
             },
-        })
+        }
     }
 }
 
@@ -397,132 +401,129 @@ impl Stats {
     }
 
     /// The stats record: the original's `time` and `operations`, then per-stage detail.
-    pub fn snapshot(&self, final_line: bool) -> Value {
+    pub fn snapshot(&self, final_line: bool) -> StatsRecord {
         let l = |a: &AtomicU64| a.load(Relaxed);
-        let mut inputs = Map::new();
-        let mut total_in = 0;
-        let mut errors = 0;
+        let mut r = StatsRecord {
+            time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            r#final: final_line,
+            ..Default::default()
+        };
         for i in &self.inputs {
-            total_in += l(&i.io.lines);
-            errors += l(&i.filter.errors) + l(&i.filter.malformed) + l(&i.io.errors);
-            inputs.insert(
-                i.tag.clone(),
-                json!({
-                    "lines": l(&i.io.lines), "bytes": l(&i.io.bytes),
-                    "events": l(&i.filter.events), "malformed": l(&i.filter.malformed),
-                    "empty": l(&i.io.empty), "oversized": l(&i.io.oversized),
-                    "truncated": l(&i.io.truncated), "lua_errors": l(&i.filter.errors),
-                    "timeouts": l(&i.filter.timeouts), "memory_errors": l(&i.filter.memory_errors),
-                    "io_errors": l(&i.io.errors), "rotations": l(&i.io.rotations),
-                    "truncations": l(&i.io.truncations), "overflow": l(&i.io.overflow),
-                    "refused": l(&i.io.refused), "evicted": l(&i.io.evicted),
-                    "idle_closed": l(&i.io.idle_closed),
-                    "partial_dropped": l(&i.io.partial_dropped),
-                    "not_followed": l(&i.io.not_followed),
-                }),
-            );
-            let st = i.io.state.locked().clone();
-            if let Some(Value::Object(o)) = inputs.get_mut(&i.tag) {
-                o.insert("state".into(), json!(st.what));
-                o.insert("ready".into(), json!(st.ready));
-                if !st.reason.is_empty() {
-                    o.insert("reason".into(), json!(st.reason));
-                }
-            }
-            let lag = i.io.lag.locked();
-            if !lag.is_empty() {
-                if let Some(Value::Object(o)) = inputs.get_mut(&i.tag) {
-                    o.insert(
-                        "kafka_lag".into(),
-                        lag.iter().map(|(p, n)| (p.to_string(), json!(n))).collect(),
-                    );
-                }
-            }
+            let (io, f) = (&i.io, &i.filter);
+            let st = io.state.locked().clone();
+            let rec = InputRecord {
+                lines: l(&io.lines),
+                bytes: l(&io.bytes),
+                events: l(&f.events),
+                malformed: l(&f.malformed),
+                empty: l(&io.empty),
+                oversized: l(&io.oversized),
+                truncated: l(&io.truncated),
+                lua_errors: l(&f.errors),
+                timeouts: l(&f.timeouts),
+                memory_errors: l(&f.memory_errors),
+                io_errors: l(&io.errors),
+                rotations: l(&io.rotations),
+                truncations: l(&io.truncations),
+                overflow: l(&io.overflow),
+                refused: l(&io.refused),
+                evicted: l(&io.evicted),
+                idle_closed: l(&io.idle_closed),
+                partial_dropped: l(&io.partial_dropped),
+                not_followed: l(&io.not_followed),
+                state: st.what.to_string(),
+                ready: st.ready,
+                reason: st.reason,
+                kafka_lag: io
+                    .lag
+                    .locked()
+                    .iter()
+                    .map(|(p, n)| (p.to_string(), *n))
+                    .collect(),
+            };
+            r.operations.input += rec.lines;
+            r.errors += rec.lua_errors + rec.malformed + rec.io_errors;
+            r.inputs.insert(i.tag.clone(), rec);
         }
-        let mut analyzers = Map::new();
-        let mut total_an = 0;
         for a in &self.analyzers {
-            total_an += l(&a.c.events);
-            errors += l(&a.c.errors);
-            analyzers.insert(
-                a.tag.clone(),
-                json!({
-                    "events": l(&a.c.events), "lua_errors": l(&a.c.errors),
-                    "timeouts": l(&a.c.timeouts), "memory_errors": l(&a.c.memory_errors),
-                    "timers_fired": l(&a.c.timers_fired), "timers_dropped": l(&a.c.timers_dropped),
-                }),
-            );
+            let rec = AnalyzerRecord {
+                events: l(&a.c.events),
+                lua_errors: l(&a.c.errors),
+                timeouts: l(&a.c.timeouts),
+                memory_errors: l(&a.c.memory_errors),
+                timers_fired: l(&a.c.timers_fired),
+                timers_dropped: l(&a.c.timers_dropped),
+            };
+            r.operations.analyzer += rec.events;
+            r.errors += rec.lua_errors;
+            r.analyzers.insert(a.tag.clone(), rec);
         }
-        let mut outputs = Map::new();
-        let mut total_out = 0;
         for o in &self.outputs {
-            total_out += l(&o.c.events);
-            errors += l(&o.c.errors);
-            outputs.insert(
-                o.tag.clone(),
-                json!({
-                    "events": l(&o.c.events), "bytes": l(&o.c.bytes),
-                    "errors": l(&o.c.errors), "dropped": l(&o.c.dropped),
-                }),
-            );
+            let rec = OutputRecord {
+                events: l(&o.c.events),
+                bytes: l(&o.c.bytes),
+                errors: l(&o.c.errors),
+                dropped: l(&o.c.dropped),
+            };
+            r.operations.output += rec.events;
+            r.errors += rec.errors;
+            r.outputs.insert(o.tag.clone(), rec);
         }
-        let unknown: Map<String, Value> = self
+        r.unknown_tags = self
             .unknown_tags
             .locked()
             .iter()
-            .map(|(k, v)| (k.clone(), json!(v)))
+            .map(|(k, v)| (k.clone(), *v))
             .collect();
-        let store = match &self.store {
-            Some((name, c)) => json!({
-                "backend": name, "commands": l(&c.commands),
-                "connection_errors": l(&c.connection_errors), "reconnects": l(&c.reconnects),
-                "timeouts": l(&c.timeouts),
-            }),
-            None => match &self.embedded {
-                // DBSIZE: live keys (expired ones are swept first)
-                Some(db) => {
-                    let (keys, bytes, evicted, oom) = db.memory();
-                    json!({
-                        "backend": "embedded", "keys": keys, "memory_bytes": bytes,
-                        "evicted_keys": evicted, "oom_rejections": oom,
-                    })
+        r.store = match (&self.store, &self.embedded) {
+            (Some((name, c)), _) => StoreRecord {
+                backend: name.clone(),
+                commands: Some(l(&c.commands)),
+                connection_errors: Some(l(&c.connection_errors)),
+                reconnects: Some(l(&c.reconnects)),
+                timeouts: Some(l(&c.timeouts)),
+                ..Default::default()
+            },
+            // DBSIZE: live keys (expired ones are swept first)
+            (None, Some(db)) => {
+                let (keys, bytes, evicted, oom) = db.memory();
+                StoreRecord {
+                    backend: "embedded".into(),
+                    keys: Some(keys as u64),
+                    memory_bytes: Some(bytes as u64),
+                    evicted_keys: Some(evicted),
+                    oom_rejections: Some(oom),
+                    ..Default::default()
                 }
-                None => json!({ "backend": "embedded" }),
+            }
+            (None, None) => StoreRecord {
+                backend: "embedded".into(),
+                ..Default::default()
             },
         };
-        json!({
-            "time": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-            "operations": { "input": total_in, "analyzer": total_an, "output": total_out },
-            "errors": errors,
-            "inputs": inputs,
-            "analyzers": analyzers,
-            "outputs": outputs,
-            "unknown_tags": unknown,
-            "store": store,
-            "routing_loops": l(&self.routing_loops),
-            "queues": self
-                .queue_depths()
-                .into_iter()
-                .map(|(k, v)| (k, json!(v)))
-                .collect::<Map<String, Value>>(),
-            "workers": self
-                .workers
-                .locked()
-                .iter()
-                .enumerate()
-                .map(|(i, w)| (i.to_string(), w.snapshot()))
-                .collect::<Map<String, Value>>(),
-            "rss_bytes": rss_bytes(),
-            "rss_peak_bytes": rss_peak_bytes(),
-            "reloads": l(&self.reloads),
-            "reload_failures": l(&self.reload_failures),
-            "dead_letters": l(&self.dead_letters),
-            "dead_letters_dropped": l(&self.dead_letters_dropped),
-            "http_connections_closed": l(&self.http_connections_closed),
-            "http_accept_errors": l(&self.http_accept_errors),
-            "log_events": l(&self.log_events),
-            "stats_events": l(&self.stats_events),
-            "final": final_line,
-        })
+        r.routing_loops = l(&self.routing_loops);
+        r.queues = self
+            .queue_depths()
+            .into_iter()
+            .map(|(k, v)| (k, v as u64))
+            .collect();
+        r.workers = self
+            .workers
+            .locked()
+            .iter()
+            .enumerate()
+            .map(|(i, w)| (i.to_string(), w.snapshot()))
+            .collect();
+        r.rss_bytes = rss_bytes();
+        r.rss_peak_bytes = rss_peak_bytes();
+        r.reloads = l(&self.reloads);
+        r.reload_failures = l(&self.reload_failures);
+        r.dead_letters = l(&self.dead_letters);
+        r.dead_letters_dropped = l(&self.dead_letters_dropped);
+        r.http_connections_closed = l(&self.http_connections_closed);
+        r.http_accept_errors = l(&self.http_accept_errors);
+        r.log_events = l(&self.log_events);
+        r.stats_events = l(&self.stats_events);
+        r
     }
 }

@@ -253,20 +253,6 @@ fn report(f: &Failure) -> u8 {
     }
 }
 
-/// `kind 'tag' (N), ...` from the stats record's `unknown_tags` (`"kind:tag": N`).
-pub(crate) fn unknown_tags(stats: &serde_json::Value) -> String {
-    stats["unknown_tags"]
-        .as_object()
-        .into_iter()
-        .flatten()
-        .map(|(k, n)| {
-            let (kind, tag) = k.split_once(':').unwrap_or(("", k));
-            format!("{kind} '{tag}' ({n})")
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 fn absolute(p: &Path) -> anyhow::Result<PathBuf> {
     Ok(if p.is_absolute() {
         p.to_path_buf()
@@ -403,13 +389,13 @@ fn run(cli: Cli) -> Result<u8, Failure> {
     if let Some(p) = progress {
         p.finish();
     }
-    let ops = &summary.stats["operations"];
+    let ops = summary.stats.operations;
     say!(
         "dragonfly-mle: done: {} input events, {} analyzer calls, {} output events, {} errors",
-        ops["input"],
-        ops["analyzer"],
-        ops["output"],
-        summary.stats["errors"]
+        ops.input,
+        ops.analyzer,
+        ops.output,
+        summary.stats.errors
     );
     for (tag, dest) in &summary.outputs {
         say!("  output '{tag}': {dest}");
@@ -430,7 +416,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
         say!(
             "  {} events were sent to tags config.lua does not define, and dropped: {}",
             summary.unknown_tag_events,
-            unknown_tags(&summary.stats)
+            summary.stats.unknown_tags_text()
         );
     }
     if summary.output_drops > 0 {
@@ -442,6 +428,5 @@ fn run(cli: Cli) -> Result<u8, Failure> {
     if let Some(why) = &summary.abnormal {
         say!("dragonfly-mle: stopped abnormally: {why}");
     }
-    let _ = control.shutdown.load(Ordering::Relaxed);
     Ok(summary.exit_code())
 }

@@ -62,7 +62,7 @@ pub fn run(mut config: Config, options: Options, sample: &Path) -> Result<u8, En
     let _ = writeln!(
         out,
         "sample: {} lines from {} through input '{input_tag}' (filter {filter})",
-        s["operations"]["input"],
+        s.operations.input,
         sample.display()
     );
     for tag in &outputs {
@@ -98,28 +98,28 @@ pub fn run(mut config: Config, options: Options, sample: &Path) -> Result<u8, En
             d["event"]
         );
     }
-    let unknown = s["unknown_tags"].as_object().map_or(0, |m| m.len());
+    let unknown = s.unknown_tags.len();
     let _ = writeln!(out, "== unknown tags: {unknown}");
     if unknown > 0 {
         let _ = writeln!(
             out,
             "events sent to tags config.lua does not define (dropped): {}",
-            crate::unknown_tags(s)
+            s.unknown_tags_text()
         );
     }
     let _ = writeln!(out, "== per script");
-    for (tag, v) in s["inputs"].as_object().into_iter().flatten() {
+    for (tag, v) in &s.inputs {
         let _ = writeln!(
             out,
             "filter of '{tag}': {} events, {} errors, {} not JSON",
-            v["events"], v["lua_errors"], v["malformed"]
+            v.events, v.lua_errors, v.malformed
         );
     }
-    for (tag, v) in s["analyzers"].as_object().into_iter().flatten() {
+    for (tag, v) in &s.analyzers {
         let _ = writeln!(
             out,
             "analyzer '{tag}': {} events, {} errors",
-            v["events"], v["lua_errors"]
+            v.events, v.lua_errors
         );
     }
     let _ = writeln!(out, "(captured in {})", scratch.display());
