@@ -21,7 +21,7 @@ fn root_only() -> bool {
     if nix::unistd::geteuid().is_root() {
         return true;
     }
-    eprintln!("not root: another user cannot be tested here");
+    dragonfly_testkit::skip("not root: another user cannot be tested here");
     false
 }
 
@@ -310,7 +310,7 @@ fn check_and_start_agree_on_a_read_only_file_system() {
         .status()
         .is_ok_and(|s| s.success());
     if !ok {
-        eprintln!("cannot remount a tmpfs read-only here: skipped");
+        dragonfly_testkit::skip("cannot remount a tmpfs read-only here");
         return;
     }
     for (name, ck) in [("exists", "state/eve.pos"), ("to create", "new/eve.pos")] {

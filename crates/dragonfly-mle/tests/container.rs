@@ -44,7 +44,9 @@ fn have_podman_and_base() -> bool {
             .is_ok_and(|o| o.status.success())
     };
     if !have(&["--version"]) || !have(&["image", "exists", BASE]) {
-        eprintln!("skipped: needs podman and the local base image {BASE} (scripts/container-base)");
+        dragonfly_testkit::skip(&format!(
+            "needs podman and the local base image {BASE} (scripts/container-base)"
+        ));
         return false;
     }
     true
@@ -60,7 +62,10 @@ fn the_container_follows_a_mounted_eve_json_and_stops_cleanly() {
     // the binary and the module this build made, stripped, as the build context's dist/
     let dist = repo.join("dist");
     std::fs::create_dir_all(&dist).unwrap();
-    let release = repo.join("target/release");
+    // where Cargo put this build (target/release, or under CARGO_TARGET_DIR)
+    let release = std::path::Path::new(env!("CARGO_BIN_EXE_dragonfly-mle"))
+        .parent()
+        .unwrap();
     for f in ["dragonfly-mle", "libdragonfly_redisml.so"] {
         let st = Command::new("strip")
             .arg("-o")

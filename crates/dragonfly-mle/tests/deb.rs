@@ -37,13 +37,16 @@ fn can_run(image: &str) -> bool {
         || !works("podman", &["--version"])
         || !works("podman", &["image", "exists", image])
     {
-        eprintln!("skipped: needs cargo-deb, podman and {image} (scripts/container-base)");
+        dragonfly_testkit::skip(&format!(
+            "needs cargo-deb, podman and {image} (scripts/container-base)"
+        ));
         return false;
     }
     true
 }
 
-/// target/debian, with the package scripts/deb made (once for the tests of this file).
+/// The target directory's debian/ (target/debian, or under CARGO_TARGET_DIR), with the package
+/// scripts/deb made (once for the tests of this file).
 fn debs() -> PathBuf {
     static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
     let built = BUILT.get_or_init(|| {
@@ -60,7 +63,12 @@ fn debs() -> PathBuf {
     if let Err(e) = built {
         panic!("{e}");
     }
-    repo().join("target/debian")
+    // <target>/release/dragonfly-mle -> <target>/debian
+    Path::new(env!("CARGO_BIN_EXE_dragonfly-mle"))
+        .parent()
+        .and_then(Path::parent)
+        .unwrap()
+        .join("debian")
 }
 
 fn podman(args: &[&str]) -> Output {

@@ -21,7 +21,7 @@ fn the_systemd_unit_verifies() {
         .output()
         .is_err()
     {
-        eprintln!("skipped: systemd-analyze is not installed");
+        dragonfly_testkit::skip("systemd-analyze is not installed");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -64,7 +64,7 @@ fn the_systemd_unit_verifies() {
 #[test]
 fn logrotate_rotates_a_running_engines_output() {
     if Command::new("logrotate").arg("--version").output().is_err() {
-        eprintln!("skipped: logrotate is not installed (scripts/test installs it)");
+        dragonfly_testkit::skip("logrotate is not installed (scripts/test installs it)");
         return;
     }
     let r = Root::passthrough("unix://in.sock");

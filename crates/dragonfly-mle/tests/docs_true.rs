@@ -31,7 +31,7 @@ fn the_readme_states_the_installed_size() {
         .arg(BIN)
         .status();
     if !stripped.is_ok_and(|s| s.success()) {
-        eprintln!("skipped: strip(1) is not installed");
+        dragonfly_testkit::skip("strip(1) is not installed");
         return;
     }
     let mb = std::fs::metadata(&out).unwrap().len() as f64 / 1e6;

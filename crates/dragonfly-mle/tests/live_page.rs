@@ -19,8 +19,8 @@ const T: Duration = Duration::from_secs(60);
 #[test]
 fn the_live_page_shows_the_triage_pipeline_and_its_numbers_move() {
     if std::env::var("DRAGONFLY_BROWSER_TESTS").as_deref() != Ok("1") {
-        eprintln!(
-            "skipped: set DRAGONFLY_BROWSER_TESTS=1 (scripts/test does) to run the browser test"
+        dragonfly_testkit::skip(
+            "set DRAGONFLY_BROWSER_TESTS=1 (scripts/test does) to run the browser test",
         );
         return;
     }

@@ -97,9 +97,8 @@ fn assert_same_events(what: &str, expected: &[Value], received: Vec<Value>) {
 #[test]
 fn suricata_eve_arrives_whole_over_every_recommended_transport() {
     if std::env::var("DRAGONFLY_LIVE_SURICATA").as_deref() != Ok("1") {
-        eprintln!(
-            "live Suricata test not run: set DRAGONFLY_LIVE_SURICATA=1 (scripts/test does) \
-             after scripts/install-suricata"
+        dragonfly_testkit::skip(
+            "set DRAGONFLY_LIVE_SURICATA=1 (scripts/test does) after scripts/install-suricata",
         );
         return;
     }

@@ -16,7 +16,7 @@ fn root_only() -> bool {
     if nix::unistd::geteuid().is_root() {
         return true;
     }
-    eprintln!("not root: -p cannot be tested here");
+    dragonfly_testkit::skip("not root: -p cannot be tested here");
     false
 }
 

@@ -7,14 +7,17 @@ use dragonfly_store::{Connection, Reply};
 use dragonfly_testkit::RedisServer;
 use proptest::prelude::*;
 
-/// The module built by `cargo build --release -p dragonfly-redisml` (scripts/test does).
+/// The module built by `cargo build --release -p dragonfly-redisml` (scripts/test does), in
+/// the same profile directory as this test (`<target>/release/deps/redisml-*`), wherever the
+/// target directory is; `DRAGONFLY_REDISML_SO` names another.
 fn module_path() -> String {
     let p = std::env::var("DRAGONFLY_REDISML_SO").unwrap_or_else(|_| {
-        concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../target/release/libdragonfly_redisml.so"
-        )
-        .to_string()
+        let exe = std::env::current_exe().unwrap();
+        let profile = exe.parent().and_then(|deps| deps.parent()).unwrap();
+        profile
+            .join("libdragonfly_redisml.so")
+            .to_string_lossy()
+            .into_owned()
     });
     assert!(
         std::path::Path::new(&p).exists(),

@@ -4,9 +4,11 @@ pub mod cluster;
 pub mod kafka;
 pub mod nats;
 pub mod prometheus;
+pub mod skip;
 pub use kafka::KafkaBroker;
 pub use nats::NatsServer;
 pub use prometheus::PrometheusServer;
+pub use skip::skip;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

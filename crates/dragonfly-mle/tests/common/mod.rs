@@ -278,17 +278,27 @@ outputs = {{ {{ tag="o", uri="{uri}" }} }}
     assert_eq!(stats["errors"], 0, "{stats}");
 }
 
-/// Our RedisML module, built by `cargo build --release` (scripts/test does).
+/// Where the build put the binary the tests run (`target/release`, or its place under
+/// `CARGO_TARGET_DIR`): Cargo tells the tests, so nothing assumes `target/`.
+pub fn build_dir() -> PathBuf {
+    Path::new(env!("CARGO_BIN_EXE_dragonfly-mle"))
+        .parent()
+        .expect("the binary is in a directory")
+        .to_path_buf()
+}
+
+/// Our RedisML module, built beside the binary by `cargo build --release` (scripts/test does).
 pub fn redisml_module() -> &'static str {
-    let module = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../target/release/libdragonfly_redisml.so"
-    );
-    assert!(
-        Path::new(module).exists(),
-        "build the module first: cargo build --release -p dragonfly-redisml"
-    );
-    module
+    static MODULE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    MODULE.get_or_init(|| {
+        let module = build_dir().join("libdragonfly_redisml.so");
+        assert!(
+            module.exists(),
+            "build the module first: cargo build --release -p dragonfly-redisml ({} is missing)",
+            module.display()
+        );
+        module.to_string_lossy().into_owned()
+    })
 }
 
 /// The shared Suricata corpus (../shared/data beside the repository).
@@ -400,7 +410,7 @@ pub struct Tmpfs {
 impl Tmpfs {
     pub fn mount(size: &str) -> Option<Tmpfs> {
         if !nix::unistd::geteuid().is_root() {
-            eprintln!("not root: cannot mount a small tmpfs; the disk-full test is skipped");
+            dragonfly_testkit::skip("not root: cannot mount a small tmpfs");
             return None;
         }
         let dir = tempfile::tempdir().unwrap();
@@ -411,7 +421,7 @@ impl Tmpfs {
             .map(|s| s.success())
             .unwrap_or(false);
         if !ok {
-            eprintln!("mount -t tmpfs failed here; the disk-full test is skipped");
+            dragonfly_testkit::skip("mount -t tmpfs failed here");
             return None;
         }
         Some(Tmpfs { dir })
