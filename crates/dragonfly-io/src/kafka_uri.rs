@@ -3,7 +3,40 @@
 //! Query keys with a dot (`session.timeout.ms`, `compression.type`, ...) and the entry's
 //! `options = { ... }` table in config.lua go to librdkafka as they are.
 
+use crate::options::{OptKind, OptionDoc, Opts};
 use crate::uri::UriError;
+
+// The query parameters of `kafka://` URIs; names with a dot go to librdkafka.
+const GROUP: OptionDoc = OptionDoc {
+    name: "group",
+    kind: OptKind::Name,
+    default: "dragonfly-mle",
+    doc: "the consumer group; engines with one group split the partitions",
+};
+
+const COMMIT_MS: OptionDoc = OptionDoc {
+    name: "commit_ms",
+    kind: OptKind::Int {
+        min: 0,
+        max: 86_400_000,
+    },
+    default: "1000",
+    doc: "how often offsets done by every output are committed, in milliseconds",
+};
+
+const KEY: OptionDoc = OptionDoc {
+    name: "key",
+    kind: OptKind::Name,
+    default: "",
+    doc: "the top-level field whose value keys each record (`flow_id`, `src_ip`)",
+};
+
+/// The query parameters an input's URI takes.
+pub const INPUT_QUERY: &[OptionDoc] = &[GROUP, COMMIT_MS];
+/// The query parameters an output's URI takes.
+pub const OUTPUT_QUERY: &[OptionDoc] = &[KEY];
+/// Every query parameter of the form (inputs' and outputs').
+pub const QUERY: &[OptionDoc] = &[GROUP, COMMIT_MS, KEY];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 /// A parsed `kafka://` URI with its client settings.
@@ -23,41 +56,35 @@ pub struct KafkaUri {
 }
 
 impl KafkaUri {
-    /// Parse the part after `kafka://`.
+    /// Parse the part after `kafka://`. Every query parameter of the form is taken ([`QUERY`]).
     pub fn parse(uri: &str, rest: &str) -> Result<Self, UriError> {
+        Self::parse_with(uri, rest, QUERY)
+    }
+
+    /// As [`KafkaUri::parse`], taking only the query parameters in `rows` (an input's or an
+    /// output's: one meant for the other is refused, naming the ones this takes).
+    pub fn parse_with(uri: &str, rest: &str, rows: &'static [OptionDoc]) -> Result<Self, UriError> {
         let n = crate::uri::net(uri, rest, "topic", "kafka://HOST:PORT[,HOST:PORT]/TOPIC")?;
         for b in n.addr.split(',') {
             if let Some((_, p)) = b.rsplit_once(':') {
                 crate::uri::port(uri, p)?;
             }
         }
-        let mut u = KafkaUri {
+        // librdkafka properties (a.b=v) pass through; the rest are QUERY's
+        let (librdkafka, ours): (Vec<_>, Vec<_>) =
+            n.query.iter().partition(|(k, _)| k.contains('.'));
+        let q = Opts::parse_query(uri, rows, &ours, "librdkafka properties (a.b=v)")?;
+        Ok(KafkaUri {
             brokers: n.addr.to_string(),
             topic: n.path.to_string(),
-            group: "dragonfly-mle".into(),
-            key: None,
-            commit_ms: 1000,
-            options: Vec::new(),
-        };
-        for (k, v) in n.query {
-            match (k, v) {
-                ("group", g) if !g.is_empty() => u.group = g.to_string(),
-                ("key", f) if !f.is_empty() => u.key = Some(f.to_string()),
-                ("commit_ms", ms) if ms.parse::<u64>().is_ok() => {
-                    u.commit_ms = ms.parse().unwrap_or(1000)
-                }
-                (k, v) if k.contains('.') => u.options.push((k.into(), v.into())),
-                _ => {
-                    return Err(crate::uri::bad_query(
-                        uri,
-                        k,
-                        v,
-                        "group=NAME, key=FIELD, commit_ms=N, librdkafka properties (a.b=v)",
-                    ))
-                }
-            }
-        }
-        Ok(u)
+            group: q.text("group").unwrap_or_default(),
+            key: q.text("key"),
+            commit_ms: q.int("commit_ms").unwrap_or_default(),
+            options: librdkafka
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        })
     }
 
     /// Settings from config.lua's `options` table come after the URI's.

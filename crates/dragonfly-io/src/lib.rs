@@ -7,6 +7,7 @@
 pub mod framing;
 pub mod kafka_uri;
 pub mod nats_uri;
+pub mod options;
 pub mod preflight;
 pub mod redis_uri;
 pub mod sinks;

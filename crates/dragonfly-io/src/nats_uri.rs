@@ -5,7 +5,54 @@
 //! Outputs: core publish, or with `jetstream=1` a JetStream publish whose acknowledgement
 //! from the server is awaited at every flush.
 
+use crate::options::{OptKind, OptionDoc, Opts};
 use crate::uri::UriError;
+
+// The query parameters of `nats://` URIs.
+const QUEUE: OptionDoc = OptionDoc {
+    name: "queue",
+    kind: OptKind::Name,
+    default: "",
+    doc: "core NATS: a queue group; the engines in it share the messages",
+};
+
+const STREAM: OptionDoc = OptionDoc {
+    name: "stream",
+    kind: OptKind::Name,
+    default: "",
+    doc: "the JetStream stream (created if missing), with `durable`",
+};
+
+const DURABLE: OptionDoc = OptionDoc {
+    name: "durable",
+    kind: OptKind::Name,
+    default: "",
+    doc: "the JetStream durable pull consumer, shared by every engine using it",
+};
+
+const ACK_WAIT_MS: OptionDoc = OptionDoc {
+    name: "ack_wait_ms",
+    kind: OptKind::Int {
+        min: 0,
+        max: 4_294_967_295,
+    },
+    default: "30000",
+    doc: "JetStream: redelivery delay of a message not acknowledged (after a crash)",
+};
+
+const JETSTREAM: OptionDoc = OptionDoc {
+    name: "jetstream",
+    kind: OptKind::Choice(&["1", "true", "yes", "0", "false", "no"]),
+    default: "0",
+    doc: "publish through JetStream and await every acknowledgement at flush",
+};
+
+/// The query parameters an input's URI takes.
+pub const INPUT_QUERY: &[OptionDoc] = &[QUEUE, STREAM, DURABLE, ACK_WAIT_MS];
+/// The query parameters an output's URI takes.
+pub const OUTPUT_QUERY: &[OptionDoc] = &[JETSTREAM];
+/// Every query parameter of the form (inputs' and outputs').
+pub const QUERY: &[OptionDoc] = &[QUEUE, STREAM, DURABLE, ACK_WAIT_MS, JETSTREAM];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 /// A parsed `nats://` URI.
@@ -27,8 +74,14 @@ pub struct NatsUri {
 }
 
 impl NatsUri {
-    /// Parse what follows `nats://` (`uri` is the whole URI, for messages).
+    /// Parse what follows `nats://` (`uri` is the whole URI, for messages). Every query parameter of the form is taken ([`QUERY`]).
     pub fn parse(uri: &str, rest: &str) -> Result<Self, UriError> {
+        Self::parse_with(uri, rest, QUERY)
+    }
+
+    /// As [`NatsUri::parse`], taking only the query parameters in `rows` (an input's or an
+    /// output's: one meant for the other is refused, naming the ones this takes).
+    pub fn parse_with(uri: &str, rest: &str, rows: &'static [OptionDoc]) -> Result<Self, UriError> {
         let n = crate::uri::net(uri, rest, "subject", "nats://HOST:PORT/SUBJECT")?;
         let server = match n.addr.rsplit_once(':') {
             Some((_, p)) => {
@@ -37,34 +90,16 @@ impl NatsUri {
             }
             None => format!("{}:4222", n.addr),
         };
-        let mut u = NatsUri {
+        let q = Opts::parse_query(uri, rows, &n.query, "")?;
+        let u = NatsUri {
             server,
             subject: n.path.to_string(),
-            queue: None,
-            stream: None,
-            durable: None,
-            ack_wait_ms: 30_000,
-            jetstream: false,
+            queue: q.text("queue"),
+            stream: q.text("stream"),
+            durable: q.text("durable"),
+            ack_wait_ms: q.int("ack_wait_ms").unwrap_or_default(),
+            jetstream: matches!(q.text("jetstream").as_deref(), Some("1" | "true" | "yes")),
         };
-        for (k, v) in n.query {
-            match (k, v) {
-                ("queue", q) if !q.is_empty() => u.queue = Some(q.into()),
-                ("stream", s) if !s.is_empty() => u.stream = Some(s.into()),
-                ("durable", d) if !d.is_empty() => u.durable = Some(d.into()),
-                ("ack_wait_ms", ms) if ms.parse::<u64>().is_ok() => {
-                    u.ack_wait_ms = ms.parse().unwrap_or(30_000)
-                }
-                ("jetstream", v) => u.jetstream = matches!(v, "1" | "true" | "yes"),
-                _ => {
-                    return Err(crate::uri::bad_query(
-                        uri,
-                        k,
-                        v,
-                        "queue=G, stream=S, durable=D, ack_wait_ms=N, jetstream=1",
-                    ))
-                }
-            }
-        }
         if u.durable.is_some() != u.stream.is_some() {
             return Err(UriError::BadQuery(format!(
                 "'{uri}': JetStream needs stream=NAME and durable=NAME together"

@@ -1,7 +1,30 @@
 //! `redis://HOST:PORT/KEY?mode=list|rpush|channel` — the shapes of Suricata's `redis` eve
 //! output, for inputs and outputs.
 
+use crate::options::{OptKind, OptionDoc, Opts};
 use crate::uri::UriError;
+
+// The query parameters of `redis://` URIs.
+const MODE: OptionDoc = OptionDoc {
+    name: "mode",
+        kind: OptKind::Choice(&["list", "lpush", "rpush", "channel", "publish"]),
+        default: "list",
+        doc: "Suricata's redis output modes: list (= lpush: LPUSH, consumed with BRPOP), rpush (consumed with BLPOP), channel (= publish: PUBLISH, SUBSCRIBE)",
+};
+
+const CONSUMER: OptionDoc = OptionDoc {
+    name: "consumer",
+        kind: OptKind::Name,
+        default: "",
+        doc: "list modes: at-least-once through the processing list KEY:processing:NAME (one name per engine)",
+};
+
+/// The query parameters an input's URI takes.
+pub const INPUT_QUERY: &[OptionDoc] = &[MODE, CONSUMER];
+/// The query parameters an output's URI takes.
+pub const OUTPUT_QUERY: &[OptionDoc] = &[MODE];
+/// Every query parameter of the form (inputs' and outputs').
+pub const QUERY: &[OptionDoc] = &[MODE, CONSUMER];
 
 /// How events sit in Redis.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,32 +54,27 @@ pub struct RedisUri {
 }
 
 impl RedisUri {
-    /// Parse the part after `redis://`.
+    /// Parse the part after `redis://`. Every query parameter of the form is taken ([`QUERY`]).
     pub fn parse(uri: &str, rest: &str) -> Result<Self, UriError> {
+        Self::parse_with(uri, rest, QUERY)
+    }
+
+    /// As [`RedisUri::parse`], taking only the query parameters in `rows` (an input's or an
+    /// output's: one meant for the other is refused, naming the ones this takes).
+    pub fn parse_with(uri: &str, rest: &str, rows: &'static [OptionDoc]) -> Result<Self, UriError> {
         let n = crate::uri::net(uri, rest, "key", "redis://HOST:PORT/KEY")?;
         let (host, port) = match n.addr.rsplit_once(':') {
             Some((h, p)) => (h.to_string(), crate::uri::port(uri, p)?),
             None => (n.addr.to_string(), 6379),
         };
         let key = n.path;
-        let mut mode = RedisMode::List;
-        let mut consumer = None;
-        for (k, v) in n.query {
-            match (k, v) {
-                ("mode", "list" | "lpush") => mode = RedisMode::List,
-                ("mode", "rpush") => mode = RedisMode::Rpush,
-                ("mode", "channel" | "publish") => mode = RedisMode::Channel,
-                ("consumer", c) if !c.is_empty() => consumer = Some(c.to_string()),
-                _ => {
-                    return Err(crate::uri::bad_query(
-                        uri,
-                        k,
-                        v,
-                        "mode=list|rpush|channel, consumer=NAME",
-                    ))
-                }
-            }
-        }
+        let q = Opts::parse_query(uri, rows, &n.query, "")?;
+        let mode = match q.text("mode").as_deref() {
+            Some("rpush") => RedisMode::Rpush,
+            Some("channel" | "publish") => RedisMode::Channel,
+            _ => RedisMode::List,
+        };
+        let consumer = q.text("consumer");
         Ok(Self {
             host,
             port,

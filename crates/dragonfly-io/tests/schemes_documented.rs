@@ -69,3 +69,27 @@ fn the_readme_diagram_names_every_scheme() {
         );
     }
 }
+
+/// docs/configuration.md's table of scheme options is the registry's rows (name, type,
+/// default, meaning), as `dragonfly_io::options::reference_table` writes them between the
+/// markers. `UPDATE_DOCS=1 cargo test -p dragonfly-io --test schemes_documented` rewrites it.
+#[test]
+fn the_table_of_scheme_options_is_generated_from_the_registry() {
+    const BEGIN: &str = "<!-- scheme options: generated from the registry -->\n";
+    const END: &str = "<!-- end of scheme options -->";
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/configuration.md");
+    let doc = std::fs::read_to_string(path).unwrap();
+    let start = doc.find(BEGIN).expect("the generated table's start marker") + BEGIN.len();
+    let end = start + doc[start..].find(END).expect("its end marker");
+    let table = dragonfly_io::options::reference_table();
+    if doc[start..end] != table {
+        if std::env::var("UPDATE_DOCS").as_deref() == Ok("1") {
+            std::fs::write(path, format!("{}{table}{}", &doc[..start], &doc[end..])).unwrap();
+            return;
+        }
+        panic!(
+            "docs/configuration.md's table of scheme options is not the registry's: run\n  \
+             UPDATE_DOCS=1 cargo test -p dragonfly-io --test schemes_documented\nexpected:\n{table}"
+        );
+    }
+}

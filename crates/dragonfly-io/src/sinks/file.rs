@@ -155,35 +155,22 @@ impl Sink for FileSink {
 pub const FILE: super::SinkScheme = super::SinkScheme {
     name: "file",
     form: "file://PATH",
-    options: &[crate::sources::OptionDoc {
+    options: &[crate::options::OptionDoc {
         name: "mode",
-        kind: "string (octal)",
-        doc: "permissions of the file when the output creates it (default \"0640\")",
+        kind: crate::options::OptKind::Octal,
+        default: "\"0640\"",
+        doc: "permissions of the file when the output creates it",
     }],
+    query: &[],
     parse: |_, rest, logdir, options| {
         let p = crate::uri::path(rest);
-        let mode = match crate::sources::option(options, "mode") {
-            None => OUTPUT_MODE,
-            Some(m) => parse_mode(m)?,
-        };
+        let mode = options.int("mode").map_or(OUTPUT_MODE, |m| m as u32);
         Ok(Box::new(FileOutput {
             path: if p.is_absolute() { p } else { logdir.join(p) },
             mode,
         }))
     },
 };
-
-/// Octal permissions from config.lua (`"0644"`).
-pub(crate) fn parse_mode(v: &str) -> Result<u32, crate::UriError> {
-    u32::from_str_radix(v.trim_start_matches("0o"), 8)
-        .ok()
-        .filter(|m| *m <= 0o777)
-        .ok_or_else(|| {
-            crate::UriError::BadOption(format!(
-                "mode '{v}' is not octal permissions (e.g. \"0640\")"
-            ))
-        })
-}
 
 #[derive(Debug)]
 struct FileOutput {

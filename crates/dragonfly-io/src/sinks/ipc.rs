@@ -71,6 +71,7 @@ pub const IPC: super::SinkScheme = super::SinkScheme {
     name: "ipc",
     form: "ipc://PATH",
     options: &[],
+    query: &[],
     parse: |_, rest, _, _| {
         Ok(Box::new(IpcOutput {
             path: crate::uri::path(rest),

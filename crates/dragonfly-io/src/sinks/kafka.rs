@@ -171,14 +171,16 @@ impl Sink for KafkaSink {
 pub const KAFKA: super::SinkScheme = super::SinkScheme {
     name: "kafka",
     form: "kafka://BROKERS/TOPIC[?key=FIELD]",
-    options: &[crate::sources::OptionDoc {
+    options: &[crate::options::OptionDoc {
         name: "*",
-        kind: "string",
-        doc: "librdkafka producer properties",
+        kind: crate::options::OptKind::Any,
+        default: "",
+        doc: "librdkafka producer properties (defaults here: `acks=all`, `linger.ms=5`, `compression.type=lz4`)",
     }],
+    query: crate::kafka_uri::OUTPUT_QUERY,
     parse: |uri, rest, _, options| {
         Ok(Box::new(KafkaOutput {
-            uri: crate::kafka_uri::KafkaUri::parse(uri, rest)?.with_options(options),
+            uri: crate::kafka_uri::KafkaUri::parse_with(uri, rest, crate::kafka_uri::OUTPUT_QUERY)?.with_options(&options.passed_on()),
         }))
     },
 };

@@ -75,6 +75,8 @@ pub struct SinkScheme {
     pub form: &'static str,
     /// Options it takes; `*`: any (passed on to a client library).
     pub options: &'static [crate::sources::OptionDoc],
+    /// Query parameters its URI takes (`?key=FIELD`).
+    pub query: &'static [crate::sources::OptionDoc],
     /// Its parser.
     pub parse: SinkParseFn,
 }
@@ -85,7 +87,7 @@ pub type SinkParseFn = fn(
     uri: &str,
     rest: &str,
     logdir: &Path,
-    options: &[(String, String)],
+    options: &crate::options::Opts,
 ) -> Result<Box<dyn Destination>, UriError>;
 
 /// A parsed output, ready to be opened.
@@ -147,8 +149,8 @@ pub fn parse(
                 .collect::<Vec<_>>()
                 .join(", "),
         })?;
-    crate::sources::check_options(s.name, s.options, options)?;
-    (s.parse)(uri, rest, logdir, options)
+    let options = crate::options::Opts::parse(s.name, s.options, options)?;
+    (s.parse)(uri, rest, logdir, &options)
 }
 
 #[cfg(test)]

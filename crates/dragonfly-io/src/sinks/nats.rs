@@ -120,9 +120,10 @@ pub const NATS: super::SinkScheme = super::SinkScheme {
     name: "nats",
     form: "nats://HOST:PORT/SUBJECT[?jetstream=1]",
     options: &[],
+    query: crate::nats_uri::OUTPUT_QUERY,
     parse: |uri, rest, _, _| {
         Ok(Box::new(NatsOutput {
-            uri: crate::nats_uri::NatsUri::parse(uri, rest)?,
+            uri: crate::nats_uri::NatsUri::parse_with(uri, rest, crate::nats_uri::OUTPUT_QUERY)?,
         }))
     },
 };

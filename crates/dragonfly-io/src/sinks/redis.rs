@@ -62,9 +62,10 @@ pub const REDIS: super::SinkScheme = super::SinkScheme {
     name: "redis",
     form: "redis://HOST:PORT/KEY?mode=list|rpush|channel",
     options: &[],
+    query: crate::redis_uri::OUTPUT_QUERY,
     parse: |uri, rest, _, _| {
         Ok(Box::new(RedisOutput {
-            uri: crate::redis_uri::RedisUri::parse(uri, rest)?,
+            uri: crate::redis_uri::RedisUri::parse_with(uri, rest, crate::redis_uri::OUTPUT_QUERY)?,
         }))
     },
 };

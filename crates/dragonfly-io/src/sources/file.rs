@@ -55,6 +55,7 @@ pub const FILE: super::SourceScheme = super::SourceScheme {
     form: "file://PATH",
     finite: true,
     options: &[],
+    query: &[],
     parse: |_, rest, _| {
         Ok(Box::new(FileInput {
             path: crate::uri::path(rest),
@@ -69,6 +70,7 @@ pub const ZFILE: super::SourceScheme = super::SourceScheme {
     form: "zfile://PATH",
     finite: true,
     options: &[],
+    query: &[],
     parse: |_, rest, _| {
         Ok(Box::new(FileInput {
             path: crate::uri::path(rest),

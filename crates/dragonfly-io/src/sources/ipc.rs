@@ -200,6 +200,7 @@ pub const IPC: super::SourceScheme = super::SourceScheme {
     form: "ipc://PATH",
     finite: false,
     options: super::socket::SOCKET_OPTIONS,
+    query: &[],
     parse: |_, rest, options| {
         Ok(Box::new(IpcInput {
             path: crate::uri::path(rest),

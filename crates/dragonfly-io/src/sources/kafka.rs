@@ -307,12 +307,15 @@ pub const KAFKA: super::SourceScheme = super::SourceScheme {
     finite: false,
     options: &[super::OptionDoc {
         name: "*",
-        kind: "string",
-        doc: "librdkafka consumer properties",
+        kind: super::OptKind::Any,
+        default: "",
+        doc: "librdkafka consumer properties (`[\"session.timeout.ms\"] = 6000`)",
     }],
+    query: crate::kafka_uri::INPUT_QUERY,
     parse: |uri, rest, options| {
         Ok(Box::new(KafkaSource {
-            uri: crate::kafka_uri::KafkaUri::parse(uri, rest)?.with_options(options),
+            uri: crate::kafka_uri::KafkaUri::parse_with(uri, rest, crate::kafka_uri::INPUT_QUERY)?
+                .with_options(&options.passed_on()),
         }))
     },
 };

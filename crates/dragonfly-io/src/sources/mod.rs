@@ -224,16 +224,7 @@ pub(crate) fn await_receipts(step: Duration, mut settled: impl FnMut() -> bool) 
     }
 }
 
-/// What the docs and messages say about one option of a scheme.
-#[derive(Debug, Clone, Copy)]
-pub struct OptionDoc {
-    /// The option's name in `options = { ... }`.
-    pub name: &'static str,
-    /// The value's type as config.lua writes it.
-    pub kind: &'static str,
-    /// One line for the reference.
-    pub doc: &'static str,
-}
+pub use crate::options::{OptKind, OptionDoc, Opts};
 
 /// One input scheme: its row in [`SCHEMES`]. Everything the engine, the messages and the
 /// reference need comes from here; adding a scheme is one module exporting one row.
@@ -248,14 +239,15 @@ pub struct SourceScheme {
     /// Options it takes (`options = { ... }` in config.lua); `*` as a name: any (passed on to a
     /// client library).
     pub options: &'static [OptionDoc],
+    /// Query parameters its URI takes (`?group=NAME`).
+    pub query: &'static [OptionDoc],
     /// Parse what follows `scheme://` (`uri` is the whole URI, for messages) with config.lua's
-    /// options, sorted by name.
+    /// options, checked against [`SourceScheme::options`].
     pub parse: ParseFn,
 }
 
 /// A scheme's parser: the whole URI (for messages), what follows `scheme://`, the options.
-pub type ParseFn =
-    fn(uri: &str, rest: &str, options: &[(String, String)]) -> Result<Box<dyn Source>, UriError>;
+pub type ParseFn = fn(uri: &str, rest: &str, options: &Opts) -> Result<Box<dyn Source>, UriError>;
 
 /// A parsed input, ready to be opened.
 pub trait Source: std::fmt::Debug + Send {
@@ -328,41 +320,8 @@ pub fn parse(uri: &str, options: &[(String, String)]) -> Result<Box<dyn Source>,
             role: "as an input",
             supported: scheme_names(),
         })?;
-    check_options(s.name, s.options, options)?;
-    (s.parse)(uri, rest, options)
-}
-
-/// Refuse an option a scheme does not list (unless it lists `*`: any, passed on to a client
-/// library), naming the ones it knows. Inputs and outputs both check here.
-pub(crate) fn check_options(
-    scheme: &str,
-    known: &[OptionDoc],
-    options: &[(String, String)],
-) -> Result<(), UriError> {
-    if known.iter().any(|o| o.name == "*") {
-        return Ok(());
-    }
-    match options
-        .iter()
-        .find(|(k, _)| !known.iter().any(|o| o.name == k))
-    {
-        None => Ok(()),
-        Some((k, _)) if known.is_empty() => Err(UriError::BadOption(format!(
-            "{scheme}:// takes no options (got '{k}')"
-        ))),
-        Some((k, _)) => Err(UriError::BadOption(format!(
-            "unknown option '{k}' for {scheme}:// (known: {})",
-            known.iter().map(|o| o.name).collect::<Vec<_>>().join(", ")
-        ))),
-    }
-}
-
-/// The value of option `name`, if given.
-pub(crate) fn option<'a>(options: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    options
-        .iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
+    let options = Opts::parse(s.name, s.options, options)?;
+    (s.parse)(uri, rest, &options)
 }
 
 /// Turns frames into batches and counts what it skips; shared by every source.

@@ -213,9 +213,10 @@ pub const NATS: super::SourceScheme = super::SourceScheme {
     form: "nats://HOST:PORT/SUBJECT[?queue=G | ?stream=S&durable=D]",
     finite: false,
     options: &[],
+    query: crate::nats_uri::INPUT_QUERY,
     parse: |uri, rest, _| {
         Ok(Box::new(NatsSource {
-            uri: crate::nats_uri::NatsUri::parse(uri, rest)?,
+            uri: crate::nats_uri::NatsUri::parse_with(uri, rest, crate::nats_uri::INPUT_QUERY)?,
         }))
     },
 };

@@ -264,9 +264,10 @@ pub const REDIS: super::SourceScheme = super::SourceScheme {
     form: "redis://HOST:PORT/KEY?mode=list|rpush|channel&consumer=NAME",
     finite: false,
     options: &[],
+    query: crate::redis_uri::INPUT_QUERY,
     parse: |uri, rest, _| {
         Ok(Box::new(RedisSource {
-            uri: crate::redis_uri::RedisUri::parse(uri, rest)?,
+            uri: crate::redis_uri::RedisUri::parse_with(uri, rest, crate::redis_uri::INPUT_QUERY)?,
         }))
     },
 };

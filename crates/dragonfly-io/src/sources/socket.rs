@@ -20,29 +20,37 @@
 use std::io;
 use std::path::Path;
 
+use super::OptKind;
 use crate::uri::UriError;
 
 /// The options of the socket inputs, for their scheme rows.
 pub const SOCKET_OPTIONS: &[super::OptionDoc] = &[
     super::OptionDoc {
         name: "mode",
-        kind: "string (octal)",
-        doc: "the socket file's permissions, e.g. \"0660\"",
+        kind: OptKind::Octal,
+        default: "",
+        doc: "the socket file's permissions, e.g. \"0660\" (none: what the umask gives)",
     },
     super::OptionDoc {
         name: "owner",
-        kind: "string",
+        kind: OptKind::Text,
+        default: "",
         doc: "user (name or number) owning the socket file",
     },
     super::OptionDoc {
         name: "group",
-        kind: "string",
+        kind: OptKind::Text,
+        default: "",
         doc: "group (name or number) of the socket file",
     },
     super::OptionDoc {
         name: "buffer_mb",
-        kind: "number",
-        doc: "memory queued datagrams may hold (default 512)",
+        kind: OptKind::Int {
+            min: 1,
+            max: 1 << 20,
+        },
+        default: "512",
+        doc: "MiB queued datagrams may hold; past it they are dropped (`overflow`)",
     },
 ];
 
@@ -54,13 +62,15 @@ pub const STREAM_OPTIONS: &[super::OptionDoc] = &[
     SOCKET_OPTIONS[2],
     super::OptionDoc {
         name: "partial_mb",
-        kind: "number",
-        doc: "memory the partial lines of every connection may hold together; past it the largest is dropped (default 64)",
+        kind: OptKind::Int { min: 1, max: 1 << 20 },
+        default: "64",
+        doc: "MiB the partial lines of every connection may hold together (at least max_line_bytes); past it the largest is dropped",
     },
     super::OptionDoc {
         name: "idle_timeout_s",
-        kind: "number",
-        doc: "a connection without a whole line for this long is closed (default 300)",
+        kind: OptKind::Num { min: 0.1, max: 1e7 },
+        default: "300",
+        doc: "a connection without a whole line for this long is closed",
     },
 ];
 
@@ -73,9 +83,6 @@ pub const SYSLOG_OPTIONS: &[super::OptionDoc] = &[
     STREAM_OPTIONS[3],
     STREAM_OPTIONS[4],
 ];
-
-/// Default memory for queued datagrams of one socket input.
-pub const DEFAULT_BUFFER_MB: usize = 512;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 /// Socket input options (see the module doc).
@@ -93,12 +100,14 @@ pub struct SocketOptions {
 }
 
 impl Default for SocketOptions {
+    /// The rows' defaults.
     fn default() -> Self {
+        let none = super::Opts::parse("socket", SOCKET_OPTIONS, &[]).expect("no options");
         Self {
             mode: None,
             owner: None,
             group: None,
-            buffer_mb: DEFAULT_BUFFER_MB,
+            buffer_mb: none.int("buffer_mb").expect("a default") as usize,
             stream: Default::default(),
         }
     }
@@ -109,47 +118,35 @@ fn bad(msg: String) -> UriError {
 }
 
 impl SocketOptions {
-    /// Read config.lua's options; names are resolved now.
-    pub fn parse(options: &[(String, String)]) -> Result<Self, UriError> {
-        let mut o = SocketOptions::default();
-        for (k, v) in options {
-            match k.as_str() {
-                "mode" => o.mode = Some(crate::sinks::file::parse_mode(v)?),
-                "owner" => o.owner = Some(v.clone()),
-                "group" => o.group = Some(v.clone()),
-                "buffer_mb" => {
-                    o.buffer_mb = v
-                        .parse::<usize>()
-                        .ok()
-                        .filter(|n| (1..=1 << 20).contains(n))
-                        .ok_or_else(|| bad(format!("buffer_mb '{v}' is not a number of MiB")))?;
-                }
-                "partial_mb" => {
-                    o.stream.partial_bytes = v
-                        .parse::<usize>()
-                        .ok()
-                        .filter(|n| (1..=1 << 20).contains(n))
-                        .ok_or_else(|| bad(format!("partial_mb '{v}' is not a number of MiB")))?
-                        << 20;
-                }
-                "idle_timeout_s" => {
-                    o.stream.idle_timeout = v
-                        .parse::<f64>()
-                        .ok()
-                        .filter(|n| (0.1..=1e7).contains(n))
-                        .map(std::time::Duration::from_secs_f64)
-                        .ok_or_else(|| {
-                            bad(format!(
-                                "idle_timeout_s '{v}' is not a number of seconds (0.1 or more)"
-                            ))
-                        })?;
-                }
-                other => {
-                    return Err(bad(format!(
-                        "unknown option '{other}' for a socket input (known: mode, owner, group, buffer_mb, partial_mb, idle_timeout_s)"
-                    )))
-                }
-            }
+    /// Read config.lua's options, checked against the scheme's rows (an option the scheme
+    /// does not have keeps its default); names are resolved now.
+    pub fn parse(options: &super::Opts) -> Result<Self, UriError> {
+        let mut o = SocketOptions {
+            mode: options.int("mode").map(|m| m as u32),
+            owner: options.text("owner"),
+            group: options.text("group"),
+            ..Default::default()
+        };
+        if let Some(mb) = options
+            .has("buffer_mb")
+            .then(|| options.int("buffer_mb"))
+            .flatten()
+        {
+            o.buffer_mb = mb as usize;
+        }
+        if let Some(mb) = options
+            .has("partial_mb")
+            .then(|| options.int("partial_mb"))
+            .flatten()
+        {
+            o.stream.partial_bytes = (mb as usize) << 20;
+        }
+        if let Some(s) = options
+            .has("idle_timeout_s")
+            .then(|| options.num("idle_timeout_s"))
+            .flatten()
+        {
+            o.stream.idle_timeout = std::time::Duration::from_secs_f64(s);
         }
         // names must resolve now, not at bind time
         o.ids()?;
@@ -210,5 +207,21 @@ impl SocketOptions {
                 .map_err(|e| io::Error::new(e.kind(), format!("chown {}: {e}", path.display())))?;
         }
         Ok(sock)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rows_defaults_are_the_stream_limits_defaults() {
+        let o = SocketOptions::parse(
+            &crate::sources::Opts::parse("unix", STREAM_OPTIONS, &[]).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(o, SocketOptions::default());
+        assert_eq!(o.stream, super::super::stream::StreamOptions::default());
+        assert_eq!(o.buffer_mb, 512);
     }
 }

@@ -33,6 +33,7 @@ pub const SYSLOG: super::SourceScheme = super::SourceScheme {
     finite: false,
     // mode, owner and group apply to the socket file of syslog://PATH
     options: super::socket::SYSLOG_OPTIONS,
+    query: &[],
     parse: |uri, rest, options| {
         let transport = if let Some(addr) = rest.strip_prefix("udp:") {
             Transport::Udp(addr.to_string())

@@ -692,9 +692,11 @@ pub const TAIL: super::SourceScheme = super::SourceScheme {
     finite: false,
     options: &[super::OptionDoc {
         name: "checkpoint",
-        kind: "path",
-        doc: "where the position confirmed by every output is kept across restarts",
+        kind: super::OptKind::Path,
+        default: "",
+        doc: "where the position confirmed by every output is kept across restarts (relative to ROOT; none: the input starts where its URI says each time)",
     }],
+    query: &[],
     parse: |uri, rest, options| {
         let (path, from_start) = match rest.strip_suffix('<') {
             Some("") => return Err(crate::UriError::NoPath(format!("'{uri}' names no path"))),
@@ -704,7 +706,7 @@ pub const TAIL: super::SourceScheme = super::SourceScheme {
         Ok(Box::new(TailInput {
             path: crate::uri::path(path),
             from_start,
-            checkpoint: super::option(options, "checkpoint").map(crate::uri::path),
+            checkpoint: options.text("checkpoint").map(|p| crate::uri::path(&p)),
         }))
     },
 };

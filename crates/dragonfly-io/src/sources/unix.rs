@@ -56,6 +56,7 @@ pub const UNIX: super::SourceScheme = super::SourceScheme {
     form: "unix://PATH",
     finite: false,
     options: super::socket::STREAM_OPTIONS,
+    query: &[],
     parse: |_, rest, options| {
         Ok(Box::new(UnixInput {
             path: crate::uri::path(rest),

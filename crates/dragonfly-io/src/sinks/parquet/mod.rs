@@ -88,7 +88,7 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 
 use super::Sink;
-use crate::sources::OptionDoc;
+use crate::options::{OptKind, OptionDoc, Opts};
 use crate::uri::UriError;
 use crate::Batch;
 use columns::{AppendError, Columns};
@@ -130,170 +130,156 @@ pub struct Options {
 }
 
 impl Default for Options {
+    /// The rows' defaults ([`OPTIONS`]).
     fn default() -> Self {
-        Options {
-            partition_by: vec!["event_type".into(), "date".into()],
-            compression: Compression::ZSTD(ZstdLevel::default()),
-            row_group_rows: 65_536,
-            row_group_bytes: 16 << 20,
-            file_rows: 10_000_000,
-            file_bytes: 256 << 20,
-            max_age: Duration::from_secs(300),
-            max_open_files: 64,
-            buffer_bytes: 256 << 20,
-            queue_bytes: 16 << 20,
-            threads: std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
-                .clamp(1, 4),
-            dictionary: false,
-        }
+        let none = Opts::parse("parquet", OPTIONS, &[]).expect("no options");
+        Options::from_opts(&none).expect("the defaults are valid")
     }
 }
+
+const MB: f64 = 1048576.0;
 
 const OPTIONS: &[OptionDoc] = &[
     OptionDoc {
         name: "partition_by",
-        kind: "string",
-        doc: "comma-separated top-level fields, one directory level each (`date`: the event's date); \"\" for none (default \"event_type,date\")",
+        kind: OptKind::Text,
+        default: "\"event_type,date\"",
+        doc: "comma-separated top-level fields, one directory level each, at most 4 (`date`: the event's date); \"\" for none",
     },
     OptionDoc {
         name: "compression",
-        kind: "string",
-        doc: "zstd (default), zstd:LEVEL (1-22, default 1), snappy or none",
+        kind: OptKind::Text,
+        default: "\"zstd\"",
+        doc: "zstd, zstd:LEVEL (1-22; zstd alone is level 1), snappy or none",
     },
     OptionDoc {
         name: "row_group_rows",
-        kind: "number",
-        doc: "rows per row group (default 65536)",
+        kind: OptKind::Int { min: 1, max: 1 << 30 },
+        default: "65536",
+        doc: "rows per row group",
     },
     OptionDoc {
         name: "row_group_mb",
-        kind: "number",
-        doc: "MB of JSON per row group (default 16)",
+        kind: OptKind::Num { min: 0.001, max: 65536.0 },
+        default: "16",
+        doc: "MB of JSON per row group",
     },
     OptionDoc {
         name: "file_rows",
-        kind: "number",
-        doc: "rows per file (default 10000000)",
+        kind: OptKind::Int { min: 1, max: 1 << 40 },
+        default: "10000000",
+        doc: "rows per file",
     },
     OptionDoc {
         name: "file_mb",
-        kind: "number",
-        doc: "MB of Parquet per file (default 256)",
+        kind: OptKind::Num { min: 0.001, max: 1048576.0 },
+        default: "256",
+        doc: "MB of Parquet per file",
     },
     OptionDoc {
         name: "max_age_s",
-        kind: "number",
-        doc: "seconds before an open file is closed; receipts wait for it (default 300)",
+        kind: OptKind::Num { min: 0.01, max: 1e9 },
+        default: "300",
+        doc: "seconds a file stays open; receipts wait for it (below)",
     },
     OptionDoc {
         name: "max_open_files",
-        kind: "number",
-        doc: "partitions open at once; the least recently written closes (default 64)",
+        kind: OptKind::Int { min: 1, max: 65536 },
+        default: "64",
+        doc: "partitions open at once; the least recently written closes",
     },
     OptionDoc {
         name: "threads",
-        kind: "number",
-        doc: "writer threads, each owning some partitions (default: the cores, at most 4)",
+        kind: OptKind::Int { min: 1, max: 64 },
+        default: "",
+        doc: "writer threads; each owns some partitions (a new partition goes to the least loaded) and parses, encodes and writes them (none: the cores, at most 4)",
     },
     OptionDoc {
         name: "dictionary",
-        kind: "boolean",
-        doc: "dictionary-encode columns (default false: with zstd, files came out smaller and were written ~20% faster without)",
+        kind: OptKind::Bool,
+        default: "false",
+        doc: "dictionary-encode columns; with zstd the files came out smaller and were written ~20% faster without (docs/benchmarks.md)",
     },
     OptionDoc {
         name: "buffer_mb",
-        kind: "number",
-        doc: "MB of JSON held in row groups over all partitions (default 256)",
+        kind: OptKind::Num { min: 0.001, max: 1048576.0 },
+        default: "256",
+        doc: "MB of JSON held in row groups over all partitions (a busy partition keeps its last row group's memory to fill again, counted here); the largest are written out first",
     },
     OptionDoc {
         name: "queue_mb",
-        kind: "number",
-        doc: "MB of lines waiting for each writer thread before the pipeline is held back (default 16: a writer busy with a row group does not stall the others)",
+        kind: OptKind::Num { min: 0.001, max: 1048576.0 },
+        default: "16",
+        doc: "MB of lines waiting for each writer thread; when a writer's queue is full the pipeline is held back (a slow disk), but a writer busy with a row group does not stall the others",
     },
 ];
 
 impl Options {
-    /// From config.lua's options (all given as text).
+    /// From config.lua's options, checked against [`OPTIONS`].
     pub fn parse(opts: &[(String, String)]) -> Result<Self, UriError> {
-        let mut o = Options::default();
-        for (k, v) in opts {
-            let num = |min: f64| -> Result<f64, UriError> {
-                v.parse::<f64>()
-                    .ok()
-                    .filter(|n| *n >= min && n.is_finite())
-                    .ok_or_else(|| {
-                        UriError::BadOption(format!(
-                            "parquet:// option '{k}' must be a number >= {min} (got '{v}')"
-                        ))
-                    })
-            };
-            match k.as_str() {
-                "partition_by" => {
-                    o.partition_by = v
-                        .split(',')
-                        .map(str::trim)
-                        .filter(|s| !s.is_empty())
-                        .map(String::from)
-                        .collect();
-                    if o.partition_by.len() > 4 {
-                        return Err(UriError::BadOption(
-                            "parquet:// option 'partition_by' takes at most 4 fields".into(),
-                        ));
-                    }
-                }
-                "compression" => {
-                    o.compression = match v.split_once(':') {
-                        None if v == "zstd" => Compression::ZSTD(ZstdLevel::default()),
-                        None if v == "snappy" => Compression::SNAPPY,
-                        None if v == "none" => Compression::UNCOMPRESSED,
-                        Some(("zstd", l)) => l
-                            .parse::<i32>()
-                            .ok()
-                            .and_then(|l| ZstdLevel::try_new(l).ok())
-                            .map(Compression::ZSTD)
-                            .ok_or_else(|| {
-                                UriError::BadOption(format!(
-                                    "parquet:// option 'compression': zstd level must be 1-22 (got '{l}')"
-                                ))
-                            })?,
-                        _ => {
-                            return Err(UriError::BadOption(format!(
-                                "parquet:// option 'compression' must be zstd, zstd:LEVEL, snappy or none (got '{v}')"
-                            )))
-                        }
-                    }
-                }
-                "row_group_rows" => o.row_group_rows = num(1.0)? as usize,
-                "row_group_mb" => o.row_group_bytes = (num(0.001)? * 1048576.0) as usize,
-                "file_rows" => o.file_rows = num(1.0)? as u64,
-                "file_mb" => o.file_bytes = (num(0.001)? * 1048576.0) as u64,
-                "max_age_s" => o.max_age = Duration::from_secs_f64(num(0.01)?),
-                "max_open_files" => o.max_open_files = num(1.0)? as usize,
-                "buffer_mb" => o.buffer_bytes = (num(0.001)? * 1048576.0) as usize,
-                "queue_mb" => o.queue_bytes = (num(0.001)? * 1048576.0) as usize,
-                "threads" => o.threads = (num(1.0)? as usize).min(64),
-                "dictionary" => {
-                    o.dictionary = match v.as_str() {
-                        "true" | "1" => true,
-                        "false" | "0" => false,
-                        _ => {
-                            return Err(UriError::BadOption(format!(
-                                "parquet:// option 'dictionary' must be true or false (got '{v}')"
-                            )))
-                        }
-                    }
-                }
-                _ => {
-                    return Err(UriError::BadOption(format!(
-                        "parquet:// has no option '{k}' (it takes {})",
-                        OPTIONS.iter().map(|o| o.name).collect::<Vec<_>>().join(", ")
-                    )))
-                }
-            }
+        Self::from_opts(&Opts::parse("parquet", OPTIONS, opts)?)
+    }
+
+    /// From options checked against [`OPTIONS`] (given or defaulted).
+    pub fn from_opts(o: &Opts) -> Result<Self, UriError> {
+        let num = |k| o.num(k).expect("a default");
+        let int = |k| o.int(k).expect("a default");
+        let partition_by: Vec<String> = o
+            .text("partition_by")
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect();
+        if partition_by.len() > 4 {
+            return Err(UriError::BadOption(
+                "parquet:// option 'partition_by' takes at most 4 fields".into(),
+            ));
         }
-        Ok(o)
+        let v = o.text("compression").unwrap_or_default();
+        let compression = match v.split_once(':') {
+            None if v == "zstd" => Compression::ZSTD(ZstdLevel::default()),
+            None if v == "snappy" => Compression::SNAPPY,
+            None if v == "none" => Compression::UNCOMPRESSED,
+            Some(("zstd", l)) => l
+                .parse::<i32>()
+                .ok()
+                .and_then(|l| ZstdLevel::try_new(l).ok())
+                .map(Compression::ZSTD)
+                .ok_or_else(|| {
+                    UriError::BadOption(format!(
+                        "parquet:// option 'compression': zstd level must be 1-22 (got '{l}')"
+                    ))
+                })?,
+            _ => {
+                return Err(UriError::BadOption(format!(
+                    "parquet:// option 'compression' must be zstd, zstd:LEVEL, snappy or none (got '{v}')"
+                )))
+            }
+        };
+        Ok(Options {
+            partition_by,
+            compression,
+            row_group_rows: int("row_group_rows") as usize,
+            row_group_bytes: (num("row_group_mb") * MB) as usize,
+            file_rows: int("file_rows"),
+            file_bytes: (num("file_mb") * MB) as u64,
+            max_age: Duration::from_secs_f64(num("max_age_s")),
+            max_open_files: int("max_open_files") as usize,
+            buffer_bytes: (num("buffer_mb") * MB) as usize,
+            queue_bytes: (num("queue_mb") * MB) as usize,
+            threads: o.int("threads").map_or_else(
+                || {
+                    std::thread::available_parallelism()
+                        .map(|n| n.get())
+                        .unwrap_or(1)
+                        .clamp(1, 4)
+                },
+                |n| n as usize,
+            ),
+            dictionary: o.bool("dictionary").expect("a default"),
+        })
     }
 
     fn properties(&self) -> WriterProperties {
@@ -310,11 +296,12 @@ pub const PARQUET: super::SinkScheme = super::SinkScheme {
     name: "parquet",
     form: "parquet://DIR",
     options: OPTIONS,
+    query: &[],
     parse: |_, rest, logdir, options| {
         let p = crate::uri::path(rest);
         Ok(Box::new(ParquetOutput {
             dir: if p.is_absolute() { p } else { logdir.join(p) },
-            options: Options::parse(options)?,
+            options: Options::from_opts(options)?,
         }))
     },
 };
