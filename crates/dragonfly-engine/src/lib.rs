@@ -31,6 +31,9 @@ pub mod store;
 mod topology;
 pub mod worker;
 
+#[cfg(test)]
+mod tests;
+
 use dragonfly_event::sync::Locked;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64};

@@ -286,6 +286,36 @@ impl Plan {
         (plan, problems)
     }
 
+    /// Read input `tag` from `source` instead of what its URI names (its filter, options and
+    /// place stay): for a program that embeds the engine with a source of its own, and for
+    /// the engine's in-process tests. False when no input has that tag.
+    pub fn replace_source(&mut self, tag: &str, source: Box<dyn Source>) -> bool {
+        match self.config.inputs.iter().position(|i| i.tag == tag) {
+            Some(i) => {
+                self.sources[i] = source;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Write output `tag` to `sink` instead of what its URI names (see
+    /// [`Plan::replace_source`]). False when no output has that tag.
+    pub fn replace_sink(&mut self, tag: &str, sink: Box<dyn Destination>) -> bool {
+        match self.config.outputs.iter().position(|o| o.tag == tag) {
+            Some(i) => {
+                self.sinks[i] = sink;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Write dead letters to `sink` instead of `engine.dead_letter`'s URI.
+    pub fn replace_dead_letter(&mut self, sink: Box<dyn Destination>) {
+        self.dead_letter = Some(sink);
+    }
+
     /// The store scripts reach through `hiredis.connect()`.
     pub fn backend(&self) -> &Backend {
         &self.runtime.backend
