@@ -305,9 +305,9 @@ impl Running {
             let recorded: Vec<dragonfly_lua::Failure> = salvage
                 .failures
                 .iter()
-                .map(|(caller, message, idx)| dragonfly_lua::Failure {
+                .map(|(caller, kind, message, idx)| dragonfly_lua::Failure {
                     caller: *caller,
-                    kind: dragonfly_lua::FailureKind::of_message(message),
+                    kind: *kind,
                     error: dragonfly_lua::ScriptError {
                         script: match *caller {
                             dragonfly_lua::Caller::Filter(f) => t.spec.filters.get(f),

@@ -4,15 +4,29 @@
 -- event to its filter, then runs the queued analyzers until the queue is empty. Errors are
 -- collected (not raised) for the engine to log and count.
 --
--- `probe[1]` is bumped before and after every script call: the watchdog's hook (watchdog.rs)
--- reads it to tell one long call from many short ones; `probe[2]` is the batch index being run
--- (0: none) and `probe[3]` the caller (as in error records). The engine reads the position if
--- the runtime has to be given up, or when an error outside any script call (out of memory while
--- recording a failure) cut a batch's run, to resume at the next event. The overlap scheduler
--- also keeps `probe[4]`, the last batch index it started (0: not running), and `probe[5]`, the
--- set of batch indices in flight: a cut run resumes after `probe[4]` (no event runs twice)
--- and the events in flight besides the culprit go to the dead letters as dropped.
-local out_raw, MAX_HOPS, probe, traceback, lazy, sched = ...
+-- The probe's slots and the failure records' fields are named in wire.rs, which hands their
+-- numbers over as `W`. `probe[P_CALLS]` is bumped before and after every script call: the
+-- watchdog's hook (watchdog.rs) reads it to tell one long call from many short ones;
+-- `probe[P_POS]` is the batch index being run (0: none) and `probe[P_WHO]` the caller (as in
+-- failure records). The engine reads the position if the runtime has to be given up, or when
+-- an error outside any script call (out of memory while recording a failure) cut a batch's
+-- run, to resume at the next event. The overlap scheduler also keeps `probe[P_STARTED]`, the
+-- last batch index it started (0: not running), and `probe[P_LIVE]`, the set of batch indices
+-- in flight: a cut run resumes after `probe[P_STARTED]` (no event runs twice) and the events
+-- in flight besides the culprit go to the dead letters as dropped. A failure's kind is
+-- recorded where it happens: the watchdog marks a call it stopped in `probe[P_KIND]`, a
+-- routing loop is recorded as one, and an error for which the xpcall handler did not run is
+-- LuaJIT's out-of-memory error.
+local out_raw, MAX_HOPS, probe, traceback, lazy, sched, W = ...
+local P_CALLS, P_POS, P_WHO, P_STARTED, P_LIVE, P_ERRORS, P_KIND =
+  W.probe.calls, W.probe.pos, W.probe.who, W.probe.started, W.probe.live, W.probe.errors,
+  W.probe.kind
+local R_WHO, R_MESSAGE, R_VALUE, R_POS, R_WHERE, R_KIND =
+  W.record.who, W.record.message, W.record.value, W.record.pos, W.record.where, W.record.kind
+-- (a timeout's kind, W.kind.timeout, is written into probe[P_KIND] by the watchdog)
+local K_ERROR, K_MEMORY, K_LOOP = W.kind.error, W.kind.memory, W.kind.routing_loop
+-- the error value LuaJIT gives an out-of-memory error (LUA_ERRMEM), for which no handler runs
+local ERRMEM = "not enough memory"
 local lazy_index, lazy_clone = lazy.index, lazy.clone
 local rawget, rawset = rawget, rawset
 local type, select, next, pcall, xpcall, error = type, select, next, pcall, xpcall, error
@@ -25,13 +39,13 @@ local M = {
   by_tag = {},      -- analyzer tag -> index
   loops = {},       -- analyzer index -> loop function
   counts = {},      -- analyzer index -> events since the last take
-  errors = {},      -- { who, message, value, pos, where } since the last take
+  errors = {},      -- failure records (fields R_*) since the last take
   unknown = {},     -- analyzer tags routed to that do not exist
   loops_cut = 0,    -- routing loops cut since the last take
 }
 local by_tag, loops, counts, errors, unknown = M.by_tag, M.loops, M.counts, M.errors, M.unknown
 -- the failures not yet taken, for the engine to salvage from a runtime given up
-probe[6] = errors
+probe[P_ERRORS] = errors
 
 local function copy(v, depth)
   if type(v) ~= "table" then return v end
@@ -100,10 +114,22 @@ local function message(err)
   return "(an error object of type " .. type(err) .. " that cannot be shown: its __tostring failed)"
 end
 
-local function record(who, err, value)
+local function record(who, err, value, kind)
   local where
-  if type(err) == "table" and err[0] == probe then err, where = err[1], err[2] end
-  errors[#errors + 1] = { who, message(err), value, probe[2], where }
+  if type(err) == "table" and err[0] == probe then
+    err, where = err[1], err[2]
+  elseif kind == nil and err == ERRMEM then
+    kind = K_MEMORY
+  end
+  if kind == nil then
+    kind = probe[P_KIND]
+    if kind == 0 then kind = K_ERROR end
+  end
+  probe[P_KIND] = 0
+  local r = tnew(6, 0)
+  r[R_WHO], r[R_MESSAGE], r[R_VALUE], r[R_POS], r[R_WHERE], r[R_KIND] =
+    who, message(err), value, probe[P_POS], where, kind
+  errors[#errors + 1] = r
 end
 
 -- xpcall handler: keep the error and the first traceback line inside a script
@@ -122,10 +148,11 @@ local function on_error(err)
 end
 
 local function call(who, f, v)
-  probe[1] = probe[1] + 1
-  probe[3] = who
+  probe[P_CALLS] = probe[P_CALLS] + 1
+  probe[P_WHO] = who
+  probe[P_KIND] = 0
   local ok, err = xpcall(f, on_error, v)
-  probe[1] = probe[1] + 1
+  probe[P_CALLS] = probe[P_CALLS] + 1
   return ok, err
 end
 
@@ -138,7 +165,7 @@ local function drain()
     hops = hops + 1
     if hops > MAX_HOPS then
       record(a, "routing loop: one event was handed between analyzers more than " .. MAX_HOPS ..
-        " times; its pending hand-offs were dropped", v)
+        " times; its pending hand-offs were dropped", v, K_LOOP)
       for j = qh, qn do qa[j], qv[j] = nil, nil end
       M.loops_cut = M.loops_cut + 1
       break
@@ -321,7 +348,7 @@ local function event_body(c, filter, who, ev)
     hops = hops + 1
     if hops > MAX_HOPS then
       record(a, "routing loop: one event was handed between analyzers more than " .. MAX_HOPS ..
-        " times; its pending hand-offs were dropped", v)
+        " times; its pending hand-offs were dropped", v, K_LOOP)
       for j = c.h, c.n do c.a[j], c.v[j] = nil, nil end
       M.loops_cut = M.loops_cut + 1
       break
@@ -358,7 +385,7 @@ local function run_overlapped(filter, who, events, n, from)
   local ran, inflight, i = 0, 0, from
   local wq, wh, wt = {}, 1, 0   -- events waiting for a Redis reply
   local live = {}               -- batch indices in flight
-  probe[5] = live
+  probe[P_LIVE] = live
   local WAIT = sched.WAIT
   while true do
     while inflight < WINDOW and i <= n do
@@ -380,14 +407,14 @@ local function run_overlapped(filter, who, events, n, from)
         runnable(c, nil)
       end
       i = i + 1
-      probe[4] = i - 1
+      probe[P_STARTED] = i - 1
     end
     if rh <= rt then
       local c
       c, rh, rt = pop(rq, rh, rt)
-      probe[2] = c.i
+      probe[P_POS] = c.i
       local who_now = c.who
-      if who_now ~= nil then probe[3] = who_now end
+      if who_now ~= nil then probe[P_WHO] = who_now end
       local co = c.co
       sched.current, sched.ctx = co, c
       local ok, tag, ud, t
@@ -441,7 +468,7 @@ local function run_overlapped(filter, who, events, n, from)
     end
   end
   rq, rh, rt = {}, 1, 0
-  probe[2], probe[4], probe[5] = 0, 0, 0
+  probe[P_POS], probe[P_STARTED], probe[P_LIVE] = 0, 0, 0
   if inflight > 0 then
     -- (cannot happen: every event waits for a reply, a stage or nothing)
     stages = {}
@@ -469,20 +496,20 @@ function M.run_batch(filter, who, events, n, from)
   for i = from, n do
     local ev = events[i]
     if ev ~= nil then
-      probe[2] = i
+      probe[P_POS] = i
       ran = ran + 1
       local ok, err = call(who, filter, ev)
       if not ok then record(who, err, ev) end
       drain()
     end
   end
-  probe[2] = 0
+  probe[P_POS] = 0
   return ran
 end
 
 -- a timer firing: one value for analyzer a
 function M.run_one(a, v)
-  probe[2] = 0
+  probe[P_POS] = 0
   qn = qn + 1
   qa[qn] = a
   qv[qn] = v

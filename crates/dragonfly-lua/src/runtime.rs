@@ -20,6 +20,7 @@ use crate::json;
 use crate::libs::hiredis::Backend;
 use crate::libs::{cjson, dragonfly, hiredis};
 use crate::mailbox::{Mailbox, Routes, TagKind};
+use crate::wire::{probe, record};
 
 const CHAIN: &str = include_str!("chain.lua");
 const SANDBOX: &str = include_str!("sandbox.lua");
@@ -169,19 +170,6 @@ impl FailureKind {
             FailureKind::Timeout => "timeout",
             FailureKind::Memory => "memory",
             FailureKind::RoutingLoop => "routing_loop",
-        }
-    }
-
-    /// The kind of a failure chain.lua recorded with `message`.
-    pub fn of_message(message: &str) -> FailureKind {
-        if message.starts_with(crate::watchdog::TIMEOUT_TEXT) {
-            FailureKind::Timeout
-        } else if message.starts_with("routing loop:") {
-            FailureKind::RoutingLoop
-        } else if message == "not enough memory" {
-            FailureKind::Memory
-        } else {
-            FailureKind::Error
         }
     }
 }
@@ -363,12 +351,7 @@ impl Runtime {
             let df = dragonfly::install(&lua)?;
             hiredis::install(&lua, spec.backend.clone())?;
             set_package_path(&lua, &spec.root)?;
-            let probe = lua.create_table()?;
-            probe.raw_set(1, 0)?;
-            probe.raw_set(2, 0)?;
-            probe.raw_set(3, 0)?;
-            probe.raw_set(4, 0)?;
-            probe.raw_set(5, 0)?;
+            let probe = crate::wire::new_probe(&lua)?;
             // SAFETY: out_ptr points into a Box the Runtime keeps for as long as the Lua
             // state lives; the state is used only by the thread that owns the Runtime.
             // luaopen_debug is called through lua_call as a C function should be; only its
@@ -415,6 +398,7 @@ impl Runtime {
                 traceback,
                 lazy,
                 lua.named_registry_value::<Table>("dragonfly.sched")?,
+                crate::wire::slots(&lua)?,
             ))?;
             lua.set_named_registry_value("dragonfly.copy", chain.get::<Function>("copy")?)?;
             df.set("analyze_event", chain.get::<Function>("analyze_event")?)?;
@@ -534,7 +518,10 @@ impl Runtime {
             })();
             if let Err(e) = res {
                 let message = lua_message(&e);
-                let timed_out = message.contains(crate::watchdog::SETUP_TIMEOUT_TEXT);
+                // the watchdog marks the probe when it stops a call (wire::probe::KIND)
+                let timed_out =
+                    self.probe.raw_get::<i64>(probe::KIND).ok() == Some(crate::wire::kind::TIMEOUT);
+                let _ = self.probe.raw_set(probe::KIND, 0);
                 errors.push(ScriptError {
                     script: s.display.clone(),
                     message,
@@ -624,10 +611,10 @@ impl Runtime {
                     break;
                 }
                 Err(e) => {
-                    let pos: usize = self.probe.raw_get(2).unwrap_or(0);
+                    let pos: usize = self.probe.raw_get(probe::POS).unwrap_or(0);
                     // the overlap scheduler: the last event started, and those in flight
-                    let started: usize = self.probe.raw_get(4).unwrap_or(0);
-                    let mut dropped: Vec<usize> = match self.probe.raw_get::<Value>(5) {
+                    let started: usize = self.probe.raw_get(probe::STARTED).unwrap_or(0);
+                    let mut dropped: Vec<usize> = match self.probe.raw_get::<Value>(probe::LIVE) {
                         Ok(Value::Table(t)) => t
                             .pairs::<usize, Value>()
                             .filter_map(|kv| kv.ok().map(|(k, _)| k))
@@ -637,7 +624,7 @@ impl Runtime {
                     };
                     dropped.sort_unstable();
                     self.recover(&e);
-                    for k in [2, 4, 5] {
+                    for k in [probe::POS, probe::STARTED, probe::LIVE] {
                         let _ = self.probe.raw_set(k, 0);
                     }
                     if pos < from {
@@ -680,9 +667,9 @@ impl Runtime {
         }
     }
 
-    /// The script whose call ran last (chain.lua's `probe[3]`).
+    /// The script whose call ran last (chain.lua's `probe[P_WHO]`).
     fn current_caller(&self) -> Caller {
-        let who: i64 = self.probe.raw_get(3).unwrap_or(-1);
+        let who: i64 = self.probe.raw_get(probe::WHO).unwrap_or(-1);
         if who < 0 {
             Caller::Filter((-who - 1) as usize)
         } else {
@@ -792,16 +779,16 @@ impl Runtime {
             let Ok(rec) = errors.raw_get::<Table>(i) else {
                 continue;
             };
-            let who: i64 = rec.raw_get(1).unwrap_or(0);
-            let message: String = rec.raw_get(2).unwrap_or_default();
+            let who: i64 = rec.raw_get(record::WHO).unwrap_or(0);
+            let message: String = rec.raw_get(record::MESSAGE).unwrap_or_default();
             let message = clean_message(&message);
-            let value: Value = rec.raw_get(3).unwrap_or(Value::Nil);
-            let pos: usize = rec.raw_get(4).unwrap_or(0);
-            let mut traceback: Option<String> = rec.raw_get(5).ok().flatten();
+            let value: Value = rec.raw_get(record::VALUE).unwrap_or(Value::Nil);
+            let pos: usize = rec.raw_get(record::POS).unwrap_or(0);
+            let mut traceback: Option<String> = rec.raw_get(record::WHERE).ok().flatten();
             if let Some(t) = traceback.as_mut() {
                 dragonfly_event::text::cut_marked(t, MAX_TRACEBACK_BYTES);
             }
-            let kind = FailureKind::of_message(&message);
+            let kind = FailureKind::from_code(rec.raw_get(record::KIND).unwrap_or(0));
             memory |= kind == FailureKind::Memory;
             let caller = Caller::from_who(who);
             let script = match caller {
@@ -954,10 +941,10 @@ impl Drop for SetupPhase<'_> {
     }
 }
 
-/// A new call for the watchdog (chain.lua's call counter, `probe[1]`).
+/// A new call for the watchdog (chain.lua's call counter, `probe[P_CALLS]`).
 fn bump(probe: &Table) {
-    let n: f64 = probe.raw_get(1).unwrap_or(0.0);
-    let _ = probe.raw_set(1, n + 1.0);
+    let n: f64 = probe.raw_get(probe::CALLS).unwrap_or(0.0);
+    let _ = probe.raw_set(probe::CALLS, n + 1.0);
 }
 
 pub use dragonfly_event::text::truncate;
@@ -987,11 +974,13 @@ fn capped(text: &str) -> String {
     s
 }
 
+/// Whether a call failed because the runtime reached its memory limit: LuaJIT's out-of-memory
+/// status, as mlua reports it (a message is never read for it).
 fn is_memory_error(e: &mlua::Error) -> bool {
     match e {
         mlua::Error::MemoryError(_) => true,
         mlua::Error::CallbackError { cause, .. } => is_memory_error(cause),
-        other => other.to_string().contains("not enough memory"),
+        _ => false,
     }
 }
 

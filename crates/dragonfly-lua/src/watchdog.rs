@@ -39,6 +39,8 @@ use std::time::{Duration, Instant};
 
 use mlua::ffi;
 
+use crate::wire::{kind, probe, record};
+
 /// Registry key (a light userdata with this static's address) of chain.lua's call counter.
 pub(crate) static PROBE_KEY: u8 = 0;
 
@@ -86,9 +88,9 @@ pub struct Salvage {
     pub overlap: Option<(usize, Vec<usize>)>,
     /// The script running: `Caller` of the call that never ended.
     pub caller: crate::Caller,
-    /// Failures the runtime had recorded and the engine had not taken yet: who, the
-    /// message (as chain.lua recorded it) and the input batch index.
-    pub failures: Vec<(crate::Caller, String, Option<usize>)>,
+    /// Failures the runtime had recorded and the engine had not taken yet: who, the kind and
+    /// message (as chain.lua recorded them) and the input batch index.
+    pub failures: Vec<(crate::Caller, crate::FailureKind, String, Option<usize>)>,
 }
 
 /// Take the outputs and position of a parked runtime.
@@ -106,15 +108,15 @@ pub unsafe fn salvage(w: &Watched) -> Salvage {
         let top = ffi::lua_gettop(l);
         ffi::lua_pushlightuserdata(l, &PROBE_KEY as *const u8 as *mut std::ffi::c_void);
         ffi::lua_rawget(l, ffi::LUA_REGISTRYINDEX);
-        ffi::lua_rawgeti(l, -1, 2);
+        ffi::lua_rawgeti(l, -1, probe::POS.into());
         let pos = ffi::lua_tonumber(l, -1) as i64;
-        ffi::lua_rawgeti(l, -2, 3);
+        ffi::lua_rawgeti(l, -2, probe::WHO.into());
         let who = ffi::lua_tonumber(l, -1) as i64;
-        ffi::lua_rawgeti(l, -3, 4);
+        ffi::lua_rawgeti(l, -3, probe::STARTED.into());
         let started = ffi::lua_tonumber(l, -1) as i64;
         // the set of indices in flight (1-based keys), walked without allocating in Lua
         let mut dropped = Vec::new();
-        ffi::lua_rawgeti(l, -4, 5);
+        ffi::lua_rawgeti(l, -4, probe::LIVE.into());
         if ffi::lua_type(l, -1) == ffi::LUA_TTABLE {
             ffi::lua_pushnil(l);
             while ffi::lua_next(l, -2) != 0 {
@@ -127,19 +129,19 @@ pub unsafe fn salvage(w: &Watched) -> Salvage {
         }
         dropped.sort_unstable();
         ffi::lua_settop(l, top);
-        // chain.lua's failure records { who, message, value, pos, where }, walked in place
+        // chain.lua's failure records (fields wire::record), walked in place
         let mut failures = Vec::new();
         ffi::lua_pushlightuserdata(l, &PROBE_KEY as *const u8 as *mut std::ffi::c_void);
         ffi::lua_rawget(l, ffi::LUA_REGISTRYINDEX);
-        ffi::lua_rawgeti(l, -1, 6);
+        ffi::lua_rawgeti(l, -1, probe::ERRORS.into());
         if ffi::lua_type(l, -1) == ffi::LUA_TTABLE {
             let n = ffi::lua_objlen(l, -1);
             for i in 1..=n {
                 ffi::lua_rawgeti(l, -1, i as ffi::lua_Integer);
                 if ffi::lua_type(l, -1) == ffi::LUA_TTABLE {
-                    ffi::lua_rawgeti(l, -1, 1);
+                    ffi::lua_rawgeti(l, -1, record::WHO.into());
                     let who = ffi::lua_tonumber(l, -1) as i64;
-                    ffi::lua_rawgeti(l, -2, 2);
+                    ffi::lua_rawgeti(l, -2, record::MESSAGE.into());
                     // only a string is read (lua_tolstring would convert, allocating, a number)
                     let message = if ffi::lua_type(l, -1) == ffi::LUA_TSTRING {
                         let mut len = 0;
@@ -149,11 +151,14 @@ pub unsafe fn salvage(w: &Watched) -> Salvage {
                     } else {
                         String::new()
                     };
-                    ffi::lua_rawgeti(l, -3, 4);
+                    ffi::lua_rawgeti(l, -3, record::POS.into());
                     let at = ffi::lua_tonumber(l, -1) as i64;
-                    ffi::lua_settop(l, -4);
+                    ffi::lua_rawgeti(l, -4, record::KIND.into());
+                    let kind = ffi::lua_tonumber(l, -1) as i64;
+                    ffi::lua_settop(l, -5);
                     failures.push((
                         crate::Caller::from_who(who),
+                        crate::FailureKind::from_code(kind),
                         crate::runtime::clean_message(&message),
                         (at > 0).then(|| at as usize - 1),
                     ));
@@ -485,7 +490,7 @@ unsafe extern "C-unwind" fn hook(state: *mut ffi::lua_State, _ar: *mut ffi::lua_
         ffi::lua_pushlightuserdata(state, &PROBE_KEY as *const u8 as *mut std::ffi::c_void);
         ffi::lua_rawget(state, ffi::LUA_REGISTRYINDEX);
         let seq = if ffi::lua_type(state, -1) == ffi::LUA_TTABLE {
-            ffi::lua_rawgeti(state, -1, 1);
+            ffi::lua_rawgeti(state, -1, probe::CALLS.into());
             let n = ffi::lua_tonumber(state, -1);
             ffi::lua_settop(state, -3);
             n
@@ -522,6 +527,15 @@ unsafe extern "C-unwind" fn hook(state: *mut ffi::lua_State, _ar: *mut ffi::lua_
         } else {
             &a.message
         };
+        // the kind, for chain.lua to record with the error: the slot exists (wire::new_probe),
+        // so the write allocates nothing
+        ffi::lua_pushlightuserdata(state, &PROBE_KEY as *const u8 as *mut std::ffi::c_void);
+        ffi::lua_rawget(state, ffi::LUA_REGISTRYINDEX);
+        if ffi::lua_type(state, -1) == ffi::LUA_TTABLE {
+            ffi::lua_pushnumber(state, kind::TIMEOUT as ffi::lua_Number);
+            ffi::lua_rawseti(state, -2, probe::KIND.into());
+        }
+        ffi::lua_settop(state, -2);
         ffi::lua_pushstring(state, message.as_ptr());
         ffi::lua_error(state);
     }
