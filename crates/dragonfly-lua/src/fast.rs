@@ -20,7 +20,10 @@ use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use crate::json::{write_number, write_string, EncodeError};
 use crate::mailbox::TagKind;
 
-const MAX_DEPTH: usize = 1000;
+/// Deepest nesting encoded (tables scripts build); decoding uses the shared
+/// `dragonfly_event::json::MAX_DEPTH`.
+const ENCODE_MAX_DEPTH: usize = 1000;
+use dragonfly_event::json::MAX_DEPTH as DECODE_MAX_DEPTH;
 
 /// Registry key (a light userdata with this static's address) of the runtime's [`OutState`].
 static OUT_KEY: u8 = 0;
@@ -185,7 +188,7 @@ unsafe fn encode_table(
     depth: usize,
 ) -> Result<(), EncodeError> {
     unsafe {
-        if depth > MAX_DEPTH || ffi::lua_checkstack(state, 6) == 0 {
+        if depth > ENCODE_MAX_DEPTH || ffi::lua_checkstack(state, 6) == 0 {
             return Err(EncodeError::Depth(depth));
         }
         let (is_array_mt, lazy) = if ffi::lua_getmetatable(state, idx) != 0 {
@@ -561,7 +564,7 @@ impl<'de> Visitor<'de> for Push {
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         let s = self.state;
         unsafe {
-            if ffi::lua_checkstack(s, 4) == 0 || self.depth > MAX_DEPTH {
+            if ffi::lua_checkstack(s, 4) == 0 || self.depth >= DECODE_MAX_DEPTH {
                 return Err(serde::de::Error::custom("JSON nested too deeply"));
             }
             ffi::lua_createtable(s, seq.size_hint().unwrap_or(4) as c_int, 0);
@@ -583,7 +586,7 @@ impl<'de> Visitor<'de> for Push {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let s = self.state;
         unsafe {
-            if ffi::lua_checkstack(s, 4) == 0 || self.depth > MAX_DEPTH {
+            if ffi::lua_checkstack(s, 4) == 0 || self.depth >= DECODE_MAX_DEPTH {
                 return Err(serde::de::Error::custom("JSON nested too deeply"));
             }
             ffi::lua_createtable(s, 0, map.size_hint().unwrap_or(16) as c_int);

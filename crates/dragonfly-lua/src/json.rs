@@ -7,19 +7,28 @@
 //!   `1.2513124731934e+15`); other numbers as `%.14g`, like the original.
 //! - Tables with only positive integer keys encode as arrays (`null` in holes); excessively
 //!   sparse ones (max key > 2 x count and > 10) are an error, as in cjson.
-//! - NaN and infinity are an error; nesting is limited to 1000 levels when encoding and 128
-//!   when decoding.
+//! - NaN and infinity are an error; nesting is limited to 1000 levels when encoding, and to
+//!   `dragonfly_event::json::MAX_DEPTH` (254) when decoding.
+//! - Decoding is one decoder for everything: `cjson.decode` here, input events (fast.rs, eager)
+//!   and lazy fields (lazy.rs) all read JSON with sonic-rs's grammar and number rules (an
+//!   integer beyond 2^53 rounds as a double, `-0` is 0) and the same depth limit.
 
 use mlua::{ffi, Lua, Table, Value};
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use dragonfly_models::numfmt::fmt_g;
 
-/// Decode one JSON document into a Lua value.
-pub fn decode(lua: &Lua, array_mt: &Table, bytes: &[u8]) -> Result<Value, serde_json::Error> {
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let v = Seed { lua, array_mt }.deserialize(&mut de)?;
-    de.end()?;
+/// Decode one JSON document into a Lua value (the message says why it is not JSON).
+pub fn decode(lua: &Lua, array_mt: &Table, bytes: &[u8]) -> Result<Value, String> {
+    let mut de = sonic_rs::Deserializer::from_slice(bytes);
+    let v = Seed {
+        lua,
+        array_mt,
+        depth: 0,
+    }
+    .deserialize(&mut de)
+    .map_err(|e| e.to_string())?;
+    de.end().map_err(|e| e.to_string())?;
     Ok(v)
 }
 
@@ -27,6 +36,20 @@ pub fn decode(lua: &Lua, array_mt: &Table, bytes: &[u8]) -> Result<Value, serde_
 struct Seed<'a> {
     lua: &'a Lua,
     array_mt: &'a Table,
+    depth: usize,
+}
+
+impl Seed<'_> {
+    /// The seed for a value one level down, or an error past the shared depth limit.
+    fn inner<E: serde::de::Error>(self) -> Result<Self, E> {
+        if self.depth >= dragonfly_event::json::MAX_DEPTH {
+            return Err(E::custom("JSON nested too deeply"));
+        }
+        Ok(Seed {
+            depth: self.depth + 1,
+            ..self
+        })
+    }
 }
 
 fn lua_err<E: serde::de::Error>(e: mlua::Error) -> E {
@@ -68,12 +91,13 @@ impl<'de> Visitor<'de> for Seed<'_> {
         Ok(Value::NULL)
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let inner = self.inner()?;
         let t = self
             .lua
             .create_table_with_capacity(seq.size_hint().unwrap_or(4), 0)
             .map_err(lua_err)?;
         let mut i = 1usize;
-        while let Some(v) = seq.next_element_seed(self)? {
+        while let Some(v) = seq.next_element_seed(inner)? {
             t.raw_seti(i, v).map_err(lua_err)?;
             i += 1;
         }
@@ -82,12 +106,13 @@ impl<'de> Visitor<'de> for Seed<'_> {
         Ok(Value::Table(t))
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let inner = self.inner()?;
         let t = self
             .lua
             .create_table_with_capacity(0, map.size_hint().unwrap_or(16))
             .map_err(lua_err)?;
         while let Some(k) = map.next_key_seed(KeySeed(self.lua))? {
-            let v = map.next_value_seed(self)?;
+            let v = map.next_value_seed(inner)?;
             t.raw_set(k, v).map_err(lua_err)?;
         }
         Ok(Value::Table(t))
@@ -228,4 +253,40 @@ pub fn write_string(s: &[u8], out: &mut Vec<u8>) {
 pub fn deep_copy(lua: &Lua, v: &Value) -> mlua::Result<Value> {
     lua.named_registry_value::<mlua::Function>("dragonfly.copy")?
         .call(v)
+}
+
+#[cfg(test)]
+mod decode_tests {
+    use super::*;
+
+    fn deep(n: usize) -> String {
+        format!("{}{}", "[".repeat(n), "]".repeat(n))
+    }
+
+    #[test]
+    fn cjson_decode_shares_the_event_decoders_depth_limit_and_number_rules() {
+        let lua = Lua::new();
+        let mt = lua.create_table().unwrap();
+        let max = dragonfly_event::json::MAX_DEPTH;
+        assert!(decode(&lua, &mt, deep(max).as_bytes()).is_ok());
+        assert!(decode(&lua, &mt, deep(max + 1).as_bytes()).is_err());
+        // the scanner (lazy events) draws the line at the same place
+        let mut sc = dragonfly_event::json::Scanner::new();
+        assert!(sc.validate(deep(max).as_bytes()).is_ok());
+        assert!(sc.validate(deep(max + 1).as_bytes()).is_err());
+        // numbers as the eager decoder makes them
+        for n in [
+            "-0",
+            "12345678901234567890",
+            "9007199254740993",
+            "1.5e300",
+            "-1e-320",
+            "0.1",
+        ] {
+            let v = decode(&lua, &mt, n.as_bytes()).unwrap();
+            let want = crate::fast::json_number(n.as_bytes());
+            assert_eq!(v, Value::Number(want), "{n}");
+        }
+        assert!(decode(&lua, &mt, b"1e400").is_err());
+    }
 }
