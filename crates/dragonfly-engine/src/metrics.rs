@@ -127,6 +127,28 @@ fn record(t: &mut Text, r: &StatsRecord) {
         InputRecord::METRICS,
         r.inputs.iter().map(|(k, v)| (tag(k), v.samples())),
     );
+    kafka_lag(t, r);
+    t.parts(
+        AnalyzerRecord::METRICS,
+        r.analyzers.iter().map(|(k, v)| (tag(k), v.samples())),
+    );
+    t.parts(
+        OutputRecord::METRICS,
+        r.outputs.iter().map(|(k, v)| (tag(k), v.samples())),
+    );
+    store(t, r);
+    operations(t, r);
+    queues(t, r);
+    unknown_tags(t, r);
+    workers(t, r);
+    t.parts(
+        StatsRecord::METRICS,
+        std::iter::once((String::new(), r.samples())),
+    );
+}
+
+/// `dragonfly_input_kafka_lag_messages{tag,partition}`.
+fn kafka_lag(t: &mut Text, r: &StatsRecord) {
     let lag: Vec<(String, f64)> = r
         .inputs
         .iter()
@@ -142,14 +164,10 @@ fn record(t: &mut Text, r: &StatsRecord) {
         "messages a Kafka input is behind the end of each assigned partition, as librdkafka last reported it",
         &lag,
     );
-    t.parts(
-        AnalyzerRecord::METRICS,
-        r.analyzers.iter().map(|(k, v)| (tag(k), v.samples())),
-    );
-    t.parts(
-        OutputRecord::METRICS,
-        r.outputs.iter().map(|(k, v)| (tag(k), v.samples())),
-    );
+}
+
+/// The store's families, labelled with its kind and address.
+fn store(t: &mut Text, r: &StatsRecord) {
     // "redis 127.0.0.1:6379": the kind, then where
     let backend = r.store.backend.as_str();
     let (kind, address) = backend.split_once(' ').unwrap_or((backend, ""));
@@ -162,6 +180,10 @@ fn record(t: &mut Text, r: &StatsRecord) {
         StoreRecord::METRICS,
         std::iter::once((store, r.store.samples())),
     );
+}
+
+/// `dragonfly_operations_total{stage}`.
+fn operations(t: &mut Text, r: &StatsRecord) {
     let ops = r.operations;
     let ops: Vec<(String, f64)> = [
         ("input", ops.input),
@@ -177,6 +199,10 @@ fn record(t: &mut Text, r: &StatsRecord) {
         "events in at the inputs, analyzer calls, events out at the outputs (stage)",
         &ops,
     );
+}
+
+/// `dragonfly_queue_depth{stage,tag}`.
+fn queues(t: &mut Text, r: &StatsRecord) {
     let queues: Vec<(String, f64)> = r
         .queues
         .iter()
@@ -196,6 +222,10 @@ fn record(t: &mut Text, r: &StatsRecord) {
         "batches waiting before a stage: each worker, each output, the dead letters",
         &queues,
     );
+}
+
+/// `dragonfly_unknown_tag_events_total{kind,tag}`.
+fn unknown_tags(t: &mut Text, r: &StatsRecord) {
     let unknown: Vec<(String, f64)> = r
         .unknown_tags
         .iter()
@@ -210,6 +240,10 @@ fn record(t: &mut Text, r: &StatsRecord) {
         "events scripts sent to an output, analyzer or timer tag config.lua does not define, dropped",
         &unknown,
     );
+}
+
+/// Each worker's gauges and its batch-time histogram.
+fn workers(t: &mut Text, r: &StatsRecord) {
     t.parts(
         WorkerRecord::METRICS,
         r.workers
@@ -232,10 +266,6 @@ fn record(t: &mut Text, r: &StatsRecord) {
             let _ = writeln!(t.0, "{name}_count{{worker=\"{w}\"}} {}", h.count);
         }
     }
-    t.parts(
-        StatsRecord::METRICS,
-        std::iter::once((String::new(), r.samples())),
-    );
 }
 
 /// The standard process metrics (as the Prometheus client libraries export them), from

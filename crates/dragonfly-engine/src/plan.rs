@@ -72,6 +72,214 @@ fn display_path(root: &Path, p: &Path) -> String {
     p.strip_prefix(root).unwrap_or(p).display().to_string()
 }
 
+/// An entry's URI or its options, named by the field that is wrong.
+fn uri_problem(entry: &str, e: &UriError) -> String {
+    match e {
+        UriError::BadOption(_) => format!("{entry}: field 'options': {e}"),
+        _ => format!("{entry}: field 'uri': {e}"),
+    }
+}
+
+/// Every input's source; an input whose URI or options are wrong is left out of `config`.
+fn parse_sources(config: &mut Config, problems: &mut Vec<String>) -> Vec<Box<dyn Source>> {
+    let file = config.file.clone();
+    let mut sources = Vec::new();
+    config.inputs.retain(
+        |inp| match dragonfly_io::sources::parse(&inp.uri, &inp.options) {
+            Ok(s) => {
+                sources.push(s);
+                true
+            }
+            Err(e) => {
+                problems.push(uri_problem(&format!("{file}: {}", inp.entry), &e));
+                false
+            }
+        },
+    );
+    sources
+}
+
+/// Every output's destination; an output whose URI or options are wrong is left out.
+fn parse_sinks(
+    config: &mut Config,
+    logdir: &Path,
+    problems: &mut Vec<String>,
+) -> Vec<Box<dyn Destination>> {
+    let file = config.file.clone();
+    let mut sinks = Vec::new();
+    config.outputs.retain(
+        |out| match dragonfly_io::sinks::parse(&out.uri, logdir, &out.options) {
+            Ok(s) => {
+                sinks.push(s);
+                true
+            }
+            Err(e) => {
+                problems.push(uri_problem(&format!("{file}: {}", out.entry), &e));
+                false
+            }
+        },
+    );
+    sinks
+}
+
+/// The filters' and the analyzers' scripts, read; one that cannot be read is a problem.
+fn read_scripts(
+    config: &Config,
+    root: &Path,
+    problems: &mut Vec<String>,
+) -> (Vec<ScriptSpec>, Vec<ScriptSpec>) {
+    let mut read = |tag: &str, kind: ScriptKind, path: &Path, da: &str, dout: &str| {
+        match std::fs::read_to_string(path) {
+            Ok(src) => Some(ScriptSpec {
+                tag: tag.to_string(),
+                kind,
+                display: display_path(root, path),
+                source: src.into(),
+                default_analyzer: da.to_string(),
+                default_output: dout.to_string(),
+            }),
+            Err(e) => {
+                problems.push(format!("{}: cannot read script: {e}", path.display()));
+                None
+            }
+        }
+    };
+    let filters = config
+        .inputs
+        .iter()
+        .filter_map(|i| {
+            read(
+                &i.tag,
+                ScriptKind::Filter,
+                &i.script_path,
+                &i.default_analyzer,
+                "",
+            )
+        })
+        .collect();
+    let analyzers = config
+        .analyzers
+        .iter()
+        .filter_map(|a| {
+            read(
+                &a.tag,
+                ScriptKind::Analyzer,
+                &a.script_path,
+                &a.default_analyzer,
+                &a.default_output,
+            )
+        })
+        .collect();
+    (filters, analyzers)
+}
+
+/// `-c`: the paths inputs and outputs open again later, made relative to ROOT (one outside
+/// it is a problem).
+fn confine_all(
+    config: &Config,
+    root: &Path,
+    sources: &mut [Box<dyn Source>],
+    sinks: &mut [Box<dyn Destination>],
+    problems: &mut Vec<String>,
+) {
+    let file = &config.file;
+    for (i, s) in sources.iter_mut().enumerate() {
+        let what = format!("{file}: {}:", config.inputs[i].entry);
+        if let Err(e) = s.confine(&mut |kind, p| confine(root, &format!("{what} {kind}"), p)) {
+            problems.push(e);
+        }
+    }
+    for (i, s) in sinks.iter_mut().enumerate() {
+        let what = format!("{file}: {}: file", config.outputs[i].entry);
+        if let Some(p) = s.reopened_path() {
+            match confine(root, &what, p) {
+                Ok(rel) => *p = rel,
+                Err(e) => problems.push(e),
+            }
+        }
+    }
+}
+
+/// The dead-letter output (`engine.dead_letter`), if any; a wrong URI is a problem.
+fn dead_letter(
+    config: &Config,
+    options: &Options,
+    problems: &mut Vec<String>,
+) -> Option<Box<dyn Destination>> {
+    let file = &config.file;
+    if config.engine.dead_letter.is_empty() {
+        None
+    } else {
+        match dragonfly_io::sinks::parse(&config.engine.dead_letter, &options.logdir, &[]) {
+            Ok(mut s) => {
+                let what = format!("{file}: engine.dead_letter");
+                match s.reopened_path().filter(|_| options.chroot) {
+                    Some(p) => match confine(&options.root, &what, p) {
+                        Ok(rel) => {
+                            *p = rel;
+                            Some(s)
+                        }
+                        Err(e) => {
+                            problems.push(e);
+                            None
+                        }
+                    },
+                    None => Some(s),
+                }
+            }
+            Err(e) => {
+                problems.push(format!("{file}: engine: field 'dead_letter': {e}"));
+                None
+            }
+        }
+    }
+}
+
+/// The store scripts reach: the embedded store with its limit, or a Redis server or cluster
+/// with the engine's timeouts and reply limits.
+fn backend(config: &Config) -> Backend {
+    let redis_timeout = (config.engine.redis_timeout_ms > 0)
+        .then(|| Duration::from_millis(config.engine.redis_timeout_ms));
+    let reply_limits = dragonfly_store::resp::ReplyLimits {
+        max_bytes: config.engine.redis_max_reply_mb << 20,
+    };
+    let spin = dragonfly_store::resp::spin_for(
+        Duration::from_micros(config.engine.redis_spin_us),
+        config.engine.workers,
+    );
+    match &config.store {
+        Store::Embedded => {
+            use dragonfly_store::embedded::memory::{Limit, Policy};
+            Backend::Embedded(EmbeddedStore::with_limit(Limit {
+                max_bytes: (config.engine.store_maxmemory_mb as usize) << 20,
+                policy: Policy::parse(&config.engine.store_maxmemory_policy).unwrap_or_default(),
+            }))
+        }
+        Store::Tcp { host, port } => Backend::Redis(
+            RedisTarget::new(RedisAddr::Tcp {
+                host: host.clone(),
+                port: *port,
+            })
+            .with_timeout(redis_timeout)
+            .with_spin(spin)
+            .with_reply_limits(reply_limits),
+        ),
+        Store::Unix { path } => Backend::Redis(
+            RedisTarget::new(RedisAddr::Unix { path: path.clone() })
+                .with_timeout(redis_timeout)
+                .with_spin(spin)
+                .with_reply_limits(reply_limits),
+        ),
+        Store::Cluster { nodes } => Backend::Redis(
+            RedisTarget::new(RedisAddr::Cluster {
+                nodes: nodes.clone(),
+            })
+            .with_timeout(redis_timeout)
+            .with_reply_limits(reply_limits),
+        ),
+    }
+}
+
 impl Plan {
     /// Read the scripts and understand every URI of `config`; every problem is reported at once.
     pub fn new(config: Config, options: Options) -> Result<Plan, EngineError> {
@@ -87,171 +295,21 @@ impl Plan {
     /// whose URI is wrong, or a script that cannot be read, is left out (of the plan and its
     /// config), so that `--check` can go on and check everything else in the same run.
     pub fn build(mut config: Config, options: Options) -> (Plan, Vec<String>) {
-        // an entry's URI or its options, named by the field that is wrong
-        fn uri_problem(entry: &str, e: &UriError) -> String {
-            match e {
-                UriError::BadOption(_) => format!("{entry}: field 'options': {e}"),
-                _ => format!("{entry}: field 'uri': {e}"),
-            }
-        }
         let mut problems = Vec::new();
-        let file = config.file.clone();
-        let mut sources = Vec::new();
-        config.inputs.retain(|inp| {
-            let entry = format!("{file}: {}", inp.entry);
-            match dragonfly_io::sources::parse(&inp.uri, &inp.options) {
-                Ok(s) => {
-                    sources.push(s);
-                    true
-                }
-                Err(e) => {
-                    problems.push(uri_problem(&entry, &e));
-                    false
-                }
-            }
-        });
-        let mut read = |tag: &str, kind: ScriptKind, path: &Path, da: &str, dout: &str| {
-            match std::fs::read_to_string(path) {
-                Ok(src) => Some(ScriptSpec {
-                    tag: tag.to_string(),
-                    kind,
-                    display: display_path(&options.root, path),
-                    source: src.into(),
-                    default_analyzer: da.to_string(),
-                    default_output: dout.to_string(),
-                }),
-                Err(e) => {
-                    problems.push(format!("{}: cannot read script: {e}", path.display()));
-                    None
-                }
-            }
-        };
-        let filters: Vec<_> = config
-            .inputs
-            .iter()
-            .filter_map(|i| {
-                read(
-                    &i.tag,
-                    ScriptKind::Filter,
-                    &i.script_path,
-                    &i.default_analyzer,
-                    "",
-                )
-            })
-            .collect();
-        let analyzers: Vec<_> = config
-            .analyzers
-            .iter()
-            .filter_map(|a| {
-                read(
-                    &a.tag,
-                    ScriptKind::Analyzer,
-                    &a.script_path,
-                    &a.default_analyzer,
-                    &a.default_output,
-                )
-            })
-            .collect();
-        let mut sinks = Vec::new();
-        config.outputs.retain(|out| {
-            let entry = format!("{file}: {}", out.entry);
-            match dragonfly_io::sinks::parse(&out.uri, &options.logdir, &out.options) {
-                Ok(s) => {
-                    sinks.push(s);
-                    true
-                }
-                Err(e) => {
-                    problems.push(uri_problem(&entry, &e));
-                    false
-                }
-            }
-        });
+        let mut sources = parse_sources(&mut config, &mut problems);
+        let (filters, analyzers) = read_scripts(&config, &options.root, &mut problems);
+        let mut sinks = parse_sinks(&mut config, &options.logdir, &mut problems);
         if options.chroot {
-            for (i, s) in sources.iter_mut().enumerate() {
-                let what = format!("{file}: {}:", config.inputs[i].entry);
-                if let Err(e) =
-                    s.confine(&mut |kind, p| confine(&options.root, &format!("{what} {kind}"), p))
-                {
-                    problems.push(e);
-                }
-            }
-            for (i, s) in sinks.iter_mut().enumerate() {
-                let what = format!("{file}: {}: file", config.outputs[i].entry);
-                if let Some(p) = s.reopened_path() {
-                    match confine(&options.root, &what, p) {
-                        Ok(rel) => *p = rel,
-                        Err(e) => problems.push(e),
-                    }
-                }
-            }
+            confine_all(
+                &config,
+                &options.root,
+                &mut sources,
+                &mut sinks,
+                &mut problems,
+            );
         }
-        let dead_letter = if config.engine.dead_letter.is_empty() {
-            None
-        } else {
-            match dragonfly_io::sinks::parse(&config.engine.dead_letter, &options.logdir, &[]) {
-                Ok(mut s) => {
-                    let what = format!("{file}: engine.dead_letter");
-                    match s.reopened_path().filter(|_| options.chroot) {
-                        Some(p) => match confine(&options.root, &what, p) {
-                            Ok(rel) => {
-                                *p = rel;
-                                Some(s)
-                            }
-                            Err(e) => {
-                                problems.push(e);
-                                None
-                            }
-                        },
-                        None => Some(s),
-                    }
-                }
-                Err(e) => {
-                    problems.push(format!("{file}: engine: field 'dead_letter': {e}"));
-                    None
-                }
-            }
-        };
-        let redis_timeout = (config.engine.redis_timeout_ms > 0)
-            .then(|| Duration::from_millis(config.engine.redis_timeout_ms));
-        let reply_limits = dragonfly_store::resp::ReplyLimits {
-            max_bytes: config.engine.redis_max_reply_mb << 20,
-        };
-        let spin = dragonfly_store::resp::spin_for(
-            Duration::from_micros(config.engine.redis_spin_us),
-            config.engine.workers,
-        );
-        let backend = match &config.store {
-            Store::Embedded => {
-                use dragonfly_store::embedded::memory::{Limit, Policy};
-                Backend::Embedded(EmbeddedStore::with_limit(Limit {
-                    max_bytes: (config.engine.store_maxmemory_mb as usize) << 20,
-                    policy: Policy::parse(&config.engine.store_maxmemory_policy)
-                        .unwrap_or_default(),
-                }))
-            }
-            Store::Tcp { host, port } => Backend::Redis(
-                RedisTarget::new(RedisAddr::Tcp {
-                    host: host.clone(),
-                    port: *port,
-                })
-                .with_timeout(redis_timeout)
-                .with_spin(spin)
-                .with_reply_limits(reply_limits),
-            ),
-            Store::Unix { path } => Backend::Redis(
-                RedisTarget::new(RedisAddr::Unix { path: path.clone() })
-                    .with_timeout(redis_timeout)
-                    .with_spin(spin)
-                    .with_reply_limits(reply_limits),
-            ),
-            Store::Cluster { nodes } => Backend::Redis(
-                RedisTarget::new(RedisAddr::Cluster {
-                    nodes: nodes.clone(),
-                })
-                .with_timeout(redis_timeout)
-                .with_reply_limits(reply_limits),
-            ),
-        };
+        let dead_letter = dead_letter(&config, &options, &mut problems);
+        let backend = backend(&config);
         let snapshot = (!config.engine.store_snapshot.is_empty())
             .then(|| options.root.join(&config.engine.store_snapshot));
         if snapshot.is_some() && !matches!(backend, Backend::Embedded(_)) {

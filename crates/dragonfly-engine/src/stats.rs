@@ -377,6 +377,38 @@ impl Stats {
         [input, analyzer, output, errors]
     }
 
+    /// The store's part of the record: a Redis server's client counters, or the embedded
+    /// store's gauges.
+    fn store_record(&self) -> StoreRecord {
+        let l = |a: &AtomicU64| a.load(Relaxed);
+        match (&self.store, &self.embedded) {
+            (Some((name, c)), _) => StoreRecord {
+                backend: name.clone(),
+                commands: Some(l(&c.commands)),
+                connection_errors: Some(l(&c.connection_errors)),
+                reconnects: Some(l(&c.reconnects)),
+                timeouts: Some(l(&c.timeouts)),
+                ..Default::default()
+            },
+            // DBSIZE: live keys (expired ones are swept first)
+            (None, Some(db)) => {
+                let (keys, bytes, evicted, oom) = db.memory();
+                StoreRecord {
+                    backend: "embedded".into(),
+                    keys: Some(keys as u64),
+                    memory_bytes: Some(bytes as u64),
+                    evicted_keys: Some(evicted),
+                    oom_rejections: Some(oom),
+                    ..Default::default()
+                }
+            }
+            (None, None) => StoreRecord {
+                backend: "embedded".into(),
+                ..Default::default()
+            },
+        }
+    }
+
     /// `/health`: ready when every `setup()` ran and every input is open (a file read,
     /// followed or ended, a socket listening, a broker consumed); each input's state, and
     /// why it is not ready.
@@ -409,38 +441,7 @@ impl Stats {
             ..Default::default()
         };
         for i in &self.inputs {
-            let (io, f) = (&i.io, &i.filter);
-            let st = io.state.locked().clone();
-            let rec = InputRecord {
-                lines: l(&io.lines),
-                bytes: l(&io.bytes),
-                events: l(&f.events),
-                malformed: l(&f.malformed),
-                empty: l(&io.empty),
-                oversized: l(&io.oversized),
-                truncated: l(&io.truncated),
-                lua_errors: l(&f.errors),
-                timeouts: l(&f.timeouts),
-                memory_errors: l(&f.memory_errors),
-                io_errors: l(&io.errors),
-                rotations: l(&io.rotations),
-                truncations: l(&io.truncations),
-                overflow: l(&io.overflow),
-                refused: l(&io.refused),
-                evicted: l(&io.evicted),
-                idle_closed: l(&io.idle_closed),
-                partial_dropped: l(&io.partial_dropped),
-                not_followed: l(&io.not_followed),
-                state: st.what.to_string(),
-                ready: st.ready,
-                reason: st.reason,
-                kafka_lag: io
-                    .lag
-                    .locked()
-                    .iter()
-                    .map(|(p, n)| (p.to_string(), *n))
-                    .collect(),
-            };
+            let rec = input_record(i);
             r.operations.input += rec.lines;
             r.errors += rec.lua_errors + rec.malformed + rec.io_errors;
             r.inputs.insert(i.tag.clone(), rec);
@@ -475,32 +476,7 @@ impl Stats {
             .iter()
             .map(|(k, v)| (k.clone(), *v))
             .collect();
-        r.store = match (&self.store, &self.embedded) {
-            (Some((name, c)), _) => StoreRecord {
-                backend: name.clone(),
-                commands: Some(l(&c.commands)),
-                connection_errors: Some(l(&c.connection_errors)),
-                reconnects: Some(l(&c.reconnects)),
-                timeouts: Some(l(&c.timeouts)),
-                ..Default::default()
-            },
-            // DBSIZE: live keys (expired ones are swept first)
-            (None, Some(db)) => {
-                let (keys, bytes, evicted, oom) = db.memory();
-                StoreRecord {
-                    backend: "embedded".into(),
-                    keys: Some(keys as u64),
-                    memory_bytes: Some(bytes as u64),
-                    evicted_keys: Some(evicted),
-                    oom_rejections: Some(oom),
-                    ..Default::default()
-                }
-            }
-            (None, None) => StoreRecord {
-                backend: "embedded".into(),
-                ..Default::default()
-            },
-        };
+        r.store = self.store_record();
         r.routing_loops = l(&self.routing_loops);
         r.queues = self
             .queue_depths()
@@ -525,5 +501,42 @@ impl Stats {
         r.log_events = l(&self.log_events);
         r.stats_events = l(&self.stats_events);
         r
+    }
+}
+
+/// One input's part of the record: its source's counters, its filter's, its state.
+fn input_record(i: &InputStats) -> InputRecord {
+    let l = |a: &AtomicU64| a.load(Relaxed);
+    let (io, f) = (&i.io, &i.filter);
+    let st = io.state.locked().clone();
+    InputRecord {
+        lines: l(&io.lines),
+        bytes: l(&io.bytes),
+        events: l(&f.events),
+        malformed: l(&f.malformed),
+        empty: l(&io.empty),
+        oversized: l(&io.oversized),
+        truncated: l(&io.truncated),
+        lua_errors: l(&f.errors),
+        timeouts: l(&f.timeouts),
+        memory_errors: l(&f.memory_errors),
+        io_errors: l(&io.errors),
+        rotations: l(&io.rotations),
+        truncations: l(&io.truncations),
+        overflow: l(&io.overflow),
+        refused: l(&io.refused),
+        evicted: l(&io.evicted),
+        idle_closed: l(&io.idle_closed),
+        partial_dropped: l(&io.partial_dropped),
+        not_followed: l(&io.not_followed),
+        state: st.what.to_string(),
+        ready: st.ready,
+        reason: st.reason,
+        kafka_lag: io
+            .lag
+            .locked()
+            .iter()
+            .map(|(p, n)| (p.to_string(), *n))
+            .collect(),
     }
 }
