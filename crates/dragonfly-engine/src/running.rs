@@ -123,74 +123,59 @@ impl Running {
     /// Run until told to stop (or, with `--exit-on-eof`, until every input has ended), then
     /// drain every queue, flush every output and return.
     pub fn wait(mut self) -> Summary {
-        let mut abnormal = None;
-        let mut next_stats = Instant::now() + self.stats_interval;
-        let mut next_snapshot = self
-            .snapshot
-            .as_ref()
-            .map(|(_, every)| Instant::now() + *every);
-        // -v: a rate line every few seconds (debug level)
-        let rate_every = self.stats_interval.min(RATE_EVERY);
-        let verbose = tracing::enabled!(tracing::Level::DEBUG);
-        let mut rate_base = (Instant::now(), self.stats.totals());
+        let abnormal = self.supervise();
+        self.drain(abnormal)
+    }
+
+    /// Whether to stop now: `Some(None)` on a stop signal or, with `--exit-on-eof`, once every
+    /// input has ended; `Some(Some(why))` when a part of the engine failed.
+    fn should_stop(&mut self) -> Option<Option<String>> {
+        if self.control.shutdown.load(Ordering::Relaxed) {
+            tracing::info!("stopping: inputs stop, queued events are drained");
+            return Some(None);
+        }
+        if let Err(why) = self.replace_parked() {
+            tracing::error!("{why}; stopping the engine");
+            return Some(Some(why));
+        }
+        self.reload_if_asked();
+        if self.workers.iter().any(|h| h.is_finished()) {
+            tracing::error!("a worker stopped unexpectedly; stopping the engine");
+            return Some(Some("a worker stopped unexpectedly".to_string()));
+        }
+        if self.output_threads.iter().any(|h| h.is_finished()) {
+            tracing::error!("an output stopped unexpectedly; stopping the engine");
+            return Some(Some("an output stopped unexpectedly".to_string()));
+        }
+        if self.exit_on_eof && self.source_threads.iter().all(|h| h.is_finished()) {
+            tracing::info!("every input has ended: draining and exiting");
+            return Some(None);
+        }
+        None
+    }
+
+    /// The supervision loop (every 20 ms at most): replace parked runtimes, reload when asked,
+    /// write stats lines and store snapshots, until [`Running::should_stop`] says so; the
+    /// reason when the engine stops abnormally.
+    fn supervise(&mut self) -> Option<String> {
+        let mut ticks = Ticks::new(self);
         loop {
-            if self.control.shutdown.load(Ordering::Relaxed) {
-                tracing::info!("stopping: inputs stop, queued events are drained");
-                break;
-            }
-            if let Err(why) = self.replace_parked() {
-                tracing::error!("{why}; stopping the engine");
-                abnormal = Some(why);
-                break;
-            }
-            self.reload_if_asked();
-            if self.workers.iter().any(|h| h.is_finished()) {
-                tracing::error!("a worker stopped unexpectedly; stopping the engine");
-                abnormal = Some("a worker stopped unexpectedly".to_string());
-                break;
-            }
-            if self.output_threads.iter().any(|h| h.is_finished()) {
-                tracing::error!("an output stopped unexpectedly; stopping the engine");
-                abnormal = Some("an output stopped unexpectedly".to_string());
-                break;
-            }
-            if self.exit_on_eof && self.source_threads.iter().all(|h| h.is_finished()) {
-                tracing::info!("every input has ended: draining and exiting");
-                break;
+            if let Some(stop) = self.should_stop() {
+                return stop;
             }
             let now = Instant::now();
-            if let (Some((snap, every)), Some(at)) = (&self.snapshot, next_snapshot) {
-                if now >= at {
-                    snap.save();
-                    next_snapshot = Some(now + *every);
-                }
-            }
-            if verbose && now >= rate_base.0 + rate_every {
-                let totals = self.stats.totals();
-                let secs = now.duration_since(rate_base.0).as_secs_f64();
-                let per = |k: usize| (totals[k] - rate_base.1[k]) as f64 / secs;
-                tracing::debug!(
-                    "rate: in {:.0} ev/s, analyzers {:.0} ev/s, out {:.0} ev/s, errors +{} (so far: in {}, out {}, errors {})",
-                    per(0),
-                    per(1),
-                    per(2),
-                    totals[3] - rate_base.1[3],
-                    totals[0],
-                    totals[2],
-                    totals[3]
-                );
-                rate_base = (now, totals);
-            }
-            if now >= next_stats {
-                self.write_stats(false);
-                next_stats = now + self.stats_interval;
-            }
+            let next = ticks.run(self, now);
             std::thread::sleep(
                 Duration::from_millis(20)
-                    .min(next_stats.saturating_duration_since(now))
+                    .min(next.saturating_duration_since(now))
                     .max(Duration::from_millis(1)),
             );
         }
+    }
+
+    /// Stop the inputs, drain the workers and outputs (under `engine.drain_timeout_s`), write
+    /// the last stats line and say what the run did.
+    fn drain(mut self, mut abnormal: Option<String>) -> Summary {
         for stop in &self.sources_stop {
             stop.store(true, Ordering::Relaxed);
         }
@@ -467,5 +452,60 @@ impl Running {
             std::thread::sleep(Duration::from_millis(200));
             std::process::exit(exit::INTERNAL as i32);
         });
+    }
+}
+
+/// The supervision loop's periodic work: stats lines, store snapshots, `-v`'s rate lines.
+struct Ticks {
+    next_stats: Instant,
+    next_snapshot: Option<Instant>,
+    rate_every: Duration,
+    verbose: bool,
+    rate_base: (Instant, [u64; 4]),
+}
+
+impl Ticks {
+    fn new(r: &Running) -> Self {
+        let now = Instant::now();
+        Ticks {
+            next_stats: now + r.stats_interval,
+            next_snapshot: r.snapshot.as_ref().map(|(_, every)| now + *every),
+            // -v: a rate line every few seconds (debug level)
+            rate_every: r.stats_interval.min(RATE_EVERY),
+            verbose: tracing::enabled!(tracing::Level::DEBUG),
+            rate_base: (now, r.stats.totals()),
+        }
+    }
+
+    /// Do what is due at `now`; returns when the next stats line is due.
+    fn run(&mut self, r: &Running, now: Instant) -> Instant {
+        if let (Some((snap, every)), Some(at)) = (&r.snapshot, self.next_snapshot) {
+            if now >= at {
+                snap.save();
+                self.next_snapshot = Some(now + *every);
+            }
+        }
+        if self.verbose && now >= self.rate_base.0 + self.rate_every {
+            let totals = r.stats.totals();
+            let base = self.rate_base.1;
+            let secs = now.duration_since(self.rate_base.0).as_secs_f64();
+            let per = |k: usize| (totals[k] - base[k]) as f64 / secs;
+            tracing::debug!(
+                "rate: in {:.0} ev/s, analyzers {:.0} ev/s, out {:.0} ev/s, errors +{} (so far: in {}, out {}, errors {})",
+                per(0),
+                per(1),
+                per(2),
+                totals[3] - base[3],
+                totals[0],
+                totals[2],
+                totals[3]
+            );
+            self.rate_base = (now, totals);
+        }
+        if now >= self.next_stats {
+            r.write_stats(false);
+            self.next_stats = now + r.stats_interval;
+        }
+        self.next_stats
     }
 }
