@@ -248,8 +248,7 @@ impl Running {
     /// Fails once more than [`MAX_PARKED`] runtimes were given up.
     pub(crate) fn replace_parked(&mut self) -> Result<(), String> {
         for i in 0..self.templates.len() {
-            let t = &self.templates[i];
-            let Some(w) = t.status.watched() else {
+            let Some(w) = self.templates[i].status.watched() else {
                 continue;
             };
             if !w.parked() {
@@ -258,168 +257,62 @@ impl Running {
             // SAFETY: parked() is true; each runtime is salvaged once (its status is cleared
             // below, and the replacement sets its own).
             let salvage = unsafe { dragonfly_lua::watchdog::salvage(&w) };
+            let t = &self.templates[i];
             *t.status.watched.locked() = None;
             self.parked += 1;
             let inflight = t.status.take_inflight();
-            for (o, mut b) in salvage.outputs.into_iter().enumerate() {
-                if !b.is_empty() {
-                    if let Some(f) = &inflight {
-                        b.acks.extend(f.acks.iter().cloned());
-                    }
-                    let _ = t.sinks.outputs[o].send(b);
-                }
-            }
-            let (script, counters) = match salvage.caller {
-                dragonfly_lua::Caller::Filter(f) => (
-                    t.spec.filters.get(f).map(|s| s.display.clone()),
-                    (
-                        &self.stats.inputs[f].filter.errors,
-                        &self.stats.inputs[f].filter.timeouts,
-                    ),
-                ),
-                dragonfly_lua::Caller::Analyzer(a) => (
-                    t.spec.analyzers.get(a).map(|s| s.display.clone()),
-                    (
-                        &self.stats.analyzers[a].c.errors,
-                        &self.stats.analyzers[a].c.timeouts,
-                    ),
-                ),
-            };
-            // failures the runtime had recorded before it was given up (earlier events of
-            // the batch): counted, logged and dead-lettered as the worker would have
-            let recorded: Vec<dragonfly_lua::Failure> = salvage
-                .failures
-                .iter()
-                .map(|(caller, kind, message, idx)| dragonfly_lua::Failure {
-                    caller: *caller,
-                    kind: *kind,
-                    error: dragonfly_lua::ScriptError {
-                        script: match *caller {
-                            dragonfly_lua::Caller::Filter(f) => t.spec.filters.get(f),
-                            dragonfly_lua::Caller::Analyzer(a) => t.spec.analyzers.get(a),
-                        }
-                        .map(|s| s.display.clone())
-                        .unwrap_or_default(),
-                        message: message.clone(),
-                    },
-                    traceback: None,
-                    event: String::new(),
-                    event_full: None,
-                    value_cut: 0,
-                    input_index: *idx,
-                })
-                .collect();
-            for f in &recorded {
-                let n = worker::count_failure(&self.stats, f);
-                self.stats
-                    .remember_error(&f.error.script, f.kind.name(), &f.error.message, "");
-                self.log.lua_error(&f.error, "", n);
-            }
-            let n = counters.0.fetch_add(1, Ordering::Relaxed) + 1;
-            counters.1.fetch_add(1, Ordering::Relaxed);
-            let dropped = salvage
+            let resume_at = salvage
                 .overlap
                 .as_ref()
-                .map(|o| o.1.clone())
-                .unwrap_or_default();
-            if !dropped.is_empty() {
-                counters
-                    .0
-                    .fetch_add(dropped.len() as u64, Ordering::Relaxed);
-                tracing::error!(worker = t.id, dropped = dropped.len(),
-                    "the runtime given up had {} other events in flight (concurrency): their runs are lost with it (counted as errors, each to the dead letters); the batch goes on after the last event it had started", dropped.len());
-            }
-            let failure = dragonfly_lua::Failure {
-                caller: salvage.caller,
-                kind: dragonfly_lua::FailureKind::Timeout,
-                error: dragonfly_lua::ScriptError {
-                    script: script.unwrap_or_default(),
-                    message: format!(
-                        "{} ({} ms) and could not be interrupted (a loop LuaJIT compiled, or one that catches the timeout); worker {}'s runtime was replaced",
-                        dragonfly_lua::watchdog::TIMEOUT_TEXT,
-                        t.spec.limits.script_timeout.as_millis(),
-                        t.id
-                    ),
-                },
-                traceback: None,
-                event: String::new(),
-                event_full: None,
-                value_cut: 0,
-                input_index: salvage.input_index,
-            };
-            self.stats.remember_error(
-                &failure.error.script,
-                failure.kind.name(),
-                &failure.error.message,
-                "",
-            );
-            self.log.lua_error(&failure.error, "", n);
-            if let Some(dead) = &t.sinks.dead {
-                let mut b = Batch::default();
-                let batch = inflight.as_ref().map(|f| (f.input, &*f.batch));
-                for f in &recorded {
-                    worker::dead_letter_record(&self.stats, f, batch, &mut b);
-                }
-                worker::dead_letter_record(&self.stats, &failure, batch, &mut b);
-                for &idx in &dropped {
-                    let lost = dragonfly_lua::Failure {
-                        input_index: Some(idx),
-                        error: dragonfly_lua::ScriptError {
-                            script: failure.error.script.clone(),
-                            message: format!(
-                                "dropped: in flight (concurrency) when worker {}'s runtime was replaced",
-                                t.id
-                            ),
-                        },
-                        ..failure.clone()
-                    };
-                    worker::dead_letter_record(&self.stats, &lost, batch, &mut b);
-                }
-                if let Some(f) = &inflight {
-                    b.acks.extend(f.acks.iter().cloned());
-                }
-                let _ = dead.send(b);
-            }
+                .map(|o| o.0)
+                .or(salvage.input_index);
+            report_parked(&self.stats, &self.log, t, salvage, inflight.as_ref());
             if self.parked > MAX_PARKED {
                 return Err(format!(
                     "{} script runtimes had to be given up (more than {MAX_PARKED}): a script keeps running away",
                     self.parked
                 ));
             }
-            let resume = match (
-                inflight,
-                salvage.overlap.map(|o| o.0).or(salvage.input_index),
-            ) {
-                (Some(f), Some(idx)) => Some((f, idx + 1)),
-                // parked in a timer call: the batch it ran after was done, only its flush is left
-                (Some(f), None) => Some((f, usize::MAX)),
-                (None, _) => None,
-            };
-            let worker = t.clone();
-            let (ready_tx, ready_rx) = bounded(1);
-            let id = t.id;
-            self.workers[i] = spawn(format!("worker-{id}"), move || {
-                worker.run(ready_tx, resume, None)
-            });
-            match worker::wait_ready(
-                &ready_rx,
-                &self.templates[i].status,
-                &self.templates[i].spec.limits,
-            ) {
-                Ok(Ok(())) => {}
-                Ok(Err(errs)) => {
-                    return Err(format!(
-                        "worker {id}: the replacement runtime failed in setup: {}",
-                        errs.iter()
-                            .map(|e| e.to_string())
-                            .collect::<Vec<_>>()
-                            .join("; ")
-                    ))
-                }
-                Err(why) => return Err(format!("worker {id}: the replacement runtime: {why}")),
-            }
+            self.respawn(i, inflight, resume_at)?;
         }
         Ok(())
+    }
+
+    /// Start worker `i` again on a new runtime, resuming its in-flight batch after index
+    /// `resume_at` (none: parked in a timer call, only the batch's flush is left).
+    fn respawn(
+        &mut self,
+        i: usize,
+        inflight: Option<worker::InFlight>,
+        resume_at: Option<usize>,
+    ) -> Result<(), String> {
+        let resume = match (inflight, resume_at) {
+            (Some(f), Some(idx)) => Some((f, idx + 1)),
+            // parked in a timer call: the batch it ran after was done, only its flush is left
+            (Some(f), None) => Some((f, usize::MAX)),
+            (None, _) => None,
+        };
+        let worker = self.templates[i].clone();
+        let (ready_tx, ready_rx) = bounded(1);
+        let id = worker.id;
+        self.workers[i] = spawn(format!("worker-{id}"), move || {
+            worker.run(ready_tx, resume, None)
+        });
+        match worker::wait_ready(
+            &ready_rx,
+            &self.templates[i].status,
+            &self.templates[i].spec.limits,
+        ) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(errs)) => Err(format!(
+                "worker {id}: the replacement runtime failed in setup: {}",
+                errs.iter()
+                    .map(|e| e.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            )),
+            Err(why) => Err(format!("worker {id}: the replacement runtime: {why}")),
+        }
     }
 
     /// Give the drain `drain_timeout`: past it, say what is still queued and exit
@@ -453,6 +346,140 @@ impl Running {
             std::process::exit(exit::INTERNAL as i32);
         });
     }
+}
+
+/// What a runtime given up leaves: its output lines are sent on (with the batch's receipts),
+/// the failures it had recorded, the call that never ended and the events it had in flight
+/// are counted, logged and written to the dead letters.
+fn report_parked(
+    stats: &Stats,
+    log: &EngineLog,
+    t: &Worker,
+    salvage: dragonfly_lua::watchdog::Salvage,
+    inflight: Option<&worker::InFlight>,
+) {
+    for (o, mut b) in salvage.outputs.into_iter().enumerate() {
+        if !b.is_empty() {
+            if let Some(f) = inflight {
+                b.acks.extend(f.acks.iter().cloned());
+            }
+            let _ = t.sinks.outputs[o].send(b);
+        }
+    }
+    let script_of = |caller: dragonfly_lua::Caller| {
+        match caller {
+            dragonfly_lua::Caller::Filter(f) => t.spec.filters.get(f),
+            dragonfly_lua::Caller::Analyzer(a) => t.spec.analyzers.get(a),
+        }
+        .map(|s| s.display.clone())
+        .unwrap_or_default()
+    };
+    // failures the runtime had recorded before it was given up (earlier events of the
+    // batch): counted, logged and dead-lettered as the worker would have
+    let recorded: Vec<dragonfly_lua::Failure> = salvage
+        .failures
+        .into_iter()
+        .map(|(caller, kind, message, idx)| dragonfly_lua::Failure {
+            caller,
+            kind,
+            error: dragonfly_lua::ScriptError {
+                script: script_of(caller),
+                message,
+            },
+            traceback: None,
+            event: String::new(),
+            event_full: None,
+            value_cut: 0,
+            input_index: idx,
+        })
+        .collect();
+    for f in &recorded {
+        let n = worker::count_failure(stats, f);
+        stats.remember_error(&f.error.script, f.kind.name(), &f.error.message, "");
+        log.lua_error(&f.error, "", n);
+    }
+    let (errors, timeouts) = match salvage.caller {
+        dragonfly_lua::Caller::Filter(f) => (
+            &stats.inputs[f].filter.errors,
+            &stats.inputs[f].filter.timeouts,
+        ),
+        dragonfly_lua::Caller::Analyzer(a) => {
+            (&stats.analyzers[a].c.errors, &stats.analyzers[a].c.timeouts)
+        }
+    };
+    let n = errors.fetch_add(1, Ordering::Relaxed) + 1;
+    timeouts.fetch_add(1, Ordering::Relaxed);
+    let dropped = salvage.overlap.map(|o| o.1).unwrap_or_default();
+    if !dropped.is_empty() {
+        errors.fetch_add(dropped.len() as u64, Ordering::Relaxed);
+        tracing::error!(worker = t.id, dropped = dropped.len(),
+            "the runtime given up had {} other events in flight (concurrency): their runs are lost with it (counted as errors, each to the dead letters); the batch goes on after the last event it had started", dropped.len());
+    }
+    let failure = dragonfly_lua::Failure {
+        caller: salvage.caller,
+        kind: dragonfly_lua::FailureKind::Timeout,
+        error: dragonfly_lua::ScriptError {
+            script: script_of(salvage.caller),
+            message: format!(
+                "{} ({} ms) and could not be interrupted (a loop LuaJIT compiled, or one that catches the timeout); worker {}'s runtime was replaced",
+                dragonfly_lua::watchdog::TIMEOUT_TEXT,
+                t.spec.limits.script_timeout.as_millis(),
+                t.id
+            ),
+        },
+        traceback: None,
+        event: String::new(),
+        event_full: None,
+        value_cut: 0,
+        input_index: salvage.input_index,
+    };
+    stats.remember_error(
+        &failure.error.script,
+        failure.kind.name(),
+        &failure.error.message,
+        "",
+    );
+    log.lua_error(&failure.error, "", n);
+    if let Some(dead) = &t.sinks.dead {
+        dead_letter_parked(stats, t, dead, &recorded, &failure, &dropped, inflight);
+    }
+}
+
+/// The dead letters of a runtime given up: its recorded failures, the call that never ended,
+/// and each event it had in flight besides (with the batch's receipts).
+fn dead_letter_parked(
+    stats: &Stats,
+    t: &Worker,
+    dead: &Sender<Batch>,
+    recorded: &[dragonfly_lua::Failure],
+    failure: &dragonfly_lua::Failure,
+    dropped: &[usize],
+    inflight: Option<&worker::InFlight>,
+) {
+    let mut b = Batch::default();
+    let batch = inflight.map(|f| (f.input, &*f.batch));
+    for f in recorded {
+        worker::dead_letter_record(stats, f, batch, &mut b);
+    }
+    worker::dead_letter_record(stats, failure, batch, &mut b);
+    for &idx in dropped {
+        let lost = dragonfly_lua::Failure {
+            input_index: Some(idx),
+            error: dragonfly_lua::ScriptError {
+                script: failure.error.script.clone(),
+                message: format!(
+                    "dropped: in flight (concurrency) when worker {}'s runtime was replaced",
+                    t.id
+                ),
+            },
+            ..failure.clone()
+        };
+        worker::dead_letter_record(stats, &lost, batch, &mut b);
+    }
+    if let Some(f) = inflight {
+        b.acks.extend(f.acks.iter().cloned());
+    }
+    let _ = dead.send(b);
 }
 
 /// The supervision loop's periodic work: stats lines, store snapshots, `-v`'s rate lines.
