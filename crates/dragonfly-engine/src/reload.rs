@@ -30,7 +30,9 @@ use dragonfly_config::Config;
 use crate::plan::Plan;
 use crate::running::Running;
 use crate::topology::{depth, spawn, spawn_sink, spawn_source};
-use crate::worker::{self, WorkItem, Worker, WorkerStatus};
+use crate::worker::{self, WorkItem, Worker, WorkerSinks, WorkerStatus};
+use dragonfly_io::sources::Prepared as PreparedSource;
+use dragonfly_lua::RuntimeSpec;
 
 /// What changed between two configs that a reload cannot apply.
 fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
@@ -128,6 +130,40 @@ impl Running {
     }
 
     fn reload(&mut self) -> Result<(), Vec<String>> {
+        let (config, plan, spec) = self.load_plan()?;
+        let mut problems = Vec::new();
+        let mut sinks = self.templates[0].sinks.clone();
+        let reopened = self.reopen_outputs(&plan, &config, &mut sinks, &mut problems);
+        let new_inputs = prepare_inputs(&self.reload.config, &plan, &config, &mut problems);
+        let fresh = self.set_up_aside(&spec, &sinks, &mut problems);
+        if !problems.is_empty() {
+            // the new runtimes exit at their gates without touching a queue; the sinks opened
+            // for them end once nobody can write to them
+            for f in fresh {
+                let _ = f.gate.send(false);
+                drop(f.gate);
+                let _ = f.thread.join();
+            }
+            drop(sinks);
+            for r in reopened {
+                let _ = r.thread.join();
+            }
+            problems.sort();
+            problems.dedup();
+            return Err(problems);
+        }
+        drop(sinks);
+        self.hand_over(fresh, &mut problems)?;
+        self.start_new_inputs(new_inputs, &config);
+        self.swap_outputs(reopened, &config);
+        self.reload.config = config;
+        self.reload.spec = spec;
+        Ok(())
+    }
+
+    /// config.lua read again and planned; refused if it changes what needs a restart. The
+    /// new runtimes keep the running store and `require` root.
+    fn load_plan(&self) -> Result<(Config, Plan, RuntimeSpec), Vec<String>> {
         let config = dragonfly_config::load(&self.reload.root).map_err(|e| {
             e.to_string()
                 .lines()
@@ -145,20 +181,22 @@ impl Running {
         // the same store (the embedded one's data, Redis's counters) and `require` root
         spec.backend = self.reload.spec.backend.clone();
         spec.root = self.reload.spec.root.clone();
+        Ok((config, plan, spec))
+    }
 
-        // outputs whose URI or options changed are opened anew, each on a sink thread of its
-        // own; the new runtimes write to them, the old ones to the old sinks until they retire
-        let mut sinks = self.templates[0].sinks.clone();
+    /// Outputs whose URI or options changed, opened anew, each on a sink thread of its own;
+    /// the new runtimes write to them (`sinks`), the old ones to the old sinks until they
+    /// retire.
+    fn reopen_outputs(
+        &self,
+        plan: &Plan,
+        config: &Config,
+        sinks: &mut WorkerSinks,
+        problems: &mut Vec<String>,
+    ) -> Vec<Reopened> {
         let mut reopened = Vec::new();
-        let mut problems = Vec::new();
-        for (i, (was, now)) in self
-            .reload
-            .config
-            .outputs
-            .iter()
-            .zip(&config.outputs)
-            .enumerate()
-        {
+        let pairs = self.reload.config.outputs.iter().zip(&config.outputs);
+        for (i, (was, now)) in pairs.enumerate() {
             if was == now {
                 continue;
             }
@@ -174,37 +212,27 @@ impl Running {
                         &self.outputs_done,
                     );
                     sinks.outputs[i] = tx;
-                    reopened.push((i, h, rx, plan.sinks[i].describe()));
+                    reopened.push(Reopened {
+                        index: i,
+                        thread: h,
+                        queue: rx,
+                        describe: plan.sinks[i].describe(),
+                    });
                 }
                 Err(e) => problems.push(format!("output '{}' ({}): {e}", now.tag, now.uri)),
             }
         }
+        reopened
+    }
 
-        // inputs whose URI or options changed are opened now (bound, connected), and started
-        // once the new runtimes run; the old ones are stopped after that (what they had read
-        // is handed on)
-        let mut new_inputs = Vec::new();
-        for (i, (was, now)) in self
-            .reload
-            .config
-            .inputs
-            .iter()
-            .zip(&config.inputs)
-            .enumerate()
-        {
-            if was.uri == now.uri && was.options == now.options {
-                continue;
-            }
-            match plan.sources[i].prepare(config.engine.max_line_bytes) {
-                Ok(src) => new_inputs.push((i, src)),
-                Err(e) => problems.push(format!(
-                    "input '{}' ({}): {e} (an input that takes over the old one's socket needs a restart)",
-                    now.tag, now.uri
-                )),
-            }
-        }
-
-        // new runtimes, set up aside, waiting at their gates
+    /// A new runtime per worker, set up aside and waiting at its gate (stops at the first
+    /// problem).
+    fn set_up_aside(
+        &self,
+        spec: &RuntimeSpec,
+        sinks: &WorkerSinks,
+        problems: &mut Vec<String>,
+    ) -> Vec<Fresh> {
         let mut fresh = Vec::new();
         for t in &self.templates {
             if !problems.is_empty() {
@@ -239,33 +267,29 @@ impl Running {
                     }
                 };
             if reported {
-                fresh.push((template, h, gate_tx));
+                fresh.push(Fresh {
+                    template,
+                    thread: h,
+                    gate: gate_tx,
+                });
             } else {
                 // parked by the watchdog, or still in a call no hook reaches: it is left
                 // behind (never joined, never handed work), so the reload is not held up
                 drop(h);
             }
         }
-        if !problems.is_empty() {
-            // the new runtimes exit at their gates without touching a queue; the sinks opened
-            // for them end once nobody can write to them
-            for (_, h, gate) in fresh {
-                let _ = gate.send(false);
-                drop(gate);
-                let _ = h.join();
-            }
-            drop(sinks);
-            for (_, h, _, _) in reopened {
-                let _ = h.join();
-            }
-            problems.sort();
-            problems.dedup();
-            return Err(problems);
-        }
-        drop(sinks);
-        // hand over, worker by worker, between batches
+        fresh
+    }
+
+    /// Hand over, worker by worker, between batches: the old runtime gets a retire item,
+    /// finishes what was queued before it and exits; the new one passes its gate.
+    fn hand_over(
+        &mut self,
+        fresh: Vec<Fresh>,
+        problems: &mut Vec<String>,
+    ) -> Result<(), Vec<String>> {
         let mut fresh = fresh.into_iter().enumerate();
-        while let Some((i, (template, h, gate))) = fresh.next() {
+        while let Some((i, f)) = fresh.next() {
             let handed = self.keepalive[i].send(WorkItem::Retire).is_ok() && {
                 // the old runtime finishes what was queued before the retire item; one the
                 // watchdog gives up meanwhile is replaced as usual, and its replacement
@@ -282,22 +306,30 @@ impl Running {
                 }
             };
             if !handed {
-                let _ = gate.send(false);
-                for (_, (_, _, gate)) in fresh {
-                    let _ = gate.send(false);
+                let _ = f.gate.send(false);
+                for (_, rest) in fresh {
+                    let _ = rest.gate.send(false);
                 }
                 problems.push(format!(
                     "worker {i}: the handover failed; workers before it run the new scripts"
                 ));
-                return Err(problems);
+                return Err(std::mem::take(problems));
             }
-            let old = std::mem::replace(&mut self.workers[i], h);
+            let old = std::mem::replace(&mut self.workers[i], f.thread);
             let _ = old.join();
-            self.templates[i] = template;
-            let _ = gate.send(true);
+            self.templates[i] = f.template;
+            let _ = f.gate.send(true);
         }
-        // the changed inputs: the new ones start, then the old ones stop and hand on what
-        // they had read
+        Ok(())
+    }
+
+    /// The changed inputs: the new ones start, then the old ones stop and hand on what they
+    /// had read.
+    fn start_new_inputs(
+        &mut self,
+        new_inputs: Vec<(usize, Box<dyn PreparedSource>)>,
+        config: &Config,
+    ) {
         for (i, src) in new_inputs {
             let (stop, h) = spawn_source(
                 i,
@@ -318,27 +350,69 @@ impl Running {
                 config.inputs[i].uri
             );
         }
-        // the reopened outputs take their places; the old sinks end (and flush) once the old
-        // runtimes that wrote to them are gone
+    }
+
+    /// The reopened outputs take their places; the old sinks end (and flush) once the old
+    /// runtimes that wrote to them are gone.
+    fn swap_outputs(&mut self, reopened: Vec<Reopened>, config: &Config) {
         let mut old_sinks = Vec::new();
-        for (i, h, rx, describe) in reopened {
-            old_sinks.push(std::mem::replace(&mut self.output_threads[i], h));
-            let tag = &config.outputs[i].tag;
+        for r in reopened {
+            old_sinks.push(std::mem::replace(
+                &mut self.output_threads[r.index],
+                r.thread,
+            ));
+            let tag = &config.outputs[r.index].tag;
             let name = format!("output:{tag}");
             let mut queues = self.stats.queues.locked();
             if let Some(q) = queues.iter_mut().find(|q| q.0 == name) {
-                *q = depth(name, rx);
+                *q = depth(name, r.queue);
             }
             if let Some(o) = self.outputs.iter_mut().find(|o| &o.0 == tag) {
-                o.1 = describe.clone();
+                o.1 = r.describe.clone();
             }
-            tracing::info!("output '{tag}': reopened: {describe}");
+            tracing::info!("output '{tag}': reopened: {}", r.describe);
         }
         for h in old_sinks {
             let _ = h.join();
         }
-        self.reload.config = config;
-        self.reload.spec = spec;
-        Ok(())
     }
+}
+
+/// An output opened anew for the new runtimes.
+struct Reopened {
+    index: usize,
+    thread: std::thread::JoinHandle<()>,
+    queue: crossbeam_channel::Receiver<dragonfly_io::Batch>,
+    describe: String,
+}
+
+/// A new runtime set up aside, waiting at its gate.
+struct Fresh {
+    template: Worker,
+    thread: std::thread::JoinHandle<()>,
+    gate: crossbeam_channel::Sender<bool>,
+}
+
+/// Inputs whose URI or options changed, opened now (bound, connected); they start once the
+/// new runtimes run.
+fn prepare_inputs(
+    old: &Config,
+    plan: &Plan,
+    config: &Config,
+    problems: &mut Vec<String>,
+) -> Vec<(usize, Box<dyn PreparedSource>)> {
+    let mut new_inputs = Vec::new();
+    for (i, (was, now)) in old.inputs.iter().zip(&config.inputs).enumerate() {
+        if was.uri == now.uri && was.options == now.options {
+            continue;
+        }
+        match plan.sources[i].prepare(config.engine.max_line_bytes) {
+            Ok(src) => new_inputs.push((i, src)),
+            Err(e) => problems.push(format!(
+                "input '{}' ({}): {e} (an input that takes over the old one's socket needs a restart)",
+                now.tag, now.uri
+            )),
+        }
+    }
+    new_inputs
 }
