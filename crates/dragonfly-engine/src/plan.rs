@@ -389,18 +389,11 @@ impl Plan {
         self.sources.iter().all(|s| s.scheme().finite)
     }
 
-    /// Open every file and bind every socket (before privileges are dropped).
-    pub fn prepare(self) -> Result<Prepared, EngineError> {
-        let logdir_existed = self.options.logdir.is_dir();
-        std::fs::create_dir_all(&self.options.logdir).map_err(|e| {
-            EngineError::Open(vec![format!(
-                "cannot create log directory {}: {e}",
-                self.options.logdir.display()
-            )])
-        })?;
-        let mut problems = store::check_modules(&self.config, &self.runtime.backend);
-        // The directories of state files (checkpoints, the store snapshot) must exist: the
-        // files are written later, by then perhaps as `nobody` or inside a chroot.
+    /// The directories of state files (checkpoints, the store snapshot), made if missing:
+    /// the files are written later, by then perhaps as `nobody` or inside a chroot. One that
+    /// was there must take files from this user (with -p: root here; `hand_over` checks the
+    /// unprivileged user).
+    fn make_state_dirs(&self, problems: &mut Vec<String>) -> Vec<StateDir> {
         let mut state_dirs = Vec::new();
         for (what, file) in self.state_files() {
             let file = self.options.root.join(file);
@@ -409,8 +402,6 @@ impl Plan {
             };
             let existed = dir.is_dir();
             match std::fs::create_dir_all(&dir) {
-                // one that was there must take files from this user (with -p: root here;
-                // hand_over checks the unprivileged user)
                 Ok(()) if existed => match dragonfly_io::preflight::dir_usable(&dir) {
                     Ok(_) => state_dirs.push(StateDir {
                         what,
@@ -434,6 +425,62 @@ impl Plan {
                 )),
             }
         }
+        state_dirs
+    }
+
+    /// One of the engine's own log files in LOGDIR, opened (confined to ROOT with `-c`).
+    fn open_own(&self, f: &str, problems: &mut Vec<String>) -> Option<Box<dyn Sink>> {
+        let mut p = self.options.logdir.join(f);
+        if self.options.chroot {
+            match confine(&self.options.root, "engine log", &p) {
+                Ok(rel) => p = rel,
+                Err(e) => {
+                    problems
+                        .push(e.replace("move it under ROOT", "give -l a directory under ROOT"));
+                    return None;
+                }
+            }
+        }
+        match FileSink::open(&p, dragonfly_io::sinks::file::OUTPUT_MODE) {
+            Ok(s) => Some(Box::new(s)),
+            Err(e) => {
+                problems.push(format!("engine log {}: {e}", p.display()));
+                None
+            }
+        }
+    }
+
+    /// The HTTP listener (`engine.http`), bound now (before privileges are dropped).
+    fn bind_http(&self, problems: &mut Vec<String>) -> Option<crate::http::HttpListener> {
+        match self.config.engine.http.as_str() {
+            "" => None,
+            addr => match crate::http::bind(
+                addr,
+                crate::http::analyzers_json(&self.config, &self.options.root),
+                crate::http::pipeline_json(&self.config),
+            ) {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    problems.push(format!("engine.http: {e}"));
+                    None
+                }
+            },
+        }
+    }
+
+    /// Open every file and bind every socket (before privileges are dropped).
+    pub fn prepare(self) -> Result<Prepared, EngineError> {
+        let logdir_existed = self.options.logdir.is_dir();
+        std::fs::create_dir_all(&self.options.logdir).map_err(|e| {
+            EngineError::Open(vec![format!(
+                "cannot create log directory {}: {e}",
+                self.options.logdir.display()
+            )])
+        })?;
+        let mut problems = store::check_modules(&self.config, &self.runtime.backend);
+        // The directories of state files (checkpoints, the store snapshot) must exist: the
+        // files are written later, by then perhaps as `nobody` or inside a chroot.
+        let state_dirs = self.make_state_dirs(&mut problems);
         if let (Some(path), Backend::Embedded(db)) = (&self.snapshot, &self.runtime.backend) {
             match db.load(path) {
                 Ok(n) => tracing::info!(path = %path.display(), keys = n, "embedded store loaded"),
@@ -475,42 +522,11 @@ impl Plan {
                 }
             },
         };
-        let mut open_own = |f: &str| -> Option<Box<dyn Sink>> {
-            let mut p = self.options.logdir.join(f);
-            if self.options.chroot {
-                match confine(&self.options.root, "engine log", &p) {
-                    Ok(rel) => p = rel,
-                    Err(e) => {
-                        problems.push(
-                            e.replace("move it under ROOT", "give -l a directory under ROOT"),
-                        );
-                        return None;
-                    }
-                }
-            }
-            match FileSink::open(&p, dragonfly_io::sinks::file::OUTPUT_MODE) {
-                Ok(s) => Some(Box::new(s)),
-                Err(e) => {
-                    problems.push(format!("engine log {}: {e}", p.display()));
-                    None
-                }
-            }
-        };
-        let (own_log, own_stats) = (open_own(LOG_FILE), open_own(STATS_FILE));
-        let http = match self.config.engine.http.as_str() {
-            "" => None,
-            addr => match crate::http::bind(
-                addr,
-                crate::http::analyzers_json(&self.config, &self.options.root),
-                crate::http::pipeline_json(&self.config),
-            ) {
-                Ok(l) => Some(l),
-                Err(e) => {
-                    problems.push(format!("engine.http: {e}"));
-                    None
-                }
-            },
-        };
+        let (own_log, own_stats) = (
+            self.open_own(LOG_FILE, &mut problems),
+            self.open_own(STATS_FILE, &mut problems),
+        );
+        let http = self.bind_http(&mut problems);
         if !problems.is_empty() {
             return Err(EngineError::Open(problems));
         }
