@@ -213,11 +213,6 @@ impl Opts {
         )
     }
 
-    /// Whether the scheme has an option `name`.
-    pub fn has(&self, name: &str) -> bool {
-        self.rows.iter().any(|r| r.name == name)
-    }
-
     /// Whether config.lua gave `name`.
     pub fn given(&self, name: &str) -> bool {
         self.given.iter().any(|(k, _)| k == name)

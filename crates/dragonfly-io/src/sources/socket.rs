@@ -127,25 +127,14 @@ impl SocketOptions {
             group: options.text("group"),
             ..Default::default()
         };
-        if let Some(mb) = options
-            .has("buffer_mb")
-            .then(|| options.int("buffer_mb"))
-            .flatten()
-        {
+        // a row this scheme does not have gives None: the default stays
+        if let Some(mb) = options.int("buffer_mb") {
             o.buffer_mb = mb as usize;
         }
-        if let Some(mb) = options
-            .has("partial_mb")
-            .then(|| options.int("partial_mb"))
-            .flatten()
-        {
+        if let Some(mb) = options.int("partial_mb") {
             o.stream.partial_bytes = (mb as usize) << 20;
         }
-        if let Some(s) = options
-            .has("idle_timeout_s")
-            .then(|| options.num("idle_timeout_s"))
-            .flatten()
-        {
+        if let Some(s) = options.num("idle_timeout_s") {
             o.stream.idle_timeout = std::time::Duration::from_secs_f64(s);
         }
         // names must resolve now, not at bind time
