@@ -6,6 +6,10 @@
 //! - `sandbox.lua` (`=dragonfly-sandbox`): each script's environment;
 //! - [`crate::libs::read_only_mt`] (`=dragonfly-read-only`): the metatable of shared tables.
 //!
+//! Functions chain.lua makes for scripts: `dragonfly.analyze_event`, `dragonfly.output_event`
+//! and its alias `forward_event` (attached to the `dragonfly` table by `Runtime::new`; the
+//! rest of that table is made in `libs/dragonfly.rs`).
+//!
 //! Registry entries: `watchdog::PROBE_KEY` (the probe table below, for the watchdog's hook
 //! and for salvaging a runtime given up), `fast::OUT_KEY` (the `OutState` that output
 //! lines are written into) and `fast::ARRAY_MT_KEY` (cjson's array metatable), all keyed by

@@ -1,6 +1,11 @@
 //! The `dragonfly` table: routing (`analyze_event`, `output_event`/`forward_event`,
 //! `log_event`, `stats_event`, `timer_event`) and utilities (`http_get`, `dnslookup`,
-//! `date2epoch`, `echo`).
+//! `date2epoch`, `echo`, `clock`).
+//!
+//! Made here: everything but the two hand-offs that stay inside LuaJIT. `analyze_event` is
+//! chain.lua's (it copies the event and queues it for the analyzer) and `output_event` is
+//! chain.lua's wrapper around `fast::output_event` (it encodes from the Lua stack into the
+//! output's batch); `Runtime::new` attaches both to this table (see `src/wire.rs`).
 
 use std::io::Write;
 use std::time::Duration;
@@ -77,6 +82,67 @@ fn encode_line(
     .map_err(|e| mlua::Error::runtime(format!("dragonfly.{name}: {e}")))
 }
 
+/// `dragonfly.timer_event(tag, seconds, value)`: `value` (copied) reaches analyzer `tag`'s
+/// `loop()` after `seconds` (0 to one year); an undefined tag is counted as unknown.
+fn timer_event(lua: &Lua, args: MultiValue) -> mlua::Result<()> {
+    exact_args("timer_event", &args, 3)?;
+    let tag = tag_arg("timer_event", &args[0])?;
+    let secs = match &args[1] {
+        Value::Integer(i) => *i as f64,
+        Value::Number(n) => *n,
+        other => {
+            return Err(mlua::Error::runtime(format!(
+                "dragonfly.timer_event: seconds must be a number, got {}",
+                other.type_name()
+            )))
+        }
+    };
+    if !(0.0..=MAX_TIMER_SECS).contains(&secs) {
+        return Err(mlua::Error::runtime(format!(
+            "dragonfly.timer_event: seconds must be a number from 0 to {MAX_TIMER_SECS} (one year), got {secs}"
+        )));
+    }
+    let idx = routes(lua).analyzers.get(&tag).copied();
+    match idx {
+        Some(i) => {
+            let value = json::deep_copy(lua, &args[2])?;
+            mailbox(lua).timers.push(TimerRequest {
+                analyzer: i,
+                after: Duration::from_secs_f64(secs),
+                value,
+            });
+        }
+        None => mailbox(lua).unknown.push((tag, TagKind::Timer)),
+    }
+    Ok(())
+}
+
+/// `dragonfly.dnslookup(name)`: the addresses `name` resolves to (each once, in the
+/// resolver's order), and the resolver's error when it fails.
+fn dnslookup(lua: &Lua, name: String) -> mlua::Result<(Value, Value)> {
+    use std::net::ToSocketAddrs;
+    let t = lua.create_table()?;
+    match crate::watchdog::native_io(|| (name.as_str(), 0u16).to_socket_addrs()) {
+        Ok(addrs) => {
+            let mut seen = Vec::new();
+            for a in addrs {
+                let ip = a.ip().to_string();
+                if !seen.contains(&ip) {
+                    seen.push(ip);
+                }
+            }
+            for (i, ip) in seen.into_iter().enumerate() {
+                t.raw_seti(i + 1, ip)?;
+            }
+            Ok((Value::Table(t), Value::Nil))
+        }
+        Err(e) => Ok((
+            Value::Table(t),
+            Value::String(lua.create_string(e.to_string())?),
+        )),
+    }
+}
+
 /// Install the `dragonfly` table as a global.
 pub fn install(lua: &Lua) -> mlua::Result<Table> {
     let m = lua.create_table()?;
@@ -98,41 +164,7 @@ pub fn install(lua: &Lua) -> mlua::Result<Table> {
         })?,
     )?;
 
-    m.set(
-        "timer_event",
-        lua.create_function(|lua, args: MultiValue| {
-            exact_args("timer_event", &args, 3)?;
-            let tag = tag_arg("timer_event", &args[0])?;
-            let secs = match &args[1] {
-                Value::Integer(i) => *i as f64,
-                Value::Number(n) => *n,
-                other => {
-                    return Err(mlua::Error::runtime(format!(
-                        "dragonfly.timer_event: seconds must be a number, got {}",
-                        other.type_name()
-                    )))
-                }
-            };
-            if !(0.0..=MAX_TIMER_SECS).contains(&secs) {
-                return Err(mlua::Error::runtime(format!(
-                    "dragonfly.timer_event: seconds must be a number from 0 to {MAX_TIMER_SECS} (one year), got {secs}"
-                )));
-            }
-            let idx = routes(lua).analyzers.get(&tag).copied();
-            match idx {
-                Some(i) => {
-                    let value = json::deep_copy(lua, &args[2])?;
-                    mailbox(lua).timers.push(TimerRequest {
-                        analyzer: i,
-                        after: Duration::from_secs_f64(secs),
-                        value,
-                    });
-                }
-                None => mailbox(lua).unknown.push((tag, TagKind::Timer)),
-            }
-            Ok(())
-        })?,
-    )?;
+    m.set("timer_event", lua.create_function(timer_event)?)?;
 
     m.set(
         "echo",
@@ -162,32 +194,7 @@ pub fn install(lua: &Lua) -> mlua::Result<Table> {
         })?,
     )?;
 
-    m.set(
-        "dnslookup",
-        lua.create_function(|lua, name: String| {
-            use std::net::ToSocketAddrs;
-            let t = lua.create_table()?;
-            match crate::watchdog::native_io(|| (name.as_str(), 0u16).to_socket_addrs()) {
-                Ok(addrs) => {
-                    let mut seen = Vec::new();
-                    for a in addrs {
-                        let ip = a.ip().to_string();
-                        if !seen.contains(&ip) {
-                            seen.push(ip);
-                        }
-                    }
-                    for (i, ip) in seen.into_iter().enumerate() {
-                        t.raw_seti(i + 1, ip)?;
-                    }
-                    Ok((Value::Table(t), Value::Nil))
-                }
-                Err(e) => Ok((
-                    Value::Table(t),
-                    Value::String(lua.create_string(e.to_string())?),
-                )),
-            }
-        })?,
-    )?;
+    m.set("dnslookup", lua.create_function(dnslookup)?)?;
 
     m.set(
         "http_get",
