@@ -391,15 +391,17 @@ impl Runtime {
             ))?;
             // SAFETY: fast::output_event follows the C function protocol (see fast.rs).
             let out_raw = unsafe { lua.create_c_function(fast::output_event)? };
-            let chain: Table = lua.load(CHAIN).set_name("=dragonfly-chain").call((
-                out_raw,
-                MAX_HOPS,
-                probe.clone(),
-                traceback,
-                lazy,
-                lua.named_registry_value::<Table>("dragonfly.sched")?,
-                crate::wire::slots(&lua)?,
-            ))?;
+            let chain: Table = lua
+                .load(crate::wire::chain_source(CHAIN))
+                .set_name("=dragonfly-chain")
+                .call((
+                    out_raw,
+                    MAX_HOPS,
+                    probe.clone(),
+                    traceback,
+                    lazy,
+                    lua.named_registry_value::<Table>("dragonfly.sched")?,
+                ))?;
             lua.set_named_registry_value("dragonfly.copy", chain.get::<Function>("copy")?)?;
             df.set("analyze_event", chain.get::<Function>("analyze_event")?)?;
             let output: Function = chain.get("output_event")?;
