@@ -288,5 +288,10 @@ mod decode_tests {
             assert_eq!(v, Value::Number(want), "{n}");
         }
         assert!(decode(&lua, &mt, b"1e400").is_err());
+        // hostile: a megabyte of openings is an error, not a stack overflow
+        let open = "[".repeat(1 << 20);
+        assert!(decode(&lua, &mt, open.as_bytes()).is_err());
+        let objects = "{\"a\":".repeat(1 << 18);
+        assert!(decode(&lua, &mt, objects.as_bytes()).is_err());
     }
 }
