@@ -13,6 +13,7 @@ mod lazy;
 pub mod libs;
 pub mod mailbox;
 pub mod runtime;
+pub mod spec;
 pub mod watchdog;
 mod wire;
 
@@ -23,3 +24,4 @@ pub use runtime::{
     BatchResult, Caller, Failure, FailureKind, Limits, Lines, Results, Runtime, RuntimeSpec,
     ScriptError, ScriptKind, ScriptSpec,
 };
+pub use spec::SpecBuilder;

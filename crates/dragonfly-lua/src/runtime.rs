@@ -10,102 +10,20 @@
 //! control (sandbox.lua).
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use dragonfly_event::Batch;
 use mlua::{ffi, Function, Lua, LuaOptions, StdLib, Table, Value};
 
 use crate::fast::{self, OutState};
 use crate::json;
-use crate::libs::hiredis::Backend;
 use crate::libs::{cjson, dragonfly, hiredis};
 use crate::mailbox::{Mailbox, Routes, TagKind};
 use crate::wire::{probe, record};
 
+pub use crate::spec::{Limits, Overlap, RuntimeSpec, ScriptKind, ScriptSpec};
+
 const CHAIN: &str = include_str!("chain.lua");
 const SANDBOX: &str = include_str!("sandbox.lua");
-
-/// Resource limits of a runtime.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    /// Bytes the Lua state may hold (0: no limit).
-    pub memory: usize,
-    /// Longest a script call (`loop()`, a timer callback) may run (zero: no limit).
-    pub script_timeout: std::time::Duration,
-    /// Longest loading every script (their top level) may take, and again running every
-    /// `setup()` (zero: no limit; the engine never sets zero).
-    pub setup_timeout: std::time::Duration,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            memory: 1024 << 20,
-            script_timeout: std::time::Duration::from_millis(1000),
-            setup_timeout: std::time::Duration::from_secs(60),
-        }
-    }
-}
-
-/// Filter (input) script or analyzer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ScriptKind {
-    /// An input filter (one per input).
-    Filter,
-    /// An analyzer, reached by tag.
-    Analyzer,
-}
-
-/// A script to load, with its source already read (so loading works after a chroot).
-#[derive(Debug, Clone)]
-pub struct ScriptSpec {
-    /// The tag in config.lua.
-    pub tag: String,
-    /// Filter or analyzer.
-    pub kind: ScriptKind,
-    /// The path as shown in messages (e.g. `analyzer/hello-world.lua`).
-    pub display: String,
-    /// The source text.
-    pub source: Arc<str>,
-    /// The `default_analyzer` global it gets.
-    pub default_analyzer: String,
-    /// The `default_output` global it gets (analyzers only).
-    pub default_output: String,
-}
-
-/// Everything a runtime is built from.
-#[derive(Clone)]
-pub struct RuntimeSpec {
-    /// Directory `require` resolves against.
-    pub root: PathBuf,
-    /// One filter per input, in config order.
-    pub filters: Vec<ScriptSpec>,
-    /// Every analyzer, in config order (tags route to them).
-    pub analyzers: Vec<ScriptSpec>,
-    /// Output tags, in config order.
-    pub outputs: Vec<String>,
-    /// The store `hiredis.connect()` reaches.
-    pub backend: Backend,
-    /// Memory and time limits.
-    pub limits: Limits,
-    /// Input objects reach scripts as lazy events (decoded field by field as scripts read
-    /// them, written back as their original bytes where unchanged: see lazy.rs); false decodes
-    /// every event whole first.
-    pub lazy_events: bool,
-    /// How events overlap their Redis round trips (used with a Redis store only).
-    pub overlap: Overlap,
-}
-
-/// With a Redis store, events run as coroutines that yield while their replies are on the
-/// way (chain.lua): each analyzer takes up to `concurrency[i]` events at once (default 1, as
-/// in the original: one at a time, in order), never two with the same `partition_key` value.
-#[derive(Debug, Clone, Default)]
-pub struct Overlap {
-    /// Per analyzer, in `analyzers` order (missing: 1).
-    pub concurrency: Vec<u32>,
-    /// The top-level event field whose value names a flow ("": every event its own).
-    pub partition_key: String,
-}
 
 /// A script failed: which one, and the Lua message (with file and line).
 #[derive(Debug, Clone, thiserror::Error)]

@@ -2,20 +2,14 @@
 //! (as JSON values; field order aside where the eager path has none) and the same malformed
 //! lines, whatever the events hold and whatever the scripts do to them.
 
-use dragonfly_lua::{Backend, Runtime, RuntimeSpec, ScriptKind, ScriptSpec};
-use dragonfly_store::embedded::EmbeddedStore;
+use dragonfly_lua::{Runtime, RuntimeSpec, ScriptSpec};
 use proptest::prelude::*;
 use serde_json::Value as J;
 
-fn script(tag: &str, kind: ScriptKind, source: String) -> ScriptSpec {
-    ScriptSpec {
-        tag: tag.into(),
-        kind,
-        display: format!("{tag}.lua"),
-        source: source.into(),
-        default_analyzer: String::new(),
-        default_output: "out".into(),
-    }
+/// Shown as `<tag>.lua`, writing to "out" by default.
+fn script(spec: ScriptSpec) -> ScriptSpec {
+    let display = format!("{}.lua", spec.tag);
+    spec.display(&display).default_output("out")
 }
 
 /// Helpers every generated script starts with: get/set along a path, never raising.
@@ -41,23 +35,15 @@ end
 "#;
 
 fn runtime(lazy: bool, filter: String, a1: String, a2: String) -> Runtime {
-    let mut rt = Runtime::new(&RuntimeSpec {
-        root: std::env::temp_dir(),
-        filters: vec![script("in", ScriptKind::Filter, filter)],
-        analyzers: vec![
-            script("a1", ScriptKind::Analyzer, a1),
-            script("a2", ScriptKind::Analyzer, a2),
-        ],
-        outputs: vec!["out".into()],
-        backend: Backend::Embedded(EmbeddedStore::new()),
-        limits: Default::default(),
-        lazy_events: lazy,
-        overlap: Default::default(),
-    })
-    .map_err(|e| format!("{e:?}"))
-    .unwrap();
-    assert!(rt.setup().is_empty());
-    rt
+    RuntimeSpec::builder()
+        .script(script(ScriptSpec::filter("in", filter)))
+        .script(script(ScriptSpec::analyzer("a1", a1)))
+        .script(script(ScriptSpec::analyzer("a2", a2)))
+        .output("out")
+        .lazy_events(lazy)
+        .ready()
+        .map_err(|e| format!("{e:?}"))
+        .unwrap()
 }
 
 /// Numbers as doubles (the eager path prints `1.0` as `1`, the lazy one keeps `1.0`), and the

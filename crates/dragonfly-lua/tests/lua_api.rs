@@ -1,22 +1,14 @@
 //! The script-facing libraries, exercised from Lua.
 
-use dragonfly_lua::{Backend, Runtime, RuntimeSpec};
-use dragonfly_store::embedded::EmbeddedStore;
+use dragonfly_lua::{Backend, Runtime, RuntimeSpec, ScriptSpec};
 use proptest::prelude::*;
 
 fn runtime() -> Runtime {
-    Runtime::new(&RuntimeSpec {
-        root: std::env::temp_dir(),
-        filters: vec![],
-        analyzers: vec![],
-        outputs: vec!["out".into()],
-        backend: Backend::Embedded(EmbeddedStore::new()),
-        limits: Default::default(),
-        lazy_events: true,
-        overlap: Default::default(),
-    })
-    .map_err(|e| format!("{e:?}"))
-    .unwrap()
+    RuntimeSpec::builder()
+        .output("out")
+        .build()
+        .map_err(|e| format!("{e:?}"))
+        .unwrap()
 }
 
 fn eval<T: mlua::FromLuaMulti>(rt: &Runtime, code: &str) -> T {
@@ -99,18 +91,11 @@ fn hiredis_replies_compare_like_lua_hiredis() {
 
 #[test]
 fn connect_without_a_backend_returns_nil_and_a_reason() {
-    let rt = Runtime::new(&RuntimeSpec {
-        root: std::env::temp_dir(),
-        filters: vec![],
-        analyzers: vec![],
-        outputs: vec![],
-        backend: Backend::Unavailable("no store here".into()),
-        limits: Default::default(),
-        lazy_events: true,
-        overlap: Default::default(),
-    })
-    .map_err(|e| format!("{e:?}"))
-    .unwrap();
+    let rt = RuntimeSpec::builder()
+        .backend(Backend::Unavailable("no store here".into()))
+        .build()
+        .map_err(|e| format!("{e:?}"))
+        .unwrap();
     let (c, err, code): (mlua::Value, String, i64) = eval(&rt, "return hiredis.connect()");
     assert!(c.is_nil());
     assert_eq!((err.as_str(), code), ("no store here", 1));
@@ -183,27 +168,18 @@ proptest! {
 }
 
 fn echo_runtime() -> Runtime {
-    let mut rt = Runtime::new(&RuntimeSpec {
-        root: std::env::temp_dir(),
-        filters: vec![dragonfly_lua::ScriptSpec {
-            tag: "in".into(),
-            kind: dragonfly_lua::ScriptKind::Filter,
-            display: "filter/echo.lua".into(),
-            source: "function loop(m) dragonfly.output_event('out', m) end".into(),
-            default_analyzer: String::new(),
-            default_output: String::new(),
-        }],
-        analyzers: vec![],
-        outputs: vec!["out".into()],
-        backend: Backend::Embedded(EmbeddedStore::new()),
-        limits: Default::default(),
-        lazy_events: true,
-        overlap: Default::default(),
-    })
-    .map_err(|e| format!("{e:?}"))
-    .unwrap();
-    assert!(rt.setup().is_empty());
-    rt
+    RuntimeSpec::builder()
+        .script(
+            ScriptSpec::filter(
+                "in",
+                "function loop(m) dragonfly.output_event('out', m) end",
+            )
+            .display("filter/echo.lua"),
+        )
+        .output("out")
+        .ready()
+        .map_err(|e| format!("{e:?}"))
+        .unwrap()
 }
 
 #[test]
@@ -248,28 +224,19 @@ proptest! {
 
 /// A runtime whose one filter runs `body` in loop(msg) and writes msg to "out".
 fn limited_runtime(body: &str, limits: dragonfly_lua::Limits) -> Runtime {
-    let mut rt = Runtime::new(&RuntimeSpec {
-        root: std::env::temp_dir(),
-        filters: vec![dragonfly_lua::ScriptSpec {
-            tag: "in".into(),
-            kind: dragonfly_lua::ScriptKind::Filter,
-            display: "filter/f.lua".into(),
-            source: format!("function loop(msg) {body} dragonfly.output_event('out', msg) end")
-                .into(),
-            default_analyzer: String::new(),
-            default_output: String::new(),
-        }],
-        analyzers: vec![],
-        outputs: vec!["out".into()],
-        backend: Backend::Embedded(EmbeddedStore::new()),
-        limits,
-        lazy_events: true,
-        overlap: Default::default(),
-    })
-    .map_err(|e| format!("{e:?}"))
-    .unwrap();
-    assert!(rt.setup().is_empty());
-    rt
+    RuntimeSpec::builder()
+        .script(
+            ScriptSpec::filter(
+                "in",
+                format!("function loop(msg) {body} dragonfly.output_event('out', msg) end"),
+            )
+            .display("filter/f.lua"),
+        )
+        .output("out")
+        .limits(limits)
+        .ready()
+        .map_err(|e| format!("{e:?}"))
+        .unwrap()
 }
 
 fn batch_of(lines: &[&str]) -> dragonfly_event::Batch {
@@ -379,45 +346,36 @@ fn a_compiled_endless_loop_parks_its_thread_and_leaves_what_it_made() {
 
 #[test]
 fn scripts_have_their_own_libraries_and_loop_is_sealed() {
-    let mut rt = Runtime::new(&RuntimeSpec {
-        root: std::env::temp_dir(),
-        filters: vec![dragonfly_lua::ScriptSpec {
-            tag: "in".into(),
-            kind: dragonfly_lua::ScriptKind::Filter,
-            display: "filter/f.lua".into(),
-            source: r#"
+    let mut rt = RuntimeSpec::builder()
+        .script(
+            ScriptSpec::filter(
+                "in",
+                r#"
                 string.upper = function() return "patched" end
                 mine = 1
                 function setup() opened = io ~= nil end
                 function loop(msg)
                   msg.io, msg.opened, msg.exit = tostring(io), opened, pcall(os.exit)
                   dragonfly.analyze_event("a", msg)
-                end"#
-                .into(),
-            default_analyzer: "a".into(),
-            default_output: String::new(),
-        }],
-        analyzers: vec![dragonfly_lua::ScriptSpec {
-            tag: "a".into(),
-            kind: dragonfly_lua::ScriptKind::Analyzer,
-            display: "analyzer/a.lua".into(),
-            source: r#"function loop(msg)
+                end"#,
+            )
+            .display("filter/f.lua")
+            .default_analyzer("a"),
+        )
+        .script(
+            ScriptSpec::analyzer(
+                "a",
+                r#"function loop(msg)
                   msg.upper, msg.mine = string.upper("x"), tostring(mine)
                   dragonfly.output_event("out", msg)
-                end"#
-                .into(),
-            default_analyzer: String::new(),
-            default_output: "out".into(),
-        }],
-        outputs: vec!["out".into()],
-        backend: Backend::Embedded(EmbeddedStore::new()),
-        limits: Default::default(),
-        lazy_events: true,
-        overlap: Default::default(),
-    })
-    .map_err(|e| format!("{e:?}"))
-    .unwrap();
-    assert!(rt.setup().is_empty());
+                end"#,
+            )
+            .default_output("out"),
+        )
+        .output("out")
+        .ready()
+        .map_err(|e| format!("{e:?}"))
+        .unwrap();
     rt.run_batch(0, &batch_of(&["{}"])).unwrap();
     assert!(rt.take_failures().is_empty());
     let out = rt.take_output(0);

@@ -5,23 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use dragonfly_lua::{Backend, Limits, Runtime, RuntimeSpec, ScriptKind, ScriptSpec};
-use dragonfly_store::embedded::EmbeddedStore;
-
-fn spec(tag: &str, kind: ScriptKind, display: &str, source: &str) -> ScriptSpec {
-    ScriptSpec {
-        tag: tag.into(),
-        kind,
-        display: display.into(),
-        source: source.into(),
-        default_analyzer: if kind == ScriptKind::Filter {
-            "b".into()
-        } else {
-            String::new()
-        },
-        default_output: "out".into(),
-    }
-}
+use dragonfly_lua::{Limits, Runtime, RuntimeSpec, ScriptSpec};
 
 /// A root directory with `lib/` and `analyzer/`, removed when dropped.
 struct Root(PathBuf);
@@ -54,17 +38,19 @@ impl Drop for Root {
 
 /// Filter `a` hands every event to analyzer `b`, which writes it to `out`.
 fn build(root: &Path, a: &str, b: &str, limits: Limits) -> Result<Runtime, String> {
-    Runtime::new(&RuntimeSpec {
-        root: root.to_path_buf(),
-        filters: vec![spec("in", ScriptKind::Filter, "filter/a.lua", a)],
-        analyzers: vec![spec("b", ScriptKind::Analyzer, "analyzer/b.lua", b)],
-        outputs: vec!["out".into()],
-        backend: Backend::Embedded(EmbeddedStore::new()),
-        limits,
-        lazy_events: true,
-        overlap: Default::default(),
-    })
-    .map_err(|e| format!("{e:?}"))
+    RuntimeSpec::builder()
+        .root(root)
+        .script(
+            ScriptSpec::filter("in", a)
+                .display("filter/a.lua")
+                .default_analyzer("b")
+                .default_output("out"),
+        )
+        .script(ScriptSpec::analyzer("b", b).default_output("out"))
+        .output("out")
+        .limits(limits)
+        .build()
+        .map_err(|e| format!("{e:?}"))
 }
 
 fn ready(root: &Path, a: &str, b: &str) -> Runtime {
