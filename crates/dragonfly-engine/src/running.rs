@@ -376,27 +376,11 @@ fn report_parked(
     };
     // failures the runtime had recorded before it was given up (earlier events of the
     // batch): counted, logged and dead-lettered as the worker would have
-    let recorded: Vec<dragonfly_lua::Failure> = salvage
-        .failures
-        .into_iter()
-        .map(|(caller, kind, message, idx)| dragonfly_lua::Failure {
-            caller,
-            kind,
-            error: dragonfly_lua::ScriptError {
-                script: script_of(caller),
-                message,
-            },
-            traceback: None,
-            event: String::new(),
-            event_full: None,
-            value_cut: 0,
-            input_index: idx,
-        })
-        .collect();
+    let recorded = salvage.failures;
     for f in &recorded {
         let n = worker::count_failure(stats, f);
-        stats.remember_error(&f.error.script, f.kind.name(), &f.error.message, "");
-        log.lua_error(&f.error, "", n);
+        stats.remember_error(&f.error.script, f.kind.name(), &f.error.message, &f.event);
+        log.lua_error(&f.error, &f.event, n);
     }
     let (errors, timeouts) = match salvage.caller {
         dragonfly_lua::Caller::Filter(f) => (
@@ -415,24 +399,21 @@ fn report_parked(
         tracing::error!(worker = t.id, dropped = dropped.len(),
             "the runtime given up had {} other events in flight (concurrency): their runs are lost with it (counted as errors, each to the dead letters); the batch goes on after the last event it had started", dropped.len());
     }
-    let failure = dragonfly_lua::Failure {
-        caller: salvage.caller,
-        kind: dragonfly_lua::FailureKind::Timeout,
-        error: dragonfly_lua::ScriptError {
-            script: script_of(salvage.caller),
-            message: format!(
-                "{} ({} ms) and could not be interrupted (a loop LuaJIT compiled, or one that catches the timeout); worker {}'s runtime was replaced",
-                dragonfly_lua::watchdog::TIMEOUT_TEXT,
-                t.spec.limits.script_timeout.as_millis(),
-                t.id
-            ),
-        },
-        traceback: None,
-        event: String::new(),
-        event_full: None,
-        value_cut: 0,
-        input_index: salvage.input_index,
+    let error = dragonfly_lua::ScriptError {
+        script: script_of(salvage.caller),
+        message: format!(
+            "{} ({} ms) and could not be interrupted (a loop LuaJIT compiled, or one that catches the timeout); worker {}'s runtime was replaced",
+            dragonfly_lua::watchdog::TIMEOUT_TEXT,
+            t.spec.limits.script_timeout.as_millis(),
+            t.id
+        ),
     };
+    let failure = dragonfly_lua::Failure::bare(
+        salvage.caller,
+        dragonfly_lua::FailureKind::Timeout,
+        error,
+        salvage.input_index,
+    );
     stats.remember_error(
         &failure.error.script,
         failure.kind.name(),

@@ -4,7 +4,7 @@
 -- event to its filter, then runs the queued analyzers until the queue is empty. Errors are
 -- collected (not raised) for the engine to log and count.
 --
--- The probe's slots and the failure records' fields are named in wire.rs (see below).
+-- The probe's slots and the failure kinds are named in wire.rs (see below).
 -- `probe[P_CALLS]` is bumped before and after every script call: the watchdog's hook (watchdog.rs) reads it to tell one long call from many short ones;
 -- `probe[P_POS]` is the batch index being run (0: none) and `probe[P_WHO]` the caller (as in
 -- failure records). The engine reads the position if the runtime has to be given up, or when
@@ -16,8 +16,8 @@
 -- recorded where it happens: the watchdog marks a call it stopped in `probe[P_KIND]`, a
 -- routing loop is recorded as one, and an error for which the xpcall handler did not run is
 -- LuaJIT's out-of-memory error.
-local out_raw, MAX_HOPS, probe, traceback, lazy, sched = ...
--- P_* (probe slots), R_* (failure record fields) and K_* (failure kinds) are names from
+local out_raw, fail_raw, unknown_raw, MAX_HOPS, probe, traceback, lazy, sched = ...
+-- P_* (probe slots) and K_* (failure kinds) are names from
 -- wire.rs, replaced with their numbers before this chunk is loaded: LuaJIT then compiles
 -- constant indices (read as upvalues they cost ~10% on a 5-analyzer chain, measured).
 -- the error value LuaJIT gives an out-of-memory error (LUA_ERRMEM), for which no handler runs
@@ -30,17 +30,14 @@ local getmetatable, setmetatable, tostring = getmetatable, setmetatable, tostrin
 local ok_new, tnew = pcall(require, "table.new")
 if not ok_new then tnew = function() return {} end end
 
+-- Everything else a call does lands in the runtime's Outcome (outcome.rs): output lines
+-- through out_raw, failures through fail_raw, tags that name no analyzer through unknown_raw.
 local M = {
   by_tag = {},      -- analyzer tag -> index
   loops = {},       -- analyzer index -> loop function
-  counts = {},      -- analyzer index -> events since the last take
-  errors = {},      -- failure records (fields R_*) since the last take
-  unknown = {},     -- analyzer tags routed to that do not exist
-  loops_cut = 0,    -- routing loops cut since the last take
+  counts = {},      -- analyzer index -> events since the last take (read by the runtime)
 }
-local by_tag, loops, counts, errors, unknown = M.by_tag, M.loops, M.counts, M.errors, M.unknown
--- the failures not yet taken, for the engine to salvage from a runtime given up
-probe[P_ERRORS] = errors
+local by_tag, loops, counts = M.by_tag, M.loops, M.counts
 
 local function copy(v, depth)
   if type(v) ~= "table" then return v end
@@ -80,7 +77,7 @@ function M.analyze_event(...)
     error("dragonfly.analyze_event: the tag must be a string, got " .. type(tag), 2)
   end
   local idx = by_tag[tag]
-  if idx == nil then unknown[#unknown + 1] = tag; return end
+  if idx == nil then unknown_raw(tag); return end
   local q = sched.ctx
   if q then
     -- an event run by the overlap scheduler: its own queue
@@ -121,10 +118,7 @@ local function record(who, err, value, kind)
     if kind == 0 then kind = K_ERROR end
   end
   probe[P_KIND] = 0
-  local r = tnew(6, 0)
-  r[R_WHO], r[R_MESSAGE], r[R_VALUE], r[R_POS], r[R_WHERE], r[R_KIND] =
-    who, message(err), value, probe[P_POS], where, kind
-  errors[#errors + 1] = r
+  fail_raw(who, message(err), value, probe[P_POS], where, kind)
 end
 
 -- xpcall handler: keep the error and the first traceback line inside a script
@@ -162,7 +156,6 @@ local function drain()
       record(a, "routing loop: one event was handed between analyzers more than " .. MAX_HOPS ..
         " times; its pending hand-offs were dropped", v, K_LOOP)
       for j = qh, qn do qa[j], qv[j] = nil, nil end
-      M.loops_cut = M.loops_cut + 1
       break
     end
     counts[a] = counts[a] + 1
@@ -345,7 +338,6 @@ local function event_body(c, filter, who, ev)
       record(a, "routing loop: one event was handed between analyzers more than " .. MAX_HOPS ..
         " times; its pending hand-offs were dropped", v, K_LOOP)
       for j = c.h, c.n do c.a[j], c.v[j] = nil, nil end
-      M.loops_cut = M.loops_cut + 1
       break
     end
     counts[a] = counts[a] + 1

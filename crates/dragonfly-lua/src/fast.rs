@@ -9,7 +9,6 @@
 //! (`lua_createtable`, `lua_pushlstring`), which fail only when the process is out of memory —
 //! then the longjmp skips frames that own nothing but heap buffers, which leak.
 
-use std::collections::HashMap;
 use std::ffi::c_int;
 use std::ptr;
 
@@ -18,41 +17,48 @@ use mlua::ffi;
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use crate::json::{write_number, write_string, EncodeError};
-use crate::mailbox::TagKind;
+use crate::outcome::TagKind;
 
 /// Deepest nesting encoded (tables scripts build); decoding uses the shared
 /// `dragonfly_event::json::MAX_DEPTH`.
 const ENCODE_MAX_DEPTH: usize = 1000;
 use dragonfly_event::json::MAX_DEPTH as DECODE_MAX_DEPTH;
 
-/// Registry key (a light userdata with this static's address) of the runtime's [`OutState`].
-static OUT_KEY: u8 = 0;
-/// Registry key of cjson's array metatable.
+/// Registry key (a light userdata with this static's address) of cjson's array metatable.
 static ARRAY_MT_KEY: u8 = 0;
 
 fn key(k: &'static u8) -> *mut std::ffi::c_void {
     k as *const u8 as *mut std::ffi::c_void
 }
 
-/// Output-side state of a runtime, reached from the `output_event` C function.
-pub struct OutState {
-    pub routes: HashMap<Vec<u8>, usize>,
-    pub outputs: Vec<Batch>,
-    pub unknown: Vec<(String, TagKind)>,
-}
-
-/// Store pointers the C functions need in the registry. `out` must outlive the Lua state.
+/// Keep cjson's array metatable (at `mt_idx`) in the registry for the C functions.
 ///
 /// # Safety
 /// `state` is a live Lua state owned by the calling thread; `array_mt` is at `mt_idx`.
-pub unsafe fn register(state: *mut ffi::lua_State, out: *mut OutState, mt_idx: c_int) {
+pub unsafe fn register(state: *mut ffi::lua_State, mt_idx: c_int) {
     unsafe {
-        ffi::lua_pushlightuserdata(state, key(&OUT_KEY));
-        ffi::lua_pushlightuserdata(state, out.cast());
-        ffi::lua_rawset(state, ffi::LUA_REGISTRYINDEX);
         ffi::lua_pushlightuserdata(state, key(&ARRAY_MT_KEY));
         ffi::lua_pushvalue(state, mt_idx);
         ffi::lua_rawset(state, ffi::LUA_REGISTRYINDEX);
+    }
+}
+
+/// Encode the value at absolute index `idx` into a fresh buffer.
+///
+/// # Safety
+/// A valid absolute index of the running state, prepared by [`register`]; the stack is left
+/// as it was.
+pub(crate) unsafe fn encode_at(
+    state: *mut ffi::lua_State,
+    idx: c_int,
+) -> Result<Vec<u8>, EncodeError> {
+    unsafe {
+        let top = ffi::lua_gettop(state);
+        registry_get(state, &ARRAY_MT_KEY);
+        let mut out = Vec::with_capacity(256);
+        let r = encode_value(state, idx, top + 1, &mut out, 0);
+        ffi::lua_settop(state, top);
+        r.map(|()| out)
     }
 }
 
@@ -86,7 +92,7 @@ pub(crate) unsafe fn bytes<'a>(state: *mut ffi::lua_State, idx: c_int) -> &'a [u
 /// success, or an error message (the Lua wrapper raises it with the script's line).
 ///
 /// # Safety
-/// Called by Lua as a C function, on a state prepared by [`register`].
+/// Called by Lua as a C function, on a runtime's state (see [`output_inner`]).
 pub unsafe extern "C-unwind" fn output_event(state: *mut ffi::lua_State) -> c_int {
     unsafe {
         let err = output_inner(state);
@@ -105,29 +111,27 @@ pub unsafe extern "C-unwind" fn output_event(state: *mut ffi::lua_State) -> c_in
 /// unknown), the error message otherwise.
 ///
 /// # Safety
-/// As [`output_event`]: called inside a Lua call on a state prepared by [`register`], whose
-/// runtime's `OutState` is registered and not otherwise borrowed during the call.
+/// As [`output_event`]: called inside a Lua call on a runtime's state (prepared by
+/// [`register`] and `outcome::install`), whose channel is not otherwise borrowed during the
+/// call.
 unsafe fn output_inner(state: *mut ffi::lua_State) -> Option<String> {
     unsafe {
         if ffi::lua_type(state, 1) != ffi::LUA_TSTRING {
             return Some("the tag must be a string".into());
         }
-        let tag = bytes(state, 1).to_vec();
-        registry_get(state, &OUT_KEY);
-        let out = ffi::lua_touserdata(state, -1).cast::<OutState>();
-        ffi::lua_pop(state, 1);
-        // SAFETY: the pointer was registered by the runtime that owns this state and the
-        // OutState lives as long as the runtime; no other reference to it is live during a
-        // Lua call (the runtime only touches it between calls).
-        let out = &mut *out;
-        let Some(&i) = out.routes.get(&tag) else {
-            out.unknown
-                .push((String::from_utf8_lossy(&tag).into_owned(), TagKind::Output));
+        let tag = bytes(state, 1);
+        // SAFETY: this state is a runtime's; nothing below runs Lua code (encoding reads the
+        // value raw) so the reference is the only one live (outcome.rs)
+        let ch = crate::outcome::channel(state);
+        let Some(&i) = ch.outputs.get(tag) else {
+            ch.outcome
+                .unknown
+                .push((String::from_utf8_lossy(tag).into_owned(), TagKind::Output));
             return None;
         };
         registry_get(state, &ARRAY_MT_KEY);
         let mt = ffi::lua_gettop(state);
-        let batch = &mut out.outputs[i];
+        let batch = &mut ch.outcome.outputs[i];
         let res = batch.push_with(|buf| {
             encode_value(state, 2, mt, buf, 0)?;
             buf.push(b'\n');

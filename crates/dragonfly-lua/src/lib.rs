@@ -3,15 +3,16 @@
 //! `hiredis`). See `docs/lua-api.md` for the script-facing reference.
 //!
 //! How the Rust side and the Lua it loads are wired — the Lua chunks (chain.lua,
-//! sandbox.lua, the read-only metatable), the registry entries, the probe table's slots and
-//! the failure records' fields — is listed in one place, `src/wire.rs`; neither side uses a
-//! bare slot number.
+//! sandbox.lua, the read-only metatable), the C functions chain.lua is handed, the registry
+//! and app-data entries, the probe table's slots and the failure kinds — is listed in one
+//! place, `src/wire.rs`; neither side uses a bare slot number. Everything a call does lands
+//! in one [`Outcome`] (`src/outcome.rs`), which the engine moves out after each call.
 
 mod fast;
 pub mod json;
 mod lazy;
 pub mod libs;
-pub mod mailbox;
+pub mod outcome;
 pub mod runtime;
 pub mod spec;
 pub mod watchdog;
@@ -19,7 +20,7 @@ mod wire;
 
 pub use lazy::encode_walking_every_field;
 pub use libs::hiredis::Backend;
-pub use mailbox::{Mailbox, TagKind, TimerRequest};
+pub use outcome::{Outcome, TagKind, TimerRequest};
 pub use runtime::{
     BatchResult, Caller, Failure, FailureKind, Limits, Lines, Results, Runtime, RuntimeSpec,
     ScriptError, ScriptKind, ScriptSpec,

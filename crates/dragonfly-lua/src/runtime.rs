@@ -14,12 +14,13 @@ use std::path::{Path, PathBuf};
 use dragonfly_event::Batch;
 use mlua::{ffi, Function, Lua, LuaOptions, StdLib, Table, Value};
 
-use crate::fast::{self, OutState};
+use crate::fast;
 use crate::json;
 use crate::libs::{cjson, dragonfly, hiredis};
-use crate::mailbox::{Mailbox, Routes, TagKind};
-use crate::wire::{probe, record};
+use crate::outcome::{self, Channel, ChannelBox, TagKind, TimerRequest};
+use crate::wire::probe;
 
+pub use crate::outcome::{Caller, Failure, FailureKind, MAX_TRACEBACK_BYTES, MAX_VALUE_BYTES};
 pub use crate::spec::{Limits, Overlap, RuntimeSpec, ScriptKind, ScriptSpec};
 
 const CHAIN: &str = include_str!("chain.lua");
@@ -60,73 +61,6 @@ pub struct BatchResult {
     pub malformed: Vec<(usize, String)>,
 }
 
-/// Who a failed call belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Caller {
-    /// The filter of input `n`.
-    Filter(usize),
-    /// Analyzer `n`.
-    Analyzer(usize),
-}
-
-impl Caller {
-    /// The caller chain.lua names `who` (filters negative from -1, analyzers from 1).
-    pub fn from_who(who: i64) -> Caller {
-        if who < 0 {
-            Caller::Filter((-who - 1) as usize)
-        } else {
-            Caller::Analyzer((who - 1).max(0) as usize)
-        }
-    }
-}
-
-impl FailureKind {
-    /// Its name in dead letters and on the live page.
-    pub fn name(self) -> &'static str {
-        match self {
-            FailureKind::Error => "error",
-            FailureKind::Timeout => "timeout",
-            FailureKind::Memory => "memory",
-            FailureKind::RoutingLoop => "routing_loop",
-        }
-    }
-}
-
-/// Why a script call failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailureKind {
-    /// A Lua error raised by the script (or a library it called).
-    Error,
-    /// The call ran past [`Limits::script_timeout`].
-    Timeout,
-    /// The runtime reached [`Limits::memory`].
-    Memory,
-    /// A routing loop was cut.
-    RoutingLoop,
-}
-
-/// A script call that failed (a Lua error in `loop()`), or a routing loop that was cut.
-#[derive(Debug, Clone)]
-pub struct Failure {
-    /// Whose call it was.
-    pub caller: Caller,
-    /// Why it failed.
-    pub kind: FailureKind,
-    /// The script and message.
-    pub error: ScriptError,
-    /// The first traceback line inside a script (`analyzer/a.lua:12: in function 'loop'`).
-    pub traceback: Option<String>,
-    /// The event, as JSON, cut to a few hundred bytes.
-    pub event: String,
-    /// The event as JSON, as the failing script left it: whole, or cut to
-    /// [`MAX_VALUE_BYTES`] (then `value_cut` says how many bytes went).
-    pub event_full: Option<String>,
-    /// Bytes cut from the end of `event_full` (0: it is whole).
-    pub value_cut: usize,
-    /// Index in the input batch of the event whose chain failed (none for timer calls).
-    pub input_index: Option<usize>,
-}
-
 /// What a runtime's calls did, from [`Runtime::take_results`].
 #[derive(Default)]
 pub struct Results {
@@ -139,7 +73,7 @@ pub struct Results {
     /// Events routed to tags that name nothing.
     pub unknown: Vec<(String, TagKind)>,
     /// `dragonfly.timer_event` requests.
-    pub timers: Vec<crate::mailbox::TimerRequest>,
+    pub timers: Vec<TimerRequest>,
 }
 
 /// What a runtime's calls wrote, from [`Runtime::take_lines`].
@@ -152,15 +86,9 @@ pub struct Lines {
     pub stats: Batch,
 }
 
-/// Bytes of an event quoted in a failure.
-const EXCERPT: usize = 512;
 /// Longest error message a failure keeps (logs, the live page, dead letters): a script's
 /// `error()` may raise anything; the rest is cut, and the cut says how much.
 pub const MAX_ERROR_BYTES: usize = 2048;
-/// Longest traceback line a failure keeps.
-pub const MAX_TRACEBACK_BYTES: usize = 512;
-/// Most of the failing value a failure keeps, as JSON, for its dead letter.
-pub const MAX_VALUE_BYTES: usize = 64 * 1024;
 /// A hand-off chain longer than this for one event is a routing loop.
 pub const MAX_HOPS: usize = 10_000;
 
@@ -181,11 +109,10 @@ pub struct Runtime {
     run_batch: Function,
     run_one: Function,
     drain: Function,
-    /// Reached from the output_event C function through the registry; boxed so its address
-    /// stays put for the life of the Lua state.
-    out: Box<OutState>,
-    /// Failures of errors that escaped the routing core, until taken.
-    escaped_failures: Vec<Failure>,
+    /// Routing tables and what the calls did (outcome.rs), reached from the C functions and
+    /// library callbacks through the registry and app data; boxed so its address stays put
+    /// for the life of the Lua state.
+    channel: ChannelBox,
     /// chain.lua's call counter and position (see there).
     probe: Table,
     /// lazy.rs's context table (array metatable, proxy functions).
@@ -211,6 +138,240 @@ fn runtime_error(e: mlua::Error) -> Vec<ScriptError> {
     }]
 }
 
+/// The Lua side of a runtime once its libraries, chain.lua and the sandbox are in place.
+struct Wired {
+    array_mt: Table,
+    chain: Table,
+    sandbox: Table,
+    probe: Table,
+    lazy_ctx: Table,
+    /// A thread of the state anchored in its registry, for the watchdog.
+    thread: *mut ffi::lua_State,
+}
+
+/// The channel of a runtime for `spec`: its routing tables, script names, an empty outcome.
+fn new_channel(spec: &RuntimeSpec) -> ChannelBox {
+    let names = |v: &[ScriptSpec]| v.iter().map(|s| s.display.clone()).collect();
+    Box::new(std::cell::UnsafeCell::new(Channel {
+        outputs: spec
+            .outputs
+            .iter()
+            .enumerate()
+            .map(|(i, o)| (o.as_bytes().to_vec(), i))
+            .collect(),
+        analyzers: spec
+            .analyzers
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (a.tag.clone(), i))
+            .collect(),
+        filter_names: names(&spec.filters),
+        analyzer_names: names(&spec.analyzers),
+        outcome: outcome::Outcome {
+            outputs: spec.outputs.iter().map(|_| Batch::default()).collect(),
+            ..Default::default()
+        },
+    }))
+}
+
+/// lazy.rs's context table, and the `lazy` table sandbox.lua and chain.lua get (index,
+/// newindex, materialize, clone).
+fn lazy_library(lua: &Lua, array_mt: &Table) -> mlua::Result<(Table, Table)> {
+    // SAFETY: push_context pushes a table and closures only (see lazy.rs)
+    let (_, lazy_ctx): (Value, Table) = unsafe {
+        lua.exec_raw(array_mt.clone(), |state| {
+            crate::lazy::push_context(state, 1)
+        })?
+    };
+    // the metamethods proxies get are Lua functions around the C ones: LuaJIT records
+    // a Lua metamethod into the caller's trace and stitches the C call inside it,
+    // where a C metamethod would end the trace
+    let wrap: (Function, Function) = lua
+        .load(
+            "local index, newindex = ...
+             return function(t, k) return (index(t, k)) end,
+                    function(t, k, v) newindex(t, k, v) end",
+        )
+        .set_name("=dragonfly-lazy")
+        .call((
+            lazy_ctx.raw_get::<Function>(4)?,
+            lazy_ctx.raw_get::<Function>(5)?,
+        ))?;
+    lazy_ctx.raw_set(4, wrap.0)?;
+    lazy_ctx.raw_set(5, wrap.1)?;
+    let lazy = lua.create_table()?;
+    for (i, name) in [
+        (4, "index"),
+        (5, "newindex"),
+        (6, "materialize"),
+        (7, "clone"),
+    ] {
+        lazy.raw_set(name, lazy_ctx.raw_get::<Function>(i)?)?;
+    }
+    Ok((lazy_ctx, lazy))
+}
+
+/// Registry entries of the C side (wire.rs): the array metatable, the channel, the probe;
+/// loads the debug library (only its `traceback` is kept, see install_traceback). Returns a
+/// thread of the state anchored in the registry for the state's life: the watchdog's signal
+/// handler arms the (global) hook through it.
+fn register_raw(
+    lua: &Lua,
+    array_mt: &Table,
+    probe: &Table,
+    channel: &ChannelBox,
+) -> mlua::Result<*mut ffi::lua_State> {
+    // SAFETY: the channel is in a box the Runtime keeps for as long as the Lua state lives;
+    // the state is used only by the thread that owns the Runtime.
+    unsafe { outcome::install(lua, channel)? };
+    let mut thread: *mut ffi::lua_State = std::ptr::null_mut();
+    // SAFETY: registry writes of values on the stack; luaopen_debug is called through
+    // lua_call as a C function should be.
+    unsafe {
+        lua.exec_raw::<()>((array_mt.clone(), probe.clone()), |state| {
+            fast::register(state, 1);
+            ffi::lua_pushlightuserdata(
+                state,
+                &crate::watchdog::PROBE_KEY as *const u8 as *mut std::ffi::c_void,
+            );
+            ffi::lua_pushvalue(state, 2);
+            ffi::lua_rawset(state, ffi::LUA_REGISTRYINDEX);
+            ffi::lua_pushcfunction(state, ffi::luaopen_debug);
+            ffi::lua_call(state, 0, 0);
+            thread = ffi::lua_newthread(state);
+            ffi::luaL_ref(state, ffi::LUA_REGISTRYINDEX);
+            ffi::lua_settop(state, 0);
+        })?;
+    }
+    Ok(thread)
+}
+
+/// Load chain.lua (handed the C functions through which outcomes reach Rust) and attach the
+/// functions it makes for scripts to the `dragonfly` table `df`.
+fn load_chain(
+    lua: &Lua,
+    df: &Table,
+    probe: &Table,
+    traceback: Function,
+    lazy: Table,
+) -> mlua::Result<Table> {
+    // SAFETY: the three follow the C function protocol (fast.rs, outcome.rs).
+    let (out_raw, fail_raw, unknown_raw) = unsafe {
+        (
+            lua.create_c_function(fast::output_event)?,
+            lua.create_c_function(outcome::record_failure)?,
+            lua.create_c_function(outcome::note_unknown)?,
+        )
+    };
+    let chain: Table = lua
+        .load(crate::wire::chain_source(CHAIN))
+        .set_name("=dragonfly-chain")
+        .call((
+            out_raw,
+            fail_raw,
+            unknown_raw,
+            MAX_HOPS,
+            probe.clone(),
+            traceback,
+            lazy,
+            lua.named_registry_value::<Table>("dragonfly.sched")?,
+        ))?;
+    lua.set_named_registry_value("dragonfly.copy", chain.get::<Function>("copy")?)?;
+    df.set("analyze_event", chain.get::<Function>("analyze_event")?)?;
+    let output: Function = chain.get("output_event")?;
+    df.set("output_event", output.clone())?;
+    df.set("forward_event", output)?;
+    Ok(chain)
+}
+
+/// chain.lua's analyzer tags and counters, and the overlap scheduler's limits.
+fn route_analyzers(lua: &Lua, spec: &RuntimeSpec, chain: &Table) -> mlua::Result<()> {
+    let by_tag: Table = chain.get("by_tag")?;
+    let counts: Table = chain.get("counts")?;
+    let sched: Table = lua.named_registry_value("dragonfly.sched")?;
+    let limits = lua.create_table()?;
+    for (i, a) in spec.analyzers.iter().enumerate() {
+        by_tag.raw_set(a.tag.as_str(), i + 1)?;
+        counts.raw_set(i + 1, 0)?;
+        let k = spec.overlap.concurrency.get(i).copied().unwrap_or(1).max(1);
+        limits.raw_set(i + 1, k)?;
+    }
+    sched.raw_set("limits", limits)?;
+    let concurrent = spec.overlap.concurrency.iter().any(|&k| k > 1);
+    let redis: bool = sched.raw_get("redis")?;
+    sched.raw_set("overlap", redis && concurrent)?;
+    sched.raw_set("key", spec.overlap.partition_key.as_str())?;
+    Ok(())
+}
+
+/// Install the libraries, chain.lua and the sandbox in `lua`.
+fn wire(lua: &Lua, spec: &RuntimeSpec, channel: &ChannelBox) -> mlua::Result<Wired> {
+    cjson::install(lua)?;
+    let array_mt = cjson::array_mt(lua);
+    let (lazy_ctx, lazy) = lazy_library(lua, &array_mt)?;
+    let df = dragonfly::install(lua)?;
+    hiredis::install(lua, spec.backend.clone())?;
+    set_package_path(lua, &spec.root)?;
+    let probe = crate::wire::new_probe(lua)?;
+    let thread = register_raw(lua, &array_mt, &probe, channel)?;
+    let traceback = install_traceback(lua)?;
+    let dirs = code_dirs(spec);
+    // (source, nil) or (nil, message): never raises, so the message stays a string
+    let read_code = lua.create_function(move |lua, (path, confine): (String, bool)| {
+        Ok(match read_code(&path, confine, &dirs) {
+            Ok(bytes) => (Some(lua.create_string(bytes)?), None),
+            Err(e) => (None, Some(e)),
+        })
+    })?;
+    let sandbox: Table = lua.load(SANDBOX).set_name("=dragonfly-sandbox").call((
+        lua.globals(),
+        lazy.clone(),
+        crate::libs::frozen(lua)?,
+        read_code,
+    ))?;
+    let chain = load_chain(lua, &df, &probe, traceback, lazy)?;
+    route_analyzers(lua, spec, &chain)?;
+    Ok(Wired {
+        array_mt,
+        chain,
+        sandbox,
+        probe,
+        lazy_ctx,
+        thread,
+    })
+}
+
+/// Load every script of `spec` (their top level runs under the setup budget): the scripts,
+/// filters then analyzers, or every load error.
+fn load_scripts(
+    lua: &Lua,
+    spec: &RuntimeSpec,
+    wired: &Wired,
+    active: Option<&crate::watchdog::Active>,
+) -> Result<(Vec<Script>, Vec<Script>), Vec<ScriptError>> {
+    let _phase = SetupPhase::enter(active, &wired.probe);
+    let mut errors = Vec::new();
+    let mut load = |s: &ScriptSpec| -> Option<Script> {
+        match load_script(lua, &wired.sandbox, s) {
+            Ok(sc) => Some(sc),
+            Err(e) => {
+                errors.push(ScriptError {
+                    script: s.display.clone(),
+                    message: lua_message(&e),
+                });
+                None
+            }
+        }
+    };
+    let filters: Vec<Option<Script>> = spec.filters.iter().map(&mut load).collect();
+    let analyzers: Vec<Option<Script>> = spec.analyzers.iter().map(&mut load).collect();
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let all = |v: Vec<Option<Script>>| v.into_iter().map(|s| s.expect("no errors")).collect();
+    Ok((all(filters), all(analyzers)))
+}
+
 impl Runtime {
     /// Create the state, install the libraries and load (compile and run the top level of)
     /// every script. `setup()` is not called yet.
@@ -220,180 +381,30 @@ impl Runtime {
             lua.set_memory_limit(spec.limits.memory)
                 .map_err(runtime_error)?;
         }
-        let mut out = Box::new(OutState {
-            routes: spec
-                .outputs
-                .iter()
-                .enumerate()
-                .map(|(i, o)| (o.as_bytes().to_vec(), i))
-                .collect(),
-            outputs: spec.outputs.iter().map(|_| Batch::default()).collect(),
-            unknown: Vec::new(),
-        });
-        let out_ptr: *mut OutState = &mut *out;
-        let mut state_ptr: *mut ffi::lua_State = std::ptr::null_mut();
-        let mut setup = || -> mlua::Result<(Table, Table, Table, Table, Table)> {
-            cjson::install(&lua)?;
-            let array_mt = cjson::array_mt(&lua);
-            // SAFETY: push_context pushes a table and closures only (see lazy.rs)
-            let (_, lazy_ctx): (Value, Table) = unsafe {
-                lua.exec_raw(array_mt.clone(), |state| {
-                    crate::lazy::push_context(state, 1)
-                })?
-            };
-            // the metamethods proxies get are Lua functions around the C ones: LuaJIT records
-            // a Lua metamethod into the caller's trace and stitches the C call inside it,
-            // where a C metamethod would end the trace
-            let wrap: (Function, Function) = lua
-                .load(
-                    "local index, newindex = ...
-                     return function(t, k) return (index(t, k)) end,
-                            function(t, k, v) newindex(t, k, v) end",
-                )
-                .set_name("=dragonfly-lazy")
-                .call((
-                    lazy_ctx.raw_get::<Function>(4)?,
-                    lazy_ctx.raw_get::<Function>(5)?,
-                ))?;
-            lazy_ctx.raw_set(4, wrap.0)?;
-            lazy_ctx.raw_set(5, wrap.1)?;
-            let lazy = lua.create_table()?;
-            for (i, name) in [
-                (4, "index"),
-                (5, "newindex"),
-                (6, "materialize"),
-                (7, "clone"),
-            ] {
-                lazy.raw_set(name, lazy_ctx.raw_get::<Function>(i)?)?;
-            }
-            let df = dragonfly::install(&lua)?;
-            hiredis::install(&lua, spec.backend.clone())?;
-            set_package_path(&lua, &spec.root)?;
-            let probe = crate::wire::new_probe(&lua)?;
-            // SAFETY: out_ptr points into a Box the Runtime keeps for as long as the Lua
-            // state lives; the state is used only by the thread that owns the Runtime.
-            // luaopen_debug is called through lua_call as a C function should be; only its
-            // `traceback` is kept (see install_traceback).
-            unsafe {
-                lua.exec_raw::<()>((array_mt.clone(), probe.clone()), |state| {
-                    fast::register(state, out_ptr, 1);
-                    ffi::lua_pushlightuserdata(
-                        state,
-                        &crate::watchdog::PROBE_KEY as *const u8 as *mut std::ffi::c_void,
-                    );
-                    ffi::lua_pushvalue(state, 2);
-                    ffi::lua_rawset(state, ffi::LUA_REGISTRYINDEX);
-                    ffi::lua_pushcfunction(state, ffi::luaopen_debug);
-                    ffi::lua_call(state, 0, 0);
-                    // a thread of this state, anchored in the registry for the state's life:
-                    // the watchdog's signal handler arms the (global) hook through it
-                    state_ptr = ffi::lua_newthread(state);
-                    ffi::luaL_ref(state, ffi::LUA_REGISTRYINDEX);
-                    ffi::lua_settop(state, 0);
-                })?;
-            }
-            let traceback = install_traceback(&lua)?;
-            let dirs = code_dirs(spec);
-            // (source, nil) or (nil, message): never raises, so the message stays a string
-            let read_code = lua.create_function(move |lua, (path, confine): (String, bool)| {
-                Ok(match read_code(&path, confine, &dirs) {
-                    Ok(bytes) => (Some(lua.create_string(bytes)?), None),
-                    Err(e) => (None, Some(e)),
-                })
-            })?;
-            let sandbox: Table = lua.load(SANDBOX).set_name("=dragonfly-sandbox").call((
-                lua.globals(),
-                lazy.clone(),
-                crate::libs::frozen(&lua)?,
-                read_code,
-            ))?;
-            // SAFETY: fast::output_event follows the C function protocol (see fast.rs).
-            let out_raw = unsafe { lua.create_c_function(fast::output_event)? };
-            let chain: Table = lua
-                .load(crate::wire::chain_source(CHAIN))
-                .set_name("=dragonfly-chain")
-                .call((
-                    out_raw,
-                    MAX_HOPS,
-                    probe.clone(),
-                    traceback,
-                    lazy,
-                    lua.named_registry_value::<Table>("dragonfly.sched")?,
-                ))?;
-            lua.set_named_registry_value("dragonfly.copy", chain.get::<Function>("copy")?)?;
-            df.set("analyze_event", chain.get::<Function>("analyze_event")?)?;
-            let output: Function = chain.get("output_event")?;
-            df.set("output_event", output.clone())?;
-            df.set("forward_event", output)?;
-            let by_tag: Table = chain.get("by_tag")?;
-            let counts: Table = chain.get("counts")?;
-            let mut routes = Routes::default();
-            let sched: Table = lua.named_registry_value("dragonfly.sched")?;
-            let limits = lua.create_table()?;
-            for (i, a) in spec.analyzers.iter().enumerate() {
-                routes.analyzers.insert(a.tag.clone(), i);
-                by_tag.raw_set(a.tag.as_str(), i + 1)?;
-                counts.raw_set(i + 1, 0)?;
-                let k = spec.overlap.concurrency.get(i).copied().unwrap_or(1).max(1);
-                limits.raw_set(i + 1, k)?;
-            }
-            sched.raw_set("limits", limits)?;
-            let concurrent = spec.overlap.concurrency.iter().any(|&k| k > 1);
-            let redis: bool = sched.raw_get("redis")?;
-            sched.raw_set("overlap", redis && concurrent)?;
-            sched.raw_set("key", spec.overlap.partition_key.as_str())?;
-            lua.set_app_data(routes);
-            lua.set_app_data(Mailbox::default());
-            Ok((array_mt, chain, sandbox, probe, lazy_ctx))
-        };
-        let (array_mt, chain, sandbox, probe, lazy_ctx) = setup().map_err(runtime_error)?;
+        let channel = new_channel(spec);
+        let wired = wire(&lua, spec, &channel).map_err(runtime_error)?;
         let active = Some(crate::watchdog::watch(
-            state_ptr,
-            out_ptr,
+            wired.thread,
+            channel.get(),
             spec.limits.script_timeout,
             spec.limits.setup_timeout,
         ));
-        // the scripts' top level runs under the setup budget
-        let phase = SetupPhase::enter(active.as_deref(), &probe);
-
-        let mut errors = Vec::new();
-        let mut load = |s: &ScriptSpec| -> Option<Script> {
-            match load_script(&lua, &sandbox, s) {
-                Ok(sc) => Some(sc),
-                Err(e) => {
-                    errors.push(ScriptError {
-                        script: s.display.clone(),
-                        message: lua_message(&e),
-                    });
-                    None
-                }
-            }
-        };
-        let filters: Vec<Option<Script>> = spec.filters.iter().map(&mut load).collect();
-        let analyzers: Vec<Option<Script>> = spec.analyzers.iter().map(&mut load).collect();
-        drop(phase);
-        if !errors.is_empty() {
-            return Err(errors);
-        }
-        let get = |name: &str| chain.get::<Function>(name).map_err(runtime_error);
+        let (filters, analyzers) = load_scripts(&lua, spec, &wired, active.as_deref())?;
+        let get = |name: &str| wired.chain.get::<Function>(name).map_err(runtime_error);
         Ok(Self {
             active,
-            sandbox,
             run_batch: get("run_batch")?,
             run_one: get("run_one")?,
             drain: get("drain")?,
+            sandbox: wired.sandbox,
             lua,
-            filters: filters.into_iter().map(|s| s.expect("no errors")).collect(),
-            analyzers: analyzers
-                .into_iter()
-                .map(|s| s.expect("no errors"))
-                .collect(),
-            array_mt,
-            chain,
-            out,
-            escaped_failures: Vec::new(),
-            probe,
-            lazy_ctx,
+            filters,
+            analyzers,
+            array_mt: wired.array_mt,
+            chain: wired.chain,
+            channel,
+            probe: wired.probe,
+            lazy_ctx: wired.lazy_ctx,
             lazy_events: spec.lazy_events,
         })
     }
@@ -599,31 +610,18 @@ impl Runtime {
 
     /// Record an error that escaped the routing core as a failure of `caller`.
     fn escaped(&mut self, caller: Caller, e: &mlua::Error, input_index: Option<usize>) {
-        let script = match caller {
-            Caller::Filter(i) => self.filters.get(i),
-            Caller::Analyzer(i) => self.analyzers.get(i),
+        let (kind, message) = if is_memory_error(e) {
+            (FailureKind::Memory, "not enough memory".into())
+        } else {
+            (FailureKind::Error, clean_message(&lua_message(e)))
         };
-        self.escaped_failures.push(Failure {
-            caller,
-            kind: if is_memory_error(e) {
-                FailureKind::Memory
-            } else {
-                FailureKind::Error
-            },
-            error: ScriptError {
-                script: script.map(|s| s.display.clone()).unwrap_or_default(),
-                message: if is_memory_error(e) {
-                    "not enough memory".into()
-                } else {
-                    clean_message(&lua_message(e))
-                },
-            },
-            traceback: None,
-            event: String::new(),
-            event_full: None,
-            value_cut: 0,
-            input_index,
-        });
+        let ch = self.channel();
+        let error = ScriptError {
+            script: ch.script(caller),
+            message,
+        };
+        ch.outcome
+            .fail(Failure::bare(caller, kind, error, input_index));
     }
 
     /// A timer fired: hand `value` to analyzer `analyzer`.
@@ -657,109 +655,59 @@ impl Runtime {
         self.lua.used_memory()
     }
 
-    /// Everything the calls since the last take did besides writing lines: the one place the
-    /// engine learns it from (failures, events per analyzer, loops cut, unknown tags, timers
-    /// requested). Lines are taken with [`Runtime::take_lines`].
+    /// The channel, between calls.
+    fn channel(&mut self) -> &mut Channel {
+        // SAFETY: `&mut self` means no call into this runtime's Lua state is under way (the
+        // state is used only through the runtime, on its thread), so no C function or
+        // callback holds a reference to the channel (outcome.rs).
+        unsafe { &mut *self.channel.get() }
+    }
+
+    /// Everything the calls since the last take did besides writing lines, moved out of the
+    /// outcome: failures, events per analyzer, loops cut, unknown tags, timers requested.
+    /// Lines are taken with [`Runtime::take_lines`].
     pub fn take_results(&mut self) -> Results {
-        Results {
-            failures: self.take_failures(),
-            counts: self.take_counts(),
-            loops_cut: self.take_loops_cut(),
-            unknown: self.take_unknown(),
-            timers: std::mem::take(&mut self.mailbox().timers),
+        let counts = self.take_counts();
+        let o = &mut self.channel().outcome;
+        let results = Results {
+            failures: std::mem::take(&mut o.failures),
+            counts,
+            loops_cut: std::mem::take(&mut o.loops_cut),
+            unknown: std::mem::take(&mut o.unknown),
+            timers: std::mem::take(&mut o.timers),
+        };
+        self.collect_after(&results.failures);
+        results
+    }
+
+    /// After a call ran out of memory, collect now (before the next call needs the room).
+    fn collect_after(&self, failures: &[Failure]) {
+        if failures.iter().any(|f| f.kind == FailureKind::Memory) {
+            let _ = self.lua.gc_collect();
         }
     }
 
     /// Every line written since the last take: per output, the engine log's and the stats
     /// log's.
     pub fn take_lines(&mut self) -> Lines {
-        let outputs = (0..self.out.outputs.len())
-            .map(|i| self.take_output(i))
-            .collect();
-        let mut mb = self.mailbox();
+        let o = &mut self.channel().outcome;
         Lines {
-            outputs,
-            log: mb.log.take(),
-            stats: mb.stats.take(),
+            outputs: o.outputs.iter_mut().map(Batch::take).collect(),
+            log: o.log.take(),
+            stats: o.stats.take(),
         }
     }
 
     /// Failed calls since the last take.
     pub fn take_failures(&mut self) -> Vec<Failure> {
-        let mut out = std::mem::take(&mut self.escaped_failures);
-        let Ok(errors) = self.chain.get::<Table>("errors") else {
-            return out;
-        };
-        let n = errors.raw_len();
-        if n == 0 {
-            return out;
-        }
-        let mut memory = false;
-        for i in 1..=n {
-            let Ok(rec) = errors.raw_get::<Table>(i) else {
-                continue;
-            };
-            let who: i64 = rec.raw_get(record::WHO).unwrap_or(0);
-            let message: String = rec.raw_get(record::MESSAGE).unwrap_or_default();
-            let message = clean_message(&message);
-            let value: Value = rec.raw_get(record::VALUE).unwrap_or(Value::Nil);
-            let pos: usize = rec.raw_get(record::POS).unwrap_or(0);
-            let mut traceback: Option<String> = rec.raw_get(record::WHERE).ok().flatten();
-            if let Some(t) = traceback.as_mut() {
-                dragonfly_event::text::cut_marked(t, MAX_TRACEBACK_BYTES);
-            }
-            let kind = FailureKind::from_code(rec.raw_get(record::KIND).unwrap_or(0));
-            memory |= kind == FailureKind::Memory;
-            let caller = Caller::from_who(who);
-            let script = match caller {
-                Caller::Filter(f) => self.filters.get(f),
-                Caller::Analyzer(a) => self.analyzers.get(a),
-            }
-            .map(|s| s.display.clone());
-            let mut value_cut = 0;
-            let event_full = json::encode_to_vec(&self.lua, &value).ok().map(|b| {
-                let mut s =
-                    String::from_utf8_lossy(&b[..b.len().min(MAX_VALUE_BYTES + 4)]).into_owned();
-                value_cut = b.len().saturating_sub(MAX_VALUE_BYTES);
-                if value_cut > 0 {
-                    let mut at = MAX_VALUE_BYTES.min(s.len());
-                    while !s.is_char_boundary(at) {
-                        at -= 1;
-                    }
-                    s.truncate(at);
-                }
-                s
-            });
-            let mut event = event_full
-                .clone()
-                .unwrap_or_else(|| format!("<{}>", value.type_name()));
-            truncate(&mut event, EXCERPT);
-            out.push(Failure {
-                caller,
-                kind,
-                error: ScriptError {
-                    script: script.unwrap_or_default(),
-                    message,
-                },
-                traceback,
-                event,
-                event_full,
-                value_cut,
-                input_index: pos.checked_sub(1),
-            });
-        }
-        // cleared in place: chain.lua holds this very table
-        for i in 1..=n {
-            let _ = errors.raw_set(i, Value::Nil);
-        }
-        if memory {
-            let _ = self.lua.gc_collect();
-        }
-        out
+        let failures = std::mem::take(&mut self.channel().outcome.failures);
+        self.collect_after(&failures);
+        failures
     }
 
-    /// Events each analyzer received since the last take (index = analyzer).
-    pub fn take_counts(&mut self) -> Vec<u64> {
+    /// Events each analyzer received since the last take (index = analyzer): chain.lua's
+    /// `counts` array, read and reset.
+    fn take_counts(&mut self) -> Vec<u64> {
         let Ok(counts) = self.chain.get::<Table>("counts") else {
             return Vec::new();
         };
@@ -774,46 +722,14 @@ impl Runtime {
             .collect()
     }
 
-    /// Routing loops cut since the last take.
-    pub fn take_loops_cut(&mut self) -> u64 {
-        let n: u64 = self.chain.get("loops_cut").unwrap_or(0);
-        if n > 0 {
-            let _ = self.chain.set("loops_cut", 0);
-        }
-        n
-    }
-
     /// Encoded lines for output `i` since the last take.
     pub fn take_output(&mut self, i: usize) -> Batch {
-        self.out.outputs[i].take()
+        self.channel().outcome.outputs[i].take()
     }
 
     /// Lines waiting for output `i`.
-    pub fn output_len(&self, i: usize) -> usize {
-        self.out.outputs[i].len()
-    }
-
-    /// Events routed to tags that do not exist, since the last take.
-    pub fn take_unknown(&mut self) -> Vec<(String, TagKind)> {
-        let mut v = std::mem::take(&mut self.out.unknown);
-        v.append(&mut self.mailbox().unknown);
-        if let Ok(t) = self.chain.get::<Table>("unknown") {
-            let n = t.raw_len();
-            for i in 1..=n {
-                if let Ok(tag) = t.raw_get::<String>(i) {
-                    v.push((tag, TagKind::Analyzer));
-                }
-                let _ = t.raw_set(i, Value::Nil);
-            }
-        }
-        v
-    }
-
-    /// What the scripts emitted besides events: log and stats lines, timers.
-    pub fn mailbox(&self) -> mlua::AppDataRefMut<'_, Mailbox> {
-        self.lua
-            .app_data_mut::<Mailbox>()
-            .expect("mailbox installed")
+    pub fn output_len(&mut self, i: usize) -> usize {
+        self.channel().outcome.outputs[i].len()
     }
 
     /// A JSON rendering of `v` cut to `max` bytes, for log lines.

@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 
 use mlua::ffi;
 
-use crate::wire::{kind, probe, record};
+use crate::wire::{kind, probe};
 
 /// Registry key (a light userdata with this static's address) of chain.lua's call counter.
 pub(crate) static PROBE_KEY: u8 = 0;
@@ -63,10 +63,10 @@ pub struct Watched {
     /// The budget of the call under way, in milliseconds (0: none): the runtime's script
     /// budget, or its setup budget while scripts load and `setup()` runs.
     budget_ms: AtomicU64,
-    /// A thread of the runtime's Lua state (anchored in its registry) and its output state,
-    /// for [`salvage`] once parked.
+    /// A thread of the runtime's Lua state (anchored in its registry) and its channel
+    /// (outcome.rs), for [`salvage`] once parked.
     lua_thread: usize,
-    out: usize,
+    channel: usize,
 }
 
 impl Watched {
@@ -88,9 +88,8 @@ pub struct Salvage {
     pub overlap: Option<(usize, Vec<usize>)>,
     /// The script running: `Caller` of the call that never ended.
     pub caller: crate::Caller,
-    /// Failures the runtime had recorded and the engine had not taken yet: who, the kind and
-    /// message (as chain.lua recorded them) and the input batch index.
-    pub failures: Vec<(crate::Caller, crate::FailureKind, String, Option<usize>)>,
+    /// Failures the runtime had recorded and the engine had not taken yet.
+    pub failures: Vec<crate::Failure>,
 }
 
 /// Take the outputs and position of a parked runtime.
@@ -102,8 +101,8 @@ pub struct Salvage {
 pub unsafe fn salvage(w: &Watched) -> Salvage {
     assert!(w.parked(), "salvage of a runtime that is not parked");
     unsafe {
-        let out = &mut *(w.out as *mut crate::fast::OutState);
-        let outputs = out.outputs.iter_mut().map(std::mem::take).collect();
+        let ch = &mut *(w.channel as *mut crate::outcome::Channel);
+        let outputs = ch.outcome.outputs.iter_mut().map(std::mem::take).collect();
         let l = w.lua_thread as *mut ffi::lua_State;
         let top = ffi::lua_gettop(l);
         ffi::lua_pushlightuserdata(l, &PROBE_KEY as *const u8 as *mut std::ffi::c_void);
@@ -129,44 +128,9 @@ pub unsafe fn salvage(w: &Watched) -> Salvage {
         }
         dropped.sort_unstable();
         ffi::lua_settop(l, top);
-        // chain.lua's failure records (fields wire::record), walked in place
-        let mut failures = Vec::new();
-        ffi::lua_pushlightuserdata(l, &PROBE_KEY as *const u8 as *mut std::ffi::c_void);
-        ffi::lua_rawget(l, ffi::LUA_REGISTRYINDEX);
-        ffi::lua_rawgeti(l, -1, probe::ERRORS.into());
-        if ffi::lua_type(l, -1) == ffi::LUA_TTABLE {
-            let n = ffi::lua_objlen(l, -1);
-            for i in 1..=n {
-                ffi::lua_rawgeti(l, -1, i as ffi::lua_Integer);
-                if ffi::lua_type(l, -1) == ffi::LUA_TTABLE {
-                    ffi::lua_rawgeti(l, -1, record::WHO.into());
-                    let who = ffi::lua_tonumber(l, -1) as i64;
-                    ffi::lua_rawgeti(l, -2, record::MESSAGE.into());
-                    // only a string is read (lua_tolstring would convert, allocating, a number)
-                    let message = if ffi::lua_type(l, -1) == ffi::LUA_TSTRING {
-                        let mut len = 0;
-                        let p = ffi::lua_tolstring(l, -1, &mut len);
-                        String::from_utf8_lossy(std::slice::from_raw_parts(p.cast(), len))
-                            .into_owned()
-                    } else {
-                        String::new()
-                    };
-                    ffi::lua_rawgeti(l, -3, record::POS.into());
-                    let at = ffi::lua_tonumber(l, -1) as i64;
-                    ffi::lua_rawgeti(l, -4, record::KIND.into());
-                    let kind = ffi::lua_tonumber(l, -1) as i64;
-                    ffi::lua_settop(l, -5);
-                    failures.push((
-                        crate::Caller::from_who(who),
-                        crate::FailureKind::from_code(kind),
-                        crate::runtime::clean_message(&message),
-                        (at > 0).then(|| at as usize - 1),
-                    ));
-                }
-                ffi::lua_settop(l, -2);
-            }
-        }
-        ffi::lua_settop(l, top);
+        // failures recorded and not taken yet (by the C functions, on the runtime's thread,
+        // which will not run again)
+        let failures = std::mem::take(&mut ch.outcome.failures);
         let caller = crate::Caller::from_who(who);
         Salvage {
             outputs,
@@ -331,7 +295,7 @@ fn watch_loop() {
 /// get `budget`, the setup phase ([`Active::setup_phase`]) `setup_budget` (zero: none).
 pub(crate) fn watch(
     state: *mut ffi::lua_State,
-    out: *mut crate::fast::OutState,
+    channel: *mut crate::outcome::Channel,
     budget: Duration,
     setup_budget: Duration,
 ) -> Box<Active> {
@@ -346,7 +310,7 @@ pub(crate) fn watch(
         parked: AtomicBool::new(false),
         budget_ms: AtomicU64::new(budget.as_millis() as u64),
         lua_thread: state as usize,
-        out: out as usize,
+        channel: channel as usize,
     });
     for b in [budget, setup_budget] {
         if b.is_zero() {

@@ -2,26 +2,35 @@
 //!
 //! Lua code the crate loads (each a chunk compiled from a Rust string or file):
 //! - `chain.lua` (`=dragonfly-chain`): routing between scripts, the call wrapper, failure
-//!   records; it names the numbers below (`P_CALLS`, `R_KIND`, `K_LOOP`, ...) and
-//!   [`chain_source`] writes them in before it is loaded;
+//!   records; it names the numbers below (`P_CALLS`, `K_LOOP`, ...) and [`chain_source`]
+//!   writes them in before it is loaded;
 //! - `sandbox.lua` (`=dragonfly-sandbox`): each script's environment;
-//! - [`crate::libs::read_only_mt`] (`=dragonfly-read-only`): the metatable of shared tables.
+//! - [`crate::libs::read_only_mt`] (`=dragonfly-read-only`): the metatable of shared tables;
+//! - the two Lua wrappers of the lazy proxies' metamethods (`=dragonfly-lazy`, runtime.rs).
 //!
 //! Functions chain.lua makes for scripts: `dragonfly.analyze_event`, `dragonfly.output_event`
 //! and its alias `forward_event` (attached to the `dragonfly` table by `Runtime::new`; the
 //! rest of that table is made in `libs/dragonfly.rs`).
 //!
-//! Registry entries: `watchdog::PROBE_KEY` (the probe table below, for the watchdog's hook
-//! and for salvaging a runtime given up), `fast::OUT_KEY` (the `OutState` that output
-//! lines are written into) and `fast::ARRAY_MT_KEY` (cjson's array metatable), all keyed by
-//! the address of a static; `dragonfly.sched` (the overlap scheduler's state, hiredis.rs),
-//! `dragonfly.copy` (chain.lua's deep copy, json.rs) and `dragonfly.frozen` (the set of
-//! read-only shared tables, libs/mod.rs), by name.
+//! C functions chain.lua is handed, through which a call's outcome reaches Rust
+//! (outcome.rs): `out_raw` (`fast::output_event`: an output line), `fail_raw`
+//! (`outcome::record_failure`: a failed call and its kind) and `unknown_raw`
+//! (`outcome::note_unknown`: a tag that names no analyzer). The only outcome chain.lua keeps
+//! itself is `counts`, the events each analyzer received, read when taken.
 //!
-//! The probe and the failure records are Lua arrays (LuaJIT keeps them in the array part: a
-//! read or write from the hook or from chain.lua is one indexed access, and the hook can read
-//! them without allocating). Their slots are named here and written into chain.lua as
-//! constants, so no side uses a bare number in its source.
+//! Registry entries: `watchdog::PROBE_KEY` (the probe table below, for the watchdog's hook
+//! and for salvaging a runtime given up), `outcome::CHANNEL_KEY` (the runtime's channel:
+//! routing tables and the outcome) and `fast::ARRAY_MT_KEY` (cjson's array metatable), all
+//! keyed by the address of a static; `dragonfly.sched` (the overlap scheduler's state,
+//! hiredis.rs), `dragonfly.copy` (chain.lua's deep copy, json.rs) and `dragonfly.frozen` (the
+//! set of read-only shared tables, libs/mod.rs), by name. App data: the channel's pointer
+//! (outcome.rs), cjson's array metatable (libs/cjson.rs) and the mark that scripts are
+//! sealed (libs/dragonfly.rs).
+//!
+//! The probe is a Lua array (LuaJIT keeps it in the array part: a read or write from the
+//! hook or from chain.lua is one indexed access, and the hook can read it without
+//! allocating). Its slots are named here and written into chain.lua as constants, so no side
+//! uses a bare number in its source.
 
 use mlua::{Lua, Table};
 
@@ -39,29 +48,11 @@ pub(crate) mod probe {
     pub const STARTED: i32 = 4;
     /// Overlap scheduler: the set of batch indices in flight.
     pub const LIVE: i32 = 5;
-    /// The failure records not yet taken (chain.lua's `errors`).
-    pub const ERRORS: i32 = 6;
     /// The kind of a failure the engine caused (the watchdog's timeout), for chain.lua to
     /// record ([`super::kind`]; 0: none). Reset at every call.
-    pub const KIND: i32 = 7;
-    /// How many slots there are.
-    pub const LEN: i32 = 7;
-}
-
-/// Fields of a failure record (`{ who, message, value, pos, where, kind }`).
-pub(crate) mod record {
-    /// The caller (`who`).
-    pub const WHO: i32 = 1;
-    /// The message.
-    pub const MESSAGE: i32 = 2;
-    /// The event value the call had.
-    pub const VALUE: i32 = 3;
-    /// The batch index (1-based; 0: none).
-    pub const POS: i32 = 4;
-    /// The first traceback line inside a script.
-    pub const WHERE: i32 = 5;
-    /// The kind ([`super::kind`]), recorded where the failure happened.
     pub const KIND: i32 = 6;
+    /// How many slots there are.
+    pub const LEN: i32 = 6;
 }
 
 /// Failure kinds as numbers in Lua.
@@ -95,14 +86,7 @@ const NAMES: &[(&str, i64)] = &[
     ("P_WHO", probe::WHO as i64),
     ("P_STARTED", probe::STARTED as i64),
     ("P_LIVE", probe::LIVE as i64),
-    ("P_ERRORS", probe::ERRORS as i64),
     ("P_KIND", probe::KIND as i64),
-    ("R_WHO", record::WHO as i64),
-    ("R_MESSAGE", record::MESSAGE as i64),
-    ("R_VALUE", record::VALUE as i64),
-    ("R_POS", record::POS as i64),
-    ("R_WHERE", record::WHERE as i64),
-    ("R_KIND", record::KIND as i64),
     ("K_ERROR", kind::ERROR),
     ("K_TIMEOUT", kind::TIMEOUT),
     ("K_MEMORY", kind::MEMORY),

@@ -257,19 +257,28 @@ fn out_of_memory_fails_one_call_and_the_runtime_recovers() {
             ..Default::default()
         },
     );
+    // every event after the bomb in the same batch runs: the runtime collects the bomb's
+    // garbage as soon as the failure is recorded, not at the end of the batch
+    let lines = [
+        r#"{"n":1}"#,
+        r#"{"bomb":true}"#,
+        r#"{"n":2}"#,
+        r#"{"n":3}"#,
+        r#"{"n":4}"#,
+        r#"{"n":5}"#,
+    ];
     for _ in 0..3 {
-        let res = rt
-            .run_batch(
-                0,
-                &batch_of(&[r#"{"n":1}"#, r#"{"bomb":true}"#, r#"{"n":2}"#]),
-            )
-            .unwrap();
-        assert_eq!(res.events, 3);
+        let res = rt.run_batch(0, &batch_of(&lines)).unwrap();
+        assert_eq!(res.events, 6);
         let f = rt.take_failures();
         assert_eq!(f.len(), 1, "{f:?}");
         assert_eq!(f[0].kind, dragonfly_lua::FailureKind::Memory);
         assert_eq!(f[0].input_index, Some(1));
-        assert_eq!(rt.take_output(0).len(), 2);
+        assert_eq!(
+            f[0].event, r#"{"bomb":true}"#,
+            "the failure quotes its event"
+        );
+        assert_eq!(rt.take_output(0).len(), 5);
         assert!(rt.used_memory() < 8 << 20, "{}", rt.used_memory());
     }
 }
@@ -454,4 +463,95 @@ proptest! {
         rt.run_batch(0, &batch_of(&["{\"ok\":1}"])).unwrap();
         prop_assert_eq!(rt.take_output(0).len(), 1);
     }
+}
+
+/// Everything a call does lands in the one outcome the engine moves out: lines per output,
+/// failures with their kind and event, routing loops, unknown tags of every kind, timers,
+/// events per analyzer, log and stats lines; a second take is empty.
+#[test]
+fn every_outcome_of_a_call_lands_in_the_outcome() {
+    let mut rt = RuntimeSpec::builder()
+        .filter(
+            "in",
+            r#"function loop(msg)
+                 dragonfly.analyze_event("a", msg)
+                 dragonfly.analyze_event("nowhere", msg)
+                 dragonfly.output_event("nothing", msg)
+                 dragonfly.timer_event("a", 5, { t = 1 })
+                 dragonfly.timer_event("no-timer", 5, {})
+                 dragonfly.log_event({ log = msg.n })
+                 dragonfly.stats_event({ stats = msg.n })
+                 if msg.n == 2 then error("two") end
+                 if msg.n == 3 then dragonfly.analyze_event("loop", msg) end
+               end"#,
+        )
+        .analyzer(
+            "a",
+            r#"function loop(msg) dragonfly.output_event("out", msg) end"#,
+        )
+        .analyzer(
+            "loop",
+            r#"function loop(msg) dragonfly.analyze_event("loop", msg) end"#,
+        )
+        .output("out")
+        .ready()
+        .map_err(|e| format!("{e:?}"))
+        .unwrap();
+    rt.run_batch(0, &batch_of(&[r#"{"n":1}"#, r#"{"n":2}"#, r#"{"n":3}"#]))
+        .unwrap();
+    let res = rt.take_results();
+    let kinds: Vec<_> = res
+        .failures
+        .iter()
+        .map(|f| (f.kind, f.input_index, f.error.script.as_str()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            (dragonfly_lua::FailureKind::Error, Some(1), "filter/in.lua"),
+            (
+                dragonfly_lua::FailureKind::RoutingLoop,
+                Some(2),
+                "analyzer/loop.lua"
+            ),
+        ]
+    );
+    assert!(
+        res.failures[0].error.message.ends_with("two"),
+        "{:?}",
+        res.failures[0]
+    );
+    assert_eq!(res.failures[0].event, r#"{"n":2}"#);
+    assert_eq!(res.loops_cut, 1);
+    assert_eq!(res.counts[0], 3, "analyzer a got every event");
+    // the chain's hops up to the cut ran; the one past MAX_HOPS did not
+    assert_eq!(res.counts[1] as usize, dragonfly_lua::runtime::MAX_HOPS - 1);
+    let unknown: Vec<_> = res.unknown.iter().map(|(t, k)| (t.as_str(), *k)).collect();
+    use dragonfly_lua::TagKind::{Analyzer, Output, Timer};
+    assert_eq!(
+        unknown,
+        [
+            ("nowhere", Analyzer),
+            ("nothing", Output),
+            ("no-timer", Timer),
+            ("nowhere", Analyzer),
+            ("nothing", Output),
+            ("no-timer", Timer),
+            ("nowhere", Analyzer),
+            ("nothing", Output),
+            ("no-timer", Timer),
+        ]
+    );
+    assert_eq!(res.timers.len(), 3);
+    assert!(res.timers.iter().all(|t| t.analyzer == 0));
+    let lines = rt.take_lines();
+    assert_eq!(lines.outputs[0].len(), 3);
+    assert_eq!(lines.log.len(), 3);
+    assert_eq!(lines.stats.len(), 3);
+    assert_eq!(lines.log.get(0), b"{\"log\":1}\n");
+    // taken: the next take is empty
+    let again = rt.take_results();
+    assert!(again.failures.is_empty() && again.unknown.is_empty() && again.timers.is_empty());
+    assert_eq!((again.loops_cut, again.counts), (0, vec![0, 0]));
+    assert!(rt.take_lines().outputs[0].is_empty());
 }

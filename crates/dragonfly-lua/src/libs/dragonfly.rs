@@ -13,7 +13,7 @@ use std::time::Duration;
 use mlua::{Lua, MultiValue, Table, Value};
 
 use crate::json;
-use crate::mailbox::{Mailbox, Routes, TagKind, TimerRequest};
+use crate::outcome::{with_channel, TagKind, TimerRequest};
 
 /// The longest timer delay accepted: a year, far beyond any analyzer's window, far below what
 /// would overflow a clock.
@@ -39,14 +39,6 @@ fn echo_line(line: &str) {
     }
 }
 
-fn mailbox(lua: &Lua) -> mlua::AppDataRefMut<'_, Mailbox> {
-    lua.app_data_mut::<Mailbox>().expect("mailbox installed")
-}
-
-fn routes(lua: &Lua) -> mlua::AppDataRef<'_, Routes> {
-    lua.app_data_ref::<Routes>().expect("routes installed")
-}
-
 fn exact_args(name: &str, args: &MultiValue, n: usize) -> mlua::Result<()> {
     if args.len() != n {
         return Err(mlua::Error::runtime(format!(
@@ -68,18 +60,12 @@ fn tag_arg(name: &str, v: &Value) -> mlua::Result<String> {
 }
 
 /// Encode `v` as one log line (with `\n`). A Lua string becomes a JSON string.
-fn encode_line(
-    lua: &Lua,
-    name: &str,
-    v: &Value,
-    out: &mut dragonfly_event::Batch,
-) -> mlua::Result<()> {
-    out.push_with(|buf| {
-        json::encode(lua, v, buf)?;
-        buf.push(b'\n');
-        Ok::<(), json::EncodeError>(())
-    })
-    .map_err(|e| mlua::Error::runtime(format!("dragonfly.{name}: {e}")))
+/// `v` as one JSON line (encoded before the outcome is reached: encoding may allocate in Lua).
+fn encode_line(lua: &Lua, name: &str, v: &Value) -> mlua::Result<Vec<u8>> {
+    let mut line = json::encode_to_vec(lua, v)
+        .map_err(|e| mlua::Error::runtime(format!("dragonfly.{name}: {e}")))?;
+    line.push(b'\n');
+    Ok(line)
 }
 
 /// `dragonfly.timer_event(tag, seconds, value)`: `value` (copied) reaches analyzer `tag`'s
@@ -102,18 +88,21 @@ fn timer_event(lua: &Lua, args: MultiValue) -> mlua::Result<()> {
             "dragonfly.timer_event: seconds must be a number from 0 to {MAX_TIMER_SECS} (one year), got {secs}"
         )));
     }
-    let idx = routes(lua).analyzers.get(&tag).copied();
-    match idx {
-        Some(i) => {
-            let value = json::deep_copy(lua, &args[2])?;
-            mailbox(lua).timers.push(TimerRequest {
-                analyzer: i,
-                after: Duration::from_secs_f64(secs),
-                value,
-            });
-        }
-        None => mailbox(lua).unknown.push((tag, TagKind::Timer)),
-    }
+    let idx = with_channel(lua, |ch| ch.analyzers.get(&tag).copied());
+    let Some(analyzer) = idx else {
+        with_channel(lua, |ch| ch.outcome.unknown.push((tag, TagKind::Timer)));
+        return Ok(());
+    };
+    // copied before the outcome is reached: the copy runs Lua code
+    let value = json::deep_copy(lua, &args[2])?;
+    let after = Duration::from_secs_f64(secs);
+    with_channel(lua, |ch| {
+        ch.outcome.timers.push(TimerRequest {
+            analyzer,
+            after,
+            value,
+        })
+    });
     Ok(())
 }
 
@@ -151,16 +140,18 @@ pub fn install(lua: &Lua) -> mlua::Result<Table> {
         "log_event",
         lua.create_function(|lua, args: MultiValue| {
             exact_args("log_event", &args, 1)?;
-            let mut mb = mailbox(lua);
-            encode_line(lua, "log_event", &args[0], &mut mb.log)
+            let line = encode_line(lua, "log_event", &args[0])?;
+            with_channel(lua, |ch| ch.outcome.log.push(&line));
+            Ok(())
         })?,
     )?;
     m.set(
         "stats_event",
         lua.create_function(|lua, args: MultiValue| {
             exact_args("stats_event", &args, 1)?;
-            let mut mb = mailbox(lua);
-            encode_line(lua, "stats_event", &args[0], &mut mb.stats)
+            let line = encode_line(lua, "stats_event", &args[0])?;
+            with_channel(lua, |ch| ch.outcome.stats.push(&line));
+            Ok(())
         })?,
     )?;
 
