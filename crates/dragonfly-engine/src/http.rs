@@ -234,78 +234,23 @@ async fn serve(listener: tokio::net::TcpListener, app: Router, stats: Arc<Stats>
 /// reload may take (config.lua's 10 s, twice the default setup budget and a margin).
 const RELOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(180);
 
+/// The HTTP listener's routes: the live page, its JSON APIs, reload, health and metrics.
 fn router(
     stats: Arc<Stats>,
     analyzers: String,
     pipeline: String,
     reloads: Arc<crate::Reloads>,
 ) -> Router {
-    let errors = stats.clone();
-    let health = stats.clone();
     Router::new()
         .route(
             "/",
             get(|| async { ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], PAGE) }),
         )
         .route("/api/pipeline", fixed_json(pipeline))
-        .route(
-            "/api/errors",
-            get(move || {
-                let s = errors.clone();
-                async move {
-                    (
-                        [(header::CONTENT_TYPE, "application/json")],
-                        s.recent_errors().to_string(),
-                    )
-                }
-            }),
-        )
-        .route(
-            "/api/reload",
-            axum::routing::post(move || {
-                let reloads = reloads.clone();
-                async move {
-                    let generation = reloads.request();
-                    let waited = tokio::task::spawn_blocking(move || {
-                        reloads.wait(generation, RELOAD_WAIT)
-                    })
-                    .await
-                    .ok()
-                    .flatten();
-                    let (status, body) = match waited {
-                        Some(r) if r.ok => (StatusCode::OK, r.json),
-                        Some(r) => (StatusCode::UNPROCESSABLE_ENTITY, r.json),
-                        None => (
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            r#"{"reloaded":false,"errors":["the engine did not handle the reload in time"]}"#
-                                .to_string(),
-                        ),
-                    };
-                    (status, [(header::CONTENT_TYPE, "application/json")], body)
-                }
-            }),
-        )
+        .route("/api/errors", errors_route(stats.clone()))
+        .route("/api/reload", reload_route(reloads))
         .route("/api/analyzers", fixed_json(analyzers))
-        .route(
-            "/health",
-            // live as soon as it answers; ready (200) once every setup() ran and every
-            // input is open, 503 before or while one is not (its state says why)
-            get(move || {
-                let (ready, body) = health.health();
-                async move {
-                    let code = if ready {
-                        StatusCode::OK
-                    } else {
-                        StatusCode::SERVICE_UNAVAILABLE
-                    };
-                    (
-                        code,
-                        [(header::CONTENT_TYPE, "application/json")],
-                        body.to_string(),
-                    )
-                }
-            }),
-        )
+        .route("/health", health_route(stats.clone()))
         .route(
             "/metrics",
             from_stats(
@@ -321,6 +266,64 @@ fn router(
             }),
         )
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n").into_response() })
+}
+
+/// `GET /api/errors`: the recent script errors, as JSON.
+fn errors_route(stats: Arc<Stats>) -> MethodRouter {
+    get(move || {
+        let s = stats.clone();
+        async move {
+            (
+                [(header::CONTENT_TYPE, "application/json")],
+                s.recent_errors().to_string(),
+            )
+        }
+    })
+}
+
+/// `POST /api/reload`: ask for a reload and answer with its outcome (200 reloaded, 422
+/// refused, 503 not handled in time).
+fn reload_route(reloads: Arc<crate::Reloads>) -> MethodRouter {
+    axum::routing::post(move || {
+        let reloads = reloads.clone();
+        async move {
+            let generation = reloads.request();
+            let waited = tokio::task::spawn_blocking(move || reloads.wait(generation, RELOAD_WAIT))
+                .await
+                .ok()
+                .flatten();
+            let (status, body) = match waited {
+                Some(r) if r.ok => (StatusCode::OK, r.json),
+                Some(r) => (StatusCode::UNPROCESSABLE_ENTITY, r.json),
+                None => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    r#"{"reloaded":false,"errors":["the engine did not handle the reload in time"]}"#
+                        .to_string(),
+                ),
+            };
+            (status, [(header::CONTENT_TYPE, "application/json")], body)
+        }
+    })
+}
+
+/// `GET /health`: live as soon as it answers; ready (200) once every setup() ran and every
+/// input is open, 503 before or while one is not (its state says why).
+fn health_route(stats: Arc<Stats>) -> MethodRouter {
+    get(move || {
+        let (ready, body) = stats.health();
+        async move {
+            let code = if ready {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            (
+                code,
+                [(header::CONTENT_TYPE, "application/json")],
+                body.to_string(),
+            )
+        }
+    })
 }
 
 /// A GET route answering with `body`, JSON made at start-up.

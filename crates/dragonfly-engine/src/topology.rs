@@ -160,22 +160,11 @@ impl Prepared {
             config: plan.config.clone(),
             spec: spec.clone(),
         };
-        let ws = Workers::spawn(engine, &spec, out.worker_sinks.clone(), &stats, &out.log);
-        let mut queues = ws.queues;
+        let mut ws = Workers::spawn(engine, &spec, out.worker_sinks.clone(), &stats, &out.log);
+        let mut queues = std::mem::take(&mut ws.queues);
         queues.extend(out.queues);
         *stats.queues.locked() = queues;
-        for (id, ready_rx) in ws.readies.iter().enumerate() {
-            let t = &ws.templates[id];
-            match worker::wait_ready(ready_rx, &t.status, &t.spec.limits) {
-                Ok(Ok(())) => {}
-                Ok(Err(errs)) => {
-                    return Err(EngineError::Setup(
-                        errs.iter().map(|e| format!("{e} (in setup)")).collect(),
-                    ));
-                }
-                Err(why) => return Err(EngineError::Setup(vec![format!("worker {id}: {why}")])),
-            }
-        }
+        ws.wait_ready()?;
         let partitioner = Arc::new(partition::Partitioner::new(
             &engine.partition_key,
             ws.txs.len(),
@@ -350,6 +339,24 @@ struct Workers {
 }
 
 impl Workers {
+    /// Wait for every worker's `setup()`: the first failure (every setup error, or why a
+    /// worker never got ready) refuses the start.
+    fn wait_ready(&self) -> Result<(), EngineError> {
+        for (id, ready_rx) in self.readies.iter().enumerate() {
+            let t = &self.templates[id];
+            match worker::wait_ready(ready_rx, &t.status, &t.spec.limits) {
+                Ok(Ok(())) => {}
+                Ok(Err(errs)) => {
+                    return Err(EngineError::Setup(
+                        errs.iter().map(|e| format!("{e} (in setup)")).collect(),
+                    ));
+                }
+                Err(why) => return Err(EngineError::Setup(vec![format!("worker {id}: {why}")])),
+            }
+        }
+        Ok(())
+    }
+
     fn spawn(
         engine: &dragonfly_config::Engine,
         spec: &dragonfly_lua::RuntimeSpec,

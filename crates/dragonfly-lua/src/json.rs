@@ -1,4 +1,6 @@
-//! JSON <-> Lua values with lua-cjson's conventions, fixed where the original lost data.
+//! JSON <-> Lua values with lua-cjson's conventions, fixed where the original lost data: the
+//! crate's JSON API on `mlua` values (`cjson`, the libraries, the runtime use it). Encoding is
+//! encode.rs's (re-exported here); decoding raw onto the stack is decode.rs's.
 //!
 //! - `null` decodes to `cjson.null` (a NULL light userdata) and encodes back to `null`.
 //! - Arrays decode to sequences carrying `cjson.array_mt`, so `[]` encodes back as `[]`
@@ -9,14 +11,27 @@
 //!   sparse ones (max key > 2 x count and > 10) are an error, as in cjson.
 //! - NaN and infinity are an error; nesting is limited to 1000 levels when encoding, and to
 //!   `dragonfly_event::json::MAX_DEPTH` (254) when decoding.
-//! - Decoding is one decoder for everything: `cjson.decode` here, input events (fast.rs, eager)
-//!   and lazy fields (lazy.rs) all read JSON with sonic-rs's grammar and number rules (an
-//!   integer beyond 2^53 rounds as a double, `-0` is 0) and the same depth limit.
+//! - Decoding: `cjson.decode` here, eager input events and lazy fields (decode.rs) all read
+//!   JSON with sonic-rs's grammar and number rules (an integer beyond 2^53 rounds as a double,
+//!   `-0` is 0) and the same depth limit.
 
 use mlua::{ffi, Lua, Table, Value};
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
-use dragonfly_models::numfmt::fmt_g;
+pub use crate::encode::{write_number, write_string, EncodeError};
+
+/// The array metatable shared by decoded arrays, kept in the Lua app data (made by
+/// `libs::cjson::install`).
+#[derive(Clone)]
+pub struct ArrayMt(pub Table);
+
+/// The array metatable of this state (decoded arrays carry it, so `[]` stays `[]`).
+pub fn array_mt(lua: &Lua) -> Table {
+    lua.app_data_ref::<ArrayMt>()
+        .expect("cjson installed")
+        .0
+        .clone()
+}
 
 /// Decode one JSON document into a Lua value (the message says why it is not JSON).
 pub fn decode(lua: &Lua, array_mt: &Table, bytes: &[u8]) -> Result<Value, String> {
@@ -138,39 +153,16 @@ impl<'de> Visitor<'de> for KeySeed<'_> {
     }
 }
 
-/// Why a value cannot be encoded (lua-cjson's messages).
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum EncodeError {
-    #[error("Cannot serialise {0}: type not supported")]
-    /// A value JSON cannot hold (a function, userdata...).
-    Unsupported(&'static str),
-    #[error("Cannot serialise number: must not be NaN or Infinity")]
-    /// NaN or infinity.
-    InvalidNumber,
-    #[error("Cannot serialise table: excessively sparse array")]
-    /// An array with too many holes (as lua-cjson refuses).
-    SparseArray,
-    #[error("Cannot serialise table: table key must be a number or string")]
-    /// A table key that is neither a string nor a number.
-    BadKey,
-    #[error("Cannot serialise, excessive nesting ({0})")]
-    /// Nesting deeper than the limit.
-    Depth(usize),
-    #[error("Cannot serialise table: {0}")]
-    /// A Lua error while reading the value.
-    Lua(String),
-}
-
 /// Encode a Lua value as JSON, appending to `out` (lazy events as their bytes where
 /// unchanged; object keys in a fixed order).
 pub fn encode(lua: &Lua, v: &Value, out: &mut Vec<u8>) -> Result<(), EncodeError> {
-    let mt = crate::libs::cjson::array_mt(lua);
+    let mt = array_mt(lua);
     let mut res = Ok(());
     // SAFETY: encode_value reads the stack only (its allocations are Lua strings for keys);
     // the value is argument 1 and the array metatable argument 2.
     let r = unsafe {
         lua.exec_raw::<()>((v, mt), |state| {
-            res = crate::fast::encode_value(state, 1, 2, out, 0);
+            res = crate::encode::encode_value(state, 1, 2, out, 0);
             ffi::lua_settop(state, 0);
         })
     };
@@ -183,69 +175,6 @@ pub fn encode_to_vec(lua: &Lua, v: &Value) -> Result<Vec<u8>, EncodeError> {
     let mut out = Vec::with_capacity(256);
     encode(lua, v, &mut out)?;
     Ok(out)
-}
-
-/// Write a number the way the engine prints numbers in JSON.
-pub fn write_number(v: f64, out: &mut Vec<u8>) -> Result<(), EncodeError> {
-    if !v.is_finite() {
-        return Err(EncodeError::InvalidNumber);
-    }
-    if v.fract() == 0.0 && v.abs() < 9.2e18 {
-        let mut b = itoa::Buffer::new();
-        if v == 0.0 && v.is_sign_negative() {
-            out.extend_from_slice(b"-0");
-        } else {
-            out.extend_from_slice(b.format(v as i64).as_bytes());
-        }
-    } else {
-        out.extend_from_slice(fmt_g(v, 14).as_bytes());
-    }
-    Ok(())
-}
-
-/// Bytes that need escaping inside a JSON string.
-const ESCAPE: [bool; 256] = {
-    let mut t = [false; 256];
-    let mut i = 0;
-    while i < 0x20 {
-        t[i] = true;
-        i += 1;
-    }
-    t[b'"' as usize] = true;
-    t[b'\\' as usize] = true;
-    t[0x7f] = true;
-    t
-};
-
-/// Write a JSON string literal (bytes that are not UTF-8 pass through unchanged, as in cjson).
-pub fn write_string(s: &[u8], out: &mut Vec<u8>) {
-    out.reserve(s.len() + 2);
-    out.push(b'"');
-    let mut start = 0;
-    for (i, &b) in s.iter().enumerate() {
-        if !ESCAPE[b as usize] {
-            continue;
-        }
-        out.extend_from_slice(&s[start..i]);
-        match b {
-            b'"' => out.extend_from_slice(b"\\\""),
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            0x08 => out.extend_from_slice(b"\\b"),
-            0x0c => out.extend_from_slice(b"\\f"),
-            _ => {
-                const HEX: &[u8; 16] = b"0123456789abcdef";
-                out.extend_from_slice(b"\\u00");
-                out.push(HEX[(b >> 4) as usize]);
-                out.push(HEX[(b & 15) as usize]);
-            }
-        }
-        start = i + 1;
-    }
-    out.extend_from_slice(&s[start..]);
-    out.push(b'"');
 }
 
 /// A copy of a value, as the original gave each analyzer its own copy of an event (chain.lua's
@@ -284,7 +213,7 @@ mod decode_tests {
             "0.1",
         ] {
             let v = decode(&lua, &mt, n.as_bytes()).unwrap();
-            let want = crate::fast::json_number(n.as_bytes());
+            let want = crate::decode::json_number(n.as_bytes());
             assert_eq!(v, Value::Number(want), "{n}");
         }
         assert!(decode(&lua, &mt, b"1e400").is_err());

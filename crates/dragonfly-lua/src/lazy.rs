@@ -13,8 +13,9 @@
 //! proxy: every field not yet decoded is decoded into the table, after which the table holds
 //! the whole object and behaves exactly as an eagerly decoded one.
 //!
-//! Encoding ([`encode`], for outputs, `cjson.encode`, logs and dead letters): a proxy with
-//! nothing decoded or added is its original bytes, copied. Otherwise the original fields are
+//! Encoding (for outputs, `cjson.encode`, logs and dead letters: `encode_lazy` in encode.rs,
+//! which reads what this module keeps): a proxy with nothing decoded or added is its original
+//! bytes, copied. Otherwise the original fields are
 //! written in their original order: a field never decoded as its original bytes, a decoded one
 //! as its original bytes if its value still equals them (so number text is kept), as the
 //! encoding of its current value if not, and not at all if it was deleted; then the added keys
@@ -58,8 +59,8 @@ use std::ffi::c_int;
 use dragonfly_event::json::{self as scan, Elements, Fields, Kind, Scanner};
 use mlua::ffi;
 
-use crate::fast::{bytes, push_json, write_key};
-use crate::json::EncodeError;
+use crate::decode::push_json;
+use crate::raw::bytes;
 
 // metatable slots
 const M_STATE: c_int = 1;
@@ -67,7 +68,7 @@ const M_RAW: c_int = 2;
 const M_EXTRA: c_int = 3;
 /// Added key i (1-based, in the order first added) is in slot `M_ADDED + i`: the metatable's
 /// array part holds them, so a proxy that writes new keys needs no table for the list.
-const M_ADDED: c_int = 3;
+pub(crate) const M_ADDED: c_int = 3;
 
 // context table slots (the upvalue of every lazy C function, argument of batch decoding)
 const C_ARRAY_MT: c_int = 1;
@@ -80,7 +81,7 @@ const C_NEWINDEX: c_int = 5;
 const MASK_BITS: usize = 64;
 
 /// How many decoded fields a state remembers the position of.
-const NEAR: usize = 4;
+pub(crate) const NEAR: usize = 4;
 
 /// Marks a [`State`] (scripts can make userdata only with `newproxy`, of size 0, and cannot
 /// write into any).
@@ -94,21 +95,21 @@ fn ctx_index() -> c_int {
 /// it may have a copy of its own of.
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct Core {
+pub(crate) struct Core {
     /// Bit n: field n (in input order) was decoded (read, written or deleted).
-    mask: u64,
+    pub(crate) mask: u64,
     /// How many of the added keys (slots `M_ADDED + 1 ..`) this proxy has.
-    added: u32,
+    pub(crate) added: u32,
     /// Every field was decoded (the table holds the whole object).
-    full: bool,
+    pub(crate) full: bool,
     /// Which of the metatable's lists exist: [`HAS_EXTRA`], [`HAS_ADDED`].
-    lists: u8,
+    pub(crate) lists: u8,
     /// Where the first [`NEAR`] fields decoded start in the object (offsets), and their
     /// ordinals, in the order they were decoded: the encoder goes straight to them instead of
     /// walking every field before them.
-    near_len: u8,
-    near_ord: [u8; NEAR],
-    near_at: [u32; NEAR],
+    pub(crate) near_len: u8,
+    pub(crate) near_ord: [u8; NEAR],
+    pub(crate) near_at: [u32; NEAR],
 }
 
 impl Core {
@@ -137,51 +138,51 @@ const VIEWS: usize = 2;
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub(crate) struct State {
-    magic: u64,
-    root: *const u8,
-    root_len: usize,
-    start: usize,
-    end: usize,
+    pub(crate) magic: u64,
+    pub(crate) root: *const u8,
+    pub(crate) root_len: usize,
+    pub(crate) start: usize,
+    pub(crate) end: usize,
     /// The object's key bits (`dragonfly_event::json::Doc::keys`): a key whose bit is clear
     /// is not one of its fields, found without reading the bytes.
-    keys: u64,
+    pub(crate) keys: u64,
     /// How many fields the object has (0: not known).
-    fields: u32,
+    pub(crate) fields: u32,
     /// How many added-key slots are in use (each proxy has a prefix of them: its `added`).
-    listed: u32,
+    pub(crate) listed: u32,
     /// More than one proxy may use this metatable (a hand-off shares it).
-    shared: bool,
+    pub(crate) shared: bool,
     /// How many entries of `at` and `own` are in use.
-    views: u8,
+    pub(crate) views: u8,
     /// The view of every proxy not listed in `at`.
-    core: Core,
+    pub(crate) core: Core,
     /// The tables (by address) that have a view of their own, and those views.
-    at: [usize; VIEWS],
-    own: [Core; VIEWS],
+    pub(crate) at: [usize; VIEWS],
+    pub(crate) own: [Core; VIEWS],
 }
 
 /// The metatable holds the decoded marks of fields past the 64th.
-const HAS_EXTRA: u8 = 1;
+pub(crate) const HAS_EXTRA: u8 = 1;
 /// The metatable holds added keys.
 const HAS_ADDED: u8 = 2;
 
 /// A proxy's state and bytes, read from its metatable.
-struct View<'a> {
-    root: &'a [u8],
-    start: usize,
-    end: usize,
-    mask: u64,
-    full: bool,
-    lists: u8,
-    keys: u64,
-    fields: u32,
-    state: *mut State,
+pub(crate) struct View<'a> {
+    pub(crate) root: &'a [u8],
+    pub(crate) start: usize,
+    pub(crate) end: usize,
+    pub(crate) mask: u64,
+    pub(crate) full: bool,
+    pub(crate) lists: u8,
+    pub(crate) keys: u64,
+    pub(crate) fields: u32,
+    pub(crate) state: *mut State,
     /// This proxy's view: `state.core` or its entry of `state.own`.
-    core: *mut Core,
+    pub(crate) core: *mut Core,
 }
 
 impl<'a> View<'a> {
-    fn obj(&self) -> &'a [u8] {
+    pub(crate) fn obj(&self) -> &'a [u8] {
         &self.root[self.start..self.end]
     }
 }
@@ -219,7 +220,7 @@ pub(crate) unsafe fn lazy_state(state: *mut ffi::lua_State, mt: c_int) -> Option
 ///
 /// # Safety
 /// As [`state_of`]; `t` is the stack index of the table whose metatable is at `mt`.
-unsafe fn view<'a>(state: *mut ffi::lua_State, t: c_int, mt: c_int) -> Option<View<'a>> {
+pub(crate) unsafe fn view<'a>(state: *mut ffi::lua_State, t: c_int, mt: c_int) -> Option<View<'a>> {
     unsafe { view_of(state, state_of(state, mt)?, t) }
 }
 
@@ -249,7 +250,11 @@ unsafe fn core_of(state: *mut ffi::lua_State, p: *mut State, t: c_int) -> *mut C
 /// # Safety
 /// As [`core_of`]; the `View` borrows the string anchored by the same metatable, so it must not
 /// outlive the stack frame that keeps that metatable reachable.
-unsafe fn view_of<'a>(state: *mut ffi::lua_State, p: *mut State, t: c_int) -> Option<View<'a>> {
+pub(crate) unsafe fn view_of<'a>(
+    state: *mut ffi::lua_State,
+    p: *mut State,
+    t: c_int,
+) -> Option<View<'a>> {
     unsafe {
         // SAFETY: checked by state_of; the userdata is anchored by the metatable, and Lua
         // aligns userdata for any C type
@@ -281,7 +286,7 @@ unsafe fn view_of<'a>(state: *mut ffi::lua_State, p: *mut State, t: c_int) -> Op
 /// # Safety
 /// `mt` is the stack index of `v`'s metatable, on the running state; the stack is left as it
 /// was.
-unsafe fn decoded(state: *mut ffi::lua_State, mt: c_int, v: &View, ord: usize) -> bool {
+pub(crate) unsafe fn decoded(state: *mut ffi::lua_State, mt: c_int, v: &View, ord: usize) -> bool {
     if v.full {
         return true;
     }
@@ -518,10 +523,10 @@ pub unsafe fn push_value(
 
 /// A number's value as the eager decoder gives it (a short integer directly; `-0` and
 /// anything else through the decoder itself).
-fn number(b: &[u8]) -> f64 {
+pub(crate) fn number(b: &[u8]) -> f64 {
     match scan::small_integer(b) {
         Some(n) if n != 0.0 || b[0] != b'-' => n,
-        _ => crate::fast::json_number(b),
+        _ => crate::decode::json_number(b),
     }
 }
 
@@ -914,478 +919,5 @@ pub unsafe fn push_line(
             push_eager(state, ctx, line);
         }
         Ok(())
-    }
-}
-
-/// Whether the proxy with metatable `mt` has nothing decoded, added or stored.
-///
-/// # Safety
-/// `t` is the proxy's stack index and `v` its view, on the running state; the stack is left as
-/// it was.
-unsafe fn clean(state: *mut ffi::lua_State, t: c_int, v: &View) -> bool {
-    unsafe {
-        if v.mask != 0 || v.full {
-            return false;
-        }
-        if v.lists != 0 {
-            return false;
-        }
-        ffi::lua_pushnil(state);
-        if ffi::lua_next(state, t) != 0 {
-            ffi::lua_pop(state, 2);
-            return false;
-        }
-        true
-    }
-}
-
-/// Whether the Lua value at `idx` equals the JSON value `raw` (at `root[at..]`), so the raw
-/// bytes can stand for it.
-///
-/// # Safety
-/// `idx` and `array_mt` are valid stack indices of the running state and `at` a range of a
-/// validated value in `root`; the stack is left as it was.
-unsafe fn same(
-    state: *mut ffi::lua_State,
-    idx: c_int,
-    array_mt: c_int,
-    root: &[u8],
-    at: std::ops::Range<usize>,
-) -> bool {
-    unsafe {
-        let raw = &root[at.clone()];
-        match (ffi::lua_type(state, idx), scan::kind(raw)) {
-            (ffi::LUA_TBOOLEAN, Some(Kind::Bool)) => {
-                (ffi::lua_toboolean(state, idx) != 0) == (raw[0] == b't')
-            }
-            (ffi::LUA_TLIGHTUSERDATA, Some(Kind::Null)) => {
-                ffi::lua_touserdata(state, idx).is_null()
-            }
-            (ffi::LUA_TNUMBER, Some(Kind::Number)) => {
-                number(raw).to_bits() == ffi::lua_tonumber(state, idx).to_bits()
-            }
-            (ffi::LUA_TSTRING, Some(Kind::String)) if memchr::memchr(b'\\', raw).is_none() => {
-                bytes(state, idx) == &raw[1..raw.len() - 1]
-            }
-            (ffi::LUA_TTABLE, Some(Kind::Object)) => {
-                if ffi::lua_getmetatable(state, idx) == 0 {
-                    return false;
-                }
-                let mt = ffi::lua_gettop(state);
-                let r = match view(state, idx, mt) {
-                    Some(v) => {
-                        std::ptr::eq(v.root.as_ptr(), root.as_ptr())
-                            && v.start == at.start
-                            && v.end == at.end
-                            && clean(state, idx, &v)
-                    }
-                    None => false,
-                };
-                ffi::lua_settop(state, mt - 1);
-                r
-            }
-            (ffi::LUA_TTABLE, Some(Kind::Array)) => {
-                if ffi::lua_getmetatable(state, idx) == 0 {
-                    return false;
-                }
-                let is_array = ffi::lua_rawequal(state, -1, array_mt) != 0;
-                ffi::lua_pop(state, 1);
-                if !is_array || ffi::lua_checkstack(state, 4) == 0 {
-                    return false;
-                }
-                let mut n = 0;
-                for r in Elements::new(raw) {
-                    n += 1;
-                    ffi::lua_rawgeti(state, idx, n);
-                    let top = ffi::lua_gettop(state);
-                    let eq = same(
-                        state,
-                        top,
-                        array_mt,
-                        root,
-                        at.start + r.start..at.start + r.end,
-                    );
-                    ffi::lua_pop(state, 1);
-                    if !eq {
-                        return false;
-                    }
-                }
-                // nothing beyond the elements
-                let mut count = 0;
-                ffi::lua_pushnil(state);
-                while ffi::lua_next(state, idx) != 0 {
-                    count += 1;
-                    ffi::lua_pop(state, 1);
-                }
-                count == n
-            }
-            _ => false,
-        }
-    }
-}
-
-/// Encode the proxy at `t` whose state is `p` (from [`lazy_state`]). See the module docs.
-///
-/// # Safety
-/// `t` is an absolute index; the array metatable is at `array_mt`.
-pub unsafe fn encode(
-    state: *mut ffi::lua_State,
-    t: c_int,
-    p: *mut State,
-    array_mt: c_int,
-    out: &mut Vec<u8>,
-    depth: usize,
-) -> Result<(), EncodeError> {
-    unsafe {
-        if ffi::lua_checkstack(state, 8) == 0 {
-            return Err(EncodeError::Depth(depth));
-        }
-        let base = ffi::lua_gettop(state);
-        ffi::lua_getmetatable(state, t);
-        let mt = base + 1;
-        let Some(v) = view_of(state, p, t) else {
-            ffi::lua_settop(state, base);
-            return Err(EncodeError::Unsupported("corrupt lazy event"));
-        };
-        if clean(state, t, &v) {
-            out.extend_from_slice(v.obj());
-            ffi::lua_settop(state, base);
-            return Ok(());
-        }
-        let res = encode_dirty(state, t, mt, array_mt, &v, out, depth);
-        ffi::lua_settop(state, base);
-        res
-    }
-}
-
-/// Where the object `obj`'s last field ends (before the whitespace and the closing brace).
-fn body_end(obj: &[u8]) -> usize {
-    let inner = &obj[..obj.len() - 1];
-    inner.len()
-        - inner
-            .iter()
-            .rev()
-            .take_while(|b| b.is_ascii_whitespace())
-            .count()
-}
-
-/// Write original field `f` of `v`, whose current value is at `val`: its bytes if the value
-/// still equals them (number text and escapes kept), else its key and the value encoded.
-///
-/// # Safety
-/// `val` and `array_mt` are valid stack indices of the running state, `f` a field of `v`'s
-/// object, and `v` a view whose metatable is reachable.
-unsafe fn write_field(
-    state: *mut ffi::lua_State,
-    val: c_int,
-    array_mt: c_int,
-    v: &View,
-    f: &scan::Field,
-    out: &mut Vec<u8>,
-    depth: usize,
-) -> Result<(), EncodeError> {
-    let obj = v.obj();
-    let at = v.start + f.value.start..v.start + f.value.end;
-    unsafe {
-        if same(state, val, array_mt, v.root, at) {
-            out.extend_from_slice(&obj[f.span.clone()]);
-        } else {
-            out.extend_from_slice(&obj[f.span.start..f.key.end + 1]);
-            out.push(b':');
-            crate::fast::encode_value(state, val, array_mt, out, depth)?;
-        }
-    }
-    Ok(())
-}
-
-thread_local! {
-    static WALK_ALL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// For tests: on this thread, encode changed events by walking every field (the general
-/// path) instead of going straight to the remembered ones; both must give the same bytes.
-#[doc(hidden)]
-pub fn encode_walking_every_field(on: bool) {
-    WALK_ALL.with(|w| w.set(on));
-}
-
-/// The original fields of a proxy whose decoded fields are all remembered (see
-/// [`State::near_at`]) and all still present: the bytes up to the first of them, each of them
-/// (its bytes if its value is unchanged, else its key and the value encoded), the bytes
-/// between and after them up to the last field's end. Returns where it stopped (None, having
-/// written nothing, when the proxy does not qualify; the general walk then does the work).
-///
-/// # Safety
-/// As [`write_field`]; `t` is the stack index of the proxy `v` was made from.
-unsafe fn encode_near(
-    state: *mut ffi::lua_State,
-    t: c_int,
-    array_mt: c_int,
-    v: &View,
-    out: &mut Vec<u8>,
-    depth: usize,
-    written: &mut Seen,
-) -> Result<Option<usize>, EncodeError> {
-    unsafe {
-        let st = &*v.core;
-        let n = st.near_len as usize;
-        if n == 0 || v.full || v.lists & HAS_EXTRA != 0 || n != v.mask.count_ones() as usize {
-            return Ok(None);
-        }
-        if WALK_ALL.with(|w| w.get()) {
-            return Ok(None);
-        }
-        let obj = v.obj();
-        let mut near: [(u8, u32); NEAR] = [(0, 0); NEAR];
-        for (i, x) in near[..n].iter_mut().enumerate() {
-            *x = (st.near_ord[i], st.near_at[i]);
-        }
-        near[..n].sort_unstable();
-        let mark = out.len();
-        let mut prev = 0;
-        for &(_, at) in &near[..n] {
-            let Some(f) = Fields::at(obj, at as usize).next() else {
-                out.truncate(mark);
-                return Ok(None);
-            };
-            let key = &obj[f.key.clone()];
-            ffi::lua_pushlstring(state, key.as_ptr().cast(), key.len());
-            let k: *const u8 = ffi::lua_tolstring(state, -1, std::ptr::null_mut()).cast();
-            ffi::lua_rawget(state, t);
-            let val = ffi::lua_gettop(state);
-            if ffi::lua_type(state, val) == ffi::LUA_TNIL {
-                // deleted: the general walk drops it with its separator
-                ffi::lua_pop(state, 1);
-                out.truncate(mark);
-                *written = Seen::default();
-                return Ok(None);
-            }
-            written.push(k);
-            out.extend_from_slice(&obj[prev..f.span.start]);
-            write_field(state, val, array_mt, v, &f, out, depth)?;
-            ffi::lua_pop(state, 1);
-            prev = f.span.end;
-        }
-        // the fields after the last decoded one, as they came
-        let end = body_end(obj).max(prev);
-        out.extend_from_slice(&obj[prev..end]);
-        Ok(Some(end))
-    }
-}
-
-/// Encode a proxy that decoded or added something: its original fields in order, then its
-/// added keys, then any other key, sorted.
-///
-/// # Safety
-/// `t` and `mt` are the proxy's and its metatable's stack indices, `v` its view, `array_mt`
-/// cjson's array metatable's index, all on the running state.
-unsafe fn encode_dirty(
-    state: *mut ffi::lua_State,
-    t: c_int,
-    mt: c_int,
-    array_mt: c_int,
-    v: &View,
-    out: &mut Vec<u8>,
-    depth: usize,
-) -> Result<(), EncodeError> {
-    unsafe {
-        let obj = v.obj();
-        if only_integer_keys(state, t, mt, v) {
-            // every original field deleted, only positive integer keys left: an array, as
-            // the same table decoded eagerly would be
-            return crate::fast::encode_plain(state, t, array_mt, false, out, depth);
-        }
-        let mut first = true;
-        let mut present = 0usize;
-        // the keys written so far (interned strings: same pointer, same key)
-        let mut written = Seen::default();
-        let gap = |out: &mut Vec<u8>, first: &mut bool, start: usize, prev: Option<usize>| {
-            if !*first {
-                match prev {
-                    Some(p) if p < start => out.extend_from_slice(&obj[p..start]),
-                    _ => out.push(b','),
-                }
-            }
-            *first = false;
-        };
-        let mut prev_end = None;
-        let near_done = encode_near(state, t, array_mt, v, out, depth, &mut written)?;
-        if let Some(end) = near_done {
-            first = false;
-            present = (*v.core).near_len as usize;
-            prev_end = Some(end);
-        } else {
-            // the original whitespace is kept: before the first field, between fields (with the
-            // comma) and before the closing brace
-            let mut fields = Fields::new(obj).peekable();
-            let lead = fields.peek().map_or(obj.len() - 1, |f| f.span.start);
-            out.extend_from_slice(&obj[..lead.max(1)]);
-            // past the last decoded field every field is as it came: copied in one piece
-            let last_decoded = if v.full || v.lists & HAS_EXTRA != 0 {
-                usize::MAX
-            } else {
-                (u64::BITS - v.mask.leading_zeros()) as usize
-            };
-            for (ord, f) in fields.enumerate() {
-                if ord >= last_decoded {
-                    let body_end = body_end(obj);
-                    gap(out, &mut first, f.span.start, prev_end);
-                    out.extend_from_slice(&obj[f.span.start..body_end.max(f.span.start)]);
-                    prev_end = Some(body_end);
-                    break;
-                }
-                let prev = prev_end.replace(f.span.end);
-                if !decoded(state, mt, v, ord) {
-                    gap(out, &mut first, f.span.start, prev);
-                    out.extend_from_slice(&obj[f.span.clone()]);
-                    continue;
-                }
-                let key = &obj[f.key.clone()];
-                ffi::lua_pushlstring(state, key.as_ptr().cast(), key.len());
-                written.push(ffi::lua_tolstring(state, -1, std::ptr::null_mut()).cast());
-                ffi::lua_rawget(state, t);
-                let val = ffi::lua_gettop(state);
-                if ffi::lua_type(state, val) != ffi::LUA_TNIL {
-                    present += 1;
-                    gap(out, &mut first, f.span.start, prev);
-                    write_field(state, val, array_mt, v, &f, out, depth)?;
-                }
-                ffi::lua_pop(state, 1);
-            }
-        }
-        // added keys, in the order they were first added
-        let mut added_nums: Vec<f64> = Vec::new();
-        for i in 1..=(*v.core).added as c_int {
-            ffi::lua_rawgeti(state, mt, (M_ADDED + i) as _);
-            let k = ffi::lua_gettop(state);
-            let dup = match ffi::lua_type(state, k) {
-                ffi::LUA_TSTRING => {
-                    let p: *const u8 = ffi::lua_tolstring(state, k, std::ptr::null_mut()).cast();
-                    let d = written.contains(p);
-                    written.push(p);
-                    d
-                }
-                ffi::LUA_TNUMBER => {
-                    let x = ffi::lua_tonumber(state, k);
-                    let d = added_nums.contains(&x);
-                    added_nums.push(x);
-                    d
-                }
-                _ => true,
-            };
-            if !dup {
-                ffi::lua_pushvalue(state, k);
-                ffi::lua_rawget(state, t);
-                if ffi::lua_type(state, -1) != ffi::LUA_TNIL {
-                    present += 1;
-                    gap(out, &mut first, 0, None);
-                    write_key(state, k, out)?;
-                    let val = ffi::lua_gettop(state);
-                    crate::fast::encode_value(state, val, array_mt, out, depth)?;
-                }
-                ffi::lua_pop(state, 1);
-            }
-            ffi::lua_pop(state, 1);
-        }
-        // anything else the table holds (rawset on new keys), sorted
-        let mut total = 0usize;
-        ffi::lua_pushnil(state);
-        while ffi::lua_next(state, t) != 0 {
-            total += 1;
-            ffi::lua_pop(state, 1);
-        }
-        if total > present {
-            crate::fast::encode_other_pairs(
-                state,
-                t,
-                array_mt,
-                out,
-                depth,
-                &mut first,
-                &|state, k| match ffi::lua_type(state, k) {
-                    ffi::LUA_TSTRING => {
-                        let p: *const u8 =
-                            ffi::lua_tolstring(state, k, std::ptr::null_mut()).cast();
-                        written.contains(p)
-                    }
-                    ffi::LUA_TNUMBER => added_nums.contains(&ffi::lua_tonumber(state, k)),
-                    _ => false,
-                },
-            )?;
-        }
-        let tail = prev_end.map_or(obj.len() - 1, |e| e.min(obj.len() - 1));
-        out.extend_from_slice(&obj[tail..]);
-        Ok(())
-    }
-}
-
-/// Whether no original field is left and the table holds only positive integer keys (at
-/// least one).
-///
-/// # Safety
-/// `t` and `mt` are the proxy's and its metatable's stack indices and `v` its view, on the
-/// running state; the stack is left as it was.
-unsafe fn only_integer_keys(state: *mut ffi::lua_State, t: c_int, mt: c_int, v: &View) -> bool {
-    unsafe {
-        if !v.full && v.lists & HAS_EXTRA == 0 && v.mask.count_ones() < v.fields {
-            return false; // a field never decoded is still there
-        }
-        let obj = v.obj();
-        for (ord, f) in Fields::new(obj).enumerate() {
-            if !decoded(state, mt, v, ord) {
-                return false;
-            }
-            let key = &obj[f.key.clone()];
-            ffi::lua_pushlstring(state, key.as_ptr().cast(), key.len());
-            ffi::lua_rawget(state, t);
-            let present = ffi::lua_type(state, -1) != ffi::LUA_TNIL;
-            ffi::lua_pop(state, 1);
-            if present {
-                return false;
-            }
-        }
-        let mut any = false;
-        ffi::lua_pushnil(state);
-        while ffi::lua_next(state, t) != 0 {
-            ffi::lua_pop(state, 1);
-            let n = ffi::lua_tonumber(state, -1);
-            if ffi::lua_type(state, -1) != ffi::LUA_TNUMBER || n < 1.0 || n.fract() != 0.0 {
-                ffi::lua_pop(state, 1);
-                return false;
-            }
-            any = true;
-        }
-        any
-    }
-}
-
-/// A small set of string pointers, on the stack while it is small (no allocation per event).
-struct Seen {
-    few: [*const u8; 32],
-    n: usize,
-    more: Vec<*const u8>,
-}
-
-impl Default for Seen {
-    fn default() -> Self {
-        Self {
-            few: [std::ptr::null(); 32],
-            n: 0,
-            more: Vec::new(),
-        }
-    }
-}
-
-impl Seen {
-    fn push(&mut self, p: *const u8) {
-        if self.n < self.few.len() {
-            self.few[self.n] = p;
-            self.n += 1;
-        } else {
-            self.more.push(p);
-        }
-    }
-    fn contains(&self, p: *const u8) -> bool {
-        self.few[..self.n].contains(&p) || self.more.contains(&p)
     }
 }

@@ -8,17 +8,20 @@
 //! place, `src/wire.rs`; neither side uses a bare slot number. Everything a call does lands
 //! in one [`Outcome`] (`src/outcome.rs`), which the engine moves out after each call.
 
+mod decode;
+mod encode;
 mod fast;
 pub mod json;
 mod lazy;
 pub mod libs;
 pub mod outcome;
+mod raw;
 pub mod runtime;
 pub mod spec;
 pub mod watchdog;
 mod wire;
 
-pub use lazy::encode_walking_every_field;
+pub use encode::encode_walking_every_field;
 pub use libs::hiredis::Backend;
 pub use outcome::{Outcome, TagKind, TimerRequest};
 pub use runtime::{

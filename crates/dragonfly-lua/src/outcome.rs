@@ -5,10 +5,10 @@
 //! - `dragonfly.output_event` (`fast::output_event`, a C function): an encoded line for its
 //!   output, or an unknown output tag;
 //! - `dragonfly.analyze_event` to a tag that names no analyzer (chain.lua calls
-//!   [`note_unknown`]);
+//!   `note_unknown`);
 //! - `dragonfly.timer_event` (libs/dragonfly.rs): a timer request, or an unknown analyzer tag;
 //! - `dragonfly.log_event` and `dragonfly.stats_event`: the engine log's and stats log's lines;
-//! - a failed call: chain.lua's `record` calls [`record_failure`] with the failure's kind
+//! - a failed call: chain.lua's `record` calls `record_failure` with the failure's kind
 //!   decided where it happened (the watchdog marked its timeout in the probe; LuaJIT's
 //!   out-of-memory error; a routing loop cut, which also counts in `loops_cut`); an error that
 //!   escaped chain.lua itself is recorded by the runtime (`Runtime::escaped`).
@@ -16,8 +16,8 @@
 //! The one count kept in Lua is the events each analyzer received: chain.lua bumps
 //! `counts[a]`, a Lua array, so that a hand-off stays compiled; it is read when taken.
 //!
-//! Soundness: the [`Channel`] lives in a box the runtime owns for as long as its Lua state
-//! (registered under [`CHANNEL_KEY`] and in the state's app data as a raw pointer). It is
+//! Soundness: the `Channel` lives in a box the runtime owns for as long as its Lua state
+//! (registered under `CHANNEL_KEY` and in the state's app data as a raw pointer). It is
 //! reached by the C functions and library callbacks during a call and by the runtime between
 //! calls, all on the runtime's own thread; none of them calls back into Lua code while it
 //! holds the reference, so two references are never live at once.
@@ -30,9 +30,57 @@ use std::time::Duration;
 use dragonfly_event::Batch;
 use mlua::{ffi, Lua, Value};
 
-use crate::json::EncodeError;
-use crate::runtime::ScriptError;
+use crate::encode::EncodeError;
 
+/// A script failed: which one, and the Lua message (with file and line).
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct ScriptError {
+    /// The script, as shown in messages (`analyzer/a.lua`).
+    pub script: String,
+    /// The Lua message (with file and line when Lua gives them).
+    pub message: String,
+}
+
+impl std::fmt::Display for ScriptError {
+    /// `script: message`, or the message alone when it names the script already
+    /// (`analyzer/a.lua:3: ...`).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.message.starts_with(&format!("{}:", self.script)) {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.script, self.message)
+        }
+    }
+}
+
+/// A Lua error text without mlua's prefix and Rust-side traceback, cut to
+/// [`MAX_ERROR_BYTES`].
+pub(crate) fn clean_message(text: &str) -> String {
+    let text = text.split("\nstack traceback:").next().unwrap_or(text);
+    capped(
+        text.trim_start_matches("runtime error: ")
+            .trim_start_matches("memory error: ")
+            .trim_end(),
+    )
+}
+
+/// `text` cut to [`MAX_ERROR_BYTES`] on a character boundary, the cut marked with how much
+/// went (without copying more than is kept).
+pub(crate) fn capped(text: &str) -> String {
+    let mut end = text.len().min(MAX_ERROR_BYTES);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut s = text[..end].to_string();
+    if end < text.len() {
+        s.push_str(&format!(" ... [{} bytes cut]", text.len() - end));
+    }
+    s
+}
+
+/// Longest error message a failure keeps (logs, the live page, dead letters): a script's
+/// `error()` may raise anything; the rest is cut, and the cut says how much.
+pub const MAX_ERROR_BYTES: usize = 2048;
 /// A `dragonfly.timer_event` request.
 pub struct TimerRequest {
     /// The analyzer the value goes to.
@@ -188,7 +236,7 @@ impl Failure {
             .event_full
             .clone()
             .unwrap_or_else(|| format!("<{type_name}>"));
-        crate::runtime::truncate(&mut event, EXCERPT);
+        dragonfly_event::text::truncate(&mut event, EXCERPT);
         self.event = event;
         self
     }
@@ -277,7 +325,7 @@ pub(crate) unsafe fn install(lua: &Lua, channel: &ChannelBox) -> mlua::Result<()
 }
 
 fn key() -> *mut std::ffi::c_void {
-    &CHANNEL_KEY as *const u8 as *mut std::ffi::c_void
+    crate::raw::key(&CHANNEL_KEY)
 }
 
 /// Run `f` on the channel of `lua`'s runtime (from an `mlua` callback).
@@ -314,7 +362,7 @@ pub(crate) unsafe fn channel<'a>(state: *mut ffi::lua_State) -> &'a mut Channel 
 unsafe fn string_at(state: *mut ffi::lua_State, idx: c_int) -> Option<String> {
     unsafe {
         (ffi::lua_type(state, idx) == ffi::LUA_TSTRING)
-            .then(|| String::from_utf8_lossy(crate::fast::bytes(state, idx)).into_owned())
+            .then(|| String::from_utf8_lossy(crate::raw::bytes(state, idx)).into_owned())
     }
 }
 
@@ -337,11 +385,11 @@ pub(crate) unsafe extern "C-unwind" fn record_failure(state: *mut ffi::lua_State
             .to_string_lossy()
             .into_owned();
         // encoded before the channel is reached: encoding may allocate in Lua
-        let value = crate::fast::encode_at(state, 3);
+        let value = crate::encode::encode_at(state, 3);
         let ch = channel(state);
         let error = ScriptError {
             script: ch.script(caller),
-            message: crate::runtime::clean_message(&message),
+            message: clean_message(&message),
         };
         let input_index = (pos > 0).then(|| pos as usize - 1);
         let f =

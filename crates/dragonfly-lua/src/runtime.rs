@@ -20,32 +20,15 @@ use crate::libs::{cjson, dragonfly, hiredis};
 use crate::outcome::{self, Channel, ChannelBox, TagKind, TimerRequest};
 use crate::wire::probe;
 
-pub use crate::outcome::{Caller, Failure, FailureKind, MAX_TRACEBACK_BYTES, MAX_VALUE_BYTES};
+use crate::outcome::{capped, clean_message};
+pub use crate::outcome::{
+    Caller, Failure, FailureKind, ScriptError, MAX_ERROR_BYTES, MAX_TRACEBACK_BYTES,
+    MAX_VALUE_BYTES,
+};
 pub use crate::spec::{Limits, Overlap, RuntimeSpec, ScriptKind, ScriptSpec};
 
 const CHAIN: &str = include_str!("chain.lua");
 const SANDBOX: &str = include_str!("sandbox.lua");
-
-/// A script failed: which one, and the Lua message (with file and line).
-#[derive(Debug, Clone, thiserror::Error)]
-pub struct ScriptError {
-    /// The script, as shown in messages (`analyzer/a.lua`).
-    pub script: String,
-    /// The Lua message (with file and line when Lua gives them).
-    pub message: String,
-}
-
-impl std::fmt::Display for ScriptError {
-    /// `script: message`, or the message alone when it names the script already
-    /// (`analyzer/a.lua:3: ...`).
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.message.starts_with(&format!("{}:", self.script)) {
-            f.write_str(&self.message)
-        } else {
-            write!(f, "{}: {}", self.script, self.message)
-        }
-    }
-}
 
 struct Script {
     display: String,
@@ -86,9 +69,6 @@ pub struct Lines {
     pub stats: Batch,
 }
 
-/// Longest error message a failure keeps (logs, the live page, dead letters): a script's
-/// `error()` may raise anything; the rest is cut, and the cut says how much.
-pub const MAX_ERROR_BYTES: usize = 2048;
 /// A hand-off chain longer than this for one event is a routing loop.
 pub const MAX_HOPS: usize = 10_000;
 
@@ -229,7 +209,7 @@ fn register_raw(
     // lua_call as a C function should be.
     unsafe {
         lua.exec_raw::<()>((array_mt.clone(), probe.clone()), |state| {
-            fast::register(state, 1);
+            crate::encode::register(state, 1);
             ffi::lua_pushlightuserdata(
                 state,
                 &crate::watchdog::PROBE_KEY as *const u8 as *mut std::ffi::c_void,
@@ -370,6 +350,24 @@ fn load_scripts(
     }
     let all = |v: Vec<Option<Script>>| v.into_iter().map(|s| s.expect("no errors")).collect();
     Ok((all(filters), all(analyzers)))
+}
+
+impl crate::spec::SpecBuilder {
+    /// A runtime with every script loaded ([`Runtime::new`]); `setup()` not run yet.
+    pub fn build(self) -> Result<Runtime, Vec<ScriptError>> {
+        Runtime::new(&self.spec())
+    }
+
+    /// A runtime with every script loaded and set up: the errors of either step.
+    pub fn ready(self) -> Result<Runtime, Vec<ScriptError>> {
+        let mut rt = self.build()?;
+        let errors = rt.setup();
+        if errors.is_empty() {
+            Ok(rt)
+        } else {
+            Err(errors)
+        }
+    }
 }
 
 impl Runtime {
@@ -784,31 +782,6 @@ fn bump(probe: &Table) {
 }
 
 pub use dragonfly_event::text::truncate;
-
-/// A Lua error text without mlua's prefix and Rust-side traceback, cut to
-/// [`MAX_ERROR_BYTES`].
-pub(crate) fn clean_message(text: &str) -> String {
-    let text = text.split("\nstack traceback:").next().unwrap_or(text);
-    capped(
-        text.trim_start_matches("runtime error: ")
-            .trim_start_matches("memory error: ")
-            .trim_end(),
-    )
-}
-
-/// `text` cut to [`MAX_ERROR_BYTES`] on a character boundary, the cut marked with how much
-/// went (without copying more than is kept).
-fn capped(text: &str) -> String {
-    let mut end = text.len().min(MAX_ERROR_BYTES);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    let mut s = text[..end].to_string();
-    if end < text.len() {
-        s.push_str(&format!(" ... [{} bytes cut]", text.len() - end));
-    }
-    s
-}
 
 /// Whether a call failed because the runtime reached its memory limit: LuaJIT's out-of-memory
 /// status, as mlua reports it (a message is never read for it).

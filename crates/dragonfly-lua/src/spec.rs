@@ -1,6 +1,7 @@
 //! What a runtime is built from: its scripts, outputs, store, limits and event form
 //! ([`RuntimeSpec`]), and a builder for the specs tests and tools write by hand
-//! ([`SpecBuilder`]: `RuntimeSpec::builder().filter("in", src).output("out").ready()`).
+//! ([`SpecBuilder`]: `RuntimeSpec::builder().filter("in", src).output("out").ready()`; its
+//! `build` and `ready` are in runtime.rs).
 //! The engine builds its specs from the configuration (dragonfly-engine's plan.rs).
 
 use std::path::PathBuf;
@@ -9,7 +10,6 @@ use std::sync::Arc;
 use dragonfly_store::embedded::EmbeddedStore;
 
 use crate::libs::hiredis::Backend;
-use crate::runtime::{Runtime, ScriptError};
 
 /// Resource limits of a runtime.
 #[derive(Debug, Clone, Copy)]
@@ -222,22 +222,6 @@ impl SpecBuilder {
     /// The spec.
     pub fn spec(self) -> RuntimeSpec {
         self.spec
-    }
-
-    /// A runtime with every script loaded ([`Runtime::new`]); `setup()` not run yet.
-    pub fn build(self) -> Result<Runtime, Vec<ScriptError>> {
-        Runtime::new(&self.spec)
-    }
-
-    /// A runtime with every script loaded and set up: the errors of either step.
-    pub fn ready(self) -> Result<Runtime, Vec<ScriptError>> {
-        let mut rt = self.build()?;
-        let errors = rt.setup();
-        if errors.is_empty() {
-            Ok(rt)
-        } else {
-            Err(errors)
-        }
     }
 }
 

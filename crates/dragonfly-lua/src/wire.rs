@@ -34,7 +34,7 @@
 
 use mlua::{Lua, Table};
 
-use crate::runtime::FailureKind;
+use crate::outcome::FailureKind;
 
 /// Slots of the probe table (chain.lua's `probe`).
 pub(crate) mod probe {
