@@ -12,7 +12,9 @@
 //! SIGTERM, or end of input with `--exit-on-eof`; then drain and flush).
 //!
 //! Where things are: `plan.rs` (the first two phases, `-c`/`-p` checks), `topology.rs`
-//! (spawning sinks, workers and inputs), `running.rs` (supervision and the drain),
+//! (the start: spawning sinks, workers and inputs), `parts/` (the running engine's parts —
+//! inputs, workers, outputs, own logs — each owning its threads, stop and drain),
+//! `running.rs` (supervision and the drain), `reload.rs` (hot reload),
 //! `worker.rs` (one Lua runtime running the chain), `sinks.rs` (one thread per output),
 //! `partition.rs`, `stats.rs`, `enginelog.rs`, `store.rs` (store checks and snapshots).
 
@@ -21,6 +23,7 @@ pub mod enginelog;
 pub mod http;
 pub mod metrics;
 pub mod partition;
+mod parts;
 mod plan;
 pub mod record;
 mod reload;

@@ -21,16 +21,13 @@
 //! Cost: a second set of runtimes while the new ones set up; each worker pauses for as long
 //! as its queue takes to drain before the handover.
 
-use dragonfly_event::sync::Locked;
-use std::time::Duration;
-
 use crossbeam_channel::bounded;
 use dragonfly_config::Config;
 
+use crate::parts::{spawn, spawn_sink, Fresh, Reopened};
 use crate::plan::Plan;
 use crate::running::Running;
-use crate::topology::{depth, spawn, spawn_sink, spawn_source};
-use crate::worker::{self, WorkItem, Worker, WorkerSinks, WorkerStatus};
+use crate::worker::{self, Worker, WorkerSinks, WorkerStatus};
 use dragonfly_io::sources::Prepared as PreparedSource;
 use dragonfly_lua::RuntimeSpec;
 
@@ -132,7 +129,7 @@ impl Running {
     fn reload(&mut self) -> Result<(), Vec<String>> {
         let (config, plan, spec) = self.load_plan()?;
         let mut problems = Vec::new();
-        let mut sinks = self.templates[0].sinks.clone();
+        let mut sinks = self.workers.templates()[0].sinks.clone();
         let reopened = self.reopen_outputs(&plan, &config, &mut sinks, &mut problems);
         let new_inputs = prepare_inputs(&self.reload.config, &plan, &config, &mut problems);
         let fresh = self.set_up_aside(&spec, &sinks, &mut problems);
@@ -153,9 +150,10 @@ impl Running {
             return Err(problems);
         }
         drop(sinks);
-        self.hand_over(fresh, &mut problems)?;
+        self.workers
+            .hand_over(fresh, &self.stats, &self.log, &mut problems)?;
         self.start_new_inputs(new_inputs, &config);
-        self.swap_outputs(reopened, &config);
+        self.outputs.swap(reopened, &config, &self.stats);
         self.reload.config = config;
         self.reload.spec = spec;
         Ok(())
@@ -209,7 +207,7 @@ impl Running {
                         Some((self.stats.clone(), i)),
                         &self.control,
                         Some(self.log.clone()),
-                        &self.outputs_done,
+                        self.outputs.done_flag(),
                     );
                     sinks.outputs[i] = tx;
                     reopened.push(Reopened {
@@ -234,7 +232,7 @@ impl Running {
         problems: &mut Vec<String>,
     ) -> Vec<Fresh> {
         let mut fresh = Vec::new();
-        for t in &self.templates {
+        for t in self.workers.templates() {
             if !problems.is_empty() {
                 break;
             }
@@ -281,48 +279,6 @@ impl Running {
         fresh
     }
 
-    /// Hand over, worker by worker, between batches: the old runtime gets a retire item,
-    /// finishes what was queued before it and exits; the new one passes its gate.
-    fn hand_over(
-        &mut self,
-        fresh: Vec<Fresh>,
-        problems: &mut Vec<String>,
-    ) -> Result<(), Vec<String>> {
-        let mut fresh = fresh.into_iter().enumerate();
-        while let Some((i, f)) = fresh.next() {
-            let handed = self.keepalive[i].send(WorkItem::Retire).is_ok() && {
-                // the old runtime finishes what was queued before the retire item; one the
-                // watchdog gives up meanwhile is replaced as usual, and its replacement
-                // retires in its place
-                loop {
-                    if self.workers[i].is_finished() {
-                        break true;
-                    }
-                    if let Err(why) = self.replace_parked() {
-                        problems.push(why);
-                        break false;
-                    }
-                    std::thread::sleep(Duration::from_millis(2));
-                }
-            };
-            if !handed {
-                let _ = f.gate.send(false);
-                for (_, rest) in fresh {
-                    let _ = rest.gate.send(false);
-                }
-                problems.push(format!(
-                    "worker {i}: the handover failed; workers before it run the new scripts"
-                ));
-                return Err(std::mem::take(problems));
-            }
-            let old = std::mem::replace(&mut self.workers[i], f.thread);
-            let _ = old.join();
-            self.templates[i] = f.template;
-            let _ = f.gate.send(true);
-        }
-        Ok(())
-    }
-
     /// The changed inputs: the new ones start, then the old ones stop and hand on what they
     /// had read.
     fn start_new_inputs(
@@ -331,19 +287,8 @@ impl Running {
         config: &Config,
     ) {
         for (i, src) in new_inputs {
-            let (stop, h) = spawn_source(
-                i,
-                &config.inputs[i].tag,
-                src,
-                &self.stats,
-                &config.engine,
-                &self.keepalive,
-                &self.partitioner,
-            );
-            let old_stop = std::mem::replace(&mut self.sources_stop[i], stop);
-            let old = std::mem::replace(&mut self.source_threads[i], h);
-            old_stop.store(true, std::sync::atomic::Ordering::Relaxed);
-            let _ = old.join();
+            self.inputs
+                .replace(i, src, config, &self.stats, self.workers.queues());
             tracing::info!(
                 "input '{}': reopened: {}",
                 config.inputs[i].tag,
@@ -351,46 +296,6 @@ impl Running {
             );
         }
     }
-
-    /// The reopened outputs take their places; the old sinks end (and flush) once the old
-    /// runtimes that wrote to them are gone.
-    fn swap_outputs(&mut self, reopened: Vec<Reopened>, config: &Config) {
-        let mut old_sinks = Vec::new();
-        for r in reopened {
-            old_sinks.push(std::mem::replace(
-                &mut self.output_threads[r.index],
-                r.thread,
-            ));
-            let tag = &config.outputs[r.index].tag;
-            let name = format!("output:{tag}");
-            let mut queues = self.stats.queues.locked();
-            if let Some(q) = queues.iter_mut().find(|q| q.0 == name) {
-                *q = depth(name, r.queue);
-            }
-            if let Some(o) = self.outputs.iter_mut().find(|o| &o.0 == tag) {
-                o.1 = r.describe.clone();
-            }
-            tracing::info!("output '{tag}': reopened: {}", r.describe);
-        }
-        for h in old_sinks {
-            let _ = h.join();
-        }
-    }
-}
-
-/// An output opened anew for the new runtimes.
-struct Reopened {
-    index: usize,
-    thread: std::thread::JoinHandle<()>,
-    queue: crossbeam_channel::Receiver<dragonfly_io::Batch>,
-    describe: String,
-}
-
-/// A new runtime set up aside, waiting at its gate.
-struct Fresh {
-    template: Worker,
-    thread: std::thread::JoinHandle<()>,
-    gate: crossbeam_channel::Sender<bool>,
 }
 
 /// Inputs whose URI or options changed, opened now (bound, connected); they start once the

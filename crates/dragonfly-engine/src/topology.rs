@@ -11,126 +11,16 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crossbeam_channel::{bounded, Receiver, Sender};
-use dragonfly_io::{Batch, Emit, Sink, SourceCtx};
+use dragonfly_io::{Batch, Sink};
 use dragonfly_lua::Backend;
 
 use crate::enginelog::EngineLog;
+use crate::parts::{depth, spawn, spawn_sink, Inputs, OwnLogs};
 use crate::plan::Prepared;
-use crate::running::Running;
-use crate::sinks::SinkRunner;
-use crate::stats::Stats;
+use crate::running::{Running, Supervision};
+use crate::stats::{QueueDepth, Stats};
 use crate::worker::{self, WorkItem, Worker, WorkerSinks};
-use crate::{partition, store, Control, EngineError, LOG_FILE, STATS_FILE};
-
-/// Hands a source's batches to the workers, split by partition key.
-struct ToWorkers {
-    input: usize,
-    txs: Vec<Sender<WorkItem>>,
-    partitioner: Arc<partition::Partitioner>,
-}
-
-impl Emit for ToWorkers {
-    fn emit(&mut self, batch: Batch) -> bool {
-        let parts = self.partitioner.split(batch);
-        let mut alive = true;
-        for (tx, batch) in self.txs.iter().zip(parts) {
-            if batch.is_empty() {
-                continue;
-            }
-            alive &= tx
-                .send(WorkItem::Lines {
-                    input: self.input,
-                    batch,
-                })
-                .is_ok();
-        }
-        alive
-    }
-    fn clone_box(&self) -> Box<dyn Emit> {
-        Box::new(ToWorkers {
-            input: self.input,
-            txs: self.txs.clone(),
-            partitioner: self.partitioner.clone(),
-        })
-    }
-}
-
-use crate::stats::QueueDepth;
-
-pub(crate) fn depth<T: Send + 'static>(
-    name: String,
-    rx: crossbeam_channel::Receiver<T>,
-) -> QueueDepth {
-    (name, Box::new(move || rx.len()))
-}
-
-/// One sink on a thread of its own, fed by a queue of at most `cap` batches; `counters` are
-/// the output's (none for the engine's own files). Returns the queue's two ends and the thread.
-pub(crate) fn spawn_sink(
-    tag: &str,
-    sink: Box<dyn Sink>,
-    cap: usize,
-    counters: Option<(Arc<Stats>, usize)>,
-    control: &Control,
-    log: Option<EngineLog>,
-    done: &Arc<AtomicBool>,
-) -> (Sender<Batch>, Receiver<Batch>, JoinHandle<()>) {
-    let (tx, rx) = bounded::<Batch>(cap);
-    let (counters, index) = match counters {
-        Some((s, i)) => (Some(s), i),
-        None => (None, 0),
-    };
-    let runner = SinkRunner {
-        tag: tag.to_string(),
-        sink,
-        rx: rx.clone(),
-        counters,
-        index,
-        reopen: control.reopen.clone(),
-        log,
-        done: done.clone(),
-    };
-    let name = if index == 0 && runner.counters.is_none() {
-        format!("sink-{tag}")
-    } else {
-        format!("out-{tag}")
-    };
-    (tx, rx, spawn(name, move || runner.run()))
-}
-
-/// Input `i` (`src`, opened) on a thread of its own, handing its batches to the workers;
-/// returns its stop flag and its thread.
-pub(crate) fn spawn_source(
-    i: usize,
-    tag: &str,
-    src: Box<dyn dragonfly_io::sources::Prepared>,
-    stats: &Arc<Stats>,
-    engine: &dragonfly_config::Engine,
-    work_txs: &[Sender<WorkItem>],
-    partitioner: &Arc<partition::Partitioner>,
-) -> (Arc<AtomicBool>, JoinHandle<()>) {
-    let stop = Arc::new(AtomicBool::new(false));
-    let ctx = SourceCtx {
-        tag: tag.to_string(),
-        counters: stats.inputs[i].io.clone(),
-        shutdown: stop.clone(),
-        max_line: engine.max_line_bytes,
-        batch_lines: engine.batch_lines,
-        out: Box::new(ToWorkers {
-            input: i,
-            txs: work_txs.to_vec(),
-            partitioner: partitioner.clone(),
-        }),
-    };
-    (stop, spawn(format!("in-{tag}"), move || src.run(ctx)))
-}
-
-pub(crate) fn spawn<F: FnOnce() + Send + 'static>(name: String, f: F) -> JoinHandle<()> {
-    std::thread::Builder::new()
-        .name(name)
-        .spawn(f)
-        .expect("spawning a thread")
-}
+use crate::{store, Control, EngineError, LOG_FILE, STATS_FILE};
 
 impl Prepared {
     /// Spawn every thread and run every script's `setup()`. `runtime_root` is where `require`
@@ -151,7 +41,7 @@ impl Prepared {
         if let Some(h) = http {
             start_http(h, &stats, &control);
         }
-        let out = Outputs::spawn(&plan, own, dead, sinks, &stats, &control);
+        let out = SpawnedOutputs::spawn(&plan, own, dead, sinks, &stats, &control);
         let mut spec = plan.runtime.clone();
         spec.root = runtime_root.clone();
         let reload = crate::running::ReloadBase {
@@ -160,53 +50,37 @@ impl Prepared {
             config: plan.config.clone(),
             spec: spec.clone(),
         };
-        let mut ws = Workers::spawn(engine, &spec, out.worker_sinks.clone(), &stats, &out.log);
+        let mut ws =
+            SpawnedWorkers::spawn(engine, &spec, out.worker_sinks.clone(), &stats, &out.log);
         let mut queues = std::mem::take(&mut ws.queues);
         queues.extend(out.queues);
         *stats.queues.locked() = queues;
         ws.wait_ready()?;
-        let partitioner = Arc::new(partition::Partitioner::new(
-            &engine.partition_key,
-            ws.txs.len(),
-        ));
-        let (sources_stop, source_threads): (Vec<_>, Vec<_>) = sources
-            .into_iter()
-            .enumerate()
-            .map(|(i, src)| {
-                let tag = &plan.config.inputs[i].tag;
-                spawn_source(i, tag, src, &stats, engine, &ws.txs, &partitioner)
-            })
-            .unzip();
+        let inputs = Inputs::spawn(&plan.config, sources, &stats, &ws.txs);
         stats.ready.store(true, std::sync::atomic::Ordering::SeqCst);
         announce(&plan);
+        let described = plan
+            .config
+            .outputs
+            .iter()
+            .zip(&plan.sinks)
+            .map(|(o, s)| (o.tag.clone(), s.describe()))
+            .collect();
         Ok(Running {
             control,
-            sources_stop,
-            partitioner,
-            exit_on_eof: exit_on_eof(&plan),
-            keepalive: ws.txs,
-            own_done: out.own_done,
-            outputs_done: out.outputs_done,
-            source_threads,
-            workers: ws.threads,
-            templates: ws.templates,
-            parked: 0,
-            output_threads: out.output_threads,
-            own_threads: out.own_threads,
-            own_senders: Some((out.log_tx, out.stats_tx)),
+            inputs,
+            workers: crate::parts::Workers::new(ws.txs, ws.threads, ws.templates),
+            outputs: crate::parts::Outputs::new(out.output_threads, out.outputs_done, described),
+            own: OwnLogs::new(out.log_tx, out.stats_tx, out.own_threads, out.own_done),
             stats,
-            stats_interval: Duration::from_secs_f64(engine.stats_interval),
-            drain_timeout: Duration::from_secs_f64(engine.drain_timeout_s),
             log: out.log,
-            logdir: plan.options.logdir.clone(),
-            outputs: plan
-                .config
-                .outputs
-                .iter()
-                .zip(&plan.sinks)
-                .map(|(o, s)| (o.tag.clone(), s.describe()))
-                .collect(),
-            snapshot: snapshotter(&plan, &runtime_root),
+            supervision: Supervision {
+                exit_on_eof: exit_on_eof(&plan),
+                stats_interval: Duration::from_secs_f64(engine.stats_interval),
+                drain_timeout: Duration::from_secs_f64(engine.drain_timeout_s),
+                snapshot: snapshotter(&plan, &runtime_root),
+                logdir: plan.options.logdir.clone(),
+            },
             reload,
             reloads_handled: 0,
         })
@@ -244,7 +118,7 @@ fn start_http(h: crate::http::HttpListener, stats: &Arc<Stats>, control: &Contro
 }
 
 /// The engine's own log sinks, the dead letters and every output, each on its thread.
-struct Outputs {
+struct SpawnedOutputs {
     log_tx: Sender<Batch>,
     stats_tx: Sender<Batch>,
     log: EngineLog,
@@ -256,7 +130,7 @@ struct Outputs {
     outputs_done: Arc<AtomicBool>,
 }
 
-impl Outputs {
+impl SpawnedOutputs {
     /// The engine's own logs first, so every later problem has somewhere to go.
     fn spawn(
         plan: &crate::Plan,
@@ -265,7 +139,7 @@ impl Outputs {
         sinks: Vec<Box<dyn Sink>>,
         stats: &Arc<Stats>,
         control: &Control,
-    ) -> Outputs {
+    ) -> SpawnedOutputs {
         let engine = &plan.config.engine;
         let own_done = Arc::new(AtomicBool::new(false));
         let outputs_done = Arc::new(AtomicBool::new(false));
@@ -313,7 +187,7 @@ impl Outputs {
             stats: stats_tx.clone(),
             dead: dead_tx,
         };
-        Outputs {
+        SpawnedOutputs {
             log_tx,
             stats_tx,
             log,
@@ -330,7 +204,7 @@ impl Outputs {
 /// The workers: each owns a Lua runtime with every script and its own queue; sources split
 /// their batches over them by partition key. Each runs every `setup()` before anything is
 /// read (`readies` says when).
-struct Workers {
+struct SpawnedWorkers {
     txs: Vec<Sender<WorkItem>>,
     queues: Vec<QueueDepth>,
     threads: Vec<JoinHandle<()>>,
@@ -338,7 +212,7 @@ struct Workers {
     readies: Vec<Receiver<Result<(), Vec<dragonfly_lua::ScriptError>>>>,
 }
 
-impl Workers {
+impl SpawnedWorkers {
     /// Wait for every worker's `setup()`: the first failure (every setup error, or why a
     /// worker never got ready) refuses the start.
     fn wait_ready(&self) -> Result<(), EngineError> {
@@ -363,8 +237,8 @@ impl Workers {
         sinks: WorkerSinks,
         stats: &Arc<Stats>,
         log: &EngineLog,
-    ) -> Workers {
-        let mut w = Workers {
+    ) -> SpawnedWorkers {
+        let mut w = SpawnedWorkers {
             txs: Vec::new(),
             queues: Vec::new(),
             threads: Vec::new(),
