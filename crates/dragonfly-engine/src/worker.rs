@@ -236,7 +236,7 @@ impl Worker {
         if let Some((inflight, from)) = resume {
             chain.run_lines(inflight, from);
         }
-        // Test hook (tests/hardening.rs, feature `test-hooks`): a worker that panics on its
+        // Test hook (dragonfly-mle/tests/suite/hardening.rs, feature `test-hooks`): a worker that panics on its
         // first batch, to check that a panic is logged once and the engine stops non-zero.
         #[cfg(feature = "test-hooks")]
         {
