@@ -132,6 +132,55 @@ fn every_example_runs_as_written_on_its_sample() {
     }
 }
 
+/// The lines of `path`, sorted (bytewise).
+fn sorted_lines(path: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    v.sort();
+    v
+}
+
+/// The triage root's findings, reports and alerts on the corpus are exactly those of the
+/// 160cff1 build, before the speed work of #28: a change made for speed must keep them.
+/// Findings and reports are kept whole (tests/fixtures/triage-160cff1/, sorted); the 1,912
+/// alerts (3.6 MB) by their count and the SHA-256 of their sorted lines.
+#[test]
+fn triage_finds_exactly_what_it_found_before_the_speed_work() {
+    use sha2::{Digest, Sha256};
+    let corpus = format!("zfile://{}", corpus().display());
+    let logs = run_example(&examples().join("triage"), Some(&corpus));
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/triage-160cff1");
+    for name in ["findings.json", "reports.json"] {
+        let got = sorted_lines(&logs.path().join(name));
+        let want = sorted_lines(&fixtures.join(name));
+        // the first difference, not every line after it
+        if let Some(i) = (0..got.len().max(want.len())).find(|&i| got.get(i) != want.get(i)) {
+            panic!(
+                "{name}: {} lines, {} expected; the first difference, sorted line {i}:\n got:  {:?}\n want: {:?}",
+                got.len(),
+                want.len(),
+                got.get(i),
+                want.get(i)
+            );
+        }
+    }
+    let alerts = sorted_lines(&logs.path().join("alerts.json"));
+    assert_eq!(alerts.len(), 1912, "alerts");
+    let mut h = Sha256::new();
+    for l in &alerts {
+        h.update(l.as_bytes());
+        h.update(b"\n");
+    }
+    let digest: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(
+        digest, "df31ef2141bcdfd8ec7fd8c5df14c9149b4e238a0d9145cdaffbb506a930716a",
+        "the sorted alerts differ from 160cff1's"
+    );
+}
+
 #[test]
 fn detections_flag_the_planted_hosts_of_eve_synth_and_not_benign_ones() {
     let corpus = format!("zfile://{}", corpus().display());

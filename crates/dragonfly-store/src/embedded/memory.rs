@@ -120,7 +120,7 @@ pub(crate) fn cost(key: &[u8], e: &Entry) -> usize {
             Value::Set(s) => collection(s.len(), s.iter().map(Vec::len)),
             Value::ZSet(z) => collection(z.len(), z.members().map(|m| m.len() + 16)),
             Value::List(l) => collection(l.len(), l.iter().map(Vec::len)),
-            Value::Hll(h) => h.regs.len(),
+            Value::Hll(h) => h.memory(),
             Value::Model(m) => dragonfly_models::encode::encode(m).len(),
         }
 }

@@ -63,7 +63,7 @@ pub fn encode(db: &Db) -> (Vec<u8>, usize) {
                     out.extend(s.to_le_bytes());
                 }
             }
-            Value::Hll(h) => out.extend_from_slice(&h.regs),
+            Value::Hll(h) => out.extend_from_slice(&h.registers()),
             Value::Model(m) => put_bytes(&mut out, &dragonfly_models::encode::encode(m)),
         }
     }
@@ -141,9 +141,9 @@ pub fn decode(bytes: &[u8]) -> Result<Db, String> {
                 }
                 Value::List(l)
             }
-            6 => Value::Hll(Box::new(Hll {
-                regs: r.take(super::hll::REGISTERS)?.to_vec(),
-            })),
+            6 => Value::Hll(Box::new(Hll::from_registers(
+                r.take(super::hll::REGISTERS)?.to_vec(),
+            ))),
             7 => Value::Model(Box::new(dragonfly_models::encode::decode(&r.bytes()?)?)),
             other => return Err(format!("unknown value type {other} in snapshot")),
         };
