@@ -228,12 +228,8 @@ mod tests {
 
     #[test]
     fn the_table_holds_what_powi_computes() {
-        for r in 0..64 {
-            assert_eq!(
-                POW2_NEG[r].to_bits(),
-                2f64.powi(-(r as i32)).to_bits(),
-                "{r}"
-            );
+        for (r, p) in POW2_NEG.iter().enumerate() {
+            assert_eq!(p.to_bits(), 2f64.powi(-(r as i32)).to_bits(), "{r}");
         }
     }
 
