@@ -675,10 +675,17 @@ unsafe fn encode_near(
     }
 }
 
-/// Where the encoding of a changed proxy stands, across its three parts.
-struct Dirty<'a> {
+/// A changed proxy being encoded, and where its encoding stands across its three parts.
+struct Dirty<'a, 'v> {
+    state: *mut ffi::lua_State,
+    /// The proxy's and its metatable's stack indices, cjson's array metatable's.
+    t: c_int,
+    mt: c_int,
+    array_mt: c_int,
+    v: &'a View<'v>,
+    depth: usize,
     /// The proxy's object bytes.
-    obj: &'a [u8],
+    obj: &'v [u8],
     /// Nothing written inside the braces yet.
     first: bool,
     /// Keys written that the table holds (to tell whether other keys are left).
@@ -691,7 +698,7 @@ struct Dirty<'a> {
     prev_end: Option<usize>,
 }
 
-impl Dirty<'_> {
+impl Dirty<'_, '_> {
     /// Before an entry: nothing for the first; else the original bytes between the previous
     /// field and this one (`start`) when both are original (whitespace kept), or a comma.
     fn gap(&mut self, out: &mut Vec<u8>, start: usize, prev: Option<usize>) {
@@ -728,6 +735,12 @@ unsafe fn encode_dirty(
             return encode_plain(state, t, array_mt, false, out, depth);
         }
         let mut d = Dirty {
+            state,
+            t,
+            mt,
+            array_mt,
+            v,
+            depth,
             obj,
             first: true,
             present: 0,
@@ -741,9 +754,9 @@ unsafe fn encode_dirty(
             d.present = (*v.core).near_len as usize;
             d.prev_end = Some(end);
         } else {
-            write_original_fields(state, t, mt, array_mt, v, out, depth, &mut d)?;
+            d.write_original_fields(out)?;
         }
-        write_added_keys(state, t, mt, array_mt, v, out, depth, &mut d)?;
+        d.write_added_keys(out)?;
         // anything else the table holds (rawset on new keys), sorted
         let mut total = 0usize;
         ffi::lua_pushnil(state);
@@ -771,117 +784,118 @@ unsafe fn encode_dirty(
     }
 }
 
-/// The original fields of a changed proxy, walked in order (the general path): the bytes
-/// before the first, each field not decoded as its bytes, each decoded one still present as
-/// [`write_field`] writes it, and past the last decoded field the rest in one piece; the
-/// original whitespace is kept before the first field, between fields (with the comma) and
-/// before the closing brace.
-///
-/// # Safety
-/// As [`encode_dirty`].
-#[allow(clippy::too_many_arguments)]
-unsafe fn write_original_fields(
-    state: *mut ffi::lua_State,
-    t: c_int,
-    mt: c_int,
-    array_mt: c_int,
-    v: &View,
-    out: &mut Vec<u8>,
-    depth: usize,
-    d: &mut Dirty,
-) -> Result<(), EncodeError> {
-    unsafe {
-        let obj = d.obj;
-        let mut fields = Fields::new(obj).peekable();
-        let lead = fields.peek().map_or(obj.len() - 1, |f| f.span.start);
-        out.extend_from_slice(&obj[..lead.max(1)]);
-        // past the last decoded field every field is as it came: copied in one piece
-        let last_decoded = if v.full || v.lists & HAS_EXTRA != 0 {
-            usize::MAX
-        } else {
-            (u64::BITS - v.mask.leading_zeros()) as usize
-        };
-        for (ord, f) in fields.enumerate() {
-            if ord >= last_decoded {
-                let body_end = body_end(obj);
-                d.gap(out, f.span.start, d.prev_end);
-                out.extend_from_slice(&obj[f.span.start..body_end.max(f.span.start)]);
-                d.prev_end = Some(body_end);
-                break;
-            }
-            let prev = d.prev_end.replace(f.span.end);
-            if !decoded(state, mt, v, ord) {
-                d.gap(out, f.span.start, prev);
-                out.extend_from_slice(&obj[f.span.clone()]);
-                continue;
-            }
-            let key = &obj[f.key.clone()];
-            ffi::lua_pushlstring(state, key.as_ptr().cast(), key.len());
-            d.written
-                .push(ffi::lua_tolstring(state, -1, std::ptr::null_mut()).cast());
-            ffi::lua_rawget(state, t);
-            let val = ffi::lua_gettop(state);
-            if ffi::lua_type(state, val) != ffi::LUA_TNIL {
-                d.present += 1;
-                d.gap(out, f.span.start, prev);
-                write_field(state, val, array_mt, v, &f, out, depth)?;
-            }
-            ffi::lua_pop(state, 1);
-        }
-        Ok(())
-    }
-}
-
-/// The keys a changed proxy added, in the order they were first added (each once, and none
-/// written already as an original field).
-///
-/// # Safety
-/// As [`encode_dirty`].
-#[allow(clippy::too_many_arguments)]
-unsafe fn write_added_keys(
-    state: *mut ffi::lua_State,
-    t: c_int,
-    mt: c_int,
-    array_mt: c_int,
-    v: &View,
-    out: &mut Vec<u8>,
-    depth: usize,
-    d: &mut Dirty,
-) -> Result<(), EncodeError> {
-    unsafe {
-        for i in 1..=(*v.core).added as c_int {
-            ffi::lua_rawgeti(state, mt, (M_ADDED + i) as _);
-            let k = ffi::lua_gettop(state);
-            let dup = match ffi::lua_type(state, k) {
-                ffi::LUA_TSTRING => {
-                    let p: *const u8 = ffi::lua_tolstring(state, k, std::ptr::null_mut()).cast();
-                    let dup = d.written.contains(p);
-                    d.written.push(p);
-                    dup
-                }
-                ffi::LUA_TNUMBER => {
-                    let x = ffi::lua_tonumber(state, k);
-                    let dup = d.added_nums.contains(&x);
-                    d.added_nums.push(x);
-                    dup
-                }
-                _ => true,
+impl Dirty<'_, '_> {
+    /// The original fields of a changed proxy, walked in order (the general path): the bytes
+    /// before the first, each field not decoded as its bytes, each decoded one still present as
+    /// [`write_field`] writes it, and past the last decoded field the rest in one piece; the
+    /// original whitespace is kept before the first field, between fields (with the comma) and
+    /// before the closing brace.
+    ///
+    /// # Safety
+    /// As [`encode_dirty`]: the indices and view `self` holds are those of the running state.
+    unsafe fn write_original_fields(&mut self, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        let (state, t, mt, array_mt, v, depth) = (
+            self.state,
+            self.t,
+            self.mt,
+            self.array_mt,
+            self.v,
+            self.depth,
+        );
+        let d = self;
+        unsafe {
+            let obj = d.obj;
+            let mut fields = Fields::new(obj).peekable();
+            let lead = fields.peek().map_or(obj.len() - 1, |f| f.span.start);
+            out.extend_from_slice(&obj[..lead.max(1)]);
+            // past the last decoded field every field is as it came: copied in one piece
+            let last_decoded = if v.full || v.lists & HAS_EXTRA != 0 {
+                usize::MAX
+            } else {
+                (u64::BITS - v.mask.leading_zeros()) as usize
             };
-            if !dup {
-                ffi::lua_pushvalue(state, k);
+            for (ord, f) in fields.enumerate() {
+                if ord >= last_decoded {
+                    let body_end = body_end(obj);
+                    d.gap(out, f.span.start, d.prev_end);
+                    out.extend_from_slice(&obj[f.span.start..body_end.max(f.span.start)]);
+                    d.prev_end = Some(body_end);
+                    break;
+                }
+                let prev = d.prev_end.replace(f.span.end);
+                if !decoded(state, mt, v, ord) {
+                    d.gap(out, f.span.start, prev);
+                    out.extend_from_slice(&obj[f.span.clone()]);
+                    continue;
+                }
+                let key = &obj[f.key.clone()];
+                ffi::lua_pushlstring(state, key.as_ptr().cast(), key.len());
+                d.written
+                    .push(ffi::lua_tolstring(state, -1, std::ptr::null_mut()).cast());
                 ffi::lua_rawget(state, t);
-                if ffi::lua_type(state, -1) != ffi::LUA_TNIL {
+                let val = ffi::lua_gettop(state);
+                if ffi::lua_type(state, val) != ffi::LUA_TNIL {
                     d.present += 1;
-                    d.gap(out, 0, None);
-                    write_key(state, k, out)?;
-                    let val = ffi::lua_gettop(state);
-                    encode_value(state, val, array_mt, out, depth)?;
+                    d.gap(out, f.span.start, prev);
+                    write_field(state, val, array_mt, v, &f, out, depth)?;
                 }
                 ffi::lua_pop(state, 1);
             }
-            ffi::lua_pop(state, 1);
+            Ok(())
         }
-        Ok(())
+    }
+
+    /// The keys a changed proxy added, in the order they were first added (each once, and none
+    /// written already as an original field).
+    ///
+    /// # Safety
+    /// As [`encode_dirty`]: the indices and view `self` holds are those of the running state.
+    unsafe fn write_added_keys(&mut self, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        let (state, t, mt, array_mt, v, depth) = (
+            self.state,
+            self.t,
+            self.mt,
+            self.array_mt,
+            self.v,
+            self.depth,
+        );
+        let d = self;
+        unsafe {
+            for i in 1..=(*v.core).added as c_int {
+                ffi::lua_rawgeti(state, mt, (M_ADDED + i) as _);
+                let k = ffi::lua_gettop(state);
+                let dup = match ffi::lua_type(state, k) {
+                    ffi::LUA_TSTRING => {
+                        let p: *const u8 =
+                            ffi::lua_tolstring(state, k, std::ptr::null_mut()).cast();
+                        let dup = d.written.contains(p);
+                        d.written.push(p);
+                        dup
+                    }
+                    ffi::LUA_TNUMBER => {
+                        let x = ffi::lua_tonumber(state, k);
+                        let dup = d.added_nums.contains(&x);
+                        d.added_nums.push(x);
+                        dup
+                    }
+                    _ => true,
+                };
+                if !dup {
+                    ffi::lua_pushvalue(state, k);
+                    ffi::lua_rawget(state, t);
+                    if ffi::lua_type(state, -1) != ffi::LUA_TNIL {
+                        d.present += 1;
+                        d.gap(out, 0, None);
+                        write_key(state, k, out)?;
+                        let val = ffi::lua_gettop(state);
+                        encode_value(state, val, array_mt, out, depth)?;
+                    }
+                    ffi::lua_pop(state, 1);
+                }
+                ffi::lua_pop(state, 1);
+            }
+            Ok(())
+        }
     }
 }
 
