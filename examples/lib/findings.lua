@@ -25,6 +25,7 @@ M.SEVERITY = {
     ["dns.dga"] = 70,
     ["dns.nxdomain_burst"] = 40,
     ["dns.tunnel"] = 80,
+    ["dns.tunnel_spread"] = 75,
     ["flow.port_scan"] = 50,
     ["flow.beacon"] = 80,
     ["flow.ssh_bruteforce"] = 60,

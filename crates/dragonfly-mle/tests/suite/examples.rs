@@ -181,6 +181,104 @@ fn triage_finds_exactly_what_it_found_before_the_speed_work() {
     );
 }
 
+/// DNS queries of a tunnel spread over `hosts` clients under `zone`, each sending `per_host`
+/// queries of a 40-character base32 label (dns.tunnel needs 20 from one host), 3 s apart
+/// from 09:10:00 in the corpus's hour.
+fn spread_tunnel(zone: &str, hosts: u32, per_host: u32) -> Vec<String> {
+    const BASE32: &[u8] = b"abcdefghijklmnopqrstuvwxyz234567";
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    (0..hosts * per_host)
+        .map(|i| {
+            let label: String = (0..40)
+                .map(|_| {
+                    x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    BASE32[(x >> 59) as usize] as char
+                })
+                .collect();
+            let t = 600 + i * 3;
+            format!(
+                r#"{{"timestamp":"2025-03-10T09:{:02}:{:02}.000000+0000","flow_id":{},"event_type":"dns","src_ip":"10.9.0.{}","src_port":{},"dest_ip":"10.1.0.53","dest_port":53,"proto":"UDP","dns":{{"version":2,"type":"query","id":{i},"rrname":"{label}.{zone}","rrtype":"TXT","tx_id":0,"opcode":0}}}}"#,
+                t / 60,
+                t % 60,
+                7_000_000 + i,
+                1 + i % hosts,
+                40_000 + i
+            )
+        })
+        .collect()
+}
+
+/// A tunnel spread over eight hosts, each below dns.tunnel's per-host threshold, mixed into
+/// the corpus: the zone's view finds it (dns.tunnel_spread, once, with its hosts and names)
+/// and no host gets dns.tunnel for it; the plain corpus raises no dns.tunnel_spread (and the
+/// triage root's findings stay 160cff1's: the test above).
+#[test]
+fn a_tunnel_spread_over_many_hosts_is_found_by_its_zone() {
+    use std::io::Read;
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(std::fs::File::open(corpus()).unwrap())
+        .read_to_string(&mut text)
+        .unwrap();
+    let corpus_lines: Vec<&str> = text.lines().collect();
+    let tunnel = spread_tunnel("exfil-zone.net", 8, 12);
+    // one tunnel query every few hundred corpus events, in order
+    let every = corpus_lines.len() / (tunnel.len() + 1);
+    let mut mixed = String::new();
+    let mut next = tunnel.iter();
+    for (i, l) in corpus_lines.iter().enumerate() {
+        mixed.push_str(l);
+        mixed.push('\n');
+        if i % every == every - 1 {
+            if let Some(t) = next.next() {
+                mixed.push_str(t);
+                mixed.push('\n');
+            }
+        }
+    }
+    for t in next {
+        mixed.push_str(t);
+        mixed.push('\n');
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let eve = dir.path().join("eve.json");
+    std::fs::write(&eve, mixed).unwrap();
+    let logs = run_example(
+        &examples().join("dns"),
+        Some(&format!("file://{}", eve.display())),
+    );
+    let findings = json_lines(&logs.path().join("findings.json"));
+    let spread: Vec<&Value> = findings
+        .iter()
+        .filter(|f| f["finding"] == "dns.tunnel_spread")
+        .collect();
+    assert_eq!(spread.len(), 1, "{spread:?}");
+    let f = spread[0];
+    assert_eq!(f["host"], "exfil-zone.net", "{f}");
+    assert_eq!(f["severity"], 75, "{f}");
+    assert!(f["detail"]["hosts"].as_u64().unwrap() >= 4, "{f}");
+    assert!(f["detail"]["names"].as_u64().unwrap() >= 30, "{f}");
+    assert!(f["detail"]["mean_bits"].as_f64().unwrap() >= 3.5, "{f}");
+    let per_host: Vec<&Value> = findings
+        .iter()
+        .filter(|f| {
+            f["finding"] == "dns.tunnel" && f["host"].as_str().unwrap().starts_with("10.9.")
+        })
+        .collect();
+    assert!(
+        per_host.is_empty(),
+        "each host stays below dns.tunnel's threshold: {per_host:?}"
+    );
+    // the planted per-host tunnel is still found, and the plain corpus has no spread tunnel
+    let found = by_kind(&findings);
+    assert_eq!(found["dns.tunnel"], set(&["10.1.2.99"]));
+    let plain = run_example(
+        &examples().join("dns"),
+        Some(&format!("zfile://{}", corpus().display())),
+    );
+    let plain = by_kind(&json_lines(&plain.path().join("findings.json")));
+    assert!(!plain.contains_key("dns.tunnel_spread"), "{plain:?}");
+}
+
 #[test]
 fn detections_flag_the_planted_hosts_of_eve_synth_and_not_benign_ones() {
     let corpus = format!("zfile://{}", corpus().display());
