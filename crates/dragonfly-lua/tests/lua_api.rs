@@ -89,6 +89,76 @@ fn hiredis_replies_compare_like_lua_hiredis() {
     assert!(ok);
 }
 
+/// The connection's methods are C functions on the raw API (libs/hiredis/conn.rs): every
+/// reply shape, the scheduler's entry points, and each misuse raising a message that says what
+/// was wrong.
+#[test]
+fn hiredis_connection_methods_convert_and_refuse_like_lua_hiredis() {
+    let rt = runtime();
+    let ok: bool = eval(
+        &rt,
+        r#"
+        local conn = hiredis.connect()
+        local ud = conn[1]
+        assert(tostring(ud) == "lua-hiredis.connection")
+        assert(getmetatable(ud) == "lua-hiredis.connection")
+        -- arrays, nested, with nil and integer members
+        conn:command("RPUSH", "l", "a", 2, 0.25)
+        local r = conn:command("LRANGE", "l", 0, -1)
+        assert(#r == 3 and r[1] == "a" and r[2] == "2" and r[3] == "0.25")
+        conn:command("HSET", "h", "f", "v")
+        local m = conn:command("HMGET", "h", "f", "nope")
+        assert(m[1] == "v" and m[2] == hiredis.NIL)
+        local s = conn:command("SCAN", 0)
+        assert(type(s) == "table" and s[1] == "0" and type(s[2]) == "table")
+        assert(conn:command("TYPE", "l") == hiredis.status.list)
+        -- binary-safe both ways
+        conn:command("SET", "b", "a\0b\255")
+        assert(conn:command("GET", "b") == "a\0b\255")
+        assert(conn:command_line("SET n 7") == hiredis.OK and conn:command("GET", "n") == "7")
+        -- the scheduler's entry points on a store that answers at once
+        assert(ud:_submit("PING") == nil and ud:_submit_line("PING") == nil)
+        ud:_flush()
+        local _, e = pcall(ud._await, ud, "x")
+        assert(tostring(e):find("ticket expected", 1, true), tostring(e))
+        assert(ud:_await(3).type == hiredis.REPLY_ERROR)
+        -- misuse
+        local function err(f, ...)
+          local ok, e = pcall(f, ...)
+          assert(not ok)
+          return tostring(e)
+        end
+        e = err(ud.command, ud, "SET", "k", {})
+        assert(e == "bad argument #3 to 'command' (expected a string or number value, got table)", e)
+        e = err(ud.command, ud)
+        assert(e == "missing command name", e)
+        e = err(ud.command_line, ud, "   ")
+        assert(e == "missing command name", e)
+        e = err(ud.command_line, ud, nil)
+        assert(e:find("bad argument #1 to 'command_line'", 1, true), e)
+        e = err(ud.command, "PING")
+        assert(e:find("lua-hiredis.connection expected, got string", 1, true), e)
+        e = err(ud.command, {}, "PING")
+        assert(e:find("lua-hiredis.connection expected, got table", 1, true), e)
+        e = err(ud.get_reply, io or {})
+        assert(e:find("bad argument #1 to 'get_reply'", 1, true), e)
+        local none, msg, code = conn:get_reply()
+        assert(none == nil and msg:find("no reply pending", 1, true) and code == 2)
+        conn:close()
+        e = err(ud.command, ud, "PING")
+        assert(e == "lua-hiredis error: attempted to use closed connection", e)
+        e = err(ud.append_command, ud, "PING")
+        assert(e:find("closed connection", 1, true), e)
+        -- a dropped connection is collected (its __gc closes it) without harm
+        for _ = 1, 100 do hiredis.connect() end
+        collectgarbage()
+        collectgarbage()
+        return true
+    "#,
+    );
+    assert!(ok);
+}
+
 #[test]
 fn connect_without_a_backend_returns_nil_and_a_reason() {
     let rt = RuntimeSpec::builder()

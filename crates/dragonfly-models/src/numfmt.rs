@@ -20,6 +20,11 @@ pub fn fmt_g(v: f64, precision: usize) -> String {
         };
     }
     let p = precision.max(1);
+    // an integer of at most p digits (p <= 15, so exact in a double) prints as itself: the
+    // common case (counts, ports, epochs) without the digit generation
+    if p <= 15 && v.fract() == 0.0 && v.abs() < 10f64.powi(p as i32) {
+        return (v as i64).to_string();
+    }
     // p significant digits first (trailing zeros dropped); the exponent after rounding decides
     // the style
     let (digits, exp) = significant(v.abs(), p);
@@ -171,6 +176,9 @@ mod tests {
                 .prop_map(f64::from_bits)
                 .prop_filter("finite", |v| v.is_finite()),
             (any::<i64>(), -30i32..30).prop_map(|(m, e)| (m % 100_000_000) as f64 * 10f64.powi(e)),
+            // integers, and integers around powers of ten (the integer path's edge)
+            (-(1i64 << 53)..(1i64 << 53)).prop_map(|i| i as f64),
+            (0i32..18, -2i64..3).prop_map(|(k, d)| 10f64.powi(k) + d as f64),
             (1u64..100_000_000_000_000, -20i32..20, 0u8..3).prop_map(|(m, e, k)| {
                 // m5 x 10^e: a tie at 14 or 15 digits, then one ulp either side
                 let v = (m * 10 + 5) as f64 * 10f64.powi(e);
@@ -208,5 +216,10 @@ mod tests {
         assert_eq!(fmt_g(1e100, 14), "1e+100");
         assert_eq!(fmt_g(99999999999999.9, 14), "1e+14");
         assert_eq!(fmt_g(123456.0, 3), "1.23e+05");
+        assert_eq!(fmt_g(99999999999999.0, 14), "99999999999999");
+        assert_eq!(fmt_g(100000000000000.0, 14), "1e+14");
+        assert_eq!(fmt_g(-600.0, 14), "-600");
+        assert_eq!(fmt_g(999.0, 3), "999");
+        assert_eq!(fmt_g(1000.0, 3), "1e+03");
     }
 }

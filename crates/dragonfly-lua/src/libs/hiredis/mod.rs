@@ -5,11 +5,13 @@
 //! by identity with `hiredis.OK`, `hiredis.status.PONG`), error -> a new constant table
 //! `{ name = "<error text>", type = hiredis.REPLY_ERROR }`.
 
-use dragonfly_models::numfmt::lua_number;
+mod conn;
+
 use dragonfly_store::embedded::EmbeddedStore;
 use dragonfly_store::redis_backend::RedisTarget;
-use dragonfly_store::{Connection, Reply};
-use mlua::{Lua, MultiValue, RegistryKey, Table, UserData, UserDataMethods, Value};
+use mlua::{ffi, Lua, MultiValue, Table, Value};
+
+use conn::Conn;
 
 /// Where `hiredis.connect()` connects to.
 #[derive(Clone)]
@@ -72,40 +74,6 @@ end
 return M, new_const
 "##;
 
-/// Registry handles used when converting replies.
-struct Consts {
-    module: RegistryKey,
-    new_const: RegistryKey,
-}
-
-struct Conn {
-    inner: Option<Box<dyn Connection>>,
-    /// A connection that waits on sockets whose calls a signal cuts short (a Redis Cluster
-    /// link): its calls hold signals back (watchdog::native_io). A one-server link restarts
-    /// its own calls (dragonfly_store::resp).
-    socket: bool,
-}
-
-fn args_from_lua(lua: &Lua, args: &MultiValue) -> mlua::Result<Vec<Vec<u8>>> {
-    if args.is_empty() {
-        return Err(mlua::Error::runtime("missing command name"));
-    }
-    let _ = lua;
-    args.iter()
-        .enumerate()
-        .map(|(i, v)| match v {
-            Value::String(s) => Ok(s.as_bytes().to_vec()),
-            Value::Integer(n) => Ok(lua_number(*n as f64).into_bytes()),
-            Value::Number(n) => Ok(lua_number(*n).into_bytes()),
-            other => Err(mlua::Error::runtime(format!(
-                "bad argument #{} to 'command' (expected a string or number value, got {})",
-                i + 1,
-                other.type_name()
-            ))),
-        })
-        .collect()
-}
-
 /// Split a command line the way the original did: on single spaces, runs of spaces
 /// collapsing, tabs and newlines kept inside tokens; `%%` is a literal `%`.
 pub fn split_command_line(line: &[u8]) -> Vec<Vec<u8>> {
@@ -126,120 +94,6 @@ pub fn split_command_line(line: &[u8]) -> Vec<Vec<u8>> {
             out
         })
         .collect()
-}
-
-fn reply_to_lua(lua: &Lua, r: Reply) -> mlua::Result<Value> {
-    // the common replies need no constants from the module table
-    match r {
-        Reply::Integer(i) => return Ok(Value::Number(i as f64)),
-        Reply::Bulk(b) => return Ok(Value::String(lua.create_string(b)?)),
-        _ => {}
-    }
-    let consts = lua.app_data_ref::<Consts>().expect("hiredis installed");
-    let module: Table = lua.registry_value(&consts.module)?;
-    to_lua(lua, &module, &consts, r)
-}
-
-fn to_lua(lua: &Lua, module: &Table, consts: &Consts, r: Reply) -> mlua::Result<Value> {
-    Ok(match r {
-        Reply::Integer(i) => Value::Number(i as f64),
-        Reply::Bulk(b) => Value::String(lua.create_string(b)?),
-        Reply::Nil => module.get("NIL")?,
-        Reply::Status(s) => module.get::<Table>("status")?.get(s)?,
-        Reply::Error(e) => {
-            let f: mlua::Function = lua.registry_value(&consts.new_const)?;
-            f.call((e, 6))?
-        }
-        Reply::Array(items) => {
-            let t = lua.create_table_with_capacity(items.len(), 0)?;
-            for (i, item) in items.into_iter().enumerate() {
-                t.raw_seti(i + 1, to_lua(lua, module, consts, item)?)?;
-            }
-            Value::Table(t)
-        }
-    })
-}
-
-impl Conn {
-    /// Run `f` on the connection as a native call (see `socket`).
-    fn io<T>(&mut self, f: impl FnOnce(&mut Box<dyn Connection>) -> T) -> mlua::Result<T> {
-        let socket = self.socket;
-        let conn = self.get()?;
-        Ok(if socket {
-            crate::watchdog::native_io(|| f(conn))
-        } else {
-            crate::watchdog::native(|| f(conn))
-        })
-    }
-
-    /// Run `f` on the connection, which does no I/O (queueing a submission).
-    fn quick<T>(&mut self, f: impl FnOnce(&mut Box<dyn Connection>) -> T) -> mlua::Result<T> {
-        let conn = self.get()?;
-        Ok(f(conn))
-    }
-
-    fn get(&mut self) -> mlua::Result<&mut Box<dyn Connection>> {
-        self.inner.as_mut().ok_or_else(|| {
-            mlua::Error::runtime("lua-hiredis error: attempted to use closed connection")
-        })
-    }
-}
-
-impl UserData for Conn {
-    fn add_methods<M: UserDataMethods<Self>>(m: &mut M) {
-        m.add_method_mut("command", |lua, this, args: MultiValue| {
-            let args = args_from_lua(lua, &args)?;
-            let r = this.io(|c| c.command(&args))?;
-            reply_to_lua(lua, r)
-        });
-        m.add_method_mut("command_line", |lua, this, line: mlua::LuaString| {
-            let args = split_command_line(&line.as_bytes());
-            if args.is_empty() {
-                return Err(mlua::Error::runtime("missing command name"));
-            }
-            let r = this.io(|c| c.command(&args))?;
-            reply_to_lua(lua, r)
-        });
-        // for the overlap scheduler (chain.lua, through the wrapper in WRAP): queue a command
-        // and take its reply later, so that other events run meanwhile
-        m.add_method_mut("_submit", |lua, this, args: MultiValue| {
-            let args = args_from_lua(lua, &args)?;
-            this.quick(|c| c.submit(&args))
-        });
-        m.add_method_mut("_submit_line", |_, this, line: mlua::LuaString| {
-            let args = split_command_line(&line.as_bytes());
-            if args.is_empty() {
-                return Err(mlua::Error::runtime("missing command name"));
-            }
-            this.quick(|c| c.submit(&args))
-        });
-        m.add_method_mut("_await", |lua, this, ticket: u64| {
-            let r = this.io(|c| c.await_reply(ticket))?;
-            reply_to_lua(lua, r)
-        });
-        m.add_method_mut("_flush", |_, this, ()| this.io(|c| c.flush()));
-        m.add_method_mut("append_command", |lua, this, args: MultiValue| {
-            let args = args_from_lua(lua, &args)?;
-            this.io(|c| c.append_command(args))
-        });
-        m.add_method_mut("get_reply", |lua, this, ()| {
-            match this.io(|c| c.get_reply())? {
-                Some(r) => Ok((reply_to_lua(lua, r)?, Value::Nil, Value::Nil)),
-                None => Ok((
-                    Value::Nil,
-                    Value::String(
-                        lua.create_string("no reply pending (get_reply without append_command)")?,
-                    ),
-                    Value::Integer(2),
-                )),
-            }
-        });
-        m.add_method_mut("close", |_, this, ()| {
-            this.inner = None;
-            Ok(())
-        });
-        m.add_meta_method("__tostring", |_, _, ()| Ok("lua-hiredis.connection"));
-    }
 }
 
 /// Connections as scripts see them: a table holding the connection userdata, whose
@@ -294,34 +148,28 @@ pub fn install(lua: &Lua, backend: Backend) -> mlua::Result<Table> {
         .load(PRELUDE)
         .set_name("=hiredis")
         .call(super::frozen(lua)?)?;
-    lua.set_app_data(Consts {
-        module: lua.create_registry_value(module.clone())?,
-        new_const: lua.create_registry_value(new_const)?,
-    });
+    // SAFETY: builds the connection metatable from the two values passed: no Lua code runs
+    unsafe {
+        lua.exec_raw::<()>((module.clone(), new_const), |state| {
+            conn::register(state, 1, 2);
+            ffi::lua_settop(state, 0);
+        })?;
+    }
     module.set(
         "connect",
         lua.create_function(move |lua, _args: MultiValue| {
             // Host and port come from config.lua, as in the original's hiredis.connect().
             match &backend {
-                Backend::Embedded(store) => {
-                    let conn = Conn {
-                        inner: Some(Box::new(store.connect())),
-                        socket: false,
-                    };
-                    Ok((
-                        Value::UserData(lua.create_userdata(conn)?),
-                        Value::Nil,
-                        Value::Nil,
-                    ))
-                }
+                Backend::Embedded(store) => Ok((
+                    new_conn(lua, Conn::new(Box::new(store.connect()), false))?,
+                    Value::Nil,
+                    Value::Nil,
+                )),
                 Backend::Redis(target) => match crate::watchdog::native_io(|| target.connect()) {
                     Ok(c) => {
-                        let conn = Conn {
-                            inner: Some(Box::new(c)),
-                            socket: !target.restarts_after_signals(),
-                        };
+                        let socket = !target.restarts_after_signals();
                         Ok((
-                            Value::UserData(lua.create_userdata(conn)?),
+                            new_conn(lua, Conn::new(Box::new(c), socket))?,
                             Value::Nil,
                             Value::Nil,
                         ))
@@ -353,6 +201,12 @@ pub fn install(lua: &Lua, backend: Backend) -> mlua::Result<Table> {
     let loaded: Table = lua.globals().get::<Table>("package")?.get("loaded")?;
     loaded.set("hiredis", module.clone())?;
     Ok(module)
+}
+
+/// A connection userdata for a script (conn.rs).
+fn new_conn(lua: &Lua, c: Conn) -> mlua::Result<Value> {
+    // SAFETY: pushes one userdata with the metatable `install` registered; no Lua code runs
+    unsafe { lua.exec_raw::<Value>((), |state| conn::push_new(state, c)) }
 }
 
 #[cfg(test)]
