@@ -76,8 +76,8 @@ pub fn fmt_g(v: f64, precision: usize) -> String {
 /// rounded). A property test holds it to the exact formatter byte for byte.
 fn significant(a: f64, p: usize) -> (Vec<u8>, i32) {
     if p <= 15 {
-        let short = format!("{a:e}");
-        let (m, e) = split_sci(&short);
+        let short = Sci::write(format_args!("{a:e}"));
+        let (m, e) = split_sci(short.as_str());
         let mut digits: Vec<u8> = m.bytes().filter(|b| *b != b'.').collect();
         let mut exp = e;
         if digits.len() <= p {
@@ -94,11 +94,57 @@ fn significant(a: f64, p: usize) -> (Vec<u8>, i32) {
             return (digits, exp);
         }
     }
-    let exact = format!("{:.*e}", p - 1, a);
-    let (m, exp) = split_sci(&exact);
+    let long;
+    let exact = if p <= 17 {
+        Sci::write(format_args!("{:.*e}", p - 1, a))
+    } else {
+        long = format!("{:.*e}", p - 1, a);
+        Sci::Long(&long)
+    };
+    let (m, exp) = split_sci(exact.as_str());
     let mut digits: Vec<u8> = m.bytes().filter(|b| *b != b'.').collect();
     strip_trailing_zeros(&mut digits);
     (digits, exp)
+}
+
+/// `{:e}` output, on the stack: at most 17 digits (the longest shortest representation; the
+/// exact path asks for at most 17), a point, `e` and a 4-character exponent.
+/// (More digits than that are asked for only by a precision over 17: `Long`, on the heap.)
+enum Sci<'a> {
+    Short([u8; 32], usize),
+    Long(&'a str),
+}
+
+impl Sci<'_> {
+    fn write(args: std::fmt::Arguments) -> Sci<'static> {
+        let mut s = Short { b: [0; 32], n: 0 };
+        std::fmt::Write::write_fmt(&mut s, args).expect("{:e} of a finite double fits 32 bytes");
+        Sci::Short(s.b, s.n)
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            Sci::Short(b, n) => std::str::from_utf8(&b[..*n]).expect("ASCII"),
+            Sci::Long(s) => s,
+        }
+    }
+}
+
+struct Short {
+    b: [u8; 32],
+    n: usize,
+}
+
+impl std::fmt::Write for Short {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let end = self.n + s.len();
+        self.b
+            .get_mut(self.n..end)
+            .ok_or(std::fmt::Error)?
+            .copy_from_slice(s.as_bytes());
+        self.n = end;
+        Ok(())
+    }
 }
 
 /// `d.ddd` and the exponent of `{:e}`'s output.
@@ -195,7 +241,7 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(20_000))]
         /// Byte for byte what the exact formatter printed, at the precisions the engine uses.
         #[test]
-        fn the_fast_path_prints_what_the_exact_one_did(v in doubles(), p in prop::sample::select(vec![1usize, 3, 6, 14, 15, 16, 17])) {
+        fn the_fast_path_prints_what_the_exact_one_did(v in doubles(), p in prop::sample::select(vec![1usize, 3, 6, 14, 15, 16, 17, 20])) {
             prop_assert_eq!(fmt_g(v, p), reference(v, p), "{:e} at {}", v, p);
             prop_assert_eq!(fmt_g(-v, p), reference(-v, p));
         }
@@ -221,5 +267,7 @@ mod tests {
         assert_eq!(fmt_g(-600.0, 14), "-600");
         assert_eq!(fmt_g(999.0, 3), "999");
         assert_eq!(fmt_g(1000.0, 3), "1e+03");
+        assert_eq!(fmt_g(0.1, 25), "0.1000000000000000055511151");
+        assert_eq!(fmt_g(-1.0 / 3.0, 20), "-0.33333333333333331483");
     }
 }

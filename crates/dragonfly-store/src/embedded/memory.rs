@@ -222,7 +222,7 @@ impl Db {
         true
     }
 
-    fn random(&mut self) -> u64 {
+    pub(crate) fn random(&mut self) -> u64 {
         // xorshift64*: sampling, not secrecy
         let mut x = self.rng | 1;
         x ^= x >> 12;

@@ -2,8 +2,10 @@
 //! answering the Redis commands analyzers use with Redis 7's replies and error texts.
 //!
 //! Types: strings (and counters), hashes, sets, sorted sets, lists, HyperLogLogs (reported as
-//! `string` by TYPE, as in Redis). Keys expire lazily on access and actively (a sweep at most
-//! every 100 ms). [`EmbeddedStore::save`]/[`EmbeddedStore::load`] keep a snapshot file so
+//! `string` by TYPE, as in Redis). Keys expire lazily on access and actively: at most every
+//! 100 ms a command first samples keys with a TTL (20 at a time, again while more than a
+//! quarter of a sample had expired, at most 1,000 keys), as Redis's active expiry does, so its
+//! cost does not grow with the number of keys that have a TTL. [`EmbeddedStore::save`]/[`EmbeddedStore::load`] keep a snapshot file so
 //! counters survive a restart.
 //!
 //! Differences from Redis a script could notice: the order of KEYS, SCAN, SMEMBERS, HKEYS,
@@ -98,7 +100,8 @@ pub fn now_ms() -> u64 {
 #[derive(Debug, Default)]
 pub struct Db {
     pub(crate) map: indexmap::IndexMap<Vec<u8>, Entry>,
-    expiring: HashSet<Vec<u8>>,
+    /// The keys with a TTL (indexed: the active expiry samples it).
+    expiring: indexmap::IndexSet<Vec<u8>>,
     last_sweep: u64,
     /// Bytes (estimated) the keys hold ([`memory`]).
     used: usize,
@@ -501,27 +504,46 @@ impl Db {
         r
     }
 
-    /// Remove expired keys (all of them, or at most a bounded number per call).
+    /// Remove expired keys: all of them, or (`all` false) those found by sampling (module
+    /// doc: rounds of 20 while more than a quarter of a round had expired, at most 1,000 keys
+    /// looked at).
     fn sweep(&mut self, all: bool) {
         if self.expiring.is_empty() {
             return;
         }
         let now = now_ms();
-        let limit = if all { usize::MAX } else { 1000 };
-        let dead: Vec<Vec<u8>> = self
-            .expiring
-            .iter()
-            .filter(|k| {
-                self.map
-                    .get(*k)
-                    .and_then(|e| e.expire_at)
-                    .is_none_or(|t| t <= now)
-            })
-            .take(limit)
-            .cloned()
-            .collect();
-        for k in dead {
-            self.remove(&k);
+        let expired = |db: &Db, k: &[u8]| {
+            db.map
+                .get(k)
+                .and_then(|e| e.expire_at)
+                .is_none_or(|t| t <= now)
+        };
+        if all {
+            let dead: Vec<Vec<u8>> = self
+                .expiring
+                .iter()
+                .filter(|k| expired(self, k))
+                .cloned()
+                .collect();
+            for k in dead {
+                self.remove(&k);
+            }
+            return;
+        }
+        const ROUND: usize = 20;
+        for _ in 0..1000 / ROUND {
+            let mut dead = 0;
+            for _ in 0..ROUND.min(self.expiring.len()) {
+                let i = (self.random() % self.expiring.len() as u64) as usize;
+                if expired(self, &self.expiring[i]) {
+                    let k = self.expiring[i].clone();
+                    self.remove(&k);
+                    dead += 1;
+                }
+            }
+            if dead * 4 <= ROUND || self.expiring.is_empty() {
+                break;
+            }
         }
     }
 
@@ -554,7 +576,7 @@ impl Db {
     }
 
     pub(crate) fn remove(&mut self, key: &[u8]) -> Option<Entry> {
-        self.expiring.remove(key);
+        self.expiring.swap_remove(key);
         let e = self.map.swap_remove(key)?;
         self.used = self.used.saturating_sub(e.meta.cost);
         Some(e)
@@ -563,7 +585,7 @@ impl Db {
     /// Remove the key at index `i` of the keyspace (eviction).
     pub(crate) fn remove_at(&mut self, i: usize) {
         if let Some((k, e)) = self.map.swap_remove_index(i) {
-            self.expiring.remove(&k);
+            self.expiring.swap_remove(&k);
             self.used = self.used.saturating_sub(e.meta.cost);
         }
     }
@@ -577,7 +599,7 @@ impl Db {
 
     /// Insert or replace a value, dropping any expiry.
     pub(crate) fn put(&mut self, key: &[u8], value: Value) {
-        self.expiring.remove(key);
+        self.expiring.swap_remove(key);
         let mut e = Entry::new(value, None);
         e.meta = memory::Meta {
             cost: memory::cost(key, &e),
@@ -592,10 +614,10 @@ impl Db {
     pub(crate) fn set_expiry(&mut self, key: &[u8], at: Option<u64>) {
         if let Some(e) = self.map.get_mut(key) {
             e.expire_at = at;
-            if at.is_some() {
+            if at.is_none() {
+                self.expiring.swap_remove(key);
+            } else if !self.expiring.contains(key) {
                 self.expiring.insert(key.to_vec());
-            } else {
-                self.expiring.remove(key);
             }
         }
     }

@@ -67,6 +67,56 @@ fn expiry_is_lazy_and_active() {
     assert_eq!(run(&s, "TTL e"), Reply::Integer(-1));
 }
 
+/// The active expiry samples (module doc): each sweep looks at a bounded number of keys, never
+/// removes a live one, and over a few sweeps brings the expired share of the keys with a TTL
+/// down to about a quarter, as Redis's does; a full sweep (KEYS, SCAN, DBSIZE, save) removes
+/// every expired key.
+#[test]
+fn active_expiry_by_sampling_removes_only_expired_keys_and_keeps_up() {
+    let mut db = Db::default();
+    for i in 0..20_000 {
+        let k = format!("k{i}").into_bytes();
+        db.put(&k, Value::Str(b"v".to_vec()));
+        // half expired long ago, half in a day; one in four has no TTL
+        let at = match i % 4 {
+            0 => None,
+            1 | 2 => Some(1),
+            _ => Some(now_ms() + 86_400_000),
+        };
+        db.set_expiry(&k, at);
+    }
+    let expired = |db: &Db| {
+        db.map
+            .values()
+            .filter(|e| e.expire_at.is_some_and(|t| t <= now_ms()))
+            .count()
+    };
+    assert_eq!(expired(&db), 10_000);
+    let before = db.map.len();
+    db.sweep(false);
+    // one sweep looks at no more than 1,000 keys, so removes no more than that
+    assert!(before - db.map.len() <= 1000, "{}", before - db.map.len());
+    assert!(
+        before - db.map.len() >= 20,
+        "a sweep of a mostly expired set removed little"
+    );
+    for _ in 0..200 {
+        db.sweep(false);
+    }
+    let left = expired(&db);
+    let with_ttl = db.expiring.len();
+    assert!(
+        left * 100 <= with_ttl * 40,
+        "{left} expired of {with_ttl} with a TTL"
+    );
+    // only expired keys went: every key without a TTL and every live one is still there
+    assert_eq!(db.map.len(), 20_000 - (10_000 - left));
+    db.sweep(true);
+    assert_eq!(expired(&db), 0);
+    assert_eq!(db.map.len(), 10_000);
+    assert_eq!(db.expiring.len(), 5_000);
+}
+
 #[test]
 fn snapshot_round_trips_every_type() {
     let s = EmbeddedStore::new();
