@@ -124,6 +124,42 @@ impl Core {
     };
 }
 
+/// How many fields (the first ones, in input order) a state keeps the place of once a lookup
+/// has walked past them (see [`find`]).
+pub(crate) const PLACES: usize = 24;
+
+/// Where one field is in its object (offsets into the object's bytes).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct Place {
+    key: u32,
+    key_len: u32,
+    value: u32,
+    value_end: u32,
+}
+
+impl Place {
+    const EMPTY: Place = Place {
+        key: 0,
+        key_len: 0,
+        value: 0,
+        value_end: 0,
+    };
+
+    fn field(&self) -> scan::Field {
+        let (k, v, e) = (
+            self.key as usize,
+            self.value as usize,
+            self.value_end as usize,
+        );
+        scan::Field {
+            span: k - 1..e,
+            key: k..k + self.key_len as usize,
+            value: v..e,
+        }
+    }
+}
+
 /// How many proxies sharing a metatable can have a view of their own in it (see [`own`]).
 const VIEWS: usize = 2;
 
@@ -159,6 +195,12 @@ pub(crate) struct State {
     /// The tables (by address) that have a view of their own, and those views.
     pub(crate) at: [usize; VIEWS],
     pub(crate) own: [Core; VIEWS],
+    /// How many entries of `places` are known (the first fields, in order), and whether a
+    /// walk reached the object's end with every field placed (a key not placed is then not a
+    /// field). Places describe the bytes, so every proxy sharing the state shares them.
+    pub(crate) placed: u8,
+    pub(crate) all_placed: bool,
+    pub(crate) places: [Place; PLACES],
 }
 
 /// The metatable holds the decoded marks of fields past the 64th.
@@ -433,6 +475,9 @@ unsafe fn push_meta(
                 core: Core::EMPTY,
                 at: [0; VIEWS],
                 own: [Core::EMPTY; VIEWS],
+                placed: 0,
+                all_placed: false,
+                places: [Place::EMPTY; PLACES],
             },
         );
         ffi::lua_rawseti(state, mt, M_STATE as _);
@@ -544,11 +589,30 @@ unsafe fn push_field(state: *mut ffi::lua_State, root_idx: c_int, v: &View, f: &
 }
 
 /// The field of `v`'s object whose key is `key`: (ordinal, field).
+/// Field `key` of the proxy's object: its ordinal and place.
+///
+/// Cost: the first [`PLACES`] fields are placed in the state as a walk passes them, so a
+/// lookup compares keys already placed and walks on only from the last place: over every
+/// lookup on an object (and on every proxy sharing its state) its bytes are walked once, not
+/// once per field read.
 fn find(v: &View, key: &[u8]) -> Option<(usize, scan::Field)> {
     if v.keys & (1 << scan::key_bucket(key)) == 0 {
         return None;
     }
     let obj = v.obj();
+    // SAFETY: the view's state is a live State (view_of) that nothing else borrows during
+    // this call; only the places are touched
+    let st = unsafe { &mut *v.state };
+    let placed = st.placed as usize;
+    for (ord, p) in st.places[..placed].iter().enumerate() {
+        let k = p.key as usize;
+        if p.key_len as usize == key.len() && &obj[k..k + key.len()] == key {
+            return Some((ord, p.field()));
+        }
+    }
+    if st.all_placed {
+        return None;
+    }
     // a key of a simple object is written without escapes: if `"key"` appears nowhere in the
     // bytes, it is not a field. Worth its setup only where the key bits rule out little (an
     // object with many keys, where the walk below is long)
@@ -559,9 +623,28 @@ fn find(v: &View, key: &[u8]) -> Option<(usize, scan::Field)> {
         quoted[key.len() + 1] = b'"';
         memchr::memmem::find(obj, &quoted[..key.len() + 2])?;
     }
-    Fields::new(obj)
-        .enumerate()
-        .find(|(_, f)| &obj[f.key.clone()] == key)
+    let walk = match placed {
+        0 => Fields::new(obj),
+        n => Fields::at(obj, st.places[n - 1].value_end as usize),
+    };
+    let mut ord = placed;
+    for f in walk {
+        if ord < PLACES && ord == st.placed as usize && f.span.end <= u32::MAX as usize {
+            st.places[ord] = Place {
+                key: f.key.start as u32,
+                key_len: f.key.len() as u32,
+                value: f.value.start as u32,
+                value_end: f.value.end as u32,
+            };
+            st.placed += 1;
+        }
+        if &obj[f.key.clone()] == key {
+            return Some((ord, f));
+        }
+        ord += 1;
+    }
+    st.all_placed = st.placed as usize == ord;
+    None
 }
 
 /// `__index(t, k)`: decode field `k` from the bytes, store it in `t`, return it.

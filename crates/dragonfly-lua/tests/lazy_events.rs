@@ -565,6 +565,10 @@ fn events_with_many_fields() {
         "local x = msg.f70 msg.f80 = 'eighty' msg.f90 = nil msg.f3 = nil",
         "msg.f99 = nil msg.new = 1 local n = 0 for k in pairs(msg) do n = n + 1 end msg.count = n",
         "rawset(msg, 'f65', nil) msg.f66 = msg.f66 msg.f64 = { 1 }",
+        // lookups in every order, misses first and again, past the placed fields (lazy.rs
+        // PLACES) and back
+        "local s = {} for _, i in ipairs({ 'nope', 30, 2, 23, 24, 25, 0, 99, 12, 26, 1, 'nope', \
+         23, 70, 24 }) do s[#s + 1] = tostring(msg['f' .. i]) end msg.seen = table.concat(s, ',')",
     ] {
         let filter = format!("function loop(msg) {body} dragonfly.analyze_event('a1', msg) end");
         let a1 =
@@ -572,6 +576,19 @@ fn events_with_many_fields() {
         let a2 = "function loop(msg) end".to_string();
         check(&(filter, a1, a2), std::slice::from_ref(&line)).unwrap();
     }
+    let filter = "function loop(msg) local s = {} for _, i in ipairs({ 'x', 30, 2, 23, 24, 25, 99, 'x', 24 }) \
+         do s[#s + 1] = tostring(msg['f' .. i]) end dragonfly.output_event('out', s) end"
+        .to_string();
+    let none = "function loop(msg) end".to_string();
+    let r = run(
+        true,
+        &(filter, none.clone(), none),
+        std::slice::from_ref(&line),
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&r.raw[0]),
+        "[\"nil\",\"30.5\",\"2.5\",\"23.5\",\"24.5\",\"25.5\",\"99.5\",\"nil\",\"24.5\"]\n"
+    );
     // untouched fields past the 64th keep their text
     let filter =
         "function loop(msg) msg.f80 = 1 dragonfly.output_event('out', msg) end".to_string();
