@@ -1,7 +1,7 @@
 //! Hashes: HSET HMSET HSETNX HGET HMGET HGETALL HINCRBY HINCRBYFLOAT HDEL HLEN HEXISTS HKEYS
 //! HVALS.
 
-use std::collections::HashMap;
+use super::HashMap;
 
 use super::{human_double, parse_f64, parse_i64, upper, Db, Value};
 use crate::Reply;
@@ -16,7 +16,7 @@ fn as_hash(v: &mut Value) -> Option<&mut Hash> {
 }
 
 fn new_hash() -> Value {
-    Value::Hash(HashMap::new())
+    Value::Hash(HashMap::default())
 }
 
 impl Db {

@@ -24,7 +24,7 @@ mod strings;
 mod zsets;
 
 use dragonfly_event::sync::Locked;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -96,12 +96,19 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// The hasher of every map the store keeps: ahash, keyed at random per process, so that
+/// keys an attacker chooses (they come from events) cannot be made to collide, as with the
+/// standard SipHash, at a fraction of its cost.
+pub(crate) type Hasher = ahash::RandomState;
+pub(crate) type HashMap<K, V> = std::collections::HashMap<K, V, Hasher>;
+pub(crate) type HashSet<K> = std::collections::HashSet<K, Hasher>;
+
 /// The keyspace. All commands run with the store's lock held, so each is atomic.
 #[derive(Debug, Default)]
 pub struct Db {
-    pub(crate) map: indexmap::IndexMap<Vec<u8>, Entry>,
+    pub(crate) map: indexmap::IndexMap<Vec<u8>, Entry, Hasher>,
     /// The keys with a TTL (indexed: the active expiry samples it).
-    expiring: indexmap::IndexSet<Vec<u8>>,
+    expiring: indexmap::IndexSet<Vec<u8>, Hasher>,
     last_sweep: u64,
     /// Bytes (estimated) the keys hold ([`memory`]).
     used: usize,
@@ -446,13 +453,27 @@ impl Db {
             return Reply::err("ERR empty command");
         };
         self.clock += 1;
-        let cmd = upper(name);
+        // the name upper-cased on the stack (every command name is short); a long or
+        // non-ASCII one (unknown anyway) on the heap
+        let mut buf = [0u8; 32];
+        let long;
+        let cmd: &str = match buf.get_mut(..name.len()) {
+            Some(b) if name.is_ascii() => {
+                b.copy_from_slice(name);
+                b.make_ascii_uppercase();
+                std::str::from_utf8(b).expect("ASCII")
+            }
+            _ => {
+                long = upper(name);
+                &long
+            }
+        };
         // the RedisML commands (all named ML.*) first
         if name.len() > 3
             && name[..3].eq_ignore_ascii_case(b"ML.")
             && dragonfly_models::is_ml_command(name)
         {
-            let grows = memory::grows(&cmd);
+            let grows = memory::grows(cmd);
             if grows && !self.make_room() {
                 return Reply::err(memory::OOM);
             }
@@ -471,7 +492,7 @@ impl Db {
             handler,
             grows,
             shrinks,
-        }) = table().get(cmd.as_str())
+        }) = table().get(cmd)
         else {
             let mut msg = format!(
                 "ERR unknown command '{}', with args beginning with: ",
@@ -484,7 +505,7 @@ impl Db {
         };
         let n = args.len() as i32;
         if (arity > 0 && n != arity) || (arity < 0 && n < -arity) {
-            return Reply::arity(&cmd);
+            return Reply::arity(cmd);
         }
         let now = now_ms();
         if now >= self.last_sweep + 100 {

@@ -1,6 +1,6 @@
 //! Sets: SADD SREM SISMEMBER SCARD SMEMBERS.
 
-use std::collections::HashSet;
+use super::HashSet;
 
 use super::{Db, Value};
 use crate::Reply;
@@ -17,7 +17,7 @@ fn as_set(v: &mut Value) -> Option<&mut Set> {
 impl Db {
     fn set_at(&mut self, key: &[u8], create: bool) -> Result<Option<&mut Set>, Reply> {
         let make: Option<fn() -> Value> = if create {
-            Some(|| Value::Set(HashSet::new()))
+            Some(|| Value::Set(HashSet::default()))
         } else {
             None
         };

@@ -8,7 +8,8 @@
 //! bytes = u64 length + data; numbers little-endian
 //! ```
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use super::{HashMap, HashSet};
+use std::collections::VecDeque;
 
 use super::{now_ms, Db, Entry, Hll, Value, ZSet};
 
@@ -109,7 +110,7 @@ pub fn decode(bytes: &[u8]) -> Result<Db, String> {
             1 => Value::Str(r.bytes()?),
             2 => {
                 let n = r.u64()?;
-                let mut h = HashMap::new();
+                let mut h = HashMap::default();
                 for _ in 0..n {
                     h.insert(r.bytes()?, r.bytes()?);
                 }
@@ -117,7 +118,7 @@ pub fn decode(bytes: &[u8]) -> Result<Db, String> {
             }
             3 => {
                 let n = r.u64()?;
-                let mut s = HashSet::new();
+                let mut s = HashSet::default();
                 for _ in 0..n {
                     s.insert(r.bytes()?);
                 }

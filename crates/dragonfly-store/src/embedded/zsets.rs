@@ -1,7 +1,8 @@
 //! Sorted sets: ZADD ZINCRBY ZSCORE ZRANK ZREVRANK ZCARD ZRANGE ZREVRANGE ZRANGEBYSCORE
 //! ZREVRANGEBYSCORE ZREM ZREMRANGEBYSCORE. Ordered by score, then member bytes.
 
-use std::collections::{BTreeSet, HashMap};
+use super::HashMap;
+use std::collections::BTreeSet;
 
 use super::{parse_f64, parse_i64, reply_double, upper, Db, Value};
 use crate::Reply;
