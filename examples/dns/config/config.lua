@@ -17,3 +17,8 @@ analyzers = {
 outputs = {
    { tag="findings", uri="file://findings.json" },
 }
+
+-- The store holds the detections' windows (keys with a TTL) and the DGA model (no TTL).
+-- Capped, so that a flood of names (every query to a new zone) cannot take the sensor's
+-- memory: at the cap the least recently used windows go first; the model never does.
+engine = { store_maxmemory_mb = 512, store_maxmemory_policy = "volatile-lru" }

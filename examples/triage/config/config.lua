@@ -37,4 +37,7 @@ outputs = {
 }
 
 -- the live pipeline page and metrics at http://$DRAGONFLY_HTTP/ (e.g. 127.0.0.1:7070) if set
-engine = { http = os.getenv("DRAGONFLY_HTTP") }
+-- The store is capped as in examples/dns (a flood of new names or hosts evicts the least
+-- recently used windows; the DGA model, without a TTL, stays).
+engine = { http = os.getenv("DRAGONFLY_HTTP"),
+           store_maxmemory_mb = 512, store_maxmemory_policy = "volatile-lru" }
