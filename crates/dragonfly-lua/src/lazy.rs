@@ -126,24 +126,26 @@ impl Core {
 
 /// How many fields (the first ones, in input order) a state keeps the place of once a lookup
 /// has walked past them (see [`find`]).
-pub(crate) const PLACES: usize = 24;
+pub(crate) const PLACES: usize = 16;
 
-/// Where one field is in its object (offsets into the object's bytes).
+/// Where one field is in its object (offsets into the object's bytes). Small, because every
+/// state carries [`PLACES`] of them and the collector paces itself by bytes allocated: only
+/// objects of up to 64 KiB with keys of up to 255 bytes are placed (others are walked).
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub(crate) struct Place {
-    key: u32,
-    key_len: u32,
-    value: u32,
-    value_end: u32,
+    key: u16,
+    value: u16,
+    value_end: u16,
+    key_len: u8,
 }
 
 impl Place {
     const EMPTY: Place = Place {
         key: 0,
-        key_len: 0,
         value: 0,
         value_end: 0,
+        key_len: 0,
     };
 
     fn field(&self) -> scan::Field {
@@ -629,12 +631,16 @@ fn find(v: &View, key: &[u8]) -> Option<(usize, scan::Field)> {
     };
     let mut ord = placed;
     for f in walk {
-        if ord < PLACES && ord == st.placed as usize && f.span.end <= u32::MAX as usize {
+        if ord < PLACES
+            && ord == st.placed as usize
+            && obj.len() <= u16::MAX as usize
+            && f.key.len() <= u8::MAX as usize
+        {
             st.places[ord] = Place {
-                key: f.key.start as u32,
-                key_len: f.key.len() as u32,
-                value: f.value.start as u32,
-                value_end: f.value.end as u32,
+                key: f.key.start as u16,
+                value: f.value.start as u16,
+                value_end: f.value.end as u16,
+                key_len: f.key.len() as u8,
             };
             st.placed += 1;
         }

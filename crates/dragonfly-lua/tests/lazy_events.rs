@@ -589,6 +589,24 @@ fn events_with_many_fields() {
         String::from_utf8_lossy(&r.raw[0]),
         "[\"nil\",\"30.5\",\"2.5\",\"23.5\",\"24.5\",\"25.5\",\"99.5\",\"nil\",\"24.5\"]\n"
     );
+    // an object too long to place (over 64 KiB) is walked, with the same answers
+    let big = format!(
+        "{{\"pad\":\"{}\",{}}}",
+        "x".repeat(70_000),
+        (0..30)
+            .map(|i| format!("\"g{i}\":{i}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    )
+    .into_bytes();
+    let filter = "function loop(msg) msg.seen = tostring(msg.g20) .. tostring(msg.g3) .. \
+                  tostring(msg.nope) .. tostring(msg.g29) .. tostring(msg.g20) \
+                  dragonfly.analyze_event('a1', msg) end"
+        .to_string();
+    let a1 =
+        "function loop(msg) msg.pad = #msg.pad dragonfly.output_event('out', msg) end".to_string();
+    let a2 = "function loop(msg) end".to_string();
+    check(&(filter, a1, a2), std::slice::from_ref(&big)).unwrap();
     // untouched fields past the 64th keep their text
     let filter =
         "function loop(msg) msg.f80 = 1 dragonfly.output_event('out', msg) end".to_string();

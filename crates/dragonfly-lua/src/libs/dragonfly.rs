@@ -208,27 +208,54 @@ pub fn install(lua: &Lua) -> mlua::Result<Table> {
 /// (`2026-11-27T21:53:04.123456+0000`): the fraction is dropped (toward the past, as the
 /// original's `strptime` did), a time zone offset applied.
 pub fn date2epoch(s: &str) -> Option<i64> {
-    use chrono::{DateTime, NaiveDate, NaiveDateTime};
+    use chrono::format::{parse, Item, Parsed, StrftimeItems};
+    use chrono::{DateTime, NaiveDate};
+    /// The formats tried, in order, parsed once: (items, whether they carry an offset).
+    static FORMATS: std::sync::LazyLock<Vec<(Vec<Item<'static>>, bool)>> =
+        std::sync::LazyLock::new(|| {
+            [
+                ("%Y-%m-%dT%H:%M:%S%.f%z", true),
+                ("%Y-%m-%dT%H:%M:%S%z", true),
+                ("%Y-%m-%d %H:%M:%S%.f%z", true),
+                ("%Y-%m-%dT%H:%M:%S%.f", false),
+                ("%Y-%m-%d %H:%M:%S%.f", false),
+                ("%Y-%m-%dT%H:%M:%S", false),
+            ]
+            .into_iter()
+            .map(|(f, zoned)| {
+                let items = StrftimeItems::new(f)
+                    .parse_to_owned()
+                    .expect("a valid format");
+                (items, zoned)
+            })
+            .collect()
+        });
     let s = s.trim();
-    for fmt in [
-        "%Y-%m-%dT%H:%M:%S%.f%z",
-        "%Y-%m-%dT%H:%M:%S%z",
-        "%Y-%m-%d %H:%M:%S%.f%z",
-    ] {
-        if let Ok(d) = DateTime::parse_from_str(s, fmt) {
-            return Some(d.timestamp());
+    // as DateTime::parse_from_str and NaiveDateTime::parse_from_str do, without parsing the
+    // format again for every date
+    let with = |items: &[Item<'static>], zoned: bool| {
+        let mut p = Parsed::new();
+        parse(&mut p, s, items.iter()).ok()?;
+        if zoned {
+            p.to_datetime().ok().map(|d| d.timestamp())
+        } else {
+            p.to_naive_datetime_with_offset(0)
+                .ok()
+                .map(|d| d.and_utc().timestamp())
+        }
+    };
+    let (zoned, naive) = FORMATS.split_at(3);
+    for (items, z) in zoned {
+        if let Some(t) = with(items, *z) {
+            return Some(t);
         }
     }
     if let Ok(d) = DateTime::parse_from_rfc3339(s) {
         return Some(d.timestamp());
     }
-    for fmt in [
-        "%Y-%m-%dT%H:%M:%S%.f",
-        "%Y-%m-%d %H:%M:%S%.f",
-        "%Y-%m-%dT%H:%M:%S",
-    ] {
-        if let Ok(d) = NaiveDateTime::parse_from_str(s, fmt) {
-            return Some(d.and_utc().timestamp());
+    for (items, z) in naive {
+        if let Some(t) = with(items, *z) {
+            return Some(t);
         }
     }
     NaiveDate::parse_from_str(s, "%Y-%m-%d")
@@ -311,5 +338,60 @@ mod tests {
         assert_eq!(date2epoch("2026-11-27T21:53:04Z"), Some(1795816384));
         assert_eq!(date2epoch("1970-01-02"), Some(86400));
         assert_eq!(date2epoch("yesterday"), None);
+    }
+
+    /// The parser before the formats were parsed once: each format through chrono's
+    /// `parse_from_str`.
+    fn reference(s: &str) -> Option<i64> {
+        use chrono::{DateTime, NaiveDate, NaiveDateTime};
+        let s = s.trim();
+        for fmt in [
+            "%Y-%m-%dT%H:%M:%S%.f%z",
+            "%Y-%m-%dT%H:%M:%S%z",
+            "%Y-%m-%d %H:%M:%S%.f%z",
+        ] {
+            if let Ok(d) = DateTime::parse_from_str(s, fmt) {
+                return Some(d.timestamp());
+            }
+        }
+        if let Ok(d) = DateTime::parse_from_rfc3339(s) {
+            return Some(d.timestamp());
+        }
+        for fmt in [
+            "%Y-%m-%dT%H:%M:%S%.f",
+            "%Y-%m-%d %H:%M:%S%.f",
+            "%Y-%m-%dT%H:%M:%S",
+        ] {
+            if let Ok(d) = NaiveDateTime::parse_from_str(s, fmt) {
+                return Some(d.and_utc().timestamp());
+            }
+        }
+        NaiveDate::parse_from_str(s, "%Y-%m-%d")
+            .ok()
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+            .map(|d| d.and_utc().timestamp())
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(5_000))]
+        /// The same answer as the reference on dates in every layout it takes (and broken
+        /// ones): separators, fractions, offsets, out-of-range fields, stray text.
+        #[test]
+        fn parses_what_the_reference_parsed(
+            y in 1900i32..2100, mo in 0u32..14, d in 0u32..33, h in 0u32..25, mi in 0u32..61,
+            sec in 0u32..61, frac in proptest::option::of("[0-9]{1,9}"),
+            sep in proptest::sample::select(vec!["T", " ", "t"]),
+            zone in proptest::sample::select(vec!["", "Z", "+0000", "+0130", "-0800", "+01:00", "z"]),
+            date_only in proptest::bool::weighted(0.1),
+            pad in proptest::sample::select(vec!["", " ", "x", "\n"]),
+        ) {
+            let s = if date_only {
+                format!("{y:04}-{mo:02}-{d:02}{pad}")
+            } else {
+                let f = frac.map(|f| format!(".{f}")).unwrap_or_default();
+                format!("{pad}{y:04}-{mo:02}-{d:02}{sep}{h:02}:{mi:02}:{sec:02}{f}{zone}")
+            };
+            proptest::prop_assert_eq!(date2epoch(&s), reference(&s), "{:?}", s);
+        }
     }
 }
