@@ -6,9 +6,14 @@
 local text = require 'text'
 local M = {}
 
+-- features look at bytes (string.byte), not one-character strings (string.sub),
+-- so the loops below make no strings and LuaJIT compiles them
+local byte = string.byte
 local CONSONANTS = {}
-for c in string.gmatch("bcdfghjklmnpqrstvwxz", ".") do CONSONANTS[c] = true end
-local VOWELS = { a = true, e = true, i = true, o = true, u = true }
+for c in string.gmatch("bcdfghjklmnpqrstvwxz", ".") do CONSONANTS[byte(c)] = true end
+local VOWELS = {}
+for c in string.gmatch("aeiou", ".") do VOWELS[byte(c)] = true end
+-- a bigram as the number 256 * first byte + second byte
 local COMMON_BIGRAMS = {}
 for b in string.gmatch([[
 th he in er an re on at en nd ti es or te of ed is it al ar st to nt ng se ha as ou io le ve co
@@ -22,7 +27,7 @@ eo vo rv nf xp gn sm fl iz ok nl my gl aw ju oa eq sy sl ps jo lf nv je nk kn gs
 bs ik dd cy rp sk xi oe oy ws lv dl rf eu dg wr xa yi nm eb rb tm xc eh tc gy ja hn yp za gg ym
 sw bj lm cs ii ix xe oh lk dv lp ax ox uf dm iu sf bt ka yt ek pm ya gt wl rh yl hs ah yc yn rw
 hm lw hl ae zi az lc py aj iq nj bb nh uo kl lb wy ez
-]], "%S+") do COMMON_BIGRAMS[b] = true end
+]], "%S+") do COMMON_BIGRAMS[byte(b, 1) * 256 + byte(b, 2)] = true end
 
 M.NAMES = { "length", "entropy", "digits", "vowels", "consonant_run", "distinct", "bigrams", "hyphen" }
 
@@ -31,10 +36,10 @@ function M.features(label)
     if n == 0 then return { 0, 0, 0, 0, 0, 0, 0, 0 } end
     local digits, letters, vowels, run, best, distinct, seen = 0, 0, 0, 0, 0, 0, {}
     for i = 1, n do
-        local c = string.sub(label, i, i)
+        local c = byte(label, i)
         if not seen[c] then seen[c] = true; distinct = distinct + 1 end
-        if c >= "0" and c <= "9" then digits = digits + 1 end
-        if c >= "a" and c <= "z" then letters = letters + 1 end
+        if c >= 48 and c <= 57 then digits = digits + 1 end       -- 0-9
+        if c >= 97 and c <= 122 then letters = letters + 1 end    -- a-z
         if VOWELS[c] then vowels = vowels + 1 end
         if CONSONANTS[c] then
             run = run + 1
@@ -45,7 +50,7 @@ function M.features(label)
     end
     local common = 0
     for i = 1, n - 1 do
-        if COMMON_BIGRAMS[string.sub(label, i, i + 1)] then common = common + 1 end
+        if COMMON_BIGRAMS[byte(label, i) * 256 + byte(label, i + 1)] then common = common + 1 end
     end
     return {
         n,

@@ -6,9 +6,20 @@ local M = {}
 -- second-level suffixes under which the registered name is one label further left
 local SLD = { co = true, com = true, org = true, net = true, ac = true, gov = true, edu = true }
 
+-- the non-empty dot-separated labels, lower-cased (string.find with a plain dot:
+-- LuaJIT compiles it, where string.gmatch stops the trace compiler)
+local find, sub, lower = string.find, string.sub, string.lower
 function M.labels(name)
-    local out = {}
-    for label in string.gmatch(string.lower(name), "[^%.]+") do out[#out + 1] = label end
+    local s = lower(name)
+    local out, n, i, len = {}, 0, 1, #s
+    while i <= len do
+        local j = find(s, ".", i, true) or len + 1
+        if j > i then
+            n = n + 1
+            out[n] = sub(s, i, j - 1)
+        end
+        i = j + 1
+    end
     return out
 end
 
