@@ -14,20 +14,40 @@ use dragonfly_engine::{Control, EngineError, Options, Plan};
 /// Lines of each output shown (the rest stay in its capture file).
 const SHOWN: usize = 20;
 
-/// Run `config` on `sample`; the exit code of the run (3 when a script failed).
-pub fn run(mut config: Config, options: Options, sample: &Path) -> Result<u8, EngineError> {
-    let sample = std::fs::canonicalize(sample)
-        .map_err(|e| EngineError::Open(vec![format!("--sample {}: {e}", sample.display())]))?;
-    let scratch = scratch_dir();
-    let _ = std::fs::remove_dir_all(&scratch);
-    let Some(first) = config.inputs.first().cloned() else {
-        return Err(EngineError::Config(vec![format!(
-            "{}: --sample needs an input (its filter gets the sample)",
-            config.file
-        )]));
+/// What a captured run left: its summary and, per output tag, the lines it received; the
+/// dead letters (script failures with their events).
+pub struct Captured {
+    pub summary: dragonfly_engine::Summary,
+    pub outputs: Vec<(String, Vec<String>)>,
+    pub dead: Vec<serde_json::Value>,
+}
+
+/// Run `config` with `input`'s lines going through input `input_tag` (the first input when
+/// None) and every output captured in `scratch` (made fresh, removed after): a fresh embedded
+/// store, no HTTP listener, no snapshots, one worker.
+pub fn capture(
+    mut config: Config,
+    options: Options,
+    input: &Path,
+    input_tag: Option<&str>,
+    scratch: &Path,
+) -> Result<Captured, EngineError> {
+    let _ = std::fs::remove_dir_all(scratch);
+    let chosen = match input_tag {
+        None => config.inputs.first().cloned(),
+        Some(t) => config.inputs.iter().find(|i| i.tag == t).cloned(),
+    };
+    let Some(first) = chosen else {
+        return Err(EngineError::Config(vec![match input_tag {
+            None => format!(
+                "{}: needs an input (its filter gets the events)",
+                config.file
+            ),
+            Some(t) => format!("{}: no input '{t}'", config.file),
+        }]));
     };
     config.inputs = vec![dragonfly_config::Input {
-        uri: format!("file://{}", sample.display()),
+        uri: format!("file://{}", input.display()),
         options: Vec::new(),
         ..first
     }];
@@ -42,21 +62,59 @@ pub fn run(mut config: Config, options: Options, sample: &Path) -> Result<u8, En
     config.engine.workers = 1;
     config.engine.store_snapshot = String::new();
     config.engine.stats_interval = 3600.0;
-    let input_tag = config.inputs[0].tag.clone();
-    let filter = config.inputs[0].script.clone();
     let options = Options {
-        logdir: scratch.clone(),
+        logdir: scratch.to_path_buf(),
         exit_on_eof: true,
         chroot: false,
         ..options
     };
     let root = options.root.clone();
-    let outputs: Vec<String> = config.outputs.iter().map(|o| o.tag.clone()).collect();
-    let plan = Plan::new(config, options)?;
-    let control = Control::default();
-    let running = plan.prepare()?.start(root, control)?;
-    let summary = running.wait();
+    let tags: Vec<String> = config.outputs.iter().map(|o| o.tag.clone()).collect();
+    let run = || -> Result<Captured, EngineError> {
+        let plan = Plan::new(config, options)?;
+        let running = plan.prepare()?.start(root, Control::default())?;
+        let summary = running.wait();
+        let outputs = tags
+            .iter()
+            .map(|tag| {
+                let text = std::fs::read_to_string(scratch.join(format!("{tag}.json")))
+                    .unwrap_or_default();
+                (tag.clone(), text.lines().map(str::to_string).collect())
+            })
+            .collect();
+        let dead = std::fs::read_to_string(scratch.join("dead-letters.json"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        Ok(Captured {
+            summary,
+            outputs,
+            dead,
+        })
+    };
+    let r = run();
+    let _ = std::fs::remove_dir_all(scratch);
+    r
+}
 
+/// Run `config` on `sample`; the exit code of the run (3 when a script failed).
+pub fn run(config: Config, options: Options, sample: &Path) -> Result<u8, EngineError> {
+    let sample = std::fs::canonicalize(sample)
+        .map_err(|e| EngineError::Open(vec![format!("--sample {}: {e}", sample.display())]))?;
+    let input_tag = config.inputs.first().map(|i| i.tag.clone());
+    let filter = config.inputs.first().map(|i| i.script.clone());
+    let captured =
+        capture(config, options, &sample, None, &scratch_dir()).map_err(|e| match e {
+            EngineError::Config(p) => EngineError::Config(
+                p.into_iter()
+                    .map(|p| p.replace("needs an input", "--sample needs an input"))
+                    .collect(),
+            ),
+            e => e,
+        })?;
+    let (input_tag, filter) = (input_tag.unwrap_or_default(), filter.unwrap_or_default());
+    let summary = captured.summary;
     let mut out = std::io::stdout().lock();
     let s = &summary.stats;
     let _ = writeln!(
@@ -65,28 +123,16 @@ pub fn run(mut config: Config, options: Options, sample: &Path) -> Result<u8, En
         s.operations.input,
         sample.display()
     );
-    for tag in &outputs {
-        let path = scratch.join(format!("{tag}.json"));
-        let text = std::fs::read_to_string(&path).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
+    for (tag, lines) in &captured.outputs {
         let _ = writeln!(out, "== output '{tag}': {} events", lines.len());
         for l in lines.iter().take(SHOWN) {
             let _ = writeln!(out, "{l}");
         }
         if lines.len() > SHOWN {
-            let _ = writeln!(
-                out,
-                "... {} more in {}",
-                lines.len() - SHOWN,
-                path.display()
-            );
+            let _ = writeln!(out, "... {} more not shown", lines.len() - SHOWN);
         }
     }
-    let dead = std::fs::read_to_string(scratch.join("dead-letters.json")).unwrap_or_default();
-    let dead: Vec<serde_json::Value> = dead
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
+    let dead = captured.dead;
     let _ = writeln!(out, "== script errors: {}", dead.len());
     for d in dead.iter().take(SHOWN) {
         let _ = writeln!(
@@ -97,6 +143,9 @@ pub fn run(mut config: Config, options: Options, sample: &Path) -> Result<u8, En
             d["error"].as_str().unwrap_or(""),
             d["event"]
         );
+    }
+    if dead.len() > SHOWN {
+        let _ = writeln!(out, "... {} more errors not shown", dead.len() - SHOWN);
     }
     let unknown = s.unknown_tags.len();
     let _ = writeln!(out, "== unknown tags: {unknown}");
@@ -122,11 +171,10 @@ pub fn run(mut config: Config, options: Options, sample: &Path) -> Result<u8, En
             v.events, v.lua_errors
         );
     }
-    let _ = writeln!(out, "(captured in {})", scratch.display());
     Ok(summary.exit_code())
 }
 
-/// Where `--sample` captures (a fresh directory per run).
+/// Where `--sample` captures while it runs (a fresh directory, removed at the end).
 fn scratch_dir() -> PathBuf {
     std::env::temp_dir().join(format!("dragonfly-mle-sample-{}", std::process::id()))
 }

@@ -320,8 +320,23 @@ outputs = { { tag="out", uri="file://real.json" } }
         "{\"seq\":1}\n{\"seq\":2,\"bad\":true}\nnot json\n{\"seq\":3}\n",
     );
     let sample = r.path().join("sample.json");
-    let (code, out) = stderr_of(&r, &["--check", "--sample", sample.to_str().unwrap()]);
+    // its own temporary directory, to see that the run leaves nothing behind
+    let tmp = tempfile::tempdir().unwrap();
+    let run = wait_output(
+        r.command(&["--check", "--sample", sample.to_str().unwrap()])
+            .env("TMPDIR", tmp.path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+        Duration::from_secs(30),
+    );
+    let mut out = String::from_utf8_lossy(&run.stderr).into_owned();
+    out.push_str(&String::from_utf8_lossy(&run.stdout));
+    let code = run.status.code().unwrap_or(-1);
     assert_eq!(code, 3, "a script failed: {out}");
+    let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
     for want in [
         "== output 'out': 2 events",
         r#"{"seq":1,"n":1}"#,
