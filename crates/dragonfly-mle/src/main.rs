@@ -14,6 +14,7 @@ mod parquet_cmd;
 mod privileges;
 mod progress;
 mod sample;
+mod test_cmd;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -153,6 +154,14 @@ enum Command {
         #[command(subcommand)]
         action: parquet_cmd::ParquetAction,
     },
+    /// Run the test cases under ROOT/tests/ (docs/testing.md): each a run of the pipeline on the events it gives, checked against what each output must (not) get; exit 0 when all pass, 1 otherwise.
+    Test {
+        /// Only the cases whose "FILE: NAME" contains this text.
+        filter: Option<String>,
+        /// text (a line per case, the failures under it) or json (one report).
+        #[arg(long, value_enum, default_value = "text")]
+        format: test_cmd::Format,
+    },
     /// Print the manual page dragonfly-mle(1) (roff): `dragonfly-mle man > dragonfly-mle.1`.
     Man,
     /// Print shell completions: `dragonfly-mle completions bash > /etc/bash_completion.d/dragonfly-mle`.
@@ -179,7 +188,13 @@ fn main() -> ExitCode {
         Some(Command::Parquet { action }) => return parquet_cmd::run(action),
         _ => {}
     }
-    let filter = if cli.verbose { "debug" } else { "info" };
+    // the test command's runs log only what goes wrong (its report is on stdout)
+    let quiet = matches!(cli.command, Some(Command::Test { .. }));
+    let filter = match (cli.verbose, quiet) {
+        (true, _) => "debug",
+        (false, true) => "warn",
+        (false, false) => "info",
+    };
     let (stderr, _flush_at_exit) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(true)
         .buffered_lines_limit(16 * 1024)
@@ -285,6 +300,9 @@ fn run(cli: Cli) -> Result<u8, Failure> {
     };
     // every problem at once: config.lua's errors, its warnings (errors with --strict), and
     // what the engine finds in the parts that did parse (schemes, options, scripts)
+    if let Some(Command::Test { filter, format }) = &cli.command {
+        return Ok(test_cmd::run(&root, options, filter.as_deref(), *format));
+    }
     let (config, errors) = dragonfly_config::load_all(&root);
     let mut problems: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
     for w in config.iter().flat_map(|c| &c.warnings) {

@@ -22,13 +22,14 @@ pub struct Captured {
     pub dead: Vec<serde_json::Value>,
 }
 
-/// Run `config` with `input`'s lines going through input `input_tag` (the first input when
+/// Run `config` with `input`'s lines (gzip when `zipped`) going through input `input_tag` (the first input when
 /// None) and every output captured in `scratch` (made fresh, removed after): a fresh embedded
 /// store, no HTTP listener, no snapshots, one worker.
 pub fn capture(
     mut config: Config,
     options: Options,
     input: &Path,
+    zipped: bool,
     input_tag: Option<&str>,
     scratch: &Path,
 ) -> Result<Captured, EngineError> {
@@ -47,7 +48,11 @@ pub fn capture(
         }]));
     };
     config.inputs = vec![dragonfly_config::Input {
-        uri: format!("file://{}", input.display()),
+        uri: format!(
+            "{}://{}",
+            if zipped { "zfile" } else { "file" },
+            input.display()
+        ),
         options: Vec::new(),
         ..first
     }];
@@ -105,7 +110,7 @@ pub fn run(config: Config, options: Options, sample: &Path) -> Result<u8, Engine
     let input_tag = config.inputs.first().map(|i| i.tag.clone());
     let filter = config.inputs.first().map(|i| i.script.clone());
     let captured =
-        capture(config, options, &sample, None, &scratch_dir()).map_err(|e| match e {
+        capture(config, options, &sample, false, None, &scratch_dir()).map_err(|e| match e {
             EngineError::Config(p) => EngineError::Config(
                 p.into_iter()
                     .map(|p| p.replace("needs an input", "--sample needs an input"))

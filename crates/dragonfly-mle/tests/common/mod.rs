@@ -302,6 +302,27 @@ pub fn redisml_module() -> &'static str {
 }
 
 /// The shared Suricata corpus (../shared/data beside the repository).
+/// The example roots (examples/ of the repository).
+pub fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples")
+        .canonicalize()
+        .unwrap()
+}
+
+/// A copy of example root `name` to change (its links to examples/lib followed).
+pub fn copy_example(name: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let ok = Command::new("cp")
+        .arg("-rL")
+        .arg(format!("{}/.", examples().join(name).display()))
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    assert!(ok.success(), "copying examples/{name}");
+    dir
+}
+
 pub fn corpus() -> PathBuf {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/eve-synth.json.gz");
     assert!(p.exists(), "the shared corpus is missing: {}", p.display());

@@ -3,7 +3,7 @@
 //! Suricata corpus, with the embedded store and with redis-server + our RedisML module.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -12,13 +12,6 @@ use dragonfly_testkit::RedisServer;
 use serde_json::Value;
 
 const LIMIT: Duration = Duration::from_secs(120);
-
-fn examples() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../examples")
-        .canonicalize()
-        .unwrap()
-}
 
 /// Run an example root to the end of its input. `eve` replaces the shipped sample
 /// (through $DRAGONFLY_EVE, as the configs document). Returns the log directory.
@@ -290,15 +283,7 @@ fn a_tunnel_spread_over_many_hosts_is_found_by_its_zone() {
 #[test]
 fn a_flood_of_new_zones_is_held_to_the_store_cap_and_the_tunnel_after_it_is_found() {
     use std::os::unix::process::CommandExt;
-    let root = tempfile::tempdir().unwrap();
-    // -L: the roots' lib/ entries link to examples/lib
-    let status = Command::new("cp")
-        .arg("-rL")
-        .arg(format!("{}/.", examples().join("dns").display()))
-        .arg(root.path())
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let root = copy_example("dns");
     let cfg = root.path().join("config/config.lua");
     let text = std::fs::read_to_string(&cfg).unwrap();
     let shipped = "store_maxmemory_mb = 512";

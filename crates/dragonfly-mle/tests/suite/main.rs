@@ -11,6 +11,7 @@
 //! |---|---|
 //! | the pipeline: routing, numbers, bad input, timers | `pipeline`, `examples` (the example roots as a user runs them) |
 //! | config.lua, `--check`, the console, the docs | `config_and_check`, `check_agrees`, `console`, `docs_true`, `manual` |
+//! | `dragonfly-mle test` and the example roots' test cases | `test_cmd` |
 //! | signals the engine gives: `done:`, exit codes, `/health`, metrics | `truthful`, `http`, `prometheus`, `live_page` |
 //! | scripts that misbehave, trust boundaries, privileges | `hardening`, `boundaries`, `privileges`, `disk_full` |
 //! | the Lua API against the stores | `state`, `redis_patterns`, `models`, `https` |
@@ -55,4 +56,5 @@ mod reload;
 mod sockets;
 mod state;
 mod syslog;
+mod test_cmd;
 mod truthful;
