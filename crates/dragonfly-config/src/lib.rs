@@ -187,6 +187,11 @@ pub struct Engine {
     pub lazy_events: bool,
     /// Address of the HTTP listener (health, metrics, stats); "" = none.
     pub http: String,
+    /// What timers and `dragonfly.now()` go by: "wall" (the system's clock) or "event" (the
+    /// events' `timestamp`s: the largest seen, minus `clock_lateness_s`).
+    pub clock: String,
+    /// Under the event clock, how far behind the largest timestamp seen the clock stays.
+    pub clock_lateness_s: f64,
 }
 
 /// A value read from config.lua, checked against its [`KeyKind`].
@@ -526,6 +531,20 @@ pub const ENGINE_KEYS: &[Key<Engine>] = &[
         set: |e, v| e.http = v.text(),
     },
     Key {
+        name: "clock",
+        kind: KeyKind::OneOf(&["wall", "event"]),
+        default: "\"wall\"",
+        doc: "what dragonfly.timer_event delays and dragonfly.now() go by: wall (the system's clock) or event (the events' timestamp fields: the largest seen so far minus clock_lateness_s, per worker; for replays of captures, and `dragonfly-mle test`; docs/configuration.md)",
+        set: |e, v| e.clock = v.text(),
+    },
+    Key {
+        name: "clock_lateness_s",
+        kind: num(0.0, 86400.0),
+        default: "0",
+        doc: "under clock = \"event\": how many seconds the clock stays behind the largest timestamp seen (events that come that late still count before a timer due then fires)",
+        set: |e, v| e.clock_lateness_s = v.num(),
+    },
+    Key {
         name: "lazy_events",
         kind: KeyKind::Bool,
         default: "true",
@@ -557,6 +576,8 @@ impl Default for Engine {
             drain_timeout_s: 30.0,
             lazy_events: true,
             http: String::new(),
+            clock: "wall".into(),
+            clock_lateness_s: 0.0,
         }
     }
 }

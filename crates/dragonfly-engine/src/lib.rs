@@ -19,6 +19,7 @@
 //! `partition.rs`, `stats.rs`, `enginelog.rs`, `store.rs` (store checks and snapshots).
 
 mod check;
+pub mod clock;
 pub mod enginelog;
 pub mod http;
 pub mod metrics;

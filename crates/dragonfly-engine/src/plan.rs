@@ -327,6 +327,7 @@ impl Plan {
                 setup_timeout: Duration::from_millis(config.engine.setup_timeout_ms),
             },
             lazy_events: config.engine.lazy_events,
+            event_clock: (config.engine.clock == "event").then_some(config.engine.clock_lateness_s),
             overlap: dragonfly_lua::runtime::Overlap {
                 concurrency: config.analyzers.iter().map(|a| a.concurrency).collect(),
                 partition_key: config.engine.partition_key.clone(),

@@ -16,6 +16,7 @@ use dragonfly_io::Batch;
 use dragonfly_lua::{Caller, Failure, FailureKind, Runtime, RuntimeSpec, ScriptError, TagKind};
 use mlua::Value;
 
+use crate::clock::EventClock;
 use crate::enginelog::EngineLog;
 use crate::stats::Stats;
 
@@ -140,7 +141,10 @@ pub struct Worker {
 }
 
 struct Timer {
+    /// When it is due: under the wall clock `due` (`at` is 0), under the event-time clock
+    /// `at` (seconds since the epoch; `due` is when it was set).
     due: Instant,
+    at: f64,
     seq: u64,
     analyzer: usize,
     value: Value,
@@ -148,7 +152,7 @@ struct Timer {
 
 impl PartialEq for Timer {
     fn eq(&self, o: &Self) -> bool {
-        (self.due, self.seq) == (o.due, o.seq)
+        self.cmp(o) == std::cmp::Ordering::Equal
     }
 }
 impl Eq for Timer {}
@@ -159,7 +163,9 @@ impl PartialOrd for Timer {
 }
 impl Ord for Timer {
     fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-        (self.due, self.seq).cmp(&(o.due, o.seq))
+        self.at
+            .total_cmp(&o.at)
+            .then((self.due, self.seq).cmp(&(o.due, o.seq)))
     }
 }
 
@@ -171,6 +177,12 @@ struct Chain<'a> {
     unknown_seen: HashSet<(String, TagKind)>,
     /// New timers are refused once the worker is draining for exit.
     draining: bool,
+    /// `engine.clock = "event"`: the worker's event-time clock (clock.rs); None: the wall
+    /// clock.
+    clock: Option<EventClock>,
+    /// Under the event clock, timers set before any event had a time: their delays, counted
+    /// from the first time the clock has.
+    unanchored: Vec<Timer>,
     /// Receipts of the input batch being processed: every output batch made from it holds
     /// them, so the input learns when the sinks have flushed what it became.
     acks: Vec<dragonfly_io::Ack>,
@@ -215,6 +227,8 @@ impl Worker {
             seq: 0,
             unknown_seen: HashSet::new(),
             draining: false,
+            clock: self.spec.event_clock.map(EventClock::new),
+            unanchored: Vec::new(),
             acks: Vec::new(),
             dead: Batch::default(),
             #[cfg(feature = "test-hooks")]
@@ -251,8 +265,9 @@ impl Chain<'_> {
     fn run(&mut self) {
         loop {
             let next = match self.timers.peek() {
-                Some(Reverse(t)) => self.w.rx.recv_deadline(t.due),
-                None => self.w.rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                // under the event clock only events move time
+                Some(Reverse(t)) if self.clock.is_none() => self.w.rx.recv_deadline(t.due),
+                _ => self.w.rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
             };
             match next {
                 Ok(WorkItem::Lines { input, mut batch }) => {
@@ -277,6 +292,9 @@ impl Chain<'_> {
         }
         // Exit: every pending timer fires once, in order; timers they set are dropped.
         self.draining = true;
+        for t in std::mem::take(&mut self.unanchored) {
+            self.timers.push(Reverse(t));
+        }
         while let Some(Reverse(t)) = self.timers.pop() {
             self.fire(t);
         }
@@ -289,8 +307,12 @@ impl Chain<'_> {
         let (input, batch) = (inflight.input, inflight.batch.clone());
         self.acks = inflight.acks.clone();
         *WorkerStatus::lock(&self.w.status.inflight) = Some(inflight);
-        self.batch(input, &batch, from);
-        self.fire_due_timers(Instant::now());
+        if self.clock.is_some() {
+            self.batch_by_event_time(input, &batch, from);
+        } else {
+            self.batch(input, &batch, 0..batch.len(), from);
+            self.fire_due_timers(Instant::now());
+        }
         self.flush();
         *WorkerStatus::lock(&self.w.status.inflight) = None;
         let g = &self.w.gauges;
@@ -300,10 +322,82 @@ impl Chain<'_> {
         self.acks.clear();
     }
 
-    fn batch(&mut self, input: usize, batch: &Batch, from: usize) {
+    /// Run lines `from..` of a batch under the event clock (clock.rs): in pieces, each ending
+    /// where the clock reaches the next timer, which fires before the line that moves the
+    /// clock there runs.
+    fn batch_by_event_time(&mut self, input: usize, batch: &Batch, from: usize) {
+        let n = batch.len();
+        let clock = self.clock.as_mut().expect("event clock");
+        clock.scan(batch);
+        self.rt.set_event_times(clock.times());
+        let mut start = from;
+        while start < n {
+            self.set_event_now(Some(start));
+            self.fire_due_event_timers();
+            // at least this line runs: a timer that re-arms with no delay cannot stall it
+            let next = self.timers.peek().map(|Reverse(t)| t.at);
+            let clock = self.clock.as_ref().expect("event clock");
+            let end = next
+                .and_then(|due| {
+                    (start + 1..n).find(|&j| clock.at_line(j).is_some_and(|c| c >= due))
+                })
+                .unwrap_or(n);
+            let stop = self.batch(input, batch, start..end, start).unwrap_or(end);
+            self.set_event_now(Some(stop - 1));
+            start = stop;
+        }
+        self.fire_due_event_timers();
+    }
+
+    /// Move the event clock to line `line` of the batch being run (or leave it: None), tell
+    /// the runtime (`dragonfly.now()`), and anchor the timers that waited for a first time.
+    fn set_event_now(&mut self, line: Option<usize>) {
+        let Some(clock) = self.clock.as_mut() else {
+            return;
+        };
+        if let Some(i) = line {
+            clock.advance_to(i);
+        }
+        let now = clock.now();
+        self.rt.set_event_now(now);
+        if let Some(now) = now {
+            for mut t in std::mem::take(&mut self.unanchored) {
+                t.at += now;
+                self.timers.push(Reverse(t));
+            }
+        }
+    }
+
+    /// Under the event clock: fire every timer due by the clock now, in due order (those they
+    /// set wait for the clock to move).
+    fn fire_due_event_timers(&mut self) {
+        let Some(now) = self.clock.as_ref().and_then(EventClock::now) else {
+            return;
+        };
+        let mut due = Vec::new();
+        while self.timers.peek().is_some_and(|Reverse(t)| t.at <= now) {
+            due.push(self.timers.pop().expect("peeked").0);
+        }
+        for t in due {
+            self.fire(t);
+        }
+    }
+
+    /// Run lines `range` of a batch, starting at `from` (the rest of a batch a parked runtime
+    /// left starts past the range's start).
+    /// Returns where the batch paused (a timer set under the event clock), if it did.
+    fn batch(
+        &mut self,
+        input: usize,
+        batch: &Batch,
+        range: std::ops::Range<usize>,
+        from: usize,
+    ) -> Option<usize> {
         let stats = &self.w.stats.inputs[input];
-        match self.rt.run_batch_from(input, batch, from) {
+        let mut paused = None;
+        match self.rt.run_batch_range(input, batch, from, range.end) {
             Ok(res) => {
+                paused = res.paused_at;
                 stats.filter.events.fetch_add(res.events as u64, Relaxed);
                 for (i, e) in res.malformed {
                     let n = stats.filter.malformed.fetch_add(1, Relaxed) + 1;
@@ -321,7 +415,7 @@ impl Chain<'_> {
                     message: e.to_string(),
                 };
                 self.w.log.lua_error(&err, "", n);
-                for i in 0..batch.len() {
+                for i in range {
                     let f = Failure {
                         caller: Caller::Filter(input),
                         kind: FailureKind::Memory,
@@ -337,6 +431,7 @@ impl Chain<'_> {
             }
         }
         self.collect(Some((input, batch)));
+        paused
     }
 
     fn dead_letter(&mut self, f: &Failure, batch: Option<(usize, &Batch)>) {
@@ -403,13 +498,31 @@ impl Chain<'_> {
             }
             self.seq += 1;
             let now = Instant::now();
-            self.timers.push(Reverse(Timer {
+            let mut timer = Timer {
                 // dragonfly.timer_event bounds the delay; saturate all the same
                 due: now.checked_add(t.after).unwrap_or(now),
+                at: 0.0,
                 seq: self.seq,
                 analyzer: t.analyzer,
                 value: t.value,
-            }));
+            };
+            if let Some(clock) = &self.clock {
+                // from the time of the event whose call set it, or the clock's now
+                let from = match (batch, t.event) {
+                    (Some(_), p) if p > 0 => clock.at_line(p - 1),
+                    _ => clock.now(),
+                };
+                timer.due = now;
+                timer.at = t.after.as_secs_f64();
+                match from {
+                    Some(f) => timer.at += f,
+                    None => {
+                        self.unanchored.push(timer);
+                        continue;
+                    }
+                }
+            }
+            self.timers.push(Reverse(timer));
         }
     }
 

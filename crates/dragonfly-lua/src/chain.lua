@@ -488,8 +488,15 @@ function M.run_batch(filter, who, events, n, from)
       local ok, err = call(who, filter, ev)
       if not ok then record(who, err, ev) end
       drain()
+      -- a timer set under the event-time clock: the worker fires what is due, then goes on
+      if probe[P_PAUSE] ~= 0 and i < n then
+        probe[P_PAUSE] = 0
+        probe[P_POS] = 0
+        return ran, i
+      end
     end
   end
+  probe[P_PAUSE] = 0
   probe[P_POS] = 0
   return ran
 end

@@ -89,6 +89,10 @@ pub struct TimerRequest {
     pub after: Duration,
     /// A copy of the value to deliver.
     pub value: Value,
+    /// The batch position (1-based) of the input event whose call set it; 0 when no input
+    /// event's call did (setup(), a timer callback). The event-time clock counts the delay
+    /// from that event's time.
+    pub event: usize,
 }
 
 /// Which table a tag was looked up in.
@@ -283,6 +287,19 @@ pub(crate) struct Channel {
     pub analyzer_names: Vec<String>,
     /// What the calls did since the last take.
     pub outcome: Outcome,
+    /// Under the event-time clock, the current event time (seconds since the epoch: the
+    /// worker's watermark); None under the wall clock (`dragonfly.now()`).
+    pub event_now: Option<f64>,
+    /// Under the event-time clock, the clock at each line of the batch being run (what
+    /// `dragonfly.now()` gives during that line's calls).
+    pub event_times: Vec<Option<f64>>,
+}
+
+impl Channel {
+    /// Under the event-time clock (the worker has handed it times).
+    pub fn event_clock(&self) -> bool {
+        self.event_now.is_some() || !self.event_times.is_empty()
+    }
 }
 
 impl Channel {

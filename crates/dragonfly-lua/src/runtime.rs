@@ -42,6 +42,9 @@ pub struct BatchResult {
     pub events: usize,
     /// Lines that were not JSON: (index in the batch, error).
     pub malformed: Vec<(usize, String)>,
+    /// The batch paused before this line (a timer set under the event-time clock): the lines
+    /// from here on have not run.
+    pub paused_at: Option<usize>,
 }
 
 /// What a runtime's calls did, from [`Runtime::take_results`].
@@ -151,6 +154,8 @@ fn new_channel(spec: &RuntimeSpec) -> ChannelBox {
             outputs: spec.outputs.iter().map(|_| Batch::default()).collect(),
             ..Default::default()
         },
+        event_now: None,
+        event_times: Vec::new(),
     }))
 }
 
@@ -293,6 +298,7 @@ fn wire(lua: &Lua, spec: &RuntimeSpec, channel: &ChannelBox) -> mlua::Result<Wir
     hiredis::install(lua, spec.backend.clone())?;
     set_package_path(lua, &spec.root)?;
     let probe = crate::wire::new_probe(lua)?;
+    lua.set_app_data(crate::wire::ProbeRef(probe.clone()));
     let thread = register_raw(lua, &array_mt, &probe, channel)?;
     let traceback = install_traceback(lua)?;
     let dirs = code_dirs(spec);
@@ -502,6 +508,19 @@ impl Runtime {
         batch: &Batch,
         start: usize,
     ) -> mlua::Result<BatchResult> {
+        self.run_batch_range(input, batch, start, batch.len())
+    }
+
+    /// As [`Runtime::run_batch_from`], for the events `start..end` of the batch only (the
+    /// event-time clock fires timers between them).
+    pub fn run_batch_range(
+        &mut self,
+        input: usize,
+        batch: &Batch,
+        start: usize,
+        end: usize,
+    ) -> mlua::Result<BatchResult> {
+        let end = end.min(batch.len());
         let _busy = self.busy();
         let filter: Function = self.filters[input].env.raw_get("loop")?;
         let mut malformed = Vec::new();
@@ -529,14 +548,16 @@ impl Runtime {
         };
         let who = -(input as i64) - 1;
         let mut ran = 0;
+        let mut paused_at = None;
         let mut from = start.saturating_add(1);
-        while from <= batch.len() {
+        while from <= end {
             match self
                 .run_batch
-                .call::<usize>((&filter, who, &events, batch.len(), from))
+                .call::<(usize, Option<usize>)>((&filter, who, &events, end, from))
             {
-                Ok(n) => {
+                Ok((n, paused)) => {
                     ran += n;
+                    paused_at = paused;
                     break;
                 }
                 Err(e) => {
@@ -571,9 +592,13 @@ impl Runtime {
                 }
             }
         }
+        // lines outside what ran are not this call's (each is reported by the call that runs it)
+        let stop = paused_at.unwrap_or(end);
+        malformed.retain(|(i, _)| (start..stop).contains(i));
         Ok(BatchResult {
             events: ran,
             malformed,
+            paused_at,
         })
     }
 
@@ -641,6 +666,20 @@ impl Runtime {
             self.recover(e);
         }
         r
+    }
+
+    /// Set what `dragonfly.now()` returns: the event time under the event-time clock (the
+    /// worker's watermark), None for the wall clock.
+    pub fn set_event_now(&mut self, now: Option<f64>) {
+        self.channel().event_now = now;
+    }
+
+    /// Under the event-time clock, the clock at each line of the batch about to run (what
+    /// `dragonfly.now()` gives during that line's calls).
+    pub fn set_event_times(&mut self, times: impl IntoIterator<Item = Option<f64>>) {
+        let ch = self.channel();
+        ch.event_times.clear();
+        ch.event_times.extend(times);
     }
 
     /// The watchdog's view of this runtime (None without a time limit).

@@ -80,6 +80,10 @@ pub struct RuntimeSpec {
     pub lazy_events: bool,
     /// How events overlap their Redis round trips (used with a Redis store only).
     pub overlap: Overlap,
+    /// `engine.clock = "event"`: timers and `dragonfly.now()` go by the events' timestamps,
+    /// this many seconds behind the largest seen (the worker keeps that clock); None: the
+    /// wall clock.
+    pub event_clock: Option<f64>,
 }
 
 /// With a Redis store, events run as coroutines that yield while their replies are on the
@@ -151,6 +155,7 @@ impl RuntimeSpec {
                 backend: Backend::Embedded(EmbeddedStore::new()),
                 limits: Limits::default(),
                 lazy_events: true,
+                event_clock: None,
                 overlap: Overlap::default(),
             },
         }

@@ -51,8 +51,12 @@ pub(crate) mod probe {
     /// The kind of a failure the engine caused (the watchdog's timeout), for chain.lua to
     /// record ([`super::kind`]; 0: none). Reset at every call.
     pub const KIND: i32 = 6;
+    /// Set (1) by a call that wants the batch to pause after the current event: a timer set
+    /// under the event-time clock, which may fall due before the next event (the worker
+    /// fires it, then goes on). Cleared by chain.lua when it pauses.
+    pub const PAUSE: i32 = 7;
     /// How many slots there are.
-    pub const LEN: i32 = 6;
+    pub const LEN: i32 = 7;
 }
 
 /// Failure kinds as numbers in Lua.
@@ -87,6 +91,7 @@ const NAMES: &[(&str, i64)] = &[
     ("P_STARTED", probe::STARTED as i64),
     ("P_LIVE", probe::LIVE as i64),
     ("P_KIND", probe::KIND as i64),
+    ("P_PAUSE", probe::PAUSE as i64),
     ("K_ERROR", kind::ERROR),
     ("K_TIMEOUT", kind::TIMEOUT),
     ("K_MEMORY", kind::MEMORY),
@@ -118,6 +123,24 @@ pub(crate) fn chain_source(src: &str) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// The probe, in the Lua state's app data, for the `mlua` callbacks (`timer_event` reads
+/// the batch position of the event whose call is running).
+pub(crate) struct ProbeRef(pub Table);
+
+/// Ask the batch being run to pause after the current event ([`probe::PAUSE`]).
+pub(crate) fn pause_batch(lua: &Lua) {
+    if let Some(p) = lua.app_data_ref::<ProbeRef>() {
+        let _ = p.0.raw_set(probe::PAUSE, 1);
+    }
+}
+
+/// The batch position (1-based) of the input event whose call is running, 0 for none.
+pub(crate) fn running_event(lua: &Lua) -> usize {
+    lua.app_data_ref::<ProbeRef>()
+        .and_then(|p| p.0.raw_get::<usize>(probe::POS).ok())
+        .unwrap_or(0)
 }
 
 /// A new probe table with every slot present (so that writes never allocate).

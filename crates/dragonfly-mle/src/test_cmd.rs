@@ -185,7 +185,7 @@ fn run_case(root: &Path, options: &Options, dir: &Path, case: &Value, n: usize) 
     let r = (|| -> Result<Vec<String>, String> {
         let (events_path, zipped) = events(case, dir, &input)?;
         let (config, errors) = dragonfly_config::load_all(root);
-        let config = match config {
+        let mut config = match config {
             Some(c) if errors.is_empty() => c,
             _ => {
                 return Err(errors
@@ -195,6 +195,8 @@ fn run_case(root: &Path, options: &Options, dir: &Path, case: &Value, n: usize) 
                     .join("\n"))
             }
         };
+        // timers go by the events' time: a case gives the same result however fast it runs
+        config.engine.clock = "event".into();
         let captured = crate::sample::capture(
             config,
             options.clone(),

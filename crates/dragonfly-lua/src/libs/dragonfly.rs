@@ -1,6 +1,6 @@
 //! The `dragonfly` table: routing (`analyze_event`, `output_event`/`forward_event`,
 //! `log_event`, `stats_event`, `timer_event`) and utilities (`http_get`, `dnslookup`,
-//! `date2epoch`, `echo`, `clock`).
+//! `date2epoch`, `echo`, `clock`, `now`).
 //!
 //! Made here: everything but the two hand-offs that stay inside LuaJIT. `analyze_event` is
 //! chain.lua's (it copies the event and queues it for the analyzer) and `output_event` is
@@ -96,13 +96,19 @@ fn timer_event(lua: &Lua, args: MultiValue) -> mlua::Result<()> {
     // copied before the outcome is reached: the copy runs Lua code
     let value = json::deep_copy(lua, &args[2])?;
     let after = Duration::from_secs_f64(secs);
-    with_channel(lua, |ch| {
+    let event = crate::wire::running_event(lua);
+    let event_clock = with_channel(lua, |ch| {
         ch.outcome.timers.push(TimerRequest {
             analyzer,
             after,
             value,
-        })
+            event,
+        });
+        ch.event_clock()
     });
+    if event_clock && event > 0 {
+        crate::wire::pause_batch(lua);
+    }
     Ok(())
 }
 
@@ -174,6 +180,28 @@ pub fn install(lua: &Lua) -> mlua::Result<Table> {
     m.set(
         "clock",
         lua.create_function(move |_, ()| Ok(start.elapsed().as_secs_f64()))?,
+    )?;
+
+    // Ours: the time in seconds since the epoch — the event time under the event-time clock
+    // (engine.clock = "event": the largest timestamp seen, minus the allowed lateness), the
+    // system's clock otherwise. What windows and reports should use, so that a replay of a
+    // capture gives what the live run gave.
+    m.set(
+        "now",
+        lua.create_function(|lua, ()| {
+            let line = crate::wire::running_event(lua);
+            let event = with_channel(lua, |ch| {
+                line.checked_sub(1)
+                    .and_then(|i| ch.event_times.get(i).copied().flatten())
+                    .or(ch.event_now)
+            });
+            Ok(event.unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs_f64())
+                    .unwrap_or(0.0)
+            }))
+        })?,
     )?;
 
     m.set(

@@ -457,20 +457,27 @@ impl Drop for Tmpfs {
 
 /// in.json (`n` events `{"seq":i}`) -> filter -> analyzer "a" running `a_lua` -> out.json.
 pub fn analyzer_root(a_lua: &str, n: u64) -> Root {
-    let r = Root::new();
-    r.write("filter/filter.lua", FILTER);
-    r.write("analyzer/a.lua", a_lua);
-    r.config(
-        r#"
-inputs = { { tag="in", uri="file://in.json", script="filter.lua", default_analyzer="a" } }
-analyzers = { { tag="a", script="a.lua", default_analyzer="", default_output="out" } }
-outputs = { { tag="out", uri="file://out.json" } }
-"#,
-    );
     let mut text = String::new();
     for i in 0..n {
         text.push_str(&format!("{{\"seq\":{i}}}\n"));
     }
-    r.write("in.json", &text);
+    analyzer_root_with(a_lua, "", &text)
+}
+
+/// in.json (`input`) -> filter -> analyzer "a" running `a_lua` -> out.json, with `engine`
+/// inside config.lua's `engine = { ... }`.
+pub fn analyzer_root_with(a_lua: &str, engine: &str, input: &str) -> Root {
+    let r = Root::new();
+    r.write("filter/filter.lua", FILTER);
+    r.write("analyzer/a.lua", a_lua);
+    r.config(&format!(
+        r#"
+inputs = {{ {{ tag="in", uri="file://in.json", script="filter.lua", default_analyzer="a" }} }}
+analyzers = {{ {{ tag="a", script="a.lua", default_analyzer="", default_output="out" }} }}
+outputs = {{ {{ tag="out", uri="file://out.json" }} }}
+engine = {{ {engine} }}
+"#
+    ));
+    r.write("in.json", input);
     r
 }

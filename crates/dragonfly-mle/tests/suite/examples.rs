@@ -365,6 +365,47 @@ fn a_flood_of_new_zones_is_held_to_the_store_cap_and_the_tunnel_after_it_is_foun
     // (a missing model is a script error, counted in `errors` above)
 }
 
+/// The corpus replayed through the triage root under the event-time clock: the top talkers
+/// are reported once per minute of traffic (not once at the end, as a fast replay under the
+/// wall clock does), and the reports and findings are the same whether the lines come in
+/// batches of 50 or 1,000 — what a replay gives does not depend on how fast it runs.
+#[test]
+fn a_replay_under_event_time_reports_every_minute_of_traffic_however_it_is_batched() {
+    let run = |batch: usize| {
+        let root = copy_example("triage");
+        let cfg = root.path().join("config/config.lua");
+        let text = std::fs::read_to_string(&cfg).unwrap();
+        assert!(text.contains("engine = {"));
+        std::fs::write(
+            &cfg,
+            text.replace(
+                "engine = {",
+                &format!("engine = {{ clock = \"event\", batch_lines = {batch},"),
+            ),
+        )
+        .unwrap();
+        let logs = run_example(
+            root.path(),
+            Some(&format!("zfile://{}", corpus().display())),
+        );
+        let reports = std::fs::read_to_string(logs.path().join("reports.json")).unwrap();
+        let mut findings: Vec<String> = std::fs::read_to_string(logs.path().join("findings.json"))
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect();
+        findings.sort();
+        (reports, findings)
+    };
+    let (reports, findings) = run(50);
+    let n = reports.lines().count();
+    // the corpus is an hour of traffic: a report a minute, and the last at the end
+    assert!((55..=62).contains(&n), "{n} reports");
+    let (reports_1000, findings_1000) = run(1000);
+    assert_eq!(reports, reports_1000);
+    assert_eq!(findings, findings_1000);
+}
+
 #[test]
 fn detections_flag_the_planted_hosts_of_eve_synth_and_not_benign_ones() {
     let corpus = format!("zfile://{}", corpus().display());

@@ -13,12 +13,8 @@ const LIMIT: Duration = Duration::from_secs(60);
 /// A root: input `in.json` -> filter -> analyzer "a" (the given loop body runs for the event
 /// whose `seq` is `bad`, every event is then written) -> out.json.
 fn hostile_root(body: &str, engine: &str, seqs: std::ops::Range<u64>, bad: u64) -> Root {
-    let r = Root::new();
-    r.write("filter/filter.lua", FILTER);
-    r.write(
-        "analyzer/a.lua",
-        &format!(
-            r#"
+    let a_lua = format!(
+        r#"
 function setup() end
 function loop(msg)
   if msg.seq == {bad} then
@@ -27,22 +23,12 @@ function loop(msg)
   dragonfly.output_event(default_output, msg)
 end
 "#
-        ),
     );
-    r.config(&format!(
-        r#"
-inputs = {{ {{ tag="in", uri="file://in.json", script="filter.lua", default_analyzer="a" }} }}
-analyzers = {{ {{ tag="a", script="a.lua", default_analyzer="", default_output="out" }} }}
-outputs = {{ {{ tag="out", uri="file://out.json" }} }}
-engine = {{ {engine} }}
-"#
-    ));
     let mut text = String::new();
     for i in seqs {
         text.push_str(&format!("{{\"seq\":{i},\"event_type\":\"x\"}}\n"));
     }
-    r.write("in.json", &text);
-    r
+    analyzer_root_with(&a_lua, engine, &text)
 }
 
 fn dead_letters(r: &Root) -> Vec<serde_json::Value> {

@@ -611,3 +611,87 @@ end"#,
     assert_eq!(dead.len(), 1, "{dead:?}");
     assert!(dead[0].contains(r#""kind":"routing_loop""#), "{dead:?}");
 }
+
+/// `engine.clock = "event"`: a replay of ten minutes of events (one a second) in a fraction of
+/// a second fires a 60-second timer nine times during the run, each before the first event of
+/// its minute (so it has seen exactly the events before it), with `dragonfly.now()` the event
+/// time — the same whatever the batch size; the tenth fires at the end of the input. Under the
+/// wall clock the same replay fires it once, at the end.
+#[test]
+fn event_time_fires_timers_as_the_events_tell_time() {
+    const ANALYZER: &str = r#"
+function setup() armed = false; seen = 0 end
+function loop(msg)
+  if msg.tick then
+    dragonfly.output_event("out", { tick = msg.tick, now = dragonfly.now(), seen = seen })
+    if msg.tick < 100 then dragonfly.timer_event("a", 60, { tick = msg.tick + 1 }) end
+    return
+  end
+  seen = seen + 1
+  if seen == 30 then
+    dragonfly.output_event("out", { now_at_30 = dragonfly.now() })
+  end
+  if not armed then armed = true; dragonfly.timer_event("a", 60, { tick = 1 }) end
+end"#;
+    let t0: i64 = 1_741_597_200; // 2025-03-10T09:00:00Z
+    let input: String = (0..600)
+        .map(|i| {
+            format!(
+                "{{\"timestamp\":\"2025-03-10T09:{:02}:{:02}.250000+0000\",\"seq\":{i}}}\n",
+                i / 60,
+                i % 60
+            )
+        })
+        .collect();
+    let run = |engine: &str| -> Vec<serde_json::Value> {
+        let r = analyzer_root_with(ANALYZER, engine, &input);
+        let out = r.run_to_eof(LIMIT);
+        assert!(
+            out.status.success(),
+            "{engine}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        r.lines("out.json")
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let ticks = |lines: &[serde_json::Value]| -> Vec<(i64, i64, i64)> {
+        lines
+            .iter()
+            .filter(|l| l.get("tick").is_some())
+            .map(|l| {
+                (
+                    l["tick"].as_i64().unwrap(),
+                    l["now"].as_f64().unwrap() as i64,
+                    l["seen"].as_i64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let event = run(r#"clock = "event", batch_lines = 7"#);
+    let want: Vec<(i64, i64, i64)> = (1..=9)
+        .map(|k| (k, t0 + 60 * k, 60 * k))
+        // the tenth is due at the end of the input: it fires then, with the last event's time
+        .chain([(10, t0 + 599, 600)])
+        .collect();
+    assert_eq!(ticks(&event), want);
+    // dragonfly.now() in an event's call is that event's time (whole seconds)
+    let at30 = event.iter().find_map(|l| l.get("now_at_30")).unwrap();
+    assert_eq!(at30.as_f64().unwrap() as i64, t0 + 29);
+    // the same with other batch sizes, and a lateness moves every firing by it
+    assert_eq!(ticks(&run(r#"clock = "event", batch_lines = 1000"#)), want);
+    assert_eq!(ticks(&run(r#"clock = "event", batch_lines = 1"#)), want);
+    // a lateness keeps the clock that far behind the events: the same firings, each told
+    // the lagging time
+    let late = ticks(&run(r#"clock = "event", clock_lateness_s = 5"#));
+    let lagging: Vec<_> = want
+        .iter()
+        .map(|&(k, now, seen)| (k, now - 5, seen))
+        .collect();
+    assert_eq!(late, lagging);
+    // the wall clock: the replay takes far less than a minute, so only the exit fires it
+    let wall = ticks(&run(r#"batch_lines = 7"#));
+    assert_eq!(wall.len(), 1, "{wall:?}");
+    assert_eq!(wall[0].2, 600);
+}
