@@ -20,6 +20,8 @@ pub struct Captured {
     pub summary: dragonfly_engine::Summary,
     pub outputs: Vec<(String, Vec<String>)>,
     pub dead: Vec<serde_json::Value>,
+    /// The embedded store as the run left it (its exit snapshot, loaded back).
+    pub store: dragonfly_store::embedded::EmbeddedStore,
 }
 
 /// Run `config` with `input`'s lines (gzip when `zipped`) going through input `input_tag` (the first input when
@@ -65,7 +67,10 @@ pub fn capture(
     config.engine.dead_letter = "file://dead-letters.json".into();
     config.engine.http = String::new();
     config.engine.workers = 1;
-    config.engine.store_snapshot = String::new();
+    // the store's exit snapshot, read back for the caller (and removed with the scratch)
+    let snapshot = scratch.join("store.snapshot");
+    config.engine.store_snapshot = snapshot.display().to_string();
+    config.engine.store_snapshot_interval = 1e9;
     config.engine.stats_interval = 3600.0;
     let options = Options {
         logdir: scratch.to_path_buf(),
@@ -92,10 +97,18 @@ pub fn capture(
             .lines()
             .filter_map(|l| serde_json::from_str(l).ok())
             .collect();
+        let store = dragonfly_store::embedded::EmbeddedStore::new();
+        store.load(&snapshot).map_err(|e| {
+            EngineError::Open(vec![format!(
+                "reading back the store's snapshot {}: {e}",
+                snapshot.display()
+            )])
+        })?;
         Ok(Captured {
             summary,
             outputs,
             dead,
+            store,
         })
     };
     let r = run();

@@ -269,6 +269,9 @@ fn check(case: &Value, captured: &crate::sample::Captured) -> Vec<String> {
         }
         failures.push(f);
     }
+    for (i, want) in expect["store"].as_array().into_iter().flatten().enumerate() {
+        check_store(i, want, &captured.store, &mut failures);
+    }
     if let Some(want) = expect["unknown_tags"].as_u64() {
         let got = captured.summary.unknown_tag_events;
         if got != want {
@@ -279,6 +282,55 @@ fn check(case: &Value, captured: &crate::sample::Captured) -> Vec<String> {
         }
     }
     failures
+}
+
+/// One store expectation: `{"command": ["PFCOUNT", "peers:10.1.1.1"], "reply": 3}`, run on
+/// the store as the case left it.
+fn check_store(
+    i: usize,
+    want: &Value,
+    store: &dragonfly_store::embedded::EmbeddedStore,
+    failures: &mut Vec<String>,
+) {
+    let args: Option<Vec<Vec<u8>>> = want["command"].as_array().map(|a| {
+        a.iter()
+            .map(|v| match v {
+                Value::String(s) => s.clone().into_bytes(),
+                other => other.to_string().into_bytes(),
+            })
+            .collect()
+    });
+    let Some(args) = args.filter(|a| !a.is_empty()) else {
+        failures.push(format!(
+            "store expectation {}: \"command\" must be a list such as [\"GET\", \"key\"]",
+            i + 1
+        ));
+        return;
+    };
+    let got = reply_json(store.execute(&args));
+    let shown = want["command"].to_string();
+    match matches(&want["reply"], &got) {
+        Ok(true) => {}
+        Ok(false) => failures.push(format!(
+            "store: {shown} replied {got}, expected {}",
+            want["reply"]
+        )),
+        Err(e) => failures.push(format!("store: {shown}: {e}")),
+    }
+}
+
+/// A store reply as JSON: integers as numbers, strings (bulk or status) as strings, nil as
+/// null, arrays as lists, an error as {"error": text}.
+fn reply_json(r: dragonfly_store::Reply) -> Value {
+    use dragonfly_store::Reply;
+    match r {
+        Reply::Integer(i) => json!(i),
+        Reply::Bulk(b) => Value::String(String::from_utf8_lossy(&b).into_owned()),
+        Reply::Status(s) => Value::String(s),
+        Reply::Nil => Value::Null,
+        Reply::Error(e) => json!({ "error": e }),
+        Reply::Array(a) => Value::Array(a.into_iter().map(reply_json).collect()),
+    }
 }
 
 fn check_output(tag: &str, want: &Value, got: &[Value], failures: &mut Vec<String>) {

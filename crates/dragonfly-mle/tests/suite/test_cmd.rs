@@ -105,9 +105,10 @@ fn bad_cases_say_why_and_the_json_report_is_alone_on_stdout() {
     r.write(
         "analyzer/a.lua",
         r#"
-function setup() print("a script printing on stdout") end
+function setup() print("a script printing on stdout"); conn = hiredis.connect() end
 function loop(msg)
   if msg.bad then error("bad event " .. msg.seq) end
+  conn:command("INCR", "n")
   dragonfly.output_event(default_output, msg)
 end"#,
     );
@@ -122,7 +123,10 @@ outputs = { { tag="out", uri="file://out.json" } }
         "tests/cases.json",
         r#"{"cases": [
   {"name": "passes", "events": [{"seq": 1}, {"seq": 2}],
-   "expect": {"outputs": {"out": {"count": 2, "contains": [{"seq": 2}], "absent": [{"seq": 3}]}}}},
+   "expect": {"outputs": {"out": {"count": 2, "contains": [{"seq": 2}], "absent": [{"seq": 3}]}},
+              "store": [{"command": ["GET", "n"], "reply": "2"}, {"command": ["TYPE", "n"], "reply": "string"}]}},
+  {"name": "store not as expected", "events": [{"seq": 1}],
+   "expect": {"store": [{"command": ["GET", "n"], "reply": "/^[2-9]$/"}, {"command": ["GET", "nope"], "reply": null}]}},
   {"name": "errors expected", "events": [{"seq": 1, "bad": true}], "expect": {"script_errors": 1}},
   {"name": "errors not expected", "events": [{"seq": 7, "bad": true}], "expect": {}},
   {"name": "no events file", "events_file": "nope.json", "expect": {}},
@@ -148,8 +152,9 @@ outputs = { { tag="out", uri="file://out.json" } }
         "the pattern /(/ is not a regular expression",
         "output 'nope': config.lua has no such output",
         "no input 'other'",
+        r#"store: ["GET","n"] replied "1", expected "/^[2-9]$/""#,
         "tests/broken.json: not JSON",
-        "2 passed, 6 failed",
+        "2 passed, 7 failed",
     ] {
         assert!(t.contains(want), "{want}: {t}");
     }
