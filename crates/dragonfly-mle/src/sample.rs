@@ -24,17 +24,29 @@ pub struct Captured {
     pub store: dragonfly_store::embedded::EmbeddedStore,
 }
 
+/// The events a captured run gets, and where they go in.
+pub struct Feed<'a> {
+    /// A file of lines.
+    pub path: &'a Path,
+    /// It is gzip.
+    pub zipped: bool,
+    /// The input whose filter gets them (None: the first).
+    pub input: Option<&'a str>,
+    /// Straight to this analyzer instead (the input's filter replaced by one that hands every
+    /// event to it).
+    pub analyzer: Option<&'a str>,
+}
+
 /// Run `config` with `input`'s lines (gzip when `zipped`) going through input `input_tag` (the first input when
 /// None) and every output captured in `scratch` (made fresh, removed after): a fresh embedded
 /// store, no HTTP listener, no snapshots, one worker.
 pub fn capture(
     mut config: Config,
     options: Options,
-    input: &Path,
-    zipped: bool,
-    input_tag: Option<&str>,
+    feed: Feed,
     scratch: &Path,
 ) -> Result<Captured, EngineError> {
+    let (input, zipped, input_tag) = (feed.path, feed.zipped, feed.input);
     let _ = std::fs::remove_dir_all(scratch);
     let chosen = match input_tag {
         None => config.inputs.first().cloned(),
@@ -49,7 +61,7 @@ pub fn capture(
             Some(t) => format!("{}: no input '{t}'", config.file),
         }]));
     };
-    config.inputs = vec![dragonfly_config::Input {
+    let mut first = dragonfly_config::Input {
         uri: format!(
             "{}://{}",
             if zipped { "zfile" } else { "file" },
@@ -57,7 +69,11 @@ pub fn capture(
         ),
         options: Vec::new(),
         ..first
-    }];
+    };
+    if let Some(tag) = feed.analyzer {
+        first = straight_to(&config, first, tag, scratch)?;
+    }
+    config.inputs = vec![first];
     for o in &mut config.outputs {
         o.uri = format!("file://{}.json", o.tag);
         o.options.clear();
@@ -116,21 +132,60 @@ pub fn capture(
     r
 }
 
+/// `input` with its filter replaced by one (written in `scratch`) that hands every event to
+/// analyzer `tag`.
+fn straight_to(
+    config: &Config,
+    input: dragonfly_config::Input,
+    tag: &str,
+    scratch: &Path,
+) -> Result<dragonfly_config::Input, EngineError> {
+    if !config.analyzers.iter().any(|a| a.tag == tag) || tag.contains("]==]") {
+        return Err(EngineError::Config(vec![format!(
+            "{}: no analyzer '{tag}'",
+            config.file
+        )]));
+    }
+    let path = scratch.join("straight-to-analyzer.lua");
+    let src = format!(
+        "function setup() end\nfunction loop(e) dragonfly.analyze_event([==[{tag}]==], e) end\n"
+    );
+    std::fs::create_dir_all(scratch)
+        .and_then(|()| std::fs::write(&path, src))
+        .map_err(|e| EngineError::Open(vec![format!("{}: {e}", path.display())]))?;
+    Ok(dragonfly_config::Input {
+        script: format!("(straight to analyzer '{tag}')"),
+        script_path: path,
+        default_analyzer: tag.to_string(),
+        ..input
+    })
+}
+
 /// Run `config` on `sample`; the exit code of the run (3 when a script failed).
 pub fn run(config: Config, options: Options, sample: &Path) -> Result<u8, EngineError> {
     let sample = std::fs::canonicalize(sample)
         .map_err(|e| EngineError::Open(vec![format!("--sample {}: {e}", sample.display())]))?;
     let input_tag = config.inputs.first().map(|i| i.tag.clone());
     let filter = config.inputs.first().map(|i| i.script.clone());
-    let captured =
-        capture(config, options, &sample, false, None, &scratch_dir()).map_err(|e| match e {
-            EngineError::Config(p) => EngineError::Config(
-                p.into_iter()
-                    .map(|p| p.replace("needs an input", "--sample needs an input"))
-                    .collect(),
-            ),
-            e => e,
-        })?;
+    let captured = capture(
+        config,
+        options,
+        Feed {
+            path: &sample,
+            zipped: false,
+            input: None,
+            analyzer: None,
+        },
+        &scratch_dir(),
+    )
+    .map_err(|e| match e {
+        EngineError::Config(p) => EngineError::Config(
+            p.into_iter()
+                .map(|p| p.replace("needs an input", "--sample needs an input"))
+                .collect(),
+        ),
+        e => e,
+    })?;
     let (input_tag, filter) = (input_tag.unwrap_or_default(), filter.unwrap_or_default());
     let summary = captured.summary;
     let mut out = std::io::stdout().lock();

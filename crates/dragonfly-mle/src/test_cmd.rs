@@ -197,15 +197,14 @@ fn run_case(root: &Path, options: &Options, dir: &Path, case: &Value, n: usize) 
         };
         // timers go by the events' time: a case gives the same result however fast it runs
         config.engine.clock = "event".into();
-        let captured = crate::sample::capture(
-            config,
-            options.clone(),
-            &events_path,
+        let feed = crate::sample::Feed {
+            path: &events_path,
             zipped,
-            case["input"].as_str(),
-            &scratch,
-        )
-        .map_err(|e| e.problems().join("\n"))?;
+            input: case["input"].as_str(),
+            analyzer: case["analyzer"].as_str(),
+        };
+        let captured = crate::sample::capture(config, options.clone(), feed, &scratch)
+            .map_err(|e| e.problems().join("\n"))?;
         Ok(check(case, &captured))
     })();
     let _ = std::fs::remove_file(&input);

@@ -46,7 +46,7 @@ fn text(o: &Output) -> String {
 #[test]
 fn every_example_roots_tests_pass_and_leave_nothing_behind() {
     for (root, cases) in [
-        ("dns", 5),
+        ("dns", 6),
         ("flow", 1),
         ("tls", 1),
         ("triage", 1),
@@ -85,7 +85,7 @@ fn a_broken_detection_fails_its_case_and_says_what_it_expected() {
         "output 'findings': expected 1 events, got 0",
         r#"no event matches {"finding":"dns.dga","host":"10.9.9.9""#,
         "ok     tests/detections.json: four DGA names are not enough",
-        "4 passed, 1 failed",
+        "5 passed, 1 failed",
     ] {
         assert!(t.contains(want), "{want}: {t}");
     }
@@ -133,7 +133,10 @@ outputs = { { tag="out", uri="file://out.json" } }
   {"name": "bad pattern", "events": [{"seq": 1}],
    "expect": {"outputs": {"out": {"contains": [{"seq": "/(/"}]}}}},
   {"name": "no such output", "events": [{"seq": 1}], "expect": {"outputs": {"nope": {"count": 1}}}},
-  {"name": "no such input", "input": "other", "events": [{"seq": 1}], "expect": {}}
+  {"name": "no such input", "input": "other", "events": [{"seq": 1}], "expect": {}},
+  {"name": "straight to the analyzer", "analyzer": "a", "events": [{"seq": 5}],
+   "expect": {"outputs": {"out": {"count": 1, "contains": [{"seq": 5}]}}}},
+  {"name": "no such analyzer", "analyzer": "nope", "events": [{"seq": 1}], "expect": {}}
 ]}"#,
     );
     r.write("tests/broken.json", "{ not json");
@@ -154,7 +157,9 @@ outputs = { { tag="out", uri="file://out.json" } }
         "no input 'other'",
         r#"store: ["GET","n"] replied "1", expected "/^[2-9]$/""#,
         "tests/broken.json: not JSON",
-        "2 passed, 7 failed",
+        "ok     tests/cases.json: straight to the analyzer",
+        "no analyzer 'nope'",
+        "3 passed, 8 failed",
     ] {
         assert!(t.contains(want), "{want}: {t}");
     }
