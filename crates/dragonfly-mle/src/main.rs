@@ -158,7 +158,7 @@ enum Command {
     Test {
         /// Only the cases whose "FILE: NAME" contains this text.
         filter: Option<String>,
-        /// text (a line per case, the failures under it) or json (one report).
+        /// text (a line per case, the failures under it), json (one report) or junit (JUnit XML).
         #[arg(long, value_enum, default_value = "text")]
         format: test_cmd::Format,
     },

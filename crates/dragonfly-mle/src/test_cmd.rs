@@ -30,6 +30,8 @@ pub enum Format {
     Text,
     /// One JSON object: {"passed", "failed", "cases": [{"file", "name", "ok", "failures"}]}.
     Json,
+    /// JUnit XML (a testsuite per case file), for CI systems that read it.
+    Junit,
 }
 
 /// One case's result.
@@ -133,6 +135,9 @@ fn run_cases(
             }
             let _ = writeln!(out, "{passed} passed, {failed} failed");
         }
+        Format::Junit => {
+            let _ = write!(out, "{}", junit(&outcomes, passed, failed));
+        }
         Format::Json => {
             let cases: Vec<Value> = outcomes
                 .iter()
@@ -149,6 +154,67 @@ fn run_cases(
         }
     }
     u8::from(failed > 0 || outcomes.is_empty())
+}
+
+/// The outcomes as JUnit XML: a testsuite per file, a testcase per case, its failures in one
+/// `<failure>` (text escaped; characters XML cannot carry at all dropped).
+fn junit(outcomes: &[Outcome], passed: usize, failed: usize) -> String {
+    let mut x = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"dragonfly-mle test\" tests=\"{}\" failures=\"{failed}\">\n",
+        passed + failed
+    );
+    let mut files: Vec<&str> = outcomes.iter().map(|o| o.file.as_str()).collect();
+    files.dedup();
+    for file in files {
+        let cases: Vec<&Outcome> = outcomes.iter().filter(|o| o.file == file).collect();
+        let failures = cases.iter().filter(|o| !o.failures.is_empty()).count();
+        x.push_str(&format!(
+            "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{failures}\">\n",
+            xml(file),
+            cases.len()
+        ));
+        for o in cases {
+            let name = if o.name.is_empty() {
+                "(the file)"
+            } else {
+                &o.name
+            };
+            x.push_str(&format!(
+                "    <testcase classname=\"{}\" name=\"{}\"",
+                xml(file),
+                xml(name)
+            ));
+            match o.failures.first() {
+                None => x.push_str("/>\n"),
+                Some(first) => x.push_str(&format!(
+                    ">\n      <failure message=\"{}\">{}</failure>\n    </testcase>\n",
+                    xml(first.lines().next().unwrap_or("")),
+                    xml(&o.failures.join("\n"))
+                )),
+            }
+        }
+        x.push_str("  </testsuite>\n");
+    }
+    x.push_str("</testsuites>\n");
+    x
+}
+
+/// Text for XML: markup characters escaped, characters XML 1.0 cannot carry dropped.
+fn xml(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            '\t' | '\n' | '\r' => out.push(c),
+            c if (c as u32) < 0x20 || c == '\u{FFFE}' || c == '\u{FFFF}' => {}
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 fn print_case(out: &mut dyn Write, file: &str, name: &str, failures: &[String]) {
@@ -442,6 +508,10 @@ mod tests {
             assert_eq!(matches(&want, &got).unwrap(), ok, "{want}");
         }
         assert!(matches(&json!({"host": "/(/"}), &got).is_err());
+        assert_eq!(
+            super::xml("a<b>&\"c'\u{1}\u{7}\ttab"),
+            "a&lt;b&gt;&amp;&quot;c&apos;\ttab"
+        );
         assert!(!matches(&json!({"a": 1}), &json!("a line that is not JSON")).unwrap());
     }
 }

@@ -170,6 +170,21 @@ outputs = { { tag="out", uri="file://out.json" } }
     let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
     assert!(left.is_empty(), "left {left:?}");
 
+    // JUnit XML: a testsuite per file, failures with their text escaped
+    let (out, _tmp) = test(r.path(), &["--format", "junit"]);
+    let x = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{x}");
+    for want in [
+        r#"<testsuites name="dragonfly-mle test" tests="11" failures="8">"#,
+        r#"<testsuite name="tests/cases.json" tests="10" failures="7">"#,
+        r#"<testcase classname="tests/cases.json" name="passes"/>"#,
+        r#"<failure message="script errors: expected 0, got 1">"#,
+        r#"event: {&quot;seq&quot;:7,&quot;bad&quot;:true}"#,
+        r#"<testsuite name="tests/broken.json" tests="1" failures="1">"#,
+    ] {
+        assert!(x.contains(want), "{want}: {x}");
+    }
+
     let (out, _tmp) = test(r.path(), &["--format", "json", "passes"]);
     let report: Value =
         serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
