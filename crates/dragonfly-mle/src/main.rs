@@ -134,6 +134,12 @@ struct Cli {
     /// With --check: run the pipeline on the events in FILE (through the first input's filter), outputs captured, a fresh embedded store; print what each output got and every script error.
     #[arg(long, value_name = "FILE", requires = "check")]
     sample: Option<PathBuf>,
+    /// With --sample: the input whose filter gets the sample (default: the first input).
+    #[arg(long, value_name = "TAG", requires = "sample")]
+    sample_input: Option<String>,
+    /// With --sample: counts only (events per output, script errors, unknown tags), no event shown.
+    #[arg(short = 'q', long, requires = "sample")]
+    quiet: bool,
     /// When every input is finite (file://, zfile://): drain, flush and exit once all are read (0; 3 when a script failed, 5 when events were dropped: see EXIT STATUS).
     #[arg(long = "exit-on-eof")]
     exit_on_eof: bool,
@@ -348,7 +354,13 @@ fn run(cli: Cli) -> Result<u8, Failure> {
     let plan = match config {
         Some(config) if problems.is_empty() => {
             if let Some(sample) = &sample {
-                return Ok(sample::run(config, options, sample)?);
+                return Ok(sample::run(
+                    config,
+                    options,
+                    sample,
+                    cli.sample_input.as_deref(),
+                    cli.quiet,
+                )?);
             }
             Plan::new(config, options)?
         }

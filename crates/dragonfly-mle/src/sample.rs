@@ -162,18 +162,31 @@ fn straight_to(
 }
 
 /// Run `config` on `sample`; the exit code of the run (3 when a script failed).
-pub fn run(config: Config, options: Options, sample: &Path) -> Result<u8, EngineError> {
+///
+/// `input`: the input whose filter gets the lines (None: the first). `quiet`: counts only
+/// (events per output, errors, unknown tags), no event shown.
+pub fn run(
+    config: Config,
+    options: Options,
+    sample: &Path,
+    input: Option<&str>,
+    quiet: bool,
+) -> Result<u8, EngineError> {
     let sample = std::fs::canonicalize(sample)
         .map_err(|e| EngineError::Open(vec![format!("--sample {}: {e}", sample.display())]))?;
-    let input_tag = config.inputs.first().map(|i| i.tag.clone());
-    let filter = config.inputs.first().map(|i| i.script.clone());
+    let chosen = config
+        .inputs
+        .iter()
+        .find(|i| input.is_none_or(|t| i.tag == t));
+    let input_tag = chosen.map(|i| i.tag.clone());
+    let filter = chosen.map(|i| i.script.clone());
     let captured = capture(
         config,
         options,
         Feed {
             path: &sample,
             zipped: false,
-            input: None,
+            input,
             analyzer: None,
         },
         &scratch_dir(),
@@ -181,7 +194,10 @@ pub fn run(config: Config, options: Options, sample: &Path) -> Result<u8, Engine
     .map_err(|e| match e {
         EngineError::Config(p) => EngineError::Config(
             p.into_iter()
-                .map(|p| p.replace("needs an input", "--sample needs an input"))
+                .map(|p| {
+                    p.replace("needs an input", "--sample needs an input")
+                        .replace("no input", "--sample-input: no input")
+                })
                 .collect(),
         ),
         e => e,
@@ -196,8 +212,12 @@ pub fn run(config: Config, options: Options, sample: &Path) -> Result<u8, Engine
         s.operations.input,
         sample.display()
     );
+    let shown = if quiet { 0 } else { SHOWN };
     for (tag, lines) in &captured.outputs {
         let _ = writeln!(out, "== output '{tag}': {} events", lines.len());
+        if quiet {
+            continue;
+        }
         for l in lines.iter().take(SHOWN) {
             let _ = writeln!(out, "{l}");
         }
@@ -207,7 +227,7 @@ pub fn run(config: Config, options: Options, sample: &Path) -> Result<u8, Engine
     }
     let dead = captured.dead;
     let _ = writeln!(out, "== script errors: {}", dead.len());
-    for d in dead.iter().take(SHOWN) {
+    for d in dead.iter().take(shown) {
         let _ = writeln!(
             out,
             "{}: {}: {}\n  event: {}",
@@ -217,8 +237,8 @@ pub fn run(config: Config, options: Options, sample: &Path) -> Result<u8, Engine
             d["event"]
         );
     }
-    if dead.len() > SHOWN {
-        let _ = writeln!(out, "... {} more errors not shown", dead.len() - SHOWN);
+    if dead.len() > shown {
+        let _ = writeln!(out, "... {} more errors not shown", dead.len() - shown);
     }
     let unknown = s.unknown_tags.len();
     let _ = writeln!(out, "== unknown tags: {unknown}");
@@ -228,6 +248,9 @@ pub fn run(config: Config, options: Options, sample: &Path) -> Result<u8, Engine
             "events sent to tags config.lua does not define (dropped): {}",
             s.unknown_tags_text()
         );
+    }
+    if quiet {
+        return Ok(summary.exit_code());
     }
     let _ = writeln!(out, "== per script");
     for (tag, v) in &s.inputs {

@@ -310,7 +310,8 @@ end"#,
         r#"
 redis_host = "127.0.0.1"
 redis_port = 1
-inputs = { { tag="in", uri="tail:///nonexistent/eve.json", script="filter.lua", default_analyzer="a" } }
+inputs = { { tag="in", uri="tail:///nonexistent/eve.json", script="filter.lua", default_analyzer="a" },
+           { tag="other", uri="tail:///nonexistent/other.json", script="other.lua", default_analyzer="a" } }
 analyzers = { { tag="a", script="a.lua", default_analyzer="", default_output="out" } }
 outputs = { { tag="out", uri="file://real.json" } }
 "#,
@@ -318,6 +319,10 @@ outputs = { { tag="out", uri="file://real.json" } }
     r.write(
         "sample.json",
         "{\"seq\":1}\n{\"seq\":2,\"bad\":true}\nnot json\n{\"seq\":3}\n",
+    );
+    r.write(
+        "filter/other.lua",
+        "function setup() end\nfunction loop(msg) msg.via = 'other' dragonfly.analyze_event(default_analyzer, msg) end\n",
     );
     let sample = r.path().join("sample.json");
     // its own temporary directory, to see that the run leaves nothing behind
@@ -352,4 +357,40 @@ outputs = { { tag="out", uri="file://real.json" } }
         !r.log("real.json").exists(),
         "the configured output is untouched"
     );
+    // another input's filter, and counts only
+    let (code, out) = stderr_of(
+        &r,
+        &[
+            "--check",
+            "--sample",
+            sample.to_str().unwrap(),
+            "--sample-input",
+            "other",
+            "-q",
+        ],
+    );
+    assert_eq!(code, 3, "{out}");
+    for want in [
+        "through input 'other' (filter other.lua)",
+        "== output 'out': 2 events",
+        "== script errors: 1",
+        "... 1 more errors not shown",
+    ] {
+        assert!(out.contains(want), "{want}: {out}");
+    }
+    for absent in [r#"{"seq":1,"#, "== per script", "  event: {"] {
+        assert!(!out.contains(absent), "{absent}: {out}");
+    }
+    let (code, out) = stderr_of(
+        &r,
+        &[
+            "--check",
+            "--sample",
+            sample.to_str().unwrap(),
+            "--sample-input",
+            "nope",
+        ],
+    );
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("--sample-input: no input 'nope'"), "{out}");
 }
