@@ -358,17 +358,18 @@ outputs = { { tag="out", uri="file://real.json" } }
         "the configured output is untouched"
     );
     // another input's filter, and counts only
-    let (code, out) = stderr_of(
-        &r,
-        &[
+    let sample_via = |tag: &str, extra: &[&str]| {
+        let mut args = vec![
             "--check",
             "--sample",
             sample.to_str().unwrap(),
             "--sample-input",
-            "other",
-            "-q",
-        ],
-    );
+        ];
+        args.push(tag);
+        args.extend_from_slice(extra);
+        stderr_of(&r, &args)
+    };
+    let (code, out) = sample_via("other", &["-q"]);
     assert_eq!(code, 3, "{out}");
     for want in [
         "through input 'other' (filter other.lua)",
@@ -381,16 +382,7 @@ outputs = { { tag="out", uri="file://real.json" } }
     for absent in [r#"{"seq":1,"#, "== per script", "  event: {"] {
         assert!(!out.contains(absent), "{absent}: {out}");
     }
-    let (code, out) = stderr_of(
-        &r,
-        &[
-            "--check",
-            "--sample",
-            sample.to_str().unwrap(),
-            "--sample-input",
-            "nope",
-        ],
-    );
+    let (code, out) = sample_via("nope", &[]);
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("--sample-input: no input 'nope'"), "{out}");
 }
