@@ -102,6 +102,18 @@ pub struct Runtime {
     lazy_ctx: Table,
     /// Whether input batches become lazy events.
     lazy_events: bool,
+    /// A batch that paused (event-time clock) keeps its decoded events for the next piece:
+    /// (the batch's identity, its events, every malformed line). Decoding again at every
+    /// pause would cost the whole batch per pause (a script setting a timer per event).
+    paused: Option<Paused>,
+}
+
+/// A batch that paused: its identity (address, length, first line's address), its decoded
+/// events, its malformed lines.
+struct Paused {
+    id: (usize, usize, usize),
+    events: Table,
+    malformed: Vec<(usize, String)>,
 }
 
 /// The first line of a Lua error (the traceback is not useful in a log line).
@@ -410,6 +422,7 @@ impl Runtime {
             probe: wired.probe,
             lazy_ctx: wired.lazy_ctx,
             lazy_events: spec.lazy_events,
+            paused: None,
         })
     }
 
@@ -523,29 +536,25 @@ impl Runtime {
         let end = end.min(batch.len());
         let _busy = self.busy();
         let filter: Function = self.filters[input].env.raw_get("loop")?;
-        let mut malformed = Vec::new();
+        // the same batch as the piece before (its lines' address too: a new batch could take
+        // a freed one's place), resumed where it paused
+        let id = (
+            batch as *const Batch as usize,
+            batch.len(),
+            if batch.is_empty() {
+                0
+            } else {
+                batch.get(0).as_ptr() as usize
+            },
+        );
+        let (events, mut malformed) = match self.paused.take() {
+            Some(p) if p.id == id => (p.events, p.malformed),
+            _ => self.decode(batch)?,
+        };
         // SAFETY: decode_batch only pushes values (see fast.rs); the array metatable is the
         // argument at stack index 1 and the events array is left on top as the result.
         // native for the watchdog: decoding is Rust code that no hook can stop, and a batch of
         // huge lines may take a while
-        let decoded = crate::watchdog::native(|| unsafe {
-            if self.lazy_events {
-                self.lua.exec_raw(self.lazy_ctx.clone(), |state| {
-                    malformed = fast::lazy_batch(state, 1, batch);
-                })
-            } else {
-                self.lua.exec_raw(self.array_mt.clone(), |state| {
-                    malformed = fast::decode_batch(state, 1, batch);
-                })
-            }
-        });
-        let events: Table = match decoded {
-            Ok((Value::Nil, events)) | Ok((_, events)) => events,
-            Err(e) => {
-                self.recover(&e);
-                return Err(e);
-            }
-        };
         let who = -(input as i64) - 1;
         let mut ran = 0;
         let mut paused_at = None;
@@ -594,12 +603,46 @@ impl Runtime {
         }
         // lines outside what ran are not this call's (each is reported by the call that runs it)
         let stop = paused_at.unwrap_or(end);
+        if paused_at.is_some() {
+            self.paused = Some(Paused {
+                id,
+                events: events.clone(),
+                malformed: malformed.clone(),
+            });
+        }
         malformed.retain(|(i, _)| (start..stop).contains(i));
         Ok(BatchResult {
             events: ran,
             malformed,
             paused_at,
         })
+    }
+
+    /// Decode a batch into a Lua array of events (lazy or eager), and its malformed lines.
+    fn decode(&mut self, batch: &Batch) -> mlua::Result<(Table, Vec<(usize, String)>)> {
+        let mut malformed = Vec::new();
+        // SAFETY: decode_batch only pushes values (see fast.rs); the array metatable is the
+        // argument at stack index 1 and the events array is left on top as the result.
+        // native for the watchdog: decoding is Rust code that no hook can stop, and a batch of
+        // huge lines may take a while
+        let decoded = crate::watchdog::native(|| unsafe {
+            if self.lazy_events {
+                self.lua.exec_raw(self.lazy_ctx.clone(), |state| {
+                    malformed = fast::lazy_batch(state, 1, batch);
+                })
+            } else {
+                self.lua.exec_raw(self.array_mt.clone(), |state| {
+                    malformed = fast::decode_batch(state, 1, batch);
+                })
+            }
+        });
+        match decoded {
+            Ok((Value::Nil, events)) | Ok((_, events)) => Ok((events, malformed)),
+            Err(e) => {
+                self.recover(&e);
+                Err(e)
+            }
+        }
     }
 
     /// Mark the runtime busy in Lua (watched by the watchdog) until the guard drops.

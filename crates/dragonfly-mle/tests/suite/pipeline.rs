@@ -695,3 +695,53 @@ end"#;
     assert_eq!(wall.len(), 1, "{wall:?}");
     assert_eq!(wall[0].2, 600);
 }
+
+/// Under the event clock a script that sets a timer on every event (a per-flow timeout) pauses
+/// the batch after each one: every timer fires once, right before the first event 10 seconds
+/// later, and every event comes out whole, in order.
+#[test]
+fn event_time_timers_set_by_every_event_fire_each_in_its_place() {
+    const ANALYZER: &str = r#"
+function setup() end
+function loop(msg)
+  if msg.fired then
+    dragonfly.output_event("out", { fired = msg.fired })
+    return
+  end
+  dragonfly.output_event("out", msg)
+  dragonfly.timer_event("a", 10, { fired = msg.seq })
+end"#;
+    let input: String = (0..300)
+        .map(|i| {
+            format!(
+                "{{\"timestamp\":\"2025-03-10T09:{:02}:{:02}.000000+0000\",\"seq\":{i},\"pad\":\"{}\"}}\n",
+                i / 60,
+                i % 60,
+                "x".repeat(i % 7)
+            )
+        })
+        .collect();
+    let r = analyzer_root_with(ANALYZER, r#"clock = "event""#, &input);
+    let out = r.run_to_eof(LIMIT);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines = r.lines("out.json");
+    let mut want = Vec::new();
+    for i in 0..300 {
+        if i >= 10 {
+            want.push(format!("{{\"fired\":{}}}", i - 10));
+        }
+        want.push(input.lines().nth(i).unwrap().to_string());
+    }
+    // the last ten are due after the input ends: they fire at its end
+    for i in 290..300 {
+        want.push(format!("{{\"fired\":{i}}}"));
+    }
+    assert_eq!(lines.len(), want.len());
+    for (k, (got, w)) in lines.iter().zip(&want).enumerate() {
+        assert_eq!(got, w, "line {k}");
+    }
+}
