@@ -4,9 +4,13 @@ use crate::common::*;
 use std::time::Duration;
 
 fn stderr_of(root: &Root, extra: &[&str]) -> (i32, String) {
+    output_of(root.command(extra))
+}
+
+/// The exit code and stderr then stdout of `c`.
+fn output_of(mut c: std::process::Command) -> (i32, String) {
     let out = wait_output(
-        root.command(extra)
-            .stdout(std::process::Stdio::piped())
+        c.stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap(),
@@ -327,18 +331,9 @@ outputs = { { tag="out", uri="file://real.json" } }
     let sample = r.path().join("sample.json");
     // its own temporary directory, to see that the run leaves nothing behind
     let tmp = tempfile::tempdir().unwrap();
-    let run = wait_output(
-        r.command(&["--check", "--sample", sample.to_str().unwrap()])
-            .env("TMPDIR", tmp.path())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap(),
-        Duration::from_secs(30),
-    );
-    let mut out = String::from_utf8_lossy(&run.stderr).into_owned();
-    out.push_str(&String::from_utf8_lossy(&run.stdout));
-    let code = run.status.code().unwrap_or(-1);
+    let mut c = r.command(&["--check", "--sample", sample.to_str().unwrap()]);
+    c.env("TMPDIR", tmp.path());
+    let (code, out) = output_of(c);
     assert_eq!(code, 3, "a script failed: {out}");
     let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
     assert!(left.is_empty(), "left behind: {left:?}");
