@@ -332,7 +332,7 @@ impl Chain<'_> {
         self.rt.set_event_times(clock.times());
         let mut start = from;
         while start < n {
-            self.set_event_now(Some(start));
+            self.move_clock_to(start);
             self.fire_due_event_timers();
             // at least this line runs: a timer that re-arms with no delay cannot stall it
             let next = self.timers.peek().map(|Reverse(t)| t.at);
@@ -343,21 +343,19 @@ impl Chain<'_> {
                 })
                 .unwrap_or(n);
             let stop = self.batch(input, batch, start..end, start).unwrap_or(end);
-            self.set_event_now(Some(stop - 1));
+            self.move_clock_to(stop - 1);
             start = stop;
         }
         self.fire_due_event_timers();
     }
 
-    /// Move the event clock to line `line` of the batch being run (or leave it: None), tell
-    /// the runtime (`dragonfly.now()`), and anchor the timers that waited for a first time.
-    fn set_event_now(&mut self, line: Option<usize>) {
+    /// Move the event clock to line `line` of the batch being run, tell the runtime
+    /// (`dragonfly.now()`), and anchor the timers that waited for a first time.
+    fn move_clock_to(&mut self, line: usize) {
         let Some(clock) = self.clock.as_mut() else {
             return;
         };
-        if let Some(i) = line {
-            clock.advance_to(i);
-        }
+        clock.advance_to(line);
         let now = clock.now();
         self.rt.set_event_now(now);
         if let Some(now) = now {
