@@ -11,8 +11,9 @@
 //! `/api/stats` (the stats record as JSON, as the stats log writes it),
 //! `/api/pipeline` (the configured graph), `/api/errors` (the last script failures),
 //! `/api/analyzers` (each analyzer's configuration and its `www/<tag>.json` description, as
-//! the original served them, read at start-up), and `POST /api/reload` (a hot reload,
-//! answered when done). Nothing else is served: no file is ever read from a request's path,
+//! the original served them, read at start-up), `/api/tap` (sampled events as they pass a
+//! stage, streamed: [`crate::tap`]), and `POST /api/reload` (a hot reload, answered when
+//! done). Nothing else is served: no file is ever read from a request's path,
 //! so there is nothing for a path traversal to reach.
 //!
 //! Guarantees: the socket is bound at start-up, before privileges are dropped (a bad or busy
@@ -251,6 +252,7 @@ fn router(
         .route("/api/reload", reload_route(reloads))
         .route("/api/analyzers", fixed_json(analyzers))
         .route("/health", health_route(stats.clone()))
+        .route("/api/tap", tap_route(stats.taps.clone()))
         .route(
             "/metrics",
             from_stats(
@@ -304,6 +306,140 @@ fn reload_route(reloads: Arc<crate::Reloads>) -> MethodRouter {
             (status, [(header::CONTENT_TYPE, "application/json")], body)
         }
     })
+}
+
+/// A tap's stream sends a heartbeat (an empty line; an SSE comment) after this long without
+/// an event: so a client that went is noticed (and its tap closed) even when nothing matches.
+pub const TAP_HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// `GET /api/tap?stage=..&filter=..&rate=..&limit=..` ([`crate::tap`]): the sampled events as
+/// JSON lines (`application/x-ndjson`; server-sent events when the client accepts
+/// `text/event-stream`), until `limit` events or the client goes. 400 for a bad query (the
+/// message says what), 429 when [`crate::tap::MAX_TAPS`] are open.
+fn tap_route(taps: Arc<crate::tap::Taps>) -> MethodRouter {
+    get(
+        move |headers: axum::http::HeaderMap,
+              axum::extract::RawQuery(query): axum::extract::RawQuery| {
+            let taps = taps.clone();
+            async move {
+                let json = [(header::CONTENT_TYPE, "application/json")];
+                let (req, limit) = match tap_request(&taps, query.as_deref().unwrap_or("")) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let body = serde_json::json!({ "error": e }).to_string();
+                        return (StatusCode::BAD_REQUEST, json, body).into_response();
+                    }
+                };
+                let tap = match taps.open(req) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        let body = serde_json::json!({ "error": e }).to_string();
+                        return (StatusCode::TOO_MANY_REQUESTS, json, body).into_response();
+                    }
+                };
+                let sse = headers
+                    .get(header::ACCEPT)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|a| a.contains("text/event-stream"));
+                let kind = if sse {
+                    "text/event-stream"
+                } else {
+                    "application/x-ndjson"
+                };
+                let body = axum::body::Body::from_stream(tap_stream(tap, limit, sse));
+                (
+                    [
+                        (header::CONTENT_TYPE, kind),
+                        (header::CACHE_CONTROL, "no-store"),
+                    ],
+                    body,
+                )
+                    .into_response()
+            }
+        },
+    )
+}
+
+/// A tap's lines as a body: each line and a newline (`data: LINE` and a blank line for SSE),
+/// a heartbeat after [`TAP_HEARTBEAT`] of silence, the end after `limit` lines.
+fn tap_stream(
+    tap: crate::tap::Tap,
+    limit: Option<u64>,
+    sse: bool,
+) -> impl futures_util::Stream<Item = Result<String, std::convert::Infallible>> {
+    futures_util::stream::unfold((tap, limit), move |(mut tap, left)| async move {
+        if left == Some(0) {
+            return None;
+        }
+        match tokio::time::timeout(TAP_HEARTBEAT, tap.lines.recv()).await {
+            Ok(Some(line)) => {
+                let out = if sse {
+                    format!("data: {line}\n\n")
+                } else {
+                    line + "\n"
+                };
+                Some((Ok(out), (tap, left.map(|n| n - 1))))
+            }
+            Ok(None) => None,
+            Err(_) => {
+                let beat = if sse { ": heartbeat\n\n" } else { "\n" };
+                Some((Ok(beat.to_string()), (tap, left)))
+            }
+        }
+    })
+}
+
+/// A tap's query: `stage` (repeated: any of them; none: every stage), `filter` (repeated:
+/// all of them, at most [`crate::tap::MAX_FILTERS`]), `rate` (1 to
+/// [`crate::tap::MAX_RATE`] events per second), `limit` (events, then the stream ends).
+pub fn tap_request(
+    taps: &crate::tap::Taps,
+    query: &str,
+) -> Result<(crate::tap::Request, Option<u64>), String> {
+    use crate::tap::{FieldMatch, Request, DEFAULT_RATE, MAX_FILTERS, MAX_RATE};
+    let mut req = Request {
+        stages: Vec::new(),
+        filters: Vec::new(),
+        rate: DEFAULT_RATE,
+    };
+    let mut limit = None;
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        match k.as_ref() {
+            "stage" => {
+                for s in taps.resolve(&v)? {
+                    if !req.stages.contains(&s) {
+                        req.stages.push(s);
+                    }
+                }
+            }
+            "filter" => {
+                if req.filters.len() == MAX_FILTERS {
+                    return Err(format!("at most {MAX_FILTERS} filters"));
+                }
+                req.filters.push(FieldMatch::parse(&v)?);
+            }
+            "rate" => {
+                req.rate = v
+                    .parse()
+                    .ok()
+                    .filter(|r| (1..=MAX_RATE).contains(r))
+                    .ok_or_else(|| {
+                        format!("rate {v:?}: expected 1 to {MAX_RATE} events per second")
+                    })?;
+            }
+            "limit" => {
+                limit = Some(v.parse().ok().filter(|&n: &u64| n > 0).ok_or_else(|| {
+                    format!("limit {v:?}: expected a number of events (1 or more)")
+                })?);
+            }
+            other => {
+                return Err(format!(
+                    "unknown parameter {other:?} (stage, filter, rate, limit)"
+                ))
+            }
+        }
+    }
+    Ok((req, limit))
 }
 
 /// `GET /health`: live as soon as it answers; ready (200) once every setup() ran and every

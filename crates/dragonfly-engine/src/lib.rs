@@ -32,6 +32,7 @@ mod running;
 pub mod sinks;
 pub mod stats;
 pub mod store;
+pub mod tap;
 mod topology;
 pub mod worker;
 

@@ -140,6 +140,7 @@ fn record(t: &mut Text, r: &StatsRecord) {
     operations(t, r);
     queues(t, r);
     unknown_tags(t, r);
+    edges(t, r);
     workers(t, r);
     t.parts(
         StatsRecord::METRICS,
@@ -239,6 +240,21 @@ fn unknown_tags(t: &mut Text, r: &StatsRecord) {
         Counter,
         "events scripts sent to an output, analyzer or timer tag config.lua does not define, dropped",
         &unknown,
+    );
+}
+
+/// `dragonfly_edge_events_total{from,to}`.
+fn edges(t: &mut Text, r: &StatsRecord) {
+    let edges: Vec<(String, f64)> = r
+        .edges
+        .iter()
+        .map(|e| (labels(&[("from", &e.from), ("to", &e.to)]), e.events as f64))
+        .collect();
+    t.family(
+        "dragonfly_edge_events_total",
+        Counter,
+        "events handed along each edge of the pipeline: input to filter, and every hand-off scripts made (to analyzers, outputs, unknown tags)",
+        &edges,
     );
 }
 

@@ -140,6 +140,9 @@ record! {
         pub outputs: Tagged<OutputRecord>,
         /// Events sent to a tag config.lua does not define, by `kind:tag`.
         pub unknown_tags: Tagged<u64>,
+        /// Every edge events took: each input to its filter, then every hand-off a script
+        /// made (to an analyzer, an output, or a tag that names nothing), with its events.
+        pub edges: Vec<EdgeRecord>,
         /// The store.
         pub store: StoreRecord,
         pub routing_loops: u64 => Counter "dragonfly_routing_loops_total" "analyzer hand-offs cut because one event bounced between analyzers too often",
@@ -156,11 +159,27 @@ record! {
         pub dead_letters_dropped: u64 => Counter "dragonfly_dead_letters_dropped_total" "dead letters left out because they came faster than their byte budget (their failures are counted all the same)",
         pub http_connections_closed: u64 => Counter "dragonfly_http_connections_closed_total" "HTTP connections closed: header timeouts, the connection cap",
         pub http_accept_errors: u64 => Counter "dragonfly_http_accept_errors_total" "HTTP accepts that failed (out of file descriptors)",
+        pub taps: u64 => Gauge "dragonfly_taps" "taps open now (dragonfly-mle tap, GET /api/tap)",
+        pub tap_events: u64 => Counter "dragonfly_tap_events_total" "events handed to taps",
+        pub tap_dropped: u64 => Counter "dragonfly_tap_dropped_total" "events a tap sampled but could not queue: its client read too slowly",
         pub log_events: u64 => Counter "dragonfly_log_events_total" "log_event records scripts wrote",
         pub stats_events: u64 => Counter "dragonfly_stats_events_total" "stats_event records scripts wrote",
         /// The last record of a run.
         pub r#final: bool,
     }
+}
+
+/// One edge of the pipeline as events took it (`StatsRecord::edges`); in /metrics
+/// `dragonfly_edge_events_total{from,to}`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EdgeRecord {
+    /// Node id: `input:TAG`, `filter:TAG` (the filter of input TAG), `analyzer:TAG`.
+    pub from: String,
+    /// Node id: `filter:TAG`, `analyzer:TAG`, `output:TAG`, or `unknown-analyzer:TAG` /
+    /// `unknown-output:TAG` for a tag config.lua does not define (those events were dropped).
+    pub to: String,
+    /// Events handed along it.
+    pub events: u64,
 }
 
 /// `operations`: events in at the inputs, analyzer calls, events out at the outputs (the

@@ -1,11 +1,12 @@
 //! Counters of every stage, and the stats line written to dragonfly-mle-stats.log.
 
 use dragonfly_event::sync::Locked;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
 use dragonfly_io::InputCounters;
+use dragonfly_lua::{Caller, EdgeTo};
 use dragonfly_store::redis_backend::StoreCounters;
 use serde_json::{json, Map, Value};
 
@@ -201,6 +202,10 @@ pub struct Stats {
     pub store: Option<(String, Arc<StoreCounters>)>,
     /// The embedded store, for its key count (None with Redis).
     pub embedded: Option<dragonfly_store::embedded::EmbeddedStore>,
+    /// The taps open on the pipeline ([`crate::tap`]).
+    pub taps: Arc<crate::tap::Taps>,
+    /// Hand-offs by script and destination, as the scripts made them (the live page's edges).
+    pub edges: Mutex<HashMap<(Caller, EdgeTo), u64>>,
 }
 
 /// How many bytes the dead letters may write: a token bucket refilled with twice the bytes
@@ -265,8 +270,14 @@ impl Stats {
         analyzers: impl Iterator<Item = &'a str>,
         outputs: impl Iterator<Item = &'a str>,
     ) -> Self {
+        let inputs: Vec<&str> = inputs.collect();
+        let analyzers: Vec<&str> = analyzers.collect();
+        let outputs: Vec<&str> = outputs.collect();
+        let owned = |v: &[&str]| v.iter().map(|t| t.to_string()).collect::<Vec<_>>();
+        let taps = crate::tap::Taps::new(owned(&inputs), owned(&analyzers), owned(&outputs));
         Self {
             inputs: inputs
+                .into_iter()
                 .map(|t| InputStats {
                     tag: t.to_string(),
                     io: Arc::new(InputCounters::default()),
@@ -274,12 +285,14 @@ impl Stats {
                 })
                 .collect(),
             analyzers: analyzers
+                .into_iter()
                 .map(|t| Named {
                     tag: t.to_string(),
                     c: AnalyzerCounters::default(),
                 })
                 .collect(),
             outputs: outputs
+                .into_iter()
                 .map(|t| Named {
                     tag: t.to_string(),
                     c: OutputCounters::default(),
@@ -302,7 +315,75 @@ impl Stats {
             http_accept_errors: AtomicU64::new(0),
             store: None,
             embedded: None,
+            taps: Arc::new(taps),
+            edges: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Count hand-offs a worker's runtime made (one lock per call).
+    pub fn count_edges(&self, edges: Vec<dragonfly_lua::Edge>) {
+        if edges.is_empty() {
+            return;
+        }
+        let mut m = self.edges.locked();
+        for e in edges {
+            *m.entry((e.from, e.to)).or_insert(0) += e.events;
+        }
+    }
+
+    /// The edges as the stats record shows them: each input to its filter, then every
+    /// hand-off taken, by node id (`input:TAG`, `filter:TAG` (the input's), `analyzer:TAG`,
+    /// `output:TAG`, `unknown-analyzer:TAG`, `unknown-output:TAG`), sorted.
+    fn edge_records(&self) -> Vec<crate::record::EdgeRecord> {
+        let from = |c: &Caller| match *c {
+            Caller::Filter(i) => format!(
+                "filter:{}",
+                self.inputs.get(i).map_or("?", |x| x.tag.as_str())
+            ),
+            Caller::Analyzer(i) => {
+                format!(
+                    "analyzer:{}",
+                    self.analyzers.get(i).map_or("?", |x| x.tag.as_str())
+                )
+            }
+        };
+        let to = |t: &EdgeTo| match t {
+            EdgeTo::Analyzer(i) => {
+                format!(
+                    "analyzer:{}",
+                    self.analyzers.get(*i).map_or("?", |x| x.tag.as_str())
+                )
+            }
+            EdgeTo::Output(i) => {
+                format!(
+                    "output:{}",
+                    self.outputs.get(*i).map_or("?", |x| x.tag.as_str())
+                )
+            }
+            EdgeTo::Unknown(kind, tag) => format!("unknown-{}:{tag}", kind.name()),
+        };
+        let mut list: Vec<crate::record::EdgeRecord> = self
+            .inputs
+            .iter()
+            .map(|i| crate::record::EdgeRecord {
+                from: format!("input:{}", i.tag),
+                to: format!("filter:{}", i.tag),
+                events: i.filter.events.load(Relaxed),
+            })
+            .collect();
+        let mut taken: Vec<crate::record::EdgeRecord> = self
+            .edges
+            .locked()
+            .iter()
+            .map(|((f, t), &n)| crate::record::EdgeRecord {
+                from: from(f),
+                to: to(t),
+                events: n,
+            })
+            .collect();
+        taken.sort_by(|a, b| (&a.from, &a.to).cmp(&(&b.from, &b.to)));
+        list.extend(taken);
+        list
     }
 
     /// Events sent to tags that name nothing, all tags together.
@@ -498,6 +579,10 @@ impl Stats {
         r.dead_letters_dropped = l(&self.dead_letters_dropped);
         r.http_connections_closed = l(&self.http_connections_closed);
         r.http_accept_errors = l(&self.http_accept_errors);
+        r.edges = self.edge_records();
+        r.taps = self.taps.count() as u64;
+        r.tap_events = l(&self.taps.events);
+        r.tap_dropped = l(&self.taps.dropped);
         r.log_events = l(&self.log_events);
         r.stats_events = l(&self.stats_events);
         r

@@ -188,6 +188,9 @@ struct Chain<'a> {
     acks: Vec<dragonfly_io::Ack>,
     /// Dead-letter records waiting for the next flush.
     dead: Batch,
+    /// The runtime has tap plans set (tap.rs): they are renewed each batch until no tap is
+    /// left, then cleared once.
+    tapping: bool,
     #[cfg(feature = "test-hooks")]
     panic_on_first_batch: bool,
 }
@@ -231,6 +234,7 @@ impl Worker {
             unanchored: Vec::new(),
             acks: Vec::new(),
             dead: Batch::default(),
+            tapping: false,
             #[cfg(feature = "test-hooks")]
             panic_on_first_batch: false,
         };
@@ -307,6 +311,7 @@ impl Chain<'_> {
         let (input, batch) = (inflight.input, inflight.batch.clone());
         self.acks = inflight.acks.clone();
         *WorkerStatus::lock(&self.w.status.inflight) = Some(inflight);
+        self.tap(input, &batch, from);
         if self.clock.is_some() {
             self.batch_by_event_time(input, &batch, from);
         } else {
@@ -320,6 +325,22 @@ impl Chain<'_> {
         g.lua_bytes.store(self.rt.used_memory() as u64, Relaxed);
         // the worker's part is done; the sinks hold the receipts from here
         self.acks.clear();
+    }
+
+    /// Taps (tap.rs): offer the lines from `from` on as they leave the input, and tell the
+    /// runtime what the analyzers' taps may take from this batch. With no tap open (and none
+    /// just closed): one atomic load.
+    fn tap(&mut self, input: usize, batch: &Batch, from: usize) {
+        let taps = &self.w.stats.taps;
+        if !taps.on() && !self.tapping {
+            return;
+        }
+        taps.offer(crate::tap::Kind::Input, input, batch, from);
+        let plans = taps.analyzer_plans();
+        self.tapping = !plans.is_empty();
+        if let Err(e) = self.rt.set_taps(&plans) {
+            tracing::debug!("worker {}: setting the taps: {e}", self.w.id);
+        }
     }
 
     /// Run lines `from..` of a batch under the event clock (clock.rs): in pieces, each ending
@@ -479,6 +500,10 @@ impl Chain<'_> {
             self.w.log.lua_error(&f.error, &f.event, n);
             self.dead_letter(&f, batch);
         }
+        stats.count_edges(res.edges);
+        for (id, analyzer, json) in res.tapped {
+            stats.taps.taken(id, analyzer, &json);
+        }
         for (tag, kind) in res.unknown {
             let what = kind.name();
             let first = stats.unknown_tag(what, &tag);
@@ -528,8 +553,12 @@ impl Chain<'_> {
     fn flush(&mut self) {
         let sinks = &self.w.sinks;
         let lines = self.rt.take_lines();
-        for (tx, mut batch) in sinks.outputs.iter().zip(lines.outputs) {
+        let taps = &self.w.stats.taps;
+        for (i, (tx, mut batch)) in sinks.outputs.iter().zip(lines.outputs).enumerate() {
             if !batch.is_empty() {
+                if taps.on() {
+                    taps.offer(crate::tap::Kind::Output, i, &batch, 0);
+                }
                 batch.acks.extend(self.acks.iter().cloned());
                 // The sink counts what it writes; a closed sink means shutdown went past it.
                 let _ = tx.send(batch);

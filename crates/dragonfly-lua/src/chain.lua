@@ -16,7 +16,7 @@
 -- recorded where it happens: the watchdog marks a call it stopped in `probe[P_KIND]`, a
 -- routing loop is recorded as one, and an error for which the xpcall handler did not run is
 -- LuaJIT's out-of-memory error.
-local out_raw, fail_raw, unknown_raw, MAX_HOPS, probe, traceback, lazy, sched = ...
+local out_raw, fail_raw, unknown_raw, MAX_HOPS, probe, traceback, lazy, sched, tap_raw = ...
 -- P_* (probe slots) and K_* (failure kinds) are names from
 -- wire.rs, replaced with their numbers before this chunk is loaded: LuaJIT then compiles
 -- constant indices (read as upvalues they cost ~10% on a 5-analyzer chain, measured).
@@ -38,6 +38,43 @@ local M = {
   counts = {},      -- analyzer index -> events since the last take (read by the runtime)
 }
 local by_tag, loops, counts = M.by_tag, M.loops, M.counts
+
+-- Taps (the engine's tap.rs; Runtime::set_taps): analyzer index -> the taps on it while
+-- someone taps, each { id =, n = values it may still take, filters = { {path =, value =,
+-- num =}, ... } }. A value a tap takes is encoded (tap_raw) before the analyzer runs. Only
+-- what is surely no match is refused here (a string or number that differs, a missing
+-- field); the engine checks the encoded value again.
+M.tapped = {}
+local tapped = M.tapped
+
+local function tap_wants(t, v)
+  local fs = t.filters
+  for i = 1, #fs do
+    local f = fs[i]
+    local x, path = v, f.path
+    for j = 1, #path do
+      if type(x) ~= "table" then return false end
+      x = x[path[j]]
+    end
+    local tx = type(x)
+    if x == nil then return false
+    elseif tx == "string" then if x ~= f.value then return false end
+    elseif tx == "number" then if x ~= f.num then return false end
+    elseif tx == "boolean" then if tostring(x) ~= f.value then return false end
+    end
+  end
+  return true
+end
+
+local function tap(list, a, v)
+  for i = 1, #list do
+    local t = list[i]
+    if t.n > 0 and tap_wants(t, v) then
+      t.n = t.n - 1
+      tap_raw(t.id, a, v)
+    end
+  end
+end
 
 local function copy(v, depth)
   if type(v) ~= "table" then return v end
@@ -69,6 +106,28 @@ M.copy = function(v) return copy(v, 0) end
 
 local qa, qv, qh, qn = {}, {}, 1, 0
 
+-- Hand-offs by caller, the live page's edges (Runtime::take_results): hand[who][key] counts
+-- analyze_event calls (key: the analyzer's index, or the tag when it names none), outs[who][tag]
+-- successful output_event calls (unknown output tags included). `who` as in failure records
+-- (filters -1, -2, ...; analyzers 1, 2, ...). Taken, and replaced by empty tables, with
+-- M.take_edges.
+local hand, outs = {}, {}
+
+local function bump(edges, who, key)
+  local e = edges[who]
+  if e == nil then
+    e = {}
+    edges[who] = e
+  end
+  e[key] = (e[key] or 0) + 1
+end
+
+function M.take_edges()
+  local h, o = hand, outs
+  hand, outs = {}, {}
+  return h, o
+end
+
 function M.analyze_event(...)
   local n = select('#', ...)
   if n ~= 2 then error("dragonfly.analyze_event takes exactly 2 arguments, got " .. n, 2) end
@@ -77,8 +136,9 @@ function M.analyze_event(...)
     error("dragonfly.analyze_event: the tag must be a string, got " .. type(tag), 2)
   end
   local idx = by_tag[tag]
-  if idx == nil then unknown_raw(tag); return end
   local q = sched.ctx
+  bump(hand, (q and q.who) or probe[P_WHO], idx or tag)
+  if idx == nil then unknown_raw(tag); return end
   if q then
     -- an event run by the overlap scheduler: its own queue
     q.n = q.n + 1
@@ -96,6 +156,8 @@ function M.output_event(...)
   if n ~= 2 then error("dragonfly.output_event takes exactly 2 arguments, got " .. n, 2) end
   local e = out_raw(...)
   if e ~= nil then error("dragonfly.output_event: " .. e, 2) end
+  local q = sched.ctx
+  bump(outs, (q and q.who) or probe[P_WHO], (...))
 end
 
 -- An error object of any type, with any metamethods, becomes a string without raising.
@@ -159,6 +221,8 @@ local function drain()
       break
     end
     counts[a] = counts[a] + 1
+    local taps = tapped[a]
+    if taps ~= nil then pcall(tap, taps, a, v) end
     local ok, err = call(a, loops[a], v)
     if not ok then record(a, err, v) end
   end
@@ -341,6 +405,8 @@ local function event_body(c, filter, who, ev)
       break
     end
     counts[a] = counts[a] + 1
+    local taps = tapped[a]
+    if taps ~= nil then pcall(tap, taps, a, v) end
     acquire(c, a, key)
     c.who = a
     ok, err = call(a, loops[a], v)

@@ -25,7 +25,7 @@ pub use encode::encode_walking_every_field;
 pub use libs::hiredis::Backend;
 pub use outcome::{Outcome, TagKind, TimerRequest};
 pub use runtime::{
-    BatchResult, Caller, Failure, FailureKind, Limits, Lines, Results, Runtime, RuntimeSpec,
-    ScriptError, ScriptKind, ScriptSpec,
+    BatchResult, Caller, Edge, EdgeTo, Failure, FailureKind, Limits, Lines, Results, Runtime,
+    RuntimeSpec, ScriptError, ScriptKind, ScriptSpec, TapPlan,
 };
 pub use spec::SpecBuilder;

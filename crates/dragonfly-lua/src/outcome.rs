@@ -118,7 +118,7 @@ impl TagKind {
 }
 
 /// Who a failed call belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Caller {
     /// The filter of input `n`.
     Filter(usize),
@@ -263,6 +263,8 @@ pub struct Outcome {
     pub failures: Vec<Failure>,
     /// Routing loops cut (each is also a failure of kind [`FailureKind::RoutingLoop`]).
     pub loops_cut: u64,
+    /// Values taken for taps (tap id, analyzer index, the value encoded as JSON), in order.
+    pub tapped: Vec<(u64, usize, Vec<u8>)>,
 }
 
 impl Outcome {

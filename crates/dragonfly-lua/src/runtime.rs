@@ -60,6 +60,50 @@ pub struct Results {
     pub unknown: Vec<(String, TagKind)>,
     /// `dragonfly.timer_event` requests.
     pub timers: Vec<TimerRequest>,
+    /// Values taken for taps ([`Runtime::set_taps`]): (tap id, analyzer index, the value as
+    /// JSON), in the order the analyzers were handed them.
+    pub tapped: Vec<(u64, usize, Vec<u8>)>,
+    /// Hand-offs by script and destination (analyze_event and output_event calls; those a
+    /// `setup()` made are not counted).
+    pub edges: Vec<Edge>,
+}
+
+/// Where hand-offs went ([`Results::edges`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum EdgeTo {
+    /// `analyze_event` to analyzer `n`.
+    Analyzer(usize),
+    /// `output_event` to output `n`.
+    Output(usize),
+    /// A tag that names nothing (its kind: analyzer or output).
+    Unknown(TagKind, String),
+}
+
+/// Hand-offs from one script to one place since the last take.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Edge {
+    /// Who handed on.
+    pub from: Caller,
+    /// Where to.
+    pub to: EdgeTo,
+    /// How many events.
+    pub events: u64,
+}
+
+/// What one tap may take from the values analyzer `analyzer` is handed during the next calls
+/// ([`Runtime::set_taps`]): up to `budget` values that pass every filter (a dotted path as its
+/// names and the value: a string field equal to it, a number equal to it as a number, a
+/// boolean written as it; other values are left to the engine's check of the JSON).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TapPlan {
+    /// The analyzer (index).
+    pub analyzer: usize,
+    /// The tap (the engine's id, handed back with each value).
+    pub id: u64,
+    /// Most values to take.
+    pub budget: u32,
+    /// (path, value) filters.
+    pub filters: Vec<(Vec<String>, String)>,
 }
 
 /// What a runtime's calls wrote, from [`Runtime::take_lines`].
@@ -260,6 +304,17 @@ fn load_chain(
             lua.create_c_function(outcome::note_unknown)?,
         )
     };
+    // a value an analyzer is handed, taken for a tap (chain.lua's `tap`): encoded now, before
+    // the analyzer can change it
+    let tap_raw = lua.create_function(|lua, (id, analyzer, v): (u64, usize, Value)| {
+        let json = json::encode_to_vec(lua, &v).map_err(mlua::Error::external)?;
+        outcome::with_channel(lua, |c| {
+            c.outcome
+                .tapped
+                .push((id, analyzer.saturating_sub(1), json))
+        });
+        Ok(())
+    })?;
     let chain: Table = lua
         .load(crate::wire::chain_source(CHAIN))
         .set_name("=dragonfly-chain")
@@ -272,6 +327,7 @@ fn load_chain(
             traceback,
             lazy,
             lua.named_registry_value::<Table>("dragonfly.sched")?,
+            tap_raw,
         ))?;
     lua.set_named_registry_value("dragonfly.copy", chain.get::<Function>("copy")?)?;
     df.set("analyze_event", chain.get::<Function>("analyze_event")?)?;
@@ -748,6 +804,7 @@ impl Runtime {
     /// Lines are taken with [`Runtime::take_lines`].
     pub fn take_results(&mut self) -> Results {
         let counts = self.take_counts();
+        let edges = self.take_edges();
         let o = &mut self.channel().outcome;
         let results = Results {
             failures: std::mem::take(&mut o.failures),
@@ -755,6 +812,8 @@ impl Runtime {
             loops_cut: std::mem::take(&mut o.loops_cut),
             unknown: std::mem::take(&mut o.unknown),
             timers: std::mem::take(&mut o.timers),
+            tapped: std::mem::take(&mut o.tapped),
+            edges,
         };
         self.collect_after(&results.failures);
         results
@@ -800,6 +859,81 @@ impl Runtime {
                 n
             })
             .collect()
+    }
+
+    /// Set what taps take from the values analyzers are handed during the next calls (the
+    /// engine's tap.rs); an empty list stops taking. Each taken value comes back in
+    /// [`Results::tapped`]. Cost when no plan is set: one table lookup per hand-off.
+    pub fn set_taps(&mut self, plans: &[TapPlan]) -> mlua::Result<()> {
+        let tapped: Table = self.chain.get("tapped")?;
+        tapped.clear()?;
+        for p in plans {
+            let list = match tapped.raw_get::<Option<Table>>(p.analyzer + 1)? {
+                Some(l) => l,
+                None => {
+                    let l = self.lua.create_table()?;
+                    tapped.raw_set(p.analyzer + 1, &l)?;
+                    l
+                }
+            };
+            let filters = self.lua.create_table()?;
+            for (path, value) in &p.filters {
+                let f = self.lua.create_table()?;
+                f.raw_set(
+                    "path",
+                    self.lua
+                        .create_sequence_from(path.iter().map(String::as_str))?,
+                )?;
+                f.raw_set("value", value.as_str())?;
+                f.raw_set("num", value.parse::<f64>().ok())?;
+                filters.raw_push(f)?;
+            }
+            let t = self.lua.create_table()?;
+            t.raw_set("id", p.id)?;
+            t.raw_set("n", p.budget)?;
+            t.raw_set("filters", filters)?;
+            list.raw_push(t)?;
+        }
+        Ok(())
+    }
+
+    /// Hand-offs since the last take: chain.lua's `hand` and `outs` tables, swapped for
+    /// empty ones. Cost: one walk of the edges taken (a few dozen for a large root).
+    fn take_edges(&mut self) -> Vec<Edge> {
+        let mut edges = Vec::new();
+        let Ok(take) = self.chain.get::<Function>("take_edges") else {
+            return edges;
+        };
+        let Ok((hand, outs)) = take.call::<(Table, Table)>(()) else {
+            return edges;
+        };
+        let outputs = &self.channel().outputs;
+        for (table, output) in [(hand, false), (outs, true)] {
+            for (who, dests) in table.pairs::<i64, Table>().flatten() {
+                if who == 0 {
+                    continue;
+                }
+                let from = Caller::from_who(who);
+                for (key, events) in dests.pairs::<Value, u64>().flatten() {
+                    let to = match (key, output) {
+                        (Value::Integer(i), false) => EdgeTo::Analyzer((i - 1).max(0) as usize),
+                        (Value::Number(n), false) => {
+                            EdgeTo::Analyzer((n as usize).saturating_sub(1))
+                        }
+                        (Value::String(tag), false) => {
+                            EdgeTo::Unknown(TagKind::Analyzer, tag.to_string_lossy())
+                        }
+                        (Value::String(tag), true) => match outputs.get(&*tag.as_bytes()) {
+                            Some(&i) => EdgeTo::Output(i),
+                            None => EdgeTo::Unknown(TagKind::Output, tag.to_string_lossy()),
+                        },
+                        _ => continue,
+                    };
+                    edges.push(Edge { from, to, events });
+                }
+            }
+        }
+        edges
     }
 
     /// Encoded lines for output `i` since the last take.

@@ -625,3 +625,140 @@ fn every_outcome_of_a_call_lands_in_the_outcome() {
     assert_eq!((again.loops_cut, again.counts), (0, vec![0, 0]));
     assert!(rt.take_lines().outputs[0].is_empty());
 }
+
+/// Taps (Runtime::set_taps): an analyzer's values are taken as it is handed them (before it
+/// changes them), up to each tap's budget, only those that pass its filters; lazy and eager
+/// events alike; no plan, nothing taken.
+#[test]
+fn taps_take_what_an_analyzer_is_handed_up_to_their_budget_and_filters() {
+    for lazy in [true, false] {
+        let mut rt = RuntimeSpec::builder()
+            .script(
+                ScriptSpec::filter("in", "function loop(e) dragonfly.analyze_event('a', e) end")
+                    .default_analyzer("a"),
+            )
+            .script(
+                ScriptSpec::analyzer(
+                    "a",
+                    "function loop(e) e.changed = true; dragonfly.output_event('out', e) end",
+                )
+                .default_output("out"),
+            )
+            .output("out")
+            .lazy_events(lazy)
+            .ready()
+            .map_err(|e| format!("{e:?}"))
+            .unwrap();
+        let lines: Vec<String> = (0..10)
+            .map(|i| {
+                let t = if i % 2 == 0 { "dns" } else { "flow" };
+                format!(
+                    r#"{{"event_type":"{t}","i":{i},"dns":{{"port":{}}}}}"#,
+                    50 + i
+                )
+            })
+            .collect();
+        let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+        let batch = batch_of(&refs);
+        // nothing set: nothing taken
+        rt.run_batch(0, &batch).unwrap();
+        assert!(rt.take_results().tapped.is_empty());
+        let plan = |id, budget, filters: &[(&str, &str)]| dragonfly_lua::TapPlan {
+            analyzer: 0,
+            id,
+            budget,
+            filters: filters
+                .iter()
+                .map(|(p, v)| (p.split('.').map(String::from).collect(), v.to_string()))
+                .collect(),
+        };
+        rt.set_taps(&[
+            plan(1, 3, &[]),
+            plan(2, 10, &[("event_type", "dns"), ("dns.port", "54.0")]),
+            plan(3, 10, &[("missing.field", "x")]),
+        ])
+        .unwrap();
+        rt.run_batch(0, &batch).unwrap();
+        let tapped = rt.take_results().tapped;
+        let of = |id| -> Vec<serde_json::Value> {
+            tapped
+                .iter()
+                .filter(|t| t.0 == id)
+                .map(|t| {
+                    assert_eq!(t.1, 0);
+                    serde_json::from_slice(&t.2).unwrap()
+                })
+                .collect()
+        };
+        let first = of(1);
+        assert_eq!(first.len(), 3, "lazy {lazy}");
+        assert_eq!(first[2]["i"], 2);
+        assert!(
+            first.iter().all(|v| v.get("changed").is_none()),
+            "taken before the analyzer ran"
+        );
+        let second = of(2);
+        assert_eq!(second.len(), 1, "lazy {lazy}: {second:?}");
+        assert_eq!(second[0]["i"], 4);
+        assert!(of(3).is_empty());
+        // the outputs are what they were
+        assert_eq!(rt.take_output(0).len(), 20);
+        rt.set_taps(&[]).unwrap();
+        rt.run_batch(0, &batch).unwrap();
+        assert!(rt.take_results().tapped.is_empty());
+    }
+}
+
+/// The hand-offs each script made, by destination (the live page's edges): analyzers,
+/// outputs and tags that name nothing, taken and reset with the results.
+#[test]
+fn results_count_each_scripts_hand_offs_by_destination() {
+    use dragonfly_lua::{Caller, EdgeTo, TagKind};
+    let mut rt = RuntimeSpec::builder()
+        .script(
+            ScriptSpec::filter(
+                "in",
+                "function loop(e) if e.n % 2 == 0 then dragonfly.analyze_event('a', e) else dragonfly.analyze_event('nope', e) end end",
+            )
+            .default_analyzer("a"),
+        )
+        .script(
+            ScriptSpec::analyzer(
+                "a",
+                "function loop(e) dragonfly.output_event('out', e); if e.n == 0 then dragonfly.output_event('nowhere', e) end end",
+            )
+            .default_output("out"),
+        )
+        .output("out")
+        .ready()
+        .map_err(|e| format!("{e:?}"))
+        .unwrap();
+    let lines: Vec<String> = (0..10).map(|n| format!(r#"{{"n":{n}}}"#)).collect();
+    let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+    rt.run_batch(0, &batch_of(&refs)).unwrap();
+    let mut edges: Vec<(Caller, EdgeTo, u64)> = rt
+        .take_results()
+        .edges
+        .into_iter()
+        .map(|e| (e.from, e.to, e.events))
+        .collect();
+    edges.sort_by_key(|e| format!("{e:?}"));
+    assert_eq!(
+        edges,
+        vec![
+            (Caller::Analyzer(0), EdgeTo::Output(0), 5),
+            (
+                Caller::Analyzer(0),
+                EdgeTo::Unknown(TagKind::Output, "nowhere".into()),
+                1
+            ),
+            (Caller::Filter(0), EdgeTo::Analyzer(0), 5),
+            (
+                Caller::Filter(0),
+                EdgeTo::Unknown(TagKind::Analyzer, "nope".into()),
+                5
+            ),
+        ]
+    );
+    assert!(rt.take_results().edges.is_empty(), "taken once");
+}

@@ -14,6 +14,7 @@ mod parquet_cmd;
 mod privileges;
 mod progress;
 mod sample;
+mod tap_cmd;
 mod test_cmd;
 
 use std::io::Write;
@@ -168,6 +169,8 @@ enum Command {
         #[arg(long, value_enum, default_value = "text")]
         format: test_cmd::Format,
     },
+    /// Watch sampled events pass a stage of the running engine (through its HTTP listener, engine.http): as they leave an input, enter an analyzer or reach an output; rate-limited, escaped.
+    Tap(tap_cmd::TapArgs),
     /// Print the manual page dragonfly-mle(1) (roff): `dragonfly-mle man > dragonfly-mle.1`.
     Man,
     /// Print shell completions: `dragonfly-mle completions bash > /etc/bash_completion.d/dragonfly-mle`.
@@ -306,6 +309,9 @@ fn run(cli: Cli) -> Result<u8, Failure> {
     };
     // every problem at once: config.lua's errors, its warnings (errors with --strict), and
     // what the engine finds in the parts that did parse (schemes, options, scripts)
+    if let Some(Command::Tap(args)) = &cli.command {
+        return Ok(tap_cmd::run(&root, args));
+    }
     if let Some(Command::Test { filter, format }) = &cli.command {
         return Ok(test_cmd::run(&root, options, filter.as_deref(), *format));
     }

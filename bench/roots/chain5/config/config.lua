@@ -8,4 +8,6 @@ analyzers = {
   { tag="sink",   script="sink.lua" },
 }
 outputs = { { tag="out", uri="file://out.json" } }
-engine = { stats_interval = 3600, workers = tonumber(os.getenv("BENCH_WORKERS") or "2") }
+-- BENCH_HTTP: the listener scenario (k) taps (unset: none)
+engine = { stats_interval = 3600, workers = tonumber(os.getenv("BENCH_WORKERS") or "2"),
+           http = os.getenv("BENCH_HTTP") }

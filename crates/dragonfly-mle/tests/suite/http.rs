@@ -10,7 +10,7 @@ use std::time::Duration;
 
 const T: Duration = Duration::from_secs(60);
 
-fn http_root(addr: &str) -> Root {
+pub(crate) fn http_root(addr: &str) -> Root {
     let r = Root::passthrough("unix://in.sock");
     r.write("analyzer/pass.lua", PASS_READY);
     let cfg = std::fs::read_to_string(r.path().join("config/config.lua")).unwrap();

@@ -56,5 +56,6 @@ mod reload;
 mod sockets;
 mod state;
 mod syslog;
+mod tap;
 mod test_cmd;
 mod truthful;
