@@ -10,6 +10,8 @@
 //! Prometheus asks, with the build and the standard process metrics: [`crate::metrics`]),
 //! `/api/stats` (the stats record as JSON, as the stats log writes it),
 //! `/api/pipeline` (the configured graph), `/api/errors` (the last script failures),
+//! `/api/error_groups` (failures by script, line and kind: [`crate::errgroups`]),
+//! `/api/history` (ten minutes of each node's totals: [`crate::history`]),
 //! `/api/analyzers` (each analyzer's configuration and its `www/<tag>.json` description, as
 //! the original served them, read at start-up), `/api/tap` (sampled events as they pass a
 //! stage, streamed: [`crate::tap`]), and `POST /api/reload` (a hot reload, answered when
@@ -158,10 +160,36 @@ impl HttpListener {
                             return;
                         }
                     };
-                    let app = router(stats.clone(), self.analyzers, self.pipeline, reloads);
+                    let history =
+                        Arc::new(std::sync::Mutex::new(crate::history::History::default()));
+                    tokio::spawn(sample_history(stats.clone(), history.clone()));
+                    let app = router(
+                        stats.clone(),
+                        self.analyzers,
+                        self.pipeline,
+                        reloads,
+                        history,
+                    );
                     serve(listener, app, stats).await;
                 });
             })
+    }
+}
+
+/// Sample the nodes' totals into `history` every [`crate::history::INTERVAL`], from now on.
+async fn sample_history(
+    stats: Arc<Stats>,
+    history: Arc<std::sync::Mutex<crate::history::History>>,
+) {
+    use dragonfly_event::sync::Locked;
+    let mut every = tokio::time::interval(crate::history::INTERVAL);
+    loop {
+        every.tick().await;
+        let r = stats.snapshot(false);
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        history.locked().sample(&r, at);
     }
 }
 
@@ -241,7 +269,10 @@ fn router(
     analyzers: String,
     pipeline: String,
     reloads: Arc<crate::Reloads>,
+    history: Arc<std::sync::Mutex<crate::history::History>>,
 ) -> Router {
+    use dragonfly_event::sync::Locked;
+    let groups = stats.clone();
     Router::new()
         .route(
             "/",
@@ -253,6 +284,20 @@ fn router(
         .route("/api/analyzers", fixed_json(analyzers))
         .route("/health", health_route(stats.clone()))
         .route("/api/tap", tap_route(stats.taps.clone()))
+        .route(
+            "/api/error_groups",
+            get(move || {
+                let body = groups.error_groups.locked().to_json().to_string();
+                async move { ([(header::CONTENT_TYPE, "application/json")], body) }
+            }),
+        )
+        .route(
+            "/api/history",
+            get(move || {
+                let body = history.locked().to_json().to_string();
+                async move { ([(header::CONTENT_TYPE, "application/json")], body) }
+            }),
+        )
         .route(
             "/metrics",
             from_stats(

@@ -21,6 +21,8 @@
 mod check;
 pub mod clock;
 pub mod enginelog;
+pub mod errgroups;
+pub mod history;
 pub mod http;
 pub mod metrics;
 pub mod partition;

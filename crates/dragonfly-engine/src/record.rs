@@ -164,6 +164,10 @@ record! {
         pub tap_dropped: u64 => Counter "dragonfly_tap_dropped_total" "events a tap sampled but could not queue: its client read too slowly",
         pub log_events: u64 => Counter "dragonfly_log_events_total" "log_event records scripts wrote",
         pub stats_events: u64 => Counter "dragonfly_stats_events_total" "stats_event records scripts wrote",
+        /// The engine's version (in /metrics: `dragonfly_build_info`).
+        pub version: String,
+        /// Seconds since the engine started (in /metrics: `process_start_time_seconds`).
+        pub uptime_s: u64,
         /// The last record of a run.
         pub r#final: bool,
     }

@@ -158,6 +158,21 @@ pub type QueueDepth = (String, Box<dyn Fn() -> usize + Send + Sync>);
 /// Script failures the live page shows (the newest last).
 pub const RECENT_ERRORS: usize = 20;
 
+/// Most tags that name nothing counted each by name (per kind together); events to further
+/// ones are counted under [`OTHER_TAGS`].
+pub const MAX_UNKNOWN_TAGS: usize = 256;
+/// Where events to tags past [`MAX_UNKNOWN_TAGS`] are counted.
+pub const OTHER_TAGS: &str = "(other tags)";
+/// Longest tag kept in a counter's name or a log line, in bytes (cut with `...`).
+pub const MAX_TAG_SHOWN: usize = 128;
+
+/// A tag as counters and logs show it: cut to [`MAX_TAG_SHOWN`] bytes.
+pub fn shown_tag(tag: &str) -> String {
+    let mut s = tag.to_string();
+    dragonfly_event::text::truncate(&mut s, MAX_TAG_SHOWN);
+    s
+}
+
 /// Every counter of the engine. Shared by all threads; updated with relaxed atomics.
 pub struct Stats {
     /// Per input, in config order.
@@ -206,6 +221,10 @@ pub struct Stats {
     pub taps: Arc<crate::tap::Taps>,
     /// Hand-offs by script and destination, as the scripts made them (the live page's edges).
     pub edges: Mutex<HashMap<(Caller, EdgeTo), u64>>,
+    /// Script failures grouped by script, line and kind ([`crate::errgroups`]).
+    pub error_groups: Mutex<crate::errgroups::ErrorGroups>,
+    /// When the engine started (the record's `uptime_s`).
+    pub started: std::time::Instant,
 }
 
 /// How many bytes the dead letters may write: a token bucket refilled with twice the bytes
@@ -317,17 +336,34 @@ impl Stats {
             embedded: None,
             taps: Arc::new(taps),
             edges: Mutex::new(HashMap::new()),
+            error_groups: Mutex::new(crate::errgroups::ErrorGroups::default()),
+            started: std::time::Instant::now(),
         }
     }
 
-    /// Count hand-offs a worker's runtime made (one lock per call).
+    /// Count hand-offs a worker's runtime made (one lock per call). Edges to tags that name
+    /// nothing are bounded as [`Stats::unknown_tag`] bounds their counters.
     pub fn count_edges(&self, edges: Vec<dragonfly_lua::Edge>) {
         if edges.is_empty() {
             return;
         }
         let mut m = self.edges.locked();
         for e in edges {
-            *m.entry((e.from, e.to)).or_insert(0) += e.events;
+            let mut key = match e.to {
+                EdgeTo::Unknown(kind, tag) => (e.from, EdgeTo::Unknown(kind, shown_tag(&tag))),
+                to => (e.from, to),
+            };
+            if let EdgeTo::Unknown(kind, _) = &key.1 {
+                if !m.contains_key(&key)
+                    && m.keys()
+                        .filter(|k| matches!(&k.1, EdgeTo::Unknown(x, _) if x == kind))
+                        .count()
+                        >= MAX_UNKNOWN_TAGS
+                {
+                    key.1 = EdgeTo::Unknown(*kind, OTHER_TAGS.to_string());
+                }
+            }
+            *m.entry(key).or_insert(0) += e.events;
         }
     }
 
@@ -391,12 +427,24 @@ impl Stats {
         self.unknown_tags.locked().values().sum()
     }
 
-    /// Count an event sent to a tag that names nothing; true the first time for that tag.
-    pub fn unknown_tag(&self, what: &str, tag: &str) -> bool {
+    /// Count an event sent to a tag that names nothing; the tag as counted (cut to
+    /// [`MAX_TAG_SHOWN`], or [`OTHER_TAGS`] past [`MAX_UNKNOWN_TAGS`] tags) the first time it
+    /// is counted, for the log. Tags a script makes from event fields are the attacker's: so
+    /// many and so long as they like, they cost at most this many counters.
+    pub fn unknown_tag(&self, what: &str, tag: &str) -> Option<String> {
         let mut m = self.unknown_tags.locked();
-        let n = m.entry(format!("{what}:{tag}")).or_insert(0);
+        let mut shown = shown_tag(tag);
+        let mut key = format!("{what}:{shown}");
+        let prefix = format!("{what}:");
+        if !m.contains_key(&key)
+            && m.keys().filter(|k| k.starts_with(&prefix)).count() >= MAX_UNKNOWN_TAGS
+        {
+            shown = OTHER_TAGS.to_string();
+            key = format!("{what}:{OTHER_TAGS}");
+        }
+        let n = m.entry(key).or_insert(0);
         *n += 1;
-        *n == 1
+        (*n == 1).then_some(shown)
     }
 
     /// Events whose script failed (errors, timeouts, memory, routing loops), every script.
@@ -416,8 +464,10 @@ impl Stats {
     }
 
     /// Remember a script failure for the live page (the oldest goes past [`RECENT_ERRORS`]).
-    pub fn remember_error(&self, script: &str, kind: &str, message: &str, event: &str) {
-        let mut event = event.to_string();
+    pub fn remember_error(&self, f: &dragonfly_lua::Failure) {
+        self.error_groups.locked().add(f);
+        let (script, kind, message) = (&f.error.script, f.kind.name(), &f.error.message);
+        let mut event = f.event.clone();
         if event.len() > 300 {
             let mut cut = 300;
             while !event.is_char_boundary(cut) {
@@ -580,6 +630,8 @@ impl Stats {
         r.http_connections_closed = l(&self.http_connections_closed);
         r.http_accept_errors = l(&self.http_accept_errors);
         r.edges = self.edge_records();
+        r.version = env!("CARGO_PKG_VERSION").to_string();
+        r.uptime_s = self.started.elapsed().as_secs();
         r.taps = self.taps.count() as u64;
         r.tap_events = l(&self.taps.events);
         r.tap_dropped = l(&self.taps.dropped);

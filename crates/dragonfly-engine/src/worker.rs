@@ -496,7 +496,7 @@ impl Chain<'_> {
         }
         for f in res.failures {
             let n = count_failure(stats, &f);
-            stats.remember_error(&f.error.script, f.kind.name(), &f.error.message, &f.event);
+            stats.remember_error(&f);
             self.w.log.lua_error(&f.error, &f.event, n);
             self.dead_letter(&f, batch);
         }
@@ -506,9 +506,10 @@ impl Chain<'_> {
         }
         for (tag, kind) in res.unknown {
             let what = kind.name();
-            let first = stats.unknown_tag(what, &tag);
-            if first && self.unknown_seen.insert((tag.clone(), kind)) {
-                self.w.log.unknown_tag(what, &tag);
+            if let Some(shown) = stats.unknown_tag(what, &tag) {
+                if self.unknown_seen.insert((shown.clone(), kind)) {
+                    self.w.log.unknown_tag(what, &shown);
+                }
             }
         }
         for t in res.timers {

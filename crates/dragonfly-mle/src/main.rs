@@ -7,6 +7,7 @@ static GLOBAL: alloc::Allocator = alloc::Allocator;
 
 mod alloc;
 mod check;
+mod client;
 mod manual;
 mod model_cmd;
 #[cfg(feature = "parquet")]
@@ -16,6 +17,7 @@ mod progress;
 mod sample;
 mod tap_cmd;
 mod test_cmd;
+mod top_cmd;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -171,6 +173,8 @@ enum Command {
     },
     /// Watch sampled events pass a stage of the running engine (through its HTTP listener, engine.http): as they leave an input, enter an analyzer or reach an output; rate-limited, escaped.
     Tap(tap_cmd::TapArgs),
+    /// The live page's numbers in a terminal (through the engine's HTTP listener, engine.http): each node's rate, total and errors, every edge events took, uptime, store and Lua memory; refreshed every --interval seconds.
+    Top(top_cmd::TopArgs),
     /// Print the manual page dragonfly-mle(1) (roff): `dragonfly-mle man > dragonfly-mle.1`.
     Man,
     /// Print shell completions: `dragonfly-mle completions bash > /etc/bash_completion.d/dragonfly-mle`.
@@ -311,6 +315,9 @@ fn run(cli: Cli) -> Result<u8, Failure> {
     // what the engine finds in the parts that did parse (schemes, options, scripts)
     if let Some(Command::Tap(args)) = &cli.command {
         return Ok(tap_cmd::run(&root, args));
+    }
+    if let Some(Command::Top(args)) = &cli.command {
+        return Ok(top_cmd::run(&root, args));
     }
     if let Some(Command::Test { filter, format }) = &cli.command {
         return Ok(test_cmd::run(&root, options, filter.as_deref(), *format));

@@ -11,7 +11,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{bail, Context};
 use http_body_util::BodyExt;
 
 /// How `dragonfly-mle tap` prints.
@@ -48,7 +48,7 @@ pub struct TapArgs {
 
 /// Run the tap; the exit status.
 pub fn run(root: &Path, args: &TapArgs) -> u8 {
-    let addr = match address(root, args) {
+    let addr = match crate::client::address(root, args.http.as_deref()) {
         Ok(a) => a,
         Err(e) => {
             eprintln!("dragonfly-mle: tap: {e:#}");
@@ -62,31 +62,6 @@ pub fn run(root: &Path, args: &TapArgs) -> u8 {
             1
         }
     }
-}
-
-/// `--http`, else config.lua's `engine.http`.
-fn address(root: &Path, args: &TapArgs) -> anyhow::Result<String> {
-    if let Some(a) = &args.http {
-        return Ok(a.clone());
-    }
-    let (config, errors) = dragonfly_config::load_all(root);
-    let config = config.ok_or_else(|| {
-        anyhow!(
-            "cannot read the config to find engine.http: {}",
-            errors
-                .iter()
-                .map(|e| e.to_string())
-                .collect::<Vec<_>>()
-                .join("; ")
-        )
-    })?;
-    if config.engine.http.is_empty() {
-        bail!(
-            "{}: engine.http is not set, so the engine has no HTTP listener to tap; set it (engine.http = \"127.0.0.1:7070\") or give --http ADDR",
-            root.join(&config.file).display()
-        );
-    }
-    Ok(config.engine.http)
 }
 
 /// The request's path and query.
@@ -112,21 +87,7 @@ fn stream(addr: &str, args: &TapArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let tcp = tokio::net::TcpStream::connect(addr)
-            .await
-            .with_context(|| format!("cannot reach the engine's HTTP listener at {addr}"))?;
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
-                .await
-                .with_context(|| format!("{addr}: the HTTP handshake failed"))?;
-        tokio::spawn(conn);
-        let req = hyper::Request::get(path(args))
-            .header(hyper::header::HOST, addr)
-            .body(http_body_util::Empty::<bytes::Bytes>::new())?;
-        let mut res = sender
-            .send_request(req)
-            .await
-            .with_context(|| format!("{addr}: the request failed"))?;
+        let mut res = crate::client::request(addr, &path(args)).await?;
         if !res.status().is_success() {
             let status = res.status();
             let body = res.into_body().collect().await.map(|b| b.to_bytes());

@@ -244,7 +244,7 @@ fn report_parked(
     let recorded = salvage.failures;
     for f in &recorded {
         let n = worker::count_failure(stats, f);
-        stats.remember_error(&f.error.script, f.kind.name(), &f.error.message, &f.event);
+        stats.remember_error(f);
         log.lua_error(&f.error, &f.event, n);
     }
     let (errors, timeouts) = match salvage.caller {
@@ -279,12 +279,7 @@ fn report_parked(
         error,
         salvage.input_index,
     );
-    stats.remember_error(
-        &failure.error.script,
-        failure.kind.name(),
-        &failure.error.message,
-        "",
-    );
+    stats.remember_error(&failure);
     log.lua_error(&failure.error, "", n);
     if let Some(dead) = &t.sinks.dead {
         dead_letter_parked(stats, t, dead, &recorded, &failure, &dropped, inflight);

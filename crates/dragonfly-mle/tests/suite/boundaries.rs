@@ -763,3 +763,52 @@ fn slowloris_connections_are_closed_and_health_keeps_answering() {
         "{s}"
     );
 }
+
+/// Tags a script makes from event fields are the attacker's: 3,000 distinct 1,000-byte output
+/// and analyzer tags cost at most 256 counters per kind (the rest under "(other tags)"), every
+/// event counted, names cut to 128 bytes, the same bound on the live page's edges, one log
+/// line per counted tag; exit 5 (events dropped).
+#[test]
+fn tags_made_from_events_cost_a_bounded_number_of_counters() {
+    let r = analyzer_root(
+        r#"function loop(msg)
+             local tag = msg.seq .. string.rep("x", 1000)
+             dragonfly.output_event(tag, msg)
+             dragonfly.analyze_event(tag, msg)
+           end"#,
+        3000,
+    );
+    let out = r.run_to_eof(Duration::from_secs(120));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{err}");
+    let s = r.final_stats();
+    let unknown = s["unknown_tags"].as_object().unwrap();
+    for kind in ["output", "analyzer"] {
+        let keys: Vec<&String> = unknown.keys().filter(|k| k.starts_with(kind)).collect();
+        assert!(keys.len() <= 257, "{kind}: {} counters", keys.len());
+        let total: u64 = unknown
+            .iter()
+            .filter(|(k, _)| k.starts_with(kind))
+            .map(|(_, v)| v.as_u64().unwrap())
+            .sum();
+        assert_eq!(total, 3000, "every {kind} event counted");
+        assert!(unknown.contains_key(&format!("{kind}:(other tags)")));
+    }
+    assert!(unknown
+        .keys()
+        .all(|k| k.len() <= "analyzer:".len() + 128 + 3));
+    let edges = s["edges"].as_array().unwrap();
+    assert!(edges.len() <= 2 + 2 * 257, "{} edges", edges.len());
+    let to_unknown: u64 = edges
+        .iter()
+        .filter(|e| e["to"].as_str().unwrap().starts_with("unknown-"))
+        .map(|e| e["events"].as_u64().unwrap())
+        .sum();
+    assert_eq!(to_unknown, 6000);
+    let log = r.read_log("dragonfly-mle.log");
+    let lines = log
+        .lines()
+        .filter(|l| l.contains("which config.lua does not define"))
+        .count();
+    assert!(lines <= 2 * 257, "{lines} log lines");
+}

@@ -1,6 +1,11 @@
 //! The live pipeline page (`engine.http`, `/`) in a real headless browser: Chromium driven by
-//! playwright-core (tests/browser/live_page.js). The page loads, shows every node of the
-//! examples/triage pipeline, and its numbers move while events flow. Runs when
+//! playwright-core (tests/browser/live_page.js). On a copy of examples/triage whose HTTP
+//! analyzer also sends every event to a misspelled output: the page shows every node, an
+//! edge for every hand-off the engine counted (the filter's routing in code included) and the
+//! misspelled tag as a red edge to an "unknown" node, its numbers move while events flow, a
+//! planted script error shows as a group ("N × script:line"), sparklines draw the engine's
+//! history, and the dark theme follows the system's.
+//! Screenshots (light and dark) are kept in target/test-artifacts/. Runs when
 //! DRAGONFLY_BROWSER_TESTS=1 (scripts/test sets it and installs Chromium and playwright-core);
 //! says that it skipped otherwise.
 
@@ -31,11 +36,19 @@ fn the_live_page_shows_the_triage_pipeline_and_its_numbers_move() {
         playwright.display()
     );
     let dir = tempfile::tempdir().unwrap();
+    let root = copy_example("triage");
+    // a misspelled output: its events are dropped, and the page must show where they went
+    let http = root.path().join("analyzer/http-scan.lua");
+    let mut script = std::fs::read_to_string(&http).unwrap();
+    script.push_str(
+        "\nlocal checked_loop, seen = loop, 0\nfunction loop(msg)\n  dragonfly.output_event(\"alrets\", msg)\n  seen = seen + 1\n  if seen % 50 == 0 then return msg.no_such_field.hostname end\n  return checked_loop(msg)\nend\n",
+    );
+    std::fs::write(&http, script).unwrap();
     let sock = dir.path().join("in.sock");
     let port = free_port();
     let engine = Command::new(BIN)
         .arg("-r")
-        .arg(repo.join("examples/triage"))
+        .arg(root.path())
         .arg("-l")
         .arg(dir.path().join("logs"))
         .env("DRAGONFLY_EVE", format!("unix://{}", sock.display()))
@@ -94,12 +107,62 @@ fn the_live_page_shows_the_triage_pipeline_and_its_numbers_move() {
     // one input (and its filter), 12 analyzers, 4 outputs (findings, reports, alerts, archive)
     assert_eq!(ids.len(), 2 + 12 + 4, "{ids:?}");
 
+    // the edges the engine counted once events flowed: the filter's routing in code, the
+    // chains, the outputs and the misspelled tag
+    let must = [
+        "input:eve>filter:eve",
+        "filter:eve>analyzer:dga",
+        "filter:eve>analyzer:talkers",
+        "filter:eve>analyzer:cert",
+        "filter:eve>analyzer:http",
+        "filter:eve>analyzer:triage",
+        "analyzer:dga>analyzer:tunnel",
+        "analyzer:tunnel>analyzer:nx",
+        "analyzer:talkers>analyzer:scan",
+        "analyzer:scan>analyzer:outlier",
+        "analyzer:outlier>analyzer:beacon",
+        "analyzer:cert>analyzer:ja4",
+        "analyzer:ja4>analyzer:reputation",
+        "analyzer:triage>output:alerts",
+        "analyzer:triage>output:archive",
+        "analyzer:http>unknown-output:alrets",
+    ];
+    let mut edges = Vec::new();
+    wait_for(T, "every edge counted", || {
+        let (_, body) = request(port, "GET", "/api/stats");
+        let s: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        edges = s["edges"]
+            .as_array()
+            .map(|l| {
+                l.iter()
+                    .filter(|e| e["events"].as_u64() > Some(0))
+                    .map(|e| {
+                        format!(
+                            "{}>{}",
+                            e["from"].as_str().unwrap(),
+                            e["to"].as_str().unwrap()
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        must.iter().all(|m| edges.iter().any(|e| e == m))
+    });
+    let artifacts = repo.join("target/test-artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let _ = std::fs::remove_file(artifacts.join("live-page.png"));
+    let _ = std::fs::remove_file(artifacts.join("live-page-dark.png"));
+
     let browser = Command::new("node")
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/live_page.js"))
         .arg(format!("http://127.0.0.1:{port}/"))
         .args(&ids)
         .env("PLAYWRIGHT_CORE", &playwright)
-        .env("SCREENSHOT", dir.path().join("page.png"))
+        .env("EDGES", edges.join(" "))
+        .env("UNKNOWN_EDGE", "analyzer:http>unknown-output:alrets")
+        .env("ERROR_GROUP", "analyzer/http-scan.lua:")
+        .env("SCREENSHOT", artifacts.join("live-page.png"))
+        .env("SCREENSHOT_DARK", artifacts.join("live-page-dark.png"))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -117,6 +180,10 @@ fn the_live_page_shows_the_triage_pipeline_and_its_numbers_move() {
     eprintln!("live page: {seen}");
     // the input's state as the page shows it
     assert!(seen.contains("\"state\":\"listening\""), "{seen}");
-    assert!(status.success(), "{err}");
-    assert!(dir.path().join("page.png").exists());
+    // scripts failed (the planted error): exit 3 says so
+    assert_eq!(status.code(), Some(3), "{err}");
+    for shot in ["live-page.png", "live-page-dark.png"] {
+        let len = std::fs::metadata(artifacts.join(shot)).map_or(0, |m| m.len());
+        assert!(len > 10_000, "{shot}: {len} bytes");
+    }
 }

@@ -12,7 +12,7 @@
 //! | the pipeline: routing, numbers, bad input, timers | `pipeline`, `examples` (the example roots as a user runs them) |
 //! | config.lua, `--check`, the console, the docs | `config_and_check`, `check_agrees`, `console`, `docs_true`, `manual` |
 //! | `dragonfly-mle test` and the example roots' test cases | `test_cmd` |
-//! | signals the engine gives: `done:`, exit codes, `/health`, metrics | `truthful`, `http`, `prometheus`, `live_page` |
+//! | signals the engine gives: `done:`, exit codes, `/health`, metrics, the live page, `tap`, `top` | `truthful`, `http`, `prometheus`, `live_page`, `tap` |
 //! | scripts that misbehave, trust boundaries, privileges | `hardening`, `boundaries`, `privileges`, `disk_full` |
 //! | the Lua API against the stores | `state`, `redis_patterns`, `models`, `https` |
 //! | inputs and outputs | `io_schemes`, `sockets`, `syslog`, `redis_io`, `redis_cluster`, `kafka`, `nats`, `parquet`, `live_suricata` |

@@ -1,7 +1,8 @@
-//! `dragonfly-mle tap` and `GET /api/tap` on a running engine: sampled events at an input, an
-//! analyzer and an output, filtered, at most the asked rate, attacker-shaped events escaped
-//! for the terminal, bad requests refused with a message, and a tap closed when its client
-//! goes (the `dragonfly_taps` gauge back to 0).
+//! Watching a running engine from a terminal: `dragonfly-mle tap` and `GET /api/tap` (sampled
+//! events at an input, an analyzer and an output, filtered, at most the asked rate,
+//! attacker-shaped events escaped for the terminal, bad requests refused with a message, a tap
+//! closed when its client goes: the `dragonfly_taps` gauge back to 0), and `dragonfly-mle top`
+//! (each node's and edge's rate while events flow).
 
 use crate::common::*;
 use crate::http::http_root;
@@ -228,6 +229,37 @@ fn a_tap_shows_sampled_events_at_each_stage_filtered_rate_limited_and_escaped() 
         gauge(port, "dragonfly_taps") == Some(0)
     });
     assert!(gauge(port, "dragonfly_tap_events_total").unwrap() >= 57);
+
+    // top: the same engine's numbers in a terminal, once; rates over half a second
+    let out = Command::new(BIN)
+        .arg("-r")
+        .arg(r.path())
+        .args(["top", "--once", "--interval", "0.5"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rate_of = |prefix: &str| -> f64 {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} in {text}"));
+        line[prefix.len()..]
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert!(rate_of("input:in") > 0.0, "{text}");
+    assert!(rate_of("analyzer:pass") > 0.0, "{text}");
+    assert!(rate_of("filter:in > analyzer:pass") > 0.0, "{text}");
+    assert!(rate_of("analyzer:pass > output:out") > 0.0, "{text}");
+    assert!(text.contains("store embedded"), "{text}");
 
     stop_sending.store(true, Ordering::Relaxed);
     sender.join().unwrap();
