@@ -37,6 +37,9 @@ pub enum WorkItem {
 /// Output lines collected before a batch is handed to its sink between timer firings.
 const OUT_BATCH: usize = 512;
 
+/// How often a worker takes its runtime's hand-off counters into the stats (and at exit).
+const EDGES_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// Where a worker's lines go.
 #[derive(Clone)]
 pub struct WorkerSinks {
@@ -191,6 +194,9 @@ struct Chain<'a> {
     /// The runtime has tap plans set (tap.rs): they are renewed each batch until no tap is
     /// left, then cleared once.
     tapping: bool,
+    /// When the hand-off counters were last taken into the stats (every
+    /// [`EDGES_EVERY`], and at exit).
+    edges_taken: Instant,
     #[cfg(feature = "test-hooks")]
     panic_on_first_batch: bool,
 }
@@ -235,6 +241,7 @@ impl Worker {
             acks: Vec::new(),
             dead: Batch::default(),
             tapping: false,
+            edges_taken: Instant::now(),
             #[cfg(feature = "test-hooks")]
             panic_on_first_batch: false,
         };
@@ -303,6 +310,13 @@ impl Chain<'_> {
             self.fire(t);
         }
         self.flush();
+        self.take_edges();
+    }
+
+    /// Move the runtime's hand-off counters into the stats (the live page's edges).
+    fn take_edges(&mut self) {
+        self.w.stats.count_edges(self.rt.take_edges());
+        self.edges_taken = Instant::now();
     }
 
     /// Run a batch from event `from` on, then due timers, then flush.
@@ -319,6 +333,9 @@ impl Chain<'_> {
             self.fire_due_timers(Instant::now());
         }
         self.flush();
+        if self.edges_taken.elapsed() >= EDGES_EVERY {
+            self.take_edges();
+        }
         *WorkerStatus::lock(&self.w.status.inflight) = None;
         let g = &self.w.gauges;
         g.observe(started.elapsed());
@@ -500,7 +517,6 @@ impl Chain<'_> {
             self.w.log.lua_error(&f.error, &f.event, n);
             self.dead_letter(&f, batch);
         }
-        stats.count_edges(res.edges);
         for (id, analyzer, json) in res.tapped {
             stats.taps.taken(id, analyzer, &json);
         }

@@ -106,26 +106,23 @@ M.copy = function(v) return copy(v, 0) end
 
 local qa, qv, qh, qn = {}, {}, 1, 0
 
--- Hand-offs by caller, the live page's edges (Runtime::take_results): hand[who][key] counts
--- analyze_event calls (key: the analyzer's index, or the tag when it names none), outs[who][tag]
--- successful output_event calls (unknown output tags included). `who` as in failure records
--- (filters -1, -2, ...; analyzers 1, 2, ...). Taken, and replaced by empty tables, with
--- M.take_edges.
-local hand, outs = {}, {}
+-- Hand-offs by caller, the live page's edges (Runtime::take_edges). `who` as in failure
+-- records (filters -1, -2, ...; analyzers 1, 2, ...). hand[who][i]: analyze_event calls to
+-- analyzer i; outs[who][tag]: output_event calls to output `tag`. The runtime makes both
+-- (every caller, every destination at 0) so that counting is one lookup and one store, and
+-- reads and zeroes them when it takes them. unknown_edges[who]["a" .. tag / "o" .. tag]:
+-- calls to tags that name nothing (made here: the rare path).
+local hand, outs, unknown_edges = {}, {}, {}
+M.hand, M.outs, M.unknown_edges = hand, outs, unknown_edges
 
-local function bump(edges, who, key)
-  local e = edges[who]
-  if e == nil then
-    e = {}
-    edges[who] = e
+local function count_unknown(who, kind, tag)
+  local u = unknown_edges[who]
+  if u == nil then
+    u = {}
+    unknown_edges[who] = u
   end
-  e[key] = (e[key] or 0) + 1
-end
-
-function M.take_edges()
-  local h, o = hand, outs
-  hand, outs = {}, {}
-  return h, o
+  local k = kind .. tag
+  u[k] = (u[k] or 0) + 1
 end
 
 function M.analyze_event(...)
@@ -137,8 +134,14 @@ function M.analyze_event(...)
   end
   local idx = by_tag[tag]
   local q = sched.ctx
-  bump(hand, (q and q.who) or probe[P_WHO], idx or tag)
-  if idx == nil then unknown_raw(tag); return end
+  local who = (q and q.who) or probe[P_WHO]
+  if idx == nil then
+    count_unknown(who, "a", tag)
+    unknown_raw(tag)
+    return
+  end
+  local h = hand[who]
+  if h ~= nil then h[idx] = h[idx] + 1 end
   if q then
     -- an event run by the overlap scheduler: its own queue
     q.n = q.n + 1
@@ -157,7 +160,13 @@ function M.output_event(...)
   local e = out_raw(...)
   if e ~= nil then error("dragonfly.output_event: " .. e, 2) end
   local q = sched.ctx
-  bump(outs, (q and q.who) or probe[P_WHO], (...))
+  local who = (q and q.who) or probe[P_WHO]
+  local o = outs[who]
+  if o ~= nil then
+    local tag = ...
+    local c = o[tag]
+    if c ~= nil then o[tag] = c + 1 else count_unknown(who, "o", tag) end
+  end
 end
 
 -- An error object of any type, with any metamethods, becomes a string without raising.

@@ -63,9 +63,6 @@ pub struct Results {
     /// Values taken for taps ([`Runtime::set_taps`]): (tap id, analyzer index, the value as
     /// JSON), in the order the analyzers were handed them.
     pub tapped: Vec<(u64, usize, Vec<u8>)>,
-    /// Hand-offs by script and destination (analyze_event and output_event calls; those a
-    /// `setup()` made are not counted).
-    pub edges: Vec<Edge>,
 }
 
 /// Where hand-offs went ([`Results::edges`]).
@@ -350,6 +347,24 @@ fn route_analyzers(lua: &Lua, spec: &RuntimeSpec, chain: &Table) -> mlua::Result
         limits.raw_set(i + 1, k)?;
     }
     sched.raw_set("limits", limits)?;
+    // the edge counters (chain.lua's `hand` and `outs`): every caller, every destination at 0
+    let hand: Table = chain.get("hand")?;
+    let outs: Table = chain.get("outs")?;
+    let whos = (1..=spec.filters.len() as i64)
+        .map(|f| -f)
+        .chain(1..=spec.analyzers.len() as i64);
+    for who in whos {
+        let h = lua.create_table_with_capacity(spec.analyzers.len(), 0)?;
+        for i in 1..=spec.analyzers.len() {
+            h.raw_set(i, 0)?;
+        }
+        hand.raw_set(who, h)?;
+        let o = lua.create_table()?;
+        for tag in &spec.outputs {
+            o.raw_set(tag.as_str(), 0)?;
+        }
+        outs.raw_set(who, o)?;
+    }
     let concurrent = spec.overlap.concurrency.iter().any(|&k| k > 1);
     let redis: bool = sched.raw_get("redis")?;
     sched.raw_set("overlap", redis && concurrent)?;
@@ -804,7 +819,6 @@ impl Runtime {
     /// Lines are taken with [`Runtime::take_lines`].
     pub fn take_results(&mut self) -> Results {
         let counts = self.take_counts();
-        let edges = self.take_edges();
         let o = &mut self.channel().outcome;
         let results = Results {
             failures: std::mem::take(&mut o.failures),
@@ -813,7 +827,6 @@ impl Runtime {
             unknown: std::mem::take(&mut o.unknown),
             timers: std::mem::take(&mut o.timers),
             tapped: std::mem::take(&mut o.tapped),
-            edges,
         };
         self.collect_after(&results.failures);
         results
@@ -897,43 +910,77 @@ impl Runtime {
         Ok(())
     }
 
-    /// Hand-offs since the last take: chain.lua's `hand` and `outs` tables, swapped for
-    /// empty ones. Cost: one walk of the edges taken (a few dozen for a large root).
-    fn take_edges(&mut self) -> Vec<Edge> {
+    /// Hand-offs by script and destination since the last take (analyze_event and
+    /// output_event calls; those a `setup()` made are not counted): chain.lua's `hand`,
+    /// `outs` and `unknown_edges`, read and zeroed. Cost: a read per caller and destination
+    /// (a 12-analyzer root: about 200), so the engine takes them now and then, not per batch.
+    pub fn take_edges(&mut self) -> Vec<Edge> {
         let mut edges = Vec::new();
-        let Ok(take) = self.chain.get::<Function>("take_edges") else {
-            return edges;
-        };
-        let Ok((hand, outs)) = take.call::<(Table, Table)>(()) else {
-            return edges;
-        };
-        let outputs = &self.channel().outputs;
-        for (table, output) in [(hand, false), (outs, true)] {
-            for (who, dests) in table.pairs::<i64, Table>().flatten() {
-                if who == 0 {
-                    continue;
+        let _ = self.read_edges(&mut edges);
+        edges
+    }
+
+    fn read_edges(&mut self, edges: &mut Vec<Edge>) -> mlua::Result<()> {
+        let hand: Table = self.chain.get("hand")?;
+        let outs: Table = self.chain.get("outs")?;
+        let unknown: Table = self.chain.get("unknown_edges")?;
+        let outputs: Vec<(Vec<u8>, usize)> = self
+            .channel()
+            .outputs
+            .iter()
+            .map(|(k, &i)| (k.clone(), i))
+            .collect();
+        let whos = (1..=self.filters.len() as i64)
+            .map(|f| -f)
+            .chain(1..=self.analyzers.len() as i64);
+        for who in whos {
+            let from = Caller::from_who(who);
+            let h: Table = hand.raw_get(who)?;
+            for i in 1..=self.analyzers.len() {
+                let n: u64 = h.raw_get(i)?;
+                if n > 0 {
+                    h.raw_set(i, 0)?;
+                    edges.push(Edge {
+                        from,
+                        to: EdgeTo::Analyzer(i - 1),
+                        events: n,
+                    });
                 }
-                let from = Caller::from_who(who);
-                for (key, events) in dests.pairs::<Value, u64>().flatten() {
-                    let to = match (key, output) {
-                        (Value::Integer(i), false) => EdgeTo::Analyzer((i - 1).max(0) as usize),
-                        (Value::Number(n), false) => {
-                            EdgeTo::Analyzer((n as usize).saturating_sub(1))
-                        }
-                        (Value::String(tag), false) => {
-                            EdgeTo::Unknown(TagKind::Analyzer, tag.to_string_lossy())
-                        }
-                        (Value::String(tag), true) => match outputs.get(&*tag.as_bytes()) {
-                            Some(&i) => EdgeTo::Output(i),
-                            None => EdgeTo::Unknown(TagKind::Output, tag.to_string_lossy()),
-                        },
-                        _ => continue,
-                    };
-                    edges.push(Edge { from, to, events });
+            }
+            let o: Table = outs.raw_get(who)?;
+            for (tag, i) in &outputs {
+                let key = self.lua.create_string(tag)?;
+                let n: u64 = o.raw_get(&key)?;
+                if n > 0 {
+                    o.raw_set(&key, 0)?;
+                    edges.push(Edge {
+                        from,
+                        to: EdgeTo::Output(*i),
+                        events: n,
+                    });
                 }
             }
         }
-        edges
+        for (who, dests) in unknown.pairs::<i64, Table>().flatten() {
+            if who == 0 {
+                continue;
+            }
+            for (key, events) in dests.pairs::<mlua::LuaString, u64>().flatten() {
+                let key = key.to_string_lossy();
+                let (kind, tag) = match key.split_at_checked(1) {
+                    Some(("a", tag)) => (TagKind::Analyzer, tag),
+                    Some((_, tag)) => (TagKind::Output, tag),
+                    None => continue,
+                };
+                let from = Caller::from_who(who);
+                edges.push(Edge {
+                    from,
+                    to: EdgeTo::Unknown(kind, tag.to_string()),
+                    events,
+                });
+            }
+        }
+        unknown.clear()
     }
 
     /// Encoded lines for output `i` since the last take.

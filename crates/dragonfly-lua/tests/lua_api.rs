@@ -710,7 +710,7 @@ fn taps_take_what_an_analyzer_is_handed_up_to_their_budget_and_filters() {
 }
 
 /// The hand-offs each script made, by destination (the live page's edges): analyzers,
-/// outputs and tags that name nothing, taken and reset with the results.
+/// outputs and tags that name nothing, taken and zeroed.
 #[test]
 fn results_count_each_scripts_hand_offs_by_destination() {
     use dragonfly_lua::{Caller, EdgeTo, TagKind};
@@ -737,8 +737,7 @@ fn results_count_each_scripts_hand_offs_by_destination() {
     let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
     rt.run_batch(0, &batch_of(&refs)).unwrap();
     let mut edges: Vec<(Caller, EdgeTo, u64)> = rt
-        .take_results()
-        .edges
+        .take_edges()
         .into_iter()
         .map(|e| (e.from, e.to, e.events))
         .collect();
@@ -760,5 +759,8 @@ fn results_count_each_scripts_hand_offs_by_destination() {
             ),
         ]
     );
-    assert!(rt.take_results().edges.is_empty(), "taken once");
+    assert!(rt.take_edges().is_empty(), "taken once");
+    // and counted again from zero
+    rt.run_batch(0, &batch_of(&refs)).unwrap();
+    assert_eq!(rt.take_edges().len(), 4);
 }
