@@ -10,7 +10,7 @@ use dragonfly_io::sinks::parquet::compact::{self, Settings};
 #[derive(clap::Subcommand, Debug)]
 pub enum ParquetAction {
     /// Merge small files of partitions no longer written (no file open in them, the newest
-    /// older than --min-age-s); brings DIR/_manifest.json in line with the files first.
+    /// older than --min-age-s); brings DIR/_manifest/ in line with the files first.
     Compact {
         /// The output directory (what follows parquet:// in config.lua).
         dir: PathBuf,

@@ -9,7 +9,7 @@
                                         (leaf) columns a file has
 Prints one JSON object on stdout (what it found); exits non-zero with a message on a mismatch.
 """
-import collections, datetime, glob, gzip, json, os, sys
+import collections, datetime, glob, gzip, json, os, re, sys
 
 import duckdb
 import pyarrow.parquet as pq
@@ -94,7 +94,20 @@ def check_index(f):
 
 
 def check_manifest(d, files, stats):
-    m = json.load(open(os.path.join(d, "_manifest.json")))
+    m = []
+    mdir = os.path.join(d, "_manifest")
+    for name in sorted(os.listdir(mdir)):
+        if name.startswith("."):
+            continue
+        day = json.load(open(os.path.join(mdir, name)))
+        if not (name.startswith("date=") and name.endswith(".json")) or not day:
+            fail(f"manifest file {name}: not a date's list, or empty")
+        for e in day:
+            date = e["partition"].get("date")
+            # a date partition that is a date (not __HIVE_DEFAULT_PARTITION__) is the file's
+            if date and re.fullmatch(r"\d{4}-\d{2}-\d{2}", date) and name != f"date={date}.json":
+                fail(f"{e['path']} is listed under {name}")
+        m += day
     listed = {e["path"]: e for e in m}
     rel = {os.path.relpath(f, d) for f in files}
     if set(listed) != rel:
@@ -162,6 +175,10 @@ def full(d, events_path):
         if n < 1:
             fail(f"DuckDB finds no dns row with flow_id {e['flow_id']} at {e['timestamp']}")
     m = check_manifest(d, files, stats)
+    # the documented way to read the whole manifest
+    listed = con.execute(f"SELECT count(*) FROM read_json('{d}/_manifest/*.json')").fetchone()[0]
+    if listed != len(files):
+        fail(f"DuckDB reads {listed} manifest rows for {len(files)} files")
     # a time range: the manifest's entries that overlap it hold every event in it
     all_ts = sorted(utc(e["timestamp"]) for e in events if "timestamp" in e)
     lo, hi = all_ts[len(all_ts) // 3], all_ts[len(all_ts) // 3 + len(all_ts) // 10]

@@ -1,6 +1,8 @@
-//! The index of a `parquet://DIR` output: `DIR/_manifest.json`, one entry per closed file.
+//! The index of a `parquet://DIR` output: `DIR/_manifest/`, one file per date,
+//! `date=YYYY-MM-DD.json`, each listing the closed files of that date.
 //!
-//! It is a JSON array (DuckDB's `read_json` reads it as a table, one row per file):
+//! Each is a JSON array (DuckDB's `read_json('DIR/_manifest/*.json')` reads them all as one
+//! table, one row per file):
 //!
 //! ```json
 //! [{"path":"event_type=dns/date=2025-03-10/part-20250310T120000Z-1a2b-000001.parquet",
@@ -11,32 +13,68 @@
 //!
 //! Timestamps are the events' own `timestamp` field, converted to UTC (null when no row had
 //! one that parses). A query over a time range keeps the entries whose range overlaps it and
-//! opens only their files.
+//! opens only their files. A file's date is its `date` partition, else the date of its
+//! earliest event, else the date it was closed ([`day_of`]); `date=undated.json` holds those
+//! with none of these.
 //!
-//! Guarantees: the file is replaced atomically (written beside it under a temporary name,
-//! synced, renamed), so a reader sees the old or the new manifest, never a part; writers
+//! Guarantees: each date's file is replaced atomically (written beside it under a temporary
+//! name, synced, renamed), so a reader sees the old or the new list, never a part; writers
 //! (the engine, `dragonfly-mle parquet compact`) serialise on `DIR/_manifest.lock` (an
 //! advisory `flock`) and apply their change to what is on disk, so neither loses the other's.
-//! Files are renamed into place before they are listed: after a crash between the two, the
-//! next start (or compaction) lists them ([`reconcile`]). Entries whose file is gone are
-//! dropped the same way.
+//! Files are renamed into place before they are listed: after a crash between the two (or
+//! between two dates' files), the next start (or compaction) lists them ([`reconcile`]).
+//! Entries whose file is gone are dropped the same way. A manifest of the older form (one
+//! `DIR/_manifest.json`) is split into dates at the next start and removed.
 //!
-//! Cost: one read and one rewrite of the manifest per change (a flush that closed files, a
-//! compaction), not per file.
+//! Cost: a flush that closes files reads and rewrites the files of the dates it touches
+//! (usually today's), never the rest: its cost depends on how many files a day holds, not on
+//! how old the archive is. A compaction and a start read every date.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use super::at;
 
-/// The manifest's name in the output directory.
-pub const MANIFEST: &str = "_manifest.json";
+/// The manifest's directory in the output directory.
+pub const MANIFEST: &str = "_manifest";
+/// The older form: one file for every date.
+const LEGACY: &str = "_manifest.json";
 const LOCK: &str = "_manifest.lock";
+/// The date file of entries that have no date.
+const UNDATED: &str = "undated";
+
+/// The date an entry is listed under: its `date` partition, else the date of its earliest
+/// event, else the date it was closed (each only when it reads `YYYY-MM-DD`), else
+/// [`UNDATED`].
+pub fn day_of(e: &Entry) -> String {
+    let is_day = |s: &str| {
+        let b = s.as_bytes();
+        b.len() == 10
+            && b.iter().enumerate().all(|(i, c)| match i {
+                4 | 7 => *c == b'-',
+                _ => c.is_ascii_digit(),
+            })
+    };
+    let prefix = |s: &Option<String>| s.as_deref().and_then(|t| t.get(..10)).map(str::to_string);
+    [
+        e.partition.get("date").cloned(),
+        prefix(&e.min_timestamp),
+        prefix(&Some(e.closed.clone())),
+    ]
+    .into_iter()
+    .flatten()
+    .find(|d| is_day(d))
+    .unwrap_or_else(|| UNDATED.to_string())
+}
+
+fn day_file(dir: &Path, day: &str) -> PathBuf {
+    dir.join(MANIFEST).join(format!("date={day}.json"))
+}
 
 /// One closed file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -201,14 +239,13 @@ pub(super) fn flock(path: &Path, wait: bool) -> io::Result<nix::fcntl::Flock<Fil
     nix::fcntl::Flock::lock(f, arg).map_err(|(_, e)| at(path, e.into()))
 }
 
-/// Largest manifest read (about four million entries).
+/// Largest date file read (about four million entries).
 pub const MAX_MANIFEST_BYTES: u64 = 1 << 30;
 
-/// The entries on disk (none if there is no manifest yet).
-pub fn read(dir: &Path) -> io::Result<Vec<Entry>> {
-    let path = dir.join(MANIFEST);
+/// One JSON array of entries (none if the file does not exist).
+fn read_file(path: &Path) -> io::Result<Vec<Entry>> {
     // a regular file, not a link, a FIFO or a device planted in its place
-    match crate::fsx::read_capped(&path, MAX_MANIFEST_BYTES) {
+    match crate::fsx::read_capped(path, MAX_MANIFEST_BYTES) {
         Ok(b) => serde_json::from_slice(&b).map_err(|e| {
             io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -220,8 +257,66 @@ pub fn read(dir: &Path) -> io::Result<Vec<Entry>> {
     }
 }
 
-fn write(dir: &Path, entries: &[Entry]) -> io::Result<()> {
-    let tmp = dir.join(".manifest.json.tmp");
+/// The dates listed in `DIR/_manifest/`, sorted.
+fn days(dir: &Path) -> io::Result<Vec<String>> {
+    let m = dir.join(MANIFEST);
+    match std::fs::symlink_metadata(&m) {
+        Ok(meta) if meta.is_dir() => {}
+        Ok(_) => return Err(at(&m, not_a_directory())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(at(&m, e)),
+    }
+    let rd = std::fs::read_dir(&m).map_err(|e| at(&m, e))?;
+    let mut days: Vec<String> = rd
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let day = name.strip_prefix("date=")?.strip_suffix(".json")?;
+            Some(day.to_string())
+        })
+        .collect();
+    days.sort();
+    Ok(days)
+}
+
+/// Every entry on disk (none if there is no manifest yet): every date's, and the older
+/// form's if it is still there.
+pub fn read(dir: &Path) -> io::Result<Vec<Entry>> {
+    let mut entries = read_file(&dir.join(LEGACY))?;
+    for day in days(dir)? {
+        entries.extend(read_file(&day_file(dir, &day))?);
+    }
+    Ok(entries)
+}
+
+fn not_a_directory() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::AlreadyExists,
+        "is not a directory (a link or a file was planted there)",
+    )
+}
+
+/// Replace date `day`'s file with `entries` (removed when there are none).
+fn write_day(dir: &Path, day: &str, entries: &[Entry]) -> io::Result<()> {
+    let m = dir.join(MANIFEST);
+    match std::fs::symlink_metadata(&m) {
+        Ok(meta) if meta.is_dir() => {}
+        Ok(_) => return Err(at(&m, not_a_directory())),
+        Err(_) => {
+            std::fs::DirBuilder::new()
+                .mode(0o750)
+                .create(&m)
+                .map_err(|e| at(&m, e))?;
+        }
+    }
+    let path = day_file(dir, day);
+    if entries.is_empty() {
+        return match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(at(&path, e)),
+            _ => Ok(()),
+        };
+    }
+    let tmp = m.join(format!(".date={day}.json.tmp"));
     let named = |e: io::Error| at(&tmp, e);
     let _ = std::fs::remove_file(&tmp);
     let mut f = OpenOptions::new()
@@ -235,9 +330,32 @@ fn write(dir: &Path, entries: &[Entry]) -> io::Result<()> {
     body.push(b'\n');
     f.write_all(&body).map_err(named)?;
     f.sync_all().map_err(named)?;
-    std::fs::rename(&tmp, dir.join(MANIFEST)).map_err(named)?;
-    sync_dir(dir);
+    std::fs::rename(&tmp, &path).map_err(named)?;
+    sync_dir(&m);
     Ok(())
+}
+
+/// Write `entries` as the whole manifest: each date's file, the dates in `stale` that have no
+/// entry left removed, and the older form's file removed once every date is written.
+fn write_all(dir: &Path, entries: Vec<Entry>, stale: &[String]) -> io::Result<()> {
+    let mut by_day: BTreeMap<String, Vec<Entry>> = BTreeMap::new();
+    for e in entries {
+        by_day.entry(day_of(&e)).or_default().push(e);
+    }
+    for (day, list) in &by_day {
+        write_day(dir, day, list)?;
+    }
+    for day in stale.iter().filter(|d| !by_day.contains_key(*d)) {
+        write_day(dir, day, &[])?;
+    }
+    if by_day.is_empty() {
+        // an empty manifest is an empty directory
+        write_day(dir, UNDATED, &[])?;
+    }
+    match std::fs::remove_file(dir.join(LEGACY)) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(at(&dir.join(LEGACY), e)),
+        _ => Ok(()),
+    }
 }
 
 /// Make a rename in `dir` durable (best effort: some file systems refuse).
@@ -247,18 +365,37 @@ pub fn sync_dir(dir: &Path) {
     }
 }
 
-/// Add `added` and drop the entries whose path is in `removed`, under the lock.
+/// Add `added` and drop the entries whose path is in `removed`, under the lock. Only the
+/// dates of `added` are read and rewritten, unless `removed` names files (a compaction:
+/// every date is read to find them) or the older form is still there (it is split).
 pub fn update(dir: &Path, added: &[Entry], removed: &[String]) -> io::Result<()> {
     let _l = lock(dir)?;
-    let mut entries = read(dir).unwrap_or_else(|e| {
-        tracing::warn!("{e}; rebuilding it from the files");
-        Vec::new()
-    });
-    let gone: HashSet<&str> = removed.iter().map(String::as_str).collect();
-    entries.retain(|e| !gone.contains(e.path.as_str()));
-    let have: HashSet<String> = entries.iter().map(|e| e.path.clone()).collect();
-    entries.extend(added.iter().filter(|e| !have.contains(&e.path)).cloned());
-    write(dir, &entries)
+    if !removed.is_empty() || dir.join(LEGACY).exists() {
+        let mut entries = read(dir).unwrap_or_else(|e| {
+            tracing::warn!("{e}; rebuilding it from the files");
+            Vec::new()
+        });
+        let gone: HashSet<&str> = removed.iter().map(String::as_str).collect();
+        entries.retain(|e| !gone.contains(e.path.as_str()));
+        let have: HashSet<String> = entries.iter().map(|e| e.path.clone()).collect();
+        entries.extend(added.iter().filter(|e| !have.contains(&e.path)).cloned());
+        return write_all(dir, entries, &days(dir)?);
+    }
+    let mut by_day: BTreeMap<String, Vec<&Entry>> = BTreeMap::new();
+    for e in added {
+        by_day.entry(day_of(e)).or_default().push(e);
+    }
+    for (day, new) in by_day {
+        let path = day_file(dir, &day);
+        let mut entries = read_file(&path).unwrap_or_else(|e| {
+            tracing::warn!("{e}; rebuilding it from the files");
+            Vec::new()
+        });
+        let have: HashSet<String> = entries.iter().map(|e| e.path.clone()).collect();
+        entries.extend(new.into_iter().filter(|e| !have.contains(&e.path)).cloned());
+        write_day(dir, &day, &entries)?;
+    }
+    Ok(())
 }
 
 /// Every data file under `dir` (`*.parquet`, not hidden, not through symbolic links), as
@@ -425,6 +562,7 @@ pub fn entry_from_file(dir: &Path, rel: &str) -> io::Result<(Entry, FileInfo)> {
 /// output directory does). Returns (entries added, entries dropped).
 pub fn reconcile(dir: &Path, remove_temps: bool) -> io::Result<(usize, usize)> {
     let _l = lock(dir)?;
+    // the temporaries include a date file's left by a crash (in _manifest/)
     let (mut files, temps) = scan(dir)?;
     if remove_temps {
         for t in temps {
@@ -432,7 +570,10 @@ pub fn reconcile(dir: &Path, remove_temps: bool) -> io::Result<(usize, usize)> {
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            if name.starts_with(".part-") || name.starts_with(".compact-") {
+            if name.starts_with(".part-")
+                || name.starts_with(".compact-")
+                || name.starts_with(".date=")
+            {
                 tracing::info!(file = %t.display(), "removing a file left unfinished by an earlier run");
                 let _ = std::fs::remove_file(&t);
             }
@@ -478,8 +619,8 @@ pub fn reconcile(dir: &Path, remove_temps: bool) -> io::Result<(usize, usize)> {
     let n_added = added.len();
     entries.extend(added);
     entries.retain(|e| present.contains(e.path.as_str()));
-    if n_added > 0 || dropped > 0 || !dir.join(MANIFEST).exists() {
-        write(dir, &entries)?;
+    if n_added > 0 || dropped > 0 || !dir.join(MANIFEST).exists() || dir.join(LEGACY).exists() {
+        write_all(dir, entries, &days(dir)?)?;
     }
     Ok((n_added, dropped))
 }
@@ -509,6 +650,99 @@ mod tests {
         }
         assert_eq!(parse_eve(b"2025-13-10T12:00:00Z"), None);
         assert!(parse_timestamp(b"yesterday").is_none());
+    }
+
+    fn entry(day: u32, i: usize) -> Entry {
+        let date = format!("2026-01-{:02}", day + 1);
+        Entry {
+            path: format!("event_type=t{}/date={date}/part-{i:06}.parquet", i % 30),
+            partition: BTreeMap::from([
+                ("event_type".to_string(), format!("t{}", i % 30)),
+                ("date".to_string(), date.clone()),
+            ]),
+            rows: 1000 + i as u64,
+            bytes: 40_000,
+            min_timestamp: Some(format!("{date}T00:00:00.000000Z")),
+            max_timestamp: Some(format!("{date}T00:05:00.000000Z")),
+            closed: format!("{date}T00:05:01Z"),
+            compacted_from: Vec::new(),
+        }
+    }
+
+    /// A simulated month of closes (30 days, a flush closing 30 files every half hour): each
+    /// flush rewrites its own date's file and no other, so the bytes it writes at the end of
+    /// the month are what they were on the first day at the same hour; every entry reads
+    /// back.
+    #[test]
+    fn a_month_of_closes_costs_the_same_per_close_on_the_last_day_as_on_the_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let (days, flushes, files) = (30u32, 48usize, 30usize);
+        // per day, the bytes each flush wrote (the size of the one file it replaced)
+        let mut written: Vec<Vec<u64>> = Vec::new();
+        let mut first_day = Vec::new();
+        for day in 0..days {
+            let path = day_file(d, &format!("2026-01-{:02}", day + 1));
+            let sizes = (0..flushes)
+                .map(|f| {
+                    let added: Vec<Entry> = (0..files).map(|i| entry(day, f * files + i)).collect();
+                    update(d, &added, &[]).unwrap();
+                    std::fs::metadata(&path).unwrap().len()
+                })
+                .collect();
+            written.push(sizes);
+            if day == 0 {
+                first_day = std::fs::read(day_file(d, "2026-01-01")).unwrap();
+            }
+        }
+        assert_eq!(
+            written[29], written[0],
+            "bytes written per close grew with the archive"
+        );
+        // earlier dates were never rewritten
+        assert_eq!(std::fs::read(day_file(d, "2026-01-01")).unwrap(), first_day);
+        assert_eq!(days_listed(d), 30);
+        assert_eq!(read(d).unwrap().len(), days as usize * flushes * files);
+    }
+
+    fn days_listed(d: &Path) -> usize {
+        days(d).unwrap().len()
+    }
+
+    /// The older single file is split into dates (and removed) at the next change; entries
+    /// without a date go to `date=undated.json`; a date file can be read by DuckDB's glob
+    /// alone (JSON arrays); a planted link in place of the directory is refused.
+    #[test]
+    fn the_older_form_is_split_into_dates_and_links_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let mut undated = entry(0, 99);
+        undated.partition.clear();
+        undated.min_timestamp = None;
+        undated.closed = "garbage".into();
+        let old = vec![entry(0, 1), entry(1, 2), undated];
+        std::fs::write(d.join(LEGACY), serde_json::to_vec(&old).unwrap()).unwrap();
+        assert_eq!(read(d).unwrap(), old);
+        update(d, &[entry(2, 3)], &[]).unwrap();
+        assert!(!d.join(LEGACY).exists());
+        assert_eq!(
+            days(d).unwrap(),
+            ["2026-01-01", "2026-01-02", "2026-01-03", "undated"]
+        );
+        assert_eq!(read(d).unwrap().len(), 4);
+        let day: Vec<Entry> =
+            serde_json::from_slice(&std::fs::read(day_file(d, "2026-01-02")).unwrap()).unwrap();
+        assert_eq!(day, vec![entry(1, 2)]);
+        // a compaction's change: removed entries leave their date (an emptied date goes)
+        update(d, &[], &[entry(1, 2).path]).unwrap();
+        assert_eq!(days(d).unwrap(), ["2026-01-01", "2026-01-03", "undated"]);
+
+        let other = tempfile::tempdir().unwrap();
+        let target = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(target.path(), other.path().join(MANIFEST)).unwrap();
+        let err = update(other.path(), &[entry(0, 1)], &[]).unwrap_err();
+        assert!(err.to_string().contains("not a directory"), "{err}");
+        assert_eq!(std::fs::read_dir(target.path()).unwrap().count(), 0);
     }
 
     #[test]

@@ -1270,6 +1270,14 @@ impl Sink for ParquetSink {
                 lchown(&p, Some(uid), Some(gid)).map_err(|e| named(&p, e))?;
             }
         }
+        // the manifest's date files written at start, read and replaced from now on
+        if let Ok(rd) = std::fs::read_dir(dir.join(manifest::MANIFEST)) {
+            for e in rd.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_file()) {
+                    lchown(e.path(), Some(uid), Some(gid)).map_err(|x| named(&e.path(), x))?;
+                }
+            }
+        }
         // the partition directories made so far (files in them are closed and stay root's)
         let mut stack = vec![(dir.clone(), 0)];
         while let Some((d, depth)) = stack.pop() {
