@@ -37,7 +37,8 @@ pub enum WorkItem {
 /// Output lines collected before a batch is handed to its sink between timer firings.
 const OUT_BATCH: usize = 512;
 
-/// How often a worker takes its runtime's hand-off counters into the stats (and at exit).
+/// How often a busy worker takes its runtime's hand-off counters into the stats (an idle one
+/// takes them before it waits, and at exit).
 const EDGES_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Where a worker's lines go.
@@ -297,6 +298,7 @@ impl Chain<'_> {
                 Err(RecvTimeoutError::Timeout) => {
                     self.fire_due_timers(Instant::now());
                     self.flush();
+                    self.take_edges();
                 }
                 Ok(WorkItem::Retire) | Err(RecvTimeoutError::Disconnected) => break,
             }
@@ -333,7 +335,9 @@ impl Chain<'_> {
             self.fire_due_timers(Instant::now());
         }
         self.flush();
-        if self.edges_taken.elapsed() >= EDGES_EVERY {
+        // every EDGES_EVERY under load; at once when the queue is empty (the worker is about
+        // to wait, and what it counted must not wait with it)
+        if self.edges_taken.elapsed() >= EDGES_EVERY || self.w.rx.is_empty() {
             self.take_edges();
         }
         *WorkerStatus::lock(&self.w.status.inflight) = None;

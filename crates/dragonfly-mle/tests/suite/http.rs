@@ -60,6 +60,15 @@ fn health_metrics_and_stats_are_served_and_nothing_else() {
                 .lines()
                 .any(|l| l == "dragonfly_output_events_total{tag=\"out\"} 5")
     });
+    // the edges the 5 events took, while the engine waits for more (not only at exit)
+    wait_for(T, "the edges of 5 events", || {
+        let (_, body) = request(port, "GET", "/metrics");
+        body.lines()
+            .any(|l| l == "dragonfly_edge_events_total{from=\"filter:in\",to=\"analyzer:pass\"} 5")
+            && body.lines().any(|l| {
+                l == "dragonfly_edge_events_total{from=\"analyzer:pass\",to=\"output:out\"} 5"
+            })
+    });
     let (code, body) = request(port, "GET", "/api/stats");
     assert_eq!(code, 200);
     let st: serde_json::Value = serde_json::from_str(&body).unwrap();
