@@ -10,6 +10,11 @@
 -- to_v1(eve) returns a list of events in v1 layout (the same table for queries,
 -- one copy per answer record for responses; a response without records, such as
 -- NXDOMAIN, stays one event). Fields it does not know stay as they are.
+--
+-- each_v1(eve, f) calls f with each of those events in turn, without copies: the same
+-- table, its dns fields set for one record at a time. A filter that hands each on at
+-- once should use it: dragonfly.analyze_event copies what it hands on, so the copies
+-- to_v1 makes would be made twice (and a copy of an event reads every field of it).
 -- ----------------------------------------------
 local M = {}
 
@@ -35,18 +40,26 @@ local function records(d)
     return {}
 end
 
-function M.to_v1(eve)
+-- the v3 question and type names in their v1 places; the answer records, or nil for an
+-- event that stays one (not DNS, a query, an answer without records)
+local function normalize(eve)
     local d = eve.dns
-    if type(d) ~= "table" then return { eve } end
+    if type(d) ~= "table" then return nil end
     if d.type == "request" then d.type = "query" end
     if d.type == "response" then d.type = "answer" end
     if d.rrname == nil and type(d.queries) == "table" and d.queries[1] then
         d.rrname = d.queries[1].rrname
         d.rrtype = d.queries[1].rrtype
     end
-    if d.type ~= "answer" then return { eve } end
+    if d.type ~= "answer" then return nil end
     local recs = records(d)
-    if #recs == 0 then return { eve } end
+    if #recs == 0 then return nil end
+    return recs
+end
+
+function M.to_v1(eve)
+    local recs = normalize(eve)
+    if recs == nil then return { eve } end
     local out = {}
     for i, r in ipairs(recs) do
         local e = (i == #recs) and eve or copy(eve)
@@ -58,6 +71,21 @@ function M.to_v1(eve)
         out[i] = e
     end
     return out
+end
+
+function M.each_v1(eve, f)
+    local recs = normalize(eve)
+    if recs == nil then return f(eve) end
+    local d = eve.dns
+    local rrname, rrtype = d.rrname, d.rrtype
+    for i = 1, #recs do
+        local r = recs[i]
+        d.rrname = r.rrname or rrname
+        d.rrtype = r.rrtype or rrtype
+        d.ttl = r.ttl
+        d.rdata = r.rdata
+        f(eve)
+    end
 end
 
 return M

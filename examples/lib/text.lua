@@ -26,7 +26,11 @@ end
 -- "www.example.co.uk" -> "example", "example.co.uk"; nil for reverse lookups
 -- and single-label names.
 function M.registered(name)
-    local l = M.labels(name)
+    return M.registered_of(M.labels(name))
+end
+
+-- the same from the name's labels (M.labels), for a caller that needs them too
+function M.registered_of(l)
     local n = #l
     if n < 2 or l[n] == "arpa" then return nil end
     if n >= 3 and SLD[l[n - 1]] and #l[n] == 2 then

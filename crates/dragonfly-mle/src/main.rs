@@ -185,6 +185,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    alloc::tame_huge_pages();
     let cli = Cli::parse();
     match &cli.command {
         Some(Command::Man) => {

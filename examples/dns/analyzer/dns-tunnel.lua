@@ -29,10 +29,11 @@ function setup()
     conn = assert(hiredis.connect())
 end
 
--- the entropy of the name's most random label when the name looks like tunnelled data, else nil
-local function suspicious(name)
+-- the entropy of the most random of a name's labels when the name looks like tunnelled
+-- data, else nil
+local function suspicious(labels)
     local worst
-    for _, label in ipairs(text.labels(name)) do
+    for _, label in ipairs(labels) do
         local long = #label >= LONG_LABEL
         if long or #label >= RANDOM_LABEL then
             local bits = text.entropy(label)
@@ -81,12 +82,13 @@ end
 function loop(eve)
     local d = eve.dns
     if d.type == "query" and type(d.rrname) == "string" then
-        local _, parent = text.registered(d.rrname)
+        local labels = text.labels(d.rrname)
+        local _, parent = text.registered_of(labels)
         if parent then
             local t = findings.event_time(eve) or 0
             local window = math.floor(t / WINDOW)
             local scope = eve.src_ip .. ":" .. parent .. ":" .. window
-            local bits = suspicious(d.rrname)
+            local bits = suspicious(labels)
             local long = bits and count("tunnel:long:" .. scope) or 0
             local txt = d.rrtype == "TXT" and count("tunnel:txt:" .. scope) or 0
             if long >= LONG_QUERIES or txt >= TXT_QUERIES then

@@ -8,9 +8,12 @@ local dnsv1 = require 'dnsv1'
 function setup()
 end
 
+-- each_v1 hands over one table changed per record: analyze_event copies it as it is
+local function hand_on(e)
+    dragonfly.analyze_event(default_analyzer, e)
+end
+
 function loop(eve)
     if eve.event_type ~= "dns" then return end
-    for _, e in ipairs(dnsv1.to_v1(eve)) do
-        dragonfly.analyze_event(default_analyzer, e)
-    end
+    dnsv1.each_v1(eve, hand_on)
 end

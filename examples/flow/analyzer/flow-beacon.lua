@@ -24,9 +24,14 @@ function loop(eve)
     if t and eve.dest_port and not IGNORE_PORTS[eve.dest_port] then
         local key = "beacon:" .. eve.src_ip .. ":" .. eve.dest_ip .. ":" .. eve.dest_port
         conn:command("ZADD", key, t, tostring(eve.flow_id))
-        conn:command("ZREMRANGEBYRANK", key, 0, -(KEEP + 1))
+        -- trim to the last KEEP only when there are more (one command fewer per flow)
+        local n = conn:command("ZCARD", key)
+        if n > KEEP then
+            conn:command("ZREMRANGEBYRANK", key, 0, -(KEEP + 1))
+            n = KEEP
+        end
         conn:command("EXPIRE", key, 3600)
-        if conn:command("ZCARD", key) >= MIN_FLOWS then
+        if n >= MIN_FLOWS then
             local r = conn:command("ZRANGE", key, 0, -1, "WITHSCORES")
             local gaps, prev = {}, nil
             for i = 2, #r, 2 do

@@ -8,9 +8,9 @@ inputs = {
 }
 
 analyzers = {
-   -- DNS chain
+   -- DNS: queries go dga -> tunnel, answers to nx (route.lua)
    { tag="dga",        script="dns-dga.lua",        default_analyzer="tunnel",     default_output="findings" },
-   { tag="tunnel",     script="dns-tunnel.lua",     default_analyzer="nx",         default_output="findings" },
+   { tag="tunnel",     script="dns-tunnel.lua",     default_analyzer="",           default_output="findings" },
    { tag="nx",         script="dns-nxdomain.lua",   default_analyzer="",           default_output="findings" },
    -- flow chain
    { tag="talkers",    script="flow-talkers.lua",   default_analyzer="scan",       default_output="reports" },

@@ -812,3 +812,59 @@ fn tags_made_from_events_cost_a_bounded_number_of_counters() {
         .count();
     assert!(lines <= 2 * 257, "{lines} log lines");
 }
+
+/// The engine turns transparent huge pages off for itself (`alloc::tame_huge_pages`: each page
+/// mimalloc takes back from the system would otherwise be a 2 MiB page the kernel clears),
+/// unless `MIMALLOC_ALLOW_THP` is set, which leaves them as the system has them.
+#[test]
+fn the_engine_runs_without_transparent_huge_pages_unless_told_otherwise() {
+    fn thp_enabled(pid: u32) -> Option<String> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("THP_enabled:"))
+            .map(|v| v.trim().to_string())
+    }
+    let Some(ours) = thp_enabled(std::process::id()) else {
+        dragonfly_testkit::skip("this kernel's /proc/PID/status has no THP_enabled line");
+        return;
+    };
+    for (allow, want) in [(None, "0".to_string()), (Some("1"), ours)] {
+        let r = Root::new();
+        r.write("filter/filter.lua", FILTER);
+        r.write("analyzer/a.lua", PASS);
+        r.config(
+            r#"
+inputs = { { tag="in", uri="tail://in.json<", script="filter.lua", default_analyzer="a" } }
+analyzers = { { tag="a", script="a.lua", default_analyzer="", default_output="out" } }
+outputs = { { tag="out", uri="file://out.json" } }
+"#,
+        );
+        let mut input = std::fs::File::create(r.path().join("in.json")).unwrap();
+        writeln!(input, "{{\"seq\":0}}").unwrap();
+        let mut cmd = r.command(&[]);
+        cmd.env_remove("MIMALLOC_ALLOW_THP");
+        if let Some(v) = allow {
+            cmd.env("MIMALLOC_ALLOW_THP", v);
+        }
+        let child = cmd
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_for(T, "the first event", || !r.lines("out.json").is_empty());
+        let got = thp_enabled(child.id());
+        sigterm(&child);
+        let out = wait_output(child, T);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            got.as_deref(),
+            Some(want.as_str()),
+            "MIMALLOC_ALLOW_THP={allow:?}"
+        );
+    }
+}

@@ -117,7 +117,7 @@ fn the_live_page_shows_the_triage_pipeline_and_its_numbers_move() {
         "filter:eve>analyzer:http",
         "filter:eve>analyzer:triage",
         "analyzer:dga>analyzer:tunnel",
-        "analyzer:tunnel>analyzer:nx",
+        "filter:eve>analyzer:nx",
         "analyzer:talkers>analyzer:scan",
         "analyzer:scan>analyzer:outlier",
         "analyzer:outlier>analyzer:beacon",

@@ -185,18 +185,12 @@ impl Hll {
         }
         let c = match &self.regs {
             Regs::Dense(regs) => estimate(regs.iter().copied()),
-            Regs::Sparse(list) => {
-                // every register in index order, as the dense form sums them (the same
-                // floating-point sum, so the same estimate)
-                let mut next = list.iter().peekable();
-                estimate((0..REGISTERS as u16).map(|i| match next.peek() {
-                    Some(&&(at, r)) if at == i => {
-                        next.next();
-                        r
-                    }
-                    _ => 0,
-                }))
-            }
+            // A sparse HLL has at least REGISTERS - SPARSE_MAX zero registers, each adding 1 to
+            // the sum, so the raw estimate is at most 0.7213 m^2 / (m - 1024) < 2.5 m: always
+            // the linear-counting branch of `estimate`, which reads only the number of zeros.
+            // The same formula on the same count gives the same bits, without the pass over
+            // every register (`sparse_count_is_the_dense_estimate` checks it).
+            Regs::Sparse(list) => linear_counting(REGISTERS - list.len()),
         };
         self.card = Some(c);
         c
@@ -214,12 +208,16 @@ fn estimate(regs: impl Iterator<Item = u8>) -> u64 {
     }
     let alpha = 0.7213 / (1.0 + 1.079 / m);
     let est = alpha * m * m / sum;
-    let est = if est <= 2.5 * m && zeros > 0 {
-        m * (m / zeros as f64).ln()
-    } else {
-        est
-    };
+    if est <= 2.5 * m && zeros > 0 {
+        return linear_counting(zeros);
+    }
     est.round() as u64
+}
+
+/// The small-range estimate: `zeros` of the registers are 0 (at least one).
+fn linear_counting(zeros: usize) -> u64 {
+    let m = REGISTERS as f64;
+    (m * (m / zeros as f64).ln()).round() as u64
 }
 
 #[cfg(test)]
@@ -284,6 +282,30 @@ mod tests {
         m.merge(&small);
         assert_eq!(m, small);
         assert_eq!(m.count(), 1);
+    }
+
+    /// The sparse form's count (zeros only) is what the pass over every register gives, for
+    /// every size a sparse HLL can have.
+    #[test]
+    fn sparse_count_is_the_dense_estimate() {
+        let mut h = Hll::default();
+        let mut i = 0u32;
+        loop {
+            let sparse = matches!(h.regs, Regs::Sparse(_));
+            if !sparse {
+                break;
+            }
+            let by_pass = estimate(h.registers().into_iter());
+            assert_eq!(
+                h.count(),
+                by_pass,
+                "{} registers set",
+                h.registers().iter().filter(|&&r| r > 0).count()
+            );
+            h.add(format!("element {i}").as_bytes());
+            i += 1;
+        }
+        assert!(i > SPARSE_MAX as u32);
     }
 
     #[test]
