@@ -25,8 +25,11 @@ fn engine_with_events(port: u16, n: usize, analyzer: Option<&str>) -> (Root, std
     let child = r.spawn(&[]);
     let sock = r.path().join("in.sock");
     wait_for(T, "the socket", || sock.exists());
+    // the unix socket can exist before the HTTP listener is bound: connect first (request
+    // panics on a refused connection)
     wait_for(T, "the listener", || {
-        request(port, "GET", "/health").0 == 200
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            && request(port, "GET", "/health").0 == 200
     });
     let mut s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
     for i in 0..n {
