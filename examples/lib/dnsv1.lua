@@ -57,17 +57,23 @@ local function normalize(eve)
     return recs
 end
 
+-- record r's fields in d (rrname and rrtype: the question's where r has none)
+local function set_record(d, r, rrname, rrtype)
+    d.rrname = r.rrname or rrname
+    d.rrtype = r.rrtype or rrtype
+    d.ttl = r.ttl
+    d.rdata = r.rdata
+end
+
 function M.to_v1(eve)
     local recs = normalize(eve)
     if recs == nil then return { eve } end
+    local d = eve.dns
+    local rrname, rrtype = d.rrname, d.rrtype
     local out = {}
     for i, r in ipairs(recs) do
         local e = (i == #recs) and eve or copy(eve)
-        local a = e.dns
-        a.rrname = r.rrname or a.rrname
-        a.rrtype = r.rrtype or a.rrtype
-        a.ttl = r.ttl
-        a.rdata = r.rdata
+        set_record(e.dns, r, rrname, rrtype)
         out[i] = e
     end
     return out
@@ -79,11 +85,7 @@ function M.each_v1(eve, f)
     local d = eve.dns
     local rrname, rrtype = d.rrname, d.rrtype
     for i = 1, #recs do
-        local r = recs[i]
-        d.rrname = r.rrname or rrname
-        d.rrtype = r.rrtype or rrtype
-        d.ttl = r.ttl
-        d.rdata = r.rdata
+        set_record(d, recs[i], rrname, rrtype)
         f(eve)
     end
 end

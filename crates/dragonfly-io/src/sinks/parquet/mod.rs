@@ -524,11 +524,12 @@ const DICTIONARY_SAMPLE: usize = 8192;
 
 /// The integer columns (top level or in objects, not in lists) of which at least a quarter of
 /// the first [`DICTIONARY_SAMPLE`] values present are distinct: `flow_id`, `pcap_cnt`,
-/// `src_port`, `dns.id` (46% distinct: a query and its answer share them). A dictionary saves nothing there and its indices cost more than
-/// the values compressed plainly: on four hours of the corpus those four columns took 2.97 MB
-/// with dictionaries and 2.18 MB without (docs/benchmarks.md). Other columns keep theirs
-/// (repeated addresses, names, types; text, for which a dictionary measured as good or better
-/// even when most values were distinct). Cost: one hash insert per sampled value, once per file.
+/// `src_port`, `dns.id` (46% distinct: a query and its answer share them). A dictionary saves
+/// nothing there and its indices cost more than the values compressed plainly: on four hours
+/// of the corpus those four columns took 2.97 MB with dictionaries and 2.18 MB without
+/// (docs/benchmarks.md). Other columns keep theirs (repeated addresses, names, types; text,
+/// for which a dictionary measured as good or better even when most values were distinct).
+/// Cost: one hash insert per sampled value, once per file.
 fn unique_integers(batch: &arrow_array::RecordBatch) -> Vec<parquet::schema::types::ColumnPath> {
     use arrow_array::cast::AsArray;
     use arrow_array::types::Int64Type;
