@@ -643,7 +643,7 @@ impl Obj {
             c.truncate(n);
         }
         self.valid.truncate(n);
-        self.len = n;
+        self.len = self.len.min(n);
     }
 
     fn fields(&self) -> Fields {
@@ -783,10 +783,22 @@ impl Col {
         }
     }
 
-    /// Only the first `n` rows (a column not yet padded that far is left as it is).
+    /// Only the first `n` rows, and nothing of a row begun after them and not finished (the
+    /// elements a list or the fields an object had taken when a conflict stopped the row);
+    /// a column not yet padded to `n` rows is left as it is.
     fn truncate(&mut self, n: usize) {
-        if n >= self.len() {
-            return;
+        match self {
+            Col::Struct(o) => return o.truncate(n),
+            Col::List(l) => {
+                if n < l.valid.len() {
+                    l.offsets.truncate(n + 1);
+                    l.valid.truncate(n);
+                }
+                let end = *l.offsets.last().expect("a list has its first offset") as usize;
+                return l.item.truncate(end);
+            }
+            _ if n >= self.len() => return,
+            _ => {}
         }
         match self {
             Col::Null(len) => *len = n.min(*len),
@@ -803,12 +815,7 @@ impl Col {
                 v.truncate(n)
             }
             Col::Str(t) | Col::Json(t) => t.truncate(n),
-            Col::Struct(o) => o.truncate(n),
-            Col::List(l) => {
-                l.offsets.truncate(n + 1);
-                l.item.truncate(l.offsets[n] as usize);
-                l.valid.truncate(n)
-            }
+            Col::Struct(_) | Col::List(_) => unreachable!("handled above"),
         }
     }
 
