@@ -11,11 +11,14 @@
 //! | `kafka://BROKERS/TOPIC?group=NAME` | [`kafka`] | no |
 //! | `nats://HOST:PORT/SUBJECT[?queue=G \| ?stream=S&durable=D]` | [`nats`] | no |
 //! | `syslog://PATH`, `syslog://udp:HOST:PORT`, `syslog://tcp:HOST:PORT` | [`syslog`] | no |
+//! | `parquet://DIR` (an archive the `parquet://` output wrote, replayed in event time) | [`parquet`] | yes |
 
 pub mod file;
 pub mod ipc;
 pub mod kafka;
 pub mod nats;
+#[cfg(feature = "parquet")]
+pub mod parquet;
 pub mod redis;
 pub mod socket;
 pub mod stream;
@@ -298,6 +301,8 @@ pub const SCHEMES: &[&SourceScheme] = &[
     &kafka::KAFKA,
     &nats::NATS,
     &syslog::SYSLOG,
+    #[cfg(feature = "parquet")]
+    &parquet::PARQUET,
 ];
 
 /// The names of every input scheme, for messages.
