@@ -491,6 +491,9 @@ impl Plan {
                 )),
             }
         }
+        // the HTTP listener first: once an input's socket exists (what clients and tests
+        // wait for), /health and /metrics accept connections too (queued until served)
+        let http = self.bind_http(&mut problems);
         let mut sources = Vec::new();
         for (spec, inp) in self.sources.iter().zip(&self.config.inputs) {
             match spec.prepare(self.config.engine.max_line_bytes) {
@@ -527,7 +530,6 @@ impl Plan {
             self.open_own(LOG_FILE, &mut problems),
             self.open_own(STATS_FILE, &mut problems),
         );
-        let http = self.bind_http(&mut problems);
         if !problems.is_empty() {
             return Err(EngineError::Open(problems));
         }
