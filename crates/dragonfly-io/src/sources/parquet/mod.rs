@@ -271,6 +271,8 @@ struct Merge {
     next_file: usize,
     filter: Filter,
     streams: Vec<Option<Stream>>,
+    /// Streams open (in `streams`).
+    open: usize,
     heap: BinaryHeap<Reverse<((i64, u8), usize)>>,
     /// A problem to report before the next line.
     pending: Vec<String>,
@@ -298,6 +300,7 @@ impl Merge {
             next_file: 0,
             filter,
             streams: (0..n).map(|_| None).collect(),
+            open: 0,
             heap: BinaryHeap::new(),
             pending: Vec::new(),
             line: Vec::new(),
@@ -419,9 +422,7 @@ impl Merge {
             return Some(Err(p));
         }
         // open every file whose earliest event is not after the next row's time
-        let open = self.streams.iter().filter(|s| s.is_some()).count();
-        let mut room = MAX_OPEN.saturating_sub(open);
-        while self.next_file < self.files.len() && room > 0 {
+        while self.next_file < self.files.len() && self.open < MAX_OPEN {
             let head = self.heap.peek().map(|Reverse(((t, _), _))| *t);
             let first = self.files[self.next_file].min_ts.unwrap_or(i64::MIN);
             if head.is_some_and(|h| first > h) {
@@ -432,10 +433,10 @@ impl Merge {
             match self.open(i) {
                 Ok(mut s) => {
                     self.opened += 1;
-                    room -= 1;
                     if self.fill(&mut s) {
                         self.heap.push(Reverse((s.times[0], i)));
                         self.streams[i] = Some(s);
+                        self.open += 1;
                     }
                 }
                 Err(e) => self.pending.push(e),
@@ -454,6 +455,8 @@ impl Merge {
         if s.pos < s.times.len() || self.fill(&mut s) {
             self.heap.push(Reverse((s.times[s.pos], i)));
             self.streams[i] = Some(s);
+        } else {
+            self.open -= 1;
         }
         Some(Ok(&self.line))
     }

@@ -342,3 +342,33 @@ fn a_conflict_deep_in_a_row_leaves_no_trace_of_it() {
         .collect();
     assert_eq!(got, want);
 }
+
+/// More files overlapping in time than may be open at once: every row still comes, once,
+/// and the order is event time wherever the open files allow it.
+#[test]
+fn more_overlapping_files_than_may_be_open_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = MAX_OPEN + 6;
+    for f in 0..files {
+        // file f: rows at seconds f and f + 100 (every file spans the others' times)
+        let lines: Vec<String> = [f, f + 100]
+            .iter()
+            .map(|s| {
+                ev(
+                    &format!("2025-03-10T09:{:02}:{:02}+0000", s / 60, s % 60),
+                    "dns",
+                    json!({"n": s}),
+                )
+            })
+            .collect();
+        archive(dir.path(), &lines, &[("partition_by", "")]);
+    }
+    let (got, problems) = replay(dir.path(), Filter::default());
+    assert!(problems.is_empty(), "{problems:?}");
+    let mut ns: Vec<i64> = got.iter().map(|v| v["n"].as_i64().unwrap()).collect();
+    // the first MAX_OPEN files' first rows come in order before any second row
+    assert_eq!(ns[..MAX_OPEN], (0..MAX_OPEN as i64).collect::<Vec<_>>()[..]);
+    ns.sort();
+    let want: Vec<i64> = (0..files as i64).chain(100..100 + files as i64).collect();
+    assert_eq!(ns, want);
+}
