@@ -24,13 +24,21 @@ def files_of(d):
 
 
 def decode_text_columns(value, field):
-    """JSON-text columns (field metadata dragonfly:json) back to values; recurse."""
+    """JSON-text columns (field metadata dragonfly:json) back to values, typed timestamps
+    (dragonfly:timestamp_offset) back to their text; recurse."""
     import pyarrow as pa
     if value is None:
         return None
     md = field.metadata or {}
     if md.get(b"dragonfly:json"):
         return json.loads(value)
+    off = md.get(b"dragonfly:timestamp_offset")
+    if off:
+        # a typed timestamp (UTC) back to its text: shifted by the offset it was written with
+        off = off.decode()
+        minutes = (int(off[1:3]) * 60 + int(off[3:5])) * (-1 if off[0] == "-" else 1)
+        local = value + datetime.timedelta(minutes=minutes)
+        return local.strftime("%Y-%m-%dT%H:%M:%S.%f") + off
     t = field.type
     if pa.types.is_struct(t):
         return {t.field(i).name: decode_text_columns(value.get(t.field(i).name), t.field(i))

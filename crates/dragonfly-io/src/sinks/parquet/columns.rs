@@ -10,7 +10,8 @@
 //! | `true`/`false` | `Boolean` | |
 //! | integers that fit an `i64` | `Int64`, exactly | a fraction or an exponent (or an integer beyond `i64`): `Float64` |
 //! | other numbers | `Float64` | |
-//! | strings | `Utf8` (unescaped) | |
+//! | EVE timestamps of one form and offset (`2025-03-10T09:00:17.260943+0000`) | `Timestamp(Microsecond, "+00:00")`, UTC, the text's offset in field metadata ([`timestamps`]) | a value of another form or offset: `Utf8`, every value as it was |
+//! | other strings | `Utf8` (unescaped) | |
 //! | objects | `Struct`, fields in order of first appearance | a new key: a new field, null in earlier rows |
 //! | arrays | `List` of one element kind | (the element kind widens the same way) |
 //! | anything else | `Utf8` holding each value's JSON text, as written (field metadata `dragonfly:json`) | |
@@ -46,11 +47,16 @@ use std::sync::Arc;
 
 use arrow_array::{
     ArrayRef, BooleanArray, Float64Array, Int64Array, ListArray, NullArray, StringArray,
-    StructArray,
+    StructArray, TimestampMicrosecondArray,
 };
 use arrow_buffer::{BooleanBufferBuilder, Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
-use arrow_schema::{DataType, Field, Fields};
+use arrow_schema::{DataType, Field, Fields, TimeUnit};
+
+use super::timestamps;
 use dragonfly_event::json::{literal, number, skip_ws as ws, string, utf8, ScanError, Scanner};
+
+/// The time zone of typed timestamp columns (their values are UTC).
+pub const UTC: &str = "+00:00";
 
 /// Nesting below which values are kept as JSON text.
 pub const MAX_DEPTH: usize = 16;
@@ -357,6 +363,8 @@ enum Col {
     Bool(BooleanBufferBuilder, Valid),
     Int(Vec<i64>, Valid),
     Float(Vec<f64>, Valid),
+    /// Timestamps of one form and offset (minutes), UTC microseconds ([`timestamps`]).
+    Time(Vec<i64>, Valid, i32),
     Str(Text),
     Json(Text),
     Struct(Box<Obj>),
@@ -738,7 +746,7 @@ impl Col {
     fn len(&self) -> usize {
         match self {
             Col::Null(n) => *n,
-            Col::Bool(_, v) | Col::Int(_, v) | Col::Float(_, v) => v.len(),
+            Col::Bool(_, v) | Col::Int(_, v) | Col::Float(_, v) | Col::Time(_, v, _) => v.len(),
             Col::Str(t) | Col::Json(t) => t.valid.len(),
             Col::Struct(o) => o.len,
             Col::List(l) => l.valid.len(),
@@ -765,7 +773,7 @@ impl Col {
                 b.append_n(k, false);
                 v.pad(k)
             }
-            Col::Int(x, v) => {
+            Col::Int(x, v) | Col::Time(x, v, _) => {
                 x.resize(x.len() + k, 0);
                 v.pad(k)
             }
@@ -806,7 +814,7 @@ impl Col {
                 b.truncate(n);
                 v.truncate(n)
             }
-            Col::Int(x, v) => {
+            Col::Int(x, v) | Col::Time(x, v, _) => {
                 x.truncate(n);
                 v.truncate(n)
             }
@@ -861,9 +869,45 @@ impl Col {
             }
             b'"' => {
                 let (end, escaped) = string(b, i)?;
-                if let Col::Null(n) = *self {
-                    cx.before_change(b)?;
-                    *self = Col::Str(Text::nulls(n));
+                if matches!(self, Col::Null(_) | Col::Time(..)) {
+                    // an EVE timestamp (never escaped): typed while every value is one
+                    let ts = if escaped {
+                        None
+                    } else {
+                        timestamps::parse(&b[i + 1..end - 1])
+                    };
+                    if let Col::Null(n) = *self {
+                        cx.before_change(b)?;
+                        *self = match ts {
+                            Some((_, m)) => Col::Time(vec![0; n], Valid::nulls(n), m),
+                            None => Col::Str(Text::nulls(n)),
+                        };
+                    }
+                    if let Col::Time(x, valid, m) = self {
+                        match ts {
+                            Some((t, tm)) if tm == *m => {
+                                x.push(t);
+                                valid.push(true);
+                                return Ok(end);
+                            }
+                            _ => {
+                                // another form or offset: text again, the values as they were
+                                cx.before_change(b)?;
+                                let mut t = Text::nulls(0);
+                                let mut buf = Vec::with_capacity(32);
+                                for (k, &v) in x.iter().enumerate() {
+                                    if valid.get(k) {
+                                        buf.clear();
+                                        timestamps::render(v, *m, &mut buf);
+                                        t.push(&buf);
+                                    } else {
+                                        t.push_null();
+                                    }
+                                }
+                                *self = Col::Str(t);
+                            }
+                        }
+                    }
                 }
                 let Col::Str(t) = self else {
                     return conflict();
@@ -985,6 +1029,7 @@ impl Col {
             Col::Bool(..) => DataType::Boolean,
             Col::Int(..) => DataType::Int64,
             Col::Float(..) => DataType::Float64,
+            Col::Time(..) => DataType::Timestamp(TimeUnit::Microsecond, Some(UTC.into())),
             Col::Str(_) | Col::Json(_) => DataType::Utf8,
             Col::Struct(o) if o.cols.is_empty() => DataType::Utf8,
             Col::Struct(o) => DataType::Struct(o.fields()),
@@ -996,6 +1041,14 @@ impl Col {
         let f = Field::new(name, self.data_type(), true);
         if matches!(self, Col::Json(_)) || matches!(self, Col::Struct(o) if o.cols.is_empty()) {
             f.with_metadata([(JSON_METADATA.to_string(), "true".to_string())].into())
+        } else if let Col::Time(_, _, m) = self {
+            f.with_metadata(
+                [(
+                    timestamps::OFFSET_METADATA.to_string(),
+                    timestamps::offset_text(*m),
+                )]
+                .into(),
+            )
         } else {
             f
         }
@@ -1008,6 +1061,10 @@ impl Col {
             Col::Bool(b, v) => Arc::new(BooleanArray::new(b.finish(), v.take())),
             Col::Int(x, v) => Arc::new(Int64Array::new(std::mem::take(x).into(), v.take())),
             Col::Float(x, v) => Arc::new(Float64Array::new(std::mem::take(x).into(), v.take())),
+            Col::Time(x, v, _) => Arc::new(
+                TimestampMicrosecondArray::new(std::mem::take(x).into(), v.take())
+                    .with_timezone(UTC),
+            ),
             Col::Str(t) | Col::Json(t) => t.take(),
             Col::Struct(o) if o.cols.is_empty() => {
                 // only ever `{}`: JSON text from now on (Parquet has no empty struct)
@@ -1064,6 +1121,13 @@ impl Col {
                     v.recycle(nulls);
                 }
             }
+            Col::Time(x, v, _) => {
+                if let Some(a) = owned::<TimestampMicrosecondArray>(a) {
+                    let (_, values, nulls) = a.into_parts();
+                    reuse(x, values.into_inner());
+                    v.recycle(nulls);
+                }
+            }
             Col::Str(t) | Col::Json(t) => t.recycle(a),
             Col::Struct(o) => {
                 if let Some(a) = owned::<StructArray>(a) {
@@ -1087,7 +1151,7 @@ impl Col {
         match self {
             Col::Null(_) => {}
             Col::Bool(_, v) => v.release(),
-            Col::Int(x, v) => {
+            Col::Int(x, v) | Col::Time(x, v, _) => {
                 x.shrink_to_fit();
                 v.release()
             }
@@ -1403,6 +1467,19 @@ mod tests {
                 serde_json::from_str(a.as_string::<i32>().value(i)).unwrap()
             }
             DataType::Utf8 => V::from(a.as_string::<i32>().value(i)),
+            DataType::Timestamp(..) => {
+                let m = f
+                    .metadata()
+                    .get(timestamps::OFFSET_METADATA)
+                    .and_then(|o| timestamps::offset_minutes(o))
+                    .expect("a typed timestamp has its offset");
+                let t = a
+                    .as_primitive::<arrow_array::types::TimestampMicrosecondType>()
+                    .value(i);
+                let mut out = Vec::new();
+                timestamps::render(t, m, &mut out);
+                V::from(String::from_utf8(out).unwrap())
+            }
             DataType::Struct(fs) => {
                 let s = a.as_struct();
                 V::Object(

@@ -191,14 +191,7 @@ fn parse_eve(s: &[u8]) -> Option<i64> {
         }
         _ => return None,
     };
-    // days from 1970-01-01 of a proleptic Gregorian date (H. Hinnant's days_from_civil)
-    let y = if mo <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (mo + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
+    let days = super::timestamps::days_from_civil(y, mo, d);
     Some((days * 86_400 + h * 3600 + mi * 60 + sec - offset) * 1_000_000 + micros)
 }
 
@@ -490,6 +483,13 @@ pub fn file_info(path: &Path) -> io::Result<FileInfo> {
         .position(|c| c.path().string() == "timestamp");
     if let Some(ci) = col {
         for rg in md.row_groups() {
+            // a typed column (timestamps::): UTC microseconds, ordered as times
+            if let Some(Statistics::Int64(s)) = rg.column(ci).statistics() {
+                for t in [s.min_opt(), s.max_opt()].into_iter().flatten() {
+                    info.min_ts = Some(info.min_ts.map_or(*t, |m| m.min(*t)));
+                    info.max_ts = Some(info.max_ts.map_or(*t, |m| m.max(*t)));
+                }
+            }
             if let Some(Statistics::ByteArray(s)) = rg.column(ci).statistics() {
                 // strings sort by text, not by time when offsets differ: parse both ends of
                 // every row group and keep the extremes

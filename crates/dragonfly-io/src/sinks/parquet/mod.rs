@@ -12,8 +12,10 @@
 //!
 //! ## Schema
 //! One schema per partition, inferred from its events ([`columns`]): objects are structs,
-//! arrays lists, integers `Int64` exactly, other numbers `Float64`. Drift: a new field, or a
-//! type that widens (integers that meet a fraction become doubles), starts a new file with
+//! arrays lists, integers `Int64` exactly, other numbers `Float64`, Suricata's timestamps
+//! `Timestamp` in UTC with their text's offset kept ([`timestamps`]). Drift: a new field, or
+//! a type that widens (integers that meet a fraction become doubles, timestamps of another
+//! form or offset text), starts a new file with
 //! the merged schema (rows already written stay as they are). A type that cannot widen (a
 //! string where numbers were, an object where strings were) turns that field into a column
 //! of JSON text (field metadata `dragonfly:json`) in a new file, and it stays text in later
@@ -70,6 +72,7 @@
 pub mod columns;
 pub mod compact;
 pub mod manifest;
+pub mod timestamps;
 
 use dragonfly_event::sync::Locked;
 use std::collections::{HashMap, VecDeque};
@@ -198,7 +201,7 @@ const OPTIONS: &[OptionDoc] = &[
         name: "dictionary",
         kind: OptKind::Bool,
         default: "true",
-        doc: "dictionary-encode columns (a column whose dictionary grows past 1 MiB in a row group falls back to plain; an integer column of which a quarter or more of a file's first 8,192 values are distinct — flow_id, pcap_cnt, src_port — is written plain: its dictionary cost more than it saved); on four hours of the corpus 10% smaller files at the same CPU, on one hour 5% larger (docs/benchmarks.md)",
+        doc: "dictionary-encode columns (a column whose dictionary grows past 1 MiB in a row group falls back to plain; an integer column of which a quarter or more of a file's first 8,192 values are distinct — flow_id, pcap_cnt, src_port — is written plain: its dictionary cost more than it saved; typed timestamps are delta-encoded); on four hours of the corpus 10% smaller files at the same CPU, on one hour 5% larger (docs/benchmarks.md)",
     },
     OptionDoc {
         name: "buffer_mb",
@@ -522,39 +525,52 @@ pub(super) fn properties(
 /// Values of a column [`unique_integers`] looks at.
 const DICTIONARY_SAMPLE: usize = 8192;
 
-/// The integer columns (top level or in objects, not in lists) of which at least a quarter of
-/// the first [`DICTIONARY_SAMPLE`] values present are distinct: `flow_id`, `pcap_cnt`,
-/// `src_port`, `dns.id` (46% distinct: a query and its answer share them). A dictionary saves
-/// nothing there and its indices cost more than the values compressed plainly: on four hours
-/// of the corpus those four columns took 2.97 MB with dictionaries and 2.18 MB without
-/// (docs/benchmarks.md). Other columns keep theirs (repeated addresses, names, types; text,
-/// for which a dictionary measured as good or better even when most values were distinct).
+/// The columns (top level or in objects, not in lists) written without a dictionary, and
+/// whether each is delta-encoded:
+/// - integer columns of which at least a quarter of the first [`DICTIONARY_SAMPLE`] values
+///   present are distinct: `flow_id`, `pcap_cnt`, `src_port`, `dns.id` (46% distinct: a
+///   query and its answer share them). A dictionary saves nothing there and its indices cost
+///   more than the values compressed plainly: on four hours of the corpus those four columns
+///   took 2.97 MB with dictionaries and 2.18 MB without (docs/benchmarks.md);
+/// - typed timestamps ([`timestamps`]), delta-encoded (`DELTA_BINARY_PACKED`): events come
+///   about in time order, so neighbours differ by little; on four hours of the corpus
+///   `timestamp`, `flow.start` and `flow.end` took 1.37 MB as text, 1.36 typed with
+///   dictionaries and 1.18 typed and delta-encoded.
+///
+/// Other columns keep their dictionaries (repeated addresses, names, types; text, for which
+/// a dictionary measured as good or better even when most values were distinct).
 /// Cost: one hash insert per sampled value, once per file.
-fn unique_integers(batch: &arrow_array::RecordBatch) -> Vec<parquet::schema::types::ColumnPath> {
+fn unique_integers(
+    batch: &arrow_array::RecordBatch,
+) -> Vec<(parquet::schema::types::ColumnPath, bool)> {
     use arrow_array::cast::AsArray;
     use arrow_array::types::Int64Type;
     use arrow_array::{Array, ArrayRef};
     fn walk(
         path: &mut Vec<String>,
         a: &ArrayRef,
-        out: &mut Vec<parquet::schema::types::ColumnPath>,
+        out: &mut Vec<(parquet::schema::types::ColumnPath, bool)>,
     ) {
         match a.data_type() {
+            arrow_schema::DataType::Timestamp(_, _) => {
+                // times, written about in order: small differences, whatever their spread
+                out.push((parquet::schema::types::ColumnPath::new(path.clone()), true));
+            }
             arrow_schema::DataType::Int64 => {
-                let v = a.as_primitive::<Int64Type>();
+                let values = a.as_primitive::<Int64Type>().values();
                 let mut seen = std::collections::HashSet::with_capacity(DICTIONARY_SAMPLE);
                 let mut present = 0usize;
-                for i in 0..v.len() {
-                    if v.is_valid(i) {
+                for (i, v) in values.iter().enumerate() {
+                    if a.is_valid(i) {
                         present += 1;
-                        seen.insert(v.value(i));
+                        seen.insert(*v);
                         if present == DICTIONARY_SAMPLE {
                             break;
                         }
                     }
                 }
                 if present >= 64 && seen.len() * 4 >= present {
-                    out.push(parquet::schema::types::ColumnPath::new(path.clone()));
+                    out.push((parquet::schema::types::ColumnPath::new(path.clone()), false));
                 }
             }
             arrow_schema::DataType::Struct(fields) => {
@@ -1114,15 +1130,16 @@ impl Writer {
             .open(&tmp)
             .map_err(|e| at(&tmp, e))?;
         let mut props = self.props.clone();
-        if self.options.dictionary {
-            let plain = unique_integers(first);
-            if !plain.is_empty() {
-                let mut b = props.into_builder();
-                for c in plain {
-                    b = b.set_column_dictionary_enabled(c, false);
+        let plain = unique_integers(first);
+        if !plain.is_empty() {
+            let mut b = props.into_builder();
+            for (c, delta) in plain {
+                b = b.set_column_dictionary_enabled(c.clone(), false);
+                if delta {
+                    b = b.set_column_encoding(c, parquet::basic::Encoding::DELTA_BINARY_PACKED);
                 }
-                props = b.build();
             }
+            props = b.build();
         }
         let writer =
             ArrowWriter::try_new(file, schema.clone(), Some(props)).map_err(io::Error::other)?;
@@ -1453,7 +1470,7 @@ mod tests {
         let plain = |n| {
             unique_integers(&batch(n))
                 .iter()
-                .map(|c| c.string())
+                .map(|(c, _)| c.string())
                 .collect::<Vec<_>>()
         };
         assert_eq!(plain(10_000), ["flow_id", "tx", "dns.id"]);

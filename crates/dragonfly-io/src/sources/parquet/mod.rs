@@ -5,7 +5,8 @@
 //! The files [`select::choose`] keeps: every data file under `DIR`, less those whose
 //! `event_type` partition is not in `event_types`, whose time range (the manifest's entry,
 //! or the footer of a file it does not list) lies outside `[from, to)`, and those a
-//! compacted file beside them replaces. Inside the files read, each row's own `timestamp`
+//! compacted file beside them replaces. Inside the files read, row groups whose typed
+//! `timestamp` statistics lie outside the range are not read; each row's own `timestamp`
 //! is tested against the range (a row without one that parses is read only when neither
 //! `from` nor `to` is given), and its `event_type` against the list when the archive is
 //! not partitioned by it.
@@ -240,8 +241,8 @@ impl super::Prepared for Replay {
         col.flush(&mut ctx);
         ctx.ready("ended");
         tracing::info!(input = %ctx.tag,
-            "{dir}: replay ended: {} rows of {} files read, {} outside the time range or event types",
-            merge.rows, merge.opened, merge.skipped);
+            "{dir}: replay ended: {} rows of {} files read, {} outside the time range or event types, {} row groups left unread by their times",
+            merge.rows, merge.opened, merge.skipped, merge.groups_pruned);
     }
 }
 
@@ -252,7 +253,7 @@ struct Stream {
     shape: Shape,
     /// Top-level column indexes of `timestamp` and `event_type` (None when the partition
     /// gives the type: `kind`).
-    ts_col: Option<usize>,
+    ts_col: Option<TimeCol>,
     type_col: Option<usize>,
     /// The partition's event type.
     kind: Option<String>,
@@ -280,6 +281,60 @@ struct Merge {
     rows: u64,
     opened: u64,
     skipped: u64,
+    /// Row groups left unread by their typed time statistics.
+    groups_pruned: u64,
+}
+
+/// Where a file's rows have their time: a text column (parsed per row) or a typed one.
+#[derive(Clone, Copy)]
+enum TimeCol {
+    Text(usize),
+    Typed(usize),
+}
+
+fn time_col(schema: &arrow_schema::Schema) -> Option<TimeCol> {
+    if let Some(i) = text_col(schema, "timestamp") {
+        return Some(TimeCol::Text(i));
+    }
+    let i = schema.index_of("timestamp").ok()?;
+    matches!(
+        schema.field(i).data_type(),
+        arrow_schema::DataType::Timestamp(arrow_schema::TimeUnit::Microsecond, Some(_))
+    )
+    .then_some(TimeCol::Typed(i))
+}
+
+/// The row groups of a file whose typed `timestamp` statistics (UTC microseconds, ordered
+/// as times) overlap the filter's range, and how many there are in all. A row group without
+/// statistics is kept.
+fn typed_groups(
+    md: &parquet::file::metadata::ParquetMetaData,
+    filter: &Filter,
+) -> (Vec<usize>, usize) {
+    use parquet::file::statistics::Statistics;
+    let col = md
+        .file_metadata()
+        .schema_descr()
+        .columns()
+        .iter()
+        .position(|c| c.path().string() == "timestamp");
+    let groups = md.row_groups();
+    let keep = (0..groups.len())
+        .filter(|&g| {
+            let Some(ci) = col else { return true };
+            match groups[g].column(ci).statistics() {
+                Some(Statistics::Int64(st)) => match (st.min_opt(), st.max_opt()) {
+                    (Some(lo), Some(hi)) => {
+                        !(filter.from.is_some_and(|f| *hi < f)
+                            || filter.to.is_some_and(|t| *lo >= t))
+                    }
+                    _ => true,
+                },
+                _ => true,
+            }
+        })
+        .collect();
+    (keep, groups.len())
 }
 
 fn text_col(schema: &arrow_schema::Schema, name: &str) -> Option<usize> {
@@ -307,6 +362,7 @@ impl Merge {
             rows: 0,
             opened: 0,
             skipped: 0,
+            groups_pruned: 0,
         }
     }
 
@@ -331,15 +387,21 @@ impl Merge {
         let shape = Shape::of(&schema).map_err(|e| {
             format!("{rel}: {e}, a type the parquet:// output never writes: not read")
         })?;
-        let ts_col = text_col(&schema, "timestamp");
+        let ts_col = time_col(&schema);
         let type_col = match c.event_type {
             None => text_col(&schema, "event_type"),
             Some(_) => None,
         };
-        let reader = b
-            .with_batch_size(BATCH_ROWS)
-            .build()
-            .map_err(|e| format!("{rel}: {e}: not read"))?;
+        let mut b = b.with_batch_size(BATCH_ROWS);
+        if let (Some(TimeCol::Typed(_)), true) = (
+            ts_col,
+            self.filter.from.is_some() || self.filter.to.is_some(),
+        ) {
+            let (keep, total) = typed_groups(b.metadata(), &self.filter);
+            self.groups_pruned += (total - keep.len()) as u64;
+            b = b.with_row_groups(keep);
+        }
+        let reader = b.build().map_err(|e| format!("{rel}: {e}: not read"))?;
         Ok(Stream {
             rel,
             reader,
@@ -376,17 +438,29 @@ impl Merge {
             s.times.clear();
             s.pos = 0;
             let rows = Rows::new(&s.shape, &batch);
-            let ts = s
-                .ts_col
-                .map(|i| arrow_array::cast::AsArray::as_string::<i32>(batch.column(i)));
-            let types = s
-                .type_col
-                .map(|i| arrow_array::cast::AsArray::as_string::<i32>(batch.column(i)));
+            use arrow_array::cast::AsArray;
+            let (text, typed) = match s.ts_col {
+                Some(TimeCol::Text(i)) => (Some(batch.column(i).as_string::<i32>()), None),
+                Some(TimeCol::Typed(i)) => (
+                    None,
+                    Some(
+                        batch
+                            .column(i)
+                            .as_primitive::<arrow_array::types::TimestampMicrosecondType>(),
+                    ),
+                ),
+                None => (None, None),
+            };
+            let types = s.type_col.map(|i| batch.column(i).as_string::<i32>());
             for r in 0..batch.num_rows() {
                 use arrow_array::Array;
-                let t = ts
-                    .filter(|a| !a.is_null(r))
-                    .and_then(|a| manifest::parse_timestamp(a.value(r).as_bytes()));
+                let t = match (text, typed) {
+                    (Some(a), _) if !a.is_null(r) => {
+                        manifest::parse_timestamp(a.value(r).as_bytes())
+                    }
+                    (_, Some(a)) if !a.is_null(r) => Some(a.value(r)),
+                    _ => None,
+                };
                 if let Some(t) = t {
                     s.last = t;
                 }

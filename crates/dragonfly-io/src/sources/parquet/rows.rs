@@ -2,7 +2,8 @@
 //!
 //! The inverse of the writer's [`columns`](crate::sinks::parquet::columns): `Int64` is an
 //! integer (exact), `Float64` a number with a fraction or an exponent (shortest text that
-//! reads back as the same double), `Utf8` a string (escaped), a `Utf8` column marked
+//! reads back as the same double), a typed timestamp the text it was written from (its
+//! field's offset, [`timestamps`]), `Utf8` a string (escaped), a `Utf8` column marked
 //! `dragonfly:json` its JSON text as written, a struct an object (fields in the schema's
 //! order), a list an array. A null field is left out of its object (Parquet does not tell
 //! a field the event lacked from an explicit `null`, and the writer's merged schemas make
@@ -17,11 +18,12 @@
 //! the output line).
 
 use arrow_array::cast::AsArray;
-use arrow_array::types::{Float64Type, Int64Type};
+use arrow_array::types::{Float64Type, Int64Type, TimestampMicrosecondType};
 use arrow_array::{Array, ArrayRef, RecordBatch};
-use arrow_schema::{DataType, Field, Fields, Schema};
+use arrow_schema::{DataType, Field, Fields, Schema, TimeUnit};
 
-use crate::sinks::parquet::columns::JSON_METADATA;
+use crate::sinks::parquet::columns::{JSON_METADATA, UTC};
+use crate::sinks::parquet::timestamps::{self, OFFSET_METADATA};
 
 /// What a column holds, checked against what the writer makes.
 #[derive(Debug, Clone)]
@@ -34,6 +36,8 @@ pub enum Shape {
     Int,
     /// Doubles.
     Float,
+    /// Typed timestamps, written back as text with this UTC offset (minutes).
+    Time(i32),
     /// Strings (`json`: each is JSON text, written as it is).
     Text {
         /// The column holds JSON text.
@@ -74,6 +78,20 @@ impl Shape {
             DataType::Boolean => Shape::Bool,
             DataType::Int64 => Shape::Int,
             DataType::Float64 => Shape::Float,
+            DataType::Timestamp(TimeUnit::Microsecond, Some(tz)) if tz.as_ref() == UTC => {
+                match f
+                    .metadata()
+                    .get(OFFSET_METADATA)
+                    .and_then(|o| timestamps::offset_minutes(o))
+                {
+                    Some(m) => Shape::Time(m),
+                    None => {
+                        return Err(format!(
+                            "column {path} is a timestamp without its text's offset"
+                        ))
+                    }
+                }
+            }
             DataType::Utf8 => Shape::Text {
                 json: f.metadata().contains_key(JSON_METADATA),
             },
@@ -90,6 +108,7 @@ enum Bound<'a> {
     Bool(&'a arrow_array::BooleanArray),
     Int(&'a arrow_array::Int64Array),
     Float(&'a arrow_array::Float64Array),
+    Time(&'a arrow_array::TimestampMicrosecondArray, i32),
     Text(&'a arrow_array::StringArray, bool),
     Struct(&'a dyn Array, Vec<(&'a [u8], Bound<'a>)>),
     List(&'a arrow_array::ListArray, Box<Bound<'a>>),
@@ -101,6 +120,7 @@ fn bind<'a>(shape: &'a Shape, a: &'a ArrayRef) -> Bound<'a> {
         Shape::Bool => Bound::Bool(a.as_boolean()),
         Shape::Int => Bound::Int(a.as_primitive::<Int64Type>()),
         Shape::Float => Bound::Float(a.as_primitive::<Float64Type>()),
+        Shape::Time(m) => Bound::Time(a.as_primitive::<TimestampMicrosecondType>(), *m),
         Shape::Text { json } => Bound::Text(a.as_string::<i32>(), *json),
         Shape::Struct(fields) => {
             let s = a.as_struct();
@@ -169,6 +189,7 @@ fn is_null(b: &Bound<'_>, i: usize) -> bool {
         Bound::Bool(a) => a.is_null(i),
         Bound::Int(a) => a.is_null(i),
         Bound::Float(a) => a.is_null(i),
+        Bound::Time(a, _) => a.is_null(i),
         Bound::Text(a, _) => a.is_null(i),
         Bound::Struct(a, _) => a.is_null(i),
         Bound::List(a, _) => a.is_null(i),
@@ -184,6 +205,11 @@ fn value(b: &Bound<'_>, i: usize, out: &mut Vec<u8>) {
             out.extend_from_slice(buf.format(a.value(i)).as_bytes());
         }
         Bound::Float(a) => write_float(out, a.value(i)),
+        Bound::Time(a, m) => {
+            out.push(b'"');
+            timestamps::render(a.value(i), *m, out);
+            out.push(b'"');
+        }
         Bound::Text(a, true) => out.extend_from_slice(a.value(i).as_bytes()),
         Bound::Text(a, false) => write_str(out, a.value(i)),
         Bound::Struct(_, fields) => object(fields, i, out),

@@ -36,6 +36,17 @@ fn replay(dir: &Path, filter: Filter) -> (Vec<Value>, Vec<String>) {
     (out, problems)
 }
 
+/// The replay of `dir` is `lines`, value for value, in that order, without a problem.
+fn assert_replays_as_written(dir: &Path, lines: &[String]) {
+    let (got, problems) = replay(dir, Filter::default());
+    assert!(problems.is_empty(), "{problems:?}");
+    let want: Vec<Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(got, want);
+}
+
 fn ev(t: &str, kind: &str, extra: Value) -> String {
     let mut v = json!({"timestamp": t, "event_type": kind, "src_ip": "10.0.0.1"});
     for (k, x) in extra.as_object().unwrap() {
@@ -334,13 +345,7 @@ fn a_conflict_deep_in_a_row_leaves_no_trace_of_it() {
         r#"{"o":{"p":{"a":[true],"b":[3]}},"l":[{"m":[1]},{"m":["z"]}],"n":3}"#.to_string(),
     ];
     archive(dir.path(), &lines, &[("partition_by", "")]);
-    let (got, problems) = replay(dir.path(), Filter::default());
-    assert!(problems.is_empty(), "{problems:?}");
-    let want: Vec<Value> = lines
-        .iter()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(got, want);
+    assert_replays_as_written(dir.path(), &lines);
 }
 
 /// More files overlapping in time than may be open at once: every row still comes, once,
@@ -371,4 +376,152 @@ fn more_overlapping_files_than_may_be_open_lose_nothing() {
     ns.sort();
     let want: Vec<i64> = (0..files as i64).chain(100..100 + files as i64).collect();
     assert_eq!(ns, want);
+}
+
+fn schema_types(dir: &Path) -> Vec<(String, String)> {
+    let sel = select::choose(dir, &Filter::default()).unwrap();
+    let mut out = Vec::new();
+    for c in sel.files {
+        let b = ParquetRecordBatchReaderBuilder::try_new(File::open(&c.path).unwrap()).unwrap();
+        for f in b.schema().fields() {
+            let t = match f.data_type() {
+                arrow_schema::DataType::Struct(fs) => fs
+                    .iter()
+                    .map(|g| format!("{}:{}", g.name(), g.data_type()))
+                    .collect::<Vec<_>>()
+                    .join(","),
+                t => t.to_string(),
+            };
+            out.push((f.name().clone(), t));
+        }
+    }
+    out
+}
+
+/// Suricata's timestamps are typed columns (UTC, the offset kept) and come back as the
+/// very text they were; a value of another offset makes the column text again, every value
+/// still as it was.
+#[test]
+fn timestamps_are_typed_and_their_text_comes_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let lines: Vec<String> = (0..200)
+        .map(|i| {
+            let t = format!(
+                "2025-03-10T10:{:02}:{:02}.{:06}+0100",
+                i / 60,
+                i % 60,
+                i * 4999
+            );
+            let mut v = json!({"timestamp": t, "event_type": "flow", "n": i,
+                "flow": {"start": t, "end": t}});
+            if i % 7 == 0 {
+                v["flow"].as_object_mut().unwrap().remove("end");
+            }
+            v.to_string()
+        })
+        .collect();
+    archive(dir.path(), &lines, &[("partition_by", "")]);
+    let types = schema_types(dir.path());
+    assert!(
+        types.contains(&("timestamp".into(), "Timestamp(µs, \"+00:00\")".into())),
+        "{types:?}"
+    );
+    // delta-encoded, without a dictionary
+    let file = &select::choose(dir.path(), &Filter::default())
+        .unwrap()
+        .files[0]
+        .path;
+    let md = ParquetRecordBatchReaderBuilder::try_new(File::open(file).unwrap())
+        .unwrap()
+        .metadata()
+        .clone();
+    let ci = md
+        .file_metadata()
+        .schema_descr()
+        .columns()
+        .iter()
+        .position(|c| c.path().string() == "timestamp")
+        .unwrap();
+    let enc = md.row_group(0).column(ci).encodings().collect::<Vec<_>>();
+    assert!(
+        enc.contains(&parquet::basic::Encoding::DELTA_BINARY_PACKED),
+        "{enc:?}"
+    );
+    assert!(
+        !enc.contains(&parquet::basic::Encoding::RLE_DICTIONARY),
+        "{enc:?}"
+    );
+    assert_replays_as_written(dir.path(), &lines);
+    // the time range applies to typed times too
+    let t = |s: &str| parse_time(s).unwrap();
+    let f = Filter {
+        from: Some(t("2025-03-10T09:01:00Z")),
+        to: Some(t("2025-03-10T09:01:10Z")),
+        ..Default::default()
+    };
+    let (got, _) = replay(dir.path(), f.clone());
+    assert_eq!(
+        got.iter()
+            .map(|v| v["n"].as_i64().unwrap())
+            .collect::<Vec<_>>(),
+        (60..70).collect::<Vec<_>>()
+    );
+    // row groups outside the range are not read (their typed statistics say so)
+    let small = tempfile::tempdir().unwrap();
+    archive(
+        small.path(),
+        &lines,
+        &[("partition_by", ""), ("row_group_rows", "20")],
+    );
+    let sel = select::choose(small.path(), &f).unwrap();
+    let mut m = Merge::new(sel.files, f.clone());
+    let mut ns = Vec::new();
+    while let Some(r) = m.next() {
+        ns.push(
+            serde_json::from_slice::<Value>(r.unwrap()).unwrap()["n"]
+                .as_i64()
+                .unwrap(),
+        );
+    }
+    assert_eq!(ns, (60..70).collect::<Vec<_>>());
+    assert_eq!(
+        (m.groups_pruned, m.rows),
+        (9, 20),
+        "one row group of ten read"
+    );
+    // a footer's statistics of a typed column give the file's times (no manifest)
+    let listed = select::choose(dir.path(), &Filter::default())
+        .unwrap()
+        .files;
+    std::fs::remove_dir_all(dir.path().join(manifest::MANIFEST)).unwrap();
+    let footers = select::choose(dir.path(), &Filter::default())
+        .unwrap()
+        .files;
+    assert_eq!(
+        (footers[0].min_ts, footers[0].max_ts),
+        (listed[0].min_ts, listed[0].max_ts)
+    );
+    assert_eq!(footers[0].min_ts, Some(t("2025-03-10T09:00:00Z")));
+
+    // an offset changes mid-stream (daylight saving): text again, nothing altered
+    let dir = tempfile::tempdir().unwrap();
+    let mut lines2 = lines[..100].to_vec();
+    lines2.push(r#"{"timestamp":"2025-03-10T11:40:00.000000+0200","event_type":"flow","n":100,"flow":{"start":"2025-03-10T11:40:00.000000+0200"}}"#.to_string());
+    lines2
+        .push(r#"{"timestamp":"2025-03-10T09:40:00.5Z","event_type":"flow","n":101}"#.to_string());
+    archive(dir.path(), &lines2, &[("partition_by", "")]);
+    let types = schema_types(dir.path());
+    assert!(
+        types.contains(&("timestamp".into(), "Utf8".into())),
+        "{types:?}"
+    );
+    let (got, problems) = replay(dir.path(), Filter::default());
+    assert!(problems.is_empty(), "{problems:?}");
+    let mut want: Vec<Value> = lines2
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // in event time (11:40+0200 is 09:40Z, before 09:40:00.5Z)
+    want.sort_by_key(|v| manifest::parse_timestamp(v["timestamp"].as_str().unwrap().as_bytes()));
+    assert_eq!(got, want);
 }
