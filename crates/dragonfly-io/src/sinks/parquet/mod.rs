@@ -648,6 +648,8 @@ impl ParquetSink {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
+        static OPENED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let opened = OPENED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let n = options.threads.max(1);
         let mut shard_options = options.clone();
         shard_options.max_open_files = options.max_open_files.div_ceil(n);
@@ -663,10 +665,13 @@ impl ParquetSink {
                     dir: dir.to_path_buf(),
                     props: shard_options.properties(),
                     options: shard_options.clone(),
+                    // unique within the process too: two outputs opened on one directory
+                    // in the same second (a reload) never pick the same names
                     run: format!(
-                        "{:x}{:04x}-{k}",
+                        "{:x}{:04x}{}-{k}",
                         std::process::id(),
-                        now.subsec_micros() & 0xffff
+                        now.subsec_micros() & 0xffff,
+                        opened
                     ),
                     seq: 0,
                     closed: Vec::new(),
