@@ -163,6 +163,9 @@ enum Command {
         #[command(subcommand)]
         action: parquet_cmd::ParquetAction,
     },
+    /// A retro-hunt: run ROOT's pipeline over an archive a parquet:// output wrote, in event time, then exit (as --exit-on-eof): its input reads parquet://ARCHIVE instead of what config.lua names, its filter, analyzers and outputs as they are.
+    #[cfg(feature = "parquet")]
+    Hunt(HuntArgs),
     /// Run the test cases under ROOT/tests/ (docs/testing.md): each a run of the pipeline on the events it gives, checked against what each output must (not) get; exit 0 when all pass, 1 otherwise.
     Test {
         /// Only the cases whose "FILE: NAME" contains this text.
@@ -182,6 +185,67 @@ enum Command {
         /// bash, zsh, fish, elvish or powershell.
         shell: clap_complete::Shell,
     },
+}
+
+/// `dragonfly-mle hunt`'s arguments.
+#[cfg(feature = "parquet")]
+#[derive(clap::Args, Debug)]
+struct HuntArgs {
+    /// The archive: the directory a parquet:// output writes.
+    archive: PathBuf,
+    /// Earliest event time read: a timestamp (2025-03-10T09:00:00+0000, RFC 3339) or a date (its midnight, UTC).
+    #[arg(long, value_name = "TIME")]
+    from: Option<String>,
+    /// Events read are before this time (same forms as --from).
+    #[arg(long, value_name = "TIME")]
+    to: Option<String>,
+    /// Comma-separated event types read (dns,flow); all if not given.
+    #[arg(long, value_name = "TYPES")]
+    event_types: Option<String>,
+    /// The input whose filter gets the archive's events (needed when config.lua has several; the others are left out).
+    #[arg(long, value_name = "TAG")]
+    input: Option<String>,
+}
+
+/// `hunt`: config.lua's input `args.input` (or its only one) reads the archive with the
+/// time range and types given; the other inputs are left out. A problem names the inputs.
+#[cfg(feature = "parquet")]
+fn hunt_inputs(config: &mut dragonfly_config::Config, args: &HuntArgs) -> Result<(), String> {
+    let tags = || {
+        config
+            .inputs
+            .iter()
+            .map(|i| i.tag.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let i = match &args.input {
+        Some(tag) => config
+            .inputs
+            .iter()
+            .position(|i| &i.tag == tag)
+            .ok_or_else(|| format!("hunt --input {tag}: config.lua has no such input (inputs: {})", tags()))?,
+        None if config.inputs.len() == 1 => 0,
+        None => {
+            return Err(format!(
+                "hunt: config.lua has {} inputs ({}): name the one whose filter gets the archive with --input TAG",
+                config.inputs.len(),
+                tags()
+            ))
+        }
+    };
+    let mut input = config.inputs.swap_remove(i);
+    input.uri = format!("parquet://{}", args.archive.display());
+    input.options = [
+        ("event_types", &args.event_types),
+        ("from", &args.from),
+        ("to", &args.to),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| v.clone().map(|v| (k.to_string(), v)))
+    .collect();
+    config.inputs = vec![input];
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -304,12 +368,27 @@ fn run(cli: Cli) -> Result<u8, Failure> {
     }
     let logdir = absolute(&cli.logdir)?;
     let sample = cli.sample.as_deref().map(absolute).transpose()?;
+    #[cfg(feature = "parquet")]
+    let hunt = match &cli.command {
+        Some(Command::Hunt(args)) => Some(HuntArgs {
+            archive: absolute(&args.archive)?,
+            from: args.from.clone(),
+            to: args.to.clone(),
+            event_types: args.event_types.clone(),
+            input: args.input.clone(),
+        }),
+        _ => None,
+    };
     std::env::set_current_dir(&root).with_context(|| format!("chdir {}", root.display()))?;
 
+    #[cfg(feature = "parquet")]
+    let exit_on_eof = cli.exit_on_eof || hunt.is_some();
+    #[cfg(not(feature = "parquet"))]
+    let exit_on_eof = cli.exit_on_eof;
     let options = Options {
         root: root.clone(),
         logdir: logdir.clone(),
-        exit_on_eof: cli.exit_on_eof,
+        exit_on_eof,
         chroot: cli.chroot,
     };
     // every problem at once: config.lua's errors, its warnings (errors with --strict), and
@@ -323,8 +402,14 @@ fn run(cli: Cli) -> Result<u8, Failure> {
     if let Some(Command::Test { filter, format }) = &cli.command {
         return Ok(test_cmd::run(&root, options, filter.as_deref(), *format));
     }
-    let (config, errors) = dragonfly_config::load_all(&root);
+    let (mut config, errors) = dragonfly_config::load_all(&root);
     let mut problems: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+    #[cfg(feature = "parquet")]
+    if let (Some(args), Some(c)) = (&hunt, config.as_mut()) {
+        if let Err(e) = hunt_inputs(c, args) {
+            problems.push(e);
+        }
+    }
     for w in config.iter().flat_map(|c| &c.warnings) {
         if cli.strict {
             problems.push(format!("{w} (an error with --strict)"));
@@ -395,7 +480,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
     privileges::handle_signals(&control)?;
 
     // a progress line for a run over files, at a terminal
-    let progress_wanted = cli.exit_on_eof && plan.all_inputs_finite() && cli.log_format == "text";
+    let progress_wanted = exit_on_eof && plan.all_inputs_finite() && cli.log_format == "text";
     let total_bytes = progress::total_bytes(
         &plan
             .config()

@@ -808,3 +808,80 @@ fn a_damaged_archive_is_replayed_but_for_the_files_named() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/archive"));
 }
+
+/// `dragonfly-mle hunt`: a root's pipeline over an archive — its input reads the archive
+/// instead of what config.lua names, with the time range and event types of the command
+/// line — exiting once the archive is read; a root with several inputs must name one.
+#[test]
+fn hunt_runs_a_root_over_an_archive() {
+    let w = root("file://in.json", "");
+    let lines: Vec<String> = (0..120)
+        .map(|i| {
+            format!(
+                r#"{{"timestamp":"2025-03-10T09:{:02}:{:02}.000000+0000","event_type":"{}","n":{i}}}"#,
+                i / 60,
+                i % 60,
+                ["dns", "flow", "alert"][i % 3],
+            )
+        })
+        .collect();
+    let dir = run_lines(&w, &lines);
+    let dir = dir.to_str().unwrap();
+    // config.lua's input is never read: the hunt replaces it
+    let r = Root::passthrough("file:///nonexistent/eve.json");
+    let hunt = |r: &Root, extra: &[&str]| {
+        let mut args = vec!["hunt", dir];
+        args.extend_from_slice(extra);
+        let child = r
+            .command(&args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_output(child, LIMIT)
+    };
+    let out = hunt(
+        &r,
+        &[
+            "--from",
+            "2025-03-10T09:01:00+0000",
+            "--to",
+            "2025-03-10T10:01:30+0100",
+            "--event-types",
+            "dns,alert",
+        ],
+    );
+    assert_ok(&out);
+    let ns: Vec<i64> = r
+        .lines("out.json")
+        .iter()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["n"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(ns, (60..90).filter(|i| i % 3 != 1).collect::<Vec<_>>());
+
+    // two inputs: the hunt must be told which filter gets the archive
+    let cfg = std::fs::read_to_string(r.path().join("config/config.lua")).unwrap();
+    r.config(&cfg.replace(
+        "inputs = {",
+        r#"inputs = { { tag="syslog", uri="file:///nonexistent/syslog.json", script="filter.lua", default_analyzer="pass" },"#,
+    ));
+    let out = hunt(&r, &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--input") && err.contains("syslog") && err.contains("in"),
+        "{err}"
+    );
+    std::fs::remove_file(r.logdir.join("out.json")).unwrap();
+    assert_ok(&hunt(&r, &["--input", "in"]));
+    assert_eq!(r.lines("out.json").len(), 120);
+}

@@ -78,7 +78,6 @@ pub struct Selection {
 pub fn choose(dir: &Path, filter: &Filter) -> std::io::Result<Selection> {
     let mut sel = Selection::default();
     let (files, _temps) = manifest::scan(dir)?;
-    sel.has_manifest = dir.join(manifest::MANIFEST).is_dir();
     let listed: HashMap<String, Entry> = match manifest::read(dir) {
         Ok(entries) => entries.into_iter().map(|e| (e.path.clone(), e)).collect(),
         Err(e) => {
@@ -88,6 +87,8 @@ pub fn choose(dir: &Path, filter: &Filter) -> std::io::Result<Selection> {
             HashMap::new()
         }
     };
+    // the manifest's directory, or the older single file (read above) with entries in it
+    sel.has_manifest = dir.join(manifest::MANIFEST).is_dir() || !listed.is_empty();
     let present: HashSet<&str> = files.iter().map(String::as_str).collect();
     let mut replaced: HashSet<String> = HashSet::new();
     let mut candidates = Vec::new();
