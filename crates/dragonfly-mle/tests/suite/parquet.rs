@@ -725,6 +725,18 @@ fn replaying_the_archive_through_triage_finds_what_the_live_run_found() {
     );
 }
 
+/// The `n` of each event in ROOT's out.json, in order.
+fn out_ns(r: &Root) -> Vec<i64> {
+    r.lines("out.json")
+        .iter()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["n"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect()
+}
+
 /// A replay of a damaged archive through the real binary: a file cut short and a stray
 /// file that is not Parquet are each named in the log and counted as the input's I/O
 /// errors (stats, the `done:` line); every row of the other files arrives, exactly, with
@@ -792,15 +804,7 @@ fn a_damaged_archive_is_replayed_but_for_the_files_named() {
         r#"script="filter.lua", options = { from = "2025-03-10T09:01:00+0000", to = "2025-03-10T10:02:00+0100", event_types = "alert" },"#,
     ));
     assert_ok(&r.run_to_eof(LIMIT));
-    let ns: Vec<i64> = r
-        .lines("out.json")
-        .iter()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["n"]
-                .as_i64()
-                .unwrap()
-        })
-        .collect();
+    let ns = out_ns(&r);
     assert_eq!(ns, (60..120).filter(|i| i % 3 == 2).collect::<Vec<_>>());
 
     let r = Root::passthrough("parquet:///nonexistent/archive");
@@ -852,15 +856,7 @@ fn hunt_runs_a_root_over_an_archive() {
         ],
     );
     assert_ok(&out);
-    let ns: Vec<i64> = r
-        .lines("out.json")
-        .iter()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["n"]
-                .as_i64()
-                .unwrap()
-        })
-        .collect();
+    let ns = out_ns(&r);
     assert_eq!(ns, (60..90).filter(|i| i % 3 != 1).collect::<Vec<_>>());
 
     // two inputs: the hunt must be told which filter gets the archive
