@@ -47,7 +47,6 @@ pub mod select;
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -369,7 +368,15 @@ impl Merge {
     fn open(&mut self, i: usize) -> Result<Stream, String> {
         let c = &self.files[i];
         let rel = c.rel.clone();
-        let f = File::open(&c.path).map_err(|e| format!("{rel}: {e}: not read"))?;
+        // never through a link planted in a file's place after the scan (which skips links)
+        let f = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .open(&c.path)
+        }
+        .map_err(|e| format!("{rel}: {e}: not read"))?;
         let b = ParquetRecordBatchReaderBuilder::try_new(f)
             .map_err(|e| format!("{rel}: not a readable Parquet file ({e}): not read"))?;
         let by = b

@@ -1,5 +1,6 @@
 use super::*;
 use serde_json::{json, Value};
+use std::fs::File;
 
 /// Write `lines` through the `parquet://` output into `dir` (its options as config.lua
 /// gives them).
@@ -254,6 +255,34 @@ fn bad_files_are_named_and_the_rest_is_read() {
         );
     }
     assert_eq!(problems.len(), 4, "{all}");
+
+    // a file swapped for a link after the scan is not followed
+    let sel = select::choose(dir.path(), &Filter::default()).unwrap();
+    let victim = sel
+        .files
+        .iter()
+        .find(|c| c.rel.contains("dns"))
+        .unwrap()
+        .path
+        .clone();
+    let kept = std::fs::read(&victim).unwrap();
+    std::fs::remove_file(&victim).unwrap();
+    std::os::unix::fs::symlink(&good, &victim).unwrap();
+    let mut m = Merge::new(sel.files, Filter::default());
+    let mut errors = Vec::new();
+    while let Some(r) = m.next() {
+        if let Err(e) = r {
+            errors.push(e);
+        }
+    }
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("event_type=dns") && e.contains("not read")),
+        "{errors:?}"
+    );
+    std::fs::remove_file(&victim).unwrap();
+    std::fs::write(&victim, kept).unwrap();
 
     // no manifest: every file is still read (their footers give the times)
     std::fs::remove_dir_all(dir.path().join(manifest::MANIFEST)).unwrap();
