@@ -322,13 +322,9 @@ fn typed_groups(
         .filter(|&g| {
             let Some(ci) = col else { return true };
             match groups[g].column(ci).statistics() {
-                Some(Statistics::Int64(st)) => match (st.min_opt(), st.max_opt()) {
-                    (Some(lo), Some(hi)) => {
-                        !(filter.from.is_some_and(|f| *hi < f)
-                            || filter.to.is_some_and(|t| *lo >= t))
-                    }
-                    _ => true,
-                },
+                Some(Statistics::Int64(st)) => {
+                    filter.overlaps(st.min_opt().copied(), st.max_opt().copied())
+                }
                 _ => true,
             }
         })

@@ -34,6 +34,13 @@ impl Filter {
         }
     }
 
+    /// Whether events from `lo` to `hi` (inclusive; None: not known) may hold one in the
+    /// range: false only when the range is known to lie wholly outside it.
+    pub fn overlaps(&self, lo: Option<i64>, hi: Option<i64>) -> bool {
+        !(self.from.is_some_and(|f| hi.is_some_and(|h| h < f))
+            || self.to.is_some_and(|t| lo.is_some_and(|l| l >= t)))
+    }
+
     /// Whether the event type `t` is asked for.
     pub fn wants_type(&self, t: &str) -> bool {
         self.event_types.is_empty() || self.event_types.iter().any(|x| x == t)
@@ -136,9 +143,7 @@ pub fn choose(dir: &Path, filter: &Filter) -> std::io::Result<Selection> {
                 replaced.insert(r);
             }
         }
-        let outside = filter.from.is_some_and(|f| max_ts.is_some_and(|m| m < f))
-            || filter.to.is_some_and(|t| min_ts.is_some_and(|m| m >= t));
-        if outside {
+        if !filter.overlaps(min_ts, max_ts) {
             sel.pruned += 1;
             continue;
         }
